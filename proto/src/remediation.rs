@@ -1,0 +1,63 @@
+//! `opsmesh.remediations.v1`: every decision, refusal and action of the remediator, each a
+//! record of the incident's hash-chained audit ledger.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{ActionKind, IncidentState, Payload, ledger::LedgerLink, topics};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Remediation {
+    /// Diagnosis envelope this decision answers.
+    pub diagnosis_id: Uuid,
+    /// State the incident entered.
+    pub state: IncidentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRecord>,
+    /// Why: the policy or rule that decided, in words.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_effect: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_saving_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Position in the incident's audit chain.
+    pub ledger: LedgerLink,
+}
+
+impl Payload for Remediation {
+    const SCHEMA: &'static str = topics::REMEDIATIONS;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionMode {
+    Auto,
+    Approve,
+    DryRun,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRecord {
+    pub kind: ActionKind,
+    pub target: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// incident + action + target: the action runs at most once per key.
+    pub idempotency_key: String,
+    pub mode: ActionMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    pub attempts: u32,
+    pub healthy: bool,
+    pub detail: String,
+}

@@ -1,0 +1,140 @@
+//! `opsmesh.telemetry.v1`: normalised cluster state, one record per resource per interval.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Payload, topics};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Resource reference, also the Kafka key: `inferenceservice/<ns>/<name>`,
+    /// `policyreport/<ns>/<policy>`, `cost/<ns>`, `application/<ns>/<name>`.
+    pub resource: String,
+    pub observed_at: DateTime<Utc>,
+    pub record: TelemetryRecord,
+}
+
+impl Payload for Telemetry {
+    const SCHEMA: &'static str = topics::TELEMETRY;
+}
+
+/// The record; `kind` matches the HEC sourcetype suffix (`opsmesh:models`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TelemetryRecord {
+    Models(ModelHealth),
+    Policies(PolicyStatus),
+    Costs(CostAllocation),
+    Argocd(GitOpsStatus),
+    /// A collector source failed this interval; the others still reported.
+    SourceError(SourceError),
+}
+
+impl TelemetryRecord {
+    /// The HEC sourcetype this record is written under.
+    pub fn sourcetype(&self) -> &'static str {
+        match self {
+            Self::Models(_) => "opsmesh:models",
+            Self::Policies(_) => "opsmesh:policies",
+            Self::Costs(_) => "opsmesh:costs",
+            Self::Argocd(_) => "opsmesh:argocd",
+            Self::SourceError(_) => "opsmesh:collector",
+        }
+    }
+}
+
+/// Health of one KServe InferenceService and its predictor pods.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelHealth {
+    pub namespace: String,
+    pub name: String,
+    pub ready: bool,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Sum of container restarts over the predictor pods.
+    pub restarts: u32,
+    /// Pods whose last termination was `OOMKilled`.
+    pub oom_killed: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination_reason: Option<String>,
+    /// e.g. `CrashLoopBackOff`, `ImagePullBackOff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
+    /// Peak working set observed over the pods, in bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_working_set_bytes: Option<u64>,
+    #[serde(default)]
+    pub warning_events: Vec<String>,
+}
+
+/// A Kyverno policy result or denial.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStatus {
+    pub namespace: String,
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `kind/name` of the resource the result is about.
+    pub resource: String,
+    /// `pass`, `fail`, `warn`, `error` or `skip`.
+    pub result: String,
+    /// `enforce` (DENY) or `audit` (WARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub message: String,
+    /// Admission denials seen for this resource and policy.
+    pub denials: u32,
+}
+
+/// OpenCost allocation of a namespace (or one pod when `pod` is set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CostAllocation {
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// OpenCost window, e.g. `1h`.
+    pub window: String,
+    pub hourly_cost_usd: f64,
+    #[serde(default)]
+    pub cpu_cost_usd: f64,
+    #[serde(default)]
+    pub gpu_cost_usd: f64,
+    #[serde(default)]
+    pub ram_cost_usd: f64,
+    /// Namespace budget from its annotation or configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly_budget_usd: Option<f64>,
+}
+
+/// ArgoCD Application sync and health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitOpsStatus {
+    pub application: String,
+    pub namespace: String,
+    /// `Synced`, `OutOfSync` or `Unknown`.
+    pub sync: String,
+    /// `Healthy`, `Degraded`, `Progressing`, `Missing`, …
+    pub health: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceError {
+    /// `models`, `policies`, `costs` or `gitops`.
+    pub source: String,
+    pub error: String,
+}

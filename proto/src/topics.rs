@@ -1,0 +1,105 @@
+//! The topic table: who writes, who reads, how it is keyed and kept.
+
+pub const ALERTS: &str = "opsmesh.alerts.v1";
+pub const TELEMETRY: &str = "opsmesh.telemetry.v1";
+pub const DIAGNOSES: &str = "opsmesh.diagnoses.v1";
+pub const REMEDIATIONS: &str = "opsmesh.remediations.v1";
+pub const APPROVALS: &str = "opsmesh.approvals.v1";
+
+/// Suffix of every topic's dead-letter queue.
+pub const DLQ_SUFFIX: &str = ".dlq";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: &'static str,
+    pub producer: &'static str,
+    pub consumers: &'static [&'static str],
+    pub key: &'static str,
+    /// Default partition count (configurable at provisioning).
+    pub partitions: i32,
+    pub retention_ms: i64,
+    pub cleanup_policy: &'static str,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub const TOPICS: &[TopicSpec] = &[
+    TopicSpec {
+        name: ALERTS,
+        producer: "alert-receiver",
+        consumers: &["diagnoser", "reporter"],
+        key: "incident id (alert fingerprint)",
+        partitions: 6,
+        retention_ms: 7 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: TELEMETRY,
+        producer: "collector",
+        consumers: &["diagnoser", "reporter"],
+        key: "resource (`inferenceservice/<ns>/<name>`, `cost/<ns>`, …)",
+        partitions: 6,
+        retention_ms: DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: DIAGNOSES,
+        producer: "diagnoser",
+        consumers: &["remediator", "reporter"],
+        key: "incident id",
+        partitions: 6,
+        retention_ms: 7 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: REMEDIATIONS,
+        producer: "remediator",
+        consumers: &["reporter", "remediator (ledger replay)"],
+        key: "incident id",
+        partitions: 6,
+        retention_ms: 30 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: APPROVALS,
+        producer: "reporter (console, MCP)",
+        consumers: &["remediator", "reporter"],
+        key: "incident id",
+        partitions: 6,
+        retention_ms: 7 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+];
+
+/// Every topic plus its DLQ, as provisioned.
+pub fn all_topic_names() -> Vec<String> {
+    TOPICS
+        .iter()
+        .flat_map(|t| [t.name.to_owned(), dlq(t.name)])
+        .collect()
+}
+
+pub fn dlq(topic: &str) -> String {
+    format!("{topic}{DLQ_SUFFIX}")
+}
+
+/// The topic table as Markdown (README and `proto/TOPICS.md`, checked for drift).
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| topic | producer | consumers | key | partitions | retention | DLQ |\n|---|---|---|---|---|---|---|\n",
+    );
+    for t in TOPICS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} d ({}) | `{}` |\n",
+            t.name,
+            t.producer,
+            t.consumers.join(", "),
+            t.key,
+            t.partitions,
+            t.retention_ms / DAY_MS,
+            t.cleanup_policy,
+            dlq(t.name),
+        ));
+    }
+    out
+}

@@ -1,0 +1,102 @@
+//! Shared vocabulary (root causes, actions, incident states), as in the scenario contract.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Maps the many spellings senders use (Splunk 1–6, Alertmanager labels) to one scale.
+    pub fn parse_lenient(value: &str) -> Option<Self> {
+        Some(match value.trim().to_ascii_lowercase().as_str() {
+            "info" | "informational" | "1" | "2" => Self::Info,
+            "low" | "warning" | "warn" | "3" => Self::Low,
+            "medium" | "moderate" | "4" => Self::Medium,
+            "high" | "error" | "major" | "5" => Self::High,
+            "critical" | "fatal" | "page" | "6" => Self::Critical,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RootCause {
+    OomKilled,
+    CrashLoop,
+    ImagePullError,
+    PolicyViolation,
+    CostOverrun,
+    GitopsDrift,
+    Unknown,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ActionKind {
+    PatchMemoryLimit,
+    RestartInferenceService,
+    ScaleInferenceService,
+    ArgocdSync,
+    ApplyResourceQuota,
+    RollbackImage,
+    SuggestPolicyFix,
+    Escalate,
+}
+
+/// Where an incident stands in the remediator's state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Display, EnumString, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum IncidentState {
+    Received,
+    Planned,
+    AwaitingApproval,
+    Executing,
+    Verifying,
+    Resolved,
+    RolledBack,
+    Escalated,
+    Refused,
+    Advised,
+    DryRun,
+    NoAction,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// strum and serde must agree on every wire name.
+    #[test]
+    fn display_matches_serde() {
+        fn check<T: Serialize + std::fmt::Display + VariantArray>() {
+            for v in T::VARIANTS {
+                assert_eq!(serde_json::to_value(v).unwrap(), v.to_string());
+            }
+        }
+        check::<Severity>();
+        check::<RootCause>();
+        check::<ActionKind>();
+        check::<IncidentState>();
+    }
+}

@@ -1,0 +1,307 @@
+//! One application: the HTTP server (health, metrics, service routes) plus the services'
+//! background work, started together and stopped by one cancellation token with a bounded
+//! drain.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bus::{Bus, BusError, Handler, Publisher, consume},
+    config::{ConfigError, ConfigTree, Settings},
+    health::{Health, ReadinessCheck},
+    metrics::{BusMetrics, new_registry},
+};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a service needs from the runtime.
+#[derive(Clone)]
+pub struct Context {
+    pub settings: Settings,
+    pub registry: Registry,
+    pub publisher: Publisher,
+    pub bus_metrics: BusMetrics,
+    pub health: Health,
+}
+
+impl Context {
+    pub fn new(settings: Settings, bus: Arc<dyn Bus>) -> Self {
+        let registry = new_registry();
+        let bus_metrics = BusMetrics::new(&registry);
+        let health = Health::default();
+        health.register(Arc::new(BusReadiness(bus.clone())));
+        Self {
+            publisher: Publisher::new(bus, bus_metrics.clone()),
+            settings,
+            registry,
+            bus_metrics,
+            health,
+        }
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        self.publisher.bus()
+    }
+
+    /// Runs `handler` as a member of `group` until `shutdown` (see [`consume`]).
+    pub async fn consume(
+        &self,
+        group: &str,
+        topics: &[&str],
+        handler: Arc<dyn Handler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        consume(
+            &self.publisher,
+            &self.bus_metrics,
+            &self.settings.bus.consumer,
+            group,
+            topics,
+            handler,
+            shutdown,
+        )
+        .await
+    }
+}
+
+struct BusReadiness(Arc<dyn Bus>);
+
+#[async_trait]
+impl ReadinessCheck for BusReadiness {
+    fn name(&self) -> &str {
+        "bus"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}
+
+/// A running part of a service: HTTP routes and background work.
+pub trait Component: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Registers the component's HTTP routes (called once per HTTP worker).
+    fn routes(&self, _config: &mut web::ServiceConfig) {}
+
+    /// Background work (consumers, pollers). Returns once `shutdown` is cancelled and the work
+    /// in hand is finished.
+    fn run(self: Arc<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), BoxError>>;
+}
+
+/// How a service is found by name and built from configuration.
+pub struct ServiceDef {
+    /// Name on the command line, in logs and in consumer groups (`alert-receiver`).
+    pub name: &'static str,
+    /// Its configuration section (`receiver`).
+    pub section: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    pub build: for<'a> fn(&'a ConfigTree, &'a Context) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{service}: {message}")]
+    Service { service: String, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("component {name} failed: {source}")]
+    Component {
+        name: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("work did not drain within the {0:?} grace period")]
+    GraceExceeded(Duration),
+    #[error("producer flush failed: {0}")]
+    Flush(#[source] BusError),
+}
+
+pub struct Application {
+    ctx: Context,
+    components: Vec<Arc<dyn Component>>,
+    server: Server,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Binds the HTTP listener (port 0 picks a free port) and prepares the components.
+    pub fn build(ctx: Context, components: Vec<Arc<dyn Component>>) -> Result<Self, StartError> {
+        let http = ctx.settings.http.clone();
+        let registry = ctx.registry.clone();
+        let health = ctx.health.clone();
+        let routes = components.clone();
+        let server = HttpServer::new(move || {
+            let routes = routes.clone();
+            App::new()
+                .app_data(web::Data::new(registry.clone()))
+                .app_data(web::Data::new(health.clone()))
+                .app_data(web::PayloadConfig::new(http.max_body_bytes))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
+                .configure(move |config| {
+                    for component in &routes {
+                        component.routes(config);
+                    }
+                })
+        })
+        .workers(ctx.settings.http.workers)
+        .disable_signals()
+        .shutdown_timeout(ctx.settings.shutdown.grace.as_secs().max(1));
+        let listen = ctx.settings.http.listen;
+        let server = server
+            .bind(listen)
+            .map_err(|source| StartError::Listen { addr: listen, source })?;
+        let addr = server.addrs()[0];
+        Ok(Self {
+            server: server.run(),
+            addr,
+            components,
+            shutdown: CancellationToken::new(),
+            ctx,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cancel it to stop the application (signals do that in `main`).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the token is cancelled or a component fails, then drains within the
+    /// grace period, flushes the producer and returns.
+    pub async fn run_until_stopped(self) -> Result<(), StopError> {
+        let Self {
+            ctx,
+            components,
+            server,
+            addr,
+            shutdown,
+        } = self;
+        let grace = ctx.settings.shutdown.grace;
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+        let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
+        tracing::info!(%addr, services = ?names, bus = ctx.bus().kind(), "listening");
+
+        if ctx.settings.bus.create_topics {
+            ensure_topics(&ctx, &shutdown).await;
+        }
+
+        let mut tasks = JoinSet::new();
+        for component in &components {
+            let name = component.name();
+            let work = component.clone().run(shutdown.clone());
+            tasks.spawn(async move { (name, work.await) });
+        }
+
+        let mut failure = None;
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            Some(Ok((name, Err(source)))) = tasks.join_next(), if !tasks.is_empty() => {
+                tracing::error!(component = name, error = %source, "component failed; stopping");
+                failure = Some(StopError::Component { name, source });
+                shutdown.cancel();
+            }
+        }
+
+        ctx.health.start_draining();
+        let started = tokio::time::Instant::now();
+        let deadline = started + grace;
+        let drain = async {
+            let http = server_handle.stop(true);
+            let work = async {
+                while let Some(joined) = tasks.join_next().await {
+                    match joined {
+                        Ok((name, Err(error))) => {
+                            tracing::error!(component = name, %error, "component failed while stopping");
+                        }
+                        Ok((name, Ok(()))) => tracing::debug!(component = name, "stopped"),
+                        Err(error) => tracing::error!(%error, "component task panicked"),
+                    }
+                }
+            };
+            tokio::join!(http, work);
+        };
+        if tokio::time::timeout_at(deadline, drain).await.is_err() {
+            tracing::error!(?grace, "drain exceeded the grace period");
+            return Err(StopError::GraceExceeded(grace));
+        }
+        let _ = server_task.await;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        ctx.bus()
+            .flush(remaining.max(Duration::from_millis(100)))
+            .await
+            .map_err(StopError::Flush)?;
+        tracing::info!(elapsed = ?started.elapsed(), "stopped cleanly");
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates missing topics, retrying while the bus is unreachable (the process stays live,
+/// and not ready, meanwhile).
+async fn ensure_topics(ctx: &Context, shutdown: &CancellationToken) {
+    let topics = opsmesh_proto::topics::all_topic_names();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ctx.bus().ensure_topics(&topics).await {
+            Ok(()) => return,
+            Err(err) => tracing::warn!(error = %err, retry_in = ?delay, "cannot ensure topics yet"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
+}
+
+async fn readyz(health: web::Data<Health>) -> HttpResponse {
+    let readiness = health.readiness().await;
+    if readiness.ready {
+        HttpResponse::Ok().json(readiness)
+    } else {
+        HttpResponse::ServiceUnavailable().json(readiness)
+    }
+}
+
+async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
+    let mut buffer = Vec::new();
+    match TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(buffer),
+        Err(err) => HttpResponse::InternalServerError().body(err.to_string()),
+    }
+}

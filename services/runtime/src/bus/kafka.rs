@@ -1,0 +1,315 @@
+//! Kafka via rdkafka: idempotent producer with `acks=all`; group consumers that store offsets
+//! only after handling, commit on revoke and on shutdown.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::{
+    ClientConfig, ClientContext, Message,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
+    message::{Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+use serde::Deserialize;
+
+use super::{Bus, BusError, ClientOverrides, Delivered, Outgoing, Received, Subscription};
+use crate::config::{ConfigError, Validate};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Partitions of topics created at start.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long the producer keeps trying to deliver before `publish` fails.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// How often stored offsets are committed (also committed on revoke and shutdown).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Timeout of metadata and admin requests (readiness, topic creation).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …), applied last.
+    pub client: ClientOverrides,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            partitions: 6,
+            replication_factor: 1,
+            message_timeout: Duration::from_secs(30),
+            commit_interval: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            client: ClientOverrides::new(),
+        }
+    }
+}
+
+impl Validate for KafkaSettings {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.brokers"),
+                "required when bus.kind = \"kafka\" (e.g. \"127.0.0.1:9092\")",
+            ));
+        }
+        if self.partitions < 1 {
+            return Err(ConfigError::invalid(format!("{prefix}.partitions"), "must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.replication_factor"),
+                "must be at least 1",
+            ));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(ConfigError::invalid(format!("{prefix}.commit_interval"), "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    client_id: String,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, BusError> {
+        let producer = base_config(settings, client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", millis(settings.message_timeout))
+            .set_all(&settings.client)
+            .create()
+            .map_err(|e| BusError::Client(e.to_string()))?;
+        Ok(Self {
+            settings: settings.clone(),
+            client_id: client_id.to_owned(),
+            producer,
+        })
+    }
+}
+
+fn millis(d: Duration) -> String {
+    d.as_millis().to_string()
+}
+
+fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("socket.timeout.ms", millis(settings.request_timeout.max(Duration::from_secs(10))))
+        // Reconnect quickly after a broker restart.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+trait SetAll {
+    fn set_all(&mut self, overrides: &ClientOverrides) -> &mut Self;
+}
+
+impl SetAll for ClientConfig {
+    fn set_all(&mut self, overrides: &ClientOverrides) -> &mut Self {
+        for (k, v) in overrides {
+            self.set(k, v);
+        }
+        self
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, message: Outgoing) -> Result<Delivered, BusError> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (name, value) in &message.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        let record = FutureRecord::to(&message.topic)
+            .key(&message.key)
+            .payload(&message.payload)
+            .headers(headers);
+        // The queue timeout only covers a full local queue; delivery itself is bounded by
+        // `message.timeout.ms`.
+        match self.producer.send(record, Timeout::After(self.settings.message_timeout)).await {
+            Ok(delivery) => Ok(Delivered {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
+            Err((err, _)) => Err(BusError::Publish {
+                topic: message.topic,
+                message: err.to_string(),
+            }),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let consumer: StreamConsumer<CommitOnRevoke> = base_config(&self.settings, &self.client_id)
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", millis(self.settings.commit_interval))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", millis(self.settings.session_timeout))
+            .set("heartbeat.interval.ms", millis(self.settings.session_timeout / 3))
+            .set_all(&self.settings.client)
+            .create_with_context(CommitOnRevoke)
+            .map_err(|e| BusError::Client(e.to_string()))?;
+        consumer
+            .subscribe(topics)
+            .map_err(|e| BusError::Consume(e.to_string()))?;
+        Ok(Box::new(KafkaSubscription { consumer }))
+    }
+
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = base_config(&self.settings, &self.client_id)
+            .set_all(&self.settings.client)
+            .create()
+            .map_err(|e| BusError::Client(e.to_string()))?;
+        let new_topics: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(self.settings.request_timeout));
+        let results = admin
+            .create_topics(&new_topics, &options)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = %name, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Unavailable(format!("creating topic {name}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        let timeout = self.settings.request_timeout;
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| BusError::Unavailable(e.to_string()))
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+}
+
+/// Commits stored offsets before partitions are taken away, so the next owner starts exactly
+/// after the last handled message.
+struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!(partitions = partitions.count(), "committed on revoke"),
+                Err(err) if is_nothing_to_commit(&err) => {}
+                Err(err) => tracing::warn!(error = %err, "commit on revoke failed"),
+            }
+        }
+    }
+}
+
+fn is_nothing_to_commit(err: &KafkaError) -> bool {
+    matches!(
+        err,
+        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
+    )
+}
+
+struct KafkaSubscription {
+    consumer: StreamConsumer<CommitOnRevoke>,
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn recv(&mut self) -> Result<Received, BusError> {
+        let message = self
+            .consumer
+            .recv()
+            .await
+            .map_err(|e| BusError::Consume(e.to_string()))?;
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Received {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        })
+    }
+
+    fn store(&mut self, message: &Received) -> Result<(), BusError> {
+        // `rd_kafka_offset_store` stores offset + 1, the next position to read.
+        self.consumer
+            .store_offset(&message.topic, message.partition, message.offset)
+            .map_err(|e| BusError::Commit(e.to_string()))
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            Err(err) if is_nothing_to_commit(&err) => Ok(()),
+            Err(err) => Err(BusError::Commit(err.to_string())),
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! In-process bus with Kafka's consumer-group semantics: keyed partitions, one owner per
+//! partition within a group, committed offsets that survive a member leaving, rebalance on
+//! join and leave.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use super::{Bus, BusError, Delivered, Outgoing, Received, Subscription};
+use crate::config::{ConfigError, Validate};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    pub partitions: usize,
+    /// Oldest messages are dropped beyond this many per partition (Kafka's retention).
+    pub retention_messages: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            partitions: 4,
+            retention_messages: 100_000,
+        }
+    }
+}
+
+impl Validate for MemorySettings {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.partitions == 0 {
+            return Err(ConfigError::invalid(format!("{prefix}.partitions"), "must be at least 1"));
+        }
+        if self.retention_messages == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.retention_messages"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type PartitionId = (String, usize);
+
+#[derive(Default)]
+struct Partition {
+    /// Offset of `records[0]`.
+    base: i64,
+    records: VecDeque<Arc<Outgoing>>,
+}
+
+impl Partition {
+    fn end(&self) -> i64 {
+        self.base + self.records.len() as i64
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    /// Member id → subscribed topics, in join order.
+    members: BTreeMap<u64, Vec<String>>,
+    committed: HashMap<PartitionId, i64>,
+    /// Partition → owning member, recomputed on every join and leave.
+    owners: HashMap<PartitionId, u64>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<String, Vec<Partition>>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+struct Shared {
+    settings: MemorySettings,
+    state: Mutex<State>,
+    /// Woken on every append and rebalance.
+    changed: Notify,
+}
+
+/// The in-memory bus. Cloning shares the same topics.
+#[derive(Clone)]
+pub struct MemoryBus {
+    shared: Arc<Shared>,
+}
+
+impl MemoryBus {
+    pub fn new(settings: &MemorySettings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                settings: settings.clone(),
+                state: Mutex::new(State::default()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Every message currently retained on `topic`, in partition then offset order.
+    pub fn snapshot(&self, topic: &str) -> Vec<Received> {
+        let state = self.shared.lock();
+        let Some(partitions) = state.topics.get(topic) else {
+            return Vec::new();
+        };
+        partitions
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| {
+                part.records
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| to_received(r, p, part.base + i as i64))
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn to_received(record: &Outgoing, partition: usize, offset: i64) -> Received {
+    Received {
+        topic: record.topic.clone(),
+        partition: partition as i32,
+        offset,
+        key: Some(record.key.clone().into_bytes()),
+        payload: record.payload.clone(),
+        headers: record.headers.clone(),
+    }
+}
+
+impl State {
+    fn partitions_mut(&mut self, topic: &str, count: usize) -> &mut Vec<Partition> {
+        self.topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| (0..count).map(|_| Partition::default()).collect())
+    }
+
+    /// Range-assigns every partition of the group's topics over its members.
+    fn rebalance(&mut self, group: &str, partition_count: usize) {
+        let Some(g) = self.groups.get(group) else { return };
+        let members: Vec<(u64, Vec<String>)> =
+            g.members.iter().map(|(id, t)| (*id, t.clone())).collect();
+        let mut topics: Vec<String> = members.iter().flat_map(|(_, t)| t.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        let mut owners = HashMap::new();
+        for topic in topics {
+            let subscribers: Vec<u64> = members
+                .iter()
+                .filter(|(_, t)| t.contains(&topic))
+                .map(|(id, _)| *id)
+                .collect();
+            for p in 0..partition_count {
+                owners.insert((topic.clone(), p), subscribers[p % subscribers.len()]);
+            }
+        }
+        if let Some(g) = self.groups.get_mut(group) {
+            g.owners = owners;
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, message: Outgoing) -> Result<Delivered, BusError> {
+        let partition_count = self.shared.settings.partitions;
+        let mut hasher = DefaultHasher::new();
+        message.key.hash(&mut hasher);
+        let partition = (hasher.finish() % partition_count as u64) as usize;
+        let delivered = {
+            let mut state = self.shared.lock();
+            let part = &mut state.partitions_mut(&message.topic, partition_count)[partition];
+            part.records.push_back(Arc::new(message));
+            if part.records.len() > self.shared.settings.retention_messages {
+                part.records.pop_front();
+                part.base += 1;
+            }
+            Delivered {
+                partition: partition as i32,
+                offset: part.end() - 1,
+            }
+        };
+        self.shared.changed.notify_waiters();
+        Ok(delivered)
+    }
+
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let member = {
+            let mut state = self.shared.lock();
+            state.next_member += 1;
+            let member = state.next_member;
+            state
+                .groups
+                .entry(group.to_owned())
+                .or_default()
+                .members
+                .insert(member, topics.iter().map(|t| t.to_string()).collect());
+            state.rebalance(group, self.shared.settings.partitions);
+            member
+        };
+        self.shared.changed.notify_waiters();
+        Ok(Box::new(MemorySubscription {
+            shared: self.shared.clone(),
+            group: group.to_owned(),
+            member,
+            positions: HashMap::new(),
+            cursor: 0,
+        }))
+    }
+
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let mut state = self.shared.lock();
+        for topic in topics {
+            state.partitions_mut(topic, self.shared.settings.partitions);
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn flush(&self, _timeout: Duration) -> Result<(), BusError> {
+        // Publishing is synchronous: nothing is ever queued.
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+struct MemorySubscription {
+    shared: Arc<Shared>,
+    group: String,
+    member: u64,
+    /// Next offset to deliver per owned partition; reset from the committed offset whenever
+    /// ownership is (re)gained.
+    positions: HashMap<PartitionId, i64>,
+    /// Round-robin start among owned partitions, so one busy partition cannot starve others.
+    cursor: usize,
+}
+
+impl MemorySubscription {
+    fn try_next(&mut self) -> Option<Received> {
+        let mut state = self.shared.lock();
+        let State { topics, groups, .. } = &mut *state;
+        let group = groups.get(&self.group)?;
+        let mut owned: Vec<&PartitionId> = group
+            .owners
+            .iter()
+            .filter(|(_, m)| **m == self.member)
+            .map(|(p, _)| p)
+            .collect();
+        owned.sort();
+        self.positions.retain(|p, _| owned.contains(&p));
+        let n = owned.len();
+        for i in 0..n {
+            let id = owned[(self.cursor + i) % n];
+            let Some(part) = topics.get(&id.0).and_then(|ps| ps.get(id.1)) else {
+                continue;
+            };
+            let position = self
+                .positions
+                .entry(id.clone())
+                .or_insert_with(|| group.committed.get(id).copied().unwrap_or(0));
+            // Retention may have dropped what we had not read yet: resume at the oldest.
+            *position = (*position).max(part.base);
+            if *position < part.end() {
+                let record = &part.records[(*position - part.base) as usize];
+                let received = to_received(record, id.1, *position);
+                *position += 1;
+                self.cursor = (self.cursor + i + 1) % n;
+                return Some(received);
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn recv(&mut self) -> Result<Received, BusError> {
+        let shared = self.shared.clone();
+        loop {
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            // Register interest before looking, so an append in between is not missed.
+            changed.as_mut().enable();
+            if let Some(message) = self.try_next() {
+                return Ok(message);
+            }
+            changed.await;
+        }
+    }
+
+    fn store(&mut self, message: &Received) -> Result<(), BusError> {
+        // Stored offsets are committed at once: there is no broker round trip to batch.
+        let mut state = self.shared.lock();
+        let group = state
+            .groups
+            .get_mut(&self.group)
+            .ok_or_else(|| BusError::Commit("group vanished".into()))?;
+        let id = (message.topic.clone(), message.partition as usize);
+        if group.owners.get(&id) != Some(&self.member) {
+            // Like Kafka after a revoke: the new owner will redeliver it.
+            return Err(BusError::Commit(format!(
+                "partition {}/{} is no longer owned by this member",
+                message.topic, message.partition
+            )));
+        }
+        let next = message.offset + 1;
+        let committed = group.committed.entry(id).or_insert(0);
+        *committed = (*committed).max(next);
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            if let Some(group) = state.groups.get_mut(&self.group) {
+                group.members.remove(&self.member);
+            }
+            state.rebalance(&self.group, self.shared.settings.partitions);
+        }
+        self.shared.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, key: &str, n: u32) -> Outgoing {
+        Outgoing {
+            topic: topic.into(),
+            key: key.into(),
+            payload: n.to_string().into_bytes(),
+            headers: vec![],
+        }
+    }
+
+    fn bus() -> MemoryBus {
+        MemoryBus::new(&MemorySettings::default())
+    }
+
+    #[tokio::test]
+    async fn a_key_stays_in_order_on_one_partition() {
+        let bus = bus();
+        for n in 0..20 {
+            bus.publish(msg("t", "k", n)).await.unwrap();
+        }
+        let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
+        for n in 0..20 {
+            let m = sub.recv().await.unwrap();
+            assert_eq!(m.payload, n.to_string().into_bytes());
+            sub.store(&m).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_member_resumes_after_the_last_stored_offset() {
+        let bus = bus();
+        for n in 0..3 {
+            bus.publish(msg("t", "k", n)).await.unwrap();
+        }
+        let mut first = bus.subscribe("g", &["t"]).await.unwrap();
+        let m = first.recv().await.unwrap();
+        first.store(&m).unwrap();
+        let unstored = first.recv().await.unwrap();
+        assert_eq!(unstored.payload, b"1");
+        drop(first);
+        let mut second = bus.subscribe("g", &["t"]).await.unwrap();
+        let again = second.recv().await.unwrap();
+        assert_eq!(again.payload, b"1", "unstored message is redelivered");
+    }
+
+    #[tokio::test]
+    async fn members_of_one_group_share_partitions_and_groups_are_independent() {
+        let bus = bus();
+        let mut a = bus.subscribe("g", &["t"]).await.unwrap();
+        let mut b = bus.subscribe("g", &["t"]).await.unwrap();
+        let mut other = bus.subscribe("h", &["t"]).await.unwrap();
+        for n in 0..40 {
+            bus.publish(msg("t", &format!("key-{n}"), n)).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        for sub in [&mut a, &mut b] {
+            while let Ok(Ok(m)) =
+                tokio::time::timeout(Duration::from_millis(20), sub.recv()).await
+            {
+                seen.push(m.payload);
+            }
+        }
+        assert_eq!(seen.len(), 40, "each message to exactly one member of g");
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 40);
+        let mut h = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), other.recv()).await {
+            h += 1;
+        }
+        assert_eq!(h, 40, "group h reads everything on its own");
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_publish() {
+        let bus = bus();
+        let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
+        let publisher = bus.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            publisher.publish(msg("t", "k", 7)).await.unwrap();
+        });
+        let m = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await.unwrap().unwrap();
+        assert_eq!(m.payload, b"7");
+    }
+
+    #[tokio::test]
+    async fn retention_drops_the_oldest() {
+        let bus = MemoryBus::new(&MemorySettings {
+            partitions: 1,
+            retention_messages: 2,
+        });
+        for n in 0..5 {
+            bus.publish(msg("t", "k", n)).await.unwrap();
+        }
+        let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
+        let m = sub.recv().await.unwrap();
+        assert_eq!((m.offset, m.payload.as_slice()), (3, b"3".as_slice()));
+    }
+}

@@ -1,0 +1,158 @@
+//! The bus: one trait, a Kafka implementation for deployment and an in-memory one for
+//! `opsmesh up` / `opsmesh demo` and fast tests, with the same consumer-group semantics.
+
+mod consumer;
+mod kafka;
+mod memory;
+mod publisher;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+pub use consumer::{ConsumerSettings, Handler, HandlerError, consume};
+pub use kafka::{KafkaBus, KafkaSettings};
+pub use memory::{MemoryBus, MemorySettings};
+pub use publisher::Publisher;
+
+use crate::config::{ConfigError, Validate};
+
+/// Header naming why a message was dead-lettered.
+pub const HEADER_DLQ_ERROR: &str = "opsmesh-dlq-error";
+/// Header naming where a dead-lettered message came from: `topic/partition/offset`.
+pub const HEADER_DLQ_ORIGIN: &str = "opsmesh-dlq-origin";
+/// Header naming the consumer group that gave up on it.
+pub const HEADER_DLQ_GROUP: &str = "opsmesh-dlq-group";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("publishing to {topic} failed: {message}")]
+    Publish { topic: String, message: String },
+    #[error("consuming failed: {0}")]
+    Consume(String),
+    #[error("committing offsets failed: {0}")]
+    Commit(String),
+    #[error("bus not reachable: {0}")]
+    Unavailable(String),
+    #[error("bus client could not be created: {0}")]
+    Client(String),
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a published message was stored once the bus acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A consumed message, detached from the client.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes and returns only once the bus durably acknowledged the message.
+    async fn publish(&self, message: Outgoing) -> Result<Delivered, BusError>;
+    /// Joins `group` for `topics`; partitions are shared among the group's members.
+    async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Box<dyn Subscription>, BusError>;
+    /// Creates missing topics (and their DLQs).
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError>;
+    /// Readiness: the bus answers.
+    async fn check(&self) -> Result<(), BusError>;
+    /// Waits until every message handed to the producer was acknowledged.
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
+    /// `kafka` or `memory`, for logs.
+    fn kind(&self) -> &'static str;
+}
+
+/// One member of a consumer group.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next message of any partition this member owns.
+    async fn recv(&mut self) -> Result<Received, BusError>;
+    /// Marks `message` as done: its offset will be committed (at-least-once).
+    fn store(&mut self, message: &Received) -> Result<(), BusError>;
+    /// Commits every stored offset now (on shutdown).
+    async fn commit(&mut self) -> Result<(), BusError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Kafka,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSettings {
+    pub kind: BusKind,
+    pub kafka: KafkaSettings,
+    pub memory: MemorySettings,
+    pub consumer: ConsumerSettings,
+    /// Create missing topics at start (the test broker does not auto-create).
+    pub create_topics: bool,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::Kafka,
+            kafka: KafkaSettings::default(),
+            memory: MemorySettings::default(),
+            consumer: ConsumerSettings::default(),
+            create_topics: true,
+        }
+    }
+}
+
+impl Validate for BusSettings {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.kind == BusKind::Kafka {
+            self.kafka.validate(&format!("{prefix}.kafka"))?;
+        }
+        self.memory.validate(&format!("{prefix}.memory"))?;
+        self.consumer.validate(&format!("{prefix}.consumer"))
+    }
+}
+
+/// Builds the configured bus.
+pub fn connect(settings: &BusSettings, client_id: &str) -> Result<Arc<dyn Bus>, BusError> {
+    Ok(match settings.kind {
+        BusKind::Kafka => Arc::new(KafkaBus::new(&settings.kafka, client_id)?),
+        BusKind::Memory => Arc::new(MemoryBus::new(&settings.memory)),
+    })
+}
+
+/// Extra librdkafka properties, passed through unchanged (`bus.kafka.client`).
+pub type ClientOverrides = BTreeMap<String, String>;

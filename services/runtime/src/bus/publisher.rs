@@ -1,0 +1,70 @@
+//! Typed publishing with the envelope headers and metrics.
+
+use std::{sync::Arc, time::Instant};
+
+use opsmesh_proto::{
+    Envelope, Payload,
+    envelope::{CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_SCHEMA, HEADER_TRACEPARENT},
+};
+
+use super::{Bus, BusError, Delivered, Outgoing};
+use crate::metrics::BusMetrics;
+
+/// Publishes envelopes on their schema's topic, keyed by incident (or an explicit key).
+#[derive(Clone)]
+pub struct Publisher {
+    bus: Arc<dyn Bus>,
+    metrics: BusMetrics,
+}
+
+impl Publisher {
+    pub fn new(bus: Arc<dyn Bus>, metrics: BusMetrics) -> Self {
+        Self { bus, metrics }
+    }
+
+    /// Publishes on `P::SCHEMA`'s topic, keyed by `key`; returns once acknowledged.
+    pub async fn publish<P: Payload>(
+        &self,
+        key: &str,
+        envelope: &Envelope<P>,
+    ) -> Result<Delivered, BusError> {
+        let headers = vec![
+            (HEADER_CONTENT_TYPE.to_owned(), CONTENT_TYPE_JSON.as_bytes().to_vec()),
+            (HEADER_SCHEMA.to_owned(), envelope.schema.as_bytes().to_vec()),
+            (
+                HEADER_TRACEPARENT.to_owned(),
+                envelope.trace.traceparent.as_bytes().to_vec(),
+            ),
+        ];
+        self.publish_raw(Outgoing {
+            topic: P::SCHEMA.to_owned(),
+            key: key.to_owned(),
+            payload: envelope.to_vec(),
+            headers,
+        })
+        .await
+    }
+
+    /// Publishes prepared bytes (DLQ forwarding keeps the original bytes and headers).
+    pub async fn publish_raw(&self, message: Outgoing) -> Result<Delivered, BusError> {
+        let topic = message.topic.clone();
+        let started = Instant::now();
+        let result = self.bus.publish(message).await;
+        self.metrics
+            .publish_seconds
+            .with_label_values(&[&topic])
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => self.metrics.published.with_label_values(&[&topic]).inc(),
+            Err(err) => {
+                self.metrics.publish_errors.with_label_values(&[&topic]).inc();
+                tracing::warn!(%topic, error = %err, "publish failed");
+            }
+        }
+        result
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+}

@@ -1,0 +1,15 @@
+//! The runtime every opsmesh service shares: layered configuration, tracing, the Prometheus
+//! registry, `/healthz` `/readyz` `/metrics`, graceful shutdown and the bus.
+
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod health;
+pub mod launcher;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use app::{Application, BoxError, Component, Context, ServiceDef, StartError};
+pub use bus::{Bus, Handler, HandlerError, Publisher, Received};
+pub use config::{ConfigError, ConfigTree, Settings, Validate};
