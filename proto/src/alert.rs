@@ -85,10 +85,16 @@ impl Entity {
         let kind = match self.kind? {
             EntityKind::Inferenceservice => "inferenceservice",
             EntityKind::Pod => "pod",
-            EntityKind::Namespace => return self.namespace.as_ref().map(|n| format!("namespace/{n}")),
+            EntityKind::Namespace => {
+                return self.namespace.as_ref().map(|n| format!("namespace/{n}"));
+            }
             EntityKind::Application => "application",
         };
-        Some(format!("{kind}/{}/{}", self.namespace.as_ref()?, self.name.as_ref()?))
+        Some(format!(
+            "{kind}/{}/{}",
+            self.namespace.as_ref()?,
+            self.name.as_ref()?
+        ))
     }
 }
 

@@ -61,3 +61,28 @@ pub struct Verification {
     pub healthy: bool,
     pub detail: String,
 }
+
+impl Remediation {
+    /// Links this record after `prev_hash` at position `seq` and computes its hash.
+    pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {
+        self.ledger = LedgerLink {
+            seq,
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+        };
+        self.ledger.hash = self.computed_hash();
+        self
+    }
+
+    /// The hash this record should carry: SHA-256 over `prev_hash` and the canonical JSON
+    /// of the record with `ledger.hash` blank.
+    pub fn computed_hash(&self) -> String {
+        let mut blank = self.clone();
+        blank.ledger.hash.clear();
+        let value = serde_json::to_value(&blank).expect("records serialize");
+        crate::ledger::chain_hash(
+            &self.ledger.prev_hash,
+            &crate::ledger::canonical_json(&value),
+        )
+    }
+}

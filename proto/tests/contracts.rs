@@ -20,14 +20,21 @@ fn checked_in_schemas_match_the_types() {
         let path = root().join("schemas").join(&name);
         let on_disk = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{} missing ({e}); {REGENERATE}", path.display()));
-        assert!(on_disk == generated, "{name} drifted from the Rust types; {REGENERATE}");
+        assert!(
+            on_disk == generated,
+            "{name} drifted from the Rust types; {REGENERATE}"
+        );
     }
 }
 
 #[test]
 fn topic_table_matches_the_code() {
     let on_disk = std::fs::read_to_string(root().join("TOPICS.md")).unwrap();
-    assert_eq!(on_disk, topics::markdown_table(), "TOPICS.md drifted; {REGENERATE}");
+    assert_eq!(
+        on_disk,
+        topics::markdown_table(),
+        "TOPICS.md drifted; {REGENERATE}"
+    );
 }
 
 fn round_trip<P: Payload>(dir: &Path) {
@@ -37,7 +44,12 @@ fn round_trip<P: Payload>(dir: &Path) {
     let parsed = Envelope::<P>::from_slice(text.as_bytes())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let reserialized = serde_json::to_value(&parsed).unwrap();
-    assert_eq!(original, reserialized, "{} does not round-trip", path.display());
+    assert_eq!(
+        original,
+        reserialized,
+        "{} does not round-trip",
+        path.display()
+    );
 }
 
 #[test]
@@ -54,8 +66,19 @@ fn golden_examples_round_trip() {
 fn every_topic_has_a_schema_and_an_example() {
     let schemas: Vec<String> = schema::all().into_iter().map(|(n, _)| n).collect();
     for t in topics::TOPICS {
-        assert!(schemas.contains(&format!("{}.schema.json", t.name)), "{}", t.name);
-        assert!(root().join("examples").join(format!("{}.json", t.name)).exists(), "{}", t.name);
+        assert!(
+            schemas.contains(&format!("{}.schema.json", t.name)),
+            "{}",
+            t.name
+        );
+        assert!(
+            root()
+                .join("examples")
+                .join(format!("{}.json", t.name))
+                .exists(),
+            "{}",
+            t.name
+        );
     }
 }
 

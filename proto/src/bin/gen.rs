@@ -7,7 +7,10 @@ fn main() -> std::io::Result<()> {
         std::fs::write(root.join("schemas").join(&name), text)?;
         println!("wrote schemas/{name}");
     }
-    std::fs::write(root.join("TOPICS.md"), opsmesh_proto::topics::markdown_table())?;
+    std::fs::write(
+        root.join("TOPICS.md"),
+        opsmesh_proto::topics::markdown_table(),
+    )?;
     println!("wrote TOPICS.md");
     Ok(())
 }

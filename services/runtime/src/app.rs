@@ -49,10 +49,10 @@ impl Context {
         self.publisher.bus()
     }
 
-    /// Runs `handler` as a member of `group` until `shutdown` (see [`consume`]).
+    /// Runs `handler` in the consumer group of `service` until `shutdown` (see [`consume`]).
     pub async fn consume(
         &self,
-        group: &str,
+        service: &str,
         topics: &[&str],
         handler: Arc<dyn Handler>,
         shutdown: CancellationToken,
@@ -61,7 +61,7 @@ impl Context {
             &self.publisher,
             &self.bus_metrics,
             &self.settings.bus.consumer,
-            group,
+            &format!("{}{service}", self.settings.bus.group_prefix),
             topics,
             handler,
             shutdown,
@@ -92,7 +92,10 @@ pub trait Component: Send + Sync + 'static {
 
     /// Background work (consumers, pollers). Returns once `shutdown` is cancelled and the work
     /// in hand is finished.
-    fn run(self: Arc<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), BoxError>>;
+    fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), BoxError>>;
 }
 
 /// How a service is found by name and built from configuration.
@@ -103,7 +106,10 @@ pub struct ServiceDef {
     pub section: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
-    pub build: for<'a> fn(&'a ConfigTree, &'a Context) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>>,
+    pub build: for<'a> fn(
+        &'a ConfigTree,
+        &'a Context,
+    ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +176,10 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(ctx.settings.shutdown.grace.as_secs().max(1));
         let listen = ctx.settings.http.listen;
-        let server = server
-            .bind(listen)
-            .map_err(|source| StartError::Listen { addr: listen, source })?;
+        let server = server.bind(listen).map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
         let addr = server.addrs()[0];
         Ok(Self {
             server: server.run(),

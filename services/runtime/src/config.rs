@@ -84,7 +84,10 @@ impl Validate for Settings {
             return Err(ConfigError::invalid("http.workers", "must be at least 1"));
         }
         if self.shutdown.grace.is_zero() {
-            return Err(ConfigError::invalid("shutdown.grace", "must be longer than 0s"));
+            return Err(ConfigError::invalid(
+                "shutdown.grace",
+                "must be longer than 0s",
+            ));
         }
         self.bus.validate("bus")
     }
@@ -167,7 +170,21 @@ impl ConfigTree {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        Self::load_layered(None, file, env)
+    }
+
+    /// Defaults of a mode (TOML, e.g. `opsmesh up` selects the in-memory bus) under the file
+    /// and the environment.
+    pub fn load_layered(
+        mode_defaults: Option<&str>,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
+        if let Some(defaults) = mode_defaults {
+            builder =
+                builder.add_source(config::File::from_str(defaults, config::FileFormat::Toml));
+        }
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::File {
@@ -218,6 +235,21 @@ impl ConfigTree {
         Ok(())
     }
 
+    /// Whether `path` (dotted, e.g. `reporter.hec.url`) is set by any layer.
+    pub fn contains(&self, path: &str) -> bool {
+        let mut segments = path.split('.');
+        let Some(first) = segments.next() else {
+            return false;
+        };
+        let mut current = self.sections.get(first).cloned();
+        for segment in segments {
+            current = current
+                .and_then(|value| value.into_table().ok())
+                .and_then(|mut table| table.remove(segment));
+        }
+        current.is_some()
+    }
+
     /// The shared settings, validated.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
         let shared: BTreeMap<String, config::Value> = self
@@ -226,7 +258,8 @@ impl ConfigTree {
             .filter(|(k, _)| !SERVICE_SECTIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let table = config::Value::new(None, config::ValueKind::Table(shared.into_iter().collect()));
+        let table =
+            config::Value::new(None, config::ValueKind::Table(shared.into_iter().collect()));
         let settings: Settings = deserialize_at(table, "")?;
         settings.validate("")?;
         Ok(settings)
@@ -246,7 +279,10 @@ impl ConfigTree {
     }
 }
 
-fn deserialize_at<T: DeserializeOwned>(value: config::Value, prefix: &str) -> Result<T, ConfigError> {
+fn deserialize_at<T: DeserializeOwned>(
+    value: config::Value,
+    prefix: &str,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let key = match (prefix.is_empty(), path == ".") {
@@ -271,7 +307,8 @@ mod tests {
 
     #[test]
     fn defaults_need_no_file() {
-        let tree = ConfigTree::load_with_env(None, env(&[("OPSMESH__BUS__KIND", "memory")])).unwrap();
+        let tree =
+            ConfigTree::load_with_env(None, env(&[("OPSMESH__BUS__KIND", "memory")])).unwrap();
         let settings = tree.settings().unwrap();
         assert_eq!(settings.http.listen.port(), 8080);
         assert_eq!(settings.shutdown.grace, Duration::from_secs(20));
@@ -309,7 +346,8 @@ mod tests {
 
     #[test]
     fn unknown_top_level_key_is_named() {
-        let err = ConfigTree::load_with_env(None, env(&[("OPSMESH__RECEVIER__X", "1")])).unwrap_err();
+        let err =
+            ConfigTree::load_with_env(None, env(&[("OPSMESH__RECEVIER__X", "1")])).unwrap_err();
         assert!(err.to_string().contains("`recevier`"), "{err}");
     }
 
@@ -337,6 +375,9 @@ mod tests {
     fn missing_file_is_an_error() {
         let err = ConfigTree::load_with_env(Some(Path::new("/nonexistent/opsmesh.toml")), env(&[]))
             .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/opsmesh.toml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/opsmesh.toml"),
+            "{err}"
+        );
     }
 }

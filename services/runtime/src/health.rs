@@ -50,7 +50,11 @@ impl Health {
     }
 
     pub async fn readiness(&self) -> Readiness {
-        let checks: Vec<_> = self.checks.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let checks: Vec<_> = self
+            .checks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut results = Vec::with_capacity(checks.len() + 1);
         if self.draining.load(Ordering::SeqCst) {
             results.push(CheckResult {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod health;
 pub mod launcher;
 pub mod metrics;
+pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -16,8 +16,8 @@ pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) 
 /// Latency buckets from 100 µs to 30 s.
 pub fn latency_buckets() -> Vec<f64> {
     vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0, 30.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
     ]
 }
 
@@ -53,7 +53,11 @@ impl BusMetrics {
             )
         };
         Self {
-            published: counter("bus_published_total", "Messages acknowledged by the bus", &["topic"]),
+            published: counter(
+                "bus_published_total",
+                "Messages acknowledged by the bus",
+                &["topic"],
+            ),
             publish_errors: counter(
                 "bus_publish_errors_total",
                 "Publishes the bus did not acknowledge",

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Publisher,
-    Received,
+    BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Publisher, Received,
 };
 use crate::{
     config::{ConfigError, Validate},
@@ -54,10 +53,16 @@ impl Default for ConsumerSettings {
 impl Validate for ConsumerSettings {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.handler_timeout.is_zero() {
-            return Err(ConfigError::invalid(format!("{prefix}.handler_timeout"), "must be > 0"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.handler_timeout"),
+                "must be > 0",
+            ));
         }
         if self.max_attempts == 0 {
-            return Err(ConfigError::invalid(format!("{prefix}.max_attempts"), "must be >= 1"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_attempts"),
+                "must be >= 1",
+            ));
         }
         if self.retry_backoff > self.retry_backoff_max {
             return Err(ConfigError::invalid(
@@ -156,7 +161,12 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let mut subscription = publisher.bus().subscribe(group, topics).await?;
-    tracing::info!(group, ?topics, bus = publisher.bus().kind(), "consumer started");
+    tracing::info!(
+        group,
+        ?topics,
+        bus = publisher.bus().kind(),
+        "consumer started"
+    );
     let worker = Worker {
         publisher,
         metrics,
@@ -203,7 +213,11 @@ pub async fn consume(
         }
     }
     let committed = subscription.commit().await;
-    tracing::info!(group, ok = committed.is_ok(), "consumer stopped; offsets committed");
+    tracing::info!(
+        group,
+        ok = committed.is_ok(),
+        "consumer stopped; offsets committed"
+    );
     committed
 }
 
@@ -224,7 +238,11 @@ impl Worker<'_> {
             Ok(envelope) => envelope.id,
             Err(err) => {
                 return self
-                    .dead_letter(message, "poison", &format!("not an opsmesh envelope: {err}"))
+                    .dead_letter(
+                        message,
+                        "poison",
+                        &format!("not an opsmesh envelope: {err}"),
+                    )
                     .await;
             }
         };
@@ -248,17 +266,15 @@ impl Worker<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = tokio::time::timeout(
-                self.settings.handler_timeout,
-                self.handler.handle(message),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(HandlerError::Transient(format!(
-                    "handler timed out after {:?}",
-                    self.settings.handler_timeout
-                )))
-            });
+            let result =
+                tokio::time::timeout(self.settings.handler_timeout, self.handler.handle(message))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(HandlerError::Transient(format!(
+                            "handler timed out after {:?}",
+                            self.settings.handler_timeout
+                        )))
+                    });
             match result {
                 Ok(()) => return Outcome::Handled,
                 Err(HandlerError::Permanent(reason)) => {
@@ -268,7 +284,9 @@ impl Worker<'_> {
                 Err(HandlerError::Transient(reason)) if attempt >= self.settings.max_attempts => {
                     tracing::warn!(group = self.group, %id, %reason, attempt, "retries exhausted");
                     let reason = format!("retries exhausted after {attempt} attempts: {reason}");
-                    return self.dead_letter(message, "retries_exhausted", &reason).await;
+                    return self
+                        .dead_letter(message, "retries_exhausted", &reason)
+                        .await;
                 }
                 Err(HandlerError::Transient(reason)) => {
                     tracing::info!(group = self.group, %id, %reason, attempt, "transient error; retrying");
@@ -288,7 +306,10 @@ impl Worker<'_> {
     /// Keeps trying while the bus is down: dropping the message would lose it.
     async fn dead_letter(&self, message: &Received, reason: &str, error: &str) -> Outcome {
         let mut headers = message.headers.clone();
-        headers.push((HEADER_DLQ_ERROR.into(), format!("{reason}: {error}").into_bytes()));
+        headers.push((
+            HEADER_DLQ_ERROR.into(),
+            format!("{reason}: {error}").into_bytes(),
+        ));
         headers.push((
             HEADER_DLQ_ORIGIN.into(),
             format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
@@ -394,9 +415,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             stop.cancel();
         });
-        consume(&publisher, &metrics, &settings, "g", &["t"], handler, shutdown)
-            .await
-            .unwrap();
+        consume(
+            &publisher,
+            &metrics,
+            &settings,
+            "g",
+            &["t"],
+            handler,
+            shutdown,
+        )
+        .await
+        .unwrap();
     }
 
     fn fast() -> ConsumerSettings {
@@ -420,7 +449,11 @@ mod tests {
         });
         run_until_idle(&bus, handler.clone(), fast()).await;
         let seen = handler.seen.lock().unwrap();
-        assert_eq!(seen.len(), 2, "a once (after two transient failures), b once");
+        assert_eq!(
+            seen.len(),
+            2,
+            "a once (after two transient failures), b once"
+        );
     }
 
     #[tokio::test]
@@ -432,24 +465,37 @@ mod tests {
         })
         .await
         .unwrap();
-        bus.publish(envelope(Uuid::now_v7(), "poison")).await.unwrap();
+        bus.publish(envelope(Uuid::now_v7(), "poison"))
+            .await
+            .unwrap();
         bus.publish(envelope(Uuid::now_v7(), "fine")).await.unwrap();
         let handler = Arc::new(Recorder {
             seen: Mutex::new(vec![]),
             fail_first: Mutex::new(0),
         });
         run_until_idle(&bus, handler.clone(), fast()).await;
-        assert_eq!(handler.seen.lock().unwrap().len(), 1, "the consumer kept going");
+        assert_eq!(
+            handler.seen.lock().unwrap().len(),
+            1,
+            "the consumer kept going"
+        );
         let dlq = bus.snapshot("t.dlq");
         assert_eq!(dlq.len(), 2);
         assert_eq!(dlq[0].payload, b"not json", "original bytes kept");
         let error = String::from_utf8(dlq[0].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();
-        assert!(error.starts_with("poison: not an opsmesh envelope"), "{error}");
+        assert!(
+            error.starts_with("poison: not an opsmesh envelope"),
+            "{error}"
+        );
         let error = String::from_utf8(dlq[1].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();
         assert!(error.contains("payload says poison"), "{error}");
         let origin = format!("t/{}/1", dlq[1].partition);
         assert_eq!(dlq[1].header(HEADER_DLQ_ORIGIN).unwrap(), origin.as_bytes());
-        assert_eq!(dlq[1].header("opsmesh-schema").unwrap(), b"t", "original headers kept");
+        assert_eq!(
+            dlq[1].header("opsmesh-schema").unwrap(),
+            b"t",
+            "original headers kept"
+        );
     }
 
     #[tokio::test]
@@ -460,7 +506,15 @@ mod tests {
             seen: Mutex::new(vec![]),
             fail_first: Mutex::new(100),
         });
-        run_until_idle(&bus, handler, ConsumerSettings { max_attempts: 3, ..fast() }).await;
+        run_until_idle(
+            &bus,
+            handler,
+            ConsumerSettings {
+                max_attempts: 3,
+                ..fast()
+            },
+        )
+        .await;
         let dlq = bus.snapshot("t.dlq");
         assert_eq!(dlq.len(), 1);
         let error = String::from_utf8(dlq[0].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();

@@ -66,7 +66,10 @@ impl Validate for KafkaSettings {
             ));
         }
         if self.partitions < 1 {
-            return Err(ConfigError::invalid(format!("{prefix}.partitions"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.partitions"),
+                "must be at least 1",
+            ));
         }
         if self.replication_factor < 1 {
             return Err(ConfigError::invalid(
@@ -75,7 +78,10 @@ impl Validate for KafkaSettings {
             ));
         }
         if self.commit_interval.is_zero() {
-            return Err(ConfigError::invalid(format!("{prefix}.commit_interval"), "must be > 0"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.commit_interval"),
+                "must be > 0",
+            ));
         }
         Ok(())
     }
@@ -114,7 +120,10 @@ fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
-        .set("socket.timeout.ms", millis(settings.request_timeout.max(Duration::from_secs(10))))
+        .set(
+            "socket.timeout.ms",
+            millis(settings.request_timeout.max(Duration::from_secs(10))),
+        )
         // Reconnect quickly after a broker restart.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000");
@@ -150,7 +159,11 @@ impl Bus for KafkaBus {
             .headers(headers);
         // The queue timeout only covers a full local queue; delivery itself is bounded by
         // `message.timeout.ms`.
-        match self.producer.send(record, Timeout::After(self.settings.message_timeout)).await {
+        match self
+            .producer
+            .send(record, Timeout::After(self.settings.message_timeout))
+            .await
+        {
             Ok(delivery) => Ok(Delivered {
                 partition: delivery.partition,
                 offset: delivery.offset,
@@ -171,10 +184,16 @@ impl Bus for KafkaBus {
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
-            .set("auto.commit.interval.ms", millis(self.settings.commit_interval))
+            .set(
+                "auto.commit.interval.ms",
+                millis(self.settings.commit_interval),
+            )
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", millis(self.settings.session_timeout))
-            .set("heartbeat.interval.ms", millis(self.settings.session_timeout / 3))
+            .set(
+                "heartbeat.interval.ms",
+                millis(self.settings.session_timeout / 3),
+            )
             .set_all(&self.settings.client)
             .create_with_context(CommitOnRevoke)
             .map_err(|e| BusError::Client(e.to_string()))?;
@@ -209,7 +228,9 @@ impl Bus for KafkaBus {
                 Ok(name) => tracing::info!(topic = %name, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(BusError::Unavailable(format!("creating topic {name}: {code}")));
+                    return Err(BusError::Unavailable(format!(
+                        "creating topic {name}: {code}"
+                    )));
                 }
             }
         }
@@ -262,10 +283,7 @@ impl ConsumerContext for CommitOnRevoke {
 }
 
 fn is_nothing_to_commit(err: &KafkaError) -> bool {
-    matches!(
-        err,
-        KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)
-    )
+    matches!(err, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
 }
 
 struct KafkaSubscription {
@@ -284,7 +302,12 @@ impl Subscription for KafkaSubscription {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

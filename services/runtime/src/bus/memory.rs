@@ -36,7 +36,10 @@ impl Default for MemorySettings {
 impl Validate for MemorySettings {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.partitions == 0 {
-            return Err(ConfigError::invalid(format!("{prefix}.partitions"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                format!("{prefix}.partitions"),
+                "must be at least 1",
+            ));
         }
         if self.retention_messages == 0 {
             return Err(ConfigError::invalid(
@@ -124,7 +127,9 @@ impl MemoryBus {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -148,7 +153,9 @@ impl State {
 
     /// Range-assigns every partition of the group's topics over its members.
     fn rebalance(&mut self, group: &str, partition_count: usize) {
-        let Some(g) = self.groups.get(group) else { return };
+        let Some(g) = self.groups.get(group) else {
+            return;
+        };
         let members: Vec<(u64, Vec<String>)> =
             g.members.iter().map(|(id, t)| (*id, t.clone())).collect();
         let mut topics: Vec<String> = members.iter().flat_map(|(_, t)| t.clone()).collect();
@@ -407,8 +414,7 @@ mod tests {
         }
         let mut seen = Vec::new();
         for sub in [&mut a, &mut b] {
-            while let Ok(Ok(m)) =
-                tokio::time::timeout(Duration::from_millis(20), sub.recv()).await
+            while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(20), sub.recv()).await
             {
                 seen.push(m.payload);
             }
@@ -433,7 +439,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             publisher.publish(msg("t", "k", 7)).await.unwrap();
         });
-        let m = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(2), sub.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.payload, b"7");
     }
 

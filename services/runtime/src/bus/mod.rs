@@ -122,6 +122,8 @@ pub struct BusSettings {
     pub consumer: ConsumerSettings,
     /// Create missing topics at start (the test broker does not auto-create).
     pub create_topics: bool,
+    /// Consumer groups are named `<group_prefix><service>`, e.g. `opsmesh-diagnoser`.
+    pub group_prefix: String,
 }
 
 impl Default for BusSettings {
@@ -132,6 +134,7 @@ impl Default for BusSettings {
             memory: MemorySettings::default(),
             consumer: ConsumerSettings::default(),
             create_topics: true,
+            group_prefix: "opsmesh-".into(),
         }
     }
 }

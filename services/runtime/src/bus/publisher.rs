@@ -29,8 +29,14 @@ impl Publisher {
         envelope: &Envelope<P>,
     ) -> Result<Delivered, BusError> {
         let headers = vec![
-            (HEADER_CONTENT_TYPE.to_owned(), CONTENT_TYPE_JSON.as_bytes().to_vec()),
-            (HEADER_SCHEMA.to_owned(), envelope.schema.as_bytes().to_vec()),
+            (
+                HEADER_CONTENT_TYPE.to_owned(),
+                CONTENT_TYPE_JSON.as_bytes().to_vec(),
+            ),
+            (
+                HEADER_SCHEMA.to_owned(),
+                envelope.schema.as_bytes().to_vec(),
+            ),
             (
                 HEADER_TRACEPARENT.to_owned(),
                 envelope.trace.traceparent.as_bytes().to_vec(),
@@ -57,7 +63,10 @@ impl Publisher {
         match &result {
             Ok(_) => self.metrics.published.with_label_values(&[&topic]).inc(),
             Err(err) => {
-                self.metrics.publish_errors.with_label_values(&[&topic]).inc();
+                self.metrics
+                    .publish_errors
+                    .with_label_values(&[&topic])
+                    .inc();
                 tracing::warn!(%topic, error = %err, "publish failed");
             }
         }

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Self-test of the deploy validators: broken inputs must be rejected.
+
+    selftest.py --deploy DIR --render FILE --compose-schema SCHEMA.json
+
+Mutates a rendered overlay and the compose file in known ways and checks that
+validate_k8s.py / validate_compose.py fail and name each problem. Guards
+against a validator (or a schema package update) that silently accepts
+everything.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+
+def mutate_k8s(docs: list[dict]) -> tuple[list[dict], list[str]]:
+    docs = copy.deepcopy(docs)
+    expect = []
+    for d in docs:
+        kind, name = d.get("kind"), d.get("metadata", {}).get("name")
+        if kind == "Deployment" and name == "opsmesh-reporter":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            c["bogusField"] = 1
+            c["readinessProbe"]["httpGet"]["path"] = "/healthz"
+            d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 10
+            expect += ["'bogusField' was unexpected", "readiness probe is '/healthz'",
+                       "terminationGracePeriodSeconds 10"]
+        if kind == "ClusterRole" and name == "opsmesh-remediator":
+            d["rules"].append({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]})
+            expect.append("grants more than expected: core/pods:delete")
+        if kind == "ClusterRole" and name == "opsmesh-collector":
+            d["rules"].append({"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]})
+            expect.append("collector must be read-only")
+        if kind == "ScaledObject" and name == "opsmesh-diagnoser":
+            d["spec"]["maxReplicaCount"] = 60
+            d["spec"]["bogus"] = True
+            expect += ["maxReplicaCount > partitions", "('bogus' was unexpected)"]
+    docs.append({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "inlined", "namespace": "opsmesh"}, "stringData": {"k": "v"}})
+    expect.append("a Secret object is rendered")
+    docs.append({"apiVersion": "example.com/v1", "kind": "Widget",
+                 "metadata": {"name": "w", "namespace": "opsmesh"}})
+    expect.append("Couldn't find schema for kind Widget")
+    return docs, expect
+
+
+def mutate_compose(text: str) -> tuple[str, list[str]]:
+    subs = [
+        ("  kafka:\n    image:", "  kafka:\n    imagee: x\n    image:", "'imagee' does not match"),
+        ("      sim:\n        condition: service_healthy", "      sim:\n        condition: service_started",
+         "condition service_started"),
+        ("127.0.0.1:8090:8080", "8090:8080", "published on all interfaces"),
+    ]
+    expect = []
+    for old, new, msg in subs:
+        if old not in text:
+            raise SystemExit(f"selftest: compose mutation anchor not found: {old!r}")
+        text = text.replace(old, new, 1)
+        expect.append(msg)
+    return text, expect
+
+
+def run(cmd: list[str]) -> tuple[int, str]:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--deploy", required=True, type=Path)
+    ap.add_argument("--render", required=True, type=Path)
+    ap.add_argument("--compose-schema", required=True, type=Path)
+    a = ap.parse_args()
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        docs = [d for d in yaml.safe_load_all(a.render.read_text()) if d]
+        bad, expect = mutate_k8s(docs)
+        f = tmp / "bad.yaml"
+        f.write_text(yaml.safe_dump_all(bad))
+        rc, out = run([sys.executable, str(HERE / "validate_k8s.py"), "--deploy", str(a.deploy),
+                       "--render", f"mutated={f}"])
+        if rc == 0:
+            problems.append("validate_k8s.py accepted a broken render")
+        problems += [f"validate_k8s.py did not report: {m}" for m in expect if m not in out]
+
+        compose = a.deploy / "compose/compose.yaml"
+        text, expect = mutate_compose(compose.read_text())
+        # same folder, so relative paths (mounts, secrets, up.sh) still resolve
+        bad_compose = compose.parent / ".selftest-compose.yaml"
+        try:
+            bad_compose.write_text(text)
+            rc, out = run([sys.executable, str(HERE / "validate_compose.py"), "--compose", str(bad_compose),
+                           "--env-file", str(compose.parent / ".env.example"),
+                           "--schema", str(a.compose_schema)])
+        finally:
+            bad_compose.unlink(missing_ok=True)
+        if rc == 0:
+            problems.append("validate_compose.py accepted a broken compose file")
+        problems += [f"validate_compose.py did not report: {m}" for m in expect if m not in out]
+
+    if problems:
+        print("FAIL validators reject broken manifests and compose files")
+        for p in problems:
+            print(f"       - {p}")
+        return 1
+    print("ok   validators reject broken manifests and compose files (self-test)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

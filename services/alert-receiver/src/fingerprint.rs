@@ -1,0 +1,30 @@
+//! Stable alert identity: the same condition on the same entity always gives the same
+//! fingerprint, whatever the volatile fields (times, counts, rates) say.
+
+use opsmesh_proto::alert::Entity;
+use sha2::{Digest, Sha256};
+
+/// 32 hex characters of SHA-256 over the sender family, the alert name and the entity.
+pub fn of(family: &str, name: &str, entity: &Entity) -> String {
+    let kind = entity.kind.map(|k| format!("{k:?}")).unwrap_or_default();
+    let parts = [
+        family,
+        name,
+        entity.cluster.as_deref().unwrap_or(""),
+        entity.namespace.as_deref().unwrap_or(""),
+        &kind,
+        entity.name.as_deref().unwrap_or(""),
+        entity.policy.as_deref().unwrap_or(""),
+        entity.application.as_deref().unwrap_or(""),
+    ];
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

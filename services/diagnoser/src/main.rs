@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    opsmesh_runtime::launcher::service_main(&opsmesh_diagnoser::SERVICE)
+}

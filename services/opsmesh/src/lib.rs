@@ -1,0 +1,79 @@
+//! The `opsmesh` command: every service in one binary, plus the tools around them.
+
+mod commands;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use opsmesh_runtime::ServiceDef;
+
+/// Every service, by the name used on the command line.
+pub const SERVICES: &[&ServiceDef] = &[
+    &opsmesh_collector::SERVICE,
+    &opsmesh_alert_receiver::SERVICE,
+    &opsmesh_diagnoser::SERVICE,
+    &opsmesh_remediator::SERVICE,
+    &opsmesh_reporter::SERVICE,
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsmesh",
+    version,
+    about = "Splunk alerts into safe, automatic fixes on Kubernetes ML platforms",
+    long_about = "opsmesh turns Splunk alerts into evidence, a diagnosis grounded in runbooks, a \
+governed remediation and an outcome written back to Splunk over HEC.\n\n\
+Configuration is layered: built-in defaults, then --config FILE (TOML), then environment \
+variables OPSMESH__SECTION__KEY (e.g. OPSMESH__BUS__KAFKA__BROKERS=127.0.0.1:9092)."
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, env = "OPSMESH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole mesh in one process on the in-memory bus (no external services).
+    ///
+    /// HTTP (receiver, health, metrics) on http.listen (default 127.0.0.1:8080); HEC events
+    /// go to reporter.hec.file (default ./opsmesh.hec.jsonl) unless reporter.hec.url is set.
+    Up,
+    /// Run the mesh in memory and play example incidents as Splunk would send them,
+    /// printing each incident's timeline as it happens.
+    Demo(commands::demo::DemoArgs),
+    /// Run one or several services in one process against Kafka (bus.kafka.brokers).
+    ///
+    /// Services: collector, alert-receiver, diagnoser, remediator, reporter.
+    Run {
+        /// Services to run.
+        #[arg(required = true, value_parser = service_names())]
+        services: Vec<String>,
+    },
+    /// Print a Kafka topic's messages as JSON lines, exactly as an outside consumer reads them.
+    Tail(commands::tail::TailArgs),
+    /// Manage Kafka topics from the contract's topic table.
+    Topics {
+        #[command(subcommand)]
+        command: commands::topics::TopicsCommand,
+    },
+}
+
+fn service_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(SERVICES.iter().map(|s| s.name))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Up => commands::up::run(config),
+        Command::Demo(args) => commands::demo::run(config, args),
+        Command::Run { services } => commands::run::run(config, &services),
+        Command::Tail(args) => commands::tail::run(config, args),
+        Command::Topics { command } => commands::topics::run(config, command),
+    }
+}
