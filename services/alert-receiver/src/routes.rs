@@ -45,7 +45,7 @@ pub fn configure(config: &mut web::ServiceConfig, state: Arc<State>) {
 /// Reads the body up to `limit` bytes: `413` beyond it, before buffering the excess.
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Refusal> {
     let too_large = || {
-        (
+        refuse(
             "too_large",
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -59,7 +59,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
             actix_web::error::PayloadError::Overflow => too_large(),
-            other => (
+            other => refuse(
                 "unreadable",
                 Problem::new(
                     StatusCode::BAD_REQUEST,
@@ -122,7 +122,7 @@ async fn accept(
             }
             HttpResponse::Accepted().json(response)
         }
-        Err((reason, problem)) => {
+        Err(Refusal { reason, problem }) => {
             metrics
                 .rejected
                 .with_label_values(&[format.label(), reason])
@@ -133,7 +133,18 @@ async fn accept(
     }
 }
 
-type Refusal = (&'static str, Problem);
+/// Why a request was refused: a metrics label and the problem body sent back.
+pub struct Refusal {
+    reason: &'static str,
+    problem: Box<Problem>,
+}
+
+fn refuse(reason: &'static str, problem: Problem) -> Refusal {
+    Refusal {
+        reason,
+        problem: Box::new(problem),
+    }
+}
 
 async fn parse_and_publish(
     state: &State,
@@ -153,9 +164,11 @@ async fn parse_and_publish(
         Format::Splunk => vec![
             normalizer
                 .splunk(value, false)
-                .map_err(|p| ("invalid", p))?,
+                .map_err(|p| refuse("invalid", p))?,
         ],
-        Format::Alertmanager => normalizer.alertmanager(value).map_err(|p| ("invalid", p))?,
+        Format::Alertmanager => normalizer
+            .alertmanager(value)
+            .map_err(|p| refuse("invalid", p))?,
     };
     let envelopes: Vec<Envelope<Alert>> = alerts
         .into_iter()
@@ -195,7 +208,7 @@ fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {
     {
         Ok(())
     } else {
-        Err((
+        Err(refuse(
             "content_type",
             Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -209,7 +222,7 @@ fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {
 
 fn parse_json(body: &[u8], max_depth: usize) -> Result<Value, Refusal> {
     let bad = |detail: String| {
-        (
+        refuse(
             "malformed",
             Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -231,7 +244,7 @@ fn parse_json(body: &[u8], max_depth: usize) -> Result<Value, Refusal> {
 /// Publishes every alert; `503` unless the bus acknowledged all of them in time.
 async fn publish_all(state: &State, envelopes: &[Envelope<Alert>]) -> Result<(), Refusal> {
     let unavailable = |detail: String| {
-        (
+        refuse(
             "bus_unavailable",
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,

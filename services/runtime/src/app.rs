@@ -98,6 +98,12 @@ pub trait Component: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), BoxError>>;
 }
 
+/// Builds a service's component from its configuration section.
+pub type BuildFn = for<'a> fn(
+    &'a ConfigTree,
+    &'a Context,
+) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>>;
+
 /// How a service is found by name and built from configuration.
 pub struct ServiceDef {
     /// Name on the command line, in logs and in consumer groups (`alert-receiver`).
@@ -106,10 +112,7 @@ pub struct ServiceDef {
     pub section: &'static str,
     /// One line for `--help`.
     pub about: &'static str,
-    pub build: for<'a> fn(
-        &'a ConfigTree,
-        &'a Context,
-    ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>>,
+    pub build: BuildFn,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
         let bus = MemoryBus::new(&settings.bus.memory);
+        let reporter_group = format!("{}{}", settings.bus.group_prefix, opsmesh_reporter::SERVICE.name);
         let shared: Arc<dyn Bus> = Arc::new(bus.clone());
         let app = match launcher::build(&tree, settings, crate::SERVICES, Some(shared.clone())).await {
             Ok(app) => app,
@@ -121,6 +122,11 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
             }
         }
         let finished = print_timelines(timeline, &incidents, args.timeout).await;
+        // The reporter writes to HEC in its own consumer group: let it catch up first.
+        let deadline = tokio::time::Instant::now() + args.timeout;
+        while bus.lag(&reporter_group) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         println!(
             "\n{} of {} incidents reached an outcome. HEC events: see reporter.hec (default ./opsmesh.hec.jsonl).",
             finished,

@@ -125,6 +125,27 @@ impl MemoryBus {
     }
 }
 
+impl MemoryBus {
+    /// Messages on the group's subscribed topics not yet committed by it.
+    pub fn lag(&self, group: &str) -> i64 {
+        let state = self.shared.lock();
+        let Some(g) = state.groups.get(group) else {
+            return 0;
+        };
+        g.owners
+            .keys()
+            .map(|id| {
+                let end = state
+                    .topics
+                    .get(&id.0)
+                    .and_then(|ps| ps.get(id.1))
+                    .map_or(0, Partition::end);
+                end - g.committed.get(id).copied().unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state

@@ -1,0 +1,932 @@
+# -*- coding: utf-8 -*-
+"""Send to opsmesh: a Splunk custom alert action.
+
+Splunk runs this script as ``python3 opsmesh.py --execute`` and writes a JSON payload
+to its standard input (``payload_format = json`` in alert_actions.conf).  The script
+
+* reads every result row from ``results_file`` (gzipped CSV, ``__mv_`` columns decoded
+  into lists), falling back to the payload's ``result`` (first row only);
+* reads the signing secret from ``storage/passwords`` through ``server_uri`` and the
+  alert owner's ``session_key``;
+* posts a bounded JSON document to the opsmesh alert receiver, signed with
+  ``X-Opsmesh-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` over verified
+  TLS, retrying network errors, 429 and 5xx with exponential backoff and jitter (honouring
+  ``Retry-After``) inside a time budget that stays below the action's ``maxtime``.
+
+Standard library only; works on Python 3.7 and later (Splunk bundles 3.9 and 3.13).
+Messages go to stderr prefixed with a level (DEBUG/INFO/WARN/ERROR/FATAL) and end up in
+``index=_internal sourcetype=splunkd component=sendmodalert action=opsmesh``.  The secret
+and the session key are never written anywhere.
+
+Exit codes (see README.md):
+    0  delivered (receiver answered 2xx)
+    1  unexpected internal error
+    2  usage: not run with --execute, or the payload on stdin is not a JSON object
+    3  configuration: receiver URL, credential name, parameters, CA bundle, missing
+       credential in storage/passwords, or an alert that cannot fit in max_body_bytes
+    4  secret unavailable: splunkd refused or failed to return the credential
+       (the alert owner lacks list_storage_passwords or read access to it)
+    5  receiver authentication failed (401/403: wrong secret, clock skew)
+    6  receiver refused the alert (400, 404, 413, 415, 422 and other non-retryable codes)
+    7  receiver unreachable: network/TLS errors, 429 or 5xx until the budget ran out
+"""
+import csv
+import email.utils
+import gzip
+import hashlib
+import hmac
+import http.client
+import io
+import ipaddress
+import json
+import os
+import random
+import re
+import ssl
+import sys
+import time
+from urllib import error as urlerror
+from urllib import parse as urlparse
+from urllib import request as urlrequest
+
+VERSION = "0.1.0"
+ACTION_NAME = "opsmesh"
+REALM = "opsmesh"
+SIGNATURE_HEADER = "X-Opsmesh-Signature"
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_SECRET = 4
+EXIT_AUTH = 5
+EXIT_REFUSED = 6
+EXIT_UNREACHABLE = 7
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEND_ROWS = ("all", "first")
+
+# alert_actions.conf sets maxtime = 3m (180 s); the whole run (secret look-up, every
+# attempt and every pause) must end before that, with a margin for process start-up.
+MAX_RETRY_BUDGET = 150.0
+MIN_ATTEMPT_SECONDS = 1.0
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 20.0
+SPLUNKD_BUDGET = 20.0
+MAX_RESPONSE_BYTES = 64 * 1024
+MAX_FIELD_BYTES = 16 * 1024 * 1024
+SHRUNK_VALUE_CHARS = 1024
+SHRUNK_MV_VALUES = 20
+
+DEFAULTS = {
+    "receiver_url": "",
+    "credential": "default",
+    "cluster": "default",
+    "severity": "medium",
+    "entity_fields": "",
+    "send_rows": "all",
+    "max_rows": "1000",
+    "max_body_bytes": "1000000",
+    "ca_bundle": "",
+    "timeout": "10",
+    "retry_budget": "120",
+}
+
+CREDENTIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
+FIELD_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f,]{1,128}$")
+SESSION_KEY_RE = re.compile(r"^[\x21-\x7e]{1,4096}$")
+
+# Result fields that Splunk adds for its own bookkeeping; they say nothing about the entity.
+INTERNAL_FIELDS = frozenset(("_si", "_cd", "_bkt", "_serial", "_kv", "_eventtype_color", "_sourcetype"))
+
+
+class ActionError(Exception):
+    """An error that ends the run with a documented exit code."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+
+
+class TransportError(Exception):
+    """The request did not produce an HTTP response."""
+
+    def __init__(self, message, permanent=False):
+        Exception.__init__(self, message)
+        self.permanent = permanent
+
+
+class Log(object):
+    """Writes level-prefixed single lines to stderr and redacts registered secrets."""
+
+    def __init__(self, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        self._redact = []
+
+    def redact(self, value):
+        if value and len(value) >= 4 and value not in self._redact:
+            self._redact.append(value)
+            self._redact.sort(key=len, reverse=True)
+
+    def _emit(self, level, message):
+        text = "%s" % (message,)
+        for value in self._redact:
+            text = text.replace(value, "<redacted>")
+        text = text.replace("\r", " ").replace("\n", " ")
+        try:
+            self.stream.write("%s %s\n" % (level, text))
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def debug(self, message):
+        self._emit("DEBUG", message)
+
+    def info(self, message):
+        self._emit("INFO", message)
+
+    def warn(self, message):
+        self._emit("WARN", message)
+
+    def error(self, message):
+        self._emit("ERROR", message)
+
+    def fatal(self, message):
+        self._emit("FATAL", message)
+
+
+class Config(object):
+    """The validated ``configuration`` block (merged ``param.*`` values)."""
+
+    def __init__(self):
+        self.receiver_url = ""
+        self.credential = "default"
+        self.cluster = "default"
+        self.severity = "medium"
+        self.entity_fields = []
+        self.send_rows = "all"
+        self.max_rows = 1000
+        self.max_body_bytes = 1000000
+        self.ca_bundle = ""
+        self.timeout = 10.0
+        self.retry_budget = 120.0
+
+    def receiver_display(self):
+        return display_url(self.receiver_url)
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+def is_loopback_host(host):
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def display_url(url):
+    """scheme://host[:port]/path without user info, query or fragment (never log secrets)."""
+    try:
+        parts = urlparse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = "[%s]" % host
+        port = ":%d" % parts.port if parts.port else ""
+        return "%s://%s%s%s" % (parts.scheme, host, port, parts.path)
+    except ValueError:
+        return "<invalid url>"
+
+
+def validate_url(url, what):
+    """Return the URL if it is https (or http to a loopback address), else raise."""
+    if not url:
+        raise ActionError(EXIT_CONFIG, "%s is not set" % what)
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ActionError(EXIT_CONFIG, "%s contains whitespace or control characters" % what)
+    try:
+        parts = urlparse.urlsplit(url)
+        parts.port  # raises ValueError for a malformed port  # pylint: disable=pointless-statement
+    except ValueError as err:
+        raise ActionError(EXIT_CONFIG, "%s is not a valid URL: %s" % (what, err))
+    scheme = (parts.scheme or "").lower()
+    host = parts.hostname
+    if not host:
+        raise ActionError(EXIT_CONFIG, "%s has no host: %s" % (what, display_url(url)))
+    if parts.username is not None or parts.password is not None:
+        raise ActionError(
+            EXIT_CONFIG,
+            "%s must not carry credentials; the secret belongs in storage/passwords" % what,
+        )
+    if parts.fragment:
+        raise ActionError(EXIT_CONFIG, "%s must not have a fragment" % what)
+    if scheme == "https":
+        return url
+    if scheme == "http" and is_loopback_host(host):
+        return url
+    if scheme == "http":
+        raise ActionError(
+            EXIT_CONFIG,
+            "%s must use https (plain http is accepted only for loopback addresses): %s"
+            % (what, display_url(url)),
+        )
+    raise ActionError(EXIT_CONFIG, "%s must be an https URL: %s" % (what, display_url(url)))
+
+
+def _int_param(raw, name, low, high):
+    text = ("%s" % raw).strip()
+    try:
+        value = int(text)
+    except ValueError:
+        raise ActionError(EXIT_CONFIG, "param.%s must be an integer, got %r" % (name, text[:40]))
+    if value < low or value > high:
+        raise ActionError(EXIT_CONFIG, "param.%s must be between %d and %d, got %d" % (name, low, high, value))
+    return value
+
+
+def _float_param(raw, name, low, high):
+    text = ("%s" % raw).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise ActionError(EXIT_CONFIG, "param.%s must be a number, got %r" % (name, text[:40]))
+    if value != value or value < low or value > high:
+        raise ActionError(EXIT_CONFIG, "param.%s must be between %g and %g, got %s" % (name, low, high, text[:40]))
+    return value
+
+
+def parse_entity_fields(raw):
+    fields = []
+    for item in ("%s" % raw).split(","):
+        name = item.strip()
+        if not name:
+            continue
+        if not FIELD_NAME_RE.match(name):
+            raise ActionError(EXIT_CONFIG, "param.entity_fields has an invalid field name %r" % name[:60])
+        if name not in fields:
+            fields.append(name)
+    if len(fields) > 32:
+        raise ActionError(EXIT_CONFIG, "param.entity_fields lists more than 32 fields")
+    return fields
+
+
+def resolve_ca_bundle(raw, environ):
+    path = ("%s" % raw).strip()
+    if not path:
+        return ""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path):
+        splunk_home = environ.get("SPLUNK_HOME", "")
+        if not splunk_home:
+            raise ActionError(EXIT_CONFIG, "param.ca_bundle must be an absolute path (SPLUNK_HOME is not set)")
+        path = os.path.join(splunk_home, path)
+    if not os.path.isfile(path):
+        raise ActionError(EXIT_CONFIG, "param.ca_bundle %s does not exist or is not a file" % path)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as err:
+        raise ActionError(EXIT_CONFIG, "param.ca_bundle %s cannot be loaded: %s" % (path, err))
+    return path
+
+
+def parse_config(raw, environ=None):
+    environ = os.environ if environ is None else environ
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ActionError(EXIT_CONFIG, "payload 'configuration' is not an object")
+
+    def get(name):
+        value = raw.get(name)
+        if value is None or ("%s" % value).strip() == "":
+            return DEFAULTS[name]
+        return "%s" % value
+
+    cfg = Config()
+    cfg.receiver_url = validate_url(get("receiver_url").strip(), "param.receiver_url")
+    cfg.credential = get("credential").strip()
+    if not CREDENTIAL_RE.match(cfg.credential):
+        raise ActionError(
+            EXIT_CONFIG,
+            "param.credential must be 1-128 characters of letters, digits, '.', '_' or '-', got %r"
+            % cfg.credential[:60],
+        )
+    cfg.cluster = get("cluster").strip()
+    if not CLUSTER_RE.match(cfg.cluster):
+        raise ActionError(EXIT_CONFIG, "param.cluster is not a valid cluster name: %r" % cfg.cluster[:60])
+    cfg.severity = get("severity").strip().lower()
+    if cfg.severity not in SEVERITIES:
+        raise ActionError(
+            EXIT_CONFIG, "param.severity must be one of %s, got %r" % (", ".join(SEVERITIES), cfg.severity[:40])
+        )
+    cfg.entity_fields = parse_entity_fields(get("entity_fields"))
+    cfg.send_rows = get("send_rows").strip().lower()
+    if cfg.send_rows not in SEND_ROWS:
+        raise ActionError(EXIT_CONFIG, "param.send_rows must be 'all' or 'first', got %r" % cfg.send_rows[:40])
+    cfg.max_rows = _int_param(get("max_rows"), "max_rows", 1, 100000)
+    cfg.max_body_bytes = _int_param(get("max_body_bytes"), "max_body_bytes", 4096, 16 * 1024 * 1024)
+    cfg.ca_bundle = resolve_ca_bundle(get("ca_bundle"), environ)
+    cfg.timeout = _float_param(get("timeout"), "timeout", 1.0, 60.0)
+    cfg.retry_budget = _float_param(get("retry_budget"), "retry_budget", 1.0, MAX_RETRY_BUDGET)
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# result rows
+
+
+def decode_mv(encoded):
+    """Decode Splunk's multivalue encoding ``$v1$;$v2$`` (``$$`` is a literal ``$``)."""
+    values = []
+    i = 0
+    n = len(encoded)
+    while i < n:
+        if encoded[i] != "$":
+            raise ValueError("multivalue item does not start with '$'")
+        i += 1
+        buf = []
+        while True:
+            if i >= n:
+                raise ValueError("unterminated multivalue item")
+            ch = encoded[i]
+            if ch == "$":
+                if i + 1 < n and encoded[i + 1] == "$":
+                    buf.append("$")
+                    i += 2
+                    continue
+                i += 1
+                break
+            buf.append(ch)
+            i += 1
+        values.append("".join(buf))
+        if i < n:
+            if encoded[i] != ";":
+                raise ValueError("multivalue items are not separated by ';'")
+            i += 1
+            if i >= n:
+                raise ValueError("trailing ';' in multivalue field")
+    return values
+
+
+def _as_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return "%s" % (value,)
+
+
+def normalize_row(row):
+    """Field -> string, or list of strings for a multivalue field; empty values dropped."""
+    out = {}
+    if not isinstance(row, dict):
+        return out
+    for key, value in row.items():
+        name = _as_text(key)
+        if not name or name.startswith("__mv_") or name in INTERNAL_FIELDS:
+            continue
+        if isinstance(value, (list, tuple)):
+            items = [_as_text(v) for v in value]
+            if len(items) > 1:
+                out[name] = items
+            elif items and items[0] != "":
+                out[name] = items[0]
+            continue
+        text = _as_text(value)
+        if text != "":
+            out[name] = text
+    return out
+
+
+def read_results_file(path, max_rows, log):
+    """Return (rows, more) with at most max_rows rows; more is True when rows were left out."""
+    if csv.field_size_limit() < MAX_FIELD_BYTES:
+        csv.field_size_limit(MAX_FIELD_BYTES)
+    rows = []
+    more = False
+    warned = set()
+    with gzip.open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if not header:
+            return rows, False
+        if header and header[0].startswith("\ufeff"):
+            header[0] = header[0][1:]
+        mv_columns = {}
+        plain = []
+        for index, name in enumerate(header):
+            if name.startswith("__mv_"):
+                mv_columns[name[5:]] = index
+            else:
+                plain.append((index, name))
+        plain_names = set(name for _, name in plain)
+        mv_only = [(index, name) for name, index in mv_columns.items() if name not in plain_names]
+        for record in reader:
+            if not record:
+                continue
+            if len(rows) >= max_rows:
+                more = True
+                break
+            row = {}
+            for index, name in plain + mv_only:
+                if name in INTERNAL_FIELDS or not name:
+                    continue
+                value = record[index] if index < len(record) else ""
+                mv_index = mv_columns.get(name)
+                encoded = record[mv_index] if mv_index is not None and mv_index < len(record) else ""
+                if encoded:
+                    try:
+                        values = decode_mv(encoded)
+                    except ValueError as err:
+                        values = None
+                        if name not in warned:
+                            warned.add(name)
+                            log.warn("column __mv_%s is not valid multivalue encoding (%s); using the plain value" % (name, err))
+                    if values is not None and len(values) > 1:
+                        row[name] = values
+                        continue
+                    if values is not None and len(values) == 1 and value == "":
+                        value = values[0]
+                if value != "":
+                    row[name] = value
+            rows.append(row)
+    return rows, more
+
+
+def load_rows(payload, cfg, log):
+    """Return (first_row, rows_to_send, rows_truncated)."""
+    limit = 1 if cfg.send_rows == "first" else cfg.max_rows
+    rows = None
+    more = False
+    path = payload.get("results_file")
+    if isinstance(path, str) and path:
+        try:
+            rows, more = read_results_file(path, limit, log)
+        except (OSError, EOFError, csv.Error, UnicodeError, ValueError) as err:
+            log.warn("cannot read results_file (%s: %s); falling back to the first result row" % (type(err).__name__, err))
+            rows = None
+    else:
+        log.warn("payload has no results_file; sending the first result row only")
+    if not rows:
+        # without the file (or with an empty one) the payload's first row is all there is
+        first = normalize_row(payload.get("result"))
+        return first, ([first] if first else []), more
+    return rows[0], rows, more
+
+
+# ---------------------------------------------------------------------------
+# body
+
+
+def _encode(doc):
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _shrink_row(row):
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, list):
+            out[key] = [v[:SHRUNK_VALUE_CHARS] for v in value[:SHRUNK_MV_VALUES]]
+        else:
+            out[key] = value[:SHRUNK_VALUE_CHARS]
+    return out
+
+
+def build_body(meta, first, rows, truncated, max_body_bytes):
+    """Serialise the document within max_body_bytes. Returns (body, rows_sent, truncated)."""
+    doc = dict(meta)
+    doc["result"] = first
+    doc["rows"] = rows
+    doc["rows_truncated"] = bool(truncated)
+    body = _encode(doc)
+    if len(body) <= max_body_bytes:
+        return body, len(rows), bool(truncated)
+    doc["rows_truncated"] = True
+    low, high, best = 0, len(rows) - 1, None
+    while low <= high:
+        mid = (low + high) // 2
+        doc["rows"] = rows[:mid]
+        candidate = _encode(doc)
+        if len(candidate) <= max_body_bytes:
+            best = (candidate, mid)
+            low = mid + 1
+        else:
+            high = mid - 1
+    if best is not None:
+        return best[0], best[1], True
+    # even the first row alone is too big: cut its long values
+    doc["rows"] = []
+    doc["result"] = _shrink_row(first)
+    body = _encode(doc)
+    if len(body) <= max_body_bytes:
+        return body, 0, True
+    raise ActionError(
+        EXIT_CONFIG,
+        "the alert does not fit in max_body_bytes=%d even without rows (%d bytes); "
+        "raise param.max_body_bytes or return fewer fields" % (max_body_bytes, len(body)),
+    )
+
+
+def sign(secret, timestamp, body):
+    mac = hmac.new(secret.encode("utf-8"), ("%d." % timestamp).encode("ascii") + body, hashlib.sha256)
+    return "t=%d,v1=%s" % (timestamp, mac.hexdigest())
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+
+class _NoRedirect(urlrequest.HTTPRedirectHandler):
+    """A signed POST must not be replayed elsewhere: a redirect is returned as is."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
+        return None
+
+
+def receiver_tls_context(ca_bundle):
+    """Verified TLS: system trust store, or only the given CA bundle. No way to turn it off."""
+    if ca_bundle:
+        context = ssl.create_default_context(cafile=ca_bundle)
+    else:
+        context = ssl.create_default_context()
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def splunkd_tls_context(server_uri, environ):
+    """TLS context for the local splunkd management port.
+
+    splunkd on the same host (the server_uri Splunk hands the script is a loopback address)
+    presents its own self-signed certificate issued to 'SplunkServerDefaultCert', so neither
+    the system trust store nor the host name can verify it; the connection never leaves the
+    host. A splunkd on another host is verified like any other server.
+    """
+    host = urlparse.urlsplit(server_uri).hostname
+    if is_loopback_host(host):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context()
+    splunk_home = environ.get("SPLUNK_HOME", "")
+    ca_file = os.path.join(splunk_home, "etc", "auth", "cacert.pem") if splunk_home else ""
+    if ca_file and os.path.isfile(ca_file):
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError):
+            pass
+    return context
+
+
+def http_request(method, url, headers, body, timeout, context):
+    """One HTTP exchange. Returns (status, headers, body bytes); raises TransportError."""
+    host = urlparse.urlsplit(url).hostname
+    handlers = [_NoRedirect(), urlrequest.HTTPSHandler(context=context)]
+    if is_loopback_host(host):
+        handlers.append(urlrequest.ProxyHandler({}))
+    opener = urlrequest.build_opener(*handlers)
+    req = urlrequest.Request(url, data=body, headers=headers, method=method)
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read(MAX_RESPONSE_BYTES)
+    except urlerror.HTTPError as err:
+        try:
+            data = err.read(MAX_RESPONSE_BYTES)
+        except (OSError, http.client.HTTPException, ValueError):
+            data = b""
+        return err.code, err.headers, data
+    except urlerror.URLError as err:
+        reason = err.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise TransportError("TLS certificate verification failed: %s" % (reason.verify_message or reason), True)
+        if isinstance(reason, ssl.CertificateError):
+            raise TransportError("TLS certificate verification failed: %s" % reason, True)
+        raise TransportError("%s" % (reason,))
+    except ssl.SSLCertVerificationError as err:
+        raise TransportError("TLS certificate verification failed: %s" % (err.verify_message or err), True)
+    except (OSError, http.client.HTTPException) as err:
+        raise TransportError("%s: %s" % (type(err).__name__, err))
+
+
+def parse_retry_after(value, now=None):
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(attempt, rand):
+    """Exponential backoff with equal jitter: half fixed, half random."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1)))
+    return ceiling / 2.0 + rand() * ceiling / 2.0
+
+
+def describe_problem(data):
+    """Short text from an RFC 9457 problem body (or the raw body)."""
+    if not data:
+        return ""
+    text = data.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    if isinstance(doc, dict):
+        parts = [("%s" % doc[k]) for k in ("title", "detail") if doc.get(k)]
+        if parts:
+            return ": ".join(parts)[:300]
+    return text.strip()[:300]
+
+
+# ---------------------------------------------------------------------------
+# secret
+
+
+def fetch_secret(payload, cfg, app_id, log, deadline, clock, sleep, environ, transport):
+    server_uri = payload.get("server_uri")
+    session_key = payload.get("session_key")
+    if not isinstance(server_uri, str) or not server_uri:
+        raise ActionError(EXIT_CONFIG, "payload has no server_uri; cannot read the secret from storage/passwords")
+    if not isinstance(session_key, str) or not session_key:
+        raise ActionError(EXIT_CONFIG, "payload has no session_key; cannot read the secret from storage/passwords")
+    if not SESSION_KEY_RE.match(session_key):
+        raise ActionError(EXIT_SECRET, "payload session_key is malformed")
+    base = validate_url(server_uri.strip().rstrip("/"), "server_uri")
+    context = splunkd_tls_context(base, environ)
+    headers = {
+        "Authorization": "Splunk %s" % session_key,
+        "Accept": "application/json",
+        "User-Agent": "opsmesh-splunk-alert-action/%s" % VERSION,
+    }
+    entity = urlparse.quote("%s:%s:" % (REALM, cfg.credential), safe="")
+    urls = [
+        "%s/servicesNS/nobody/%s/storage/passwords/%s?output_mode=json"
+        % (base, urlparse.quote(app_id, safe=""), entity),
+        "%s/servicesNS/-/-/storage/passwords?output_mode=json&count=0&search=%s"
+        % (base, urlparse.quote("realm=%s" % REALM, safe="")),
+    ]
+    local_deadline = min(deadline, clock() + SPLUNKD_BUDGET)
+    for url in urls:
+        status, data = _splunkd_get(url, headers, context, log, local_deadline, clock, sleep, transport)
+        if status == 404:
+            continue
+        if status == 401:
+            raise ActionError(EXIT_SECRET, "splunkd rejected the session key while reading storage/passwords (HTTP 401)")
+        if status == 403:
+            raise ActionError(
+                EXIT_SECRET,
+                "the alert owner may not read storage/passwords (HTTP 403): grant the role "
+                "'opsmesh_alert_sender' (capability list_storage_passwords) and read access to "
+                "credential %s:%s:" % (REALM, cfg.credential),
+            )
+        if status != 200:
+            raise ActionError(EXIT_SECRET, "splunkd answered HTTP %d while reading storage/passwords" % status)
+        secret = _find_password(data, cfg.credential)
+        if secret:
+            return secret
+    raise ActionError(
+        EXIT_CONFIG,
+        "no credential '%s' in realm '%s' in storage/passwords (run the opsmesh setup page, "
+        "or check param.credential)" % (cfg.credential, REALM),
+    )
+
+
+def _splunkd_get(url, headers, context, log, deadline, clock, sleep, transport):
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - clock()
+        try:
+            status, _, data = transport("GET", url, headers, None, max(1.0, min(10.0, remaining)), context)
+        except TransportError as err:
+            problem = "cannot reach splunkd: %s" % err
+            if err.permanent:
+                raise ActionError(EXIT_SECRET, problem)
+        else:
+            if status < 500:
+                return status, data
+            problem = "splunkd answered HTTP %d" % status
+        delay = backoff_delay(attempt, random.random)
+        if attempt >= 3 or clock() + delay + MIN_ATTEMPT_SECONDS > deadline:
+            raise ActionError(EXIT_SECRET, problem + " (reading storage/passwords)")
+        log.warn("%s; retrying in %.1fs" % (problem, delay))
+        sleep(delay)
+
+
+def _find_password(data, credential):
+    try:
+        doc = json.loads(data.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    entries = doc.get("entry") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return None
+    for entry in entries:
+        content = entry.get("content") if isinstance(entry, dict) else None
+        if not isinstance(content, dict):
+            continue
+        realm = content.get("realm")
+        username = content.get("username")
+        if realm == REALM and username == credential:
+            secret = content.get("clear_password")
+            if isinstance(secret, str) and secret:
+                return secret
+    return None
+
+
+# ---------------------------------------------------------------------------
+# delivery
+
+
+def deliver(cfg, body, secret, log, deadline, clock=time.monotonic, sleep=time.sleep,
+            rand=random.random, wallclock=time.time, transport=http_request, context=None):
+    """POST the body until accepted, refused, or out of budget. Returns an exit code."""
+    if context is None:
+        context = receiver_tls_context(cfg.ca_bundle)
+    target = cfg.receiver_display()
+    attempt = 0
+    while True:
+        attempt += 1
+        remaining = deadline - clock()
+        if attempt > 1 and remaining < MIN_ATTEMPT_SECONDS:
+            log.error("gave up delivering to %s: time budget of %gs used up after %d attempt(s)"
+                      % (target, cfg.retry_budget, attempt - 1))
+            return EXIT_UNREACHABLE
+        # the first attempt always happens, with at least MIN_ATTEMPT_SECONDS
+        attempt_timeout = max(MIN_ATTEMPT_SECONDS, min(cfg.timeout, remaining))
+        timestamp = int(wallclock())
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json, application/problem+json",
+            "User-Agent": "opsmesh-splunk-alert-action/%s" % VERSION,
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+        }
+        retry_after = None
+        try:
+            status, resp_headers, data = transport("POST", cfg.receiver_url, headers, body,
+                                                   attempt_timeout, context)
+        except TransportError as err:
+            if err.permanent:
+                log.error("cannot deliver to %s: %s (set param.ca_bundle if the receiver uses a private CA)"
+                          % (target, err))
+                return EXIT_UNREACHABLE
+            problem = "network error: %s" % err
+        else:
+            if 200 <= status < 300:
+                log.info("delivered to %s: HTTP %d%s" % (target, status, _accepted_summary(data)))
+                return EXIT_OK
+            detail = describe_problem(data)
+            suffix = (" - %s" % detail) if detail else ""
+            if status in (401, 403):
+                log.error("receiver %s rejected the signature (HTTP %d)%s; check that the secret in "
+                          "storage/passwords matches the receiver's and that this host's clock is right"
+                          % (target, status, suffix))
+                return EXIT_AUTH
+            if status == 429 or (500 <= status <= 599 and status not in (501, 505)):
+                problem = "HTTP %d%s" % (status, suffix)
+                retry_after = parse_retry_after(resp_headers.get("Retry-After") if resp_headers else None,
+                                                wallclock())
+            else:
+                log.error("receiver %s refused the alert (HTTP %d)%s; not retrying" % (target, status, suffix))
+                return EXIT_REFUSED
+        if retry_after is not None:
+            delay = max(retry_after, 0.25)
+        else:
+            delay = backoff_delay(attempt, rand)
+        left = deadline - clock()
+        if delay + MIN_ATTEMPT_SECONDS > left:
+            if retry_after is not None and retry_after + MIN_ATTEMPT_SECONDS > left:
+                log.error("gave up delivering to %s after %d attempt(s): %s; receiver asked to retry after "
+                          "%.0fs, beyond the remaining budget of %.1fs" % (target, attempt, problem, retry_after, left))
+                return EXIT_UNREACHABLE
+            delay = left - MIN_ATTEMPT_SECONDS
+            if delay < 0:
+                log.error("gave up delivering to %s after %d attempt(s): %s; time budget used up"
+                          % (target, attempt, problem))
+                return EXIT_UNREACHABLE
+        log.warn("attempt %d to %s failed (%s); retrying in %.1fs" % (attempt, target, problem, delay))
+        sleep(delay)
+
+
+def _accepted_summary(data):
+    try:
+        doc = json.loads(data.decode("utf-8", "replace")) if data else None
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    parts = []
+    if doc.get("incident_key"):
+        parts.append("incident_key=%s" % doc.get("incident_key"))
+    if isinstance(doc.get("alert_ids"), list):
+        parts.append("alert_ids=%s" % ",".join("%s" % a for a in doc["alert_ids"][:10]))
+    return (" " + " ".join(parts)) if parts else ""
+
+
+# ---------------------------------------------------------------------------
+# main
+
+
+def app_id_from_path():
+    return os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(payload, log, environ=None, clock=time.monotonic, sleep=time.sleep, rand=random.random,
+        wallclock=time.time, transport=http_request, started=None):
+    environ = os.environ if environ is None else environ
+    started = clock() if started is None else started
+    if not isinstance(payload, dict):
+        raise ActionError(EXIT_USAGE, "the payload on stdin is not a JSON object")
+    session_key = payload.get("session_key")
+    if isinstance(session_key, str):
+        log.redact(session_key)
+    cfg = parse_config(payload.get("configuration"), environ)
+    deadline = started + cfg.retry_budget
+
+    first, rows, more = load_rows(payload, cfg, log)
+    meta = {
+        "sid": _as_text(payload.get("sid")),
+        "search_name": payload.get("search_name") if isinstance(payload.get("search_name"), str) else None,
+        "app": _as_text(payload.get("app")),
+        "owner": _as_text(payload.get("owner")),
+        "results_link": _as_text(payload.get("results_link")),
+        "server_host": _as_text(payload.get("server_host")),
+        "cluster": cfg.cluster,
+        "severity": cfg.severity,
+        "entity_fields": list(cfg.entity_fields),
+        "sent_at": int(wallclock()),
+    }
+    missing = [f for f in cfg.entity_fields if first and f not in first]
+    if missing:
+        log.warn("entity field(s) %s are not in the first result row" % ", ".join(missing))
+
+    secret = fetch_secret(payload, cfg, app_id_from_path(), log, deadline, clock, sleep, environ, transport)
+    log.redact(secret)
+
+    body, sent, truncated = build_body(meta, first, rows, more, cfg.max_body_bytes)
+    log.info("sending alert sid=%s search_name=%r rows=%d truncated=%s bytes=%d to %s"
+             % (meta["sid"], meta["search_name"], sent, "true" if truncated else "false", len(body),
+                cfg.receiver_display()))
+    return deliver(cfg, body, secret, log, deadline, clock=clock, sleep=sleep, rand=rand,
+                   wallclock=wallclock, transport=transport)
+
+
+def main(argv=None, stdin=None, stderr=None, environ=None):
+    argv = sys.argv if argv is None else argv
+    log = Log(stderr)
+    started = time.monotonic()
+    if len(argv) < 2 or argv[1] != "--execute":
+        log.fatal("usage: %s --execute < payload.json (Splunk runs this alert action with "
+                  "payload_format = json)" % os.path.basename(argv[0] if argv else "opsmesh.py"))
+        return EXIT_USAGE
+    stream = sys.stdin if stdin is None else stdin
+    try:
+        raw = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        payload = json.loads(raw)
+    except (ValueError, UnicodeError, OSError) as err:
+        log.fatal("cannot read the JSON payload from stdin: %s" % type(err).__name__)
+        return EXIT_USAGE
+    if not isinstance(payload, dict):
+        log.fatal("the payload on stdin is not a JSON object")
+        return EXIT_USAGE
+    if isinstance(payload.get("session_key"), str):
+        log.redact(payload["session_key"])
+    try:
+        return run(payload, log, environ=environ, started=started)
+    except ActionError as err:
+        log.error(err.message)
+        return err.code
+    except Exception as err:  # pylint: disable=broad-except
+        log.fatal("unexpected error: %s: %s" % (type(err).__name__, err))
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Test helpers: the action module, a splunkd that speaks storage/passwords, a receiver
+with an independent signature verifier, and a way to run the script as Splunk does."""
+import gzip
+import hashlib
+import hmac
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit, parse_qs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPLUNK_APP = os.path.dirname(HERE)
+APP_ID = "opsmesh_app"
+APP_DIR = os.path.join(SPLUNK_APP, APP_ID)
+SCRIPT = os.path.join(APP_DIR, "bin", "opsmesh.py")
+# Copies of shared/reference/samples (a test checks they have not drifted).
+FIXTURES = os.path.join(HERE, "fixtures")
+SHARED_SAMPLES = os.environ.get(
+    "OPSMESH_SAMPLES_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(SPLUNK_APP)), "shared", "reference", "samples"),
+)
+SAMPLE_PAYLOAD = os.path.join(FIXTURES, "splunk-alert-action-stdin.json")
+SAMPLE_RESULTS = os.path.join(FIXTURES, "results.csv.gz")
+
+SESSION_KEY = "s3ss10n-K3y-0f-the-alert-0wner-0123456789abcdef"
+SECRET = "whsec-opsmesh-Test-Secret-0123456789-xyz"
+
+
+def load_action():
+    sys.dont_write_bytecode = True
+    spec = importlib.util.spec_from_file_location("opsmesh_action_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------
+# independent signature verifier (does not use the action's code)
+
+
+def verify_signature(secret, header, body, now=None, tolerance=300):
+    """True if header is 't=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>' and fresh."""
+    if not header:
+        return False
+    fields = {}
+    for part in header.split(","):
+        if "=" not in part:
+            return False
+        key, value = part.split("=", 1)
+        fields[key.strip()] = value.strip()
+    if not fields.get("t", "").isdigit() or "v1" not in fields:
+        return False
+    timestamp = int(fields["t"])
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance:
+        return False
+    message = str(timestamp).encode("ascii") + b"." + body
+    expected = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"])
+
+
+# ---------------------------------------------------------------------------
+# servers
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # a client that gave up (timeout tests) is expected; anything else is printed
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            ThreadingHTTPServer.handle_error(self, request, client_address)
+
+
+class _Server(object):
+    def __init__(self, handler_class):
+        self.httpd = _HTTPServer(("127.0.0.1", 0), handler_class)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+
+    @property
+    def port(self):
+        return self.httpd.server_address[1]
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # keep test output clean
+        pass
+
+    def _send(self, status, doc=None, headers=None, content_type="application/json"):
+        body = b"" if doc is None else (doc if isinstance(doc, bytes) else json.dumps(doc).encode("utf-8"))
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class SplunkdStub(_Server):
+    """The subset of splunkd's REST API the action uses: storage/passwords."""
+
+    def __init__(self, session_key=SESSION_KEY, credentials=None, app=APP_ID, mode="ok"):
+        _Server.__init__(self, _SplunkdHandler)
+        self.session_key = session_key
+        # {(app, realm, username): clear_password}
+        self.credentials = credentials if credentials is not None else {(app, "opsmesh", "default"): SECRET}
+        self.mode = mode  # ok | forbidden | error
+        self.requests = []
+
+
+def _password_entry(app, realm, username, password):
+    name = "%s:%s:" % (realm, username)
+    return {
+        "name": name,
+        "id": "https://127.0.0.1:8089/servicesNS/nobody/%s/storage/passwords/%s" % (app, name.replace(":", "%3A")),
+        "updated": "1970-01-01T00:00:00+00:00",
+        "links": {"alternate": "/servicesNS/nobody/%s/storage/passwords/%s" % (app, name.replace(":", "%3A"))},
+        "author": "nobody",
+        "acl": {"app": app, "owner": "nobody", "sharing": "app",
+                "perms": {"read": ["admin", "sc_admin", "opsmesh_alert_sender"], "write": ["admin", "sc_admin"]}},
+        "content": {
+            "clear_password": password,
+            "encr_password": "$7$ZmFrZQ==",
+            "password": "********",
+            "realm": realm,
+            "username": username,
+            "eai:acl": None,
+        },
+    }
+
+
+def _feed(entries):
+    return {
+        "links": {"create": "/servicesNS/nobody/-/storage/passwords/_new"},
+        "origin": "https://127.0.0.1:8089/servicesNS/nobody/-/storage/passwords",
+        "updated": "1970-01-01T00:00:00+00:00",
+        "generator": {"build": "0", "version": "9.4.0"},
+        "entry": entries,
+        "paging": {"total": len(entries), "perPage": 30, "offset": 0},
+        "messages": [],
+    }
+
+
+class _SplunkdHandler(_QuietHandler):
+    def do_GET(self):
+        stub = self.server.owner
+        stub.requests.append({"path": self.path, "headers": dict(self.headers)})
+        if self.headers.get("Authorization") != "Splunk %s" % stub.session_key:
+            return self._send(401, {"messages": [{"type": "WARN", "text": "call not properly authenticated"}]})
+        if stub.mode == "forbidden":
+            return self._send(403, {"messages": [{"type": "ERROR", "text": "You (user=alice) do not have permission to perform this operation (requires capability: list_storage_passwords)."}]})
+        if stub.mode == "error":
+            return self._send(500, {"messages": [{"type": "ERROR", "text": "internal error"}]})
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        if query.get("output_mode") != ["json"]:
+            return self._send(400, {"messages": [{"type": "ERROR", "text": "expected output_mode=json"}]})
+        segments = parts.path.split("/")
+        # /servicesNS/<owner>/<app>/storage/passwords[/<realm>:<user>:]
+        if len(segments) < 6 or segments[1] != "servicesNS" or segments[4:6] != ["storage", "passwords"]:
+            return self._send(404, {"messages": [{"type": "ERROR", "text": "Not Found"}]})
+        app = unquote(segments[3])
+        if len(segments) == 7:
+            name = unquote(segments[6])
+            realm, _, rest = name.partition(":")
+            username = rest[:-1] if rest.endswith(":") else rest
+            key = (app, realm, username)
+            if app == "-" or key not in stub.credentials:
+                return self._send(404, {"messages": [{"type": "ERROR", "text": "Could not find object id=%s" % name}]})
+            return self._send(200, _feed([_password_entry(app, realm, username, stub.credentials[key])]))
+        entries = [_password_entry(a, r, u, p) for (a, r, u), p in sorted(stub.credentials.items())
+                   if app in ("-", a)]
+        return self._send(200, _feed(entries))
+
+
+class ReceiverStub(_Server):
+    """An alert receiver: scripted answers, records every request, verifies signatures."""
+
+    def __init__(self, responses=None, secret=SECRET, verify=True, delay=0.0):
+        _Server.__init__(self, _ReceiverHandler)
+        # list of (status, headers, body); the last one repeats
+        self.responses = list(responses or [(202, {}, {"alert_ids": ["a-1"], "incident_key": "ik-1"})])
+        self.secret = secret
+        self.verify = verify
+        self.delay = delay
+        self.requests = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self):
+        return self.base_url + "/v1/alerts/splunk"
+
+
+class _ReceiverHandler(_QuietHandler):
+    def do_POST(self):
+        stub = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        with stub.lock:
+            index = len(stub.requests)
+            stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
+                                  "at": time.monotonic()})
+            status, headers, doc = stub.responses[min(index, len(stub.responses) - 1)]
+        if stub.delay:
+            time.sleep(stub.delay)
+        if stub.verify and not verify_signature(stub.secret, self.headers.get("X-Opsmesh-Signature"), body):
+            return self._send(401, {"type": "about:blank", "title": "Unauthorized", "status": 401,
+                                    "detail": "signature mismatch"}, content_type="application/problem+json")
+        ctype = "application/problem+json" if status >= 400 else "application/json"
+        return self._send(status, doc, headers, content_type=ctype)
+
+
+# ---------------------------------------------------------------------------
+# payloads and running the script
+
+
+def sample_payload(receiver_url, splunkd_url, **configuration):
+    with open(SAMPLE_PAYLOAD, "r", encoding="utf-8") as fh:
+        payload = json.load(fh)
+    payload["results_file"] = SAMPLE_RESULTS
+    payload["server_uri"] = splunkd_url
+    payload["session_key"] = SESSION_KEY
+    conf = dict(payload.get("configuration") or {})
+    conf["receiver_url"] = receiver_url
+    conf.update(configuration)
+    payload["configuration"] = conf
+    return payload
+
+
+def write_results(path, header, rows):
+    """Write a gzipped CSV the way Splunk's dispatch directory holds it."""
+    import csv
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(row)
+    with gzip.open(path, "wb") as fh:
+        fh.write(buf.getvalue().encode("utf-8"))
+    return path
+
+
+class Result(object):
+    def __init__(self, code, stderr, stdout, elapsed):
+        self.code = code
+        self.stderr = stderr
+        self.stdout = stdout
+        self.elapsed = elapsed
+
+
+def run_script(payload, args=("--execute",), timeout=60, raw_stdin=None, env=None):
+    """Run bin/opsmesh.py as Splunk does: python3 opsmesh.py --execute < payload."""
+    data = raw_stdin if raw_stdin is not None else json.dumps(payload).encode("utf-8")
+    environ = dict(os.environ)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        environ.pop(name, None)
+    environ.update(env or {})
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, SCRIPT] + list(args), input=data, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=timeout, env=environ, cwd=os.path.dirname(SCRIPT))
+    return Result(proc.returncode, proc.stderr.decode("utf-8", "replace"), proc.stdout.decode("utf-8", "replace"),
+                  time.monotonic() - started)

@@ -1,0 +1,266 @@
+"""Static checks of the app's configuration, views and form (no Splunk needed).
+
+AppInspect checks the packaging and Splunk Cloud rules; these check what the issue asks of
+the content: detections wired to the action and disabled, the fields the scenarios send,
+sourcetypes, the form's parameters, the dashboard's panels, the setup page."""
+import glob
+import os
+import re
+import sys
+import unittest
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import support  # noqa: E402
+
+action = support.load_action()
+DEFAULT = os.path.join(support.APP_DIR, "default")
+SCENARIOS = os.path.join(os.path.dirname(support.SHARED_SAMPLES.rstrip(os.sep)), os.pardir, "scenarios")
+REQUIRED_DETECTIONS = {
+    "KServe model error rate above 5%": "opsmesh:models",
+    "Kyverno DENY events": "opsmesh:policies",
+    "Namespace hourly cost above budget": "opsmesh:costs",
+    "ArgoCD application OutOfSync": "opsmesh:argocd",
+}
+REQUIRED_SOURCETYPES = ["opsmesh:models", "opsmesh:policies", "opsmesh:costs", "opsmesh:argocd", "opsmesh:alert",
+                        "opsmesh:diagnosis", "opsmesh:remediation"]
+
+
+def read_conf(path):
+    """Splunk .conf: [stanza], key = value, '\\' at line end continues the value."""
+    stanzas = {}
+    current = stanzas.setdefault("default", {})
+    key = None
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stanzas.setdefault(stripped[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise AssertionError("%s: bad line %r" % (path, line))
+        value = value.strip()
+        while value.endswith("\\"):
+            value = value[:-1] + "\n" + lines[i].strip()
+            i += 1
+        current[key.strip()] = value
+    return stanzas
+
+
+def scenario_rows():
+    """search_name -> field names of the first row, from shared/scenarios (splunk_alert_action)."""
+    found = {}
+    for path in glob.glob(os.path.join(SCENARIOS, "*.yaml")):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        for match in re.finditer(r"via:\s*splunk_alert_action\s*\n\s*search_name:\s*\"?([^\"\n]+)\"?"
+                                 r"[\s\S]*?rows:\s*\n\s*-\s*\{([^}]*)\}", text):
+            keys = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*:", match.group(2))
+            found.setdefault(match.group(1).strip(), set()).update(keys)
+    return found
+
+
+def balanced(text):
+    depth = 0
+    in_quote = False
+    prev = ""
+    for ch in text:
+        if ch == '"' and prev != "\\":
+            in_quote = not in_quote
+        elif not in_quote:
+            if ch in "([":
+                depth += 1
+            elif ch in ")]":
+                depth -= 1
+                if depth < 0:
+                    return False
+        prev = ch
+    return depth == 0 and not in_quote and text.count("`") % 2 == 0
+
+
+class SavedSearchesTest(unittest.TestCase):
+    def setUp(self):
+        self.searches = {k: v for k, v in read_conf(os.path.join(DEFAULT, "savedsearches.conf")).items()
+                         if k != "default"}
+        self.macros = read_conf(os.path.join(DEFAULT, "macros.conf"))
+
+    def test_required_detections_exist(self):
+        for name, sourcetype in REQUIRED_DETECTIONS.items():
+            self.assertIn(name, self.searches)
+            self.assertIn('sourcetype="%s"' % sourcetype, self.searches[name]["search"])
+
+    def test_disabled_scheduled_and_wired_to_the_action(self):
+        for name, conf in self.searches.items():
+            self.assertEqual("1", conf.get("disabled"), name)
+            self.assertEqual("1", conf.get("enableSched"), name)
+            self.assertEqual("1", conf.get("action.opsmesh"), name)
+            self.assertIn("opsmesh", [a.strip() for a in conf.get("actions", "").split(",")], name)
+            self.assertEqual("1", conf.get("alert.digest_mode"), name)
+            self.assertIn(conf["action.opsmesh.param.severity"], action.SEVERITIES, name)
+            self.assertTrue(conf.get("dispatch.earliest_time") and conf.get("dispatch.latest_time"), name)
+            self.assertRegex(conf.get("cron_schedule", ""), r"^\*/(5|10|15|30) \* \* \* \*$", name)
+            self.assertTrue(conf["search"].startswith("`opsmesh_index` "), name)
+
+    def test_searches_are_well_formed_and_use_defined_macros(self):
+        for name, conf in self.searches.items():
+            search = conf["search"]
+            self.assertTrue(balanced(search), name)
+            for macro in re.findall(r"`([^`]+)`", search):
+                self.assertIn(macro, self.macros, "%s uses undefined macro %s" % (name, macro))
+        for name, conf in self.macros.items():
+            if name != "default":
+                self.assertTrue(balanced(conf["definition"]), name)
+                for macro in re.findall(r"`([^`]+)`", conf["definition"]):
+                    self.assertIn(macro, self.macros, "%s uses undefined macro %s" % (name, macro))
+
+    def test_rows_carry_the_fields_scenarios_send(self):
+        expected = scenario_rows()
+        if not expected:
+            self.skipTest("shared/scenarios is not beside the repository")
+        checked = 0
+        for name, fields in expected.items():
+            if name not in self.searches:
+                continue
+            table = self.searches[name]["search"].strip().split("\n")[-1]
+            self.assertTrue(table.startswith("| table "), name)
+            columns = {c.strip() for c in table[len("| table "):].split(",")}
+            self.assertLessEqual(fields, columns, name)
+            checked += 1
+        self.assertGreaterEqual(checked, 3)
+
+    def test_entity_fields_are_output_columns(self):
+        for name, conf in self.searches.items():
+            table = conf["search"].strip().split("\n")[-1]
+            columns = {c.strip() for c in table[len("| table "):].split(",")}
+            for field in conf["action.opsmesh.param.entity_fields"].split(","):
+                self.assertIn(field, columns, name)
+
+
+class PropsTest(unittest.TestCase):
+    def test_sourcetypes(self):
+        props = read_conf(os.path.join(DEFAULT, "props.conf"))
+        for sourcetype in REQUIRED_SOURCETYPES:
+            self.assertIn(sourcetype, props)
+            stanza = props[sourcetype]
+            self.assertEqual("false", stanza["SHOULD_LINEMERGE"], sourcetype)
+            self.assertEqual("json", stanza["KV_MODE"], sourcetype)
+            self.assertEqual("([\\r\\n]+)", stanza["LINE_BREAKER"], sourcetype)
+            self.assertIn("occurred_at", stanza["TIME_PREFIX"], sourcetype)
+            self.assertNotIn("INDEXED_EXTRACTIONS", stanza, sourcetype)
+
+
+class AppConfTest(unittest.TestCase):
+    def test_app_conf(self):
+        app = read_conf(os.path.join(DEFAULT, "app.conf"))
+        self.assertEqual(support.APP_ID, app["package"]["id"])
+        self.assertEqual(support.APP_ID, app["id"]["name"])
+        self.assertEqual("false", app["install"]["is_configured"])
+        self.assertRegex(app["install"]["build"], r"^\d+$")
+        self.assertRegex(app["id"]["version"], r"^\d+\.\d+\.\d+$")
+        self.assertEqual(app["id"]["version"], app["launcher"]["version"])
+        self.assertEqual(action.VERSION, app["id"]["version"])
+        self.assertTrue(5 <= len(app["ui"]["label"]) <= 80)
+        self.assertTrue(os.path.isfile(os.path.join(DEFAULT, "data", "ui", "views", app["ui"]["setup_view"] + ".xml")))
+
+    def test_alert_action_conf(self):
+        conf = read_conf(os.path.join(DEFAULT, "alert_actions.conf"))["opsmesh"]
+        self.assertEqual("1", conf["is_custom"])
+        self.assertEqual("json", conf["payload_format"])
+        self.assertEqual("python3", conf["python.version"])
+        self.assertEqual("3.13", conf["python.required"])
+        self.assertEqual("Send to opsmesh", conf["label"])
+        self.assertTrue(os.path.isfile(os.path.join(support.APP_DIR, "appserver", "static", conf["icon_path"])))
+        self.assertTrue(os.path.isfile(os.path.join(support.APP_DIR, "bin", "opsmesh.py")))
+        self.assertNotIn("secret", " ".join(conf).lower())
+
+    def test_meta(self):
+        meta = read_conf(os.path.join(support.APP_DIR, "metadata", "default.meta"))
+        write = re.search(r"write\s*:\s*\[([^\]]*)\]", meta[""]["access"]).group(1)
+        self.assertNotIn("*", write)
+        self.assertEqual("system", meta["alert_actions/opsmesh"]["export"])
+        self.assertEqual("system", meta["props"]["export"])
+
+    def test_role_grants_list_storage_passwords(self):
+        conf = read_conf(os.path.join(DEFAULT, "authorize.conf"))
+        self.assertEqual("enabled", conf["role_opsmesh_alert_sender"]["list_storage_passwords"])
+
+    def test_specs_document_every_parameter(self):
+        for spec in ("alert_actions.conf.spec", "savedsearches.conf.spec"):
+            with open(os.path.join(support.APP_DIR, "README", spec), encoding="utf-8") as fh:
+                text = fh.read()
+            for param in action.DEFAULTS:
+                self.assertIn("param.%s" % param, text, spec)
+
+    def test_no_local_or_secrets_in_app(self):
+        self.assertFalse(os.path.exists(os.path.join(support.APP_DIR, "local")))
+        self.assertFalse(os.path.exists(os.path.join(support.APP_DIR, "metadata", "local.meta")))
+        for root, _, files in os.walk(support.APP_DIR):
+            for name in files:
+                self.assertNotEqual("passwords.conf", name)
+
+
+class AlertFormTest(unittest.TestCase):
+    def test_form_inputs(self):
+        path = os.path.join(DEFAULT, "data", "ui", "alerts", "opsmesh.html")
+        with open(path, encoding="utf-8") as fh:
+            html = fh.read()
+        self.assertNotIn("<script", html.lower())
+        root = ET.fromstring(html)
+        names = {el.get("name") for el in root.iter() if el.tag in ("input", "select", "textarea")}
+        self.assertEqual({"action.opsmesh.param.%s" % p for p in
+                          ("receiver_url", "credential", "cluster", "severity", "entity_fields", "send_rows")}, names)
+        severities = {el.get("value") for el in root.iter("option")
+                      if el.get("value") in action.SEVERITIES}
+        self.assertEqual(set(action.SEVERITIES), severities)
+        for el in root.iter("input"):
+            self.assertNotEqual("password", el.get("type"), "the form must never take the secret")
+
+
+class ViewsTest(unittest.TestCase):
+    def load(self, name):
+        return ET.parse(os.path.join(DEFAULT, "data", "ui", "views", name))
+
+    def test_dashboard_panels(self):
+        root = self.load("opsmesh_incidents.xml").getroot()
+        self.assertEqual("1.1", root.get("version"))
+        titles = " | ".join(t.text or "" for t in root.iter("title")).lower()
+        for needle in ("open incidents", "timeline", "mttr over time", "actions by kind and outcome", "refusals",
+                       "cost avoided"):
+            self.assertIn(needle, titles)
+        macros = read_conf(os.path.join(DEFAULT, "macros.conf"))
+        for query in root.iter("query"):
+            self.assertTrue(balanced(query.text), query.text[:80])
+            for macro in re.findall(r"`([^`]+)`", query.text):
+                self.assertIn(macro, macros)
+            # a lone '$' would start a token in Simple XML
+            self.assertEqual(0, len(re.sub(r"\$[A-Za-z0-9_.]+\$", "", query.text).split("$")) - 1, query.text[:80])
+
+    def test_setup_view(self):
+        root = self.load("opsmesh_setup.xml").getroot()
+        self.assertEqual("1.1", root.get("version"))
+        script = root.get("script")
+        path = os.path.join(support.APP_DIR, "appserver", "static", script)
+        with open(path, encoding="utf-8") as fh:
+            js = fh.read()
+        self.assertIn('"storage/passwords"', js)
+        self.assertIn("configs/conf-alert_actions/", js)
+        self.assertIn("configured", js)
+        self.assertNotIn("console.log", js)
+        self.assertNotIn("param.secret", js)
+
+    def test_nav_views_exist(self):
+        root = ET.parse(os.path.join(DEFAULT, "data", "ui", "nav", "default.xml")).getroot()
+        own = {v.get("name") for v in root.iter("view")} & {"opsmesh_incidents", "opsmesh_setup"}
+        self.assertEqual({"opsmesh_incidents", "opsmesh_setup"}, own)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,69 @@
+//! Test support shared by the end-to-end tests: a real Kafka-protocol broker (tansu), the
+//! opsmesh binaries as OS processes, and a Splunk HEC test server that speaks the protocol.
+
+pub mod broker;
+pub mod hec;
+pub mod mesh;
+pub mod process;
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `target/<profile>/` of this build, where the opsmesh binaries are.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory")
+        .to_owned()
+}
+
+/// Path of a workspace binary, with a clear message when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which \
+         scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `probe` until it returns `Some`, failing the test with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Path of a real-format Splunk / Alertmanager payload kept in `tests/samples/`.
+pub fn sample(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    root.join("samples").join(name)
+}

@@ -1,0 +1,95 @@
+//! The five services as separate OS processes on a real broker, reporting to a HEC test
+//! server.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+
+use crate::{broker::Broker, hec::HecServer, process::Service};
+
+/// Service name → binary.
+pub const SERVICES: &[(&str, &str)] = &[
+    ("collector", "opsmesh-collector"),
+    ("alert-receiver", "opsmesh-alert-receiver"),
+    ("diagnoser", "opsmesh-diagnoser"),
+    ("remediator", "opsmesh-remediator"),
+    ("reporter", "opsmesh-reporter"),
+];
+
+pub struct Mesh {
+    pub services: BTreeMap<&'static str, Service>,
+    pub logs: tempfile::TempDir,
+}
+
+/// Environment every service of a test mesh gets.
+pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("OPSMESH__CLUSTER", "test-cluster".into()),
+        ("OPSMESH__BUS__KIND", "kafka".into()),
+        ("OPSMESH__BUS__KAFKA__BROKERS", broker.address()),
+        ("OPSMESH__BUS__KAFKA__PARTITIONS", "3".into()),
+        ("OPSMESH__BUS__KAFKA__SESSION_TIMEOUT", "6s".into()),
+        ("OPSMESH__SHUTDOWN__GRACE", "15s".into()),
+        ("OPSMESH__REPORTER__HEC__URL", hec.url().to_owned()),
+        ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN.into()),
+    ]
+}
+
+impl Mesh {
+    /// Starts every service (plus `extra` environment for named services) and waits until
+    /// each answers `/readyz`.
+    pub async fn start(broker: &Broker, hec: &HecServer, extra: &[(&str, &str, &str)]) -> Self {
+        let logs = tempfile::tempdir().expect("log dir");
+        let mut services = BTreeMap::new();
+        for (name, binary) in SERVICES {
+            let mut env = base_env(broker, hec);
+            for (service, key, value) in extra {
+                if service == name {
+                    env.push((key, value.to_string()));
+                }
+            }
+            let mut service = Service::new(name, crate::binary(binary), &[], &env, logs.path());
+            service.start();
+            services.insert(*name, service);
+        }
+        for service in services.values_mut() {
+            service.wait_ready().await;
+        }
+        Self { services, logs }
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut Service {
+        self.services
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no service {name}"))
+    }
+
+    /// Posts a Splunk webhook body; returns the HTTP status and the JSON reply.
+    pub async fn post_splunk(&self, body: &Value) -> Result<(u16, Value), reqwest::Error> {
+        let response = reqwest::Client::new()
+            .post(self.services["alert-receiver"].url("/v1/alerts/splunk"))
+            .timeout(Duration::from_secs(30))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// The sample Splunk webhook body with a distinct model name, so each call is its own
+/// incident.
+pub fn webhook_alert(model: &str) -> Value {
+    let text = std::fs::read_to_string(crate::sample("splunk-webhook.json")).expect("sample");
+    let mut body: Value = serde_json::from_str(&text).expect("sample is JSON");
+    body["result"]["model_name"] = Value::String(model.to_owned());
+    body
+}
+
+/// Whether HEC holds the alert, the diagnosis and the decision of `incident`.
+pub fn incident_complete(hec: &HecServer, incident: &str) -> bool {
+    let types = hec.sourcetypes(incident);
+    ["opsmesh:alert", "opsmesh:diagnosis", "opsmesh:remediation"]
+        .iter()
+        .all(|t| types.iter().any(|have| have == t))
+}

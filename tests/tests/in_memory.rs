@@ -1,0 +1,88 @@
+//! The same flow in one process on the in-memory bus, and the demo command.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::Value;
+
+use opsmesh_runtime::{ConfigTree, bus::MemoryBus, launcher};
+use opsmesh_tests::{eventually, hec::HecServer, mesh::incident_complete};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
+    let hec = HecServer::start().await;
+    let env = vec![
+        ("OPSMESH__BUS__KIND".to_owned(), "memory".to_owned()),
+        ("OPSMESH__HTTP__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "OPSMESH__REPORTER__HEC__URL".to_owned(),
+            hec.url().to_owned(),
+        ),
+        (
+            "OPSMESH__REPORTER__HEC__TOKEN".to_owned(),
+            HecServer::TOKEN.to_owned(),
+        ),
+    ];
+    let tree = ConfigTree::load_with_env(None, env).unwrap();
+    let settings = tree.settings().unwrap();
+    let bus = Arc::new(MemoryBus::new(&settings.bus.memory));
+    let app = launcher::build(&tree, settings, opsmesh::SERVICES, Some(bus))
+        .await
+        .expect("mesh builds");
+    let addr = app.local_addr();
+    let stop = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+
+    let sample = std::fs::read_to_string(opsmesh_tests::sample("splunk-webhook.json")).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/alerts/splunk"))
+        .header("Content-Type", "application/json")
+        .body(sample)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let reply: Value = response.json().await.unwrap();
+    let incident = reply["incident_key"].as_str().unwrap().to_owned();
+    eventually(
+        "alert, diagnosis and decision in HEC",
+        Duration::from_secs(20),
+        || async { incident_complete(&hec, &incident).then_some(()) },
+    )
+    .await;
+    assert_eq!(hec.incident(&incident).len(), 3);
+
+    stop.cancel();
+    running.await.unwrap().expect("clean shutdown");
+}
+
+#[test]
+fn the_demo_plays_its_incidents_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(opsmesh_tests::binary("opsmesh"))
+        .args(["demo", "--once", "--timeout", "30s"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("OPSMESH__HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("3 of 3 incidents reached an outcome"),
+        "{stdout}"
+    );
+    let hec = std::fs::read_to_string(dir.path().join("opsmesh.hec.jsonl")).unwrap();
+    let events: Vec<Value> = hec
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        events.len(),
+        9,
+        "alert, diagnosis and decision for each of 3 incidents"
+    );
+}
