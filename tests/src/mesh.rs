@@ -32,7 +32,33 @@ pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)>
         ("OPSMESH__SHUTDOWN__GRACE", "15s".into()),
         ("OPSMESH__REPORTER__HEC__URL", hec.url().to_owned()),
         ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN.into()),
+        (
+            "OPSMESH__RECEIVER__SOURCES__SPLUNK__SECRETS_ENV",
+            "OPSMESH_TEST_SECRET".into(),
+        ),
+        ("OPSMESH_TEST_SECRET", SECRET.into()),
     ]
+}
+
+/// Signing secret of the `splunk` source of test meshes.
+pub const SECRET: &str = "test-signing-secret-4f1d";
+
+/// A POST of `body` signed for the `splunk` source, as the opsmesh alert action sends it.
+pub fn signed_post(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::RequestBuilder {
+    let bytes = serde_json::to_vec(body).expect("JSON");
+    let signature = opsmesh_alert_receiver::sign(SECRET, now(), &bytes);
+    client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header(opsmesh_alert_receiver::SIGNATURE_HEADER, signature)
+        .body(bytes)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
 }
 
 impl Mesh {
@@ -64,12 +90,11 @@ impl Mesh {
             .unwrap_or_else(|| panic!("no service {name}"))
     }
 
-    /// Posts a Splunk webhook body; returns the HTTP status and the JSON reply.
+    /// Posts a signed Splunk alert body; returns the HTTP status and the JSON reply.
     pub async fn post_splunk(&self, body: &Value) -> Result<(u16, Value), reqwest::Error> {
-        let response = reqwest::Client::new()
-            .post(self.services["alert-receiver"].url("/v1/alerts/splunk"))
+        let url = self.services["alert-receiver"].url("/v1/alerts/splunk");
+        let response = signed_post(&reqwest::Client::new(), &url, body)
             .timeout(Duration::from_secs(30))
-            .json(body)
             .send()
             .await?;
         let status = response.status().as_u16();

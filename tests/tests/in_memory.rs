@@ -5,12 +5,22 @@ use std::{sync::Arc, time::Duration};
 use serde_json::Value;
 
 use opsmesh_runtime::{ConfigTree, bus::MemoryBus, launcher};
-use opsmesh_tests::{eventually, hec::HecServer, mesh::incident_complete};
+use opsmesh_tests::{
+    eventually,
+    hec::HecServer,
+    mesh::{incident_complete, signed_post},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
     let hec = HecServer::start().await;
+    let secrets = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secrets.path(), format!("{}\n", opsmesh_tests::mesh::SECRET)).unwrap();
     let env = vec![
+        (
+            "OPSMESH__RECEIVER__SOURCES__SPLUNK__SECRETS_FILE".to_owned(),
+            secrets.path().display().to_string(),
+        ),
         ("OPSMESH__BUS__KIND".to_owned(), "memory".to_owned()),
         ("OPSMESH__HTTP__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         (
@@ -33,10 +43,9 @@ async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
     let running = tokio::spawn(app.run_until_stopped());
 
     let sample = std::fs::read_to_string(opsmesh_tests::sample("splunk-webhook.json")).unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/alerts/splunk"))
-        .header("Content-Type", "application/json")
-        .body(sample)
+    let body: Value = serde_json::from_str(&sample).unwrap();
+    let url = format!("http://{addr}/v1/alerts/splunk");
+    let response = signed_post(&reqwest::Client::new(), &url, &body)
         .send()
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use opsmesh_tests::{
     broker::Broker,
     eventually,
     hec::HecServer,
-    mesh::{Mesh, incident_complete, webhook_alert},
+    mesh::{Mesh, incident_complete, signed_post, webhook_alert},
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -217,10 +217,8 @@ async fn post_stream(
     while !stop.is_set() {
         n += 1;
         let body = webhook_alert(&format!("{prefix}-{n}"));
-        if let Ok(response) = client
-            .post(&mesh_url)
+        if let Ok(response) = signed_post(&client, &mesh_url, &body)
             .timeout(Duration::from_secs(30))
-            .json(&body)
             .send()
             .await
             && response.status() == 202

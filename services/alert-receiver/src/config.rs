@@ -1,6 +1,6 @@
 //! `[receiver]` configuration.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -24,6 +24,44 @@ pub struct ReceiverConfig {
     pub retry_after_secs: u64,
     /// Which alert fields name the entity; the first present field wins.
     pub entity_fields: EntityFields,
+    /// A signature older or newer than this is refused (`403 expired`), and a signature seen
+    /// within it again is refused as a replay.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// The same delivery (same sid and rows, or same Alertmanager fingerprint, status and
+    /// `startsAt`) within this window returns the first alert ids and is published once.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Deliveries remembered for deduplication and signatures for replay detection.
+    pub dedup_capacity: usize,
+    /// Accept requests without credentials. Only for local experiments: the receiver is the
+    /// mesh's public door.
+    pub allow_unauthenticated: bool,
+    /// Senders, by name. Secrets come from files or environment variables, never from here.
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// One sender (a Splunk deployment, an Alertmanager) and how it proves who it is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// File with the HMAC signing secrets, one per line (several during a rotation). Re-read
+    /// when it changes, so a mounted Secret rotates without a restart.
+    pub secrets_file: Option<PathBuf>,
+    /// Name of an environment variable holding the signing secrets, comma-separated.
+    pub secrets_env: Option<String>,
+    /// File with accepted `Authorization: Bearer` tokens, one per line.
+    pub bearer_tokens_file: Option<PathBuf>,
+    /// Name of an environment variable holding bearer tokens, comma-separated.
+    pub bearer_tokens_env: Option<String>,
+    /// Enables `POST /v1/alerts/splunk/<source>/<token>` for Splunk's built-in Webhook action,
+    /// which cannot send headers. Weaker than signing: the token is in every URL log.
+    pub path_token_file: Option<PathBuf>,
+    pub path_token_env: Option<String>,
+    /// Sustained requests per second accepted from this source (`429` above it; 0 = no limit).
+    pub rate_limit_per_second: u32,
+    /// Requests allowed in a burst above the sustained rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ReceiverConfig {
@@ -36,6 +74,11 @@ impl Default for ReceiverConfig {
             publish_timeout: Duration::from_secs(5),
             retry_after_secs: 5,
             entity_fields: EntityFields::default(),
+            replay_window: Duration::from_secs(300),
+            dedup_window: Duration::from_secs(600),
+            dedup_capacity: 100_000,
+            allow_unauthenticated: false,
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -100,5 +143,30 @@ impl Default for EntityFields {
             application: names(&["application", "argocd_app", "app_name"]),
             severity: names(&["severity", "urgency"]),
         }
+    }
+}
+
+impl Validate for SourceConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let has_credentials = self.secrets_file.is_some()
+            || self.secrets_env.is_some()
+            || self.bearer_tokens_file.is_some()
+            || self.bearer_tokens_env.is_some()
+            || self.path_token_file.is_some()
+            || self.path_token_env.is_some();
+        if !has_credentials {
+            return Err(ConfigError::invalid(
+                prefix,
+                "needs secrets_file, secrets_env, bearer_tokens_file, bearer_tokens_env, \
+                 path_token_file or path_token_env",
+            ));
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.rate_limit_burst"),
+                "must be at least 1 when rate_limit_per_second is set",
+            ));
+        }
+        Ok(())
     }
 }

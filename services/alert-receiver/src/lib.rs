@@ -1,7 +1,9 @@
 //! alert-receiver: the mesh's only public door. An alert is answered `202` only once it is
 //! durably on `opsmesh.alerts.v1`; anything else is refused with a problem body saying why.
 
+mod auth;
 pub mod config;
+mod dedup;
 mod fingerprint;
 mod json_depth;
 mod metrics;
@@ -12,10 +14,15 @@ mod routes;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use opsmesh_runtime::{BoxError, Component, ConfigTree, Context, ServiceDef, StartError};
+use opsmesh_runtime::{
+    BoxError, Component, ConfigError, ConfigTree, Context, ServiceDef, StartError,
+};
 use tokio_util::sync::CancellationToken;
 
+use auth::Authenticator;
+pub use auth::{SIGNATURE_HEADER, sign};
 pub use config::ReceiverConfig;
+use dedup::Deliveries;
 
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "alert-receiver",
@@ -30,7 +37,7 @@ fn build<'a>(
 ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>> {
     Box::pin(async move {
         let config: ReceiverConfig = tree.section(SERVICE.section)?;
-        Ok(Arc::new(Receiver::new(config, ctx)) as Arc<dyn Component>)
+        Ok(Arc::new(Receiver::new(config, ctx)?) as Arc<dyn Component>)
     })
 }
 
@@ -39,15 +46,18 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(config: ReceiverConfig, ctx: &Context) -> Self {
-        Self {
+    /// Loads the sources' secrets; a missing file or variable is a configuration error.
+    pub fn new(config: ReceiverConfig, ctx: &Context) -> Result<Self, ConfigError> {
+        Ok(Self {
             state: Arc::new(routes::State {
+                auth: Authenticator::new(&config)?,
+                deliveries: Deliveries::new(config.dedup_window, config.dedup_capacity),
                 metrics: metrics::ReceiverMetrics::new(&ctx.registry),
                 publisher: ctx.publisher.clone(),
                 cluster: ctx.settings.cluster.clone(),
                 config,
             }),
-        }
+        })
     }
 }
 
@@ -70,4 +80,41 @@ impl Component for Receiver {
             Ok(())
         })
     }
+}
+
+/// The fingerprint the receiver gives a Splunk alert body (property tests, fuzzing).
+pub fn fingerprint_of_splunk_body(
+    body: serde_json::Value,
+) -> Result<String, opsmesh_runtime::problem::Problem> {
+    let fields = config::EntityFields::default();
+    let normalizer = normalize::Normalizer {
+        fields: &fields,
+        max_rows: 10_000,
+        default_cluster: "default",
+    };
+    normalizer
+        .splunk(body, "splunk")
+        .map(|alert| alert.fingerprint)
+}
+
+/// Runs every parser of untrusted input on `bytes`; for the fuzz targets. Must never panic.
+pub fn parse_untrusted(bytes: &[u8]) {
+    let _ = json_depth::exceeds(bytes, 32);
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    if json_depth::exceeds(bytes, 32).is_some() {
+        return;
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        let fields = config::EntityFields::default();
+        let normalizer = normalize::Normalizer {
+            fields: &fields,
+            max_rows: 100,
+            default_cluster: "default",
+        };
+        let _ = normalizer.splunk(value.clone(), "fuzz");
+        let _ = normalizer.alertmanager(value, "fuzz");
+    }
+    let _ = auth::parse_signature_header(text);
 }

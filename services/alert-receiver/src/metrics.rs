@@ -7,6 +7,7 @@ pub struct ReceiverMetrics {
     pub received: IntCounterVec,
     pub accepted: IntCounterVec,
     pub rejected: IntCounterVec,
+    pub duplicates: IntCounterVec,
     pub publish_seconds: HistogramVec,
     pub in_flight: IntGauge,
 }
@@ -32,8 +33,13 @@ impl ReceiverMetrics {
             ),
             rejected: counter(
                 "receiver_requests_rejected_total",
-                "Alert requests refused, by reason",
-                &["format", "reason"],
+                "Alert requests refused, by source and reason",
+                &["format", "source", "reason"],
+            ),
+            duplicates: counter(
+                "receiver_alerts_duplicate_total",
+                "Alerts answered from an earlier identical delivery, not published again",
+                &["format", "source"],
             ),
             publish_seconds: register(
                 registry,

@@ -20,7 +20,6 @@ pub struct Normalizer<'a> {
     pub fields: &'a EntityFields,
     pub max_rows: usize,
     pub default_cluster: &'a str,
-    pub source_name: &'a str,
 }
 
 fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
@@ -51,7 +50,8 @@ struct SplunkBody {
 }
 
 impl Normalizer<'_> {
-    pub fn splunk(&self, body: Value, signed: bool) -> Result<Alert, Problem> {
+    /// `source` is the authenticated sender's name.
+    pub fn splunk(&self, body: Value, source: &str) -> Result<Alert, Problem> {
         let body: SplunkBody = serde_json::from_value(body)
             .map_err(|e| invalid("", format!("not a Splunk alert body: {e}")))?;
         let sid = required_string(body.sid, "/sid")?;
@@ -64,6 +64,12 @@ impl Normalizer<'_> {
             .map(|link| validate_link(&link))
             .transpose()?;
 
+        // Only the opsmesh alert action sends `rows`; the built-in Webhook sends `result`.
+        let source_kind = if body.rows.is_some() {
+            AlertSourceKind::SplunkAlertAction
+        } else {
+            AlertSourceKind::SplunkWebhook
+        };
         let (mut rows, pointer_base) = match (body.rows, body.result) {
             (Some(rows), _) => (parse_rows(rows, "/rows")?, "/rows/0"),
             (None, Some(result)) => (vec![parse_row(result, "/result")?], "/result"),
@@ -82,15 +88,10 @@ impl Normalizer<'_> {
             None => self.severity_from_row(&first),
         }
         .unwrap_or(Severity::Medium);
-        let source_kind = if signed {
-            AlertSourceKind::SplunkAlertAction
-        } else {
-            AlertSourceKind::SplunkWebhook
-        };
         Ok(Alert {
             fingerprint: fingerprint::of("splunk", &name, &entity),
             source_kind,
-            source: self.source_name.to_owned(),
+            source: source.to_owned(),
             name,
             status: AlertStatus::Firing,
             severity,
@@ -109,7 +110,7 @@ impl Normalizer<'_> {
     }
 
     /// Prometheus Alertmanager webhook (version 4): one alert per entry of `alerts`.
-    pub fn alertmanager(&self, body: Value) -> Result<Vec<Alert>, Problem> {
+    pub fn alertmanager(&self, body: Value, source: &str) -> Result<Vec<Alert>, Problem> {
         #[derive(Deserialize)]
         struct Group {
             version: String,
@@ -185,7 +186,7 @@ impl Normalizer<'_> {
                     .transpose()?;
                 Ok(Alert {
                     source_kind: AlertSourceKind::Alertmanager,
-                    source: "alertmanager".into(),
+                    source: source.to_owned(),
                     name,
                     status,
                     severity,

@@ -1,21 +1,32 @@
-//! HTTP endpoints.
+//! HTTP endpoints: read a bounded body, authenticate, rate-limit, validate, deduplicate,
+//! publish, and answer `202` only once the bus acknowledged every alert.
 
 use std::{sync::Arc, time::Instant};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use opsmesh_proto::{Envelope, alert::Alert};
 use opsmesh_runtime::{Publisher, problem::Problem};
 
-use crate::{config::ReceiverConfig, json_depth, metrics::ReceiverMetrics, normalize::Normalizer};
+use crate::{
+    auth::Authenticator,
+    config::ReceiverConfig,
+    dedup::{Accepted, Claim, Deliveries},
+    json_depth,
+    metrics::ReceiverMetrics,
+    normalize::Normalizer,
+};
 
 pub struct State {
     pub config: ReceiverConfig,
     pub publisher: Publisher,
     pub metrics: ReceiverMetrics,
     pub cluster: String,
+    pub auth: Authenticator,
+    pub deliveries: Deliveries,
 }
 
 #[derive(Clone, Copy)]
@@ -33,13 +44,274 @@ impl Format {
     }
 }
 
+/// How the request proved its origin.
+enum Credentials<'a> {
+    /// Signature, bearer token (or none, when allowed) in the headers.
+    Headers,
+    /// `/v1/alerts/splunk/{source}/{token}`.
+    Path { source: &'a str, token: &'a str },
+}
+
 pub fn configure(config: &mut web::ServiceConfig, state: Arc<State>) {
     config.service(
         web::scope("/v1/alerts")
             .app_data(web::Data::from(state))
             .route("/splunk", web::post().to(splunk))
+            .route(
+                "/splunk/{source}/{token}",
+                web::post().to(splunk_path_token),
+            )
             .route("/alertmanager", web::post().to(alertmanager)),
     );
+}
+
+/// Why a request was refused: a metrics label and the problem body sent back.
+pub struct Refusal {
+    reason: &'static str,
+    problem: Box<Problem>,
+}
+
+fn refuse(reason: &'static str, problem: Problem) -> Refusal {
+    Refusal {
+        reason,
+        problem: Box::new(problem),
+    }
+}
+
+async fn splunk(
+    state: web::Data<State>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    accept(
+        &state,
+        Format::Splunk,
+        Credentials::Headers,
+        &request,
+        payload,
+    )
+    .await
+}
+
+async fn splunk_path_token(
+    state: web::Data<State>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (source, token) = path.into_inner();
+    let credentials = Credentials::Path {
+        source: &source,
+        token: &token,
+    };
+    accept(&state, Format::Splunk, credentials, &request, payload).await
+}
+
+async fn alertmanager(
+    state: web::Data<State>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    accept(
+        &state,
+        Format::Alertmanager,
+        Credentials::Headers,
+        &request,
+        payload,
+    )
+    .await
+}
+
+async fn accept(
+    state: &State,
+    format: Format,
+    credentials: Credentials<'_>,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let metrics = &state.metrics;
+    metrics.received.with_label_values(&[format.label()]).inc();
+    metrics.in_flight.inc();
+    let started = Instant::now();
+    let mut source = String::from("unknown");
+    let result = handle(state, format, credentials, request, payload, &mut source).await;
+    metrics.in_flight.dec();
+    match result {
+        Ok((accepted, fresh)) => {
+            metrics
+                .publish_seconds
+                .with_label_values(&[format.label()])
+                .observe(started.elapsed().as_secs_f64());
+            metrics
+                .accepted
+                .with_label_values(&[format.label(), &source])
+                .inc_by(fresh as u64);
+            metrics
+                .duplicates
+                .with_label_values(&[format.label(), &source])
+                .inc_by((accepted.len() - fresh) as u64);
+            HttpResponse::Accepted().json(json!({
+                "alert_ids": accepted.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
+                "incident_key": accepted.first().map(|a| a.incident_key.clone()),
+                "incident_keys": accepted.iter().map(|a| a.incident_key.clone()).collect::<Vec<_>>(),
+            }))
+        }
+        Err(Refusal { reason, problem }) => {
+            metrics
+                .rejected
+                .with_label_values(&[format.label(), &source, reason])
+                .inc();
+            tracing::info!(format = format.label(), %source, reason, detail = %problem.detail, "alert refused");
+            problem.response()
+        }
+    }
+}
+
+/// Returns every alert's ids and how many of them were published by this request (the rest
+/// were duplicates of earlier deliveries).
+async fn handle(
+    state: &State,
+    format: Format,
+    credentials: Credentials<'_>,
+    request: &HttpRequest,
+    payload: web::Payload,
+    source: &mut String,
+) -> Result<(Vec<Accepted>, usize), Refusal> {
+    if let Credentials::Path { source, .. } = credentials
+        && state.auth.authenticate_path(source, "").is_none()
+    {
+        return Err(refuse(
+            "not_found",
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "No such endpoint",
+                "path-token delivery is not configured for this source",
+            ),
+        ));
+    }
+    check_content_type(request)?;
+    let body = read_body(payload, state.config.max_body_bytes).await?;
+    let authenticated = match credentials {
+        Credentials::Headers => state.auth.authenticate(request.headers(), &body),
+        Credentials::Path { source, token } => state
+            .auth
+            .authenticate_path(source, token)
+            .expect("checked above"),
+    }
+    .map_err(|e| refuse(e.reason(), e.problem()))?;
+    *source = authenticated;
+    state.auth.check_rate(source).map_err(|limited| {
+        refuse(
+            "rate_limited",
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many alerts from this source",
+                format!("source {source:?} is over its rate limit"),
+            )
+            .retry_after(limited.retry_after_secs),
+        )
+    })?;
+    let value = parse_json(&body, state.config.max_depth)?;
+    let normalizer = Normalizer {
+        fields: &state.config.entity_fields,
+        max_rows: state.config.max_rows,
+        default_cluster: &state.cluster,
+    };
+    let alerts = match format {
+        Format::Splunk => vec![
+            normalizer
+                .splunk(value, source)
+                .map_err(|p| refuse("invalid", p))?,
+        ],
+        Format::Alertmanager => normalizer
+            .alertmanager(value, source)
+            .map_err(|p| refuse("invalid", p))?,
+    };
+    let delivered = deliver(state, alerts).await?;
+    state.auth.remember_signature(request.headers());
+    Ok(delivered)
+}
+
+/// Identity of one delivery: a retry of the same alert has the same key.
+fn delivery_key(alert: &Alert) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(alert.source.as_bytes());
+    hasher.update([0]);
+    match (&alert.sid, &alert.starts_at) {
+        // Splunk: the same search run (sid) with the same rows.
+        (Some(sid), _) => {
+            hasher.update(sid.as_bytes());
+            hasher.update(serde_json::to_vec(&alert.rows).expect("rows serialize"));
+        }
+        // Alertmanager: its fingerprint, status and start.
+        (None, starts_at) => {
+            hasher.update(alert.fingerprint.as_bytes());
+            hasher.update(format!("{:?}{starts_at:?}", alert.status).as_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, usize), Refusal> {
+    let mut answers: Vec<Option<Accepted>> = vec![None; alerts.len()];
+    let mut owned = Vec::new();
+    let mut waiting = Vec::new();
+    for (index, alert) in alerts.into_iter().enumerate() {
+        let key = delivery_key(&alert);
+        match state.deliveries.claim(&key) {
+            Claim::Duplicate(accepted) => answers[index] = Some(accepted),
+            Claim::Wait(receiver) => waiting.push((index, receiver)),
+            Claim::Owner(sender) => {
+                let cluster = alert
+                    .entity
+                    .cluster
+                    .clone()
+                    .unwrap_or_else(|| state.cluster.clone());
+                let incident = alert.fingerprint.clone();
+                let envelope =
+                    Envelope::new("opsmesh-alert-receiver", cluster, Some(incident), alert);
+                owned.push((index, key, sender, envelope));
+            }
+        }
+    }
+    let envelopes: Vec<&Envelope<Alert>> = owned.iter().map(|(_, _, _, e)| e).collect();
+    let published = publish_all(state, &envelopes).await;
+    let fresh = owned.len();
+    for (index, key, sender, envelope) in owned {
+        let accepted = published.is_ok().then(|| Accepted {
+            alert_id: envelope.id,
+            incident_key: envelope.incident_id.clone().unwrap_or_default(),
+        });
+        state.deliveries.finish(&key, sender, accepted.clone());
+        answers[index] = accepted;
+    }
+    published?;
+    for (index, mut receiver) in waiting {
+        let outcome = receiver
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|o| o.clone())
+            .flatten();
+        match outcome {
+            Some(accepted) => answers[index] = Some(accepted),
+            None => {
+                return Err(unavailable(
+                    state,
+                    "a concurrent delivery of this alert failed".into(),
+                ));
+            }
+        }
+    }
+    Ok((
+        answers
+            .into_iter()
+            .map(|a| a.expect("every alert answered"))
+            .collect(),
+        fresh,
+    ))
 }
 
 /// Reads the body up to `limit` bytes: `413` beyond it, before buffering the excess.
@@ -75,120 +347,6 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-async fn splunk(
-    state: web::Data<State>,
-    request: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
-    accept(&state, Format::Splunk, &request, payload).await
-}
-
-async fn alertmanager(
-    state: web::Data<State>,
-    request: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
-    accept(&state, Format::Alertmanager, &request, payload).await
-}
-
-async fn accept(
-    state: &State,
-    format: Format,
-    request: &HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
-    let metrics = &state.metrics;
-    metrics.received.with_label_values(&[format.label()]).inc();
-    metrics.in_flight.inc();
-    let started = Instant::now();
-    let result = match read_body(payload, state.config.max_body_bytes).await {
-        Ok(body) => parse_and_publish(state, format, request, &body).await,
-        Err(refusal) => Err(refusal),
-    };
-    metrics.in_flight.dec();
-    match result {
-        Ok((alerts, response)) => {
-            metrics
-                .publish_seconds
-                .with_label_values(&[format.label()])
-                .observe(started.elapsed().as_secs_f64());
-            for alert in &alerts {
-                metrics
-                    .accepted
-                    .with_label_values(&[format.label(), &alert.payload.source])
-                    .inc();
-            }
-            HttpResponse::Accepted().json(response)
-        }
-        Err(Refusal { reason, problem }) => {
-            metrics
-                .rejected
-                .with_label_values(&[format.label(), reason])
-                .inc();
-            tracing::info!(format = format.label(), reason, detail = %problem.detail, "alert refused");
-            problem.response()
-        }
-    }
-}
-
-/// Why a request was refused: a metrics label and the problem body sent back.
-pub struct Refusal {
-    reason: &'static str,
-    problem: Box<Problem>,
-}
-
-fn refuse(reason: &'static str, problem: Problem) -> Refusal {
-    Refusal {
-        reason,
-        problem: Box::new(problem),
-    }
-}
-
-async fn parse_and_publish(
-    state: &State,
-    format: Format,
-    request: &HttpRequest,
-    body: &[u8],
-) -> Result<(Vec<Envelope<Alert>>, Value), Refusal> {
-    check_content_type(request)?;
-    let value = parse_json(body, state.config.max_depth)?;
-    let normalizer = Normalizer {
-        fields: &state.config.entity_fields,
-        max_rows: state.config.max_rows,
-        default_cluster: &state.cluster,
-        source_name: &state.config.source_name,
-    };
-    let alerts = match format {
-        Format::Splunk => vec![
-            normalizer
-                .splunk(value, false)
-                .map_err(|p| refuse("invalid", p))?,
-        ],
-        Format::Alertmanager => normalizer
-            .alertmanager(value)
-            .map_err(|p| refuse("invalid", p))?,
-    };
-    let envelopes: Vec<Envelope<Alert>> = alerts
-        .into_iter()
-        .map(|alert| {
-            let cluster = alert
-                .entity
-                .cluster
-                .clone()
-                .unwrap_or_else(|| state.cluster.clone());
-            let incident = alert.fingerprint.clone();
-            Envelope::new("opsmesh-alert-receiver", cluster, Some(incident), alert)
-        })
-        .collect();
-    publish_all(state, &envelopes).await?;
-    let response = json!({
-        "alert_ids": envelopes.iter().map(|e| e.id).collect::<Vec<_>>(),
-        "incident_key": envelopes.first().and_then(|e| e.incident_id.clone()),
-        "incident_keys": envelopes.iter().filter_map(|e| e.incident_id.clone()).collect::<Vec<_>>(),
-    });
-    Ok((envelopes, response))
 }
 
 fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {
@@ -241,23 +399,24 @@ fn parse_json(body: &[u8], max_depth: usize) -> Result<Value, Refusal> {
     serde_json::from_str(text).map_err(|e| bad(e.to_string()))
 }
 
-/// Publishes every alert; `503` unless the bus acknowledged all of them in time.
-async fn publish_all(state: &State, envelopes: &[Envelope<Alert>]) -> Result<(), Refusal> {
-    let unavailable = |detail: String| {
-        refuse(
-            "bus_unavailable",
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "bus-unavailable",
-                "The alert could not be stored; retry later",
-                detail,
-            )
-            .retry_after(state.config.retry_after_secs),
+fn unavailable(state: &State, detail: String) -> Refusal {
+    refuse(
+        "bus_unavailable",
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus-unavailable",
+            "The alert could not be stored; retry later",
+            detail,
         )
-    };
+        .retry_after(state.config.retry_after_secs),
+    )
+}
+
+/// Publishes every alert; `503` unless the bus acknowledged all of them in time.
+async fn publish_all(state: &State, envelopes: &[&Envelope<Alert>]) -> Result<(), Refusal> {
     let publishes = envelopes.iter().map(|envelope| {
         let key = envelope.incident_id.clone().unwrap_or_default();
-        async move { state.publisher.publish(&key, envelope).await }
+        async move { state.publisher.publish(&key, *envelope).await }
     });
     match tokio::time::timeout(
         state.config.publish_timeout,
@@ -266,10 +425,13 @@ async fn publish_all(state: &State, envelopes: &[Envelope<Alert>]) -> Result<(),
     .await
     {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(unavailable(err.to_string())),
-        Err(_) => Err(unavailable(format!(
-            "the bus did not acknowledge within {:?}",
-            state.config.publish_timeout
-        ))),
+        Ok(Err(err)) => Err(unavailable(state, err.to_string())),
+        Err(_) => Err(unavailable(
+            state,
+            format!(
+                "the bus did not acknowledge within {:?}",
+                state.config.publish_timeout
+            ),
+        )),
     }
 }

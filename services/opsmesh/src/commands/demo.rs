@@ -82,9 +82,15 @@ fn seed_alerts() -> Vec<Value> {
 }
 
 pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
-    let tree = match super::embedded_tree(config) {
-        Ok(tree) => tree,
+    let super::Embedded { tree, local_secret } = match super::embedded_tree(config) {
+        Ok(embedded) => embedded,
         Err(err) => return launcher::fail(&err),
+    };
+    let Some(secret) = local_secret else {
+        return launcher::fail(
+            &"opsmesh demo signs its alerts with the generated local source; \
+             remove receiver.sources from the configuration to run it",
+        );
     };
     let settings = match tree.settings() {
         Ok(settings) => settings,
@@ -113,7 +119,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
         let client = reqwest::Client::new();
         let mut incidents = Vec::new();
         for body in seed_alerts() {
-            match send(&client, addr, &body).await {
+            match send(&client, addr, &secret, &body).await {
                 Ok(incident) => incidents.push(incident),
                 Err(err) => {
                     stop.cancel();
@@ -146,14 +152,20 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
     })
 }
 
+/// Posts `body` signed like the opsmesh Splunk alert action does.
 async fn send(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
+    secret: &str,
     body: &Value,
 ) -> Result<String, String> {
+    let bytes = serde_json::to_vec(body).expect("JSON serializes");
+    let signature = opsmesh_alert_receiver::sign(secret, chrono::Utc::now().timestamp(), &bytes);
     let response = client
         .post(format!("http://{addr}/v1/alerts/splunk"))
-        .json(body)
+        .header("Content-Type", "application/json")
+        .header(opsmesh_alert_receiver::SIGNATURE_HEADER, signature)
+        .body(bytes)
         .send()
         .await
         .map_err(|e| format!("posting the demo alert: {e}"))?;

@@ -1,0 +1,384 @@
+//! Who sent this alert: HMAC-SHA256 signatures (`X-Opsmesh-Signature: t=<unix>,v1=<hex>` over
+//! `"<t>.<raw body>"`), bearer tokens, or a token in the path for Splunk's built-in Webhook.
+//! Comparisons are constant-time; secrets are never logged or echoed.
+
+use std::{
+    collections::{HashSet, VecDeque},
+    num::NonZeroU32,
+    path::PathBuf,
+    sync::{Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use actix_web::http::{StatusCode, header::HeaderMap};
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use opsmesh_runtime::{ConfigError, problem::Problem};
+
+use crate::config::{ReceiverConfig, SourceConfig};
+
+pub const SIGNATURE_HEADER: &str = "X-Opsmesh-Signature";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send X-Opsmesh-Signature or Authorization: Bearer")]
+    Missing,
+    #[error("malformed X-Opsmesh-Signature: {0}")]
+    Malformed(&'static str),
+    #[error("signature does not match any active secret")]
+    BadSignature,
+    #[error(
+        "signature timestamp is {age_secs} s away from now; the replay window is {window_secs} s"
+    )]
+    Expired { age_secs: i64, window_secs: u64 },
+    #[error("this signature was already used")]
+    Replayed,
+    #[error("bearer token not recognised")]
+    BadToken,
+    #[error("path token not recognised")]
+    BadPathToken,
+}
+
+impl AuthError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "auth_missing",
+            Self::Malformed(_) => "auth_malformed",
+            Self::BadSignature => "auth_bad_signature",
+            Self::Expired { .. } => "auth_expired",
+            Self::Replayed => "auth_replayed",
+            Self::BadToken | Self::BadPathToken => "auth_bad_token",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = match self {
+            Self::Missing => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            _ => (StatusCode::FORBIDDEN, "forbidden", "Credentials refused"),
+        };
+        Problem::new(status, slug, title, self.to_string())
+    }
+}
+
+/// Secrets from a file (re-read when it changes) and/or an environment variable.
+struct SecretList {
+    file: Option<PathBuf>,
+    from_env: Vec<String>,
+    from_file: RwLock<(Option<SystemTime>, Vec<String>)>,
+}
+
+fn split_secrets(text: &str, separators: &[char]) -> Vec<String> {
+    text.split(separators)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl SecretList {
+    fn load(file: Option<&PathBuf>, env: Option<&String>, key: &str) -> Result<Self, ConfigError> {
+        let from_env = match env {
+            None => Vec::new(),
+            Some(var) => {
+                let value = std::env::var(var).map_err(|_| {
+                    ConfigError::invalid(
+                        format!("{key}_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                split_secrets(&value, &[',', '\n'])
+            }
+        };
+        let list = Self {
+            file: file.cloned(),
+            from_env,
+            from_file: RwLock::new((None, Vec::new())),
+        };
+        if let Some(path) = &list.file {
+            let (mtime, values) = read_secret_file(path).map_err(|e| {
+                ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
+            })?;
+            *list.from_file.write().expect("lock") = (mtime, values);
+        }
+        Ok(list)
+    }
+
+    fn is_configured(&self) -> bool {
+        self.file.is_some() || !self.from_env.is_empty()
+    }
+
+    /// Every active value; a changed file is re-read (rotation without restart).
+    fn values(&self) -> Vec<String> {
+        let mut values = self.from_env.clone();
+        if let Some(path) = &self.file {
+            let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let stale = self.from_file.read().expect("lock").0 != current;
+            if stale {
+                match read_secret_file(path) {
+                    Ok(fresh) => *self.from_file.write().expect("lock") = fresh,
+                    Err(err) => {
+                        tracing::warn!(file = %path.display(), error = %err, "keeping the previous secrets")
+                    }
+                }
+            }
+            values.extend(self.from_file.read().expect("lock").1.iter().cloned());
+        }
+        values
+    }
+}
+
+fn read_secret_file(path: &PathBuf) -> std::io::Result<(Option<SystemTime>, Vec<String>)> {
+    let text = std::fs::read_to_string(path)?;
+    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok((mtime, split_secrets(&text, &['\n'])))
+}
+
+struct Source {
+    name: String,
+    signing: SecretList,
+    bearer: SecretList,
+    path_tokens: SecretList,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// Signatures seen recently, to refuse replays within the window.
+struct SeenSignatures {
+    capacity: usize,
+    set: HashSet<String>,
+    order: VecDeque<(i64, String)>,
+}
+
+pub struct Authenticator {
+    sources: Vec<Source>,
+    replay_window: Duration,
+    allow_unauthenticated: bool,
+    default_source: String,
+    seen: Mutex<SeenSignatures>,
+}
+
+/// Too many requests: retry after this many seconds.
+pub struct RateLimited {
+    pub retry_after_secs: u64,
+}
+
+impl Authenticator {
+    pub fn new(config: &ReceiverConfig) -> Result<Self, ConfigError> {
+        let sources = config
+            .sources
+            .iter()
+            .map(|(name, source)| build_source(name, source))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            sources,
+            replay_window: config.replay_window,
+            allow_unauthenticated: config.allow_unauthenticated,
+            default_source: config.source_name.clone(),
+            seen: Mutex::new(SeenSignatures {
+                capacity: config.dedup_capacity.max(1),
+                set: HashSet::new(),
+                order: VecDeque::new(),
+            }),
+        })
+    }
+
+    /// The name of the source whose credentials the request carries.
+    pub fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Result<String, AuthError> {
+        if let Some(signature) = headers.get(SIGNATURE_HEADER) {
+            let signature = signature
+                .to_str()
+                .map_err(|_| AuthError::Malformed("not ASCII"))?;
+            return self.verify_signature(signature, body);
+        }
+        if let Some(authorization) = headers.get(actix_web::http::header::AUTHORIZATION) {
+            let token = authorization
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(AuthError::BadToken)?;
+            return self
+                .sources
+                .iter()
+                .find(|s| matches_any(&s.bearer, token))
+                .map(|s| s.name.clone())
+                .ok_or(AuthError::BadToken);
+        }
+        if self.allow_unauthenticated {
+            return Ok(self.default_source.clone());
+        }
+        Err(AuthError::Missing)
+    }
+
+    /// `None` when the source has no path token configured (the route then does not exist).
+    pub fn authenticate_path(
+        &self,
+        source: &str,
+        token: &str,
+    ) -> Option<Result<String, AuthError>> {
+        let source = self
+            .sources
+            .iter()
+            .find(|s| s.name == source && s.path_tokens.is_configured())?;
+        Some(if matches_any(&source.path_tokens, token) {
+            Ok(source.name.clone())
+        } else {
+            Err(AuthError::BadPathToken)
+        })
+    }
+
+    pub fn check_rate(&self, source: &str) -> Result<(), RateLimited> {
+        let Some(limiter) = self
+            .sources
+            .iter()
+            .find(|s| s.name == source)
+            .and_then(|s| s.limiter.as_ref())
+        else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| RateLimited {
+            retry_after_secs: not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1),
+        })
+    }
+
+    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<String, AuthError> {
+        let (timestamp, candidates) = parse_signature_header(header)?;
+        let now = chrono::Utc::now().timestamp();
+        let window = self.replay_window.as_secs() as i64;
+        if (now - timestamp).abs() > window {
+            return Err(AuthError::Expired {
+                age_secs: now - timestamp,
+                window_secs: window as u64,
+            });
+        }
+        let source = self
+            .sources
+            .iter()
+            .find(|source| {
+                source.signing.values().iter().any(|secret| {
+                    candidates.iter().any(|candidate| {
+                        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                            .expect("HMAC accepts any key length");
+                        mac.update(timestamp.to_string().as_bytes());
+                        mac.update(b".");
+                        mac.update(body);
+                        mac.verify_slice(candidate).is_ok()
+                    })
+                })
+            })
+            .ok_or(AuthError::BadSignature)?;
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.set.contains(header) {
+            return Err(AuthError::Replayed);
+        }
+        Ok(source.name.clone())
+    }
+
+    /// Records the signature of a request whose alerts were stored, so the same signed
+    /// request sent again within the window is refused. Only accepted requests count: a
+    /// sender retrying a request that failed (503) may resend it unchanged.
+    pub fn remember_signature(&self, headers: &HeaderMap) {
+        let Some(header) = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()) else {
+            return;
+        };
+        let Ok((timestamp, _)) = parse_signature_header(header) else {
+            return;
+        };
+        let oldest_valid = chrono::Utc::now().timestamp() - self.replay_window.as_secs() as i64;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((t, _)) = seen.order.front() {
+            if *t >= oldest_valid && seen.order.len() < seen.capacity {
+                break;
+            }
+            let (_, old) = seen.order.pop_front().expect("front exists");
+            seen.set.remove(&old);
+        }
+        if seen.set.insert(header.to_owned()) {
+            seen.order.push_back((timestamp, header.to_owned()));
+        }
+    }
+}
+
+/// `t=<unix>,v1=<hex>[,v1=<hex>…]` → the timestamp and the candidate MACs.
+pub(crate) fn parse_signature_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), AuthError> {
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => {
+                let t = t
+                    .parse::<i64>()
+                    .map_err(|_| AuthError::Malformed("t is not a unix time"))?;
+                timestamp = Some(t);
+            }
+            Some(("v1", mac)) => {
+                candidates
+                    .push(hex::decode(mac).map_err(|_| AuthError::Malformed("v1 is not hex"))?);
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(AuthError::Malformed("missing t="))?;
+    if candidates.is_empty() {
+        return Err(AuthError::Malformed("missing v1="));
+    }
+    Ok((timestamp, candidates))
+}
+
+fn matches_any(list: &SecretList, presented: &str) -> bool {
+    // Evaluate every candidate so timing does not reveal which one (or how many) matched.
+    list.values().iter().fold(false, |found, secret| {
+        found | bool::from(secret.as_bytes().ct_eq(presented.as_bytes()))
+    })
+}
+
+fn build_source(name: &str, config: &SourceConfig) -> Result<Source, ConfigError> {
+    let key = |field: &str| format!("receiver.sources.{name}.{field}");
+    let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
+        let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    Ok(Source {
+        name: name.to_owned(),
+        signing: SecretList::load(
+            config.secrets_file.as_ref(),
+            config.secrets_env.as_ref(),
+            &key("secrets"),
+        )?,
+        bearer: SecretList::load(
+            config.bearer_tokens_file.as_ref(),
+            config.bearer_tokens_env.as_ref(),
+            &key("bearer_tokens"),
+        )?,
+        path_tokens: SecretList::load(
+            config.path_token_file.as_ref(),
+            config.path_token_env.as_ref(),
+            &key("path_token"),
+        )?,
+        limiter,
+    })
+}
+
+/// `t=<unix>,v1=<hex>` for `body` signed with `secret` (senders, tests, benchmarks).
+pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}

@@ -1,0 +1,8 @@
+//! The receiver's HTTP API, driven over loopback like Splunk and Alertmanager drive it.
+
+mod alertmanager;
+mod auth;
+mod durability;
+mod helpers;
+mod splunk;
+mod validation;
