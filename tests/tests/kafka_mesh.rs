@@ -85,6 +85,34 @@ async fn a_splunk_alert_crosses_five_processes_to_hec() {
     assert_eq!(alert["payload"]["sid"], body["sid"]);
     assert_eq!(alert["payload"]["entity"]["name"], "gpt-oss-120b");
     assert_eq!(alert["payload"]["entity"]["namespace"], "ml-team-a");
+
+    // An outside consumer sees exactly the envelope: `opsmesh tail` prints it as a JSON line.
+    let tail = std::process::Command::new(opsmesh_tests::binary("opsmesh"))
+        .args([
+            "tail",
+            topics::DIAGNOSES,
+            "--from-beginning",
+            "--limit",
+            "1",
+        ])
+        .env_clear()
+        .env("OPSMESH__BUS__KAFKA__BROKERS", broker.address())
+        .output()
+        .expect("opsmesh tail runs");
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let line = String::from_utf8(tail.stdout).unwrap();
+    let diagnosis: Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(diagnosis["schema"], topics::DIAGNOSES);
+    assert_eq!(diagnosis["incident_id"], incident.as_str());
+    let in_hec = &events
+        .iter()
+        .find(|e| e["sourcetype"] == "opsmesh:diagnosis")
+        .unwrap()["event"];
+    assert_eq!(&diagnosis, in_hec, "HEC carries the envelope unchanged");
     drop(mesh);
 }
 

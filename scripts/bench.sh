@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Rerunnable benchmarks; prints figures, asserts nothing.
+#
+#   scripts/bench.sh              everything
+#   scripts/bench.sh bus          bus throughput / latency (tansu Kafka and in-memory, 1 KiB)
+#   scripts/bench.sh rss          idle resident memory of each service
+#   scripts/bench.sh receiver     receiver requests/s and p50/p99 (in-memory bus, tansu) vs
+#                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
+#
+# Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+CACHE="${OPSMESH_CACHE:-$HOME/.cache/opsmesh}"
+TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+MESSAGES="${BENCH_MESSAGES:-20000}"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+[[ -x "$TANSU" ]] || { echo "tansu missing: run scripts/test.sh once (it installs it)"; exit 1; }
+echo "== building release binaries"
+cargo build --release --locked -p opsmesh -p opsmesh-collector -p opsmesh-alert-receiver \
+  -p opsmesh-diagnoser -p opsmesh-remediator -p opsmesh-reporter -p opsmesh-tests --bins 2>&1 | tail -1
+target="${CARGO_TARGET_DIR:-target}/release"
+bench="$target/opsmesh-bench"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; return 1; }
+
+start_tansu() {
+  local port; port=$(free_port)
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+  echo "127.0.0.1:$port"
+}
+
+machine() { echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"; }
+machine
+
+brokers=""
+need_broker() { [[ -n "$brokers" ]] || brokers=$(start_tansu); }
+
+if [[ "$what" == all || "$what" == bus ]]; then
+  echo "== bus: publish -> consume, $MESSAGES x 1 KiB"
+  need_broker
+  "$bench" bus --memory --messages "$MESSAGES"
+  "$bench" bus --kafka "$brokers" --messages "$MESSAGES"
+fi
+
+if [[ "$what" == all || "$what" == rss ]]; then
+  echo "== idle resident memory (Kafka bus on tansu, after /readyz + 3 s)"
+  need_broker
+  for svc in collector alert-receiver diagnoser remediator reporter; do
+    port=$(free_port)
+    env OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
+      OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
+      OPSMESH__REPORTER__HEC__FILE="$work/hec.jsonl" OPSMESH__LOG__LEVEL=warn \
+      "$target/opsmesh-$svc" >"$work/$svc.log" 2>&1 &
+    pid=$!; pids+=($pid)
+    wait_http "http://127.0.0.1:$port/readyz"; sleep 3
+    printf '  %-15s %6s MiB\n' "$svc" "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$pid/status)"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+fi
+
+if [[ "$what" == all || "$what" == receiver ]]; then
+  if ! command -v prometheus-alertmanager >/dev/null; then
+    echo "== installing prometheus-alertmanager (Debian) for the comparison"
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq prometheus-alertmanager >/dev/null; else sudo -n apt-get install -y -qq prometheus-alertmanager >/dev/null; fi
+  fi
+  need_broker
+  run_receiver() { # $1 = bus kind
+    local port; port=$(free_port)
+    env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
+      OPSMESH__HTTP__WORKERS=2 OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
+      OPSMESH__LOG__LEVEL=warn "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
+    pids+=($!); wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
+  }
+  rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
+
+  echo "== Prometheus Alertmanager $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}'), POST /api/v2/alerts, one alert per request"
+  am_port=$(free_port)
+  printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
+  prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
+    --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
+  pids+=($!); wait_http "http://127.0.0.1:$am_port/-/ready"
+  am=$("$bench" http --kind alertmanager --url "http://127.0.0.1:$am_port/api/v2/alerts" \
+        --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN"); echo "  $am"
+  am_rate=$(echo "$am" | rate_of)
+
+  for kind in memory kafka; do
+    echo "== receiver, signed Splunk alerts, $kind bus (every 202 acknowledged by the bus)"
+    port=$(run_receiver "$kind")
+    out=$("$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
+          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN"); echo "  $out"
+    rate=$(echo "$out" | rate_of)
+    half=$((rate / 2))
+    out=$("$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
+          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --rate "$half"); echo "  at half the max rate: $out"
+    awk -v r="$rate" -v a="$am_rate" -v k="$kind" 'BEGIN { printf "  ratio receiver(%s) / alertmanager = %.2fx\n", k, r / a }'
+  done
+fi
