@@ -22,6 +22,40 @@ use opsmesh_runtime::{
     StartError,
 };
 
+/// One Kubernetes permission: verbs on a resource of an API group (`""` is core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// Every Kubernetes call the remediator's actions are allowed to make. The Role in
+/// `deploy/k8s/base/remediator-rbac.yaml` grants exactly this (a test compares them), and the
+/// cluster simulator can enforce it, so the remediator cannot quietly need more.
+pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
+    Permission {
+        api_group: "",
+        resource: "limitranges",
+        verbs: &["create", "get", "patch"],
+    },
+    Permission {
+        api_group: "",
+        resource: "pods",
+        verbs: &["get", "list"],
+    },
+    Permission {
+        api_group: "",
+        resource: "resourcequotas",
+        verbs: &["create", "get", "patch"],
+    },
+    Permission {
+        api_group: "serving.kserve.io",
+        resource: "inferenceservices",
+        verbs: &["get", "list", "patch"],
+    },
+];
+
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "remediator",
     section: "remediator",
