@@ -36,6 +36,16 @@ cargo build --workspace --bins --locked
 step "cargo test (unit, contract, and end-to-end over tansu; each e2e test starts its own broker)"
 cargo test --workspace --locked
 
+step "fuzzing the receiver's parsers (cargo fuzz, ${OPSMESH_FUZZ_SECONDS:-30}s)"
+if [[ ! -x "$TOOLS/bin/cargo-fuzz" ]]; then
+  CARGO_TARGET_DIR="$CACHE/cargo-fuzz-build" cargo install cargo-fuzz --version 0.13.2 --locked --root "$TOOLS"
+  rm -rf "$CACHE/cargo-fuzz-build"
+fi
+# cargo fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+(cd services/alert-receiver/fuzz && mkdir -p corpus/parsers && CARGO_TARGET_DIR="$CACHE/fuzz-target" RUSTC_BOOTSTRAP=1 \
+  "$TOOLS/bin/cargo-fuzz" run parsers --sanitizer none -- \
+  -max_total_time="${OPSMESH_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 corpus/parsers seeds/parsers)
+
 if ! $only_rust; then
   step "Splunk app: package, AppInspect, action script tests"
   splunk-app/check.sh
