@@ -5,15 +5,13 @@ pub mod hec;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::topics;
 use opsmesh_runtime::{
-    BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
-    ServiceDef, StartError, Validate,
+    BoxError, Component, ConfigError, ConfigTree, Context, ServiceDef, StartError, Validate,
 };
 
 pub const SERVICE: ServiceDef = ServiceDef {
@@ -41,20 +39,27 @@ fn build<'a>(
 ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>> {
     Box::pin(async move {
         let config: ReporterConfig = tree.section(SERVICE.section)?;
-        let sink = hec::HecSink::new(&config.hec).map_err(|e| StartError::Service {
-            service: SERVICE.name.into(),
-            message: e.to_string(),
-        })?;
-        Ok(Arc::new(Reporter {
-            ctx: ctx.clone(),
-            sink: Arc::new(sink),
-        }) as Arc<dyn Component>)
+        Ok(Arc::new(Reporter::new(ctx, &config)?) as Arc<dyn Component>)
     })
 }
 
 pub struct Reporter {
-    ctx: Context,
-    sink: Arc<hec::HecSink>,
+    writer: Arc<hec::HecWriter>,
+}
+
+impl Reporter {
+    /// The reporter on `ctx` (registers its metrics and readiness check there).
+    pub fn new(ctx: &Context, config: &ReporterConfig) -> Result<Self, StartError> {
+        let group = format!("{}{}", ctx.settings.bus.group_prefix, SERVICE.name);
+        let writer =
+            hec::HecWriter::new(ctx, &config.hec, group).map_err(|e| StartError::Service {
+                service: SERVICE.name.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            writer: Arc::new(writer),
+        })
+    }
 }
 
 /// Every topic the reporter mirrors to Splunk.
@@ -76,35 +81,12 @@ impl Component for Reporter {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(async move {
-            let handler = Arc::new(ToHec {
-                sink: self.sink.clone(),
-            });
-            self.ctx
-                .consume(SERVICE.name, MIRRORED_TOPICS, handler, shutdown)
-                .await?;
-            Ok(())
-        })
-    }
-}
-
-struct ToHec {
-    sink: Arc<hec::HecSink>,
-}
-
-#[async_trait]
-impl Handler for ToHec {
-    async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
-        let event = self
-            .sink
-            .encode(&message.payload)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        // The offset is stored only after Splunk accepted the event: Kafka is the outbox.
-        self.sink.send(&[event]).await.map_err(|e| {
-            if e.is_retryable() {
-                HandlerError::Transient(e.to_string())
-            } else {
-                HandlerError::Permanent(e.to_string())
-            }
+            // Kafka is the outbox: offsets are stored only after Splunk took the batch.
+            self.writer
+                .clone()
+                .run(MIRRORED_TOPICS, shutdown)
+                .await
+                .map_err(BoxError::from)
         })
     }
 }

@@ -1,9 +1,15 @@
-//! Splunk HTTP Event Collector: configuration, event encoding and the sink.
+//! Splunk HTTP Event Collector: configuration, event encoding, the request layer (sink),
+//! indexer acknowledgement and the batching writer that treats Kafka as its outbox.
 
+mod ack;
 mod config;
 mod event;
+mod health;
+mod metrics;
 mod sink;
+mod writer;
 
-pub use config::HecConfig;
-pub use event::{EncodeError, HecEvent};
-pub use sink::{HecError, HecSink};
+pub use config::{AckConfig, HecConfig};
+pub use event::{EncodeError, EncodedEvent, HecEvent};
+pub use sink::{Accepted, CHANNEL_HEADER, HecError, HecSink};
+pub use writer::{HecWriter, WriterError};
