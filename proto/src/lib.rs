@@ -9,6 +9,7 @@ pub mod alert;
 pub mod approval;
 pub mod diagnosis;
 pub mod envelope;
+pub mod incident;
 pub mod ledger;
 pub mod remediation;
 pub mod schema;

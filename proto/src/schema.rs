@@ -4,7 +4,7 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    remediation::Remediation, telemetry::Telemetry,
+    incident::IncidentRecord, remediation::Remediation, telemetry::Telemetry,
 };
 
 fn envelope_schema<P: Payload + JsonSchema>() -> (String, String) {
@@ -21,5 +21,6 @@ pub fn all() -> Vec<(String, String)> {
         envelope_schema::<Diagnosis>(),
         envelope_schema::<Remediation>(),
         envelope_schema::<Approval>(),
+        envelope_schema::<IncidentRecord>(),
     ]
 }

@@ -60,6 +60,10 @@ pub struct ModelHealth {
     pub memory_request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Last image known to run, for rollbacks (annotation `opsmesh.dev/last-known-good-image`,
+    /// or the image of the previous ready revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_known_good_image: Option<String>,
     /// Sum of container restarts over the predictor pods.
     pub restarts: u32,
     /// Pods whose last termination was `OOMKilled`.

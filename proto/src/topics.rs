@@ -5,6 +5,7 @@ pub const TELEMETRY: &str = "opsmesh.telemetry.v1";
 pub const DIAGNOSES: &str = "opsmesh.diagnoses.v1";
 pub const REMEDIATIONS: &str = "opsmesh.remediations.v1";
 pub const APPROVALS: &str = "opsmesh.approvals.v1";
+pub const INCIDENTS: &str = "opsmesh.incidents.v1";
 
 /// Suffix of every topic's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -68,6 +69,15 @@ pub const TOPICS: &[TopicSpec] = &[
         partitions: 6,
         retention_ms: 7 * DAY_MS,
         cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: INCIDENTS,
+        producer: "diagnoser",
+        consumers: &["diagnoser (state rebuild)"],
+        key: "alert fingerprint",
+        partitions: 6,
+        retention_ms: 30 * DAY_MS,
+        cleanup_policy: "compact",
     },
 ];
 

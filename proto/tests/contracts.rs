@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use opsmesh_proto::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    remediation::Remediation, schema, telemetry::Telemetry, topics,
+    incident::IncidentRecord, remediation::Remediation, schema, telemetry::Telemetry, topics,
 };
 
 fn root() -> PathBuf {
@@ -60,6 +60,7 @@ fn golden_examples_round_trip() {
     round_trip::<Diagnosis>(&dir);
     round_trip::<Remediation>(&dir);
     round_trip::<Approval>(&dir);
+    round_trip::<IncidentRecord>(&dir);
 }
 
 #[test]

@@ -1,44 +1,152 @@
-//! diagnoser: turns each alert into a diagnosis on `opsmesh.diagnoses.v1`.
-//!
-//! This first version records the alert itself as evidence and escalates; root-cause rules,
-//! Splunk evidence, runbook retrieval and incident coalescing build on this consumer.
+//! diagnoser: alerts into incidents, and each new incident into a diagnosis on
+//! `opsmesh.diagnoses.v1` — root cause by deterministic rules over the alert and recent
+//! telemetry, every claim citing its evidence, the runbook section it follows, and the actions
+//! that section allows.
 
-use std::{collections::BTreeMap, sync::Arc};
+mod incidents;
+mod policy_fixes;
+mod quantity;
+pub mod rules;
+pub mod runbooks;
+pub mod telemetry;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use chrono::Utc;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::{
-    ActionKind, Envelope, RootCause,
-    alert::{Alert, AlertStatus},
-    diagnosis::{ActionProposal, Diagnosis, Evidence, EvidenceSource},
+    Envelope, IncidentState,
+    alert::Alert,
+    diagnosis::{Diagnosis, EvidenceSource},
+    incident::IncidentRecord,
+    remediation::Remediation,
+    telemetry::Telemetry,
     topics,
 };
 use opsmesh_runtime::{
-    BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
-    StartError,
+    BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
+    ServiceDef, StartError, Validate,
 };
+
+use incidents::{Decision, Incidents};
+use rules::{EvidenceLog, RuleSettings};
+use runbooks::Library;
+use telemetry::TelemetryStore;
 
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "diagnoser",
     section: "diagnoser",
-    about: "Consumes opsmesh.alerts.v1 and publishes a diagnosis per incident to opsmesh.diagnoses.v1",
+    about: "Turns opsmesh.alerts.v1 into incidents and diagnoses (opsmesh.diagnoses.v1) grounded in runbooks",
     build,
 };
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiagnoserConfig {
+    /// Directory of runbooks (`*.md`); unset = the runbooks built into the binary.
+    pub runbooks_dir: Option<PathBuf>,
+    /// A resolved incident's fingerprint reopens as a new incident only after this.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// A different alert about the same target within this joins its open incident.
+    #[serde(with = "humantime_serde")]
+    pub related_window: Duration,
+    /// Telemetry history kept per resource.
+    #[serde(with = "humantime_serde")]
+    pub telemetry_window: Duration,
+    pub telemetry_per_resource: usize,
+    /// At start, the incident state is read back from `opsmesh.incidents.v1` until no record
+    /// arrives for this long.
+    #[serde(with = "humantime_serde")]
+    pub state_load_idle: Duration,
+    pub rules: RuleSettings,
+}
+
+impl Default for DiagnoserConfig {
+    fn default() -> Self {
+        Self {
+            runbooks_dir: None,
+            cooldown: Duration::from_secs(30 * 60),
+            related_window: Duration::from_secs(15 * 60),
+            telemetry_window: Duration::from_secs(60 * 60),
+            telemetry_per_resource: 240,
+            state_load_idle: Duration::from_secs(2),
+            rules: RuleSettings::default(),
+        }
+    }
+}
+
+impl Validate for DiagnoserConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.telemetry_per_resource == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.telemetry_per_resource"),
+                "must be at least 1",
+            ));
+        }
+        if !(1.0..=10.0).contains(&self.rules.memory_headroom) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.rules.memory_headroom"),
+                "must be between 1.0 and 10.0",
+            ));
+        }
+        if quantity::parse_bytes(&self.rules.max_memory_limit).is_none() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.rules.max_memory_limit"),
+                "must be a Kubernetes quantity such as 16Gi",
+            ));
+        }
+        Ok(())
+    }
+}
 
 fn build<'a>(
     tree: &'a ConfigTree,
     ctx: &'a Context,
 ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>> {
     Box::pin(async move {
-        let _ = tree;
-        Ok(Arc::new(Diagnoser { ctx: ctx.clone() }) as Arc<dyn Component>)
+        let config: DiagnoserConfig = tree.section(SERVICE.section)?;
+        let library = match &config.runbooks_dir {
+            Some(dir) => Library::load(dir),
+            None => Library::built_in(),
+        }
+        .map_err(|e| ConfigError::invalid("diagnoser.runbooks_dir", e.to_string()))?;
+        tracing::info!(runbooks = library.runbooks().len(), "runbooks loaded");
+        Ok(Arc::new(Diagnoser::new(config, library, ctx.clone())) as Arc<dyn Component>)
     })
 }
 
 pub struct Diagnoser {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: DiagnoserConfig,
     ctx: Context,
+    library: Library,
+    incidents: Incidents,
+    telemetry: TelemetryStore,
+}
+
+impl Diagnoser {
+    pub fn new(config: DiagnoserConfig, library: Library, ctx: Context) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                incidents: Incidents::new(config.cooldown, config.related_window),
+                telemetry: TelemetryStore::new(
+                    config.telemetry_window,
+                    config.telemetry_per_resource,
+                ),
+                config,
+                ctx,
+                library,
+            }),
+        }
+    }
 }
 
 impl Component for Diagnoser {
@@ -50,89 +158,272 @@ impl Component for Diagnoser {
         self: Arc<Self>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
+        let inner = self.inner.clone();
         Box::pin(async move {
-            let handler = Arc::new(AlertHandler {
-                ctx: self.ctx.clone(),
-            });
-            self.ctx
-                .consume(SERVICE.name, &[topics::ALERTS], handler, shutdown)
-                .await?;
+            inner.load_state(&shutdown).await;
+            // Every replica keeps all telemetry and outcomes (groups of its own); alerts are
+            // shared out by partition in the diagnoser group.
+            let instance = uuid::Uuid::now_v7().simple().to_string();
+            let ctx = &inner.ctx;
+            let telemetry_group = format!("{}-telemetry-{instance}", SERVICE.name);
+            let outcomes_group = format!("{}-outcomes-{instance}", SERVICE.name);
+            let (a, t, o) = tokio::join!(
+                ctx.consume(
+                    SERVICE.name,
+                    &[topics::ALERTS],
+                    Arc::new(AlertHandler(inner.clone())),
+                    shutdown.clone()
+                ),
+                ctx.consume(
+                    &telemetry_group,
+                    &[topics::TELEMETRY],
+                    Arc::new(TelemetryHandler(inner.clone())),
+                    shutdown.clone()
+                ),
+                ctx.consume(
+                    &outcomes_group,
+                    &[topics::REMEDIATIONS],
+                    Arc::new(OutcomeHandler(inner.clone())),
+                    shutdown.clone()
+                ),
+            );
+            a?;
+            t?;
+            o?;
             Ok(())
         })
     }
 }
 
-struct AlertHandler {
-    ctx: Context,
+impl Inner {
+    /// Reads the incident state back from the compacted topic.
+    async fn load_state(&self, shutdown: &CancellationToken) {
+        let group = format!(
+            "{}{}-state-{}",
+            self.ctx.settings.bus.group_prefix,
+            SERVICE.name,
+            uuid::Uuid::now_v7().simple()
+        );
+        let mut subscription = match self.ctx.bus().subscribe(&group, &[topics::INCIDENTS]).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(error = %err, "incident state not loaded; starting empty");
+                return;
+            }
+        };
+        let mut loaded = 0;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = tokio::time::timeout(self.config.state_load_idle, subscription.recv()) => next,
+            };
+            match next {
+                Ok(Ok(message)) => {
+                    if let Ok(envelope) = Envelope::<IncidentRecord>::from_slice(&message.payload) {
+                        self.incidents.restore(envelope.payload);
+                        loaded += 1;
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "reading incident state");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::info!(
+            records = loaded,
+            incidents = self.incidents.count(),
+            "incident state loaded"
+        );
+    }
+
+    async fn publish<P: opsmesh_proto::Payload>(
+        &self,
+        key: &str,
+        envelope: &Envelope<P>,
+    ) -> Result<(), HandlerError> {
+        self.ctx
+            .publisher
+            .publish(key, envelope)
+            .await
+            .map(|_| ())
+            .map_err(|e| HandlerError::Transient(e.to_string()))
+    }
+
+    async fn on_alert(&self, alert: Envelope<Alert>) -> Result<(), HandlerError> {
+        let now = Utc::now();
+        let record = match self.incidents.on_alert(alert.id, &alert.payload, now) {
+            Decision::Ignore => return Ok(()),
+            Decision::Attach(record) | Decision::Resolve(record) => record,
+            Decision::Open(record) => {
+                let diagnosis = self.diagnose(&alert, &record);
+                let mut envelope = Envelope::derive(
+                    &alert,
+                    "opsmesh-diagnoser",
+                    &format!("diagnosis-{}", record.generation),
+                    diagnosis,
+                );
+                envelope.incident_id = Some(record.incident_id.clone());
+                // The diagnosis first: if we stop before recording the incident, the
+                // redelivered alert opens it again and re-publishes the same diagnosis id.
+                self.publish(&record.incident_id, &envelope).await?;
+                tracing::info!(
+                    incident = %record.incident_id,
+                    root_cause = %envelope.payload.root_cause,
+                    runbook = ?envelope.payload.runbook.as_ref().map(|r| &r.id),
+                    "diagnosis published"
+                );
+                record
+            }
+        };
+        let mut state = Envelope::derive(&alert, "opsmesh-diagnoser", "incident", record.clone());
+        state.incident_id = Some(record.incident_id.clone());
+        self.publish(&record.fingerprint, &state).await?;
+        self.incidents.apply(record);
+        Ok(())
+    }
+
+    fn diagnose(&self, alert: &Envelope<Alert>, record: &IncidentRecord) -> Diagnosis {
+        let a = &alert.payload;
+        let mut log = EvidenceLog::default();
+        let first_row: BTreeMap<String, serde_json::Value> = a
+            .rows
+            .first()
+            .map(|row| {
+                row.iter()
+                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let alert_ev = log.add(
+            EvidenceSource::Alert,
+            format!(
+                "{} alert {:?} sid={}",
+                a.source,
+                a.name,
+                a.sid.as_deref().unwrap_or("-")
+            ),
+            a.rows.len() as u64,
+            first_row,
+        );
+        let finding = rules::diagnose(
+            a,
+            &alert_ev,
+            &self.telemetry,
+            &self.config.rules,
+            log,
+            Utc::now(),
+        );
+        let preferred = finding.actions.first().map(|p| p.kind);
+        let retrieved = self
+            .library
+            .retrieve(finding.root_cause, &a.name, &finding.query, preferred)
+            .or_else(|| {
+                self.library
+                    .retrieve(finding.root_cause, &a.name, &finding.query, None)
+            });
+        let mut explanation = finding.explanation.clone();
+        let (runbook, actions) = match &retrieved {
+            Some(hit) => {
+                let allowed: Vec<_> = hit
+                    .section
+                    .spec
+                    .as_ref()
+                    .map(|spec| spec.actions.iter().map(|a| a.kind).collect())
+                    .unwrap_or_default();
+                let (kept, dropped): (Vec<_>, Vec<_>) = finding
+                    .actions
+                    .iter()
+                    .cloned()
+                    .partition(|p| allowed.contains(&p.kind));
+                explanation.push_str(&format!(
+                    " Runbook {} v{} section {:?} ({}).",
+                    hit.runbook.front.id, hit.runbook.front.version, hit.section.heading, hit.why
+                ));
+                for action in dropped {
+                    explanation.push_str(&format!(
+                        " {} is not allowed by that section and is not recommended.",
+                        action.kind
+                    ));
+                }
+                (Some(hit.runbook.reference(hit.section)), kept)
+            }
+            None if finding.root_cause == opsmesh_proto::RootCause::None => (None, Vec::new()),
+            None => {
+                explanation.push_str(" No runbook section matches: no action can be recommended.");
+                (None, Vec::new())
+            }
+        };
+        Diagnosis {
+            alert_ids: vec![alert.id],
+            fingerprint: record.fingerprint.clone(),
+            root_cause: finding.root_cause,
+            confidence: finding.confidence,
+            target: finding.target,
+            summary: finding.summary,
+            evidence: finding.evidence,
+            runbook,
+            recommended_actions: actions,
+            explanation,
+            developer_fix: finding.developer_fix,
+            llm: Default::default(),
+        }
+    }
 }
+
+struct AlertHandler(Arc<Inner>);
 
 #[async_trait]
 impl Handler for AlertHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
         let alert = Envelope::<Alert>::from_slice(&message.payload)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        if alert.payload.status == AlertStatus::Resolved {
-            tracing::info!(incident = ?alert.incident_id, "resolution received; nothing to diagnose");
-            return Ok(());
-        }
-        let diagnosis =
-            Envelope::derive(&alert, "opsmesh-diagnoser", "diagnosis", diagnose(&alert));
-        let key = diagnosis.incident_id.clone().unwrap_or_default();
-        self.ctx
-            .publisher
-            .publish(&key, &diagnosis)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        tracing::info!(incident = %key, root_cause = %diagnosis.payload.root_cause, "diagnosis published");
+        self.0.on_alert(alert).await
+    }
+}
+
+struct TelemetryHandler(Arc<Inner>);
+
+#[async_trait]
+impl Handler for TelemetryHandler {
+    async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+        let telemetry = Envelope::<Telemetry>::from_slice(&message.payload)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        self.0.telemetry.record(telemetry.payload);
         Ok(())
     }
 }
 
-/// The alert is the only evidence so far: cite it and hand the incident to humans.
-fn diagnose(alert: &Envelope<Alert>) -> Diagnosis {
-    let a = &alert.payload;
-    let first_row: BTreeMap<String, serde_json::Value> = a
-        .rows
-        .first()
-        .map(|row| {
-            row.iter()
-                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let evidence = Evidence {
-        id: "ev1".into(),
-        source: EvidenceSource::Alert,
-        query: format!("alert {:?} sid={}", a.name, a.sid.as_deref().unwrap_or("-")),
-        earliest: None,
-        latest: None,
-        row_count: a.rows.len() as u64,
-        values: first_row,
-        error: None,
-    };
-    let target = a.entity.target();
-    Diagnosis {
-        alert_ids: vec![alert.id],
-        fingerprint: a.fingerprint.clone(),
-        root_cause: RootCause::Unknown,
-        confidence: 0.0,
-        summary: format!("{}: root cause not determined from the alert alone", a.name),
-        recommended_actions: vec![ActionProposal {
-            kind: ActionKind::Escalate,
-            target: target.clone().unwrap_or_else(|| "unknown".into()),
-            params: BTreeMap::new(),
-            evidence_ids: vec!["ev1".into()],
-            rationale: "no rule identified a root cause; humans decide".into(),
-        }],
-        target,
-        explanation: format!(
-            "Alert {:?} fired with {} row(s) (ev1); no further evidence was gathered.",
-            a.name,
-            a.rows.len()
-        ),
-        evidence: vec![evidence],
-        runbook: None,
-        developer_fix: None,
-        llm: Default::default(),
+/// Closes incidents whose remediation ended well, so later alerts of the same fingerprint
+/// wait for the cooldown before opening a new one.
+struct OutcomeHandler(Arc<Inner>);
+
+#[async_trait]
+impl Handler for OutcomeHandler {
+    async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+        let outcome = Envelope::<Remediation>::from_slice(&message.payload)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        if !matches!(
+            outcome.payload.state,
+            IncidentState::Resolved | IncidentState::NoAction
+        ) {
+            return Ok(());
+        }
+        let Some(incident) = outcome.incident_id.as_deref() else {
+            return Ok(());
+        };
+        if let Some(record) = self.0.incidents.resolution(incident, Utc::now()) {
+            let mut state = Envelope::derive(
+                &outcome,
+                "opsmesh-diagnoser",
+                "incident-resolved",
+                record.clone(),
+            );
+            state.incident_id = Some(record.incident_id.clone());
+            self.0.publish(&record.fingerprint, &state).await?;
+            self.0.incidents.apply(record);
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,944 @@
+//! Deterministic root-cause rules. Every claim names the evidence it rests on; the LLM, when
+//! enabled, never changes what these rules decide.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use opsmesh_proto::{
+    ActionKind, RootCause,
+    alert::{Alert, EntityKind, FieldValue},
+    diagnosis::{ActionProposal, Evidence, EvidenceSource},
+    telemetry::ModelHealth,
+};
+
+use crate::{
+    policy_fixes,
+    quantity::{format_mib_rounded_up, parse_bytes},
+    telemetry::{Observed, TelemetryStore},
+};
+
+/// Tunables of the rules (`[diagnoser.rules]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    /// New memory limit = observed peak × this, rounded up to `memory_step_mib`.
+    pub memory_headroom: f64,
+    pub memory_step_mib: u64,
+    /// Recommendations never exceed this (the remediator enforces its own ceiling too).
+    pub max_memory_limit: String,
+    /// Without an observed peak, the limit is multiplied by this instead.
+    pub memory_factor_without_peak: f64,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        Self {
+            memory_headroom: 1.3,
+            memory_step_mib: 64,
+            max_memory_limit: "16Gi".into(),
+            memory_factor_without_peak: 2.0,
+        }
+    }
+}
+
+/// The outcome of the rules for one incident.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub root_cause: RootCause,
+    pub confidence: f64,
+    pub target: Option<String>,
+    pub summary: String,
+    pub explanation: String,
+    pub actions: Vec<ActionProposal>,
+    pub developer_fix: Option<String>,
+    pub evidence: Vec<Evidence>,
+    /// Words for runbook retrieval.
+    pub query: String,
+}
+
+/// Evidence gathered so far, numbered `ev1`, `ev2`, … in the order it was used.
+#[derive(Default)]
+pub struct EvidenceLog {
+    items: Vec<Evidence>,
+}
+
+impl EvidenceLog {
+    pub fn add(
+        &mut self,
+        source: EvidenceSource,
+        query: String,
+        rows: u64,
+        values: BTreeMap<String, Value>,
+    ) -> String {
+        let id = format!("ev{}", self.items.len() + 1);
+        self.items.push(Evidence {
+            id: id.clone(),
+            source,
+            query,
+            earliest: None,
+            latest: None,
+            row_count: rows,
+            values,
+            error: None,
+        });
+        id
+    }
+
+    pub fn push(&mut self, mut evidence: Evidence) -> String {
+        let id = format!("ev{}", self.items.len() + 1);
+        evidence.id = id.clone();
+        self.items.push(evidence);
+        id
+    }
+
+    fn telemetry<T: serde::Serialize>(&mut self, observed: &Observed<T>) -> String {
+        let values = match serde_json::to_value(&observed.record) {
+            Ok(Value::Object(map)) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        self.add(
+            EvidenceSource::Telemetry,
+            format!(
+                "opsmesh.telemetry.v1 {} observed_at={}",
+                observed.resource,
+                observed.observed_at.to_rfc3339()
+            ),
+            1,
+            values,
+        )
+    }
+
+    pub fn into_items(self) -> Vec<Evidence> {
+        self.items
+    }
+}
+
+fn row_value<'a>(alert: &'a Alert, names: &[&str]) -> Option<&'a str> {
+    let row = alert.rows.first()?;
+    names
+        .iter()
+        .find_map(|n| row.get(*n).and_then(FieldValue::first))
+}
+
+fn proposal(
+    kind: ActionKind,
+    target: &str,
+    params: Value,
+    evidence: &[&str],
+    rationale: String,
+) -> ActionProposal {
+    ActionProposal {
+        kind,
+        target: target.to_owned(),
+        params: match params {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => BTreeMap::new(),
+        },
+        evidence_ids: evidence.iter().map(|s| s.to_string()).collect(),
+        rationale,
+    }
+}
+
+/// Classifies the incident from the alert (whose evidence is `alert_evidence`), recent
+/// telemetry and any extra evidence already in `log` (Splunk).
+pub fn diagnose(
+    alert: &Alert,
+    alert_evidence: &str,
+    store: &TelemetryStore,
+    settings: &RuleSettings,
+    mut log: EvidenceLog,
+    now: DateTime<Utc>,
+) -> Finding {
+    let entity = &alert.entity;
+    let namespace = entity.namespace.clone().unwrap_or_default();
+    let mut finding = if let Some(policy) = entity.policy.clone() {
+        policy_rule(alert, alert_evidence, &namespace, &policy, store, &mut log)
+    } else if let Some(app) = entity.application.clone() {
+        gitops_rule(alert_evidence, &namespace, &app, store, &mut log)
+    } else if entity.kind == Some(EntityKind::Inferenceservice) {
+        let name = entity.name.clone().unwrap_or_default();
+        model_rule(
+            alert,
+            alert_evidence,
+            &namespace,
+            &name,
+            store,
+            settings,
+            &mut log,
+        )
+    } else if !namespace.is_empty() {
+        cost_rule(alert, alert_evidence, &namespace, store, &mut log, now)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| unknown(alert, alert_evidence));
+    finding.evidence = log.into_items();
+    finding
+}
+
+fn unknown(alert: &Alert, alert_evidence: &str) -> Finding {
+    let target = alert.entity.target().unwrap_or_else(|| "unknown".into());
+    Finding {
+        root_cause: RootCause::Unknown,
+        confidence: 0.0,
+        target: alert.entity.target(),
+        summary: format!("{}: no rule matched the evidence", alert.name),
+        explanation: format!(
+            "The alert ({alert_evidence}) names no resource whose telemetry explains it; \
+             escalating with the evidence gathered."
+        ),
+        actions: vec![proposal(
+            ActionKind::Escalate,
+            &target,
+            json!({}),
+            &[alert_evidence],
+            "no rule identified a root cause; humans decide".into(),
+        )],
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: format!("{} escalate unknown", alert.name),
+    }
+}
+
+fn none_finding(target: &str, why: String, evidence: &[&str]) -> Finding {
+    Finding {
+        root_cause: RootCause::None,
+        confidence: 0.8,
+        target: Some(target.to_owned()),
+        summary: format!("{target} is healthy; the alert is not borne out"),
+        explanation: format!("{why} ({}). No action.", evidence.join(", ")),
+        actions: Vec::new(),
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "healthy no action".into(),
+    }
+}
+
+fn model_rule(
+    alert: &Alert,
+    alert_ev: &str,
+    namespace: &str,
+    name: &str,
+    store: &TelemetryStore,
+    settings: &RuleSettings,
+    log: &mut EvidenceLog,
+) -> Option<Finding> {
+    let target = format!("inferenceservice/{namespace}/{name}");
+    let (latest, oldest) = match store.model(namespace, name) {
+        Some(pair) => pair,
+        None => return model_rule_from_alert(alert, alert_ev, &target),
+    };
+    let ev = log.telemetry(&latest);
+    let m = &latest.record;
+    let oom = m.oom_killed > 0 || m.last_termination_reason.as_deref() == Some("OOMKilled");
+    let waiting = m.waiting_reason.as_deref().unwrap_or("");
+    if matches!(waiting, "ImagePullBackOff" | "ErrImagePull") {
+        return Some(image_pull(&target, m, &[alert_ev, &ev]));
+    }
+    if oom {
+        return Some(oom_finding(&target, m, settings, &[alert_ev, &ev]));
+    }
+    if waiting == "CrashLoopBackOff" {
+        return Some(crash_loop(&target, m, &[alert_ev, &ev]));
+    }
+    let restarted = m.restarts > oldest.record.restarts;
+    if m.ready && m.ready_replicas >= m.replicas && !restarted {
+        return Some(none_finding(
+            &target,
+            format!(
+                "{name} is Ready with {}/{} replicas and no restarts in the window",
+                m.ready_replicas, m.replicas
+            ),
+            &[alert_ev, &ev],
+        ));
+    }
+    None
+}
+
+/// Without telemetry, the alert's own fields may still name the failure (lower confidence).
+fn model_rule_from_alert(alert: &Alert, alert_ev: &str, target: &str) -> Option<Finding> {
+    let reason = row_value(
+        alert,
+        &["reason", "waiting_reason", "last_termination_reason"],
+    )?;
+    let m = ModelHealth {
+        waiting_reason: Some(reason.to_owned()),
+        last_termination_reason: Some(reason.to_owned()),
+        ..ModelHealth::default()
+    };
+    let mut finding = match reason {
+        "ImagePullBackOff" | "ErrImagePull" => image_pull(target, &m, &[alert_ev]),
+        "OOMKilled" => oom_finding(target, &m, &RuleSettings::default(), &[alert_ev]),
+        "CrashLoopBackOff" => crash_loop(target, &m, &[alert_ev]),
+        _ => return None,
+    };
+    finding.confidence *= 0.6;
+    Some(finding)
+}
+
+fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&str]) -> Finding {
+    let limit = m.memory_limit.as_deref().and_then(parse_bytes);
+    let ceiling = parse_bytes(&settings.max_memory_limit).unwrap_or(u64::MAX);
+    let (basis, wanted) = match (m.peak_working_set_bytes, limit) {
+        (Some(peak), _) => (
+            format!(
+                "peak working set {} × {}",
+                format_mib_rounded_up(peak, 1),
+                settings.memory_headroom
+            ),
+            (peak as f64 * settings.memory_headroom) as u64,
+        ),
+        (None, Some(limit)) => (
+            format!(
+                "no peak observed: current limit × {}",
+                settings.memory_factor_without_peak
+            ),
+            (limit as f64 * settings.memory_factor_without_peak) as u64,
+        ),
+        (None, None) => ("no limit or peak known: 1Gi".into(), 1 << 30),
+    };
+    let capped = wanted.min(ceiling);
+    let new_limit = format_mib_rounded_up(capped, settings.memory_step_mib);
+    let mut explanation = format!(
+        "{target} pods were OOMKilled ({} termination(s), {} restart(s)) under a {} limit ({}). \
+         New limit {new_limit} = {basis}, rounded up to {} Mi.",
+        m.oom_killed,
+        m.restarts,
+        m.memory_limit.as_deref().unwrap_or("unknown"),
+        ev.join(", "),
+        settings.memory_step_mib
+    );
+    let mut actions = vec![proposal(
+        ActionKind::PatchMemoryLimit,
+        target,
+        json!({"memory_limit": new_limit, "previous_memory_limit": m.memory_limit}),
+        ev,
+        format!("{basis}, rounded up"),
+    )];
+    if capped < wanted {
+        explanation.push_str(&format!(
+            " Capped at {}: below the demand, so humans are told too.",
+            settings.max_memory_limit
+        ));
+        actions.push(proposal(
+            ActionKind::Escalate,
+            target,
+            json!({}),
+            ev,
+            "the safe limit is below the demand".into(),
+        ));
+    }
+    Finding {
+        root_cause: RootCause::OomKilled,
+        confidence: if m.peak_working_set_bytes.is_some() {
+            0.95
+        } else {
+            0.8
+        },
+        target: Some(target.to_owned()),
+        summary: format!("{target} is OOMKilled; raise its memory limit to {new_limit}"),
+        explanation,
+        actions,
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "OOMKilled memory limit raise working set".into(),
+    }
+}
+
+fn crash_loop(target: &str, m: &ModelHealth, ev: &[&str]) -> Finding {
+    Finding {
+        root_cause: RootCause::CrashLoop,
+        confidence: 0.8,
+        target: Some(target.to_owned()),
+        summary: format!("{target} is in CrashLoopBackOff; restart it once"),
+        explanation: format!(
+            "Containers exit on start (CrashLoopBackOff, {} restarts; {}), not for memory. A single \
+             rollout restart clears transient causes; if the loop persists after verification the \
+             incident is escalated.",
+            m.restarts,
+            ev.join(", ")
+        ),
+        actions: vec![proposal(
+            ActionKind::RestartInferenceService,
+            target,
+            json!({}),
+            ev,
+            "restart once".into(),
+        )],
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "CrashLoopBackOff restart crash loop".into(),
+    }
+}
+
+fn image_pull(target: &str, m: &ModelHealth, ev: &[&str]) -> Finding {
+    let (actions, summary) = match &m.last_known_good_image {
+        Some(good) => (
+            vec![proposal(
+                ActionKind::RollbackImage,
+                target,
+                json!({"image": good, "failing_image": m.image}),
+                ev,
+                format!("{good} is the last image known to run"),
+            )],
+            format!("{target} cannot pull its image; roll back to {good}"),
+        ),
+        None => (
+            vec![proposal(
+                ActionKind::Escalate,
+                target,
+                json!({}),
+                ev,
+                "no last known good image".into(),
+            )],
+            format!("{target} cannot pull its image and no good image is known; escalate"),
+        ),
+    };
+    Finding {
+        root_cause: RootCause::ImagePullError,
+        confidence: 0.9,
+        target: Some(target.to_owned()),
+        summary,
+        explanation: format!(
+            "The predictor waits in {} for image {} ({}). A restart cannot help.",
+            m.waiting_reason.as_deref().unwrap_or("ImagePullBackOff"),
+            m.image.as_deref().unwrap_or("unknown"),
+            ev.join(", ")
+        ),
+        actions,
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "ImagePullBackOff image pull rollback previous image".into(),
+    }
+}
+
+fn policy_rule(
+    alert: &Alert,
+    alert_ev: &str,
+    namespace: &str,
+    policy: &str,
+    store: &TelemetryStore,
+    log: &mut EvidenceLog,
+) -> Option<Finding> {
+    let reports = store.failing_policies(namespace, Some(policy));
+    let mut ev: Vec<String> = vec![alert_ev.to_owned()];
+    ev.extend(reports.iter().map(|r| log.telemetry(r)));
+    let resource = row_value(alert, &["resource", "resource_name", "object"])
+        .map(str::to_owned)
+        .or_else(|| reports.first().map(|r| r.record.resource.clone()));
+    let target = resource_target(namespace, resource.as_deref());
+    let message = reports.first().map(|r| r.record.message.clone());
+    let fix = policy_fixes::fix_for(policy, message.as_deref());
+    let ev_refs: Vec<&str> = ev.iter().map(String::as_str).collect();
+    Some(Finding {
+        root_cause: RootCause::PolicyViolation,
+        confidence: if reports.is_empty() { 0.75 } else { 0.95 },
+        target: Some(target.clone()),
+        summary: format!("Kyverno policy {policy} denies {target}: {}", fix.title),
+        explanation: format!(
+            "{} ({}). Nothing is changed in the cluster: the fix is for the developer.",
+            fix.explanation,
+            ev.join(", ")
+        ),
+        actions: vec![proposal(
+            ActionKind::SuggestPolicyFix,
+            &target,
+            json!({"policy": policy}),
+            &ev_refs,
+            "the workload must change, not the cluster".into(),
+        )],
+        developer_fix: Some(fix.yaml),
+        evidence: Vec::new(),
+        query: format!("Kyverno policy {policy} fix"),
+    })
+}
+
+/// `Pod/name`, `kind/ns/name` or a bare name (an InferenceService in the namespace).
+fn resource_target(namespace: &str, resource: Option<&str>) -> String {
+    match resource {
+        None => format!("namespace/{namespace}"),
+        Some(r) => match r.split('/').collect::<Vec<_>>().as_slice() {
+            [name] => format!("inferenceservice/{namespace}/{name}"),
+            [kind, name] => format!("{}/{namespace}/{name}", kind.to_lowercase()),
+            _ => r.to_lowercase(),
+        },
+    }
+}
+
+fn gitops_rule(
+    alert_ev: &str,
+    namespace: &str,
+    app: &str,
+    store: &TelemetryStore,
+    log: &mut EvidenceLog,
+) -> Option<Finding> {
+    let target = format!("application/{app}");
+    let observed = store.application(app)?;
+    let ev = log.telemetry(&observed);
+    let g = &observed.record;
+    if g.sync == "Synced" {
+        return Some(none_finding(
+            &target,
+            format!("{app} is Synced and {}", g.health),
+            &[alert_ev, &ev],
+        ));
+    }
+    Some(Finding {
+        root_cause: RootCause::GitopsDrift,
+        confidence: 0.9,
+        target: Some(target.clone()),
+        summary: format!("ArgoCD application {app} is {}; sync it to git", g.sync),
+        explanation: format!(
+            "{app} (namespace {namespace}) reports sync {} and health {} at revision {} ({alert_ev}, {ev}): \
+             the live state differs from git. A sync restores the declared state.",
+            g.sync,
+            g.health,
+            g.revision.as_deref().unwrap_or("unknown")
+        ),
+        actions: vec![proposal(
+            ActionKind::ArgocdSync,
+            &target,
+            json!({}),
+            &[alert_ev, &ev],
+            "git is the source of truth".into(),
+        )],
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "ArgoCD OutOfSync drift sync".into(),
+    })
+}
+
+/// Hours left in the billing window: the calendar month, UTC.
+fn hours_left_in_month(now: DateTime<Utc>) -> f64 {
+    let (year, month) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    let end = Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now);
+    (end - now).num_seconds().max(0) as f64 / 3600.0
+}
+
+fn cost_rule(
+    alert: &Alert,
+    alert_ev: &str,
+    namespace: &str,
+    store: &TelemetryStore,
+    log: &mut EvidenceLog,
+    now: DateTime<Utc>,
+) -> Option<Finding> {
+    let number = |names: &[&str]| row_value(alert, names).and_then(|v| v.parse::<f64>().ok());
+    let (total, pods) = store.costs(namespace);
+    let mut ev: Vec<String> = vec![alert_ev.to_owned()];
+    let total_ev = total.as_ref().map(|t| log.telemetry(t));
+    ev.extend(total_ev.clone());
+    let hourly = total
+        .as_ref()
+        .map(|t| t.record.hourly_cost_usd)
+        .or_else(|| number(&["hourly_cost", "hourly_cost_usd", "cost"]))?;
+    let budget = total
+        .as_ref()
+        .and_then(|t| t.record.hourly_budget_usd)
+        .or_else(|| number(&["budget", "hourly_budget_usd", "hourly_budget"]))?;
+    let target_ns = format!("namespace/{namespace}");
+    if hourly <= budget {
+        let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
+        return Some(none_finding(
+            &target_ns,
+            format!("{namespace} costs ${hourly:.2}/h, within its ${budget:.2}/h budget"),
+            &refs,
+        ));
+    }
+    // Workloads by cost share, with the replicas they had at the start of the window.
+    let models = store.models_in(namespace);
+    let mut workloads: Vec<(String, f64, u32, u32)> = models
+        .iter()
+        .map(|(latest, oldest)| {
+            let name = latest.record.name.clone();
+            let prefix = format!("{name}-predictor");
+            let cost: f64 = pods
+                .iter()
+                .filter(|p| {
+                    p.record
+                        .pod
+                        .as_deref()
+                        .is_some_and(|pod| pod.starts_with(&prefix))
+                })
+                .map(|p| p.record.hourly_cost_usd)
+                .sum();
+            (
+                name,
+                cost,
+                latest.record.replicas,
+                oldest.record.replicas.min(latest.record.replicas),
+            )
+        })
+        .collect();
+    workloads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (latest, _) in &models {
+        ev.push(log.telemetry(latest));
+    }
+    let overage = (hourly - budget) / budget * 100.0;
+    let shares: Vec<String> = workloads
+        .iter()
+        .map(|(n, c, r, b)| {
+            format!(
+                "{n} ${c:.2}/h ({:.0}%, {r} replicas, {b} at the start of the window)",
+                c / hourly * 100.0
+            )
+        })
+        .collect();
+    if workloads.is_empty() {
+        let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
+        return Some(Finding {
+            root_cause: RootCause::CostOverrun,
+            confidence: 0.6,
+            target: Some(target_ns.clone()),
+            summary: format!(
+                "{namespace} costs ${hourly:.2}/h against a ${budget:.2}/h budget ({overage:.0}% over)"
+            ),
+            explanation: format!(
+                "{namespace} is {overage:.0}% over budget ({}), but no per-workload telemetry is available \
+                 to size a quota or a scale-down safely; a budget owner decides.",
+                ev.join(", ")
+            ),
+            actions: vec![proposal(
+                ActionKind::Escalate,
+                &target_ns,
+                json!({}),
+                &refs,
+                "no workload telemetry".into(),
+            )],
+            developer_fix: None,
+            evidence: Vec::new(),
+            query: "cost over budget escalate budget owner".into(),
+        });
+    }
+    let hours = hours_left_in_month(now);
+    let mut actions = Vec::new();
+    let mut released = 0.0;
+    let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
+    if let Some((name, cost, replicas, baseline)) = workloads.iter().find(|w| w.2 > w.3 && w.3 > 0)
+    {
+        released = cost * f64::from(replicas - baseline) / f64::from(*replicas) / hourly;
+        actions.push(proposal(
+            ActionKind::ScaleInferenceService,
+            &format!("inferenceservice/{namespace}/{name}"),
+            json!({"replicas": baseline, "previous_replicas": replicas}),
+            &refs,
+            format!("back to the {baseline} replicas it ran before the spike"),
+        ));
+    }
+    let pods_after: u32 = workloads
+        .iter()
+        .map(|w| if w.2 > w.3 && w.3 > 0 { w.3 } else { w.2 })
+        .sum();
+    // One pod of room above the remediated size, so rolling updates can still surge.
+    let quota_pods = pods_after + 1;
+    let saving = hourly * released * hours;
+    actions.push(proposal(
+        ActionKind::ApplyResourceQuota,
+        &target_ns,
+        json!({"pods": quota_pods, "projected_saving_usd": (saving * 100.0).round() / 100.0}),
+        &refs,
+        "cap further scale-out at the post-remediation size".into(),
+    ));
+    let yaml = format!(
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: opsmesh-cost-guard\n  namespace: {namespace}\nspec:\n  hard:\n    pods: \"{quota_pods}\"\n---\napiVersion: v1\nkind: LimitRange\nmetadata:\n  name: opsmesh-default-limits\n  namespace: {namespace}\nspec:\n  limits:\n    - type: Container\n      default:\n        memory: 1Gi\n      defaultRequest:\n        memory: 512Mi\n"
+    );
+    Some(Finding {
+        root_cause: RootCause::CostOverrun,
+        confidence: if total.is_some() { 0.9 } else { 0.7 },
+        target: Some(target_ns.clone()),
+        summary: format!(
+            "{namespace} costs ${hourly:.2}/h against a ${budget:.2}/h budget ({overage:.0}% over)"
+        ),
+        explanation: format!(
+            "{namespace} is {overage:.0}% over budget (${hourly:.2}/h vs ${budget:.2}/h; {}). By share: {}. \
+             Projected saving Δ = k·r·t = {hourly:.2} × {released:.3} × {hours:.1} h = ${saving:.2} for the rest of the billing month.",
+            ev.join(", "),
+            if shares.is_empty() {
+                "no per-workload telemetry".into()
+            } else {
+                shares.join("; ")
+            }
+        ),
+        actions,
+        developer_fix: Some(yaml),
+        evidence: Vec::new(),
+        query: "cost over budget ResourceQuota scale down".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use opsmesh_proto::{
+        Severity,
+        alert::{AlertSourceKind, AlertStatus, Entity},
+        telemetry::{CostAllocation, GitOpsStatus, PolicyStatus, Telemetry, TelemetryRecord},
+    };
+
+    use super::*;
+
+    fn alert(entity: Entity, row: &[(&str, &str)]) -> Alert {
+        Alert {
+            source_kind: AlertSourceKind::SplunkAlertAction,
+            source: "splunk".into(),
+            name: "test".into(),
+            status: AlertStatus::Firing,
+            severity: Severity::High,
+            fingerprint: "fp".into(),
+            sid: Some("sid".into()),
+            app: None,
+            owner: None,
+            results_link: None,
+            rows: vec![
+                row.iter()
+                    .map(|(k, v)| (k.to_string(), FieldValue::One(v.to_string())))
+                    .collect(),
+            ],
+            rows_truncated: false,
+            labels: Default::default(),
+            annotations: Default::default(),
+            entity,
+            starts_at: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    fn isvc(ns: &str, name: &str) -> Entity {
+        Entity {
+            namespace: Some(ns.into()),
+            kind: Some(EntityKind::Inferenceservice),
+            name: Some(name.into()),
+            ..Entity::default()
+        }
+    }
+
+    fn store() -> TelemetryStore {
+        TelemetryStore::new(Duration::from_secs(3600), 100)
+    }
+
+    fn observe(store: &TelemetryStore, resource: &str, record: TelemetryRecord) {
+        store.record(Telemetry {
+            resource: resource.into(),
+            observed_at: Utc::now(),
+            record,
+        });
+    }
+
+    fn model(ns: &str, name: &str) -> ModelHealth {
+        ModelHealth {
+            namespace: ns.into(),
+            name: name.into(),
+            ready: true,
+            replicas: 2,
+            ready_replicas: 2,
+            memory_limit: Some("256Mi".into()),
+            ..ModelHealth::default()
+        }
+    }
+
+    fn run(alert: &Alert, store: &TelemetryStore) -> Finding {
+        let mut log = EvidenceLog::default();
+        let ev = log.add(EvidenceSource::Alert, "alert".into(), 1, BTreeMap::new());
+        diagnose(alert, &ev, store, &RuleSettings::default(), log, Utc::now())
+    }
+
+    #[test]
+    fn oom_recommends_headroom_over_the_peak() {
+        let s = store();
+        let mut m = model("a", "m");
+        m.ready = false;
+        m.oom_killed = 2;
+        m.restarts = 7;
+        m.peak_working_set_bytes = Some(480 << 20);
+        observe(&s, "inferenceservice/a/m", TelemetryRecord::Models(m));
+        let f = run(&alert(isvc("a", "m"), &[]), &s);
+        assert_eq!(f.root_cause, RootCause::OomKilled);
+        assert_eq!(f.actions[0].kind, ActionKind::PatchMemoryLimit);
+        assert_eq!(f.actions[0].params["memory_limit"], "640Mi");
+        assert_eq!(f.actions[0].evidence_ids, ["ev1", "ev2"]);
+        assert_eq!(f.evidence.len(), 2);
+        assert!(f.explanation.contains("ev2"));
+    }
+
+    #[test]
+    fn image_pull_rolls_back_only_to_a_known_good_image() {
+        let s = store();
+        let mut m = model("a", "r");
+        m.waiting_reason = Some("ImagePullBackOff".into());
+        m.last_known_good_image = Some("img:2.0.3".into());
+        observe(
+            &s,
+            "inferenceservice/a/r",
+            TelemetryRecord::Models(m.clone()),
+        );
+        let f = run(&alert(isvc("a", "r"), &[]), &s);
+        assert_eq!(f.root_cause, RootCause::ImagePullError);
+        assert_eq!(f.actions[0].kind, ActionKind::RollbackImage);
+        assert_eq!(f.actions[0].params["image"], "img:2.0.3");
+        m.last_known_good_image = None;
+        let s = store();
+        observe(&s, "inferenceservice/a/r", TelemetryRecord::Models(m));
+        let f = run(&alert(isvc("a", "r"), &[]), &s);
+        assert_eq!(
+            f.actions[0].kind,
+            ActionKind::Escalate,
+            "never restart for a pull error"
+        );
+    }
+
+    #[test]
+    fn crash_loop_restarts_and_healthy_is_none() {
+        let s = store();
+        let mut m = model("a", "c");
+        m.waiting_reason = Some("CrashLoopBackOff".into());
+        observe(&s, "inferenceservice/a/c", TelemetryRecord::Models(m));
+        assert_eq!(
+            run(&alert(isvc("a", "c"), &[]), &s).actions[0].kind,
+            ActionKind::RestartInferenceService
+        );
+        let s = store();
+        observe(
+            &s,
+            "inferenceservice/a/h",
+            TelemetryRecord::Models(model("a", "h")),
+        );
+        let f = run(&alert(isvc("a", "h"), &[]), &s);
+        assert_eq!(f.root_cause, RootCause::None);
+        assert!(f.actions.is_empty());
+    }
+
+    #[test]
+    fn policy_violation_hands_the_developer_the_yaml() {
+        let s = store();
+        observe(
+            &s,
+            "policyreport/b/disallow-root-containers",
+            TelemetryRecord::Policies(PolicyStatus {
+                namespace: "b".into(),
+                policy: "disallow-root-containers".into(),
+                resource: "Pod/llama-0".into(),
+                result: "fail".into(),
+                message: "runAsNonRoot must be true".into(),
+                denials: 3,
+                ..PolicyStatus::default()
+            }),
+        );
+        let entity = Entity {
+            namespace: Some("b".into()),
+            kind: Some(EntityKind::Namespace),
+            policy: Some("disallow-root-containers".into()),
+            ..Entity::default()
+        };
+        let f = run(&alert(entity, &[("resource", "llama-3-8b")]), &s);
+        assert_eq!(f.root_cause, RootCause::PolicyViolation);
+        assert_eq!(f.actions[0].target, "inferenceservice/b/llama-3-8b");
+        assert!(f.developer_fix.unwrap().contains("runAsNonRoot: true"));
+    }
+
+    #[test]
+    fn gitops_drift_syncs() {
+        let s = store();
+        observe(
+            &s,
+            "application/c/app",
+            TelemetryRecord::Argocd(GitOpsStatus {
+                application: "app".into(),
+                namespace: "c".into(),
+                sync: "OutOfSync".into(),
+                health: "Healthy".into(),
+                revision: Some("abc".into()),
+            }),
+        );
+        let entity = Entity {
+            namespace: Some("c".into()),
+            kind: Some(EntityKind::Application),
+            name: Some("app".into()),
+            application: Some("app".into()),
+            ..Entity::default()
+        };
+        let f = run(&alert(entity, &[]), &s);
+        assert_eq!(f.root_cause, RootCause::GitopsDrift);
+        assert_eq!(f.actions[0].kind, ActionKind::ArgocdSync);
+    }
+
+    #[test]
+    fn cost_overrun_scales_the_spiking_workload_then_caps_the_namespace() {
+        let s = store();
+        let mut before = model("a", "big");
+        before.replicas = 2;
+        observe(
+            &s,
+            "inferenceservice/a/big",
+            TelemetryRecord::Models(before.clone()),
+        );
+        let mut after = before.clone();
+        after.replicas = 8;
+        observe(&s, "inferenceservice/a/big", TelemetryRecord::Models(after));
+        observe(
+            &s,
+            "inferenceservice/a/small",
+            TelemetryRecord::Models(ModelHealth {
+                replicas: 1,
+                ..model("a", "small")
+            }),
+        );
+        observe(
+            &s,
+            "cost/a",
+            TelemetryRecord::Costs(CostAllocation {
+                namespace: "a".into(),
+                window: "1h".into(),
+                hourly_cost_usd: 102.0,
+                hourly_budget_usd: Some(40.0),
+                ..CostAllocation::default()
+            }),
+        );
+        for i in 0..8 {
+            observe(
+                &s,
+                &format!("cost/a/big-predictor-{i}"),
+                TelemetryRecord::Costs(CostAllocation {
+                    namespace: "a".into(),
+                    pod: Some(format!("big-predictor-{i}")),
+                    window: "1h".into(),
+                    hourly_cost_usd: 12.5,
+                    ..CostAllocation::default()
+                }),
+            );
+        }
+        let entity = Entity {
+            namespace: Some("a".into()),
+            kind: Some(EntityKind::Namespace),
+            ..Entity::default()
+        };
+        let f = run(&alert(entity, &[]), &s);
+        assert_eq!(f.root_cause, RootCause::CostOverrun);
+        let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ActionKind::ScaleInferenceService,
+                ActionKind::ApplyResourceQuota
+            ]
+        );
+        assert_eq!(f.actions[0].target, "inferenceservice/a/big");
+        assert_eq!(f.actions[0].params["replicas"], 2);
+        assert_eq!(f.actions[1].target, "namespace/a");
+        assert_eq!(
+            f.actions[1].params["pods"], 4,
+            "2 + 1 after the scale-down, plus one to surge"
+        );
+        assert!(f.summary.contains("155% over"), "{}", f.summary);
+        assert!(f.explanation.contains("Δ = k·r·t"), "{}", f.explanation);
+    }
+}
