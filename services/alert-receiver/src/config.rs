@@ -140,7 +140,8 @@ impl Default for EntityFields {
             ]),
             pod: names(&["pod", "pod_name", "kubernetes_pod_name"]),
             policy: names(&["policy", "policy_name", "kyverno_policy"]),
-            application: names(&["application", "argocd_app", "app_name"]),
+            // `name` last: ArgoCD's own metrics label the application `name`.
+            application: names(&["application", "argocd_app", "app_name", "name"]),
             severity: names(&["severity", "urgency"]),
         }
     }

@@ -8,6 +8,7 @@ mod policy_fixes;
 mod quantity;
 pub mod rules;
 pub mod runbooks;
+pub mod splunk;
 pub mod telemetry;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
@@ -63,7 +64,12 @@ pub struct DiagnoserConfig {
     /// arrives for this long.
     #[serde(with = "humantime_serde")]
     pub state_load_idle: Duration,
+    /// When an alert arrives before any telemetry about its target (the collector reports on
+    /// an interval), wait up to this long for it before diagnosing from what there is.
+    #[serde(with = "humantime_serde")]
+    pub telemetry_wait: Duration,
     pub rules: RuleSettings,
+    pub splunk: splunk::SplunkConfig,
 }
 
 impl Default for DiagnoserConfig {
@@ -75,7 +81,9 @@ impl Default for DiagnoserConfig {
             telemetry_window: Duration::from_secs(60 * 60),
             telemetry_per_resource: 240,
             state_load_idle: Duration::from_secs(2),
+            telemetry_wait: Duration::from_secs(5),
             rules: RuleSettings::default(),
+            splunk: splunk::SplunkConfig::default(),
         }
     }
 }
@@ -100,7 +108,7 @@ impl Validate for DiagnoserConfig {
                 "must be a Kubernetes quantity such as 16Gi",
             ));
         }
-        Ok(())
+        self.splunk.validate(&format!("{prefix}.splunk"))
     }
 }
 
@@ -116,7 +124,9 @@ fn build<'a>(
         }
         .map_err(|e| ConfigError::invalid("diagnoser.runbooks_dir", e.to_string()))?;
         tracing::info!(runbooks = library.runbooks().len(), "runbooks loaded");
-        Ok(Arc::new(Diagnoser::new(config, library, ctx.clone())) as Arc<dyn Component>)
+        let splunk = splunk::SplunkClient::new(&config.splunk)
+            .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
+        Ok(Arc::new(Diagnoser::new(config, library, splunk, ctx.clone())) as Arc<dyn Component>)
     })
 }
 
@@ -128,14 +138,21 @@ struct Inner {
     config: DiagnoserConfig,
     ctx: Context,
     library: Library,
+    splunk: Option<splunk::SplunkClient>,
     incidents: Incidents,
     telemetry: TelemetryStore,
 }
 
 impl Diagnoser {
-    pub fn new(config: DiagnoserConfig, library: Library, ctx: Context) -> Self {
+    pub fn new(
+        config: DiagnoserConfig,
+        library: Library,
+        splunk: Option<splunk::SplunkClient>,
+        ctx: Context,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                splunk,
                 incidents: Incidents::new(config.cooldown, config.related_window),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
@@ -257,7 +274,7 @@ impl Inner {
             Decision::Ignore => return Ok(()),
             Decision::Attach(record) | Decision::Resolve(record) => record,
             Decision::Open(record) => {
-                let diagnosis = self.diagnose(&alert, &record);
+                let diagnosis = self.diagnose(&alert, &record).await;
                 let mut envelope = Envelope::derive(
                     &alert,
                     "opsmesh-diagnoser",
@@ -284,8 +301,70 @@ impl Inner {
         Ok(())
     }
 
-    fn diagnose(&self, alert: &Envelope<Alert>, record: &IncidentRecord) -> Diagnosis {
+    /// Splunk searches about the alert's entity, each recorded as evidence (failures too:
+    /// Splunk being down degrades the diagnosis to telemetry, it never stops it).
+    async fn splunk_evidence(&self, alert: &Alert, log: &mut EvidenceLog) -> Vec<String> {
+        let Some(client) = &self.splunk else {
+            return Vec::new();
+        };
+        let (index, earliest) = (&client.config().index, &client.config().earliest);
+        let e = &alert.entity;
+        let namespace = e.namespace.as_deref().unwrap_or_default();
+        let searches = match (&e.policy, &e.application, e.kind, &e.name) {
+            (Some(policy), _, _, _) => {
+                vec![splunk::policy_search(index, earliest, namespace, policy)]
+            }
+            (None, Some(app), _, _) => vec![splunk::application_search(index, earliest, app)],
+            (None, None, Some(opsmesh_proto::alert::EntityKind::Inferenceservice), Some(name)) => {
+                vec![splunk::model_search(index, earliest, namespace, name)]
+            }
+            _ if !namespace.is_empty() => vec![splunk::cost_search(index, earliest, namespace)],
+            _ => Vec::new(),
+        };
+        let mut notes = Vec::new();
+        for search in searches {
+            let outcome = client.run(&search).await;
+            let mut evidence = opsmesh_proto::diagnosis::Evidence {
+                id: String::new(),
+                source: EvidenceSource::SplunkSearch,
+                query: search.spl.clone(),
+                earliest: Some(search.earliest.clone()),
+                latest: Some("now".into()),
+                row_count: 0,
+                values: BTreeMap::new(),
+                error: None,
+            };
+            match outcome {
+                Ok(results) => {
+                    evidence.row_count = results.rows.len() as u64;
+                    if let Some(first) = results.rows.first() {
+                        evidence.values = first.clone().into_iter().collect();
+                    }
+                    let id = log.push(evidence);
+                    notes.push(format!(
+                        "Splunk returned {} row(s) ({id}).",
+                        results.rows.len()
+                    ));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "Splunk evidence unavailable; using telemetry");
+                    evidence.error = Some(err.to_string());
+                    let id = log.push(evidence);
+                    notes.push(format!(
+                        "Splunk evidence unavailable ({err}; {id}): decided from telemetry."
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    async fn diagnose(&self, alert: &Envelope<Alert>, record: &IncidentRecord) -> Diagnosis {
         let a = &alert.payload;
+        let deadline = tokio::time::Instant::now() + self.config.telemetry_wait;
+        while !self.telemetry.knows(&a.entity) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut log = EvidenceLog::default();
         let first_row: BTreeMap<String, serde_json::Value> = a
             .rows
@@ -307,6 +386,7 @@ impl Inner {
             a.rows.len() as u64,
             first_row,
         );
+        let splunk_notes = self.splunk_evidence(a, &mut log).await;
         let finding = rules::diagnose(
             a,
             &alert_ev,
@@ -324,6 +404,10 @@ impl Inner {
                     .retrieve(finding.root_cause, &a.name, &finding.query, None)
             });
         let mut explanation = finding.explanation.clone();
+        for note in splunk_notes {
+            explanation.push(' ');
+            explanation.push_str(&note);
+        }
         let (runbook, actions) = match &retrieved {
             Some(hit) => {
                 let allowed: Vec<_> = hit

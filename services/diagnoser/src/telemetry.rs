@@ -133,6 +133,24 @@ impl TelemetryStore {
         }
     }
 
+    /// Whether anything is known about what `entity` names (its model, its application, its
+    /// namespace's costs or policies).
+    pub fn knows(&self, entity: &opsmesh_proto::alert::Entity) -> bool {
+        let namespace = entity.namespace.as_deref().unwrap_or_default();
+        if let Some(app) = &entity.application {
+            return self.application(app).is_some();
+        }
+        if let Some(policy) = &entity.policy {
+            return !self.failing_policies(namespace, Some(policy)).is_empty();
+        }
+        if entity.kind == Some(opsmesh_proto::alert::EntityKind::Inferenceservice) {
+            return self
+                .model(namespace, entity.name.as_deref().unwrap_or_default())
+                .is_some();
+        }
+        self.costs(namespace).0.is_some()
+    }
+
     /// Latest and oldest (within the window) health of an InferenceService.
     pub fn model(
         &self,

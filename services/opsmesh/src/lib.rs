@@ -55,6 +55,15 @@ enum Command {
     },
     /// Print a Kafka topic's messages as JSON lines, exactly as an outside consumer reads them.
     Tail(commands::tail::TailArgs),
+    /// Serve the cluster simulator: Kubernetes (KServe, Kyverno, ArgoCD CRDs), ArgoCD and
+    /// OpenCost APIs over HTTP, with faults on a virtual clock.
+    Sim(commands::sim::SimArgs),
+    /// Play scenarios (cluster state, faults, Splunk alerts, expectations) through the whole
+    /// mesh against the simulator and print JSON verdicts.
+    Scenario {
+        #[command(subcommand)]
+        command: commands::scenario::ScenarioCommand,
+    },
     /// Manage Kafka topics from the contract's topic table.
     Topics {
         #[command(subcommand)]
@@ -75,5 +84,7 @@ pub fn main() -> ExitCode {
         Command::Run { services } => commands::run::run(config, &services),
         Command::Tail(args) => commands::tail::run(config, args),
         Command::Topics { command } => commands::topics::run(config, command),
+        Command::Sim(args) => commands::sim::run(args),
+        Command::Scenario { command } => commands::scenario::run(config, command),
     }
 }

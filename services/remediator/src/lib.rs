@@ -1,8 +1,9 @@
 //! remediator: answers each diagnosis with a decision on `opsmesh.remediations.v1`, every
 //! decision a record of the incident's hash-chained audit ledger.
 //!
-//! This first version decides and records but does not act: every incident is escalated to
-//! humans with the diagnosis' recommendation. Governed actions build on this consumer.
+//! This version carries out the actions that change nothing in the cluster (a developer fix, a
+//! notification) and hands every cluster-changing action to humans; governed execution
+//! (policy, approvals, verification, rollback) builds on this consumer.
 
 use std::sync::Arc;
 
@@ -11,10 +12,10 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::{
-    Envelope, IncidentState,
-    diagnosis::Diagnosis,
+    ActionKind, Envelope, IncidentState, RootCause,
+    diagnosis::{ActionProposal, Diagnosis},
     ledger::{GENESIS, LedgerLink},
-    remediation::Remediation,
+    remediation::{ActionMode, ActionRecord, Remediation},
     topics,
 };
 use opsmesh_runtime::{
@@ -104,14 +105,35 @@ impl Handler for DiagnosisHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
         let diagnosis = Envelope::<Diagnosis>::from_slice(&message.payload)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let decision = Remediation {
-            diagnosis_id: diagnosis.id,
-            state: IncidentState::Escalated,
-            action: None,
-            reason: format!(
-                "no automatic action: root cause {} ({}); handed to humans",
-                diagnosis.payload.root_cause, diagnosis.payload.summary
-            ),
+        let incident = diagnosis.incident_id.clone().unwrap_or_default();
+        let decision = decide(&incident, diagnosis.id, &diagnosis.payload).seal(0, GENESIS);
+        let envelope = Envelope::derive(&diagnosis, "opsmesh-remediator", "decision", decision);
+        self.ctx
+            .publisher
+            .publish(&incident, &envelope)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        tracing::info!(incident = %incident, state = %envelope.payload.state, "decision published");
+        Ok(())
+    }
+}
+
+/// Decides what to do with a diagnosis. Actions that change nothing in the cluster (telling a
+/// developer the fix, telling humans) are carried out here; actions that would change the
+/// cluster are not executed by this version and go to humans instead.
+fn decide(incident: &str, diagnosis_id: uuid::Uuid, d: &Diagnosis) -> Remediation {
+    let record =
+        |state: IncidentState, action: Option<&ActionProposal>, reason: String| Remediation {
+            diagnosis_id,
+            state,
+            action: action.map(|a| ActionRecord {
+                kind: a.kind,
+                target: a.target.clone(),
+                params: a.params.clone(),
+                idempotency_key: format!("{incident}:{}:{}", a.kind, a.target),
+                mode: ActionMode::Auto,
+            }),
+            reason,
             projected_effect: None,
             projected_saving_usd: None,
             verification: None,
@@ -120,16 +142,53 @@ impl Handler for DiagnosisHandler {
                 prev_hash: GENESIS.into(),
                 hash: String::new(),
             },
-        }
-        .seal(0, GENESIS);
-        let envelope = Envelope::derive(&diagnosis, "opsmesh-remediator", "decision", decision);
-        let key = envelope.incident_id.clone().unwrap_or_default();
-        self.ctx
-            .publisher
-            .publish(&key, &envelope)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        tracing::info!(incident = %key, state = %envelope.payload.state, "decision published");
-        Ok(())
+        };
+    if d.root_cause == RootCause::None {
+        return record(
+            IncidentState::NoAction,
+            None,
+            format!("nothing to do: {}", d.summary),
+        );
+    }
+    let Some(first) = d.recommended_actions.first() else {
+        return record(
+            IncidentState::Escalated,
+            None,
+            format!(
+                "no action recommended for {}; humans notified",
+                d.root_cause
+            ),
+        );
+    };
+    let Some(runbook) = &d.runbook else {
+        return record(
+            IncidentState::Refused,
+            Some(first),
+            "no runbook section backs the recommended action".into(),
+        );
+    };
+    let cited = format!(
+        "runbook {} v{} section {:?}",
+        runbook.id, runbook.version, runbook.section
+    );
+    match first.kind {
+        ActionKind::SuggestPolicyFix => record(
+            IncidentState::Advised,
+            Some(first),
+            format!("the fix is for the developer ({cited}); nothing changed in the cluster"),
+        ),
+        ActionKind::Escalate => record(
+            IncidentState::Escalated,
+            Some(first),
+            format!("humans notified ({cited})"),
+        ),
+        kind => record(
+            IncidentState::Escalated,
+            None,
+            format!(
+                "{kind} on {} is allowed by {cited}, but executing cluster changes is not enabled in this version; humans notified",
+                first.target
+            ),
+        ),
     }
 }

@@ -1,5 +1,7 @@
 pub mod demo;
 pub mod run;
+pub mod scenario;
+pub mod sim;
 pub mod tail;
 pub mod topics;
 pub mod up;

@@ -35,6 +35,10 @@ pub struct KafkaSettings {
     pub commit_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// A member that does not ask for messages for this long leaves its group; also the
+    /// longest a rebalance waits for members. Must exceed the longest handler run.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_interval: Duration,
     /// Timeout of metadata and admin requests (readiness, topic creation).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -51,6 +55,7 @@ impl Default for KafkaSettings {
             message_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(300),
             request_timeout: Duration::from_secs(5),
             client: ClientOverrides::new(),
         }
@@ -75,6 +80,12 @@ impl Validate for KafkaSettings {
             return Err(ConfigError::invalid(
                 format!("{prefix}.replication_factor"),
                 "must be at least 1",
+            ));
+        }
+        if self.max_poll_interval < self.session_timeout {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_poll_interval"),
+                "must be at least session_timeout",
             ));
         }
         if self.commit_interval.is_zero() {

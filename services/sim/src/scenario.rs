@@ -1,0 +1,623 @@
+//! Scenario files (the contract in `scenarios/README.md`): initial cluster state, injected
+//! faults, alerts and expectations. Unknown keys and missing required keys are errors naming
+//! the key and its line; a bad file never panics.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde::{Deserialize, Deserializer, de};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use opsmesh_proto::{ActionKind, IncidentState, RootCause, remediation::ActionMode};
+
+use crate::quantity::{parse_bytes, parse_duration};
+
+/// A file that could not be loaded as a scenario.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}{}: {message}", location(*.line, *.column))]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// `90s`, `5m`, `1h` (or a number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => parse_duration(&s).map(Dur).map_err(de::Error::custom),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|v| *v >= 0.0)
+                .map(|v| Dur(Duration::from_secs_f64(v)))
+                .ok_or_else(|| de::Error::custom("a duration must not be negative")),
+            other => Err(de::Error::custom(format!(
+                "expected a duration like 90s, 5m or 1h, got {other}"
+            ))),
+        }
+    }
+}
+
+/// A Kubernetes memory quantity in bytes (`512Mi`, `1Gi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Bytes(pub u64);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => parse_bytes(&s).map(Bytes).map_err(de::Error::custom),
+            Value::Number(n) => n
+                .as_u64()
+                .map(Bytes)
+                .ok_or_else(|| de::Error::custom("a quantity must be a non-negative integer")),
+            other => Err(de::Error::custom(format!(
+                "expected a quantity like 512Mi or 1Gi, got {other}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    #[serde(default)]
+    pub state: ClusterState,
+    #[serde(default)]
+    pub faults: Vec<Spanned<FaultSpec>>,
+    #[serde(default)]
+    pub alerts: Vec<Spanned<AlertSpec>>,
+    pub expect: Expect,
+    #[serde(default)]
+    pub policy: Option<PolicySpec>,
+}
+
+fn default_cluster() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterState {
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceSpec>,
+    #[serde(default)]
+    pub inference_services: Vec<InferenceServiceSpec>,
+    #[serde(default)]
+    pub argocd_apps: Vec<ArgoAppSpec>,
+    #[serde(default)]
+    pub policies: Vec<PolicyDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSpec {
+    pub name: String,
+    #[serde(default)]
+    pub hourly_budget_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub memory_limit: Option<Bytes>,
+    #[serde(default)]
+    pub memory_request: Option<Bytes>,
+    #[serde(default)]
+    pub gpu: u32,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub previous_image: Option<String>,
+    #[serde(default)]
+    pub hourly_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub argocd_app: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoAppSpec {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default = "synced")]
+    pub sync: SyncStatus,
+    #[serde(default = "healthy")]
+    pub health: HealthStatus,
+}
+
+fn synced() -> SyncStatus {
+    SyncStatus::Synced
+}
+
+fn healthy() -> HealthStatus {
+    HealthStatus::Healthy
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SyncStatus {
+    Synced,
+    OutOfSync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Progressing,
+    Missing,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "Healthy",
+            Self::Degraded => "Degraded",
+            Self::Progressing => "Progressing",
+            Self::Missing => "Missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDef {
+    pub name: String,
+    #[serde(default = "enforce")]
+    pub action: PolicyAction,
+}
+
+fn enforce() -> PolicyAction {
+    PolicyAction::Enforce
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKindName {
+    OomLoop,
+    CrashLoop,
+    ImagePullError,
+    PolicyDenial,
+    CostSpike,
+    GitopsDrift,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    #[serde(default)]
+    pub at: Dur,
+    pub kind: FaultKindName,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// A fault with its parameters checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    OomLoop {
+        memory_demand: u64,
+    },
+    CrashLoop {
+        persistent: bool,
+        exit_code: i32,
+    },
+    ImagePullError,
+    PolicyDenial {
+        policy: String,
+        resource: Option<String>,
+        reason: String,
+    },
+    CostSpike {
+        replicas: u32,
+    },
+    GitopsDrift,
+    None,
+}
+
+impl Fault {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::OomLoop { .. } => "oom_loop",
+            Self::CrashLoop { .. } => "crash_loop",
+            Self::ImagePullError => "image_pull_error",
+            Self::PolicyDenial { .. } => "policy_denial",
+            Self::CostSpike { .. } => "cost_spike",
+            Self::GitopsDrift => "gitops_drift",
+            Self::None => "none",
+        }
+    }
+}
+
+/// What a fault is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    InferenceService {
+        namespace: String,
+        name: String,
+    },
+    Application {
+        namespace: Option<String>,
+        name: String,
+    },
+    Namespace(String),
+    Nothing,
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let ok = |s: &str| !s.is_empty();
+        match parts.as_slice() {
+            ["inferenceservice" | "isvc", ns, name] if ok(ns) && ok(name) => {
+                Ok(Self::InferenceService {
+                    namespace: (*ns).into(),
+                    name: (*name).into(),
+                })
+            }
+            ["application", name] if ok(name) => Ok(Self::Application {
+                namespace: None,
+                name: (*name).into(),
+            }),
+            ["application", ns, name] if ok(ns) && ok(name) => Ok(Self::Application {
+                namespace: Some((*ns).into()),
+                name: (*name).into(),
+            }),
+            ["namespace", ns] if ok(ns) => Ok(Self::Namespace((*ns).into())),
+            _ => Err(format!(
+                "target {text:?} must be inferenceservice/<namespace>/<name>, application/<name> or namespace/<name>"
+            )),
+        }
+    }
+}
+
+impl FaultSpec {
+    /// Checks the parameters of the kind and the target.
+    pub fn resolve(&self) -> Result<(Fault, Target), String> {
+        let allowed: &[&str] = match self.kind {
+            FaultKindName::OomLoop => &["memory_demand"],
+            FaultKindName::CrashLoop => &["persistent", "exit_code"],
+            FaultKindName::PolicyDenial => &["policy", "resource", "reason"],
+            FaultKindName::CostSpike => &["replicas"],
+            _ => &[],
+        };
+        if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "params: unknown parameter `{unknown}` for this fault kind; expected {}",
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            ));
+        }
+        let text = |k: &str| -> Option<String> {
+            self.params.get(k).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let fault = match self.kind {
+            FaultKindName::OomLoop => Fault::OomLoop {
+                memory_demand: parse_bytes(
+                    &text("memory_demand")
+                        .ok_or("params.memory_demand is required for oom_loop")?,
+                )
+                .map_err(|e| format!("params.memory_demand: {e}"))?,
+            },
+            FaultKindName::CrashLoop => Fault::CrashLoop {
+                persistent: match self.params.get("persistent") {
+                    None => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.persistent must be true or false, got {other}"
+                        ));
+                    }
+                },
+                exit_code: match self.params.get("exit_code") {
+                    None => 1,
+                    Some(v) => v
+                        .as_i64()
+                        .and_then(|c| i32::try_from(c).ok())
+                        .ok_or_else(|| format!("params.exit_code must be an integer, got {v}"))?,
+                },
+            },
+            FaultKindName::ImagePullError => Fault::ImagePullError,
+            FaultKindName::PolicyDenial => Fault::PolicyDenial {
+                policy: text("policy").unwrap_or_else(|| "disallow-root-containers".into()),
+                resource: text("resource"),
+                reason: text("reason")
+                    .unwrap_or_else(|| "validation error: the resource violates the policy".into()),
+            },
+            FaultKindName::CostSpike => Fault::CostSpike {
+                replicas: self
+                    .params
+                    .get("replicas")
+                    .and_then(Value::as_u64)
+                    .and_then(|r| u32::try_from(r).ok())
+                    .ok_or("params.replicas (a non-negative integer) is required for cost_spike")?,
+            },
+            FaultKindName::GitopsDrift => Fault::GitopsDrift,
+            FaultKindName::None => Fault::None,
+        };
+        let target = match (&fault, self.target.as_deref()) {
+            (Fault::None, None) => Target::Nothing,
+            (_, Some(t)) => Target::parse(t)?,
+            (_, None) => return Err("target is required for this fault kind".into()),
+        };
+        match (&fault, &target) {
+            (Fault::GitopsDrift, Target::Application { .. }) | (Fault::None, _) => {}
+            (Fault::GitopsDrift, _) => {
+                return Err("gitops_drift needs an application/<name> target".into());
+            }
+            (_, Target::InferenceService { .. }) => {}
+            (f, _) => {
+                return Err(format!(
+                    "{} needs an inferenceservice/<namespace>/<name> target",
+                    f.name()
+                ));
+            }
+        }
+        Ok((fault, target))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    SplunkAlertAction,
+    SplunkWebhook,
+    Alertmanager,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSpec {
+    #[serde(default)]
+    pub at: Dur,
+    pub via: Via,
+    pub search_name: String,
+    #[serde(default = "one")]
+    pub repeat: u32,
+    #[serde(default)]
+    pub every: Option<Dur>,
+    #[serde(default)]
+    pub rows: Vec<BTreeMap<String, Value>>,
+}
+
+impl AlertSpec {
+    /// Rows with every value as Splunk sends it: a string (or a list of strings).
+    pub fn string_rows(&self) -> Vec<BTreeMap<String, Value>> {
+        self.rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Value::String(_) | Value::Array(_) => v.clone(),
+                            Value::Null => Value::String(String::new()),
+                            other => Value::String(other.to_string()),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub incidents: Option<u32>,
+    #[serde(default)]
+    pub root_cause: Option<RootCause>,
+    #[serde(default)]
+    pub actions: Option<Vec<ExpectedAction>>,
+    #[serde(default)]
+    pub outcome: Option<IncidentState>,
+    #[serde(default)]
+    pub within: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedAction {
+    pub kind: ActionKind,
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default = "auto")]
+    pub mode: ActionMode,
+    #[serde(default)]
+    pub allowed_namespaces: Option<Vec<String>>,
+}
+
+fn auto() -> ActionMode {
+    ActionMode::Auto
+}
+
+/// The outcomes a scenario may expect.
+pub const OUTCOMES: &[IncidentState] = &[
+    IncidentState::Resolved,
+    IncidentState::Advised,
+    IncidentState::Escalated,
+    IncidentState::NoAction,
+    IncidentState::AwaitingApproval,
+    IncidentState::DryRun,
+    IncidentState::Refused,
+];
+
+/// Finds the line of the first `key:` in `text` (for errors serde cannot place).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let needle = format!("{key}:");
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&needle) || t.starts_with(&format!("{{{needle}"))
+        })
+        .map(|i| i + 1)
+}
+
+impl Scenario {
+    /// Parses and checks a scenario. `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ScenarioError> {
+        let err = |line: Option<usize>, column: Option<usize>, message: String| ScenarioError {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+        };
+        let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            let (line, column) = match e.location() {
+                Some(loc) if loc.line() > 0 => {
+                    (Some(loc.line() as usize), Some(loc.column() as usize))
+                }
+                _ => {
+                    // Missing or unknown keys: name them and find the line of their parent.
+                    let key = message
+                        .split('`')
+                        .nth(1)
+                        .map(str::to_owned)
+                        .unwrap_or_default();
+                    (line_of_key(text, &key), None)
+                }
+            };
+            err(line, column, first_line(&message))
+        })?;
+        scenario
+            .check()
+            .map_err(|(line, message)| err(line, None, message))?;
+        Ok(scenario)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn check(&self) -> Result<(), (Option<usize>, String)> {
+        if self.name.trim().is_empty() {
+            return Err((None, "name: must not be empty".into()));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            f.value.resolve().map_err(|m| {
+                (
+                    Some(f.referenced.line() as usize),
+                    format!("faults[{i}].{m}"),
+                )
+            })?;
+        }
+        for (i, a) in self.alerts.iter().enumerate() {
+            if a.value.repeat == 0 {
+                return Err((
+                    Some(a.referenced.line() as usize),
+                    format!("alerts[{i}].repeat: must be at least 1"),
+                ));
+            }
+            if a.value.rows.is_empty() {
+                return Err((
+                    Some(a.referenced.line() as usize),
+                    format!("alerts[{i}].rows: at least one row is required"),
+                ));
+            }
+        }
+        if let Some(outcome) = self.expect.outcome
+            && !OUTCOMES.contains(&outcome)
+        {
+            return Err((
+                None,
+                format!("expect.outcome: `{outcome}` is not an outcome"),
+            ));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for ns in &self.state.namespaces {
+            if names.contains(&ns.name) {
+                return Err((
+                    None,
+                    format!("state.namespaces: {} is listed twice", ns.name),
+                ));
+            }
+            names.push(ns.name.clone());
+        }
+        Ok(())
+    }
+
+    /// Faults with their parameters resolved (checked in [`Scenario::parse`]).
+    pub fn resolved_faults(&self) -> Vec<(Duration, Fault, Target)> {
+        self.faults
+            .iter()
+            .filter_map(|f| {
+                f.value
+                    .resolve()
+                    .ok()
+                    .map(|(fault, target)| (f.value.at.0, fault, target))
+            })
+            .collect()
+    }
+}
+
+/// The parser's message without its own location prefix (the error carries it).
+fn first_line(message: &str) -> String {
+    let mut m = message.lines().next().unwrap_or(message).trim();
+    m = m.strip_prefix("error: ").unwrap_or(m);
+    if m.starts_with("line ")
+        && let Some((head, rest)) = m.split_once(": ")
+        && head.contains("column")
+    {
+        m = rest;
+    }
+    m.to_owned()
+}
+
+/// Parses any YAML document into `T` (used for the simulator's RBAC file).
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_saphyr::from_str(text).map_err(|e| first_line(&e.to_string()))
+}
