@@ -29,6 +29,10 @@ pub struct Diagnosis {
     pub recommended_actions: Vec<ActionProposal>,
     /// Reasoning, each claim naming the evidence ids behind it.
     pub explanation: String,
+    /// Narrative for the on-call engineer, written by the optional LLM (validated: it cites
+    /// only evidence that exists). Absent when the LLM is off or its output was discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub narrative: Option<String>,
     /// Exact YAML fix for a developer (policy violations, quotas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub developer_fix: Option<String>,

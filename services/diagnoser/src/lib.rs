@@ -4,6 +4,7 @@
 //! that section allows.
 
 mod incidents;
+pub mod llm;
 mod policy_fixes;
 mod quantity;
 pub mod rules;
@@ -70,6 +71,7 @@ pub struct DiagnoserConfig {
     pub telemetry_wait: Duration,
     pub rules: RuleSettings,
     pub splunk: splunk::SplunkConfig,
+    pub llm: llm::LlmConfig,
 }
 
 impl Default for DiagnoserConfig {
@@ -84,6 +86,7 @@ impl Default for DiagnoserConfig {
             telemetry_wait: Duration::from_secs(5),
             rules: RuleSettings::default(),
             splunk: splunk::SplunkConfig::default(),
+            llm: llm::LlmConfig::default(),
         }
     }
 }
@@ -108,7 +111,8 @@ impl Validate for DiagnoserConfig {
                 "must be a Kubernetes quantity such as 16Gi",
             ));
         }
-        self.splunk.validate(&format!("{prefix}.splunk"))
+        self.splunk.validate(&format!("{prefix}.splunk"))?;
+        self.llm.validate(&format!("{prefix}.llm"))
     }
 }
 
@@ -126,7 +130,11 @@ fn build<'a>(
         tracing::info!(runbooks = library.runbooks().len(), "runbooks loaded");
         let splunk = splunk::SplunkClient::new(&config.splunk)
             .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
-        Ok(Arc::new(Diagnoser::new(config, library, splunk, ctx.clone())) as Arc<dyn Component>)
+        let advisor = llm::Advisor::new(&config.llm)?;
+        Ok(
+            Arc::new(Diagnoser::new(config, library, splunk, ctx.clone()).with_advisor(advisor))
+                as Arc<dyn Component>,
+        )
     })
 }
 
@@ -139,6 +147,7 @@ struct Inner {
     ctx: Context,
     library: Library,
     splunk: Option<splunk::SplunkClient>,
+    advisor: Option<llm::Advisor>,
     incidents: Incidents,
     telemetry: TelemetryStore,
 }
@@ -153,6 +162,7 @@ impl Diagnoser {
         Self {
             inner: Arc::new(Inner {
                 splunk,
+                advisor: None,
                 incidents: Incidents::new(config.cooldown, config.related_window),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
@@ -163,6 +173,16 @@ impl Diagnoser {
                 library,
             }),
         }
+    }
+}
+
+impl Diagnoser {
+    /// Adds the optional LLM advisor (before the service runs).
+    pub fn with_advisor(mut self, advisor: Option<llm::Advisor>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.advisor = advisor;
+        }
+        self
     }
 }
 
@@ -439,7 +459,37 @@ impl Inner {
                 (None, Vec::new())
             }
         };
+        let mut actions = actions;
+        let advice = match (&self.advisor, &retrieved) {
+            (Some(advisor), Some(hit)) => {
+                let allowed: Vec<_> = hit
+                    .section
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.actions.iter().map(|a| a.kind))
+                    .collect();
+                let may_choose = finding.confidence < self.config.llm.choose_below_confidence;
+                let mut advice = advisor
+                    .advise(&finding.summary, &finding.evidence, &allowed, may_choose)
+                    .await;
+                if let Some(kind) = advice.chosen_action {
+                    match actions.iter().position(|a| a.kind == kind) {
+                        Some(at) => {
+                            let chosen = actions.remove(at);
+                            explanation.push_str(&format!(" Rules not confident: the LLM chose {kind} among the allowed actions."));
+                            actions.insert(0, chosen);
+                        }
+                        None => advice.usage.discarded.push(format!(
+                            "discarded choice: {kind} has no parameters from the rules"
+                        )),
+                    }
+                }
+                advice
+            }
+            _ => llm::Advice::default(),
+        };
         Diagnosis {
+            narrative: advice.narrative,
             alert_ids: vec![alert.id],
             fingerprint: record.fingerprint.clone(),
             root_cause: finding.root_cause,
@@ -451,7 +501,7 @@ impl Inner {
             recommended_actions: actions,
             explanation,
             developer_fix: finding.developer_fix,
-            llm: Default::default(),
+            llm: advice.usage,
         }
     }
 }

@@ -1,125 +1,13 @@
 //! The diagnoser as a service on the in-memory bus: storms, Splunk outages, runbook citations.
 
+mod support;
+
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
-
-use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig, runbooks::Library, splunk::SplunkClient};
-use opsmesh_proto::{
-    Envelope, Severity,
-    alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
-    diagnosis::{Diagnosis, EvidenceSource},
-    telemetry::{ModelHealth, Telemetry, TelemetryRecord},
-    topics,
-};
-use opsmesh_runtime::{
-    Component, Context, Settings,
-    bus::{MemoryBus, MemorySettings},
-};
-
-fn alert(name: &str) -> Alert {
-    Alert {
-        source_kind: AlertSourceKind::SplunkAlertAction,
-        source: "splunk".into(),
-        name: "KServe model error rate above 5%".into(),
-        status: AlertStatus::Firing,
-        severity: Severity::High,
-        fingerprint: format!("fp-{name}"),
-        sid: Some("sid".into()),
-        app: None,
-        owner: None,
-        results_link: None,
-        rows: vec![],
-        rows_truncated: false,
-        labels: Default::default(),
-        annotations: Default::default(),
-        entity: Entity {
-            namespace: Some("ml-team-a".into()),
-            kind: Some(EntityKind::Inferenceservice),
-            name: Some(name.into()),
-            ..Entity::default()
-        },
-        starts_at: None,
-        received_at: Utc::now(),
-    }
-}
-
-struct Running {
-    bus: MemoryBus,
-    ctx: Context,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-async fn start(config: DiagnoserConfig) -> Running {
-    let bus = MemoryBus::new(&MemorySettings::default());
-    let ctx = Context::new(Settings::default(), Arc::new(bus.clone()));
-    let splunk = SplunkClient::new(&config.splunk).unwrap();
-    let diagnoser = Arc::new(Diagnoser::new(
-        config,
-        Library::built_in().unwrap(),
-        splunk,
-        ctx.clone(),
-    ));
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(diagnoser.run(stop.clone()));
-    Running {
-        bus,
-        ctx,
-        _stop: stop.drop_guard(),
-    }
-}
-
-fn quick() -> DiagnoserConfig {
-    DiagnoserConfig {
-        state_load_idle: Duration::from_millis(50),
-        ..DiagnoserConfig::default()
-    }
-}
-
-async fn diagnoses(bus: &MemoryBus, at_least: usize) -> Vec<Envelope<Diagnosis>> {
-    for _ in 0..100 {
-        let found: Vec<_> = bus
-            .snapshot(topics::DIAGNOSES)
-            .iter()
-            .map(|m| Envelope::<Diagnosis>::from_slice(&m.payload).unwrap())
-            .collect();
-        if found.len() >= at_least {
-            // Give stragglers a moment, so "exactly" assertions see them.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return bus
-                .snapshot(topics::DIAGNOSES)
-                .iter()
-                .map(|m| Envelope::<Diagnosis>::from_slice(&m.payload).unwrap())
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no diagnosis published");
-}
-
-async fn publish_oom_telemetry(ctx: &Context, name: &str) {
-    let record = ModelHealth {
-        namespace: "ml-team-a".into(),
-        name: name.into(),
-        replicas: 2,
-        memory_limit: Some("256Mi".into()),
-        restarts: 7,
-        oom_killed: 2,
-        last_termination_reason: Some("OOMKilled".into()),
-        peak_working_set_bytes: Some(480 << 20),
-        ..ModelHealth::default()
-    };
-    let telemetry = Telemetry {
-        resource: format!("inferenceservice/ml-team-a/{name}"),
-        observed_at: Utc::now(),
-        record: TelemetryRecord::Models(record),
-    };
-    let envelope = Envelope::new("test", "default", None, telemetry);
-    ctx.publisher
-        .publish(&envelope.payload.resource.clone(), &envelope)
-        .await
-        .unwrap();
-}
+use opsmesh_diagnoser::{Diagnoser, runbooks::Library};
+use opsmesh_proto::{Envelope, diagnosis::EvidenceSource, topics};
+use opsmesh_runtime::{Component, Context, Settings};
+use support::*;
 
 #[tokio::test]
 async fn a_storm_of_fifty_alerts_yields_one_incident_and_one_diagnosis() {

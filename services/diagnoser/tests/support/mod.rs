@@ -1,0 +1,128 @@
+//! Helpers shared by the diagnoser's service-level tests.
+#![allow(dead_code)]
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+
+use opsmesh_diagnoser::{
+    Diagnoser, DiagnoserConfig, llm::Advisor, runbooks::Library, splunk::SplunkClient,
+};
+use opsmesh_proto::{
+    Envelope, Severity,
+    alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
+    diagnosis::Diagnosis,
+    telemetry::{ModelHealth, Telemetry, TelemetryRecord},
+    topics,
+};
+use opsmesh_runtime::{
+    Component, Context, Settings,
+    bus::{MemoryBus, MemorySettings},
+};
+
+pub fn alert(name: &str) -> Alert {
+    Alert {
+        source_kind: AlertSourceKind::SplunkAlertAction,
+        source: "splunk".into(),
+        name: "KServe model error rate above 5%".into(),
+        status: AlertStatus::Firing,
+        severity: Severity::High,
+        fingerprint: format!("fp-{name}"),
+        sid: Some("sid".into()),
+        app: None,
+        owner: None,
+        results_link: None,
+        rows: vec![],
+        rows_truncated: false,
+        labels: Default::default(),
+        annotations: Default::default(),
+        entity: Entity {
+            namespace: Some("ml-team-a".into()),
+            kind: Some(EntityKind::Inferenceservice),
+            name: Some(name.into()),
+            ..Entity::default()
+        },
+        starts_at: None,
+        received_at: Utc::now(),
+    }
+}
+
+pub struct Running {
+    pub bus: MemoryBus,
+    pub ctx: Context,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+pub async fn start(config: DiagnoserConfig) -> Running {
+    start_with(config, None).await
+}
+
+pub async fn start_with(config: DiagnoserConfig, advisor: Option<Advisor>) -> Running {
+    let bus = MemoryBus::new(&MemorySettings::default());
+    let ctx = Context::new(Settings::default(), Arc::new(bus.clone()));
+    let splunk = SplunkClient::new(&config.splunk).unwrap();
+    let diagnoser = Arc::new(
+        Diagnoser::new(config, Library::built_in().unwrap(), splunk, ctx.clone())
+            .with_advisor(advisor),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(diagnoser.run(stop.clone()));
+    Running {
+        bus,
+        ctx,
+        _stop: stop.drop_guard(),
+    }
+}
+
+pub fn quick() -> DiagnoserConfig {
+    DiagnoserConfig {
+        state_load_idle: Duration::from_millis(50),
+        telemetry_wait: Duration::from_millis(300),
+        ..DiagnoserConfig::default()
+    }
+}
+
+pub async fn diagnoses(bus: &MemoryBus, at_least: usize) -> Vec<Envelope<Diagnosis>> {
+    for _ in 0..100 {
+        let found: Vec<_> = bus
+            .snapshot(topics::DIAGNOSES)
+            .iter()
+            .map(|m| Envelope::<Diagnosis>::from_slice(&m.payload).unwrap())
+            .collect();
+        if found.len() >= at_least {
+            // Give stragglers a moment, so "exactly" assertions see them.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return bus
+                .snapshot(topics::DIAGNOSES)
+                .iter()
+                .map(|m| Envelope::<Diagnosis>::from_slice(&m.payload).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no diagnosis published");
+}
+
+pub async fn publish_oom_telemetry(ctx: &Context, name: &str) {
+    let record = ModelHealth {
+        namespace: "ml-team-a".into(),
+        name: name.into(),
+        replicas: 2,
+        memory_limit: Some("256Mi".into()),
+        restarts: 7,
+        oom_killed: 2,
+        last_termination_reason: Some("OOMKilled".into()),
+        peak_working_set_bytes: Some(480 << 20),
+        ..ModelHealth::default()
+    };
+    let telemetry = Telemetry {
+        resource: format!("inferenceservice/ml-team-a/{name}"),
+        observed_at: Utc::now(),
+        record: TelemetryRecord::Models(record),
+    };
+    let envelope = Envelope::new("test", "default", None, telemetry);
+    ctx.publisher
+        .publish(&envelope.payload.resource.clone(), &envelope)
+        .await
+        .unwrap();
+}
