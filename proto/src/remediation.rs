@@ -52,6 +52,9 @@ pub struct ActionRecord {
     /// incident + action + target: the action runs at most once per key.
     pub idempotency_key: String,
     pub mode: ActionMode,
+    /// Authenticated identity of the human who approved this action (approve mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -54,6 +54,10 @@ pub struct ModelHealth {
     pub ready: bool,
     pub replicas: u32,
     pub ready_replicas: u32,
+    /// The size the owners declared normal (annotation `opsmesh.dev/expected-replicas`), the
+    /// baseline a cost remediation scales back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

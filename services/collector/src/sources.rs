@@ -20,6 +20,8 @@ use crate::config::window_hours;
 
 /// Annotation on a namespace with its hourly budget in USD.
 pub const BUDGET_ANNOTATION: &str = "opsmesh.dev/hourly-budget-usd";
+/// Annotation on an InferenceService with the replica count its owners declared normal.
+pub const EXPECTED_REPLICAS_ANNOTATION: &str = "opsmesh.dev/expected-replicas";
 /// Annotation on an InferenceService with its last known good image.
 pub const LAST_GOOD_IMAGE_ANNOTATION: &str = "opsmesh.dev/last-known-good-image";
 const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
@@ -190,6 +192,12 @@ impl Source for Models {
                     .as_ref()
                     .and_then(|a| a.get(LAST_GOOD_IMAGE_ANNOTATION))
                     .cloned(),
+                expected_replicas: isvc
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(EXPECTED_REPLICAS_ANNOTATION))
+                    .and_then(|v| v.parse().ok()),
                 ..ModelHealth::default()
             };
             let mut last_termination: Option<(DateTime<Utc>, String)> = None;

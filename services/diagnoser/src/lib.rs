@@ -10,6 +10,7 @@ mod quantity;
 pub mod rules;
 pub mod runbooks;
 pub mod splunk;
+pub mod splunk_mcp;
 pub mod telemetry;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
@@ -65,12 +66,15 @@ pub struct DiagnoserConfig {
     /// arrives for this long.
     #[serde(with = "humantime_serde")]
     pub state_load_idle: Duration,
-    /// When an alert arrives before any telemetry about its target (the collector reports on
-    /// an interval), wait up to this long for it before diagnosing from what there is.
+    /// The first alert after start may arrive before the telemetry consumer caught up: it
+    /// waits up to this long for telemetry about its target. Later alerts never wait (a
+    /// partition must not stall on targets the collector does not watch).
     #[serde(with = "humantime_serde")]
     pub telemetry_wait: Duration,
     pub rules: RuleSettings,
     pub splunk: splunk::SplunkConfig,
+    /// The Splunk MCP Server, used for evidence when `[diagnoser.splunk]` has no URL.
+    pub splunk_mcp: splunk_mcp::McpConfig,
     pub llm: llm::LlmConfig,
 }
 
@@ -86,6 +90,7 @@ impl Default for DiagnoserConfig {
             telemetry_wait: Duration::from_secs(5),
             rules: RuleSettings::default(),
             splunk: splunk::SplunkConfig::default(),
+            splunk_mcp: splunk_mcp::McpConfig::default(),
             llm: llm::LlmConfig::default(),
         }
     }
@@ -112,6 +117,7 @@ impl Validate for DiagnoserConfig {
             ));
         }
         self.splunk.validate(&format!("{prefix}.splunk"))?;
+        self.splunk_mcp.validate(&format!("{prefix}.splunk_mcp"))?;
         self.llm.validate(&format!("{prefix}.llm"))
     }
 }
@@ -131,10 +137,12 @@ fn build<'a>(
         let splunk = splunk::SplunkClient::new(&config.splunk)
             .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
         let advisor = llm::Advisor::new(&config.llm)?;
-        Ok(
-            Arc::new(Diagnoser::new(config, library, splunk, ctx.clone()).with_advisor(advisor))
-                as Arc<dyn Component>,
-        )
+        let mcp = splunk_mcp::SplunkMcp::new(&config.splunk_mcp)
+            .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?;
+        let diagnoser = Diagnoser::new(config, library, splunk, ctx.clone())
+            .with_advisor(advisor)
+            .with_mcp(mcp);
+        Ok(Arc::new(diagnoser) as Arc<dyn Component>)
     })
 }
 
@@ -148,6 +156,9 @@ struct Inner {
     library: Library,
     splunk: Option<splunk::SplunkClient>,
     advisor: Option<llm::Advisor>,
+    mcp: Option<splunk_mcp::SplunkMcp>,
+    /// Set once the start-up wait for telemetry is over.
+    telemetry_warm: std::sync::atomic::AtomicBool,
     incidents: Incidents,
     telemetry: TelemetryStore,
 }
@@ -163,6 +174,8 @@ impl Diagnoser {
             inner: Arc::new(Inner {
                 splunk,
                 advisor: None,
+                mcp: None,
+                telemetry_warm: std::sync::atomic::AtomicBool::new(false),
                 incidents: Incidents::new(config.cooldown, config.related_window),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
@@ -181,6 +194,16 @@ impl Diagnoser {
     pub fn with_advisor(mut self, advisor: Option<llm::Advisor>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.advisor = advisor;
+        }
+        self
+    }
+}
+
+impl Diagnoser {
+    /// Adds the Splunk MCP Server as the evidence source when no REST URL is configured.
+    pub fn with_mcp(mut self, mcp: Option<splunk_mcp::SplunkMcp>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.mcp = mcp;
         }
         self
     }
@@ -324,10 +347,10 @@ impl Inner {
     /// Splunk searches about the alert's entity, each recorded as evidence (failures too:
     /// Splunk being down degrades the diagnosis to telemetry, it never stops it).
     async fn splunk_evidence(&self, alert: &Alert, log: &mut EvidenceLog) -> Vec<String> {
-        let Some(client) = &self.splunk else {
+        if self.splunk.is_none() && self.mcp.is_none() {
             return Vec::new();
-        };
-        let (index, earliest) = (&client.config().index, &client.config().earliest);
+        }
+        let (index, earliest) = (&self.config.splunk.index, &self.config.splunk.earliest);
         let e = &alert.entity;
         let namespace = e.namespace.as_deref().unwrap_or_default();
         let searches = match (&e.policy, &e.application, e.kind, &e.name) {
@@ -343,10 +366,14 @@ impl Inner {
         };
         let mut notes = Vec::new();
         for search in searches {
-            let outcome = client.run(&search).await;
+            let (outcome, source) = match (&self.splunk, &self.mcp) {
+                (Some(rest), _) => (rest.run(&search).await, EvidenceSource::SplunkSearch),
+                (None, Some(mcp)) => (mcp.run(&search).await, EvidenceSource::SplunkMcp),
+                (None, None) => unreachable!("checked above"),
+            };
             let mut evidence = opsmesh_proto::diagnosis::Evidence {
                 id: String::new(),
-                source: EvidenceSource::SplunkSearch,
+                source,
                 query: search.spl.clone(),
                 earliest: Some(search.earliest.clone()),
                 latest: Some("now".into()),
@@ -381,9 +408,16 @@ impl Inner {
 
     async fn diagnose(&self, alert: &Envelope<Alert>, record: &IncidentRecord) -> Diagnosis {
         let a = &alert.payload;
-        let deadline = tokio::time::Instant::now() + self.config.telemetry_wait;
-        while !self.telemetry.knows(&a.entity) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !self
+            .telemetry_warm
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let deadline = tokio::time::Instant::now() + self.config.telemetry_wait;
+            while !self.telemetry.knows(&a.entity) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            self.telemetry_warm
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let mut log = EvidenceLog::default();
         let first_row: BTreeMap<String, serde_json::Value> = a

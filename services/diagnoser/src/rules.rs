@@ -575,7 +575,12 @@ fn cost_rule(
                 name,
                 cost,
                 latest.record.replicas,
-                oldest.record.replicas.min(latest.record.replicas),
+                // The declared normal size, else the smallest size seen in the window.
+                latest
+                    .record
+                    .expected_replicas
+                    .unwrap_or(oldest.record.replicas)
+                    .min(latest.record.replicas),
             )
         })
         .collect();

@@ -64,6 +64,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::scenario::ScenarioCommand,
     },
+    /// Check the remediator's hash-chained audit ledger (from Kafka or an export).
+    Audit {
+        #[command(subcommand)]
+        command: commands::audit::AuditCommand,
+    },
     /// Manage Kafka topics from the contract's topic table.
     Topics {
         #[command(subcommand)]
@@ -86,5 +91,6 @@ pub fn main() -> ExitCode {
         Command::Topics { command } => commands::topics::run(config, command),
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),
+        Command::Audit { command } => commands::audit::run(config, command),
     }
 }

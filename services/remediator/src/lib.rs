@@ -1,27 +1,49 @@
-//! remediator: answers each diagnosis with a decision on `opsmesh.remediations.v1`, every
-//! decision a record of the incident's hash-chained audit ledger.
+//! remediator: answers each diagnosis with governed, idempotent, verified actions on
+//! Kubernetes and ArgoCD, every decision a record of the incident's hash-chained audit ledger
+//! on `opsmesh.remediations.v1`.
 //!
-//! This version carries out the actions that change nothing in the cluster (a developer fix, a
-//! notification) and hands every cluster-changing action to humans; governed execution
-//! (policy, approvals, verification, rollback) builds on this consumer.
+//! - [`plan`]: an action is planned only when the cited runbook section allows it, it cites
+//!   evidence, its target is a valid name and the policy (`[remediator.policy]`) says yes;
+//!   everything else is refused with the reason.
+//! - [`state`]: the per-incident state machine; illegal transitions cannot be recorded.
+//! - [`engine`]: the resumable per-incident procedure (intent before, result after each
+//!   action; approvals; verification; rollback).
+//! - [`cluster`]: the actions through kube-rs (dry run, then apply, field manager `opsmesh`)
+//!   and the ArgoCD REST API.
+//! - [`ledger`]: the replica-independent view rebuilt from `opsmesh.remediations.v1`, and the
+//!   chain verifier behind `opsmesh audit verify`.
 
-use std::sync::Arc;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod ledger;
+pub mod metrics;
+pub mod plan;
+pub mod quantity;
+pub mod state;
+pub mod target;
+
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use kube::{
+    Client,
+    config::{KubeConfigOptions, Kubeconfig},
+};
 use tokio_util::sync::CancellationToken;
 
+use opsmesh_diagnoser::runbooks::Library;
 use opsmesh_proto::{
-    ActionKind, Envelope, IncidentState, RootCause,
-    diagnosis::{ActionProposal, Diagnosis},
-    ledger::{GENESIS, LedgerLink},
-    remediation::{ActionMode, ActionRecord, Remediation},
-    topics,
+    Envelope, approval::Approval, diagnosis::Diagnosis, remediation::Remediation, topics,
 };
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
-    StartError,
+    StartError, bus::consume,
 };
+
+pub use config::RemediatorConfig;
+use engine::Engine;
 
 /// One Kubernetes permission: verbs on a resource of an API group (`""` is core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,19 +82,161 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "remediator",
     section: "remediator",
-    about: "Consumes opsmesh.diagnoses.v1 and publishes governed decisions to opsmesh.remediations.v1",
+    about: "Consumes opsmesh.diagnoses.v1 and opsmesh.approvals.v1; acts on Kubernetes and ArgoCD under policy; publishes the audit ledger to opsmesh.remediations.v1",
     build,
 };
 
+fn start_error(message: impl Into<String>) -> StartError {
+    StartError::Service {
+        service: SERVICE.name.into(),
+        message: message.into(),
+    }
+}
+
 fn build<'a>(
-    _tree: &'a ConfigTree,
+    tree: &'a ConfigTree,
     ctx: &'a Context,
 ) -> BoxFuture<'a, Result<Arc<dyn Component>, StartError>> {
-    Box::pin(async move { Ok(Arc::new(Remediator { ctx: ctx.clone() }) as Arc<dyn Component>) })
+    Box::pin(async move {
+        let config: RemediatorConfig = tree.section(SERVICE.section)?;
+        Ok(Arc::new(Remediator::new(config, ctx).await?) as Arc<dyn Component>)
+    })
+}
+
+/// A kube client from the configured kubeconfig, or inferred; `None` when nothing is
+/// configured (cluster-changing actions then fail and escalate).
+async fn kube_client(config: &RemediatorConfig) -> Result<Option<Client>, StartError> {
+    let options = KubeConfigOptions {
+        context: config.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let mut kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| {
+                start_error(format!("remediator.kubeconfig {}: {e}", path.display()))
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| {
+                    start_error(format!("remediator.kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None => match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes configuration (remediator.kubeconfig, in-cluster or ~/.kube/config): cluster actions will escalate");
+                return Ok(None);
+            }
+        },
+    };
+    kube_config.read_timeout = Some(config.request_timeout);
+    kube_config.write_timeout = Some(config.request_timeout);
+    Client::try_from(kube_config)
+        .map(Some)
+        .map_err(|e| start_error(format!("Kubernetes client: {e}")))
 }
 
 pub struct Remediator {
     ctx: Context,
+    engine: Arc<Engine>,
+}
+
+impl Remediator {
+    pub async fn new(config: RemediatorConfig, ctx: &Context) -> Result<Self, StartError> {
+        let library = match &config.runbooks_dir {
+            Some(dir) => Library::load(dir),
+            None => Library::built_in(),
+        }
+        .map_err(|e| start_error(e.to_string()))?;
+        let kube = kube_client(&config).await?;
+        let argocd = match (
+            &config.argocd.url,
+            config.argocd.token().map_err(start_error)?,
+        ) {
+            (Some(url), Some(token)) => Some((url.clone(), token)),
+            (Some(_), None) => {
+                return Err(start_error(
+                    "remediator.argocd.url is set but no token (remediator.argocd.token or token_file)",
+                ));
+            }
+            _ => None,
+        };
+        let cluster = cluster::Cluster::new(
+            kube,
+            argocd,
+            config.field_manager.clone(),
+            config.request_timeout,
+        )
+        .map_err(start_error)?;
+        let metrics = metrics::Metrics::new(&ctx.registry);
+        let engine = Engine::new(config, library, cluster, ctx.publisher.clone(), metrics);
+        Ok(Self {
+            ctx: ctx.clone(),
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Reads the ledger back from the topic until it is idle, then keeps it current.
+    async fn load_ledger(&self, shutdown: &CancellationToken) -> Result<(), BoxError> {
+        let group = format!(
+            "{}{}-ledger-{}",
+            self.ctx.settings.bus.group_prefix,
+            SERVICE.name,
+            uuid::Uuid::now_v7().simple()
+        );
+        let mut subscription = self
+            .ctx
+            .bus()
+            .subscribe(&group, &[topics::REMEDIATIONS])
+            .await?;
+        let idle = self.engine.config.ledger.load_idle;
+        let mut loaded = 0usize;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = tokio::time::timeout(idle, subscription.recv()) => next,
+            };
+            match next {
+                Ok(Ok(message)) => {
+                    if let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload) {
+                        self.engine.observe(&envelope);
+                        loaded += 1;
+                    }
+                    let _ = subscription.store(&message);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "reading the ledger");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::info!(records = loaded, "ledger loaded");
+        let engine = self.engine.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => break,
+                    next = subscription.recv() => next,
+                };
+                match next {
+                    Ok(message) => {
+                        if let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload)
+                        {
+                            engine.observe(&envelope);
+                        }
+                        let _ = subscription.store(&message);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reading the ledger");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 impl Component for Remediator {
@@ -85,110 +249,63 @@ impl Component for Remediator {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(async move {
-            let handler = Arc::new(DiagnosisHandler {
-                ctx: self.ctx.clone(),
+            self.load_ledger(&shutdown).await?;
+            let engine = self.engine.clone();
+            let stop = shutdown.clone();
+            let sweep_every = engine.config.approvals.sweep_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(sweep_every) => {}
+                    }
+                    if let Err(e) = engine.sweep().await {
+                        tracing::warn!(error = %e, "expiring proposals");
+                    }
+                }
             });
-            self.ctx
-                .consume(SERVICE.name, &[topics::DIAGNOSES], handler, shutdown)
-                .await?;
+            // Verification runs inside the handler: give it the time the policy asks for.
+            let mut settings = self.ctx.settings.bus.consumer.clone();
+            let verification = &self.engine.config.verification;
+            let window = verification.interval * verification.attempts + Duration::from_secs(60);
+            settings.handler_timeout = settings.handler_timeout.max(window);
+            let handler = Arc::new(RemediatorHandler {
+                engine: self.engine.clone(),
+            });
+            consume(
+                &self.ctx.publisher,
+                &self.ctx.bus_metrics,
+                &settings,
+                &format!("{}{}", self.ctx.settings.bus.group_prefix, SERVICE.name),
+                &[topics::DIAGNOSES, topics::APPROVALS],
+                handler,
+                shutdown,
+            )
+            .await?;
             Ok(())
         })
     }
 }
 
-struct DiagnosisHandler {
-    ctx: Context,
+struct RemediatorHandler {
+    engine: Arc<Engine>,
 }
 
 #[async_trait]
-impl Handler for DiagnosisHandler {
+impl Handler for RemediatorHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
-        let diagnosis = Envelope::<Diagnosis>::from_slice(&message.payload)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        let incident = diagnosis.incident_id.clone().unwrap_or_default();
-        let decision = decide(&incident, diagnosis.id, &diagnosis.payload).seal(0, GENESIS);
-        let envelope = Envelope::derive(&diagnosis, "opsmesh-remediator", "decision", decision);
-        self.ctx
-            .publisher
-            .publish(&incident, &envelope)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
-        tracing::info!(incident = %incident, state = %envelope.payload.state, "decision published");
-        Ok(())
-    }
-}
-
-/// Decides what to do with a diagnosis. Actions that change nothing in the cluster (telling a
-/// developer the fix, telling humans) are carried out here; actions that would change the
-/// cluster are not executed by this version and go to humans instead.
-fn decide(incident: &str, diagnosis_id: uuid::Uuid, d: &Diagnosis) -> Remediation {
-    let record =
-        |state: IncidentState, action: Option<&ActionProposal>, reason: String| Remediation {
-            diagnosis_id,
-            state,
-            action: action.map(|a| ActionRecord {
-                kind: a.kind,
-                target: a.target.clone(),
-                params: a.params.clone(),
-                idempotency_key: format!("{incident}:{}:{}", a.kind, a.target),
-                mode: ActionMode::Auto,
-            }),
-            reason,
-            projected_effect: None,
-            projected_saving_usd: None,
-            verification: None,
-            ledger: LedgerLink {
-                seq: 0,
-                prev_hash: GENESIS.into(),
-                hash: String::new(),
-            },
-        };
-    if d.root_cause == RootCause::None {
-        return record(
-            IncidentState::NoAction,
-            None,
-            format!("nothing to do: {}", d.summary),
-        );
-    }
-    let Some(first) = d.recommended_actions.first() else {
-        return record(
-            IncidentState::Escalated,
-            None,
-            format!(
-                "no action recommended for {}; humans notified",
-                d.root_cause
-            ),
-        );
-    };
-    let Some(runbook) = &d.runbook else {
-        return record(
-            IncidentState::Refused,
-            Some(first),
-            "no runbook section backs the recommended action".into(),
-        );
-    };
-    let cited = format!(
-        "runbook {} v{} section {:?}",
-        runbook.id, runbook.version, runbook.section
-    );
-    match first.kind {
-        ActionKind::SuggestPolicyFix => record(
-            IncidentState::Advised,
-            Some(first),
-            format!("the fix is for the developer ({cited}); nothing changed in the cluster"),
-        ),
-        ActionKind::Escalate => record(
-            IncidentState::Escalated,
-            Some(first),
-            format!("humans notified ({cited})"),
-        ),
-        kind => record(
-            IncidentState::Escalated,
-            None,
-            format!(
-                "{kind} on {} is allowed by {cited}, but executing cluster changes is not enabled in this version; humans notified",
-                first.target
-            ),
-        ),
+        match message.topic.as_str() {
+            topics::DIAGNOSES => {
+                let diagnosis = Envelope::<Diagnosis>::from_slice(&message.payload)
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                self.engine.on_diagnosis(&diagnosis).await
+            }
+            topics::APPROVALS => {
+                let approval = Envelope::<Approval>::from_slice(&message.payload)
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                self.engine.on_approval(&approval).await
+            }
+            other => Err(HandlerError::Permanent(format!("unexpected topic {other}"))),
+        }
     }
 }

@@ -38,6 +38,8 @@ use crate::{
 pub const BUDGET_ANNOTATION: &str = "opsmesh.dev/hourly-budget-usd";
 /// Annotation on an InferenceService with its last known good image.
 pub const LAST_GOOD_IMAGE_ANNOTATION: &str = "opsmesh.dev/last-known-good-image";
+/// The replica count the owners declared normal (the scenario's `replicas`, before faults).
+pub const EXPECTED_REPLICAS_ANNOTATION: &str = "opsmesh.dev/expected-replicas";
 
 /// A simulated cluster, shared by the HTTP server and the test or runner driving it.
 #[derive(Clone)]
@@ -157,6 +159,8 @@ impl Simulator {
             if let Some(prev) = &s.previous_image {
                 obj["metadata"]["annotations"][LAST_GOOD_IMAGE_ANNOTATION] = json!(prev);
             }
+            obj["metadata"]["annotations"][EXPECTED_REPLICAS_ANNOTATION] =
+                json!(s.replicas.to_string());
             if let Some(app) = &s.argocd_app {
                 obj["metadata"]["labels"][ARGO_INSTANCE_LABEL] = json!(app);
                 obj["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = json!(format!(

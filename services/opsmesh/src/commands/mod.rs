@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod demo;
 pub mod run;
 pub mod scenario;

@@ -288,7 +288,12 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
          [reporter.hec]\nfile = {hec}\n\
          [collector]\ninterval = \"250ms\"\nsource_timeout = \"2s\"\nkubeconfig = {kc}\n\
          [collector.opencost]\nurl = {oc:?}\nwindow = \"10m\"\n\
-         [collector.argocd]\nurl = {argo:?}\ntoken = {token:?}\n",
+         [collector.argocd]\nurl = {argo:?}\ntoken = {token:?}\n\
+         [remediator]\nkubeconfig = {kc}\nrequest_timeout = \"5s\"\n\
+         [remediator.argocd]\nurl = {argo:?}\ntoken = {token:?}\n\
+         [remediator.verification]\nattempts = 20\ninterval = \"100ms\"\n\
+         [remediator.ledger]\nload_idle = \"50ms\"\n\
+         [remediator.policy]\nmode = {mode:?}\n{allowed}",
         cluster = scenario.cluster,
         sf = q(&secrets_file),
         pf = q(&path_file),
@@ -298,6 +303,18 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
         oc = server.opencost_url(),
         argo = server.argocd_url(),
         token = server.argocd_token(),
+        mode = scenario
+            .policy
+            .as_ref()
+            .map_or("auto", |p| opsmesh_remediator::plan::mode_name(p.mode)),
+        allowed = match scenario
+            .policy
+            .as_ref()
+            .and_then(|p| p.allowed_namespaces.as_ref())
+        {
+            Some(list) => format!("allowed_namespaces = {list:?}\n"),
+            None => String::new(),
+        },
     );
     Ok(Files {
         _dir: dir,

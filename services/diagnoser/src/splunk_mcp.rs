@@ -1,0 +1,185 @@
+//! Evidence through the Splunk MCP Server (Splunkbase app 7931) over streamable HTTP with rmcp.
+//! Tool names changed between versions, so the search tool is discovered with `tools/list`.
+
+use std::{path::PathBuf, time::Duration};
+
+use rmcp::{
+    ServiceExt,
+    model::CallToolRequestParams,
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use opsmesh_runtime::{ConfigError, Validate};
+
+use crate::splunk::{Results, Search, SearchError};
+
+/// Search tools, newest names first.
+pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
+
+/// `[diagnoser.splunk_mcp]`: used when set and `[diagnoser.splunk]` is not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// e.g. `https://splunk.example.com:8089/services/mcp`.
+    pub url: Option<String>,
+    /// The encrypted MCP token created in the app (not a REST token).
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_rows: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            token: None,
+            token_file: None,
+            timeout: Duration::from_secs(15),
+            max_rows: 1000,
+        }
+    }
+}
+
+impl Validate for McpConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.url"),
+                    "must be an http(s) URL",
+                ));
+            }
+            if self.token.is_none() && self.token_file.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.token"),
+                    "required with url (or token_file)",
+                ));
+            }
+        }
+        if self.max_rows == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_rows"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub struct SplunkMcp {
+    url: String,
+    token: String,
+    config: McpConfig,
+}
+
+impl SplunkMcp {
+    pub fn new(config: &McpConfig) -> Result<Option<Self>, SearchError> {
+        let Some(url) = &config.url else {
+            return Ok(None);
+        };
+        let token = match (&config.token, &config.token_file) {
+            (Some(t), _) => t.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| SearchError::Setup(format!("{}: {e}", path.display())))?,
+            (None, None) => return Err(SearchError::Setup("no MCP token".into())),
+        };
+        Ok(Some(Self {
+            url: url.clone(),
+            token,
+            config: config.clone(),
+        }))
+    }
+
+    /// Runs `search` through the server's search tool, bounded by the timeout.
+    pub async fn run(&self, search: &Search) -> Result<Results, SearchError> {
+        tokio::time::timeout(self.config.timeout, self.call(search))
+            .await
+            .map_err(|_| SearchError::Timeout(self.config.timeout))?
+    }
+
+    async fn call(&self, search: &Search) -> Result<Results, SearchError> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url.clone())
+                .auth_header(self.token.clone()),
+        );
+        let client =
+            ().serve(transport)
+                .await
+                .map_err(|e| SearchError::Unreachable(e.to_string()))?;
+        let outcome = async {
+            let tools = client
+                .list_all_tools()
+                .await
+                .map_err(|e| SearchError::Unreachable(e.to_string()))?;
+            let tool = SEARCH_TOOLS
+                .iter()
+                .find(|name| tools.iter().any(|t| t.name == **name))
+                .ok_or_else(|| {
+                    let offered: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+                    SearchError::Failed(format!("no search tool among {offered:?}"))
+                })?;
+            let arguments = json!({
+                "query": search.spl,
+                "earliest_time": search.earliest,
+                "latest_time": "now",
+                // One more than kept, so truncation shows.
+                "row_limit": self.config.max_rows + 1,
+            });
+            let Value::Object(arguments) = arguments else {
+                unreachable!("an object")
+            };
+            let result = client
+                .call_tool(CallToolRequestParams::new(*tool).with_arguments(arguments))
+                .await
+                .map_err(|e| SearchError::Failed(e.to_string()))?;
+            let text: Vec<&str> = result
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                .collect();
+            if result.is_error == Some(true) {
+                return Err(SearchError::Failed(text.join(" ")));
+            }
+            let payload = match result.structured_content {
+                Some(value) => value,
+                None => serde_json::from_str(&text.join(""))
+                    .map_err(|e| SearchError::Failed(format!("unreadable tool result: {e}")))?,
+            };
+            Ok(rows_of(payload, self.config.max_rows))
+        }
+        .await;
+        let _ = client.cancel().await;
+        outcome
+    }
+}
+
+/// Rows from `{"results": [...]}` or a bare array, bounded.
+fn rows_of(payload: Value, max_rows: usize) -> Results {
+    let rows: Vec<Map<String, Value>> = match payload {
+        Value::Array(items) => items,
+        Value::Object(mut map) => match map.remove("results") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter_map(|v| match v {
+        Value::Object(row) => Some(row),
+        _ => None,
+    })
+    .collect();
+    let truncated = rows.len() > max_rows;
+    Results {
+        rows: rows.into_iter().take(max_rows).collect(),
+        truncated,
+        messages: Vec::new(),
+    }
+}

@@ -1,0 +1,287 @@
+//! `[remediator]`: where the cluster and ArgoCD are, the policy every action must pass, and
+//! how actions are verified and approved.
+
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use opsmesh_proto::{ActionKind, remediation::ActionMode};
+use opsmesh_runtime::{ConfigError, Validate};
+
+use crate::quantity::parse_bytes;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediatorConfig {
+    /// kubeconfig file; unset: in-cluster service account, then `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: the current context).
+    pub context: Option<String>,
+    /// Field manager of every write (server-side apply and patches).
+    pub field_manager: String,
+    /// Bound on one Kubernetes or ArgoCD request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Directory of runbooks (`*.md`); unset = the runbooks built into the binary.
+    pub runbooks_dir: Option<PathBuf>,
+    pub argocd: ArgoCdConfig,
+    pub policy: PolicyConfig,
+    pub verification: VerificationConfig,
+    pub approvals: ApprovalConfig,
+    pub ledger: LedgerConfig,
+}
+
+impl Default for RemediatorConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            field_manager: "opsmesh".into(),
+            request_timeout: Duration::from_secs(10),
+            runbooks_dir: None,
+            argocd: ArgoCdConfig::default(),
+            policy: PolicyConfig::default(),
+            verification: VerificationConfig::default(),
+            approvals: ApprovalConfig::default(),
+            ledger: LedgerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArgoCdConfig {
+    /// ArgoCD API base URL (`https://argocd.example.com`); unset: `argocd_sync` is refused.
+    pub url: Option<String>,
+    /// Bearer token (prefer `token_file`).
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl ArgoCdConfig {
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        match &self.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|e| format!("{}: {e}", f.display())),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `[remediator.policy]`: what may run, where, how often and how much.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Mode of every action kind not listed in `modes`.
+    pub mode: ActionMode,
+    /// Mode per action kind, e.g. `scale_inference_service = "approve"`.
+    pub modes: HashMap<ActionKind, ActionMode>,
+    /// Namespaces actions may touch; empty = every namespace not denied.
+    pub allowed_namespaces: Vec<String>,
+    /// Namespaces actions never touch (wins over `allowed_namespaces`).
+    pub denied_namespaces: Vec<String>,
+    /// No second action on the same target within this (across incidents).
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    pub rate_limit: RateLimitConfig,
+    /// Largest share of an InferenceService's replicas one action may take away (0–1).
+    pub max_replica_reduction: f64,
+    /// Incidents executing or verifying at the same time, across replicas.
+    pub max_concurrent_actions: usize,
+    /// Highest memory limit the remediator will set.
+    pub memory_ceiling: String,
+    /// Fewest replicas the remediator will scale an InferenceService to.
+    pub replica_floor: u32,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            mode: ActionMode::Auto,
+            modes: HashMap::new(),
+            allowed_namespaces: Vec::new(),
+            denied_namespaces: vec![
+                "kube-system".into(),
+                "kube-public".into(),
+                "kube-node-lease".into(),
+            ],
+            cooldown: Duration::from_secs(10 * 60),
+            rate_limit: RateLimitConfig::default(),
+            max_replica_reduction: 0.8,
+            max_concurrent_actions: 5,
+            memory_ceiling: "16Gi".into(),
+            replica_floor: 1,
+        }
+    }
+}
+
+impl PolicyConfig {
+    pub fn mode_of(&self, kind: ActionKind) -> ActionMode {
+        self.modes.get(&kind).copied().unwrap_or(self.mode)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Cluster-changing actions per window, all namespaces together.
+    pub global: u32,
+    /// Cluster-changing actions per window in one namespace.
+    pub per_namespace: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(3600),
+            global: 30,
+            per_namespace: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    /// Health checks after acting before the result counts as failed.
+    pub attempts: u32,
+    /// Time before each check.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// A proposal without a decision this long after it was published is escalated.
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+    /// How often expired proposals are looked for.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            expiry: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// At start, `opsmesh.remediations.v1` is read back until no record arrives for this long
+    /// before any diagnosis is handled.
+    #[serde(with = "humantime_serde")]
+    pub load_idle: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            load_idle: Duration::from_secs(2),
+        }
+    }
+}
+
+fn is_rfc1123_label(s: &str) -> bool {
+    crate::target::is_dns_label(s)
+}
+
+impl Validate for RemediatorConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        if self.field_manager.trim().is_empty() || self.field_manager.len() > 128 {
+            return Err(ConfigError::invalid(
+                key("field_manager"),
+                "must be 1-128 characters",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::invalid(key("request_timeout"), "must be > 0"));
+        }
+        if let Some(path) = &self.kubeconfig
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid(
+                key("kubeconfig"),
+                format!("{}: no such file", path.display()),
+            ));
+        }
+        if let Some(url) = &self.argocd.url
+            && url::Url::parse(url).is_err()
+        {
+            return Err(ConfigError::invalid(key("argocd.url"), "must be a URL"));
+        }
+        let p = &self.policy;
+        for (field, list) in [
+            ("allowed_namespaces", &p.allowed_namespaces),
+            ("denied_namespaces", &p.denied_namespaces),
+        ] {
+            if let Some(bad) = list.iter().find(|n| !is_rfc1123_label(n)) {
+                return Err(ConfigError::invalid(
+                    key(&format!("policy.{field}")),
+                    format!("{bad:?} is not a valid namespace name"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&p.max_replica_reduction) {
+            return Err(ConfigError::invalid(
+                key("policy.max_replica_reduction"),
+                "must be between 0 and 1",
+            ));
+        }
+        if p.max_concurrent_actions == 0 {
+            return Err(ConfigError::invalid(
+                key("policy.max_concurrent_actions"),
+                "must be at least 1",
+            ));
+        }
+        if parse_bytes(&p.memory_ceiling).is_none() {
+            return Err(ConfigError::invalid(
+                key("policy.memory_ceiling"),
+                "must be a Kubernetes quantity such as 16Gi",
+            ));
+        }
+        if p.rate_limit.window.is_zero() {
+            return Err(ConfigError::invalid(
+                key("policy.rate_limit.window"),
+                "must be > 0",
+            ));
+        }
+        if self.verification.attempts == 0 || self.verification.attempts > 100 {
+            return Err(ConfigError::invalid(
+                key("verification.attempts"),
+                "must be between 1 and 100",
+            ));
+        }
+        if self.approvals.expiry.is_zero() {
+            return Err(ConfigError::invalid(key("approvals.expiry"), "must be > 0"));
+        }
+        if self.approvals.sweep_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                key("approvals.sweep_interval"),
+                "must be > 0",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1064 @@
+//! The remediation engine: one resumable procedure per incident. Each step reads where the
+//! incident stands in the ledger, does one thing and records it (through the state machine)
+//! before the next; so a replica that takes over after a crash continues from the last
+//! record, and an action whose intent was recorded but whose result was not is resolved by
+//! looking at the target, never by running it blindly again.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use opsmesh_diagnoser::runbooks::Library;
+use opsmesh_proto::{
+    ActionKind, Envelope, IncidentState,
+    approval::{Approval, ApprovalDecision},
+    diagnosis::Diagnosis,
+    ledger::LedgerLink,
+    remediation::{ActionMode, ActionRecord, Remediation, Verification},
+};
+use opsmesh_runtime::{HandlerError, Publisher};
+
+use crate::{
+    cluster::{ActError, Cluster},
+    config::RemediatorConfig,
+    ledger::{IncidentLedger, LedgerView, is_invertible, is_mutating},
+    metrics::Metrics,
+    plan::{self, History, Plan, idempotency_key},
+    state::transition,
+};
+
+pub const SOURCE: &str = "opsmesh-remediator";
+
+pub struct Engine {
+    pub config: RemediatorConfig,
+    pub library: Library,
+    pub cluster: Cluster,
+    pub view: Arc<Mutex<LedgerView>>,
+    pub metrics: Metrics,
+    publisher: Publisher,
+    /// One incident step at a time in this replica (the consumer and the expiry sweeper).
+    work: tokio::sync::Mutex<()>,
+}
+
+/// Optional parts of a record.
+#[derive(Default)]
+struct Extra {
+    projected_effect: Option<String>,
+    projected_saving_usd: Option<f64>,
+    verification: Option<Verification>,
+}
+
+fn transient(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Transient(e.to_string())
+}
+
+impl Engine {
+    pub fn new(
+        config: RemediatorConfig,
+        library: Library,
+        cluster: Cluster,
+        publisher: Publisher,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            config,
+            library,
+            cluster,
+            view: Arc::new(Mutex::new(LedgerView::default())),
+            metrics,
+            publisher,
+            work: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn ledger(&self, incident: &str) -> IncidentLedger {
+        self.view
+            .lock()
+            .expect("ledger view lock")
+            .incident(incident)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Applies a record read from `opsmesh.remediations.v1` to the view.
+    pub fn observe(&self, envelope: &Envelope<Remediation>) {
+        let mut view = self.view.lock().expect("ledger view lock");
+        view.apply(envelope);
+        self.metrics
+            .approvals_pending
+            .set(view.awaiting_approval() as i64);
+    }
+
+    /// Seals the next record of `incident` (checking the transition), publishes it and adds it
+    /// to the view.
+    async fn record<Q: Serialize>(
+        &self,
+        parent: &Envelope<Q>,
+        incident: &str,
+        state: IncidentState,
+        action: Option<ActionRecord>,
+        reason: String,
+        extra: Extra,
+    ) -> Result<(), HandlerError> {
+        let ledger = self.ledger(incident);
+        transition(ledger.state(), state).map_err(|e| {
+            tracing::error!(%incident, error = %e, "refusing to record an illegal transition");
+            HandlerError::Permanent(format!("incident {incident}: {e}"))
+        })?;
+        let diagnosis_id = ledger.diagnosis_id().unwrap_or_else(|| parent_id(parent));
+        let seq = ledger.next_seq();
+        let record = Remediation {
+            diagnosis_id,
+            state,
+            action,
+            reason,
+            projected_effect: extra.projected_effect,
+            projected_saving_usd: extra.projected_saving_usd,
+            verification: extra.verification,
+            ledger: LedgerLink {
+                seq: 0,
+                prev_hash: String::new(),
+                hash: String::new(),
+            },
+        }
+        .seal(seq, ledger.last_hash());
+        let mut envelope = derive(parent, &format!("{incident}:{seq}"), record);
+        envelope.incident_id = Some(incident.to_owned());
+        self.publisher
+            .publish(incident, &envelope)
+            .await
+            .map_err(transient)?;
+        self.observe(&envelope);
+        self.metrics
+            .records
+            .with_label_values(&[<&str>::from(state)])
+            .inc();
+        tracing::info!(%incident, seq, %state, reason = %envelope.payload.reason, "ledger record");
+        Ok(())
+    }
+
+    fn history(&self, incident: &str) -> History {
+        let view = self.view.lock().expect("ledger view lock");
+        let since = Utc::now()
+            - chrono::Duration::from_std(
+                self.config
+                    .policy
+                    .rate_limit
+                    .window
+                    .max(self.config.policy.cooldown),
+            )
+            .unwrap_or(chrono::Duration::MAX);
+        let recent = view
+            .incidents()
+            .filter(|(id, _)| id.as_str() != incident)
+            .flat_map(|(_, l)| l.executions().map(|(at, a)| (at, a.target.clone(), a.kind)))
+            .filter(|(at, _, kind)| *at >= since && is_mutating(*kind))
+            .map(|(at, t, _)| (at, t))
+            .collect();
+        History {
+            in_flight: view.in_flight(incident),
+            recent,
+        }
+    }
+
+    /// A diagnosis: start (or resume) its incident.
+    pub async fn on_diagnosis(&self, envelope: &Envelope<Diagnosis>) -> Result<(), HandlerError> {
+        let incident = envelope
+            .incident_id
+            .clone()
+            .unwrap_or_else(|| envelope.payload.fingerprint.clone());
+        let _guard = self.work.lock().await;
+        let ledger = self.ledger(&incident);
+        if let Some(state) = ledger.state()
+            && ledger.diagnosis_id() != Some(envelope.id)
+        {
+            tracing::info!(%incident, %state, diagnosis = %envelope.id, "incident already has a decision; later diagnosis ignored");
+            return Ok(());
+        }
+        self.advance(&incident, Some(envelope)).await
+    }
+
+    /// An approval or rejection of a proposal.
+    pub async fn on_approval(&self, envelope: &Envelope<Approval>) -> Result<(), HandlerError> {
+        let approval = &envelope.payload;
+        let incident = match &envelope.incident_id {
+            Some(i) => i.clone(),
+            None => approval
+                .idempotency_key
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let _guard = self.work.lock().await;
+        let ledger = self.ledger(&incident);
+        let approver = approval.approver.trim();
+        if approver.is_empty() {
+            tracing::warn!(%incident, "approval without an approver identity ignored");
+            return Ok(());
+        }
+        if ledger.state() != Some(IncidentState::AwaitingApproval) {
+            tracing::info!(%incident, key = %approval.idempotency_key, state = ?ledger.state(), "no proposal awaits this decision; ignored");
+            return Ok(());
+        }
+        let Some((proposal, proposed_at)) = ledger
+            .proposals()
+            .into_iter()
+            .find(|(p, _)| p.idempotency_key == approval.idempotency_key)
+        else {
+            tracing::info!(%incident, key = %approval.idempotency_key, "unknown idempotency key; ignored");
+            return Ok(());
+        };
+        if ledger.approvals().contains_key(&proposal.idempotency_key) {
+            tracing::info!(%incident, key = %proposal.idempotency_key, "already approved; repeat ignored");
+            return Ok(());
+        }
+        let expiry = chrono::Duration::from_std(self.config.approvals.expiry)
+            .unwrap_or(chrono::Duration::MAX);
+        let comment = approval
+            .comment
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        if Utc::now() - proposed_at >= expiry {
+            return self.expire(&incident).await;
+        }
+        match approval.decision {
+            ApprovalDecision::Reject => {
+                self.metrics.refusals.with_label_values(&["rejected"]).inc();
+                self.record(
+                    envelope,
+                    &incident,
+                    IncidentState::Refused,
+                    Some(proposal.clone()),
+                    format!(
+                        "{} on {} rejected by {approver}{comment} (approval {})",
+                        proposal.kind, proposal.target, envelope.id
+                    ),
+                    Extra::default(),
+                )
+                .await
+            }
+            ApprovalDecision::Approve => {
+                let mut approved = proposal.clone();
+                approved.approved_by = Some(approver.to_owned());
+                self.record(
+                    envelope,
+                    &incident,
+                    IncidentState::AwaitingApproval,
+                    Some(approved),
+                    format!(
+                        "{} on {} approved by {approver}{comment} (approval {})",
+                        proposal.kind, proposal.target, envelope.id
+                    ),
+                    Extra::default(),
+                )
+                .await?;
+                self.advance(&incident, None).await
+            }
+        }
+    }
+
+    /// Escalates every incident whose proposal expired.
+    pub async fn sweep(&self) -> Result<(), HandlerError> {
+        let expired = self
+            .view
+            .lock()
+            .expect("ledger view lock")
+            .expired_proposals(Utc::now(), self.config.approvals.expiry);
+        for incident in expired {
+            let _guard = self.work.lock().await;
+            if self.ledger(&incident).state() == Some(IncidentState::AwaitingApproval) {
+                self.expire(&incident).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire(&self, incident: &str) -> Result<(), HandlerError> {
+        let ledger = self.ledger(incident);
+        let Some(last) = ledger.entries.last() else {
+            return Ok(());
+        };
+        let parent = last.envelope.clone();
+        let target = ledger
+            .proposals()
+            .first()
+            .map(|(p, _)| p.target.clone())
+            .unwrap_or_default();
+        self.metrics
+            .actions
+            .with_label_values(&["escalate", "escalated"])
+            .inc();
+        // Deterministic content and id: two replicas expiring the same proposal publish the
+        // same record, which consumers drop as a repeat.
+        self.record(
+            &parent,
+            incident,
+            IncidentState::Escalated,
+            Some(escalate_record(incident, &target, ActionMode::Auto)),
+            format!(
+                "the proposal expired: no decision within {} of it; humans notified",
+                humantime_serde::re::humantime::format_duration(self.config.approvals.expiry)
+            ),
+            Extra::default(),
+        )
+        .await
+    }
+
+    /// Takes the incident as far as it can go now.
+    async fn advance(
+        &self,
+        incident: &str,
+        diagnosis: Option<&Envelope<Diagnosis>>,
+    ) -> Result<(), HandlerError> {
+        loop {
+            let ledger = self.ledger(incident);
+            let parent = match (diagnosis, ledger.entries.last()) {
+                (_, Some(last)) => Parent::Record(last.envelope.clone()),
+                (Some(d), None) => Parent::Diagnosis(d.clone()),
+                (None, None) => return Ok(()),
+            };
+            match ledger.state() {
+                None => {
+                    let Some(d) = diagnosis else { return Ok(()) };
+                    let p = &d.payload;
+                    let reason = format!(
+                        "diagnosis {}: root cause {} (confidence {:.2}){}{}; {} proposal(s)",
+                        d.id,
+                        p.root_cause,
+                        p.confidence,
+                        p.target
+                            .as_deref()
+                            .map(|t| format!(", target {t}"))
+                            .unwrap_or_default(),
+                        p.runbook
+                            .as_ref()
+                            .map(|r| format!(
+                                ", runbook {} v{} section {:?} (sha256 {})",
+                                r.id, r.version, r.section, r.content_hash
+                            ))
+                            .unwrap_or_default(),
+                        p.recommended_actions.len()
+                    );
+                    parent
+                        .record(
+                            self,
+                            incident,
+                            IncidentState::Received,
+                            None,
+                            reason,
+                            Extra::default(),
+                        )
+                        .await?;
+                }
+                Some(IncidentState::Received) => {
+                    let Some(d) = diagnosis else { return Ok(()) };
+                    self.plan(incident, d, &parent).await?;
+                }
+                Some(IncidentState::Planned) => {
+                    self.after_plan(incident, &ledger, &parent).await?;
+                    if matches!(
+                        self.ledger(incident).state(),
+                        Some(IncidentState::AwaitingApproval | IncidentState::DryRun)
+                    ) {
+                        return Ok(());
+                    }
+                }
+                Some(IncidentState::AwaitingApproval) => {
+                    let approvals = ledger.approvals();
+                    let waiting = ledger
+                        .planned()
+                        .iter()
+                        .filter(|a| is_mutating(a.kind))
+                        .any(|a| !approvals.contains_key(&a.idempotency_key));
+                    if waiting {
+                        return Ok(());
+                    }
+                    self.start_next(incident, &ledger, &parent).await?;
+                }
+                Some(IncidentState::Executing) => {
+                    self.finish_action(incident, &ledger, &parent).await?;
+                }
+                Some(IncidentState::Verifying) => {
+                    let applied = ledger.applied();
+                    let pending = ledger.planned().into_iter().any(|a| {
+                        is_mutating(a.kind)
+                            && !applied
+                                .iter()
+                                .any(|d| d.idempotency_key == a.idempotency_key)
+                    });
+                    if pending {
+                        self.start_next(incident, &ledger, &parent).await?;
+                    } else {
+                        self.verify(incident, &ledger, &parent).await?;
+                    }
+                }
+                Some(IncidentState::RolledBack) => {
+                    self.roll_back(incident, &ledger, &parent, None).await?;
+                }
+                Some(_) => return Ok(()),
+            }
+        }
+    }
+
+    async fn plan(
+        &self,
+        incident: &str,
+        d: &Envelope<Diagnosis>,
+        parent: &Parent,
+    ) -> Result<(), HandlerError> {
+        let history = self.history(incident);
+        let decided = plan::plan(
+            incident,
+            &d.payload,
+            &self.library,
+            &self.config.policy,
+            &history,
+            Utc::now(),
+        );
+        match decided {
+            Plan::NoAction(reason) => {
+                parent
+                    .record(
+                        self,
+                        incident,
+                        IncidentState::NoAction,
+                        None,
+                        reason,
+                        Extra::default(),
+                    )
+                    .await
+            }
+            Plan::Escalate(reason) => {
+                let target = d.payload.target.clone().unwrap_or_default();
+                self.metrics
+                    .actions
+                    .with_label_values(&["escalate", "escalated"])
+                    .inc();
+                parent
+                    .record(
+                        self,
+                        incident,
+                        IncidentState::Escalated,
+                        Some(escalate_record(incident, &target, ActionMode::Auto)),
+                        reason,
+                        Extra::default(),
+                    )
+                    .await
+            }
+            Plan::Refused(refusal) => {
+                self.metrics
+                    .refusals
+                    .with_label_values(&[refusal.code])
+                    .inc();
+                parent
+                    .record(
+                        self,
+                        incident,
+                        IncidentState::Refused,
+                        refusal.action,
+                        format!("refused ({}): {}", refusal.code, refusal.reason),
+                        Extra::default(),
+                    )
+                    .await
+            }
+            Plan::Act { actions, .. } => {
+                for a in actions {
+                    let last = self.ledger(incident);
+                    let parent = Parent::Record(
+                        last.entries
+                            .last()
+                            .map(|e| e.envelope.clone())
+                            .expect("the received record exists"),
+                    );
+                    parent
+                        .record(
+                            self,
+                            incident,
+                            IncidentState::Planned,
+                            Some(a.record),
+                            a.reason,
+                            Extra {
+                                projected_effect: Some(a.projected_effect),
+                                projected_saving_usd: a.projected_saving_usd,
+                                verification: None,
+                            },
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After planning: advice, dry runs, proposals, or the first action.
+    async fn after_plan(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+    ) -> Result<(), HandlerError> {
+        let planned = ledger.planned();
+        let mutating: Vec<&ActionRecord> = planned.iter().filter(|a| is_mutating(a.kind)).collect();
+        if mutating.is_empty() {
+            let (state, action) = match planned.iter().find(|a| a.kind == ActionKind::Escalate) {
+                Some(e) => (IncidentState::Escalated, e.clone()),
+                None => (IncidentState::Advised, planned[0].clone()),
+            };
+            let outcome = if state == IncidentState::Advised {
+                "advised"
+            } else {
+                "escalated"
+            };
+            self.metrics
+                .actions
+                .with_label_values(&[action.kind.into(), outcome])
+                .inc();
+            let reason = if state == IncidentState::Advised {
+                format!(
+                    "the fix for {} is handed to the developer; nothing changed in the cluster",
+                    action.target
+                )
+            } else {
+                format!(
+                    "humans notified about {}; nothing changed in the cluster",
+                    action.target
+                )
+            };
+            return parent
+                .record(
+                    self,
+                    incident,
+                    state,
+                    Some(action),
+                    reason,
+                    Extra::default(),
+                )
+                .await;
+        }
+        let mode = mutating[0].mode;
+        match mode {
+            ActionMode::Auto => self.start_next(incident, ledger, parent).await,
+            ActionMode::DryRun | ActionMode::Approve => {
+                for a in mutating {
+                    let last = self.ledger(incident);
+                    let parent =
+                        Parent::Record(last.entries.last().expect("planned").envelope.clone());
+                    let dry = self.cluster.execute(a, incident, true).await;
+                    let (effect, saving) = projection(ledger, &a.idempotency_key);
+                    match dry {
+                        Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+                        Err(ActError::Refused(e)) => {
+                            self.metrics
+                                .actions
+                                .with_label_values(&[a.kind.into(), "failed"])
+                                .inc();
+                            return parent
+                                .record(
+                                    self,
+                                    incident,
+                                    IncidentState::Escalated,
+                                    Some(escalate_record(incident, &a.target, mode)),
+                                    format!("the server-side dry run of {} on {} was rejected: {e}; humans notified", a.kind, a.target),
+                                    Extra::default(),
+                                )
+                                .await;
+                        }
+                        Ok(detail) if mode == ActionMode::DryRun => {
+                            self.metrics
+                                .actions
+                                .with_label_values(&[a.kind.into(), "dry_run"])
+                                .inc();
+                            parent
+                                .record(
+                                    self,
+                                    incident,
+                                    IncidentState::DryRun,
+                                    Some(a.clone()),
+                                    format!("dry-run mode: {detail}; nothing applied"),
+                                    Extra {
+                                        projected_effect: effect,
+                                        projected_saving_usd: saving,
+                                        verification: None,
+                                    },
+                                )
+                                .await?;
+                        }
+                        Ok(detail) => {
+                            self.metrics
+                                .actions
+                                .with_label_values(&[a.kind.into(), "proposed"])
+                                .inc();
+                            let expires = Utc::now()
+                                + chrono::Duration::from_std(self.config.approvals.expiry)
+                                    .unwrap_or(chrono::Duration::MAX);
+                            parent
+                                .record(
+                                    self,
+                                    incident,
+                                    IncidentState::AwaitingApproval,
+                                    Some(a.clone()),
+                                    format!(
+                                        "proposal: approve on opsmesh.approvals.v1 with idempotency_key {:?} before {}; {detail}",
+                                        a.idempotency_key,
+                                        expires.to_rfc3339()
+                                    ),
+                                    Extra {
+                                        projected_effect: effect,
+                                        projected_saving_usd: saving,
+                                        verification: None,
+                                    },
+                                )
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records the intent of the next planned action, after its server-side dry run.
+    async fn start_next(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+    ) -> Result<(), HandlerError> {
+        let applied = ledger.applied();
+        let approvals = ledger.approvals();
+        let Some(mut next) = ledger.planned().into_iter().find(|a| {
+            is_mutating(a.kind)
+                && !applied
+                    .iter()
+                    .any(|d| d.idempotency_key == a.idempotency_key)
+        }) else {
+            return Ok(());
+        };
+        next.approved_by = approvals.get(&next.idempotency_key).cloned();
+        if next.kind == ActionKind::RestartInferenceService {
+            next.params.insert(
+                "restarted_at".into(),
+                serde_json::json!(Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            );
+        }
+        let observed = match self.cluster.observe(&next).await {
+            Ok(o) => o,
+            Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+            Err(ActError::Refused(e)) => return self.fail(incident, parent, &next, &e).await,
+        };
+        next.params.extend(observed);
+        let detail = match self.cluster.execute(&next, incident, true).await {
+            Ok(d) => d,
+            Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+            Err(ActError::Refused(e)) => {
+                return self
+                    .fail(
+                        incident,
+                        parent,
+                        &next,
+                        &format!("server-side dry run rejected: {e}"),
+                    )
+                    .await;
+            }
+        };
+        let who = next
+            .approved_by
+            .as_deref()
+            .map(|a| format!(" approved by {a};"))
+            .unwrap_or_default();
+        parent
+            .record(
+                self,
+                incident,
+                IncidentState::Executing,
+                Some(next.clone()),
+                format!(
+                    "intent: {} on {} ({});{who} server-side {detail}; applying with field manager {}",
+                    next.kind, next.target, next.idempotency_key, self.config.field_manager
+                ),
+                Extra::default(),
+            )
+            .await
+    }
+
+    /// Carries out the action whose intent is the last record — unless the target shows it was
+    /// already done (a replica died between the call and the result).
+    async fn finish_action(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+    ) -> Result<(), HandlerError> {
+        let action = ledger
+            .entries
+            .last()
+            .and_then(|e| e.record.action.clone())
+            .ok_or_else(|| HandlerError::Permanent("executing record without action".into()))?;
+        let done = match self.cluster.is_done(&action, incident).await {
+            Ok(d) => d,
+            Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+            Err(ActError::Refused(e)) => return self.fail(incident, parent, &action, &e).await,
+        };
+        let detail = if done {
+            self.metrics
+                .actions
+                .with_label_values(&[action.kind.into(), "already_done"])
+                .inc();
+            format!(
+                "{} on {}: the target is already in the wanted state; not applied again",
+                action.kind, action.target
+            )
+        } else {
+            match self.cluster.execute(&action, incident, false).await {
+                Ok(d) => {
+                    self.metrics
+                        .actions
+                        .with_label_values(&[action.kind.into(), "executed"])
+                        .inc();
+                    d
+                }
+                Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+                Err(ActError::Refused(e)) => {
+                    return self.fail(incident, parent, &action, &e).await;
+                }
+            }
+        };
+        parent
+            .record(
+                self,
+                incident,
+                IncidentState::Verifying,
+                Some(action),
+                detail,
+                Extra::default(),
+            )
+            .await
+    }
+
+    async fn fail(
+        &self,
+        incident: &str,
+        parent: &Parent,
+        action: &ActionRecord,
+        error: &str,
+    ) -> Result<(), HandlerError> {
+        self.metrics
+            .actions
+            .with_label_values(&[action.kind.into(), "failed"])
+            .inc();
+        let ledger = self.ledger(incident);
+        if ledger.state() == Some(IncidentState::Verifying) && !ledger.applied().is_empty() {
+            // Earlier actions of the plan ran: put them back before telling humans.
+            return self
+                .roll_back(
+                    incident,
+                    &ledger,
+                    parent,
+                    Some(format!(
+                        "{} on {} failed: {error}",
+                        action.kind, action.target
+                    )),
+                )
+                .await;
+        }
+        parent
+            .record(
+                self,
+                incident,
+                IncidentState::Escalated,
+                Some(escalate_record(incident, &action.target, action.mode)),
+                format!(
+                    "{} on {} failed: {error}; humans notified",
+                    action.kind, action.target
+                ),
+                Extra::default(),
+            )
+            .await
+    }
+
+    /// Polls the health of everything the plan changed; resolved, or rolled back and escalated.
+    async fn verify(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+    ) -> Result<(), HandlerError> {
+        let applied = ledger.applied();
+        let cfg = &self.config.verification;
+        let started = Instant::now();
+        let mut last = String::new();
+        let mut healthy = false;
+        let mut attempts = 0;
+        for attempt in 1..=cfg.attempts {
+            attempts = attempt;
+            tokio::time::sleep(cfg.interval).await;
+            let mut all = true;
+            let mut details = Vec::new();
+            for a in &applied {
+                match self.cluster.check(a).await {
+                    Ok(h) => {
+                        all &= h.healthy;
+                        details.push(h.detail);
+                    }
+                    Err(e) => {
+                        all = false;
+                        details.push(format!("{}: {e}", a.target));
+                    }
+                }
+            }
+            last = details.join("; ");
+            if all {
+                healthy = true;
+                break;
+            }
+        }
+        let result = if healthy { "healthy" } else { "unhealthy" };
+        self.metrics
+            .verification_seconds
+            .with_label_values(&[result])
+            .observe(started.elapsed().as_secs_f64());
+        let verification = Verification {
+            attempts,
+            healthy,
+            detail: last.clone(),
+        };
+        if healthy {
+            if let Some(escalate) = ledger
+                .planned()
+                .into_iter()
+                .find(|a| a.kind == ActionKind::Escalate)
+            {
+                self.metrics
+                    .actions
+                    .with_label_values(&["escalate", "escalated"])
+                    .inc();
+                return parent
+                    .record(
+                        self,
+                        incident,
+                        IncidentState::Escalated,
+                        Some(escalate),
+                        format!("verified healthy after {attempts} check(s) ({last}); humans told too, as the runbook section requires"),
+                        Extra { verification: Some(verification), ..Extra::default() },
+                    )
+                    .await;
+            }
+            return parent
+                .record(
+                    self,
+                    incident,
+                    IncidentState::Resolved,
+                    None,
+                    format!("verified healthy after {attempts} check(s): {last}"),
+                    Extra {
+                        verification: Some(verification),
+                        ..Extra::default()
+                    },
+                )
+                .await;
+        }
+        let why = format!("verification failed after {attempts} check(s): {last}");
+        if applied.iter().any(|a| is_invertible(a.kind)) {
+            self.roll_back_with(incident, ledger, parent, why, Some(verification))
+                .await
+        } else {
+            let target = applied.last().map(|a| a.target.clone()).unwrap_or_default();
+            self.metrics
+                .actions
+                .with_label_values(&["escalate", "escalated"])
+                .inc();
+            parent
+                .record(
+                    self,
+                    incident,
+                    IncidentState::Escalated,
+                    Some(escalate_record(incident, &target, ActionMode::Auto)),
+                    format!(
+                        "{why}; nothing to undo (the actions changed no spec); humans notified"
+                    ),
+                    Extra {
+                        verification: Some(verification),
+                        ..Extra::default()
+                    },
+                )
+                .await
+        }
+    }
+
+    async fn roll_back(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+        why: Option<String>,
+    ) -> Result<(), HandlerError> {
+        let why = why.unwrap_or_else(|| "continuing the rollback".into());
+        self.roll_back_with(incident, ledger, parent, why, None)
+            .await
+    }
+
+    /// Undoes the applied invertible actions, newest first (one record each), then escalates.
+    async fn roll_back_with(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        _parent: &Parent,
+        why: String,
+        verification: Option<Verification>,
+    ) -> Result<(), HandlerError> {
+        let mut pending: Vec<ActionRecord> = ledger
+            .applied()
+            .into_iter()
+            .filter(|a| is_invertible(a.kind) && !ledger.rolled_back(&a.idempotency_key))
+            .collect();
+        pending.reverse();
+        let mut verification = verification;
+        let mut failures = Vec::new();
+        for a in pending {
+            let parent = Parent::Record(
+                self.ledger(incident)
+                    .entries
+                    .last()
+                    .expect("records")
+                    .envelope
+                    .clone(),
+            );
+            match self.cluster.undo(&a).await {
+                Ok(detail) => {
+                    self.metrics
+                        .actions
+                        .with_label_values(&[a.kind.into(), "rolled_back"])
+                        .inc();
+                    parent
+                        .record(
+                            self,
+                            incident,
+                            IncidentState::RolledBack,
+                            Some(a.clone()),
+                            format!("{why}; rolled back: {detail}"),
+                            Extra {
+                                verification: verification.take(),
+                                ..Extra::default()
+                            },
+                        )
+                        .await?;
+                }
+                Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+                Err(ActError::Refused(e)) => {
+                    failures.push(format!("undoing {} failed: {e}", a.kind))
+                }
+            }
+        }
+        let ledger = self.ledger(incident);
+        let parent = Parent::Record(ledger.entries.last().expect("records").envelope.clone());
+        let target = ledger
+            .applied()
+            .last()
+            .map(|a| a.target.clone())
+            .unwrap_or_default();
+        self.metrics
+            .actions
+            .with_label_values(&["escalate", "escalated"])
+            .inc();
+        let reason = if failures.is_empty() {
+            format!("{why}; the changes were undone; humans notified")
+        } else {
+            format!("{why}; {}; humans notified", failures.join("; "))
+        };
+        parent
+            .record(
+                self,
+                incident,
+                IncidentState::Escalated,
+                Some(escalate_record(incident, &target, ActionMode::Auto)),
+                reason,
+                Extra {
+                    verification,
+                    ..Extra::default()
+                },
+            )
+            .await
+    }
+}
+
+fn escalate_record(incident: &str, target: &str, mode: ActionMode) -> ActionRecord {
+    ActionRecord {
+        kind: ActionKind::Escalate,
+        target: target.to_owned(),
+        params: Default::default(),
+        idempotency_key: idempotency_key(incident, ActionKind::Escalate, target),
+        mode,
+        approved_by: None,
+    }
+}
+
+/// The projection recorded when `key` was planned.
+fn projection(ledger: &IncidentLedger, key: &str) -> (Option<String>, Option<f64>) {
+    ledger
+        .entries
+        .iter()
+        .find(|e| {
+            e.record.state == IncidentState::Planned
+                && e.record
+                    .action
+                    .as_ref()
+                    .is_some_and(|a| a.idempotency_key == key)
+        })
+        .map(|e| {
+            (
+                e.record.projected_effect.clone(),
+                e.record.projected_saving_usd,
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// What the next record derives its envelope from: the previous record of the incident, or
+/// the diagnosis for the first one.
+enum Parent {
+    Diagnosis(Envelope<Diagnosis>),
+    Record(Envelope<Remediation>),
+}
+
+impl Parent {
+    async fn record(
+        &self,
+        engine: &Engine,
+        incident: &str,
+        state: IncidentState,
+        action: Option<ActionRecord>,
+        reason: String,
+        extra: Extra,
+    ) -> Result<(), HandlerError> {
+        match self {
+            Self::Diagnosis(d) => {
+                engine
+                    .record(d, incident, state, action, reason, extra)
+                    .await
+            }
+            Self::Record(r) => {
+                engine
+                    .record(r, incident, state, action, reason, extra)
+                    .await
+            }
+        }
+    }
+}
+
+fn parent_id<Q: Serialize>(parent: &Envelope<Q>) -> uuid::Uuid {
+    parent.id
+}
+
+fn derive<Q>(
+    parent: &Envelope<Q>,
+    discriminator: &str,
+    record: Remediation,
+) -> Envelope<Remediation> {
+    Envelope::derive(parent, SOURCE, discriminator, record)
+}

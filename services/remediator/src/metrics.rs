@@ -1,0 +1,73 @@
+//! The remediator's Prometheus metrics.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+use opsmesh_runtime::metrics::register;
+
+#[derive(Clone)]
+pub struct Metrics {
+    /// Actions by kind and outcome (`executed`, `already_done`, `dry_run`, `proposed`,
+    /// `failed`, `rolled_back`, `advised`, `escalated`).
+    pub actions: IntCounterVec,
+    /// Refusals by reason code.
+    pub refusals: IntCounterVec,
+    /// Time from the first health check to the verdict, by result.
+    pub verification_seconds: HistogramVec,
+    /// Incidents waiting for a human's decision.
+    pub approvals_pending: IntGauge,
+    /// Ledger records published, by state.
+    pub records: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            actions: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("remediator_actions_total", "Actions by kind and outcome"),
+                    &["kind", "outcome"],
+                )
+                .expect("valid counter"),
+            ),
+            refusals: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("remediator_refusals_total", "Refused actions by reason"),
+                    &["reason"],
+                )
+                .expect("valid counter"),
+            ),
+            verification_seconds: register(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "remediator_verification_seconds",
+                        "Time from acting to the verification verdict",
+                    )
+                    .buckets(vec![
+                        0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                    ]),
+                    &["result"],
+                )
+                .expect("valid histogram"),
+            ),
+            approvals_pending: register(
+                registry,
+                IntGauge::new(
+                    "remediator_approvals_pending",
+                    "Incidents awaiting an approval",
+                )
+                .expect("valid gauge"),
+            ),
+            records: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("remediator_ledger_records_total", "Ledger records by state"),
+                    &["state"],
+                )
+                .expect("valid counter"),
+            ),
+        }
+    }
+}

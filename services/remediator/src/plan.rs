@@ -1,0 +1,546 @@
+//! Planning: which of a diagnosis' proposals may run, and how. A proposal becomes a planned
+//! action only when the cited runbook section (re-loaded and hash-checked here) lists its
+//! kind and target kind, its parameters are within the runbook's bounds, it cites evidence
+//! the diagnosis carries, its target is a valid name, and the policy allows it. Anything else
+//! is a refusal with its reason.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use opsmesh_diagnoser::runbooks::{Library, SectionSpec};
+use opsmesh_proto::{
+    ActionKind, RootCause,
+    diagnosis::{ActionProposal, Diagnosis},
+    remediation::{ActionMode, ActionRecord},
+};
+
+use crate::{
+    config::PolicyConfig,
+    ledger::is_mutating,
+    quantity::{parse_bytes, value_number},
+    target::Target,
+};
+
+/// A refusal: a stable code (metrics label) and the reason in words (ledger).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub reason: String,
+    pub action: Option<ActionRecord>,
+}
+
+/// One action that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedAction {
+    pub record: ActionRecord,
+    /// The checks that passed, for the ledger.
+    pub reason: String,
+    pub projected_effect: String,
+    pub projected_saving_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Nothing is wrong.
+    NoAction(String),
+    /// Nothing was proposed: humans are told.
+    Escalate(String),
+    Refused(Refusal),
+    Act {
+        actions: Vec<PlannedAction>,
+        /// The strictest mode among the cluster-changing actions (auto for advice only).
+        mode: ActionMode,
+        runbook: String,
+    },
+}
+
+/// What the policy needs to know about actions already taken (from the ledger).
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Incidents executing or verifying now (other than this one).
+    pub in_flight: usize,
+    /// Cluster-changing actions of other incidents within the rate-limit window: when and on
+    /// which target.
+    pub recent: Vec<(DateTime<Utc>, String)>,
+}
+
+pub fn idempotency_key(incident: &str, kind: ActionKind, target: &str) -> String {
+    format!("{incident}:{kind}:{target}")
+}
+
+fn strictness(mode: ActionMode) -> u8 {
+    match mode {
+        ActionMode::Auto => 0,
+        ActionMode::Approve => 1,
+        ActionMode::DryRun => 2,
+    }
+}
+
+pub fn plan(
+    incident: &str,
+    diagnosis: &Diagnosis,
+    library: &Library,
+    policy: &PolicyConfig,
+    history: &History,
+    now: DateTime<Utc>,
+) -> Plan {
+    if diagnosis.root_cause == RootCause::None {
+        return Plan::NoAction(format!("nothing to do: {}", diagnosis.summary));
+    }
+    if diagnosis.recommended_actions.is_empty() {
+        return Plan::Escalate(format!(
+            "no action recommended for {}; humans notified",
+            diagnosis.root_cause
+        ));
+    }
+    let record_of = |p: &ActionProposal, mode: ActionMode| ActionRecord {
+        kind: p.kind,
+        target: p.target.clone(),
+        params: p.params.clone(),
+        idempotency_key: idempotency_key(incident, p.kind, &p.target),
+        mode,
+        approved_by: None,
+    };
+    let refuse = |p: &ActionProposal, code: &'static str, reason: String| {
+        Plan::Refused(Refusal {
+            code,
+            reason,
+            action: Some(record_of(p, policy.mode_of(p.kind))),
+        })
+    };
+    let first = &diagnosis.recommended_actions[0];
+    let Some(cited) = &diagnosis.runbook else {
+        return refuse(
+            first,
+            "no_runbook",
+            "no runbook section backs the recommended actions".into(),
+        );
+    };
+    let runbook_name = format!(
+        "runbook {} v{} section {:?}",
+        cited.id, cited.version, cited.section
+    );
+    let Some(runbook) = library.runbooks().iter().find(|r| r.front.id == cited.id) else {
+        return refuse(
+            first,
+            "runbook_unknown",
+            format!("{runbook_name}: no such runbook is loaded"),
+        );
+    };
+    if runbook.front.version != cited.version {
+        return refuse(
+            first,
+            "runbook_changed",
+            format!(
+                "{runbook_name}: the loaded runbook is version {}",
+                runbook.front.version
+            ),
+        );
+    }
+    let Some(section) = runbook.sections.iter().find(|s| s.heading == cited.section) else {
+        return refuse(
+            first,
+            "runbook_changed",
+            format!("{runbook_name}: the loaded runbook has no such section"),
+        );
+    };
+    let Some(spec) = &section.spec else {
+        return refuse(
+            first,
+            "not_in_runbook",
+            format!("{runbook_name} is reading material: it allows no action"),
+        );
+    };
+    if runbook.reference(section).content_hash != cited.content_hash {
+        return refuse(
+            first,
+            "runbook_changed",
+            format!(
+                "{runbook_name}: the section text changed since the diagnosis (content hash differs)"
+            ),
+        );
+    }
+    if diagnosis.evidence.is_empty() {
+        return refuse(
+            first,
+            "no_evidence",
+            "the diagnosis carries no evidence".into(),
+        );
+    }
+    let mut actions = Vec::new();
+    let mut mode = ActionMode::Auto;
+    for p in &diagnosis.recommended_actions {
+        let target = match Target::parse(&p.target) {
+            Ok(t) => t,
+            Err(e) => return refuse(p, "invalid_target", e),
+        };
+        if let Err(reason) = allowed_by_section(p, &target, spec) {
+            return refuse(p, "not_in_runbook", format!("{runbook_name}: {reason}"));
+        }
+        if p.evidence_ids.is_empty() {
+            return refuse(
+                p,
+                "no_evidence",
+                format!("{} on {} cites no evidence", p.kind, p.target),
+            );
+        }
+        if let Some(missing) = p
+            .evidence_ids
+            .iter()
+            .find(|id| !diagnosis.evidence.iter().any(|e| &e.id == *id))
+        {
+            return refuse(
+                p,
+                "no_evidence",
+                format!(
+                    "{} on {} cites evidence {missing:?} the diagnosis does not carry",
+                    p.kind, p.target
+                ),
+            );
+        }
+        if let Err(reason) = params_valid(p) {
+            return refuse(p, "invalid_params", reason);
+        }
+        let kind_mode = if is_mutating(p.kind) {
+            if let Err((code, reason)) = policy_allows(p, &target, policy, history, now) {
+                return refuse(p, code, reason);
+            }
+            policy.mode_of(p.kind)
+        } else {
+            ActionMode::Auto
+        };
+        if strictness(kind_mode) > strictness(mode) {
+            mode = kind_mode;
+        }
+        let (effect, saving) = projected(p);
+        actions.push(PlannedAction {
+            record: record_of(p, kind_mode),
+            reason: format!(
+                "{} on {} allowed by {runbook_name}; evidence {}; {}",
+                p.kind,
+                p.target,
+                p.evidence_ids.join(", "),
+                if is_mutating(p.kind) {
+                    format!(
+                        "policy passed (namespace, memory ceiling {}, replica floor {}, cooldown, rate, blast radius); mode {}",
+                        policy.memory_ceiling,
+                        policy.replica_floor,
+                        mode_name(kind_mode)
+                    )
+                } else {
+                    "changes nothing in the cluster".into()
+                }
+            ),
+            projected_effect: effect,
+            projected_saving_usd: saving,
+        });
+    }
+    for a in &mut actions {
+        if is_mutating(a.record.kind) {
+            a.record.mode = mode;
+        }
+    }
+    Plan::Act {
+        actions,
+        mode,
+        runbook: runbook_name,
+    }
+}
+
+pub fn mode_name(mode: ActionMode) -> &'static str {
+    match mode {
+        ActionMode::Auto => "auto",
+        ActionMode::Approve => "approve",
+        ActionMode::DryRun => "dry_run",
+    }
+}
+
+fn allowed_by_section(
+    p: &ActionProposal,
+    target: &Target,
+    spec: &SectionSpec,
+) -> Result<(), String> {
+    let Some(allowed) = spec
+        .actions
+        .iter()
+        .find(|a| a.kind == p.kind && a.target == target.kind())
+    else {
+        return Err(format!(
+            "{} on a {} is not among the section's actions",
+            p.kind,
+            target.kind()
+        ));
+    };
+    for (name, value) in &p.params {
+        let Some(rule) = allowed.params.get(name) else {
+            continue;
+        };
+        let bound = |b: &Option<serde_norway::Value>| -> Option<f64> {
+            let v: Value = serde_json::to_value(b.as_ref()?).ok()?;
+            value_number(&v)
+        };
+        let (min, max) = (bound(&rule.min), bound(&rule.max));
+        if min.is_none() && max.is_none() {
+            continue;
+        }
+        let Some(n) = value_number(value) else {
+            return Err(format!(
+                "param {name} = {value} is not a number or quantity"
+            ));
+        };
+        if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
+            return Err(format!(
+                "param {name} = {value} is outside the runbook's bounds"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn param_str<'a>(p: &'a ActionProposal, name: &str) -> Option<&'a str> {
+    p.params.get(name).and_then(Value::as_str)
+}
+
+fn param_u32(p: &ActionProposal, name: &str) -> Option<u32> {
+    p.params
+        .get(name)
+        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// A container image reference: no whitespace or control characters, bounded.
+pub fn valid_image(image: &str) -> bool {
+    !image.is_empty()
+        && image.len() <= 512
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "./:-_@".contains(c))
+}
+
+fn params_valid(p: &ActionProposal) -> Result<(), String> {
+    match p.kind {
+        ActionKind::PatchMemoryLimit => {
+            let limit = param_str(p, "memory_limit")
+                .ok_or("patch_memory_limit needs params.memory_limit")?;
+            if parse_bytes(limit).is_none_or(|b| b == 0) {
+                return Err(format!("memory_limit {limit:?} is not a memory quantity"));
+            }
+        }
+        ActionKind::RollbackImage => {
+            let image = param_str(p, "image").ok_or("rollback_image needs params.image")?;
+            if !valid_image(image) {
+                return Err(format!("image {image:?} is not a valid image reference"));
+            }
+        }
+        ActionKind::ScaleInferenceService => {
+            param_u32(p, "replicas").ok_or("scale_inference_service needs params.replicas")?;
+        }
+        ActionKind::ApplyResourceQuota => {
+            param_u32(p, "pods")
+                .filter(|n| *n >= 1)
+                .ok_or("apply_resource_quota needs params.pods >= 1")?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn policy_allows(
+    p: &ActionProposal,
+    target: &Target,
+    policy: &PolicyConfig,
+    history: &History,
+    now: DateTime<Utc>,
+) -> Result<(), (&'static str, String)> {
+    let ns = match target {
+        Target::Application { .. } => None,
+        other => other.namespace(),
+    };
+    if let Some(ns) = ns {
+        if policy.denied_namespaces.iter().any(|d| d == ns) {
+            return Err((
+                "namespace_denied",
+                format!("namespace {ns} is denied by policy"),
+            ));
+        }
+        if !policy.allowed_namespaces.is_empty()
+            && !policy.allowed_namespaces.iter().any(|a| a == ns)
+        {
+            return Err((
+                "namespace_not_allowed",
+                format!(
+                    "namespace {ns} is not in the allow-list ({})",
+                    policy.allowed_namespaces.join(", ")
+                ),
+            ));
+        }
+    }
+    match p.kind {
+        ActionKind::PatchMemoryLimit => {
+            let limit = param_str(p, "memory_limit")
+                .and_then(parse_bytes)
+                .unwrap_or(0);
+            let ceiling = parse_bytes(&policy.memory_ceiling).unwrap_or(u64::MAX);
+            if limit > ceiling {
+                return Err((
+                    "memory_ceiling",
+                    format!(
+                        "memory limit {} is above the policy ceiling {}",
+                        param_str(p, "memory_limit").unwrap_or("?"),
+                        policy.memory_ceiling
+                    ),
+                ));
+            }
+        }
+        ActionKind::ScaleInferenceService => {
+            let replicas = param_u32(p, "replicas").unwrap_or(0);
+            if replicas < policy.replica_floor {
+                return Err((
+                    "replica_floor",
+                    format!(
+                        "{replicas} replicas is below the policy floor of {}",
+                        policy.replica_floor
+                    ),
+                ));
+            }
+            if let Some(current) = param_u32(p, "previous_replicas").filter(|c| *c > 0)
+                && replicas < current
+            {
+                let share = f64::from(current - replicas) / f64::from(current);
+                if share > policy.max_replica_reduction + 1e-9 {
+                    return Err((
+                        "blast_radius",
+                        format!(
+                            "scaling {current} → {replicas} takes away {:.0}% of the replicas; the policy allows {:.0}%",
+                            share * 100.0,
+                            policy.max_replica_reduction * 100.0
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    if history.in_flight >= policy.max_concurrent_actions {
+        return Err((
+            "max_concurrent_actions",
+            format!(
+                "{} incidents are already executing or verifying (limit {})",
+                history.in_flight, policy.max_concurrent_actions
+            ),
+        ));
+    }
+    let cooldown = chrono::Duration::from_std(policy.cooldown).unwrap_or(chrono::Duration::MAX);
+    if let Some((at, _)) = history
+        .recent
+        .iter()
+        .filter(|(_, t)| *t == p.target)
+        .max_by_key(|(at, _)| *at)
+        && now - *at < cooldown
+    {
+        return Err((
+            "cooldown",
+            format!(
+                "{} was acted on at {} by another incident; cooldown {}",
+                p.target,
+                at.to_rfc3339(),
+                humantime_serde::re::humantime::format_duration(policy.cooldown)
+            ),
+        ));
+    }
+    let window =
+        chrono::Duration::from_std(policy.rate_limit.window).unwrap_or(chrono::Duration::MAX);
+    let recent: Vec<&(DateTime<Utc>, String)> = history
+        .recent
+        .iter()
+        .filter(|(at, _)| now - *at < window)
+        .collect();
+    if recent.len() >= policy.rate_limit.global as usize {
+        return Err((
+            "rate_limit",
+            format!(
+                "{} cluster-changing actions in the last {} (global limit {})",
+                recent.len(),
+                humantime_serde::re::humantime::format_duration(policy.rate_limit.window),
+                policy.rate_limit.global
+            ),
+        ));
+    }
+    if let Some(ns) = target.namespace() {
+        let in_ns = recent
+            .iter()
+            .filter(|(_, t)| {
+                Target::parse(t)
+                    .ok()
+                    .and_then(|t| t.namespace().map(str::to_owned))
+                    .as_deref()
+                    == Some(ns)
+            })
+            .count();
+        if in_ns >= policy.rate_limit.per_namespace as usize {
+            return Err((
+                "rate_limit_namespace",
+                format!(
+                    "{in_ns} cluster-changing actions in namespace {ns} in the last {} (limit {})",
+                    humantime_serde::re::humantime::format_duration(policy.rate_limit.window),
+                    policy.rate_limit.per_namespace
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn projected(p: &ActionProposal) -> (String, Option<f64>) {
+    let s = |n: &str| param_str(p, n).unwrap_or("unknown").to_owned();
+    match p.kind {
+        ActionKind::PatchMemoryLimit => (
+            format!(
+                "{}: memory limit of kserve-container {} → {} (requests unchanged); predictor pods roll",
+                p.target,
+                s("previous_memory_limit"),
+                s("memory_limit")
+            ),
+            None,
+        ),
+        ActionKind::RestartInferenceService => (
+            format!("{}: rolling restart of the predictor pods", p.target),
+            None,
+        ),
+        ActionKind::ScaleInferenceService => (
+            format!(
+                "{}: {} → {} replicas",
+                p.target,
+                param_u32(p, "previous_replicas").map_or("?".into(), |n| n.to_string()),
+                param_u32(p, "replicas").map_or("?".into(), |n| n.to_string())
+            ),
+            None,
+        ),
+        ActionKind::RollbackImage => (
+            format!(
+                "{}: image {} → {}",
+                p.target,
+                s("failing_image"),
+                s("image")
+            ),
+            None,
+        ),
+        ActionKind::ApplyResourceQuota => (
+            format!(
+                "{}: ResourceQuota opsmesh-cost-guard (pods ≤ {}) and LimitRange opsmesh-default-limits",
+                p.target,
+                param_u32(p, "pods").map_or("?".into(), |n| n.to_string())
+            ),
+            p.params.get("projected_saving_usd").and_then(value_number),
+        ),
+        ActionKind::ArgocdSync => (format!("{}: sync the live state to git", p.target), None),
+        ActionKind::SuggestPolicyFix => (
+            format!(
+                "{}: the fix is handed to the developer; nothing changes",
+                p.target
+            ),
+            None,
+        ),
+        ActionKind::Escalate => (format!("{}: humans are notified", p.target), None),
+    }
+}
