@@ -24,6 +24,15 @@ if [[ ! -x "$OPSMESH_TANSU" ]]; then
 fi
 "$OPSMESH_TANSU" --version >/dev/null
 
+step "tools for the console and MCP-client tests (Chromium, playwright-core, Python mcp)"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+if ! command -v chromium >/dev/null 2>&1; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null
+fi
+(cd services/reporter/tests/console && { [ -d node_modules ] || npm ci --no-audit --no-fund --silent; })
+[ -x "$CACHE/venv/bin/python" ] || python3 -m venv "$CACHE/venv"
+"$CACHE/venv/bin/python" -c "import mcp" 2>/dev/null || "$CACHE/venv/bin/pip" install --quiet mcp==2.3.0
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

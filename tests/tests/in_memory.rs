@@ -58,7 +58,17 @@ async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
         || async { incident_complete(&hec, &incident).then_some(()) },
     )
     .await;
-    assert_eq!(hec.incident(&incident).len(), 3);
+    let types = hec.sourcetypes(&incident);
+    let count = |t: &str| types.iter().filter(|have| *have == t).count();
+    assert_eq!(
+        (count("opsmesh:alert"), count("opsmesh:diagnosis")),
+        (1, 1),
+        "{types:?}"
+    );
+    assert!(
+        count("opsmesh:remediation") >= 1,
+        "the remediator's ledger: {types:?}"
+    );
 
     stop.cancel();
     running.await.unwrap().expect("clean shutdown");
@@ -89,9 +99,27 @@ fn the_demo_plays_its_incidents_and_exits_cleanly() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(
-        events.len(),
-        9,
-        "alert, diagnosis and decision for each of 3 incidents"
-    );
+    // Per incident: the alert, its diagnosis and the remediator's ledger records.
+    let mut per_incident: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for event in &events {
+        per_incident
+            .entry(
+                event["fields"]["incident_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default()
+            .push(event["sourcetype"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(per_incident.len(), 3, "{per_incident:?}");
+    for (incident, types) in &per_incident {
+        let count = |t: &str| types.iter().filter(|have| *have == t).count();
+        assert_eq!(
+            (count("opsmesh:alert"), count("opsmesh:diagnosis")),
+            (1, 1),
+            "{incident}: {types:?}"
+        );
+        assert!(count("opsmesh:remediation") >= 1, "{incident}: {types:?}");
+    }
 }

@@ -69,6 +69,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::audit::AuditCommand,
     },
+    /// Serve the MCP tools (incidents, runbooks, audit chain, approvals) over stdio.
+    ///
+    /// Reads the incident timeline from the bus (bus.kafka.brokers) in a consumer group of
+    /// its own. approve_action / reject_action need OPSMESH_MCP_TOKEN, a token of
+    /// reporter.mcp.tokens_file / tokens_env, whose name is recorded as the approver.
+    Mcp,
     /// Manage Kafka topics from the contract's topic table.
     Topics {
         #[command(subcommand)]
@@ -89,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Run { services } => commands::run::run(config, &services),
         Command::Tail(args) => commands::tail::run(config, args),
         Command::Topics { command } => commands::topics::run(config, command),
+        Command::Mcp => commands::mcp::run(config),
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),
         Command::Audit { command } => commands::audit::run(config, command),

@@ -439,7 +439,10 @@ async fn redelivered_duplicates_reach_splunk_once() {
     );
     assert_eq!(
         reporter
-            .metric("opsmesh_bus_consumed_total", &[("outcome", "duplicate")])
+            .metric(
+                "opsmesh_bus_consumed_total",
+                &[("group", GROUP), ("outcome", "duplicate")]
+            )
             .await,
         2.0
     );

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod hec;
+pub mod incident;
+pub mod receivers;
 
 use std::{
     collections::HashSet,
@@ -25,6 +27,7 @@ use opsmesh_runtime::{
     launcher,
 };
 
+#[allow(unused_imports)]
 pub use hec::{HecServer, Mode};
 
 /// The reporter's consumer group with the default prefix.
@@ -116,6 +119,16 @@ impl RunningReporter {
     /// Builds it with `launcher::build` (as `opsmesh-reporter` does) on `bus`, configured
     /// for `hec` plus `extra` `OPSMESH__…` variables.
     pub async fn start(bus: &MemoryBus, hec: &HecServer, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_file(bus, hec, None, extra).await
+    }
+
+    /// As [`RunningReporter::start`], with a TOML configuration file under the variables.
+    pub async fn start_with_file(
+        bus: &MemoryBus,
+        hec: &HecServer,
+        file: Option<&std::path::Path>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut env: Vec<(String, String)> = vec![
             ("OPSMESH__BUS__KIND".into(), "memory".into()),
             ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
@@ -129,7 +142,7 @@ impl RunningReporter {
             ));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let tree = ConfigTree::load_with_env(None, env).expect("configuration");
+        let tree = ConfigTree::load_with_env(file, env).expect("configuration");
         let settings = tree.settings().expect("settings");
         let app = launcher::build(
             &tree,

@@ -1,0 +1,101 @@
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use opsmesh_runtime::{ConfigError, Validate};
+
+/// `[reporter.console]`: the operator console (`/console`) and the incident API (`/api`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve `/console` and `/api`. Needs at least one way to authenticate.
+    pub enabled: bool,
+    /// Operators: `name:token` lines (a mounted Secret; re-read when it changes). The name is
+    /// the identity recorded on approvals.
+    pub users_file: Option<PathBuf>,
+    /// Environment variable holding `name:token,name:token`.
+    pub users_env: Option<String>,
+    /// Header an authenticating proxy sets to the signed-in user (e.g. `X-Forwarded-User`,
+    /// `X-Auth-Request-Email`). Only set it when every request reaches the reporter through
+    /// that proxy (see `trusted_proxies`).
+    pub trusted_user_header: Option<String>,
+    /// Peers allowed to set `trusted_user_header`; empty: any peer (the proxy is the only
+    /// way in, e.g. a sidecar on loopback or a NetworkPolicy).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Lifetime of a console session after signing in with a token.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// 32+ bytes signing session and CSRF tokens. Set it (the same file on every replica)
+    /// when several replicas serve the console; unset: random per process.
+    pub session_key_file: Option<PathBuf>,
+    /// Mark cookies `Secure` (HTTPS only). Turn off only for plain-HTTP loopback use.
+    pub cookie_secure: bool,
+    /// Origin the console is reached at (`https://opsmesh.example.com`), checked against the
+    /// `Origin` of every state-changing request; unset: the request's own scheme and host.
+    pub public_origin: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            users_file: None,
+            users_env: None,
+            trusted_user_header: None,
+            trusted_proxies: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            session_key_file: None,
+            cookie_secure: true,
+            public_origin: None,
+        }
+    }
+}
+
+impl Validate for ConsoleConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, problem: &str| ConfigError::invalid(format!("{prefix}.{key}"), problem);
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.users_file.is_none()
+            && self.users_env.is_none()
+            && self.trusted_user_header.is_none()
+        {
+            return Err(invalid(
+                "users_file",
+                "the console needs users_file, users_env or trusted_user_header",
+            ));
+        }
+        if let Some(header) = &self.trusted_user_header
+            && (header.is_empty()
+                || !header
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(invalid("trusted_user_header", "must be a header name"));
+        }
+        if self.session_ttl < Duration::from_secs(60) {
+            return Err(invalid("session_ttl", "must be at least 1m"));
+        }
+        if let Some(origin) = &self.public_origin {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin.matches('/').count() == 2;
+            if !ok {
+                return Err(invalid(
+                    "public_origin",
+                    "must be scheme://host[:port] without a path",
+                ));
+            }
+        }
+        if let Some(path) = &self.session_key_file {
+            let key = std::fs::read(path)
+                .map_err(|e| invalid("session_key_file", &format!("{}: {e}", path.display())))?;
+            if key.trim_ascii().len() < 32 {
+                return Err(invalid("session_key_file", "must hold at least 32 bytes"));
+            }
+        }
+        Ok(())
+    }
+}

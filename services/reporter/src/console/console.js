@@ -1,0 +1,52 @@
+// opsmesh console: live updates over server-sent events. The page is rendered by the server;
+// on a change to the incident shown (or any, on the list), the main element is re-fetched and
+// swapped in place.
+(function () {
+  "use strict";
+  var body = document.body;
+  var current = body.getAttribute("data-incident");
+  var live = document.getElementById("live");
+  var refreshing = false;
+  var again = false;
+
+  function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    fetch(location.pathname, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (res) { return res.ok ? res.text() : null; })
+      .then(function (text) {
+        if (text === null) return;
+        var doc = new DOMParser().parseFromString(text, "text/html");
+        var fresh = doc.getElementById("main");
+        var main = document.getElementById("main");
+        var active = document.activeElement;
+        // Do not wipe a comment the operator is typing.
+        if (fresh && main && !(active && active.name === "comment" && active.value)) {
+          main.replaceWith(fresh);
+          body.setAttribute("data-updated", String(Date.now()));
+        }
+      })
+      .catch(function () {})
+      .then(function () {
+        refreshing = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  if (!window.EventSource || !live) return;
+  var source = new EventSource("/console/events");
+  source.addEventListener("open", function () {
+    live.className = "live on";
+    body.setAttribute("data-live", "on");
+  });
+  source.addEventListener("error", function () {
+    live.className = "live off";
+    body.setAttribute("data-live", "off");
+  });
+  source.addEventListener("update", function (event) {
+    var update = {};
+    try { update = JSON.parse(event.data); } catch (e) { /* refresh anyway */ }
+    if (current && update.incident_id && update.incident_id !== current) return;
+    refresh();
+  });
+})();

@@ -1,0 +1,729 @@
+//! The operator console (server-rendered HTML, a little vanilla JS for live updates over
+//! server-sent events) and the incident API.
+//!
+//! Authentication: a signed session cookie after signing in with a named token
+//! (`users_file` / `users_env`), `Authorization: Bearer <token>` (API clients), or the user
+//! header of an authenticating proxy (`trusted_user_header`). State-changing requests made
+//! with ambient credentials (cookie, proxy) must carry the CSRF token bound to the user and
+//! session, and an `Origin` (or `Referer`) equal to the console's origin.
+
+mod config;
+mod html;
+mod session;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use actix_web::{
+    HttpRequest, HttpResponse,
+    cookie::{Cookie, SameSite, time::Duration as CookieDuration},
+    http::{StatusCode, header},
+    web,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use opsmesh_proto::approval::ApprovalDecision;
+use opsmesh_runtime::{ConfigError, Publisher, problem::Problem};
+
+pub use config::ConsoleConfig;
+pub use html::url_encode;
+use session::{CSRF_COOKIE, Keys, SESSION_COOKIE, random_nonce};
+
+use crate::{
+    approvals::{self, DecideError},
+    auth::{TokenSet, bearer},
+    timeline::IncidentStore,
+};
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Signed session cookie; the nonce binds its CSRF token.
+    Session { nonce: String },
+    /// Authenticating proxy header; the nonce is the `opsmesh_csrf` cookie's (if any).
+    Proxy { nonce: Option<String> },
+    /// `Authorization: Bearer` — not ambient, needs no CSRF token.
+    Bearer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    pub via: Via,
+}
+
+/// The console's shared state (one per process, shared by every HTTP worker).
+pub struct Console {
+    config: ConsoleConfig,
+    users: Option<TokenSet>,
+    keys: Keys,
+    store: Arc<IncidentStore>,
+    publisher: Publisher,
+    /// Ends live streams when the application stops, so the HTTP server drains in time.
+    shutdown: CancellationToken,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Console {
+    pub fn new(
+        config: &ConsoleConfig,
+        store: Arc<IncidentStore>,
+        publisher: Publisher,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ConfigError> {
+        let users = if config.users_file.is_some() || config.users_env.is_some() {
+            Some(TokenSet::load(
+                config.users_file.as_ref(),
+                config.users_env.as_deref(),
+                "reporter.console.users",
+            )?)
+        } else {
+            None
+        };
+        let keys = match &config.session_key_file {
+            Some(path) => Keys::new(
+                std::fs::read(path)
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            "reporter.console.session_key_file",
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                    .trim_ascii()
+                    .to_vec(),
+            ),
+            None => Keys::random(),
+        };
+        if config.trusted_user_header.is_some() && config.trusted_proxies.is_empty() {
+            tracing::warn!(
+                "reporter.console.trusted_user_header is trusted from any peer: make sure only the authenticating proxy can reach the reporter"
+            );
+        }
+        Ok(Self {
+            config: config.clone(),
+            users,
+            keys,
+            store,
+            publisher,
+            shutdown,
+        })
+    }
+
+    pub fn routes(self: &Arc<Self>, config: &mut web::ServiceConfig) {
+        config
+            .app_data(web::Data::from(self.clone()))
+            .route("/api/incidents", web::get().to(api_list))
+            .route("/api/incidents/{id}", web::get().to(api_detail))
+            .route("/api/approvals", web::get().to(api_pending))
+            .route("/api/incidents/{id}/approvals", web::post().to(api_decide))
+            .route("/console", web::get().to(console_root))
+            .route("/console/", web::get().to(console_root))
+            .route("/console/login", web::get().to(login_page))
+            .route("/console/login", web::post().to(login))
+            .route("/console/logout", web::post().to(logout))
+            .route("/console/incidents", web::get().to(incidents_page))
+            .route("/console/incidents/{id}", web::get().to(incident_page))
+            .route(
+                "/console/incidents/{id}/decision",
+                web::post().to(decision_form),
+            )
+            .route("/console/events", web::get().to(events))
+            .route("/console/static/console.js", web::get().to(script))
+            .route("/console/static/console.css", web::get().to(stylesheet))
+            .route("/console/static/favicon.svg", web::get().to(favicon))
+            .route("/favicon.ico", web::get().to(favicon));
+    }
+
+    /// Who is asking, if anyone we trust.
+    pub fn authenticate(&self, req: &HttpRequest) -> Option<Identity> {
+        if let Some(header_name) = &self.config.trusted_user_header
+            && let Some(value) = req.headers().get(header_name.as_str())
+        {
+            let peer_ok = self.config.trusted_proxies.is_empty()
+                || req
+                    .peer_addr()
+                    .is_some_and(|p| self.config.trusted_proxies.contains(&p.ip()));
+            let user = value.to_str().ok().map(str::trim).unwrap_or_default();
+            if peer_ok && !user.is_empty() && user.len() <= 256 {
+                return Some(Identity {
+                    user: user.to_owned(),
+                    via: Via::Proxy {
+                        nonce: req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned()),
+                    },
+                });
+            }
+        }
+        if let Some(users) = &self.users {
+            let authorization = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if let Some(token) = bearer(authorization) {
+                return users.identify(token).map(|user| Identity {
+                    user,
+                    via: Via::Bearer,
+                });
+            }
+            if let Some(cookie) = req.cookie(SESSION_COOKIE)
+                && let Some(session) = self.keys.open(cookie.value(), unix_now())
+            {
+                return Some(Identity {
+                    user: session.user,
+                    via: Via::Session {
+                        nonce: session.nonce,
+                    },
+                });
+            }
+        }
+        None
+    }
+
+    fn csrf_token(&self, identity: &Identity) -> Option<String> {
+        match &identity.via {
+            Via::Session { nonce } | Via::Proxy { nonce: Some(nonce) } => {
+                Some(self.keys.csrf_token(&identity.user, nonce))
+            }
+            Via::Proxy { nonce: None } | Via::Bearer => None,
+        }
+    }
+
+    /// The origin state-changing requests must come from.
+    fn origin(&self, req: &HttpRequest) -> String {
+        match &self.config.public_origin {
+            Some(origin) => origin.clone(),
+            None => {
+                let info = req.connection_info();
+                format!("{}://{}", info.scheme(), info.host())
+            }
+        }
+    }
+
+    /// CSRF defence for requests with ambient credentials: same origin, and the token.
+    fn check_csrf(
+        &self,
+        req: &HttpRequest,
+        identity: &Identity,
+        token: Option<&str>,
+    ) -> Result<(), Problem> {
+        let nonce = match &identity.via {
+            Via::Bearer => return Ok(()),
+            Via::Session { nonce } => Some(nonce),
+            Via::Proxy { nonce } => nonce.as_ref(),
+        };
+        self.check_origin(req)?;
+        let ok = nonce
+            .zip(token)
+            .is_some_and(|(nonce, token)| self.keys.csrf_ok(&identity.user, nonce, token));
+        if ok {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "csrf",
+                "Missing or invalid CSRF token",
+                "reload the page and submit again",
+            ))
+        }
+    }
+
+    fn check_origin(&self, req: &HttpRequest) -> Result<(), Problem> {
+        let expected = self.origin(req);
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok());
+        let same = match (origin, referer) {
+            (Some(origin), _) => origin == expected,
+            (None, Some(referer)) => {
+                referer == expected || referer.starts_with(&format!("{expected}/"))
+            }
+            (None, None) => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(forbidden(
+                "cross-origin",
+                "Cross-origin request refused",
+                format!(
+                    "state-changing requests must come from {expected} (Origin {}, Referer {})",
+                    origin.unwrap_or("absent"),
+                    referer.unwrap_or("absent")
+                ),
+            ))
+        }
+    }
+
+    fn cookie<'c>(&self, name: &'c str, value: String, max_age: Duration) -> Cookie<'c> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.config.cookie_secure)
+            .same_site(SameSite::Lax)
+            .max_age(CookieDuration::seconds(max_age.as_secs() as i64))
+            .finish()
+    }
+}
+
+fn forbidden(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, slug, title, detail)
+}
+
+fn unauthorized() -> HttpResponse {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Authentication required",
+        "send Authorization: Bearer <token>, or sign in at /console/login",
+    )
+    .response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"opsmesh\""),
+    );
+    response
+}
+
+/// Security headers of every console page.
+fn page(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .body(body)
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// Only local console paths are followed after signing in.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => {
+            n.to_owned()
+        }
+        _ => "/console/incidents".into(),
+    }
+}
+
+/// The page's identity, or a redirect to sign in.
+fn html_identity(console: &Console, req: &HttpRequest) -> Result<Identity, Box<HttpResponse>> {
+    console.authenticate(req).ok_or_else(|| {
+        let next = req
+            .uri()
+            .path_and_query()
+            .map_or("/console", |p| p.as_str());
+        Box::new(see_other(&format!(
+            "/console/login?next={}",
+            html::url_encode(next)
+        )))
+    })
+}
+
+/// Renders a page for `identity`, issuing the proxy-mode CSRF cookie when it is missing.
+fn render(
+    console: &Console,
+    identity: &Identity,
+    status: StatusCode,
+    build: impl FnOnce(&html::Chrome) -> String,
+) -> HttpResponse {
+    let mut identity = identity.clone();
+    let mut new_cookie = None;
+    if let Via::Proxy { nonce: None } = identity.via {
+        let nonce = random_nonce();
+        new_cookie = Some(console.cookie(CSRF_COOKIE, nonce.clone(), console.config.session_ttl));
+        identity.via = Via::Proxy { nonce: Some(nonce) };
+    }
+    let chrome = html::Chrome {
+        user: identity.user.clone(),
+        csrf: console.csrf_token(&identity).unwrap_or_default(),
+        can_sign_out: matches!(identity.via, Via::Session { .. }),
+    };
+    let mut response = page(status, build(&chrome));
+    if let Some(cookie) = new_cookie {
+        let _ = response.add_cookie(&cookie);
+    }
+    response
+}
+
+async fn console_root() -> HttpResponse {
+    see_other("/console/incidents")
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+async fn login_page(console: web::Data<Console>, query: web::Query<NextQuery>) -> HttpResponse {
+    let next = safe_next(query.next.as_deref());
+    page(
+        StatusCode::OK,
+        html::login(
+            &next,
+            query.error.is_some(),
+            console.users.is_some(),
+            console.config.trusted_user_header.as_deref(),
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+async fn login(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
+    if let Err(problem) = console.check_origin(&req) {
+        return problem.response();
+    }
+    let next = safe_next(form.next.as_deref());
+    let Some(user) = console
+        .users
+        .as_ref()
+        .and_then(|u| u.identify(form.token.trim()))
+    else {
+        tracing::warn!(peer = ?req.peer_addr(), "console sign-in refused");
+        return see_other(&format!(
+            "/console/login?error=1&next={}",
+            html::url_encode(&next)
+        ));
+    };
+    let ttl = console.config.session_ttl;
+    let sealed = console.keys.seal(&user, unix_now() + ttl.as_secs());
+    tracing::info!(%user, "console sign-in");
+    let mut response = see_other(&next);
+    let _ = response.add_cookie(&console.cookie(SESSION_COOKIE, sealed, ttl));
+    response
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn logout(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    form: web::Form<CsrfForm>,
+) -> HttpResponse {
+    if let Some(identity) = console.authenticate(&req)
+        && let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref())
+    {
+        return problem.response();
+    }
+    let mut response = see_other("/console/login");
+    let mut gone = console.cookie(SESSION_COOKIE, String::new(), Duration::ZERO);
+    gone.make_removal();
+    let _ = response.add_cookie(&gone);
+    response
+}
+
+async fn incidents_page(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
+    let identity = match html_identity(&console, &req) {
+        Ok(identity) => identity,
+        Err(redirect) => return *redirect,
+    };
+    let incidents = console.store.list();
+    let pending = console.store.pending_approvals();
+    render(&console, &identity, StatusCode::OK, |chrome| {
+        html::incidents(chrome, &incidents, &pending)
+    })
+}
+
+#[derive(Deserialize)]
+struct DecidedQuery {
+    decided: Option<String>,
+}
+
+async fn incident_page(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<DecidedQuery>,
+) -> HttpResponse {
+    let identity = match html_identity(&console, &req) {
+        Ok(identity) => identity,
+        Err(redirect) => return *redirect,
+    };
+    let id = path.into_inner();
+    match console.store.detail(&id) {
+        Some(detail) => render(&console, &identity, StatusCode::OK, |chrome| {
+            html::incident(chrome, &detail, query.decided.as_deref())
+        }),
+        None => render(&console, &identity, StatusCode::NOT_FOUND, |chrome| {
+            html::message(
+                chrome,
+                "Incident not found",
+                &format!(
+                    "No incident {id:?} is in this reporter's timeline (it may have been forgotten: reporter.timeline.max_incidents)."
+                ),
+            )
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    csrf: Option<String>,
+    idempotency_key: String,
+    decision: String,
+    comment: Option<String>,
+}
+
+fn parse_decision(text: &str) -> Option<ApprovalDecision> {
+    match text {
+        "approve" => Some(ApprovalDecision::Approve),
+        "reject" => Some(ApprovalDecision::Reject),
+        _ => None,
+    }
+}
+
+fn decide_problem(err: &DecideError) -> Problem {
+    let (status, slug) = match err {
+        DecideError::UnknownIncident(_) => (StatusCode::NOT_FOUND, "unknown-incident"),
+        DecideError::NothingPending(_)
+        | DecideError::WrongAction { .. }
+        | DecideError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "not-awaiting-approval"),
+        DecideError::CommentTooLong => (StatusCode::UNPROCESSABLE_ENTITY, "comment-too-long"),
+        DecideError::Publish(_) => (StatusCode::SERVICE_UNAVAILABLE, "bus-unavailable"),
+    };
+    let problem = Problem::new(status, slug, "Decision not recorded", err.to_string());
+    match err {
+        DecideError::Publish(_) => problem.retry_after(5),
+        DecideError::CommentTooLong => problem.at("/comment"),
+        DecideError::WrongAction { .. } => problem.at("/idempotency_key"),
+        _ => problem,
+    }
+}
+
+async fn decision_form(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<DecisionForm>,
+) -> HttpResponse {
+    let Some(identity) = console.authenticate(&req) else {
+        return unauthorized();
+    };
+    if let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref()) {
+        return problem.response();
+    }
+    let id = path.into_inner();
+    let Some(decision) = parse_decision(&form.decision) else {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-decision",
+            "Invalid decision",
+            "decision must be approve or reject",
+        )
+        .at("/decision")
+        .response();
+    };
+    match approvals::decide(
+        &console.store,
+        &console.publisher,
+        &id,
+        Some(&form.idempotency_key),
+        decision,
+        &identity.user,
+        form.comment.clone(),
+    )
+    .await
+    {
+        Ok(_) => see_other(&format!(
+            "/console/incidents/{}?decided={}",
+            html::url_encode(&id),
+            form.decision
+        )),
+        Err(err) => {
+            let problem = decide_problem(&err);
+            let status =
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            render(&console, &identity, status, |chrome| {
+                html::message(chrome, "Decision not recorded", &err.to_string())
+            })
+        }
+    }
+}
+
+/// Server-sent events: one `update` event per change to any incident, a comment every 15 s.
+async fn events(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
+    if console.authenticate(&req).is_none() {
+        return unauthorized();
+    }
+    let updates = tokio_stream_from(console.store.subscribe());
+    let stop = console.shutdown.clone();
+    let heartbeat = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        Some((web::Bytes::from_static(b": keep-alive\n\n"), ()))
+    });
+    let hello = futures::stream::once(async { web::Bytes::from_static(b"retry: 3000\n\n") });
+    let body = hello
+        .chain(futures::stream::select(updates, heartbeat))
+        .take_until(async move { stop.cancelled_owned().await })
+        .map(Ok::<_, std::convert::Infallible>);
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}
+
+fn tokio_stream_from(
+    receiver: tokio::sync::broadcast::Receiver<crate::timeline::Update>,
+) -> impl futures::Stream<Item = web::Bytes> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        match receiver.recv().await {
+            Ok(update) => {
+                let data = serde_json::to_string(&update).unwrap_or_default();
+                Some((
+                    web::Bytes::from(format!("event: update\ndata: {data}\n\n")),
+                    receiver,
+                ))
+            }
+            // A slow client missed updates: tell it to refresh whatever it shows.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((
+                web::Bytes::from_static(b"event: update\ndata: {\"incident_id\":null}\n\n"),
+                receiver,
+            )),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(html::SCRIPT)
+}
+
+async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "max-age=86400"))
+        .body(html::FAVICON)
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(html::STYLE)
+}
+
+// ---- JSON API ------------------------------------------------------------------------------
+
+async fn api_list(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
+    if console.authenticate(&req).is_none() {
+        return unauthorized();
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "incidents": console.store.list() }))
+}
+
+async fn api_detail(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if console.authenticate(&req).is_none() {
+        return unauthorized();
+    }
+    let id = path.into_inner();
+    match console.store.detail(&id) {
+        Some(detail) => HttpResponse::Ok().json(detail),
+        None => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-incident",
+            "Incident not found",
+            format!("no incident {id:?} in this reporter's timeline"),
+        )
+        .response(),
+    }
+}
+
+async fn api_pending(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
+    if console.authenticate(&req).is_none() {
+        return unauthorized();
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "pending": console.store.pending_approvals() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiDecision {
+    decision: ApprovalDecision,
+    idempotency_key: Option<String>,
+    comment: Option<String>,
+}
+
+/// `POST /api/incidents/{id}/approvals` `{"decision": "approve"|"reject", "idempotency_key"?,
+/// "comment"?}`; cookie-authenticated callers also send `X-CSRF-Token`.
+async fn api_decide(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(identity) = console.authenticate(&req) else {
+        return unauthorized();
+    };
+    let token = req
+        .headers()
+        .get("X-CSRF-Token")
+        .and_then(|v| v.to_str().ok());
+    if let Err(problem) = console.check_csrf(&req, &identity, token) {
+        return problem.response();
+    }
+    let request: ApiDecision = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(err) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed request",
+                err.to_string(),
+            )
+            .response();
+        }
+    };
+    let id = path.into_inner();
+    match approvals::decide(
+        &console.store,
+        &console.publisher,
+        &id,
+        request.idempotency_key.as_deref(),
+        request.decision,
+        &identity.user,
+        request.comment,
+    )
+    .await
+    {
+        Ok((envelope, _)) => HttpResponse::Accepted().json(envelope),
+        Err(err) => decide_problem(&err).response(),
+    }
+}

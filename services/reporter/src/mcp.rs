@@ -1,0 +1,511 @@
+//! MCP server for AI assistants (rmcp): the incident timeline, runbook search, audit-chain
+//! verification, and approving or rejecting a pending action.
+//!
+//! Transports: streamable HTTP at `/mcp` on the reporter's own HTTP server (rmcp's
+//! `StreamableHttpService` is a tower service; [`http_routes`] bridges actix requests to it,
+//! stateless and with JSON responses, so any replica answers any request), and stdio
+//! (`opsmesh mcp`).
+//!
+//! Authorisation: over HTTP every request carries `Authorization: Bearer <token>` from
+//! `[reporter.mcp]` tokens (reading may be opened with `allow_anonymous_read`); approving and
+//! rejecting always need a token, whose name is recorded as the approver. Over stdio the
+//! token comes from the `OPSMESH_MCP_TOKEN` environment variable.
+
+use std::{path::PathBuf, sync::Arc};
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use rmcp::{
+    ErrorData, ServerHandler,
+    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    model::{
+        CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
+    },
+    tool, tool_handler, tool_router,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
+    },
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use opsmesh_proto::approval::ApprovalDecision;
+use opsmesh_runtime::{ConfigError, Publisher, Validate, problem::Problem};
+
+use crate::{
+    approvals,
+    auth::{TokenSet, bearer},
+    runbooks,
+    timeline::IncidentStore,
+};
+
+/// `[reporter.mcp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Serve `/mcp` (streamable HTTP).
+    pub enabled: bool,
+    /// `name:token` lines (a mounted Secret, re-read when it changes).
+    pub tokens_file: Option<PathBuf>,
+    /// Environment variable holding `name:token,name:token`.
+    pub tokens_env: Option<String>,
+    /// Let requests without a token list and read incidents (never approve).
+    pub allow_anonymous_read: bool,
+    /// `Host` values accepted (DNS-rebinding protection); add the name clients use.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            tokens_file: None,
+            tokens_env: None,
+            allow_anonymous_read: false,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+impl Validate for McpConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.tokens_file.is_none() && self.tokens_env.is_none() && !self.allow_anonymous_read {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.tokens_file"),
+                "the MCP server needs tokens_file or tokens_env (or allow_anonymous_read)",
+            ));
+        }
+        if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.allowed_hosts"),
+                "must not contain empty names",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The authenticated caller of an HTTP request, put in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<String>);
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListIncidentsArgs {
+    /// Only incidents in this status (`awaiting_approval`, `resolved`, `escalated`, …).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// At most this many (default 50), most recently updated first.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct IncidentArgs {
+    /// Incident id (as listed by list_incidents).
+    pub incident_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchArgs {
+    /// Words to search the runbooks for.
+    pub query: String,
+    /// At most this many sections (default 5).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DecideArgs {
+    /// Incident whose pending action is decided.
+    pub incident_id: String,
+    /// Idempotency key of the pending action (see get_incident → pending_approval); checked
+    /// against the action actually pending when given.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Why (recorded with the decision).
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// The MCP server over the incident store.
+#[derive(Clone)]
+pub struct McpServer {
+    store: Arc<IncidentStore>,
+    publisher: Publisher,
+    /// Identity of the stdio user (from `OPSMESH_MCP_TOKEN`); HTTP callers carry theirs.
+    stdio_identity: Option<String>,
+    tool_router: ToolRouter<Self>,
+}
+
+fn json_result(value: &impl serde::Serialize) -> Result<CallToolResult, ErrorData> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+fn tool_error(text: impl Into<String>) -> Result<CallToolResult, ErrorData> {
+    Ok(CallToolResult::error(vec![ContentBlock::text(text.into())]))
+}
+
+#[tool_router]
+impl McpServer {
+    pub fn new(
+        store: Arc<IncidentStore>,
+        publisher: Publisher,
+        stdio_identity: Option<String>,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            stdio_identity,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "List incidents, most recently updated first: id, status, root cause, summary, target, severity, time to outcome, whether an action awaits approval, audit-chain status."
+    )]
+    async fn list_incidents(
+        &self,
+        Parameters(args): Parameters<ListIncidentsArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = args.limit.unwrap_or(50).clamp(1, 500);
+        let incidents: Vec<_> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|i| args.status.as_ref().is_none_or(|s| &i.status == s))
+            .take(limit)
+            .collect();
+        json_result(&serde_json::json!({ "incidents": incidents }))
+    }
+
+    #[tool(
+        description = "One incident's whole reasoning chain: alerts, evidence with the SPL that produced it, diagnosis, runbook section, decision, actions (audit ledger), verification, pending approval, audit-chain status and the timeline."
+    )]
+    async fn get_incident(
+        &self,
+        Parameters(args): Parameters<IncidentArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        match self.store.detail(&args.incident_id) {
+            Some(detail) => json_result(&detail),
+            None => tool_error(format!("no incident {:?}", args.incident_id)),
+        }
+    }
+
+    #[tool(
+        description = "Full-text (BM25) search over the runbooks' sections; returns runbook id, version, section heading, score and text."
+    )]
+    async fn search_runbooks(
+        &self,
+        Parameters(args): Parameters<SearchArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let hits = runbooks::search(&args.query, args.limit.unwrap_or(5).clamp(1, 50));
+        json_result(&serde_json::json!({ "results": hits }))
+    }
+
+    #[tool(
+        description = "Verify an incident's hash-chained audit ledger (every remediation record linked to the previous by SHA-256 over canonical JSON): status intact, broken or empty, with the problems found."
+    )]
+    async fn verify_audit_chain(
+        &self,
+        Parameters(args): Parameters<IncidentArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        match self.store.detail(&args.incident_id) {
+            Some(detail) => json_result(&detail.audit_chain),
+            None => tool_error(format!("no incident {:?}", args.incident_id)),
+        }
+    }
+
+    #[tool(
+        description = "Approve the action awaiting approval on an incident (publishes to opsmesh.approvals.v1; the remediator then executes it). Needs a bearer token; its holder is recorded as the approver."
+    )]
+    async fn approve_action(
+        &self,
+        extensions: Extensions,
+        Parameters(args): Parameters<DecideArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.decide(&extensions, args, ApprovalDecision::Approve)
+            .await
+    }
+
+    #[tool(
+        description = "Reject the action awaiting approval on an incident (publishes to opsmesh.approvals.v1). Needs a bearer token; its holder is recorded as the approver."
+    )]
+    async fn reject_action(
+        &self,
+        extensions: Extensions,
+        Parameters(args): Parameters<DecideArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.decide(&extensions, args, ApprovalDecision::Reject)
+            .await
+    }
+}
+
+impl McpServer {
+    async fn decide(
+        &self,
+        extensions: &Extensions,
+        args: DecideArgs,
+        decision: ApprovalDecision,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = match extensions.get::<http::request::Parts>() {
+            Some(parts) => parts.extensions.get::<Caller>().and_then(|c| c.0.clone()),
+            None => self.stdio_identity.clone(),
+        };
+        let Some(approver) = caller else {
+            return tool_error(
+                "not authorised: approving or rejecting needs a bearer token (HTTP Authorization header, or OPSMESH_MCP_TOKEN for stdio)",
+            );
+        };
+        match approvals::decide(
+            &self.store,
+            &self.publisher,
+            &args.incident_id,
+            args.idempotency_key.as_deref(),
+            decision,
+            &format!("mcp:{approver}"),
+            args.comment,
+        )
+        .await
+        {
+            Ok((envelope, pending)) => json_result(&serde_json::json!({
+                "published": true,
+                "topic": opsmesh_proto::topics::APPROVALS,
+                "envelope_id": envelope.id,
+                "incident_id": args.incident_id,
+                "idempotency_key": pending.idempotency_key,
+                "action": pending.kind,
+                "target": pending.target,
+                "decision": envelope.payload.decision,
+                "approver": envelope.payload.approver,
+            })),
+            Err(err) => tool_error(err.to_string()),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("opsmesh", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "opsmesh incidents: Splunk alerts diagnosed with cited evidence (SPL), runbook sections, governed remediations with a hash-chained audit ledger. Use list_incidents, get_incident, search_runbooks, verify_audit_chain; approve_action / reject_action decide a pending action.",
+            )
+    }
+}
+
+/// `/mcp` on the reporter's HTTP server.
+pub struct McpHttp {
+    service: StreamableHttpService<McpServer, NeverSessionManager>,
+    tokens: Option<TokenSet>,
+    allow_anonymous_read: bool,
+}
+
+impl McpHttp {
+    pub fn new(
+        config: &McpConfig,
+        server: McpServer,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ConfigError> {
+        let tokens = if config.tokens_file.is_some() || config.tokens_env.is_some() {
+            Some(TokenSet::load(
+                config.tokens_file.as_ref(),
+                config.tokens_env.as_deref(),
+                "reporter.mcp.tokens",
+            )?)
+        } else {
+            None
+        };
+        let http_config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(false)
+            .with_json_response(true)
+            .with_sse_keep_alive(None)
+            .with_allowed_hosts(config.allowed_hosts.clone())
+            .with_cancellation_token(shutdown);
+        let service = StreamableHttpService::new(
+            move || Ok(server.clone()),
+            Arc::new(NeverSessionManager::default()),
+            http_config,
+        );
+        Ok(Self {
+            service,
+            tokens,
+            allow_anonymous_read: config.allow_anonymous_read,
+        })
+    }
+
+    pub fn routes(self: &Arc<Self>, config: &mut web::ServiceConfig) {
+        config
+            .app_data(web::Data::from(self.clone()))
+            .route("/mcp", web::route().to(mcp_endpoint));
+    }
+}
+
+fn unauthorized(detail: &str) -> HttpResponse {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "Authentication required",
+        detail,
+    )
+    .response();
+    response.headers_mut().insert(
+        actix_web::http::header::WWW_AUTHENTICATE,
+        actix_web::http::header::HeaderValue::from_static("Bearer realm=\"opsmesh-mcp\""),
+    );
+    response
+}
+
+/// Bridges one actix request to rmcp's tower service (actix-web speaks `http` 0.2, rmcp 1.x).
+async fn mcp_endpoint(mcp: web::Data<McpHttp>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match (bearer(authorization), &mcp.tokens) {
+        (Some(token), Some(tokens)) => match tokens.identify(token) {
+            Some(name) => Some(name),
+            None => return unauthorized("the bearer token is not valid"),
+        },
+        (Some(_), None) => return unauthorized("this server has no tokens configured"),
+        (None, _) if mcp.allow_anonymous_read => None,
+        (None, _) => return unauthorized("send Authorization: Bearer <token>"),
+    };
+    let mut builder = http::Request::builder()
+        .method(req.method().as_str())
+        .uri(req.uri().to_string());
+    for (name, value) in req.headers() {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    let mut request = match builder.body(http_body_util::Full::new(body)) {
+        Ok(request) => request,
+        Err(err) => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Malformed request",
+                err.to_string(),
+            )
+            .response();
+        }
+    };
+    request.extensions_mut().insert(Caller(caller));
+    let response = mcp.service.handle(request).await;
+    let (parts, body) = response.into_parts();
+    let mut out = HttpResponse::build(
+        StatusCode::from_u16(parts.status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (name, value) in &parts.headers {
+        out.append_header((name.as_str(), value.as_bytes()));
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(|never| match never {}));
+    out.streaming::<_, std::convert::Infallible>(stream)
+}
+
+/// Serves the tools over stdin/stdout until the client closes them or `shutdown`.
+pub async fn serve_stdio(
+    server: McpServer,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use rmcp::ServiceExt;
+    let running = server
+        .serve_with_ct(rmcp::transport::stdio(), shutdown)
+        .await?;
+    running.waiting().await?;
+    Ok(())
+}
+
+/// The identity the stdio server acts as: the holder of `token` among `tokens`.
+pub fn stdio_identity(config: &McpConfig, token: Option<&str>) -> Result<Option<String>, String> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    if config.tokens_file.is_none() && config.tokens_env.is_none() {
+        return Err("OPSMESH_MCP_TOKEN is set but reporter.mcp has no tokens_file/tokens_env to check it against".into());
+    }
+    let tokens = TokenSet::load(
+        config.tokens_file.as_ref(),
+        config.tokens_env.as_deref(),
+        "reporter.mcp.tokens",
+    )
+    .map_err(|e| e.to_string())?;
+    tokens
+        .identify(token)
+        .map(Some)
+        .ok_or_else(|| "OPSMESH_MCP_TOKEN is not a valid reporter.mcp token".into())
+}
+
+/// The parts of `[reporter]` the stdio server reads (`hec`, `console` and `notify` are
+/// ignored, so one configuration file serves both).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StdioConfig {
+    pub timeline: crate::timeline::TimelineConfig,
+    pub mcp: McpConfig,
+}
+
+impl Validate for StdioConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        self.timeline.validate(&format!("{prefix}.timeline"))?;
+        let mcp = McpConfig {
+            // Over stdio the process owner is the client; tokens only name approvers.
+            enabled: false,
+            ..self.mcp.clone()
+        };
+        mcp.validate(&format!("{prefix}.mcp"))
+    }
+}
+
+/// `opsmesh mcp`: builds the incident timeline from the bus (a consumer group of its own)
+/// and serves the MCP tools on stdin/stdout until the client disconnects or `shutdown`.
+/// Approving needs `token` (the `OPSMESH_MCP_TOKEN` environment variable), checked against
+/// `reporter.mcp.tokens_file` / `tokens_env`.
+pub async fn run_stdio(
+    tree: &opsmesh_runtime::ConfigTree,
+    token: Option<&str>,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let settings = tree.settings()?;
+    let config: StdioConfig = tree.section("reporter")?;
+    let identity = stdio_identity(&config.mcp, token)?;
+    let bus = opsmesh_runtime::bus::connect(&settings.bus, "opsmesh-mcp")?;
+    if settings.bus.create_topics {
+        bus.ensure_topics(&opsmesh_proto::topics::all_topic_names())
+            .await?;
+    }
+    let ctx = opsmesh_runtime::Context::new(settings, bus);
+    let store = Arc::new(IncidentStore::new(&config.timeline));
+    let feed = crate::timeline::TimelineFeed::new(
+        store.clone(),
+        &format!("mcp-{}", config.timeline.effective_replica_id()),
+    );
+    let stop_feed = shutdown.child_token();
+    let feed_task = {
+        let ctx = ctx.clone();
+        let stop = stop_feed.clone();
+        tokio::spawn(async move { feed.run(&ctx, stop).await })
+    };
+    tracing::info!(approver = ?identity, "MCP server on stdio");
+    let served = serve_stdio(
+        McpServer::new(store, ctx.publisher.clone(), identity),
+        shutdown.clone(),
+    )
+    .await;
+    stop_feed.cancel();
+    match feed_task.await {
+        Ok(Err(err)) => tracing::warn!(error = %err, "timeline consumer stopped with an error"),
+        Err(err) => tracing::warn!(error = %err, "timeline consumer panicked"),
+        Ok(Ok(())) => {}
+    }
+    ctx.bus().flush(std::time::Duration::from_secs(5)).await?;
+    served
+}

@@ -1,0 +1,85 @@
+use serde::Deserialize;
+
+use opsmesh_runtime::{ConfigError, Validate};
+
+/// `[reporter.timeline]`: the in-memory incident read model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimelineConfig {
+    /// Incidents kept; the least recently updated one is forgotten first.
+    pub max_incidents: usize,
+    /// Messages kept per incident (alerts of a storm beyond it are counted, not kept).
+    pub max_events_per_incident: usize,
+    /// Names this replica's consumer group (`<group_prefix>reporter-timeline-<replica_id>`).
+    /// Unset: host name, process id and a random suffix, so every start reads the topics'
+    /// whole retention again (the model lives in memory).
+    pub replica_id: Option<String>,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        Self {
+            max_incidents: 1000,
+            max_events_per_incident: 500,
+            replica_id: None,
+        }
+    }
+}
+
+impl Validate for TimelineConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.max_incidents == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_incidents"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_events_per_incident < 4 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_events_per_incident"),
+                "must be at least 4",
+            ));
+        }
+        if let Some(id) = &self.replica_id
+            && (id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.replica_id"),
+                "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TimelineConfig {
+    /// The replica id to use: configured, or unique to this process.
+    pub fn effective_replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "reporter".into());
+            let host: String = host
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!(
+                "{host}-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            )
+        })
+    }
+}

@@ -1,0 +1,16 @@
+//! The incident read model: every alert, diagnosis, remediation and approval joined into one
+//! timeline per incident, kept in memory and bounded. Each reporter replica feeds its own copy
+//! from a consumer group of its own (it needs every partition, not a share of them).
+
+mod config;
+mod feed;
+mod store;
+mod view;
+
+pub use config::TimelineConfig;
+pub use feed::TimelineFeed;
+pub use store::{IncidentStore, Update};
+pub use view::{
+    AuditChain, ChainStatus, IncidentDetail, IncidentSummary, PendingApproval, TimelineEntry,
+    verify_chain,
+};

@@ -1,0 +1,294 @@
+//! The in-memory store behind the timeline, the console and the MCP tools.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::RwLock,
+};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use opsmesh_proto::{
+    Envelope, alert::Alert, approval::Approval, diagnosis::Diagnosis, remediation::Remediation,
+    topics,
+};
+
+use super::{
+    TimelineConfig,
+    view::{Incident, IncidentDetail, IncidentSummary, PendingApproval},
+};
+
+/// A change to one incident, for live views (server-sent events).
+#[derive(Debug, Clone, Serialize)]
+pub struct Update {
+    pub incident_id: String,
+    /// `alert`, `diagnosis`, `remediation` or `approval`.
+    pub kind: &'static str,
+    pub status: String,
+}
+
+/// Every incident's timeline, bounded by `max_incidents` (least recently updated forgotten
+/// first) and `max_events_per_incident` (the oldest alerts of a storm but the first are
+/// dropped and counted).
+pub struct IncidentStore {
+    config: TimelineConfig,
+    inner: RwLock<Inner>,
+    updates: broadcast::Sender<Update>,
+}
+
+#[derive(Default)]
+struct Inner {
+    incidents: HashMap<String, Incident>,
+    /// Alert envelope id → the incident it belongs to (placed, or claimed by a diagnosis).
+    alert_owner: HashMap<Uuid, String>,
+    tick: u64,
+    evicted: u64,
+}
+
+impl IncidentStore {
+    pub fn new(config: &TimelineConfig) -> Self {
+        Self {
+            config: config.clone(),
+            inner: RwLock::new(Inner::default()),
+            updates: broadcast::channel(1024).0,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.updates.subscribe()
+    }
+
+    /// Applies one message of any topic; messages of other topics and undecodable ones are
+    /// ignored (the HEC writer dead-letters poison; this read model only reads). Returns
+    /// whether the message changed the model.
+    pub fn apply_message(&self, topic: &str, payload: &[u8]) -> bool {
+        let result = match topic {
+            topics::ALERTS => Envelope::<Alert>::from_slice(payload).map(|e| self.apply_alert(e)),
+            topics::DIAGNOSES => {
+                Envelope::<Diagnosis>::from_slice(payload).map(|e| self.apply_diagnosis(e))
+            }
+            topics::REMEDIATIONS => {
+                Envelope::<Remediation>::from_slice(payload).map(|e| self.apply_remediation(e))
+            }
+            topics::APPROVALS => {
+                Envelope::<Approval>::from_slice(payload).map(|e| self.apply_approval(e))
+            }
+            _ => return false,
+        };
+        match result {
+            Ok(changed) => changed,
+            Err(err) => {
+                tracing::debug!(%topic, error = %err, "timeline ignores an undecodable message");
+                false
+            }
+        }
+    }
+
+    pub fn apply_alert(&self, envelope: Envelope<Alert>) -> bool {
+        let mut inner = self.write();
+        let id = inner
+            .alert_owner
+            .get(&envelope.id)
+            .cloned()
+            .or_else(|| envelope.incident_id.clone())
+            .unwrap_or_else(|| envelope.payload.fingerprint.clone());
+        let alert_id = envelope.id;
+        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+            incident.add_alert(envelope)
+        });
+        if changed {
+            inner.alert_owner.insert(alert_id, id.clone());
+            self.notify(&inner, &id, "alert");
+        }
+        changed
+    }
+
+    pub fn apply_diagnosis(&self, envelope: Envelope<Diagnosis>) -> bool {
+        let Some(id) = envelope.incident_id.clone() else {
+            return false;
+        };
+        let mut inner = self.write();
+        // Alerts the diagnosis coalesced belong to its incident, wherever they landed first
+        // (a reopened incident's alerts carry the fingerprint, not `<fingerprint>-<n>`).
+        let mut moved = Vec::new();
+        for alert_id in &envelope.payload.alert_ids {
+            if let Some(owner) = inner.alert_owner.get(alert_id).cloned()
+                && owner != id
+                && let Some(previous) = inner.incidents.get_mut(&owner)
+                && let Some(alert) = previous.take_alert(*alert_id)
+            {
+                if previous.is_empty() {
+                    inner.incidents.remove(&owner);
+                }
+                moved.push(alert);
+            }
+            inner.alert_owner.insert(*alert_id, id.clone());
+        }
+        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+            let mut changed = false;
+            for alert in moved {
+                changed |= incident.add_alert(alert);
+            }
+            incident.add_diagnosis(envelope) || changed
+        });
+        if changed {
+            self.notify(&inner, &id, "diagnosis");
+        }
+        changed
+    }
+
+    pub fn apply_remediation(&self, envelope: Envelope<Remediation>) -> bool {
+        let Some(id) = envelope.incident_id.clone() else {
+            return false;
+        };
+        let mut inner = self.write();
+        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+            incident.add_remediation(envelope)
+        });
+        if changed {
+            self.notify(&inner, &id, "remediation");
+        }
+        changed
+    }
+
+    pub fn apply_approval(&self, envelope: Envelope<Approval>) -> bool {
+        let Some(id) = envelope.incident_id.clone() else {
+            return false;
+        };
+        let mut inner = self.write();
+        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+            incident.add_approval(envelope)
+        });
+        if changed {
+            self.notify(&inner, &id, "approval");
+        }
+        changed
+    }
+
+    /// Every incident, most recently updated first.
+    pub fn list(&self) -> Vec<IncidentSummary> {
+        let inner = self.read();
+        let mut list: Vec<(u64, IncidentSummary)> = inner
+            .incidents
+            .values()
+            .map(|i| (i.tick, i.summary()))
+            .collect();
+        list.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+        list.into_iter().map(|(_, s)| s).collect()
+    }
+
+    pub fn detail(&self, id: &str) -> Option<IncidentDetail> {
+        self.read().incidents.get(id).map(Incident::detail)
+    }
+
+    pub fn summary(&self, id: &str) -> Option<IncidentSummary> {
+        self.read().incidents.get(id).map(Incident::summary)
+    }
+
+    /// Actions awaiting a human decision that none was recorded for yet, oldest first.
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        let inner = self.read();
+        let mut pending: Vec<PendingApproval> = inner
+            .incidents
+            .values()
+            .filter_map(Incident::pending_approval)
+            .filter(|p| p.decided.is_none())
+            .collect();
+        pending.sort_by_key(|p| p.requested_at);
+        pending
+    }
+
+    /// The pending approval of one incident (decided or not), if its latest record asks one.
+    pub fn pending_approval(&self, id: &str) -> Option<PendingApproval> {
+        self.read()
+            .incidents
+            .get(id)
+            .and_then(Incident::pending_approval)
+    }
+
+    /// The diagnosis with this envelope id and its incident's summary (notifications).
+    pub fn diagnosis(&self, diagnosis_id: Uuid) -> Option<(Envelope<Diagnosis>, IncidentSummary)> {
+        let inner = self.read();
+        inner.incidents.values().find_map(|incident| {
+            incident
+                .diagnoses
+                .iter()
+                .find(|d| d.id == diagnosis_id)
+                .map(|d| (d.clone(), incident.summary()))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().incidents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Incidents forgotten to stay within `max_incidents`.
+    pub fn evicted(&self) -> u64 {
+        self.read().evicted
+    }
+
+    fn with_incident(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        cluster: String,
+        apply: impl FnOnce(&mut Incident) -> bool,
+    ) -> bool {
+        inner.tick += 1;
+        let tick = inner.tick;
+        if !inner.incidents.contains_key(id) {
+            while inner.incidents.len() >= self.config.max_incidents {
+                let Some(oldest) = inner
+                    .incidents
+                    .values()
+                    .min_by_key(|i| i.tick)
+                    .map(|i| i.id.clone())
+                else {
+                    break;
+                };
+                inner.incidents.remove(&oldest);
+                inner.alert_owner.retain(|_, owner| *owner != oldest);
+                inner.evicted += 1;
+            }
+            inner.incidents.insert(
+                id.to_owned(),
+                Incident::new(id, &cluster, self.config.max_events_per_incident),
+            );
+        }
+        let incident = inner.incidents.get_mut(id).expect("inserted above");
+        let changed = apply(incident);
+        if changed {
+            incident.tick = tick;
+        } else if incident.is_empty() {
+            inner.incidents.remove(id);
+        }
+        changed
+    }
+
+    fn notify(&self, inner: &Inner, id: &str, kind: &'static str) {
+        if let Some(incident) = inner.incidents.get(id) {
+            // No receivers is fine: nobody is watching.
+            let _ = self.updates.send(Update {
+                incident_id: id.to_owned(),
+                kind,
+                status: incident.status(),
+            });
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ids already applied, per incident (redeliveries change nothing).
+pub(super) type Seen = HashSet<Uuid>;

@@ -1,0 +1,581 @@
+//! One incident's state and the views computed from it (list row, detail page, pending
+//! approval, audit-chain verification).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use opsmesh_proto::{
+    ActionKind, Envelope, IncidentState, RootCause, Severity,
+    alert::Alert,
+    approval::{Approval, ApprovalDecision},
+    diagnosis::{Diagnosis, Evidence, RunbookRef},
+    ledger::GENESIS,
+    remediation::{ActionRecord, Remediation, Verification},
+};
+
+use super::store::Seen;
+use crate::runbooks::{self, SectionText};
+
+pub(super) struct Incident {
+    pub id: String,
+    pub cluster: String,
+    pub alerts: Vec<Envelope<Alert>>,
+    /// Alerts received, including those dropped to stay within the bound.
+    pub alert_count: u64,
+    pub diagnoses: Vec<Envelope<Diagnosis>>,
+    /// Ordered by ledger position.
+    pub remediations: Vec<Envelope<Remediation>>,
+    pub approvals: Vec<Envelope<Approval>>,
+    pub seen: Seen,
+    pub tick: u64,
+    max_events: usize,
+}
+
+/// A row of `GET /api/incidents`.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentSummary {
+    pub id: String,
+    pub cluster: String,
+    /// `received` (alerts only), `diagnosed`, or the remediator's latest state
+    /// (`awaiting_approval`, `resolved`, `escalated`, …).
+    pub status: String,
+    pub root_cause: Option<RootCause>,
+    pub summary: Option<String>,
+    pub target: Option<String>,
+    pub severity: Option<Severity>,
+    pub alert_names: Vec<String>,
+    pub alert_count: u64,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// When the first outcome (resolved, escalated, advised, refused, rolled back, dry run,
+    /// no action) was recorded.
+    pub outcome_at: Option<DateTime<Utc>>,
+    pub time_to_outcome_seconds: Option<f64>,
+    pub awaiting_approval: bool,
+    pub audit_chain: ChainStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainStatus {
+    /// No remediation records yet.
+    Empty,
+    /// Every record links to the previous one and carries its own hash.
+    Intact,
+    /// A record was edited, removed, inserted or reordered (or is still missing).
+    Broken,
+}
+
+/// Verification of an incident's audit chain with the proto ledger functions.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditChain {
+    pub status: ChainStatus,
+    pub records: usize,
+    pub head_hash: Option<String>,
+    pub problems: Vec<String>,
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub topic: &'static str,
+    pub envelope_id: Uuid,
+    pub source: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub id: Uuid,
+    pub name: String,
+    pub severity: Severity,
+    pub status: String,
+    pub source: String,
+    pub sid: Option<String>,
+    pub results_link: Option<String>,
+    pub entity: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub seq: u64,
+    pub state: IncidentState,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    pub action: Option<ActionRecord>,
+    pub projected_effect: Option<String>,
+    pub projected_saving_usd: Option<f64>,
+    pub verification: Option<Verification>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalView {
+    pub id: Uuid,
+    pub idempotency_key: String,
+    pub decision: ApprovalDecision,
+    pub approver: String,
+    pub comment: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An action waiting for a human.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingApproval {
+    pub incident_id: String,
+    pub cluster: String,
+    pub idempotency_key: String,
+    pub kind: ActionKind,
+    pub target: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub reason: String,
+    pub projected_effect: Option<String>,
+    pub root_cause: Option<RootCause>,
+    pub summary: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    /// The decision already submitted for this action, if any (the remediator has not moved
+    /// on yet).
+    pub decided: Option<ApprovalView>,
+}
+
+/// `GET /api/incidents/{id}`: the whole reasoning chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
+    pub alerts: Vec<AlertView>,
+    pub diagnosis_id: Option<Uuid>,
+    pub confidence: Option<f64>,
+    pub explanation: Option<String>,
+    /// Every piece of evidence, with its SPL (or telemetry reference) and what came back.
+    pub evidence: Vec<Evidence>,
+    pub runbook: Option<RunbookRef>,
+    /// The runbook section's text, from the runbooks built into this reporter.
+    pub runbook_section: Option<SectionText>,
+    pub recommended_actions: Vec<opsmesh_proto::diagnosis::ActionProposal>,
+    pub developer_fix: Option<String>,
+    /// The remediator's latest decision.
+    pub decision: Option<DecisionView>,
+    /// Every remediation record, in ledger order.
+    pub actions: Vec<DecisionView>,
+    /// The latest verification result.
+    pub verification: Option<Verification>,
+    pub pending_approval: Option<PendingApproval>,
+    pub approvals: Vec<ApprovalView>,
+    pub audit_chain: AuditChain,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+fn is_outcome(state: IncidentState) -> bool {
+    matches!(
+        state,
+        IncidentState::Resolved
+            | IncidentState::RolledBack
+            | IncidentState::Escalated
+            | IncidentState::Refused
+            | IncidentState::Advised
+            | IncidentState::DryRun
+            | IncidentState::NoAction
+    )
+}
+
+impl Incident {
+    pub fn new(id: &str, cluster: &str, max_events: usize) -> Self {
+        Self {
+            id: id.to_owned(),
+            cluster: cluster.to_owned(),
+            alerts: Vec::new(),
+            alert_count: 0,
+            diagnoses: Vec::new(),
+            remediations: Vec::new(),
+            approvals: Vec::new(),
+            seen: Seen::new(),
+            tick: 0,
+            max_events,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+            && self.diagnoses.is_empty()
+            && self.remediations.is_empty()
+            && self.approvals.is_empty()
+    }
+
+    fn events(&self) -> usize {
+        self.alerts.len() + self.diagnoses.len() + self.remediations.len() + self.approvals.len()
+    }
+
+    pub fn add_alert(&mut self, alert: Envelope<Alert>) -> bool {
+        if !self.seen.insert(alert.id) {
+            return false;
+        }
+        self.alert_count += 1;
+        self.alerts.push(alert);
+        self.alerts.sort_by_key(|a| a.payload.received_at);
+        // A storm: keep the first alert and the most recent ones.
+        while self.events() > self.max_events && self.alerts.len() > 1 {
+            self.alerts.remove(1);
+        }
+        true
+    }
+
+    pub fn take_alert(&mut self, id: Uuid) -> Option<Envelope<Alert>> {
+        let index = self.alerts.iter().position(|a| a.id == id)?;
+        self.seen.remove(&id);
+        self.alert_count = self.alert_count.saturating_sub(1);
+        Some(self.alerts.remove(index))
+    }
+
+    pub fn add_diagnosis(&mut self, diagnosis: Envelope<Diagnosis>) -> bool {
+        if !self.seen.insert(diagnosis.id) {
+            return false;
+        }
+        if self.cluster.is_empty() {
+            self.cluster = diagnosis.cluster.clone();
+        }
+        self.diagnoses.push(diagnosis);
+        self.diagnoses.sort_by_key(|d| d.occurred_at);
+        true
+    }
+
+    pub fn add_remediation(&mut self, record: Envelope<Remediation>) -> bool {
+        if !self.seen.insert(record.id) {
+            return false;
+        }
+        self.remediations.push(record);
+        self.remediations
+            .sort_by_key(|r| (r.payload.ledger.seq, r.occurred_at));
+        true
+    }
+
+    pub fn add_approval(&mut self, approval: Envelope<Approval>) -> bool {
+        if !self.seen.insert(approval.id) {
+            return false;
+        }
+        self.approvals.push(approval);
+        self.approvals.sort_by_key(|a| a.occurred_at);
+        true
+    }
+
+    fn latest_diagnosis(&self) -> Option<&Envelope<Diagnosis>> {
+        self.diagnoses.last()
+    }
+
+    fn latest_record(&self) -> Option<&Envelope<Remediation>> {
+        self.remediations.last()
+    }
+
+    pub fn status(&self) -> String {
+        match (self.latest_record(), self.latest_diagnosis()) {
+            (Some(record), _) => record.payload.state.to_string(),
+            (None, Some(_)) => "diagnosed".into(),
+            (None, None) => "received".into(),
+        }
+    }
+
+    fn opened_at(&self) -> Option<DateTime<Utc>> {
+        let alerts = self.alerts.iter().map(|a| a.payload.received_at);
+        let others = self
+            .diagnoses
+            .iter()
+            .map(|d| d.occurred_at)
+            .chain(self.remediations.iter().map(|r| r.occurred_at));
+        alerts.min().or_else(|| others.min())
+    }
+
+    fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.alerts
+            .iter()
+            .map(|a| a.occurred_at)
+            .chain(self.diagnoses.iter().map(|d| d.occurred_at))
+            .chain(self.remediations.iter().map(|r| r.occurred_at))
+            .chain(self.approvals.iter().map(|a| a.occurred_at))
+            .max()
+    }
+
+    pub fn summary(&self) -> IncidentSummary {
+        let diagnosis = self.latest_diagnosis();
+        let opened_at = self.opened_at();
+        let outcome_at = self
+            .remediations
+            .iter()
+            .find(|r| is_outcome(r.payload.state))
+            .map(|r| r.occurred_at);
+        let mut alert_names: Vec<String> =
+            self.alerts.iter().map(|a| a.payload.name.clone()).collect();
+        alert_names.dedup();
+        IncidentSummary {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            status: self.status(),
+            root_cause: diagnosis.map(|d| d.payload.root_cause),
+            summary: diagnosis.map(|d| d.payload.summary.clone()),
+            target: diagnosis
+                .and_then(|d| d.payload.target.clone())
+                .or_else(|| self.alerts.first().and_then(|a| a.payload.entity.target())),
+            severity: self.alerts.iter().map(|a| a.payload.severity).max(),
+            alert_names,
+            alert_count: self.alert_count,
+            opened_at,
+            updated_at: self.updated_at(),
+            outcome_at,
+            time_to_outcome_seconds: match (opened_at, outcome_at) {
+                (Some(open), Some(out)) => {
+                    Some(((out - open).num_milliseconds().max(0) as f64) / 1000.0)
+                }
+                _ => None,
+            },
+            awaiting_approval: self.pending_approval().is_some_and(|p| p.decided.is_none()),
+            audit_chain: verify_chain(self.remediations.iter().map(|r| &r.payload)).status,
+        }
+    }
+
+    pub fn pending_approval(&self) -> Option<PendingApproval> {
+        let record = self.latest_record()?;
+        if record.payload.state != IncidentState::AwaitingApproval {
+            return None;
+        }
+        let action = record.payload.action.as_ref()?;
+        let diagnosis = self
+            .diagnoses
+            .iter()
+            .find(|d| d.id == record.payload.diagnosis_id)
+            .or_else(|| self.latest_diagnosis());
+        Some(PendingApproval {
+            incident_id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            idempotency_key: action.idempotency_key.clone(),
+            kind: action.kind,
+            target: action.target.clone(),
+            params: action.params.clone(),
+            reason: record.payload.reason.clone(),
+            projected_effect: record.payload.projected_effect.clone(),
+            root_cause: diagnosis.map(|d| d.payload.root_cause),
+            summary: diagnosis.map(|d| d.payload.summary.clone()),
+            requested_at: record.occurred_at,
+            decided: self
+                .approvals
+                .iter()
+                .filter(|a| {
+                    a.payload.idempotency_key == action.idempotency_key
+                        && a.occurred_at >= record.occurred_at
+                })
+                .map(approval_view)
+                .next(),
+        })
+    }
+
+    pub fn detail(&self) -> IncidentDetail {
+        let diagnosis = self.latest_diagnosis();
+        let actions: Vec<DecisionView> = self.remediations.iter().map(decision_view).collect();
+        let runbook = diagnosis.and_then(|d| d.payload.runbook.clone());
+        IncidentDetail {
+            summary: self.summary(),
+            alerts: self.alerts.iter().map(alert_view).collect(),
+            diagnosis_id: diagnosis.map(|d| d.id),
+            confidence: diagnosis.map(|d| d.payload.confidence),
+            explanation: diagnosis.map(|d| d.payload.explanation.clone()),
+            evidence: diagnosis
+                .map(|d| d.payload.evidence.clone())
+                .unwrap_or_default(),
+            runbook_section: runbook.as_ref().and_then(runbooks::section),
+            runbook,
+            recommended_actions: diagnosis
+                .map(|d| d.payload.recommended_actions.clone())
+                .unwrap_or_default(),
+            developer_fix: diagnosis.and_then(|d| d.payload.developer_fix.clone()),
+            decision: actions.last().cloned(),
+            verification: self
+                .remediations
+                .iter()
+                .rev()
+                .find_map(|r| r.payload.verification.clone()),
+            actions,
+            pending_approval: self.pending_approval(),
+            approvals: self.approvals.iter().map(approval_view).collect(),
+            audit_chain: verify_chain(self.remediations.iter().map(|r| &r.payload)),
+            timeline: self.timeline(),
+        }
+    }
+
+    fn timeline(&self) -> Vec<TimelineEntry> {
+        let mut entries = Vec::with_capacity(self.events());
+        for a in &self.alerts {
+            entries.push(TimelineEntry {
+                at: a.payload.received_at,
+                topic: opsmesh_proto::topics::ALERTS,
+                envelope_id: a.id,
+                source: a.source.clone(),
+                text: format!(
+                    "alert {:?} ({}, {}) from {}",
+                    a.payload.name,
+                    a.payload.severity,
+                    match a.payload.status {
+                        opsmesh_proto::alert::AlertStatus::Firing => "firing",
+                        opsmesh_proto::alert::AlertStatus::Resolved => "resolved",
+                    },
+                    a.payload.source
+                ),
+            });
+        }
+        for d in &self.diagnoses {
+            entries.push(TimelineEntry {
+                at: d.occurred_at,
+                topic: opsmesh_proto::topics::DIAGNOSES,
+                envelope_id: d.id,
+                source: d.source.clone(),
+                text: format!(
+                    "diagnosis: {} ({:.0}% confidence, {} evidence): {}",
+                    d.payload.root_cause,
+                    d.payload.confidence * 100.0,
+                    d.payload.evidence.len(),
+                    d.payload.summary
+                ),
+            });
+        }
+        for r in &self.remediations {
+            let action = r
+                .payload
+                .action
+                .as_ref()
+                .map(|a| format!(" [{} {}]", a.kind, a.target))
+                .unwrap_or_default();
+            entries.push(TimelineEntry {
+                at: r.occurred_at,
+                topic: opsmesh_proto::topics::REMEDIATIONS,
+                envelope_id: r.id,
+                source: r.source.clone(),
+                text: format!(
+                    "#{} {}{action}: {}",
+                    r.payload.ledger.seq, r.payload.state, r.payload.reason
+                ),
+            });
+        }
+        for a in &self.approvals {
+            let decision = match a.payload.decision {
+                ApprovalDecision::Approve => "approved",
+                ApprovalDecision::Reject => "rejected",
+            };
+            entries.push(TimelineEntry {
+                at: a.occurred_at,
+                topic: opsmesh_proto::topics::APPROVALS,
+                envelope_id: a.id,
+                source: a.source.clone(),
+                text: format!(
+                    "{} {decision} {}{}",
+                    a.payload.approver,
+                    a.payload.idempotency_key,
+                    a.payload
+                        .comment
+                        .as_ref()
+                        .map(|c| format!(": {c}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        entries.sort_by_key(|e| e.at);
+        entries
+    }
+}
+
+fn alert_view(a: &Envelope<Alert>) -> AlertView {
+    AlertView {
+        id: a.id,
+        name: a.payload.name.clone(),
+        severity: a.payload.severity,
+        status: match a.payload.status {
+            opsmesh_proto::alert::AlertStatus::Firing => "firing".into(),
+            opsmesh_proto::alert::AlertStatus::Resolved => "resolved".into(),
+        },
+        source: a.payload.source.clone(),
+        sid: a.payload.sid.clone(),
+        results_link: a.payload.results_link.clone(),
+        entity: a.payload.entity.target(),
+        received_at: a.payload.received_at,
+        rows: a.payload.rows.len(),
+    }
+}
+
+fn decision_view(r: &Envelope<Remediation>) -> DecisionView {
+    DecisionView {
+        seq: r.payload.ledger.seq,
+        state: r.payload.state,
+        reason: r.payload.reason.clone(),
+        at: r.occurred_at,
+        action: r.payload.action.clone(),
+        projected_effect: r.payload.projected_effect.clone(),
+        projected_saving_usd: r.payload.projected_saving_usd,
+        verification: r.payload.verification.clone(),
+        hash: r.payload.ledger.hash.clone(),
+    }
+}
+
+fn approval_view(a: &Envelope<Approval>) -> ApprovalView {
+    ApprovalView {
+        id: a.id,
+        idempotency_key: a.payload.idempotency_key.clone(),
+        decision: a.payload.decision,
+        approver: a.payload.approver.clone(),
+        comment: a.payload.comment.clone(),
+        at: a.occurred_at,
+    }
+}
+
+/// Checks an incident's records (in ledger order): positions 0, 1, 2, … without gaps, the
+/// first linked to [`GENESIS`], each linked to the previous record's hash, and each carrying
+/// the hash [`Remediation::computed_hash`] gives.
+pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Remediation>) -> AuditChain {
+    let mut problems = Vec::new();
+    let mut count = 0;
+    let mut prev: Option<&Remediation> = None;
+    for (position, record) in records.into_iter().enumerate() {
+        count += 1;
+        let link = &record.ledger;
+        if link.seq != position as u64 {
+            problems.push(format!(
+                "record at position {position} carries seq {} (missing, duplicated or reordered record)",
+                link.seq
+            ));
+        }
+        let expected_prev = prev.map_or(GENESIS, |p| p.ledger.hash.as_str());
+        if link.prev_hash != expected_prev {
+            problems.push(format!(
+                "seq {}: prev_hash {} does not match the previous record's hash {}",
+                link.seq,
+                short(&link.prev_hash),
+                short(expected_prev)
+            ));
+        }
+        let computed = record.computed_hash();
+        if link.hash != computed {
+            problems.push(format!(
+                "seq {}: hash {} does not match its content (computed {})",
+                link.seq,
+                short(&link.hash),
+                short(&computed)
+            ));
+        }
+        prev = Some(record);
+    }
+    AuditChain {
+        status: match (count, problems.is_empty()) {
+            (0, _) => ChainStatus::Empty,
+            (_, true) => ChainStatus::Intact,
+            (_, false) => ChainStatus::Broken,
+        },
+        records: count,
+        head_hash: prev.map(|p| p.ledger.hash.clone()),
+        problems,
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}

@@ -1,0 +1,118 @@
+// Drives the opsmesh console in headless Chromium: sign in, open an incident awaiting
+// approval, check the reasoning chain, approve, and watch the page update live (server-sent
+// events) as the remediator applies the action. Prints a JSON report on stdout; exits 1 on
+// any failed expectation.
+//
+// Environment: CONSOLE_URL (http://127.0.0.1:PORT), CONSOLE_TOKEN, INCIDENT_ID,
+// SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = process.env.CONSOLE_URL;
+const token = process.env.CONSOLE_TOKEN;
+const incident = process.env.INCIDENT_ID;
+const shots = process.env.SCREENSHOT_DIR ?? mkdtempSync(join(tmpdir(), "opsmesh-console-shots-"));
+const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+if (!base || !token || !incident) {
+  console.error("CONSOLE_URL, CONSOLE_TOKEN and INCIDENT_ID are required");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+function expect(condition, message) {
+  if (!condition) throw new Error(`expectation failed: ${message}`);
+}
+
+const profile = mkdtempSync(join(tmpdir(), "opsmesh-chromium-profile-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+  ],
+});
+const report = { screenshots: [] };
+const consoleErrors = [];
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  page.setDefaultTimeout(15000);
+
+  // Not signed in: the incident link leads to the sign-in form, then back to the incident.
+  await page.goto(`${base}/console/incidents/${encodeURIComponent(incident)}`);
+  expect(page.url().includes("/console/login"), `redirected to sign in, at ${page.url()}`);
+  await page.fill("#token", token);
+  await Promise.all([page.waitForURL(`**/console/incidents/${incident}`), page.click("#sign-in")]);
+
+  // The reasoning chain.
+  await page.waitForSelector("h1 .badge[data-status=awaiting_approval]");
+  const spl = await page.textContent("pre.spl");
+  expect(spl.includes("index=opsmesh"), `evidence SPL shown: ${spl}`);
+  expect((await page.textContent("#runbook")).includes("Raise the memory limit"), "runbook section");
+  expect((await page.textContent("#audit-chain")).includes("intact"), "audit chain intact");
+  expect((await page.textContent("#root-cause")).includes("oom_killed"), "root cause");
+  await page.waitForSelector("body[data-live=on]");
+  report.user = (await page.textContent("#user")).trim();
+  const before = join(shots, "1-awaiting-approval.png");
+  await page.screenshot({ path: before, fullPage: true });
+  report.screenshots.push(before);
+
+  // Approve.
+  await page.fill("input[name=comment]", "approved from the browser test");
+  await Promise.all([page.waitForURL("**decided=approve"), page.click("#approve")]);
+  await page.waitForSelector("#notice");
+  report.notice = (await page.textContent("#notice")).trim();
+
+  // The remediator applies the action; the page follows over server-sent events, without
+  // navigating.
+  const navigations = [];
+  page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations.push(f.url()); });
+  await page.waitForSelector("h1 .badge[data-status=resolved]", { timeout: 20000 });
+  const updated = await page.getAttribute("body", "data-updated");
+  expect(updated, "the page was updated by a live event");
+  expect(navigations.length === 0, `no navigation for the update: ${navigations}`);
+  const ledgerRows = await page.$$eval("#ledger tbody tr", (rows) => rows.length);
+  expect(ledgerRows === 3, `three ledger records, got ${ledgerRows}`);
+  expect((await page.textContent("#verification")).includes("healthy"), "verification healthy");
+  expect((await page.textContent("#audit-chain")).includes("intact"), "chain still intact");
+  const timeline = await page.textContent("#timeline");
+  expect(timeline.includes("approved opsmesh") || timeline.includes(" approved "), "approval in the timeline");
+  report.final_status = await page.getAttribute("h1 .badge", "data-status");
+  const after = join(shots, "2-resolved.png");
+  await page.screenshot({ path: after, fullPage: true });
+  report.screenshots.push(after);
+
+  // The list shows the outcome and the time to it.
+  await page.goto(`${base}/console/incidents`);
+  const row = page.locator(`tr.incident-row[data-incident="${incident}"]`);
+  expect((await row.textContent()).includes("resolved"), "list shows resolved");
+  expect(await page.$$eval("#pending tr.pending-row", (r) => r.length) === 0, "nothing pending");
+  const list = join(shots, "3-incidents.png");
+  await page.screenshot({ path: list, fullPage: true });
+  report.screenshots.push(list);
+  expect(consoleErrors.length === 0, `browser console errors: ${consoleErrors.join("; ")}`);
+  report.ok = true;
+} catch (error) {
+  report.ok = false;
+  report.error = String(error);
+  try {
+    const page = context.pages()[0];
+    const failure = join(shots, "failure.png");
+    await page.screenshot({ path: failure, fullPage: true });
+    report.screenshots.push(failure);
+  } catch {}
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(report));
+process.exit(report.ok ? 0 : 1);
