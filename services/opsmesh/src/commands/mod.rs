@@ -15,24 +15,16 @@ use opsmesh_runtime::{ConfigError, ConfigTree};
 /// Name of the alert source the single-process modes configure when none is.
 pub const LOCAL_SOURCE: &str = "local";
 
-/// The single-process modes' configuration and, when they generated one, the signing secret
-/// of the `local` alert source.
-pub struct Embedded {
-    pub tree: ConfigTree,
-    pub local_secret: Option<String>,
-}
-
 /// Defaults of the single-process modes: in-memory bus, loopback HTTP, HEC to a file unless
 /// a Splunk URL is configured, and an alert source `local` with a fresh signing secret
 /// (written to a private file in the temp directory) unless sources are configured.
-pub fn embedded_tree(config: Option<&Path>) -> Result<Embedded, ConfigError> {
+pub fn embedded_tree(config: Option<&Path>) -> Result<ConfigTree, ConfigError> {
     let probe = ConfigTree::load(config)?;
     let mut defaults =
         String::from("[http]\nlisten = \"127.0.0.1:8080\"\n[bus]\nkind = \"memory\"\n");
     if !probe.contains("reporter.hec.url") {
         defaults.push_str("[reporter.hec]\nfile = \"opsmesh.hec.jsonl\"\n");
     }
-    let mut local_secret = None;
     if !probe.contains("receiver.sources") {
         let secret = uuid::Uuid::new_v4().simple().to_string();
         let path =
@@ -51,10 +43,8 @@ pub fn embedded_tree(config: Option<&Path>) -> Result<Embedded, ConfigError> {
             "[receiver.sources.{LOCAL_SOURCE}]\nsecrets_file = {:?}\n",
             path.display().to_string()
         ));
-        local_secret = Some(secret);
     }
-    let tree = ConfigTree::load_layered(Some(&defaults), config, std::env::vars())?;
-    Ok(Embedded { tree, local_secret })
+    ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
 }
 
 fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {

@@ -4,7 +4,7 @@ use opsmesh_runtime::launcher;
 
 pub fn run(config: Option<&Path>) -> ExitCode {
     match super::embedded_tree(config) {
-        Ok(embedded) => launcher::run_to_exit(embedded.tree, crate::SERVICES.to_vec(), None),
+        Ok(tree) => launcher::run_to_exit(tree, crate::SERVICES.to_vec(), None),
         Err(err) => launcher::fail(&err),
     }
 }
