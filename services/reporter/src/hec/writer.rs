@@ -10,7 +10,7 @@
 //! ```
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::VecDeque,
     future::Future,
     pin::Pin,
     sync::{
@@ -24,12 +24,12 @@ use std::{
 use futures::{StreamExt, stream::FuturesOrdered};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use opsmesh_runtime::{
     Context, Publisher, Received,
     bus::{
-        BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Subscription,
+        BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, RecentIds,
+        Subscription,
     },
     metrics::BusMetrics,
 };
@@ -791,55 +791,5 @@ impl Pipeline {
             .in_flight
             .with_label_values(&[&self.writer.group])
             .set(entries as i64);
-    }
-}
-
-/// Remembers the last `capacity` envelope ids.
-struct RecentIds {
-    capacity: usize,
-    set: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl RecentIds {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn contains(&self, id: &Uuid) -> bool {
-        self.set.contains(id)
-    }
-
-    fn insert(&mut self, id: Uuid) {
-        if self.capacity == 0 || !self.set.insert(id) {
-            return;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recent_ids_are_bounded() {
-        let mut recent = RecentIds::new(2);
-        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        for id in &ids {
-            recent.insert(*id);
-        }
-        assert!(!recent.contains(&ids[0]), "the oldest is forgotten");
-        assert!(recent.contains(&ids[1]) && recent.contains(&ids[2]));
-        assert_eq!(recent.set.len(), 2);
     }
 }

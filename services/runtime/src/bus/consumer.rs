@@ -97,15 +97,15 @@ struct EnvelopeId {
     id: Uuid,
 }
 
-/// Remembers the last `capacity` ids.
-struct RecentIds {
+/// Remembers the last `capacity` envelope ids, to drop redeliveries.
+pub struct RecentIds {
     capacity: usize,
     set: HashSet<Uuid>,
     order: VecDeque<Uuid>,
 }
 
 impl RecentIds {
-    fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
             set: HashSet::new(),
@@ -113,11 +113,11 @@ impl RecentIds {
         }
     }
 
-    fn contains(&self, id: &Uuid) -> bool {
+    pub fn contains(&self, id: &Uuid) -> bool {
         self.set.contains(id)
     }
 
-    fn insert(&mut self, id: Uuid) {
+    pub fn insert(&mut self, id: Uuid) {
         if self.capacity == 0 || !self.set.insert(id) {
             return;
         }
@@ -434,6 +434,18 @@ mod tests {
             retry_backoff_max: Duration::from_millis(2),
             ..ConsumerSettings::default()
         }
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut recent = RecentIds::new(2);
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        for id in &ids {
+            recent.insert(*id);
+        }
+        assert!(!recent.contains(&ids[0]), "the oldest is forgotten");
+        assert!(recent.contains(&ids[1]) && recent.contains(&ids[2]));
+        assert_eq!(recent.set.len(), 2);
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-pub use consumer::{ConsumerSettings, Handler, HandlerError, consume};
+pub use consumer::{ConsumerSettings, Handler, HandlerError, RecentIds, consume};
 pub use kafka::{KafkaBus, KafkaSettings};
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
