@@ -4,6 +4,7 @@
 #   scripts/bench.sh              everything
 #   scripts/bench.sh bus          bus throughput / latency (tansu Kafka and in-memory, 1 KiB)
 #   scripts/bench.sh rss          idle resident memory of each service
+#   scripts/bench.sh e2e          alert 202 -> its events accepted by HEC, p50/p99 (both buses)
 #   scripts/bench.sh receiver     receiver requests/s and p50/p99 (in-memory bus, tansu) vs
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
@@ -51,6 +52,13 @@ if [[ "$what" == all || "$what" == bus ]]; then
   need_broker
   "$bench" bus --memory --messages "$MESSAGES"
   "$bench" bus --kafka "$brokers" --messages "$MESSAGES"
+fi
+
+if [[ "$what" == all || "$what" == e2e ]]; then
+  echo "== end to end: receiver 202 -> events accepted by a HEC test server (all services in one process)"
+  need_broker
+  "$bench" e2e --memory --alerts "${BENCH_ALERTS:-200}" --rate "${BENCH_RATE:-20}"
+  "$bench" e2e --kafka "$brokers" --alerts "${BENCH_ALERTS:-200}" --rate "${BENCH_RATE:-20}"
 fi
 
 if [[ "$what" == all || "$what" == rss ]]; then

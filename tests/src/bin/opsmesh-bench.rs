@@ -21,7 +21,8 @@ use opsmesh_runtime::{
 fn usage() -> ! {
     eprintln!(
         "usage:\n  opsmesh-bench bus (--kafka BROKERS | --memory) [--messages N] [--size BYTES] [--in-flight N]\n  \
-         opsmesh-bench http --url URL --kind splunk|alertmanager [--secret S] [--concurrency C] [--seconds S] [--rate R]"
+         opsmesh-bench http --url URL --kind splunk|alertmanager [--secret S] [--concurrency C] [--seconds S] [--rate R]\n  \
+         opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R]"
     );
     std::process::exit(2)
 }
@@ -45,6 +46,7 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("bus") => bus(&args).await,
         Some("http") => http(&args).await,
+        Some("e2e") => e2e(&args).await,
         _ => usage(),
     }
 }
@@ -280,5 +282,149 @@ fn build_request(
             "generatorURL": "http://prometheus.example.com/graph"
         }])),
         _ => usage(),
+    }
+}
+
+/// The whole mesh in this process (Kafka or in-memory bus) reporting to a HEC test server:
+/// latency from the receiver's `202` to the incident's events being accepted by HEC.
+async fn e2e(args: &[String]) {
+    use opsmesh_tests::hec::HecServer;
+    let alerts: usize = num(args, "--alerts", 200);
+    let rate: f64 = num(args, "--rate", 20.0);
+    let hec = HecServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secret");
+    std::fs::write(&secrets, "bench").unwrap();
+    let mut env: Vec<(String, String)> = vec![
+        ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("OPSMESH__LOG__LEVEL".into(), "warn".into()),
+        (
+            "OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_FILE".into(),
+            secrets.display().to_string(),
+        ),
+        ("OPSMESH__REPORTER__HEC__URL".into(), hec.url().to_owned()),
+        (
+            "OPSMESH__REPORTER__HEC__TOKEN".into(),
+            HecServer::TOKEN.into(),
+        ),
+        ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT".into(), "0s".into()),
+    ];
+    let (bus, label): (Option<Arc<dyn Bus>>, String) = match arg(args, "--kafka") {
+        Some(brokers) => {
+            env.push(("OPSMESH__BUS__KAFKA__BROKERS".into(), brokers));
+            (None, "kafka (tansu)".into())
+        }
+        None if args.iter().any(|a| a == "--memory") => {
+            env.push(("OPSMESH__BUS__KIND".into(), "memory".into()));
+            (
+                Some(Arc::new(MemoryBus::new(&MemorySettings::default()))),
+                "in-memory".into(),
+            )
+        }
+        None => usage(),
+    };
+    let tree = opsmesh_runtime::ConfigTree::load_with_env(None, env).expect("configuration");
+    let settings = tree.settings().expect("settings");
+    let linger = tree.contains("reporter.hec.linger");
+    let app = opsmesh_runtime::launcher::build(&tree, settings, opsmesh::SERVICES, bus)
+        .await
+        .expect("mesh builds");
+    let base = format!("http://{}", app.local_addr());
+    let stop = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let every consumer join before timing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(alerts);
+    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    for n in 0..alerts {
+        pace.tick().await;
+        let body = serde_json::to_vec(&json!({
+            "sid": format!("scheduler__bench__e2e_at_{n}"),
+            "search_name": "KServe model error rate above 5%",
+            "result": {"model_name": format!("e2e-model-{n}"), "namespace": "ml-team-a", "error_rate": "0.31"},
+            "rows": [{"model_name": format!("e2e-model-{n}"), "namespace": "ml-team-a", "error_rate": "0.31"}]
+        }))
+        .unwrap();
+        let t = (micros_since_epoch() / 1_000_000) as i64;
+        let response = client
+            .post(format!("{base}/v1/alerts/splunk"))
+            .header("Content-Type", "application/json")
+            .header(
+                opsmesh_alert_receiver::SIGNATURE_HEADER,
+                opsmesh_alert_receiver::sign("bench", t, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("receiver answers");
+        let accepted = Instant::now();
+        let reply: serde_json::Value = response.json().await.unwrap();
+        sent.push((reply["incident_key"].as_str().unwrap().to_owned(), accepted));
+    }
+    // Poll HEC until every incident's alert, diagnosis and first decision are indexed.
+    let started = Instant::now();
+    let mut alert_seen: Vec<Option<u64>> = vec![None; sent.len()];
+    let mut all_seen: Vec<Option<u64>> = vec![None; sent.len()];
+    while all_seen.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(120) {
+        let events = hec.events();
+        let now = Instant::now();
+        for (i, (incident, at)) in sent.iter().enumerate() {
+            if all_seen[i].is_some() {
+                continue;
+            }
+            let kinds: Vec<&str> = events
+                .iter()
+                .filter(|e| e["fields"]["incident_id"] == incident.as_str())
+                .filter_map(|e| e["sourcetype"].as_str())
+                .collect();
+            let micros = now.duration_since(*at).as_micros() as u64;
+            if alert_seen[i].is_none() && kinds.contains(&"opsmesh:alert") {
+                alert_seen[i] = Some(micros);
+            }
+            if ["opsmesh:alert", "opsmesh:diagnosis", "opsmesh:remediation"]
+                .iter()
+                .all(|k| kinds.contains(k))
+            {
+                all_seen[i] = Some(micros);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let _ = running.await;
+    let note = if linger {
+        ""
+    } else {
+        " (reporter.hec.linger default 200ms)"
+    };
+    for (what, seen) in [
+        ("alert event in HEC", alert_seen),
+        ("alert+diagnosis+decision in HEC", all_seen),
+    ] {
+        let missing = seen.iter().filter(|s| s.is_none()).count();
+        let mut summary = Summary {
+            count: seen.len() - missing,
+            elapsed,
+            latencies_us: seen.into_iter().flatten().collect(),
+        };
+        summary.latencies_us.sort_unstable();
+        println!(
+            "e2e {label}, {alerts} alerts at {rate}/s, 202 -> {what}{note}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, missing {missing}",
+            summary.percentile(0.50),
+            summary.percentile(0.99),
+            summary.percentile(1.0),
+        );
     }
 }
