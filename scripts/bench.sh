@@ -52,6 +52,9 @@ if [[ "$what" == all || "$what" == bus ]]; then
   need_broker
   "$bench" bus --memory --messages "$MESSAGES"
   "$bench" bus --kafka "$brokers" --messages "$MESSAGES"
+  echo "   unloaded latency (one message in flight):"
+  "$bench" bus --memory --messages 2000 --in-flight 1
+  "$bench" bus --kafka "$brokers" --messages 2000 --in-flight 1
 fi
 
 if [[ "$what" == all || "$what" == e2e ]]; then

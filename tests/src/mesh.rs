@@ -29,8 +29,6 @@ pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)>
         ("OPSMESH__BUS__KAFKA__BROKERS", broker.address()),
         ("OPSMESH__BUS__KAFKA__PARTITIONS", "3".into()),
         ("OPSMESH__BUS__KAFKA__SESSION_TIMEOUT", "6s".into()),
-        // Rebalances after a SIGKILL wait for the dead member at most this long.
-        ("OPSMESH__BUS__KAFKA__MAX_POLL_INTERVAL", "20s".into()),
         ("OPSMESH__SHUTDOWN__GRACE", "15s".into()),
         ("OPSMESH__REPORTER__HEC__URL", hec.url().to_owned()),
         ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN.into()),

@@ -94,11 +94,21 @@ async fn bus(args: &[String]) {
     let size: usize = num(args, "--size", 1024);
     let in_flight: usize = num(args, "--in-flight", 256);
     let (bus, label): (Arc<dyn Bus>, String) = if let Some(brokers) = arg(args, "--kafka") {
-        let settings = KafkaSettings {
+        let mut settings = KafkaSettings {
             brokers,
             partitions: 6,
             ..KafkaSettings::default()
         };
+        // `--client key=value`: librdkafka properties to compare settings.
+        for pair in args
+            .windows(2)
+            .filter(|w| w[0] == "--client")
+            .map(|w| &w[1])
+        {
+            if let Some((k, v)) = pair.split_once('=') {
+                settings.client.insert(k.to_owned(), v.to_owned());
+            }
+        }
         (
             Arc::new(KafkaBus::new(&settings, "opsmesh-bench").unwrap()),
             "kafka (tansu)".into(),

@@ -39,6 +39,11 @@ pub struct KafkaSettings {
     /// longest a rebalance waits for members. Must exceed the longest handler run.
     #[serde(with = "humantime_serde")]
     pub max_poll_interval: Duration,
+    /// Longest a fetch waits at the broker for new data. Brokers answer as soon as data
+    /// arrives; some Kafka-compatible brokers (tansu) wait the full time, so this bounds
+    /// consume latency there.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait_max: Duration,
     /// Timeout of metadata and admin requests (readiness, topic creation).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -57,6 +62,7 @@ impl Default for KafkaSettings {
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(300),
             request_timeout: Duration::from_secs(5),
+            fetch_wait_max: Duration::from_millis(500),
             client: ClientOverrides::new(),
         }
     }
@@ -205,6 +211,11 @@ impl Bus for KafkaBus {
                 "heartbeat.interval.ms",
                 millis(self.settings.session_timeout / 3),
             )
+            .set(
+                "max.poll.interval.ms",
+                millis(self.settings.max_poll_interval),
+            )
+            .set("fetch.wait.max.ms", millis(self.settings.fetch_wait_max))
             .set_all(&self.settings.client)
             .create_with_context(CommitOnRevoke)
             .map_err(|e| BusError::Client(e.to_string()))?;
