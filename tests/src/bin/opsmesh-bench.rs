@@ -355,7 +355,49 @@ async fn e2e(args: &[String]) {
     // Let every consumer join before timing.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(alerts);
+    // The watcher polls HEC while alerts are being sent, so each incident is timed from its
+    // own 202.
+    type Seen = Vec<(String, Instant, Option<u64>, Option<u64>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (seen, done, hec) = (seen.clone(), done.clone(), hec.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                let events = hec.events();
+                let now = Instant::now();
+                let finished = {
+                    let mut table = seen.lock().unwrap();
+                    for (incident, at, alert_at, all_at) in
+                        table.iter_mut().filter(|r| r.3.is_none())
+                    {
+                        let kinds: Vec<&str> = events
+                            .iter()
+                            .filter(|e| e["fields"]["incident_id"] == incident.as_str())
+                            .filter_map(|e| e["sourcetype"].as_str())
+                            .collect();
+                        let micros = now.duration_since(*at).as_micros() as u64;
+                        if alert_at.is_none() && kinds.contains(&"opsmesh:alert") {
+                            *alert_at = Some(micros);
+                        }
+                        if ["opsmesh:alert", "opsmesh:diagnosis", "opsmesh:remediation"]
+                            .iter()
+                            .all(|k| kinds.contains(k))
+                        {
+                            *all_at = Some(micros);
+                        }
+                    }
+                    done.load(std::sync::atomic::Ordering::SeqCst)
+                        && table.iter().all(|r| r.3.is_some())
+                };
+                if finished || started.elapsed() > Duration::from_secs(180) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     for n in 0..alerts {
         pace.tick().await;
@@ -380,37 +422,19 @@ async fn e2e(args: &[String]) {
             .expect("receiver answers");
         let accepted = Instant::now();
         let reply: serde_json::Value = response.json().await.unwrap();
-        sent.push((reply["incident_key"].as_str().unwrap().to_owned(), accepted));
+        seen.lock().unwrap().push((
+            reply["incident_key"].as_str().unwrap().to_owned(),
+            accepted,
+            None,
+            None,
+        ));
     }
-    // Poll HEC until every incident's alert, diagnosis and first decision are indexed.
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     let started = Instant::now();
-    let mut alert_seen: Vec<Option<u64>> = vec![None; sent.len()];
-    let mut all_seen: Vec<Option<u64>> = vec![None; sent.len()];
-    while all_seen.iter().any(Option::is_none) && started.elapsed() < Duration::from_secs(120) {
-        let events = hec.events();
-        let now = Instant::now();
-        for (i, (incident, at)) in sent.iter().enumerate() {
-            if all_seen[i].is_some() {
-                continue;
-            }
-            let kinds: Vec<&str> = events
-                .iter()
-                .filter(|e| e["fields"]["incident_id"] == incident.as_str())
-                .filter_map(|e| e["sourcetype"].as_str())
-                .collect();
-            let micros = now.duration_since(*at).as_micros() as u64;
-            if alert_seen[i].is_none() && kinds.contains(&"opsmesh:alert") {
-                alert_seen[i] = Some(micros);
-            }
-            if ["opsmesh:alert", "opsmesh:diagnosis", "opsmesh:remediation"]
-                .iter()
-                .all(|k| kinds.contains(k))
-            {
-                all_seen[i] = Some(micros);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let _ = watcher.await;
+    let table = std::mem::take(&mut *seen.lock().unwrap());
+    let alert_seen: Vec<Option<u64>> = table.iter().map(|r| r.2).collect();
+    let all_seen: Vec<Option<u64>> = table.iter().map(|r| r.3).collect();
     let elapsed = started.elapsed();
     stop.cancel();
     let _ = running.await;
