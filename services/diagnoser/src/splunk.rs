@@ -197,6 +197,20 @@ pub struct Results {
     pub messages: Vec<String>,
 }
 
+/// The token given inline, else read (trimmed) from `file`.
+pub(crate) fn read_token(
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<String, SearchError> {
+    match (inline, file) {
+        (Some(token), _) => Ok(token.trim().to_owned()),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| SearchError::Setup(format!("{}: {e}", path.display()))),
+        (None, None) => Err(SearchError::Setup("no token configured".into())),
+    }
+}
+
 pub struct SplunkClient {
     client: reqwest::Client,
     endpoint: String,
@@ -209,13 +223,7 @@ impl SplunkClient {
         let Some(url) = &config.url else {
             return Ok(None);
         };
-        let token = match (&config.token, &config.token_file) {
-            (Some(t), _) => t.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|e| SearchError::Setup(format!("{}: {e}", path.display())))?,
-            (None, None) => return Err(SearchError::Setup("no token".into())),
-        };
+        let token = read_token(config.token.as_deref(), config.token_file.as_deref())?;
         let mut builder = reqwest::Client::builder().timeout(config.timeout);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)

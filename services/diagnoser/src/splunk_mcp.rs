@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use opsmesh_runtime::{ConfigError, Validate};
 
-use crate::splunk::{Results, Search, SearchError};
+use crate::splunk::{Results, Search, SearchError, read_token};
 
 /// Search tools, newest names first.
 pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
@@ -83,13 +83,7 @@ impl SplunkMcp {
         let Some(url) = &config.url else {
             return Ok(None);
         };
-        let token = match (&config.token, &config.token_file) {
-            (Some(t), _) => t.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|t| t.trim().to_owned())
-                .map_err(|e| SearchError::Setup(format!("{}: {e}", path.display())))?,
-            (None, None) => return Err(SearchError::Setup("no MCP token".into())),
-        };
+        let token = read_token(config.token.as_deref(), config.token_file.as_deref())?;
         Ok(Some(Self {
             url: url.clone(),
             token,

@@ -63,7 +63,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Slack: `POST /services/T000/B000/XXXX` answers `200 ok`; a body without `text` or
+    /// Slack: `POST /services/T000/B000/hooktoken` answers `200 ok`; a body without `text` or
     /// `blocks` answers `400 invalid_payload`, an unknown hook `404 no_service`.
     pub async fn slack() -> Self {
         Self::start(Kind::Slack, "/services/T0001/B0001/hooktoken").await
