@@ -27,10 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use opsmesh_runtime::{
     Context, Publisher, Received,
-    bus::{
-        BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, RecentIds,
-        Subscription,
-    },
+    bus::{BusError, RecentIds, Subscription},
     metrics::BusMetrics,
 };
 
@@ -397,26 +394,7 @@ impl HecWriter {
         error: &str,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
-        let mut headers = message.headers.clone();
-        headers.push((
-            HEADER_DLQ_ERROR.into(),
-            format!("{reason}: {error}").into_bytes(),
-        ));
-        headers.push((
-            HEADER_DLQ_ORIGIN.into(),
-            format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
-        ));
-        headers.push((HEADER_DLQ_GROUP.into(), self.group.as_bytes().to_vec()));
-        let outgoing = Outgoing {
-            topic: opsmesh_proto::topics::dlq(&message.topic),
-            key: message
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            payload: message.payload.clone(),
-            headers,
-        };
+        let outgoing = message.dead_letter(reason, error, &self.group);
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -13,9 +13,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{
-    BusError, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Publisher, Received,
-};
+use super::{BusError, Publisher, Received};
 use crate::{
     config::{ConfigError, Validate},
     metrics::BusMetrics,
@@ -305,26 +303,7 @@ impl Worker<'_> {
     /// Forwards the original bytes and headers to `<topic>.dlq`, adding why and from where.
     /// Keeps trying while the bus is down: dropping the message would lose it.
     async fn dead_letter(&self, message: &Received, reason: &str, error: &str) -> Outcome {
-        let mut headers = message.headers.clone();
-        headers.push((
-            HEADER_DLQ_ERROR.into(),
-            format!("{reason}: {error}").into_bytes(),
-        ));
-        headers.push((
-            HEADER_DLQ_ORIGIN.into(),
-            format!("{}/{}/{}", message.topic, message.partition, message.offset).into_bytes(),
-        ));
-        headers.push((HEADER_DLQ_GROUP.into(), self.group.as_bytes().to_vec()));
-        let outgoing = Outgoing {
-            topic: opsmesh_proto::topics::dlq(&message.topic),
-            key: message
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            payload: message.payload.clone(),
-            headers,
-        };
+        let outgoing = message.dead_letter(reason, error, self.group);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -372,7 +351,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        bus::{Bus, MemoryBus, MemorySettings},
+        bus::{Bus, HEADER_DLQ_ERROR, HEADER_DLQ_ORIGIN, MemoryBus, MemorySettings, Outgoing},
         metrics::{BusMetrics, new_registry},
     };
 

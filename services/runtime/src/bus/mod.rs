@@ -67,6 +67,31 @@ pub struct Received {
 }
 
 impl Received {
+    /// This message for `<topic>.dlq`: the original key, bytes and headers, plus why
+    /// (`opsmesh-dlq-error`), from where (`opsmesh-dlq-origin`) and which group gave up.
+    pub fn dead_letter(&self, reason: &str, error: &str, group: &str) -> Outgoing {
+        let mut headers = self.headers.clone();
+        headers.push((
+            HEADER_DLQ_ERROR.into(),
+            format!("{reason}: {error}").into_bytes(),
+        ));
+        headers.push((
+            HEADER_DLQ_ORIGIN.into(),
+            format!("{}/{}/{}", self.topic, self.partition, self.offset).into_bytes(),
+        ));
+        headers.push((HEADER_DLQ_GROUP.into(), group.as_bytes().to_vec()));
+        Outgoing {
+            topic: opsmesh_proto::topics::dlq(&self.topic),
+            key: self
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            payload: self.payload.clone(),
+            headers,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
