@@ -436,19 +436,8 @@ impl Engine {
             }
             Plan::Escalate(reason) => {
                 let target = d.payload.target.clone().unwrap_or_default();
-                self.metrics
-                    .actions
-                    .with_label_values(&["escalate", "escalated"])
-                    .inc();
                 parent
-                    .record(
-                        self,
-                        incident,
-                        IncidentState::Escalated,
-                        Some(escalate_record(incident, &target, ActionMode::Auto)),
-                        reason,
-                        Extra::default(),
-                    )
+                    .escalate(self, incident, &target, reason, Extra::default())
                     .await
             }
             Plan::Refused(refusal) => {
@@ -869,16 +858,11 @@ impl Engine {
                 .await
         } else {
             let target = applied.last().map(|a| a.target.clone()).unwrap_or_default();
-            self.metrics
-                .actions
-                .with_label_values(&["escalate", "escalated"])
-                .inc();
             parent
-                .record(
+                .escalate(
                     self,
                     incident,
-                    IncidentState::Escalated,
-                    Some(escalate_record(incident, &target, ActionMode::Auto)),
+                    &target,
                     format!(
                         "{why}; nothing to undo (the actions changed no spec); humans notified"
                     ),
@@ -962,21 +946,16 @@ impl Engine {
             .last()
             .map(|a| a.target.clone())
             .unwrap_or_default();
-        self.metrics
-            .actions
-            .with_label_values(&["escalate", "escalated"])
-            .inc();
         let reason = if failures.is_empty() {
             format!("{why}; the changes were undone; humans notified")
         } else {
             format!("{why}; {}; humans notified", failures.join("; "))
         };
         parent
-            .record(
+            .escalate(
                 self,
                 incident,
-                IncidentState::Escalated,
-                Some(escalate_record(incident, &target, ActionMode::Auto)),
+                &target,
                 reason,
                 Extra {
                     verification,
@@ -1027,6 +1006,32 @@ enum Parent {
 }
 
 impl Parent {
+    /// Hands the incident to humans: an `escalate` action on `target`, counted, recorded.
+    async fn escalate(
+        &self,
+        engine: &Engine,
+        incident: &str,
+        target: &str,
+        reason: String,
+        extra: Extra,
+    ) -> Result<(), HandlerError> {
+        engine
+            .metrics
+            .actions
+            .with_label_values(&["escalate", "escalated"])
+            .inc();
+        let action = escalate_record(incident, target, ActionMode::Auto);
+        self.record(
+            engine,
+            incident,
+            IncidentState::Escalated,
+            Some(action),
+            reason,
+            extra,
+        )
+        .await
+    }
+
     async fn record(
         &self,
         engine: &Engine,
