@@ -134,6 +134,21 @@ pub enum IncidentState {
     NoAction,
 }
 
+impl IncidentState {
+    /// States that end an incident for the remediator (a dry run ends it without a change).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Resolved
+                | Self::Escalated
+                | Self::Refused
+                | Self::Advised
+                | Self::DryRun
+                | Self::NoAction
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,19 @@ pub struct Mesh {
     pub logs: tempfile::TempDir,
 }
 
+/// Consumer-group session timeout of test services.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Waits until the broker has certainly expired the group sessions of a killed process.
+///
+/// tansu 0.6 expires members lazily. When a restarted process joins as a follower while the
+/// dead leader is still listed, tansu drops the leader during the sync and forms the group
+/// with an empty assignment: the newcomer heartbeats happily and consumes nothing. Restarting
+/// after the session timeout makes the newcomer the leader. (Apache Kafka rebalances.)
+pub async fn outlive_sessions() {
+    tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(1)).await;
+}
+
 /// Environment every service of a test mesh gets.
 pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)> {
     vec![
@@ -28,7 +41,10 @@ pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)>
         ("OPSMESH__BUS__KIND", "kafka".into()),
         ("OPSMESH__BUS__KAFKA__BROKERS", broker.address()),
         ("OPSMESH__BUS__KAFKA__PARTITIONS", "3".into()),
-        ("OPSMESH__BUS__KAFKA__SESSION_TIMEOUT", "6s".into()),
+        (
+            "OPSMESH__BUS__KAFKA__SESSION_TIMEOUT",
+            format!("{}s", SESSION_TIMEOUT.as_secs()),
+        ),
         ("OPSMESH__SHUTDOWN__GRACE", "15s".into()),
         ("OPSMESH__REPORTER__HEC__URL", hec.url().to_owned()),
         ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN.into()),
@@ -111,10 +127,17 @@ pub fn webhook_alert(model: &str) -> Value {
     body
 }
 
-/// Whether HEC holds the alert, the diagnosis and the decision of `incident`.
+/// Whether HEC holds the alert, the diagnosis and the final ledger record of `incident`.
 pub fn incident_complete(hec: &HecServer, incident: &str) -> bool {
-    let types = hec.sourcetypes(incident);
-    ["opsmesh:alert", "opsmesh:diagnosis", "opsmesh:remediation"]
-        .iter()
-        .all(|t| types.iter().any(|have| have == t))
+    let events = hec.incident(incident);
+    let has = |sourcetype: &str| events.iter().any(|e| e["sourcetype"] == sourcetype);
+    // The remediator writes one record per step: complete means its last, terminal one.
+    let decided = events.iter().any(|e| {
+        e["sourcetype"] == "opsmesh:remediation"
+            && e["event"]["payload"]["state"]
+                .as_str()
+                .and_then(|s| s.parse::<opsmesh_proto::IncidentState>().ok())
+                .is_some_and(opsmesh_proto::IncidentState::is_terminal)
+    });
+    has("opsmesh:alert") && has("opsmesh:diagnosis") && decided
 }

@@ -179,6 +179,11 @@ impl Engine {
             tracing::info!(%incident, %state, diagnosis = %envelope.id, "incident already has a decision; later diagnosis ignored");
             return Ok(());
         }
+        if let Some(state) = ledger.state().filter(|s| s.is_terminal()) {
+            // At-least-once delivery: the offset was not committed before a crash or rebalance.
+            tracing::info!(%incident, %state, diagnosis = %envelope.id, "diagnosis delivered again; the incident is already decided, nothing repeated");
+            return Ok(());
+        }
         self.advance(&incident, Some(envelope)).await
     }
 

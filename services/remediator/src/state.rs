@@ -20,14 +20,6 @@ pub struct IllegalTransition {
     pub to: IncidentState,
 }
 
-/// States that end an incident for the remediator.
-pub fn is_terminal(state: IncidentState) -> bool {
-    matches!(
-        state,
-        Resolved | Escalated | Refused | Advised | DryRun | NoAction
-    )
-}
-
 /// The next state, when `from → to` is an edge of the state machine.
 pub fn transition(
     from: Option<IncidentState>,
@@ -122,7 +114,7 @@ mod tests {
     #[test]
     fn terminal_states_have_no_way_out_and_nothing_skips_the_plan() {
         for s in all_states() {
-            if is_terminal(s) && s != DryRun {
+            if s.is_terminal() && s != DryRun {
                 for t in all_states() {
                     assert!(transition(Some(s), t).is_err(), "{s} -> {t}");
                 }

@@ -321,6 +321,23 @@ fn kube(
     let def = target.def;
     let ns = target.namespace.clone().unwrap_or_default();
     let name = target.name.clone().unwrap_or_default();
+    let caller = caller_of(req, query);
+    let ct = content_type(req);
+    let log =
+        |world: &mut crate::World, verb: &str, patch: Option<PatchType>, body: Value, status| {
+            world.record(
+                "kubernetes",
+                verb,
+                def.qualified(),
+                target.subresource.map(str::to_owned),
+                &ns,
+                &name,
+                &caller,
+                patch,
+                body,
+                status,
+            );
+        };
     if let Some(rbac) = world.config.rbac.clone()
         && !rbac.allows(verb, def, target.subresource, target.namespace.as_deref())
     {
@@ -335,25 +352,17 @@ fn kube(
                 &name,
             ),
         );
-        if !matches!(verb, "get" | "list") {
-            let caller = caller_of(req, query);
-            let body = parse_body(body, &content_type(req)).unwrap_or(Value::Null);
-            world.record(
-                "kubernetes",
-                verb,
-                def.qualified(),
-                target.subresource.map(str::to_owned),
-                &ns,
-                &name,
-                &caller,
-                PatchType::from_content_type(&content_type(req)),
-                body,
-                403,
-            );
-        }
+        // Refused reads are logged too: an RBAC test must see every call the Role lacks.
+        let body = parse_body(body, &ct).unwrap_or(Value::Null);
+        log(
+            &mut world,
+            verb,
+            PatchType::from_content_type(&ct),
+            body,
+            403,
+        );
         return status_response(&e);
     }
-    let caller = caller_of(req, query);
     if let Some(dr) = query.get("dryRun")
         && dr != "All"
     {
@@ -362,7 +371,6 @@ fn kube(
         )));
     }
     let status_only = target.subresource == Some("status");
-    let ct = content_type(req);
     let labels = match query
         .get("labelSelector")
         .map(|s| LabelSelector::parse(s))
@@ -385,14 +393,9 @@ fn kube(
         match parse_body(body, &ct) {
             Ok(v) => Some(v),
             Err(e) => {
-                world.record(
-                    "kubernetes",
+                log(
+                    &mut world,
                     verb,
-                    def.qualified(),
-                    target.subresource.map(str::to_owned),
-                    &ns,
-                    &name,
-                    &caller,
                     PatchType::from_content_type(&ct),
                     Value::Null,
                     e.code,
@@ -452,14 +455,9 @@ fn kube(
         } else {
             verb
         };
-        world.record(
-            "kubernetes",
+        log(
+            &mut world,
             logged_verb,
-            def.qualified(),
-            target.subresource.map(str::to_owned),
-            &ns,
-            &name,
-            &caller,
             if verb == "patch" { patch_type } else { None },
             parsed.unwrap_or(Value::Null),
             code,

@@ -64,7 +64,7 @@ fn key(def: &ResourceDef, ns: &str, name: &str) -> ObjKey {
     )
 }
 
-/// One mutating request, as the simulator saw it.
+/// One mutating request (or any request RBAC refused), as the simulator saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
     pub seq: u64,
@@ -74,7 +74,8 @@ pub struct RequestRecord {
     pub elapsed_ms: u64,
     /// `kubernetes` or `argocd`.
     pub api: &'static str,
-    /// `create`, `update`, `patch`, `apply`, `delete`, `sync`, `rollback`.
+    /// `create`, `update`, `patch`, `apply`, `delete`, `sync`, `rollback` (`get`, `list` when
+    /// refused).
     pub verb: String,
     /// `pods`, `inferenceservices.serving.kserve.io`, `applications.argoproj.io`.
     pub resource: String,
