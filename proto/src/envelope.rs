@@ -34,7 +34,7 @@ impl Trace {
         let trace_id: [u8; 16] = rand::random();
         let span_id: [u8; 8] = rand::random();
         Self {
-            traceparent: format!("00-{}-{}-01", hex(&trace_id), hex(&span_id)),
+            traceparent: format!("00-{}-{}-01", hex::encode(trace_id), hex::encode(span_id)),
         }
     }
 
@@ -52,13 +52,9 @@ impl Trace {
             .chain_update(salt)
             .finalize();
         Self {
-            traceparent: format!("{version}-{trace_id}-{}-{flags}", hex(&digest[..8])),
+            traceparent: format!("{version}-{trace_id}-{}-{flags}", hex::encode(&digest[..8])),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The envelope every topic carries.

@@ -32,5 +32,5 @@ pub fn chain_hash(prev_hash: &str, canonical_record: &str) -> String {
         .chain_update(prev_hash.as_bytes())
         .chain_update(canonical_record.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }

@@ -154,8 +154,33 @@ struct Source {
 /// Signatures seen recently, to refuse replays within the window.
 struct SeenSignatures {
     capacity: usize,
-    set: HashSet<String>,
-    order: VecDeque<(i64, String)>,
+    set: HashSet<SignatureId>,
+    order: VecDeque<SignatureId>,
+}
+
+/// A signed request's identity: its timestamp and the MAC that verified. Keyed on the MAC
+/// rather than the header text, so padding the header with extra candidates or spaces does
+/// not make a replay look new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignatureId {
+    timestamp: i64,
+    mac: [u8; 32],
+}
+
+/// The sender of a request, and its signature when it was signed.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub source: String,
+    pub signature: Option<SignatureId>,
+}
+
+impl Authenticated {
+    fn unsigned(source: String) -> Self {
+        Self {
+            source,
+            signature: None,
+        }
+    }
 }
 
 pub struct Authenticator {
@@ -191,8 +216,12 @@ impl Authenticator {
         })
     }
 
-    /// The name of the source whose credentials the request carries.
-    pub fn authenticate(&self, headers: &HeaderMap, body: &[u8]) -> Result<String, AuthError> {
+    /// The source whose credentials the request carries.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Authenticated, AuthError> {
         if let Some(signature) = headers.get(SIGNATURE_HEADER) {
             let signature = signature
                 .to_str()
@@ -210,11 +239,11 @@ impl Authenticator {
                 .sources
                 .iter()
                 .find(|s| matches_any(&s.bearer, token))
-                .map(|s| s.name.clone())
+                .map(|s| Authenticated::unsigned(s.name.clone()))
                 .ok_or(AuthError::BadToken);
         }
         if self.allow_unauthenticated {
-            return Ok(self.default_source.clone());
+            return Ok(Authenticated::unsigned(self.default_source.clone()));
         }
         Err(AuthError::Missing)
     }
@@ -224,13 +253,13 @@ impl Authenticator {
         &self,
         source: &str,
         token: &str,
-    ) -> Option<Result<String, AuthError>> {
+    ) -> Option<Result<Authenticated, AuthError>> {
         let source = self
             .sources
             .iter()
             .find(|s| s.name == source && s.path_tokens.is_configured())?;
         Some(if matches_any(&source.path_tokens, token) {
-            Ok(source.name.clone())
+            Ok(Authenticated::unsigned(source.name.clone()))
         } else {
             Err(AuthError::BadPathToken)
         })
@@ -253,7 +282,7 @@ impl Authenticator {
         })
     }
 
-    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<String, AuthError> {
+    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<Authenticated, AuthError> {
         let (timestamp, candidates) = parse_signature_header(header)?;
         let now = chrono::Utc::now().timestamp();
         let window = self.replay_window.as_secs() as i64;
@@ -263,50 +292,51 @@ impl Authenticator {
                 window_secs: window as u64,
             });
         }
-        let source = self
+        let signed_text = timestamp.to_string();
+        let (source, mac) = self
             .sources
             .iter()
-            .find(|source| {
-                source.signing.values().iter().any(|secret| {
-                    candidates.iter().any(|candidate| {
-                        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-                            .expect("HMAC accepts any key length");
-                        mac.update(timestamp.to_string().as_bytes());
-                        mac.update(b".");
-                        mac.update(body);
-                        mac.verify_slice(candidate).is_ok()
-                    })
+            .find_map(|source| {
+                source.signing.values().iter().find_map(|secret| {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+                        .expect("HMAC accepts any key length");
+                    mac.update(signed_text.as_bytes());
+                    mac.update(b".");
+                    mac.update(body);
+                    let expected: [u8; 32] = mac.finalize().into_bytes().into();
+                    candidates
+                        .iter()
+                        .any(|candidate| bool::from(candidate.as_slice().ct_eq(&expected)))
+                        .then_some((source, expected))
                 })
             })
             .ok_or(AuthError::BadSignature)?;
+        let id = SignatureId { timestamp, mac };
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.set.contains(header) {
+        if seen.set.contains(&id) {
             return Err(AuthError::Replayed);
         }
-        Ok(source.name.clone())
+        Ok(Authenticated {
+            source: source.name.clone(),
+            signature: Some(id),
+        })
     }
 
     /// Records the signature of a request whose alerts were stored, so the same signed
     /// request sent again within the window is refused. Only accepted requests count: a
     /// sender retrying a request that failed (503) may resend it unchanged.
-    pub fn remember_signature(&self, headers: &HeaderMap) {
-        let Some(header) = headers.get(SIGNATURE_HEADER).and_then(|h| h.to_str().ok()) else {
-            return;
-        };
-        let Ok((timestamp, _)) = parse_signature_header(header) else {
-            return;
-        };
+    pub fn remember(&self, signature: SignatureId) {
         let oldest_valid = chrono::Utc::now().timestamp() - self.replay_window.as_secs() as i64;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((t, _)) = seen.order.front() {
-            if *t >= oldest_valid && seen.order.len() < seen.capacity {
+        while let Some(front) = seen.order.front() {
+            if front.timestamp >= oldest_valid && seen.order.len() < seen.capacity {
                 break;
             }
-            let (_, old) = seen.order.pop_front().expect("front exists");
+            let old = seen.order.pop_front().expect("front exists");
             seen.set.remove(&old);
         }
-        if seen.set.insert(header.to_owned()) {
-            seen.order.push_back((timestamp, header.to_owned()));
+        if seen.set.insert(signature) {
+            seen.order.push_back(signature);
         }
     }
 }

@@ -23,11 +23,14 @@ enum Slot {
     Done(Accepted, Instant),
 }
 
+/// SHA-256 of what identifies one delivery (see `routes::delivery_key`).
+pub type DeliveryKey = [u8; 32];
+
 #[derive(Default)]
 struct Table {
-    slots: HashMap<String, Slot>,
+    slots: HashMap<DeliveryKey, Slot>,
     /// Completion order, for expiry.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, DeliveryKey)>,
 }
 
 pub struct Deliveries {
@@ -55,7 +58,7 @@ impl Deliveries {
         }
     }
 
-    pub fn claim(&self, key: &str) -> Claim {
+    pub fn claim(&self, key: &DeliveryKey) -> Claim {
         let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let Table { slots, order } = &mut *guard;
         let now = Instant::now();
@@ -76,14 +79,14 @@ impl Deliveries {
             _ => {}
         }
         let (sender, receiver) = watch::channel(None);
-        slots.insert(key.to_owned(), Slot::Pending(receiver));
+        slots.insert(*key, Slot::Pending(receiver));
         Claim::Owner(sender)
     }
 
     /// Records the owner's outcome and wakes waiting duplicates.
     pub fn finish(
         &self,
-        key: &str,
+        key: &DeliveryKey,
         sender: watch::Sender<Option<Option<Accepted>>>,
         outcome: Option<Accepted>,
     ) {
@@ -92,8 +95,8 @@ impl Deliveries {
         match &outcome {
             Some(accepted) => {
                 let now = Instant::now();
-                slots.insert(key.to_owned(), Slot::Done(accepted.clone(), now));
-                order.push_back((now, key.to_owned()));
+                slots.insert(*key, Slot::Done(accepted.clone(), now));
+                order.push_back((now, *key));
             }
             None => {
                 slots.remove(key);
@@ -107,6 +110,8 @@ impl Deliveries {
 mod tests {
     use super::*;
 
+    const KEY: DeliveryKey = [7; 32];
+
     fn accepted() -> Accepted {
         Accepted {
             alert_id: uuid::Uuid::now_v7(),
@@ -117,12 +122,12 @@ mod tests {
     #[test]
     fn a_stored_delivery_is_answered_from_memory_within_the_window() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim("d") else {
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
             panic!("first is owner")
         };
         let first = accepted();
-        deliveries.finish("d", sender, Some(first.clone()));
-        match deliveries.claim("d") {
+        deliveries.finish(&KEY, sender, Some(first.clone()));
+        match deliveries.claim(&KEY) {
             Claim::Duplicate(again) => assert_eq!(again, first),
             _ => panic!("second is a duplicate"),
         }
@@ -131,35 +136,35 @@ mod tests {
     #[test]
     fn a_failed_delivery_is_forgotten() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim("d") else {
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
             panic!()
         };
-        deliveries.finish("d", sender, None);
-        assert!(matches!(deliveries.claim("d"), Claim::Owner(_)));
+        deliveries.finish(&KEY, sender, None);
+        assert!(matches!(deliveries.claim(&KEY), Claim::Owner(_)));
     }
 
     #[test]
     fn outside_the_window_it_is_new_again() {
         let deliveries = Deliveries::new(Duration::from_millis(1), 10);
-        let Claim::Owner(sender) = deliveries.claim("d") else {
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
             panic!()
         };
-        deliveries.finish("d", sender, Some(accepted()));
+        deliveries.finish(&KEY, sender, Some(accepted()));
         std::thread::sleep(Duration::from_millis(5));
-        assert!(matches!(deliveries.claim("d"), Claim::Owner(_)));
+        assert!(matches!(deliveries.claim(&KEY), Claim::Owner(_)));
     }
 
     #[tokio::test]
     async fn a_concurrent_duplicate_waits_for_the_owner() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim("d") else {
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
             panic!()
         };
-        let Claim::Wait(mut waiter) = deliveries.claim("d") else {
+        let Claim::Wait(mut waiter) = deliveries.claim(&KEY) else {
             panic!("second waits")
         };
         let first = accepted();
-        deliveries.finish("d", sender, Some(first.clone()));
+        deliveries.finish(&KEY, sender, Some(first.clone()));
         let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
         assert_eq!(outcome, Some(Some(first)));
     }

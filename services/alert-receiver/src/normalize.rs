@@ -72,7 +72,7 @@ impl Normalizer<'_> {
         };
         let (mut rows, pointer_base) = match (body.rows, body.result) {
             (Some(rows), _) => (parse_rows(rows, "/rows")?, "/rows/0"),
-            (None, Some(result)) => (vec![parse_row(result, "/result")?], "/result"),
+            (None, Some(result)) => (vec![parse_row(result, || "/result".to_owned())?], "/result"),
             (None, None) => return Err(invalid("/result", "`result` (or `rows`) is required")),
         };
         let mut truncated = body.rows_truncated.unwrap_or(false);
@@ -315,7 +315,7 @@ fn parse_rows(value: Value, pointer: &str) -> Result<Vec<Row>, Problem> {
         Value::Array(items) => items
             .into_iter()
             .enumerate()
-            .map(|(i, row)| parse_row(row, &format!("{pointer}/{i}")))
+            .map(|(i, row)| parse_row(row, || format!("{pointer}/{i}")))
             .collect(),
         other => Err(invalid(
             pointer,
@@ -326,20 +326,21 @@ fn parse_rows(value: Value, pointer: &str) -> Result<Vec<Row>, Problem> {
 
 /// A row keeps strings and arrays of strings; numbers and booleans become their text (some
 /// senders do not quote them); nested objects are refused.
-fn parse_row(value: Value, pointer: &str) -> Result<Row, Problem> {
+/// `pointer` names the row in error messages; it is only built when there is one.
+fn parse_row(value: Value, pointer: impl Fn() -> String) -> Result<Row, Problem> {
     let Value::Object(map) = value else {
         return Err(invalid(
-            pointer,
+            &pointer(),
             format!("must be an object, got {}", type_name(&value)),
         ));
     };
     map_to_row(map, pointer)
 }
 
-fn map_to_row(map: Map<String, Value>, pointer: &str) -> Result<Row, Problem> {
+fn map_to_row(map: Map<String, Value>, pointer: impl Fn() -> String) -> Result<Row, Problem> {
     let mut row = Row::new();
     for (key, value) in map {
-        let at = || format!("{pointer}/{}", escape_pointer(&key));
+        let at = || format!("{}/{}", pointer(), escape_pointer(&key));
         let field = match value {
             Value::Null => continue,
             Value::Array(items) => FieldValue::Many(

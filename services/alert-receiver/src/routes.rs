@@ -14,7 +14,7 @@ use opsmesh_runtime::{Publisher, problem::Problem};
 use crate::{
     auth::Authenticator,
     config::ReceiverConfig,
-    dedup::{Accepted, Claim, Deliveries},
+    dedup::{Accepted, Claim, Deliveries, DeliveryKey},
     json_depth,
     metrics::ReceiverMetrics,
     normalize::Normalizer,
@@ -200,7 +200,7 @@ async fn handle(
             .expect("checked above"),
     }
     .map_err(|e| refuse(e.reason(), e.problem()))?;
-    *source = authenticated;
+    *source = authenticated.source;
     state.auth.check_rate(source).map_err(|limited| {
         refuse(
             "rate_limited",
@@ -230,12 +230,14 @@ async fn handle(
             .map_err(|p| refuse("invalid", p))?,
     };
     let delivered = deliver(state, alerts).await?;
-    state.auth.remember_signature(request.headers());
+    if let Some(signature) = authenticated.signature {
+        state.auth.remember(signature);
+    }
     Ok(delivered)
 }
 
 /// Identity of one delivery: a retry of the same alert has the same key.
-fn delivery_key(alert: &Alert) -> String {
+fn delivery_key(alert: &Alert) -> DeliveryKey {
     let mut hasher = Sha256::new();
     hasher.update(alert.source.as_bytes());
     hasher.update([0]);
@@ -243,7 +245,7 @@ fn delivery_key(alert: &Alert) -> String {
         // Splunk: the same search run (sid) with the same rows.
         (Some(sid), _) => {
             hasher.update(sid.as_bytes());
-            hasher.update(serde_json::to_vec(&alert.rows).expect("rows serialize"));
+            serde_json::to_writer(&mut hasher, &alert.rows).expect("rows serialize");
         }
         // Alertmanager: its fingerprint, status and start.
         (None, starts_at) => {
@@ -251,7 +253,7 @@ fn delivery_key(alert: &Alert) -> String {
             hasher.update(format!("{:?}{starts_at:?}", alert.status).as_bytes());
         }
     }
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, usize), Refusal> {

@@ -145,7 +145,7 @@ impl Runbook {
             id: self.front.id.clone(),
             version: self.front.version.clone(),
             section: section.heading.clone(),
-            content_hash: hex(&Sha256::digest(section.text.as_bytes())),
+            content_hash: hex::encode(Sha256::digest(section.text.as_bytes())),
         }
     }
 
@@ -156,10 +156,6 @@ impl Runbook {
             .iter()
             .any(|p| glob_match(&p.to_lowercase(), &name))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn split_sections(body: &str) -> Vec<Section> {

@@ -14,3 +14,8 @@ pub mod telemetry;
 pub use app::{Application, BoxError, Component, Context, ServiceDef, StartError};
 pub use bus::{Bus, Handler, HandlerError, Publisher, Received};
 pub use config::{ConfigError, ConfigTree, Settings, Validate};
+
+/// Every opsmesh process allocates through mimalloc: the request paths allocate many small,
+/// short-lived buffers, which glibc malloc serves markedly slower (see `scripts/bench.sh`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

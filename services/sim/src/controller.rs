@@ -208,7 +208,7 @@ pub(crate) fn template_of(isvc: &Value) -> Template {
         .chain_update(shape.to_string())
         .chain_update(json!(restart).to_string())
         .finalize();
-    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..5]);
     Template {
         security_context: predictor.get("securityContext").cloned(),
         container,
@@ -328,7 +328,7 @@ fn event_name(object: &str, reason: &str) -> String {
         .chain_update(object)
         .chain_update(reason)
         .finalize();
-    let h: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let h = hex::encode(&digest[..8]);
     format!("{object}.{h}")
 }
 
@@ -337,7 +337,7 @@ fn revision_sha(app: &str, n: u64) -> String {
         .chain_update(app)
         .chain_update(n.to_le_bytes())
         .finalize();
-    digest[..20].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..20])
 }
 
 /// Default OpenCost price of one pod when the scenario gave none: GPUs dominate.
@@ -732,13 +732,10 @@ impl World {
             }
         }
         wl.next_index += 1;
-        let suffix: String = Sha256::new()
+        let digest = Sha256::new()
             .chain_update(format!("{ns}/{name}/{}/{}", t.hash, wl.next_index))
-            .finalize()[..3]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()[..5]
-            .to_owned();
+            .finalize();
+        let suffix = hex::encode(&digest[..3])[..5].to_owned();
         let pod_name = format!("{name}-predictor-{}-{suffix}", t.hash);
         let mut spec = json!({"containers": [t.container.clone()], "nodeName": NODE, "restartPolicy": "Always"});
         if let Some(sc) = &t.security_context {

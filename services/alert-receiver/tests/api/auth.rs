@@ -1,3 +1,5 @@
+use opsmesh_alert_receiver::{SIGNATURE_HEADER, sign};
+
 use crate::helpers::*;
 
 async fn post_with(app: &TestApp, headers: &[(&str, String)]) -> (u16, serde_json::Value) {
@@ -98,6 +100,41 @@ async fn a_replayed_signature_is_403() {
         problem["detail"].as_str().unwrap().contains("already used"),
         "{problem}"
     );
+}
+
+#[tokio::test]
+async fn a_replay_with_a_padded_signature_header_is_still_403() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&sample("splunk-webhook.json")).unwrap();
+    let t = now();
+    let header = sign(SECRET, t, &body);
+    let first = app
+        .post_signed_bytes("/v1/alerts/splunk", body.clone(), SECRET, t)
+        .await;
+    assert_eq!(first.status(), 202);
+    // The same MAC dressed up differently: an extra bogus candidate, and extra spaces.
+    let mac = header.split("v1=").nth(1).unwrap();
+    for disguised in [
+        format!("t={t},v1={},v1={mac}", "0".repeat(64)),
+        format!("t={t}, v1={mac} "),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/v1/alerts/splunk"))
+            .header("Content-Type", "application/json")
+            .header(SIGNATURE_HEADER, disguised.clone())
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, problem) = read(response).await;
+        assert_eq!(status, 403, "{disguised}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("already used"),
+            "{problem}"
+        );
+    }
+    assert_eq!(app.published().len(), 1);
 }
 
 #[tokio::test]
