@@ -8,7 +8,8 @@
 #   scripts/bench.sh receiver     receiver requests/s and p50/p99 (in-memory bus, tansu) vs
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
-# Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000).
+# Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
+# BENCH_WARMUP (receiver runs, default 15 s not counted).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -16,6 +17,7 @@ CACHE="${OPSMESH_CACHE:-$HOME/.cache/opsmesh}"
 TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
+WARMUP="${BENCH_WARMUP:-15}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
@@ -86,11 +88,18 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq prometheus-alertmanager >/dev/null; else sudo -n apt-get install -y -qq prometheus-alertmanager >/dev/null; fi
   fi
   need_broker
+  # The server under test gets core 1 and the load generator core 0, so neither steals the
+  # other's CPU and the rates compare the servers (one core each), not the generator.
+  server_cpu=(); load_cpu=(); workers=2
+  if [[ "$(nproc)" -ge 2 ]] && command -v taskset >/dev/null; then
+    server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); workers=1
+    echo "   server pinned to cpu 1, load generator to cpu 0; ${WARMUP}s warm-up not counted"
+  fi
   run_receiver() { # $1 = bus kind
     local port; port=$(free_port)
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
-      OPSMESH__HTTP__WORKERS=2 OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
-      OPSMESH__LOG__LEVEL=warn "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
+      OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
+      OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
     pids+=($!); wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
   }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
@@ -98,21 +107,21 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   echo "== Prometheus Alertmanager $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}'), POST /api/v2/alerts, one alert per request"
   am_port=$(free_port)
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
-  prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
+  "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
     --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
   pids+=($!); wait_http "http://127.0.0.1:$am_port/-/ready"
-  am=$("$bench" http --kind alertmanager --url "http://127.0.0.1:$am_port/api/v2/alerts" \
-        --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN"); echo "  $am"
+  am=$("${load_cpu[@]}" "$bench" http --kind alertmanager --url "http://127.0.0.1:$am_port/api/v2/alerts" \
+        --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --warmup "$WARMUP"); echo "  $am"
   am_rate=$(echo "$am" | rate_of)
 
   for kind in memory kafka; do
     echo "== receiver, signed Splunk alerts, $kind bus (every 202 acknowledged by the bus)"
     port=$(run_receiver "$kind")
-    out=$("$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
-          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN"); echo "  $out"
+    out=$("${load_cpu[@]}" "$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
+          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --warmup "$WARMUP"); echo "  $out"
     rate=$(echo "$out" | rate_of)
     half=$((rate / 2))
-    out=$("$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
+    out=$("${load_cpu[@]}" "$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
           --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --rate "$half"); echo "  at half the max rate: $out"
     awk -v r="$rate" -v a="$am_rate" -v k="$kind" 'BEGIN { printf "  ratio receiver(%s) / alertmanager = %.2fx\n", k, r / a }'
   done
