@@ -21,7 +21,12 @@ WARMUP="${BENCH_WARMUP:-15}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+# Background processes are tracked in a file too: several are started inside $(…) subshells.
+track() { pids+=("$1"); echo "$1" >>"$work/pids"; }
+cleanup() {
+  [[ -f "$work/pids" ]] && mapfile -t -O "${#pids[@]}" pids <"$work/pids"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"
+}
 trap cleanup EXIT
 
 [[ -x "$TANSU" ]] || { echo "tansu missing: run scripts/test.sh once (it installs it)"; exit 1; }
@@ -38,7 +43,7 @@ start_tansu() {
   local port; port=$(free_port)
   "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  pids+=($!)
+  track $!
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
   echo "127.0.0.1:$port"
 }
@@ -100,7 +105,7 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
       OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
-    pids+=($!); wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
+    track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
   }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
 
@@ -109,10 +114,11 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
   "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
     --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
-  pids+=($!); wait_http "http://127.0.0.1:$am_port/-/ready"
+  am_pid=$!; track $am_pid; wait_http "http://127.0.0.1:$am_port/-/ready"
   am=$("${load_cpu[@]}" "$bench" http --kind alertmanager --url "http://127.0.0.1:$am_port/api/v2/alerts" \
         --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --warmup "$WARMUP"); echo "  $am"
   am_rate=$(echo "$am" | rate_of)
+  kill "$am_pid"; wait "$am_pid" 2>/dev/null || true  # it would keep working on core 1
 
   for kind in memory kafka; do
     echo "== receiver, signed Splunk alerts, $kind bus (every 202 acknowledged by the bus)"
