@@ -355,6 +355,17 @@ impl LedgerReader {
     }
 }
 
+/// A model that needs 480Mi while its limit is 256Mi: its pods keep being OOMKilled.
+const OOM_FAULT: &str = "kind: oom_loop, params: {memory_demand: 480Mi}";
+
+/// One OOM-looping model, one replica started with `replica_env`, and a reader of the ledger.
+async fn one_oom_model(model: &str, replica_env: &[(&str, &str)]) -> (Rig, LedgerReader) {
+    let mut rig = Rig::start(&models_yaml(&[model], &[(model, OOM_FAULT)])).await;
+    rig.add_replica(replica_env).await;
+    let ledger = LedgerReader::new(&rig.broker).await;
+    (rig, ledger)
+}
+
 fn models_yaml(models: &[&str], faults: &[(&str, &str)]) -> String {
     let mut text =
         String::from("state:\n  namespaces:\n    - name: ml-team-a\n  inference_services:\n");
@@ -380,10 +391,7 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
     const INCIDENTS: usize = 12;
     let models: Vec<String> = (0..INCIDENTS).map(|i| format!("model-{i}")).collect();
     let names: Vec<&str> = models.iter().map(String::as_str).collect();
-    let faults: Vec<(&str, &str)> = names
-        .iter()
-        .map(|m| (*m, "kind: oom_loop, params: {memory_demand: 480Mi}"))
-        .collect();
+    let faults: Vec<(&str, &str)> = names.iter().map(|m| (*m, OOM_FAULT)).collect();
     let mut rig = Rig::start(&models_yaml(&names, &faults)).await;
     // Offsets are committed only every minute, so everything the killed replica handled is
     // delivered again to whichever replica takes its partitions over.
@@ -479,14 +487,8 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approved_action_runs_once_and_nothing_changes_before() {
-    let mut rig = Rig::start(&models_yaml(
-        &["gated"],
-        &[("gated", "kind: oom_loop, params: {memory_demand: 480Mi}")],
-    ))
-    .await;
-    rig.add_replica(&[("OPSMESH__REMEDIATOR__POLICY__MODE", "approve")])
-        .await;
-    let mut ledger = LedgerReader::new(&rig.broker).await;
+    let (rig, mut ledger) =
+        one_oom_model("gated", &[("OPSMESH__REMEDIATOR__POLICY__MODE", "approve")]).await;
     let incident = "approval-gate".to_owned();
     rig.publish(
         topics::DIAGNOSES,
@@ -566,17 +568,11 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_verification_rolls_back_and_escalates() {
-    let mut rig = Rig::start(&models_yaml(
-        &["too-small"],
-        &[(
-            "too-small",
-            "kind: oom_loop, params: {memory_demand: 480Mi}",
-        )],
-    ))
+    let (rig, mut ledger) = one_oom_model(
+        "too-small",
+        &[("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "6")],
+    )
     .await;
-    rig.add_replica(&[("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "6")])
-        .await;
-    let mut ledger = LedgerReader::new(&rig.broker).await;
     let incident = "rollback".to_owned();
     // 320Mi is below the 480Mi the model needs: the pods keep being OOMKilled.
     rig.publish(
