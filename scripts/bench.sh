@@ -9,7 +9,7 @@
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
-# BENCH_WARMUP (receiver runs, default 15 s not counted).
+# BENCH_WARMUP (receiver runs, default 15 s not counted), BENCH_ROUNDS (receiver comparison, 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -18,6 +18,7 @@ TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 WARMUP="${BENCH_WARMUP:-15}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
@@ -43,7 +44,7 @@ start_tansu() {
   local port; port=$(free_port)
   "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-  track $!
+  echo $! >"$work/tansu.pid"; track $!
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
   echo "127.0.0.1:$port"
 }
@@ -52,7 +53,7 @@ machine() { echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB",
 machine
 
 brokers=""
-need_broker() { [[ -n "$brokers" ]] || brokers=$(start_tansu); }
+need_broker() { [[ -n "$brokers" ]] || { brokers=$(start_tansu); rm -f "$work/tansu.pid"; }; }
 
 if [[ "$what" == all || "$what" == bus ]]; then
   echo "== bus: publish -> consume, $MESSAGES x 1 KiB"
@@ -92,7 +93,6 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     echo "== installing prometheus-alertmanager (Debian) for the comparison"
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq prometheus-alertmanager >/dev/null; else sudo -n apt-get install -y -qq prometheus-alertmanager >/dev/null; fi
   fi
-  need_broker
   # The server under test gets core 1 and the load generator core 0, so neither steals the
   # other's CPU and the rates compare the servers (one core each), not the generator.
   server_cpu=(); load_cpu=(); workers=2
@@ -100,35 +100,58 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); workers=1
     echo "   server pinned to cpu 1, load generator to cpu 0; ${WARMUP}s warm-up not counted"
   fi
+  # Each Kafka run gets a fresh broker (stopped afterwards): tansu's in-memory storage keeps
+  # every message, and an earlier run's data would slow it and take CPU from later runs.
   run_receiver() { # $1 = bus kind
     local port; port=$(free_port)
+    [[ "$1" == kafka ]] && brokers=$(start_tansu)
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
       OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
-    track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
+    echo $! >"$work/receiver.pid"; track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
   }
+  stop() { local pid; pid=$(cat "$1"); kill "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; }
+  stop_receiver() { stop "$work/receiver.pid"; [[ -f "$work/tansu.pid" ]] && stop "$work/tansu.pid"; rm -f "$work/tansu.pid"; }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
-
-  echo "== Prometheus Alertmanager $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}'), POST /api/v2/alerts, one alert per request"
-  am_port=$(free_port)
+  median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  drive() { # $1 = url, $2 = kind, then extra opsmesh-bench flags
+    local url="$1" kind="$2"; shift 2
+    "${load_cpu[@]}" "$bench" http --kind "$kind" --secret bench --url "$url" --concurrency "$CONCURRENCY" \
+      --seconds "$SECONDS_PER_RUN" "$@"
+  }
+  am_version=$(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
-  "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
-    --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
-  am_pid=$!; track $am_pid; wait_http "http://127.0.0.1:$am_port/-/ready"
-  am=$("${load_cpu[@]}" "$bench" http --kind alertmanager --url "http://127.0.0.1:$am_port/api/v2/alerts" \
-        --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --warmup "$WARMUP"); echo "  $am"
-  am_rate=$(echo "$am" | rate_of)
-  kill "$am_pid"; wait "$am_pid" 2>/dev/null || true  # it would keep working on core 1
 
+  # This VM's speed drifts by ±15% over minutes, so the servers take turns, round after
+  # round, and the medians are compared. Only one server runs at a time: each gets core 1.
+  declare -A rates=([alertmanager]="" [memory]="" [kafka]="")
+  for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round/$ROUNDS: Alertmanager $am_version (POST /api/v2/alerts, one alert per request), then the receiver with signed Splunk alerts (in-memory bus, then tansu; every 202 acknowledged by the bus)"
+    am_port=$(free_port)
+    "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
+      --storage.path="$work/am-$round" --cluster.listen-address= >"$work/am.log" 2>&1 &
+    am_pid=$!; track $am_pid; wait_http "http://127.0.0.1:$am_port/-/ready"
+    out=$(drive "http://127.0.0.1:$am_port/api/v2/alerts" alertmanager --warmup "$WARMUP"); echo "  $out"
+    rates[alertmanager]+=" $(echo "$out" | rate_of)"
+    kill "$am_pid"; wait "$am_pid" 2>/dev/null || true
+    for kind in memory kafka; do
+      port=$(run_receiver "$kind")
+      out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --warmup "$WARMUP"); echo "  $out"
+      rates[$kind]+=" $(echo "$out" | rate_of)"
+      stop_receiver
+    done
+  done
+
+  am_rate=$(echo "${rates[alertmanager]}" | median)
+  echo "== medians of $ROUNDS rounds"
+  echo "  alertmanager: $am_rate req/s (rounds:${rates[alertmanager]})"
   for kind in memory kafka; do
-    echo "== receiver, signed Splunk alerts, $kind bus (every 202 acknowledged by the bus)"
+    rate=$(echo "${rates[$kind]}" | median)
+    awk -v r="$rate" -v a="$am_rate" -v k="$kind" -v all="${rates[$kind]}" \
+      'BEGIN { printf "  receiver (%s bus): %d req/s (rounds:%s), ratio to alertmanager = %.2fx\n", k, r, all, r / a }'
     port=$(run_receiver "$kind")
-    out=$("${load_cpu[@]}" "$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
-          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --warmup "$WARMUP"); echo "  $out"
-    rate=$(echo "$out" | rate_of)
-    half=$((rate / 2))
-    out=$("${load_cpu[@]}" "$bench" http --kind splunk --secret bench --url "http://127.0.0.1:$port/v1/alerts/splunk" \
-          --concurrency "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --rate "$half"); echo "  at half the max rate: $out"
-    awk -v r="$rate" -v a="$am_rate" -v k="$kind" 'BEGIN { printf "  ratio receiver(%s) / alertmanager = %.2fx\n", k, r / a }'
+    out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --rate $((rate / 2)) --warmup "$WARMUP")
+    echo "  receiver ($kind bus) at half its median rate: $out"
+    stop_receiver
   done
 fi

@@ -6,7 +6,7 @@ use std::{
     collections::{HashSet, VecDeque},
     num::NonZeroU32,
     path::PathBuf,
-    sync::{Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -74,7 +74,9 @@ impl AuthError {
 struct SecretList {
     file: Option<PathBuf>,
     from_env: Vec<String>,
-    from_file: RwLock<(Option<SystemTime>, Vec<String>)>,
+    /// The file's modification time when last read, and every active value (environment
+    /// first). Shared, so a request does not copy the secrets.
+    active: RwLock<(Option<SystemTime>, Arc<[String]>)>,
 }
 
 fn split_secrets(text: &str, separators: &[char]) -> Vec<String> {
@@ -101,14 +103,14 @@ impl SecretList {
         };
         let list = Self {
             file: file.cloned(),
+            active: RwLock::new((None, from_env.clone().into())),
             from_env,
-            from_file: RwLock::new((None, Vec::new())),
         };
         if let Some(path) = &list.file {
             let (mtime, values) = read_secret_file(path).map_err(|e| {
                 ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
             })?;
-            *list.from_file.write().expect("lock") = (mtime, values);
+            *list.active.write().expect("lock") = (mtime, list.with_env(values));
         }
         Ok(list)
     }
@@ -117,23 +119,27 @@ impl SecretList {
         self.file.is_some() || !self.from_env.is_empty()
     }
 
+    fn with_env(&self, from_file: Vec<String>) -> Arc<[String]> {
+        self.from_env.iter().cloned().chain(from_file).collect()
+    }
+
     /// Every active value; a changed file is re-read (rotation without restart).
-    fn values(&self) -> Vec<String> {
-        let mut values = self.from_env.clone();
+    fn values(&self) -> Arc<[String]> {
         if let Some(path) = &self.file {
             let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            let stale = self.from_file.read().expect("lock").0 != current;
+            let stale = self.active.read().expect("lock").0 != current;
             if stale {
                 match read_secret_file(path) {
-                    Ok(fresh) => *self.from_file.write().expect("lock") = fresh,
+                    Ok((mtime, values)) => {
+                        *self.active.write().expect("lock") = (mtime, self.with_env(values))
+                    }
                     Err(err) => {
                         tracing::warn!(file = %path.display(), error = %err, "keeping the previous secrets")
                     }
                 }
             }
-            values.extend(self.from_file.read().expect("lock").1.iter().cloned());
         }
-        values
+        self.active.read().expect("lock").1.clone()
     }
 }
 
@@ -154,7 +160,8 @@ struct Source {
 /// Signatures seen recently, to refuse replays within the window.
 struct SeenSignatures {
     capacity: usize,
-    set: HashSet<SignatureId>,
+    /// Only signatures that verified get in, so a fast seeded hasher rather than SipHash.
+    set: HashSet<SignatureId, foldhash::fast::RandomState>,
     order: VecDeque<SignatureId>,
 }
 
@@ -210,7 +217,7 @@ impl Authenticator {
             default_source: config.source_name.clone(),
             seen: Mutex::new(SeenSignatures {
                 capacity: config.dedup_capacity.max(1),
-                set: HashSet::new(),
+                set: HashSet::default(),
                 order: VecDeque::new(),
             }),
         })

@@ -28,7 +28,9 @@ pub type DeliveryKey = [u8; 32];
 
 #[derive(Default)]
 struct Table {
-    slots: HashMap<DeliveryKey, Slot>,
+    /// Touched on every request and holding up to `capacity` entries: a fast seeded hasher
+    /// rather than SipHash. Keys are digests of what authenticated senders sent.
+    slots: HashMap<DeliveryKey, Slot, foldhash::fast::RandomState>,
     /// Completion order, for expiry.
     order: VecDeque<(Instant, DeliveryKey)>,
 }

@@ -93,7 +93,7 @@ pub fn fingerprint_of_splunk_body(
         default_cluster: "default",
     };
     normalizer
-        .splunk(body, "splunk")
+        .splunk(&body.to_string(), "splunk")
         .map(|alert| alert.fingerprint)
 }
 
@@ -106,15 +106,13 @@ pub fn parse_untrusted(bytes: &[u8]) {
     if json_depth::exceeds(bytes, 32).is_some() {
         return;
     }
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        let fields = config::EntityFields::default();
-        let normalizer = normalize::Normalizer {
-            fields: &fields,
-            max_rows: 100,
-            default_cluster: "default",
-        };
-        let _ = normalizer.splunk(value.clone(), "fuzz");
-        let _ = normalizer.alertmanager(value, "fuzz");
-    }
+    let fields = config::EntityFields::default();
+    let normalizer = normalize::Normalizer {
+        fields: &fields,
+        max_rows: 100,
+        default_cluster: "default",
+    };
+    let _ = normalizer.splunk(text, "fuzz");
+    let _ = normalizer.alertmanager(text, "fuzz");
     let _ = auth::parse_signature_header(text);
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Map, Value, error::Category};
 
 use opsmesh_proto::{
     Severity,
@@ -20,6 +20,25 @@ pub struct Normalizer<'a> {
     pub fields: &'a EntityFields,
     pub max_rows: usize,
     pub default_cluster: &'a str,
+}
+
+/// `400`: the body is not JSON at all.
+pub fn malformed(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "malformed-json",
+        "The body is not valid JSON",
+        detail,
+    )
+}
+
+/// Parses the body straight into its expected shape (no intermediate JSON tree): a syntax
+/// error is `400 malformed-json`, valid JSON of the wrong shape `422 invalid-alert`.
+fn parse_body<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Problem> {
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        Category::Data => invalid("", format!("not {what}: {e}")),
+        Category::Syntax | Category::Eof | Category::Io => malformed(e.to_string()),
+    })
 }
 
 fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
@@ -50,10 +69,9 @@ struct SplunkBody {
 }
 
 impl Normalizer<'_> {
-    /// `source` is the authenticated sender's name.
-    pub fn splunk(&self, body: Value, source: &str) -> Result<Alert, Problem> {
-        let body: SplunkBody = serde_json::from_value(body)
-            .map_err(|e| invalid("", format!("not a Splunk alert body: {e}")))?;
+    /// `body` is the request's JSON text; `source` is the authenticated sender's name.
+    pub fn splunk(&self, body: &str, source: &str) -> Result<Alert, Problem> {
+        let body: SplunkBody = parse_body(body, "a Splunk alert body")?;
         let sid = required_string(body.sid, "/sid")?;
         let name = match optional_string(body.search_name, "/search_name")? {
             Some(name) if !name.trim().is_empty() => name,
@@ -110,7 +128,7 @@ impl Normalizer<'_> {
     }
 
     /// Prometheus Alertmanager webhook (version 4): one alert per entry of `alerts`.
-    pub fn alertmanager(&self, body: Value, source: &str) -> Result<Vec<Alert>, Problem> {
+    pub fn alertmanager(&self, body: &str, source: &str) -> Result<Vec<Alert>, Problem> {
         #[derive(Deserialize)]
         struct Group {
             version: String,
@@ -127,8 +145,7 @@ impl Normalizer<'_> {
             generator_url: Option<String>,
             fingerprint: Option<String>,
         }
-        let group: Group = serde_json::from_value(body)
-            .map_err(|e| invalid("", format!("not an Alertmanager webhook body: {e}")))?;
+        let group: Group = parse_body(body, "an Alertmanager webhook body")?;
         if group.version != "4" {
             return Err(invalid(
                 "/version",

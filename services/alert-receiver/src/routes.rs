@@ -5,10 +5,13 @@ use std::{sync::Arc, time::Instant};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use opsmesh_proto::{Envelope, alert::Alert};
+use opsmesh_proto::{
+    Envelope,
+    alert::{Alert, FieldValue},
+};
 use opsmesh_runtime::{Publisher, problem::Problem};
 
 use crate::{
@@ -17,7 +20,7 @@ use crate::{
     dedup::{Accepted, Claim, Deliveries, DeliveryKey},
     json_depth,
     metrics::ReceiverMetrics,
-    normalize::Normalizer,
+    normalize::{self, Normalizer},
 };
 
 pub struct State {
@@ -63,6 +66,14 @@ pub fn configure(config: &mut web::ServiceConfig, state: Arc<State>) {
             )
             .route("/alertmanager", web::post().to(alertmanager)),
     );
+}
+
+/// The `202` answer: every alert's id, in request order.
+#[derive(Serialize)]
+struct AcceptedBody<'a> {
+    alert_ids: Vec<uuid::Uuid>,
+    incident_key: Option<&'a str>,
+    incident_keys: Vec<&'a str>,
 }
 
 /// Why a request was refused: a metrics label and the problem body sent back.
@@ -150,11 +161,11 @@ async fn accept(
                 .duplicates
                 .with_label_values(&[format.label(), &source])
                 .inc_by((accepted.len() - fresh) as u64);
-            HttpResponse::Accepted().json(json!({
-                "alert_ids": accepted.iter().map(|a| a.alert_id).collect::<Vec<_>>(),
-                "incident_key": accepted.first().map(|a| a.incident_key.clone()),
-                "incident_keys": accepted.iter().map(|a| a.incident_key.clone()).collect::<Vec<_>>(),
-            }))
+            HttpResponse::Accepted().json(AcceptedBody {
+                alert_ids: accepted.iter().map(|a| a.alert_id).collect(),
+                incident_key: accepted.first().map(|a| a.incident_key.as_str()),
+                incident_keys: accepted.iter().map(|a| a.incident_key.as_str()).collect(),
+            })
         }
         Err(Refusal { reason, problem }) => {
             metrics
@@ -213,22 +224,24 @@ async fn handle(
             .retry_after(limited.retry_after_secs),
         )
     })?;
-    let value = parse_json(&body, state.config.max_depth)?;
+    let text = json_text(&body, state.config.max_depth)?;
     let normalizer = Normalizer {
         fields: &state.config.entity_fields,
         max_rows: state.config.max_rows,
         default_cluster: &state.cluster,
     };
     let alerts = match format {
-        Format::Splunk => vec![
-            normalizer
-                .splunk(value, source)
-                .map_err(|p| refuse("invalid", p))?,
-        ],
-        Format::Alertmanager => normalizer
-            .alertmanager(value, source)
-            .map_err(|p| refuse("invalid", p))?,
-    };
+        Format::Splunk => normalizer.splunk(text, source).map(|alert| vec![alert]),
+        Format::Alertmanager => normalizer.alertmanager(text, source),
+    }
+    .map_err(|problem| {
+        let reason = if problem.status == StatusCode::BAD_REQUEST.as_u16() {
+            "malformed"
+        } else {
+            "invalid"
+        };
+        refuse(reason, problem)
+    })?;
     let delivered = deliver(state, alerts).await?;
     if let Some(signature) = authenticated.signature {
         state.auth.remember(signature);
@@ -239,18 +252,38 @@ async fn handle(
 /// Identity of one delivery: a retry of the same alert has the same key.
 fn delivery_key(alert: &Alert) -> DeliveryKey {
     let mut hasher = Sha256::new();
-    hasher.update(alert.source.as_bytes());
-    hasher.update([0]);
+    // Every variable-length part is length-prefixed, so parts cannot run into each other.
+    let mut put = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    put(alert.source.as_bytes());
     match (&alert.sid, &alert.starts_at) {
         // Splunk: the same search run (sid) with the same rows.
         (Some(sid), _) => {
-            hasher.update(sid.as_bytes());
-            serde_json::to_writer(&mut hasher, &alert.rows).expect("rows serialize");
+            put(sid.as_bytes());
+            for row in &alert.rows {
+                put(&(row.len() as u64).to_be_bytes());
+                for (field, value) in row {
+                    put(field.as_bytes());
+                    match value {
+                        FieldValue::One(one) => {
+                            put(b"one");
+                            put(one.as_bytes());
+                        }
+                        FieldValue::Many(many) => {
+                            put(b"many");
+                            put(&(many.len() as u64).to_be_bytes());
+                            many.iter().for_each(|v| put(v.as_bytes()));
+                        }
+                    }
+                }
+            }
         }
         // Alertmanager: its fingerprint, status and start.
         (None, starts_at) => {
-            hasher.update(alert.fingerprint.as_bytes());
-            hasher.update(format!("{:?}{starts_at:?}", alert.status).as_bytes());
+            put(alert.fingerprint.as_bytes());
+            put(format!("{:?}{starts_at:?}", alert.status).as_bytes());
         }
     }
     hasher.finalize().into()
@@ -380,25 +413,15 @@ fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {
     }
 }
 
-fn parse_json(body: &[u8], max_depth: usize) -> Result<Value, Refusal> {
-    let bad = |detail: String| {
-        refuse(
-            "malformed",
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "The body is not valid JSON",
-                detail,
-            ),
-        )
-    };
+/// The body as text, once it is known to be UTF-8 and not nested too deeply to parse.
+fn json_text(body: &[u8], max_depth: usize) -> Result<&str, Refusal> {
+    let bad = |detail: String| refuse("malformed", normalize::malformed(detail));
     if let Some(offset) = json_depth::exceeds(body, max_depth) {
         return Err(bad(format!(
             "nesting deeper than {max_depth} levels at byte {offset}"
         )));
     }
-    let text = std::str::from_utf8(body).map_err(|e| bad(format!("body is not UTF-8: {e}")))?;
-    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+    std::str::from_utf8(body).map_err(|e| bad(format!("body is not UTF-8: {e}")))
 }
 
 fn unavailable(state: &State, detail: String) -> Refusal {

@@ -129,6 +129,21 @@ async fn the_same_delivery_twice_is_published_once_with_the_same_id() {
 }
 
 #[tokio::test]
+async fn the_same_search_run_with_other_rows_is_a_new_delivery() {
+    let app = spawn_app().await;
+    let mut body = sample("splunk-webhook.json");
+    let (_, first) = read(app.post_signed(&body).await).await;
+    // Same sid: a multivalue field instead of a single value, then another value.
+    body["result"]["error_rate"] = json!(["0.31"]);
+    let (_, second) = read(app.post_signed(&body).await).await;
+    body["result"]["error_rate"] = json!("0.99");
+    let (_, third) = read(app.post_signed(&body).await).await;
+    assert_ne!(first["alert_ids"], second["alert_ids"]);
+    assert_ne!(second["alert_ids"], third["alert_ids"]);
+    assert_eq!(app.published().len(), 3);
+}
+
+#[tokio::test]
 async fn concurrent_duplicates_are_published_once() {
     let app = spawn_app().await;
     let body = sample("splunk-webhook.json");

@@ -30,6 +30,12 @@ pub struct KafkaSettings {
     /// How long the producer keeps trying to deliver before `publish` fails.
     #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
+    /// How long the producer waits to batch messages before sending (`linger.ms`). Each
+    /// `202` waits for its batch's acknowledgement, so this adds to the receiver's latency
+    /// and, at a fixed number of concurrent senders, caps its rate; sub-millisecond values
+    /// (`"500us"`) are allowed.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
     /// How often stored offsets are committed (also committed on revoke and shutdown).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
@@ -58,6 +64,7 @@ impl Default for KafkaSettings {
             partitions: 6,
             replication_factor: 1,
             message_timeout: Duration::from_secs(30),
+            linger: Duration::from_micros(500),
             commit_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             max_poll_interval: Duration::from_secs(300),
@@ -94,6 +101,12 @@ impl Validate for KafkaSettings {
                 "must be at least session_timeout",
             ));
         }
+        if self.linger > Duration::from_secs(900) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.linger"),
+                "must be at most 900s (librdkafka's linger.ms limit)",
+            ));
+        }
         if self.commit_interval.is_zero() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.commit_interval"),
@@ -115,7 +128,10 @@ impl KafkaBus {
         let producer = base_config(settings, client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set(
+                "linger.ms",
+                (settings.linger.as_secs_f64() * 1e3).to_string(),
+            )
             .set("message.timeout.ms", millis(settings.message_timeout))
             .set_all(&settings.client)
             .create()
