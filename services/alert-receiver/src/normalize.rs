@@ -88,9 +88,15 @@ impl Normalizer<'_> {
         } else {
             AlertSourceKind::SplunkWebhook
         };
+        let first_row = |result| parse_row(result, || "/result".to_owned());
         let (mut rows, pointer_base) = match (body.rows, body.result) {
-            (Some(rows), _) => (parse_rows(rows, "/rows")?, "/rows/0"),
-            (None, Some(result)) => (vec![parse_row(result, || "/result".to_owned())?], "/result"),
+            (Some(rows), result) => match (parse_rows(rows, "/rows")?, result) {
+                // The alert action sends no rows when even one would not fit its body limit;
+                // `result` (the first row, shortened) still names the entity.
+                (rows, Some(result)) if rows.is_empty() => (vec![first_row(result)?], "/result"),
+                (rows, _) => (rows, "/rows/0"),
+            },
+            (None, Some(result)) => (vec![first_row(result)?], "/result"),
             (None, None) => return Err(invalid("/result", "`result` (or `rows`) is required")),
         };
         let mut truncated = body.rows_truncated.unwrap_or(false);

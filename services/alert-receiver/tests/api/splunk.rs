@@ -96,6 +96,22 @@ async fn multivalue_fields_and_unicode_are_kept() {
 }
 
 #[tokio::test]
+async fn an_action_body_without_rows_takes_its_entity_from_result() {
+    // What the alert action sends when even one row exceeds its body limit.
+    let app = spawn_app().await;
+    let mut body = sample("splunk-webhook.json");
+    body["rows"] = json!([]);
+    body["rows_truncated"] = json!(true);
+    let (status, _) = read(app.post_signed(&body).await).await;
+    assert_eq!(status, 202);
+    let payload = &app.published()[0]["payload"];
+    assert_eq!(payload["entity"]["namespace"], "ml-team-a");
+    assert_eq!(payload["entity"]["name"], "gpt-oss-120b");
+    assert_eq!(payload["rows"][0]["model_name"], "gpt-oss-120b");
+    assert_eq!(payload["rows_truncated"], true);
+}
+
+#[tokio::test]
 async fn rows_beyond_the_limit_are_dropped_and_marked() {
     let app = spawn_app_with(|c| c.max_rows = 2).await;
     let mut body = sample("splunk-webhook.json");
