@@ -9,7 +9,7 @@
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
-# BENCH_WARMUP (receiver runs, default 15 s not counted), BENCH_ROUNDS (receiver comparison, 3).
+# BENCH_WARMUP (receiver runs, default 15 s not counted), BENCH_ROUNDS (receiver comparison, 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -18,7 +18,7 @@ TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 WARMUP="${BENCH_WARMUP:-15}"
-ROUNDS="${BENCH_ROUNDS:-3}"
+ROUNDS="${BENCH_ROUNDS:-5}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
@@ -122,9 +122,10 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   am_version=$(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
 
-  # This VM's speed drifts by ±15% over minutes, so the servers take turns, round after
-  # round, and the medians are compared. Only one server runs at a time: each gets core 1.
-  declare -A rates=([alertmanager]="" [memory]="" [kafka]="")
+  # A shared VM's speed drifts by ±15 % within minutes, so the servers take turns, round after
+  # round, each measured right after Alertmanager: the headline is the median of the per-round
+  # ratios. Only one server runs at a time, so each has core 1 to itself.
+  declare -A rates=([alertmanager]="" [memory]="" [kafka]="") ratios=([memory]="" [kafka]="")
   for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round/$ROUNDS: Alertmanager $am_version (POST /api/v2/alerts, one alert per request), then the receiver with signed Splunk alerts (in-memory bus, then tansu; every 202 acknowledged by the bus)"
     am_port=$(free_port)
@@ -132,23 +133,22 @@ if [[ "$what" == all || "$what" == receiver ]]; then
       --storage.path="$work/am-$round" --cluster.listen-address= >"$work/am.log" 2>&1 &
     am_pid=$!; track $am_pid; wait_http "http://127.0.0.1:$am_port/-/ready"
     out=$(drive "http://127.0.0.1:$am_port/api/v2/alerts" alertmanager --warmup "$WARMUP"); echo "  $out"
-    rates[alertmanager]+=" $(echo "$out" | rate_of)"
+    am_rate=$(echo "$out" | rate_of); rates[alertmanager]+=" $am_rate"
     kill "$am_pid"; wait "$am_pid" 2>/dev/null || true
     for kind in memory kafka; do
       port=$(run_receiver "$kind")
       out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --warmup "$WARMUP"); echo "  $out"
-      rates[$kind]+=" $(echo "$out" | rate_of)"
+      rate=$(echo "$out" | rate_of); rates[$kind]+=" $rate"
+      ratios[$kind]+=" $(awk -v r="$rate" -v a="$am_rate" 'BEGIN { printf "%.2f", r / a }')"
       stop_receiver
     done
   done
 
-  am_rate=$(echo "${rates[alertmanager]}" | median)
   echo "== medians of $ROUNDS rounds"
-  echo "  alertmanager: $am_rate req/s (rounds:${rates[alertmanager]})"
+  echo "  alertmanager: $(echo "${rates[alertmanager]}" | median) req/s (rounds:${rates[alertmanager]})"
   for kind in memory kafka; do
     rate=$(echo "${rates[$kind]}" | median)
-    awk -v r="$rate" -v a="$am_rate" -v k="$kind" -v all="${rates[$kind]}" \
-      'BEGIN { printf "  receiver (%s bus): %d req/s (rounds:%s), ratio to alertmanager = %.2fx\n", k, r, all, r / a }'
+    echo "  receiver ($kind bus): $rate req/s (rounds:${rates[$kind]}); ratio to alertmanager = $(echo "${ratios[$kind]}" | median)x (rounds:${ratios[$kind]})"
     port=$(run_receiver "$kind")
     out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --rate $((rate / 2)) --warmup "$WARMUP")
     echo "  receiver ($kind bus) at half its median rate: $out"
