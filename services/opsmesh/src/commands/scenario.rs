@@ -254,7 +254,6 @@ fn terminal(state: IncidentState) -> bool {
 
 struct Files {
     _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
     hec: PathBuf,
     secret: String,
     path_token: String,
@@ -318,7 +317,6 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
     );
     Ok(Files {
         _dir: dir,
-        kubeconfig,
         hec,
         secret,
         path_token,
@@ -505,7 +503,6 @@ async fn play(
         .await
         .map_err(|e| e.to_string())?;
     let watcher = tokio::spawn(watch(sub, sim.clone(), seen.clone()));
-    let _ = &files.kubeconfig;
 
     let http = reqwest::Client::new();
     let plan = schedule(scenario);
