@@ -19,9 +19,14 @@ pub fn of(family: &str, name: &str, entity: &Entity) -> String {
     ];
     let mut hasher = Sha256::new();
     for part in parts {
-        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
+        update_prefixed(&mut hasher, part.as_bytes());
     }
     hex::encode(&hasher.finalize()[..16])
+}
+
+/// Hashes `bytes` behind their length, so adjacent parts cannot run into each other:
+/// ("ab", "c") and ("a", "bc") differ.
+pub fn update_prefixed(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_be_bytes());
+    hasher.update(bytes);
 }

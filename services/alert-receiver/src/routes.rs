@@ -18,7 +18,7 @@ use crate::{
     auth::Authenticator,
     config::ReceiverConfig,
     dedup::{Accepted, Claim, Deliveries, DeliveryKey},
-    json_depth,
+    fingerprint, json_depth,
     metrics::ReceiverMetrics,
     normalize::{self, Normalizer},
 };
@@ -252,11 +252,7 @@ async fn handle(
 /// Identity of one delivery: a retry of the same alert has the same key.
 fn delivery_key(alert: &Alert) -> DeliveryKey {
     let mut hasher = Sha256::new();
-    // Every variable-length part is length-prefixed, so parts cannot run into each other.
-    let mut put = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_be_bytes());
-        hasher.update(bytes);
-    };
+    let mut put = |bytes: &[u8]| fingerprint::update_prefixed(&mut hasher, bytes);
     put(alert.source.as_bytes());
     match (&alert.sid, &alert.starts_at) {
         // Splunk: the same search run (sid) with the same rows.
