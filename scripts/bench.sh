@@ -40,9 +40,10 @@ bench="$target/opsmesh-bench"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; return 1; }
 
+broker_cpu=()
 start_tansu() {
   local port; port=$(free_port)
-  "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+  "${broker_cpu[@]}" "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
   echo $! >"$work/tansu.pid"; track $!
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
@@ -93,12 +94,13 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     echo "== installing prometheus-alertmanager (Debian) for the comparison"
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq prometheus-alertmanager >/dev/null; else sudo -n apt-get install -y -qq prometheus-alertmanager >/dev/null; fi
   fi
-  # The server under test gets core 1 and the load generator core 0, so neither steals the
-  # other's CPU and the rates compare the servers (one core each), not the generator.
+  # The server under test gets core 1 to itself; the load generator and the test broker
+  # share core 0. Neither steals the server's CPU, so the rates compare the servers (one
+  # core each), not the harness.
   server_cpu=(); load_cpu=(); workers=2
   if [[ "$(nproc)" -ge 2 ]] && command -v taskset >/dev/null; then
-    server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); workers=1
-    echo "   server pinned to cpu 1, load generator to cpu 0; ${WARMUP}s warm-up not counted"
+    server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); broker_cpu=(taskset -c 0); workers=1
+    echo "   server pinned to cpu 1, load generator and tansu to cpu 0; ${WARMUP}s warm-up not counted"
   fi
   # Each Kafka run gets a fresh broker (stopped afterwards): tansu's in-memory storage keeps
   # every message, and an earlier run's data would slow it and take CPU from later runs.
@@ -114,10 +116,16 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   stop_receiver() { stop "$work/receiver.pid"; [[ -f "$work/tansu.pid" ]] && stop "$work/tansu.pid"; rm -f "$work/tansu.pid"; }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
   median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  # CPU time the hypervisor gave to other guests (steal), over all cores: a run with high
+  # steal measured a slower machine, whichever server it was.
+  cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
   drive() { # $1 = url, $2 = kind, then extra opsmesh-bench flags
-    local url="$1" kind="$2"; shift 2
+    local url="$1" kind="$2" before after; shift 2
+    before=$(cpu_ticks)
     "${load_cpu[@]}" "$bench" http --kind "$kind" --secret bench --url "$url" --concurrency "$CONCURRENCY" \
-      --seconds "$SECONDS_PER_RUN" "$@"
+      --seconds "$SECONDS_PER_RUN" "$@" | tr -d '\n'
+    after=$(cpu_ticks)
+    echo "$before $after" | awk '{ printf "; cpu steal %.0f%%\n", 100 * ($4 - $2) / ($3 - $1) }'
   }
   am_version=$(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"

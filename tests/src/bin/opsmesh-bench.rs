@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
 use serde_json::json;
 
 use opsmesh_runtime::{
@@ -40,15 +42,23 @@ fn num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bus") => bus(&args).await,
-        Some("http") => http(&args).await,
-        Some("e2e") => e2e(&args).await,
-        _ => usage(),
-    }
+    // The HTTP load generator runs on one thread: pinned to one core, a multi-thread
+    // runtime would only add cross-thread wake-ups to the cost of every request.
+    let mut runtime = match args.first().map(String::as_str) {
+        Some("http") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = runtime.enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("bus") => bus(&args).await,
+            Some("http") => http(&args).await,
+            Some("e2e") => e2e(&args).await,
+            _ => usage(),
+        }
+    });
 }
 
 fn micros_since_epoch() -> u64 {
@@ -189,24 +199,24 @@ async fn bus(args: &[String]) {
 /// Drives an HTTP endpoint with `concurrency` workers for `seconds`, optionally paced to
 /// `rate` requests/s in total. Requests of the first `warmup` seconds are not counted: both
 /// servers keep what they accept in bounded memory, which they fill first (page faults).
+/// Each worker keeps one HTTP/1.1 keep-alive connection (hyper's connection API, no pool),
+/// so the generator costs far less per request than the servers it measures.
 async fn http(args: &[String]) {
-    let url = arg(args, "--url").unwrap_or_else(|| usage());
+    let url: hyper::Uri = arg(args, "--url")
+        .unwrap_or_else(|| usage())
+        .parse()
+        .unwrap_or_else(|e| panic!("--url: {e}"));
     let kind = arg(args, "--kind").unwrap_or_else(|| usage());
     let secret = arg(args, "--secret");
     let concurrency: usize = num(args, "--concurrency", 32);
     let seconds: f64 = num(args, "--seconds", 10.0);
     let rate: f64 = num(args, "--rate", 0.0);
     let warmup: f64 = num(args, "--warmup", 0.0);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .unwrap();
     let started = Instant::now() + Duration::from_secs_f64(warmup);
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
-        let (client, url, kind, secret) =
-            (client.clone(), url.clone(), kind.clone(), secret.clone());
+        let (url, kind, secret) = (url.clone(), kind.clone(), secret.clone());
         workers.spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0usize;
@@ -216,17 +226,17 @@ async fn http(args: &[String]) {
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 interval
             });
+            let mut connection = None;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 if let Some(interval) = pace.as_mut() {
                     interval.tick().await;
                 }
                 n += 1;
-                let request = build_request(&client, &url, &kind, secret.as_deref(), worker, n);
+                let request = build_request(&url, &kind, secret.as_deref(), worker, n);
                 let sent = Instant::now();
-                match request.send().await {
-                    Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
+                match send(&mut connection, &url, request).await {
+                    Ok(status) if status.is_success() => {
                         if sent >= started {
                             latencies.push(sent.elapsed().as_micros() as u64);
                         }
@@ -266,15 +276,48 @@ async fn http(args: &[String]) {
     .print(&label, "req");
 }
 
+type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Sends `request` on the worker's connection, (re)connecting first when it has none or the
+/// server closed it; returns the response status once the whole body has been read.
+async fn send(
+    connection: &mut Option<Connection>,
+    url: &hyper::Uri,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::StatusCode, Box<dyn std::error::Error>> {
+    if connection.as_ref().is_none_or(|c| c.is_closed()) {
+        let authority = url.authority().ok_or("--url has no host")?.as_str();
+        let stream = tokio::net::TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, driver) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(driver);
+        *connection = Some(sender);
+    }
+    let sender = connection.as_mut().expect("connected above");
+    sender.ready().await?;
+    let response = sender.send_request(request).await.inspect_err(|_| {
+        *connection = None;
+    })?;
+    let status = response.status();
+    response.into_body().collect().await?;
+    Ok(status)
+}
+
 fn build_request(
-    client: &reqwest::Client,
-    url: &str,
+    url: &hyper::Uri,
     kind: &str,
     secret: Option<&str>,
     worker: usize,
     n: u64,
-) -> reqwest::RequestBuilder {
-    match kind {
+) -> hyper::Request<Full<Bytes>> {
+    let request = hyper::Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            hyper::header::HOST,
+            url.authority().map_or("", |a| a.as_str()),
+        )
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    let (request, body) = match kind {
         "splunk" => {
             // A distinct search run per request, so none is a duplicate delivery.
             let body = serde_json::to_vec(&json!({
@@ -289,20 +332,26 @@ fn build_request(
             let t = (micros_since_epoch() / 1_000_000) as i64;
             let signature =
                 opsmesh_alert_receiver::sign(secret.unwrap_or_else(|| usage()), t, &body);
-            client
-                .post(url)
-                .header("Content-Type", "application/json")
-                .header(opsmesh_alert_receiver::SIGNATURE_HEADER, signature)
-                .body(body)
+            (
+                request.header(opsmesh_alert_receiver::SIGNATURE_HEADER, signature),
+                body,
+            )
         }
-        "alertmanager" => client.post(url).json(&json!([{
-            "labels": {"alertname": "KServeModelErrors", "namespace": "ml-team-a",
-                        "inferenceservice": format!("model-w{worker}-{n}"), "severity": "critical"},
-            "annotations": {"summary": "error rate above 5% for 5m"},
-            "generatorURL": "http://prometheus.example.com/graph"
-        }])),
+        "alertmanager" => (
+            request,
+            serde_json::to_vec(&json!([{
+                "labels": {"alertname": "KServeModelErrors", "namespace": "ml-team-a",
+                            "inferenceservice": format!("model-w{worker}-{n}"), "severity": "critical"},
+                "annotations": {"summary": "error rate above 5% for 5m"},
+                "generatorURL": "http://prometheus.example.com/graph"
+            }]))
+            .unwrap(),
+        ),
         _ => usage(),
-    }
+    };
+    request
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid request")
 }
 
 /// The whole mesh in this process (Kafka or in-memory bus) reporting to a HEC test server:
