@@ -34,6 +34,7 @@ impl Context {
     pub fn new(settings: Settings, bus: Arc<dyn Bus>) -> Self {
         let registry = new_registry();
         let bus_metrics = BusMetrics::new(&registry);
+        bus.register_metrics(&registry);
         let health = Health::default();
         health.register(Arc::new(BusReadiness(bus.clone())));
         Self {

@@ -10,6 +10,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -20,7 +21,9 @@ use crate::config::{ConfigError, Validate};
 #[serde(deny_unknown_fields, default)]
 pub struct MemorySettings {
     pub partitions: usize,
-    /// Oldest messages are dropped beyond this many per partition (Kafka's retention).
+    /// Oldest messages are dropped beyond this many per partition (Kafka's retention). The
+    /// bus lives in memory, so this bounds its size; a consumer group that falls further
+    /// behind skips the dropped messages, with a warning and `bus_unread_dropped_total`.
     pub retention_messages: usize,
 }
 
@@ -28,7 +31,7 @@ impl Default for MemorySettings {
     fn default() -> Self {
         Self {
             partitions: 4,
-            retention_messages: 100_000,
+            retention_messages: 10_000,
         }
     }
 }
@@ -87,6 +90,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken on every append and rebalance.
     changed: Notify,
+    /// Messages retention dropped before a group read them, by group and topic.
+    unread_dropped: IntCounterVec,
 }
 
 /// The in-memory bus. Cloning shares the same topics.
@@ -102,6 +107,14 @@ impl MemoryBus {
                 settings: settings.clone(),
                 state: Mutex::new(State::default()),
                 changed: Notify::new(),
+                unread_dropped: IntCounterVec::new(
+                    Opts::new(
+                        "bus_unread_dropped_total",
+                        "Messages the in-memory bus's retention dropped before a consumer group read them",
+                    ),
+                    &["group", "topic"],
+                )
+                .expect("valid counter"),
             }),
         }
     }
@@ -271,6 +284,10 @@ impl Bus for MemoryBus {
     fn kind(&self) -> &'static str {
         "memory"
     }
+
+    fn register_metrics(&self, registry: &Registry) {
+        crate::metrics::register(registry, self.shared.unread_dropped.clone());
+    }
 }
 
 struct MemorySubscription {
@@ -308,7 +325,19 @@ impl MemorySubscription {
                 .entry(id.clone())
                 .or_insert_with(|| group.committed.get(id).copied().unwrap_or(0));
             // Retention may have dropped what we had not read yet: resume at the oldest.
-            *position = (*position).max(part.base);
+            if *position < part.base {
+                let lost = part.base - *position;
+                tracing::warn!(
+                    group = %self.group, topic = %id.0, partition = id.1, lost,
+                    "the in-memory bus dropped messages this group had not read yet; \
+                     raise bus.memory.retention_messages if it keeps falling behind"
+                );
+                self.shared
+                    .unread_dropped
+                    .with_label_values(&[self.group.as_str(), id.0.as_str()])
+                    .inc_by(lost as u64);
+                *position = part.base;
+            }
             if *position < part.end() {
                 let record = &part.records[(*position - part.base) as usize];
                 let received = to_received(record, id.1, *position);
@@ -468,16 +497,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retention_drops_the_oldest() {
+    async fn retention_drops_the_oldest_and_counts_what_a_group_never_read() {
         let bus = MemoryBus::new(&MemorySettings {
             partitions: 1,
             retention_messages: 2,
         });
+        let registry = crate::metrics::new_registry();
+        bus.register_metrics(&registry);
         for n in 0..5 {
             bus.publish(msg("t", "k", n)).await.unwrap();
         }
         let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
         let m = sub.recv().await.unwrap();
         assert_eq!((m.offset, m.payload.as_slice()), (3, b"3".as_slice()));
+        sub.store(&m).unwrap();
+        assert_eq!(
+            sub.recv().await.unwrap().offset,
+            4,
+            "nothing more is skipped"
+        );
+        let dropped = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "opsmesh_bus_unread_dropped_total")
+            .expect("counter exported");
+        let counter = &dropped.get_metric()[0];
+        assert_eq!(
+            counter.get_counter().get_value(),
+            3.0,
+            "offsets 0, 1 and 2 were never read"
+        );
     }
 }

@@ -118,6 +118,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
     /// `kafka` or `memory`, for logs.
     fn kind(&self) -> &'static str;
+    /// Adds the bus's own metrics, if it has any, to a service's registry.
+    fn register_metrics(&self, _registry: &prometheus::Registry) {}
 }
 
 /// One member of a consumer group.
