@@ -443,7 +443,11 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
         "the killed replica's diagnoses delivered again",
         LIMIT,
         || async {
-            let count = rig.log_count("diagnosis delivered again");
+            // A diagnosis the killed replica had finished is skipped as decided; one it was
+            // still working on is taken over and its patch found already applied. Which of
+            // the two happens depends on when the rebalance moved its partitions.
+            let count = rig.log_count("diagnosis delivered again")
+                + rig.log_count("already in the wanted state; not applied again");
             (count > 0).then_some(count)
         },
     )
@@ -481,7 +485,7 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
     let report = opsmesh_remediator::ledger::verify(&ledger.records);
     assert!(report.ok(), "the hash chains hold: {:?}", report.breaks);
     eprintln!(
-        "{applied_at_kill} of {INCIDENTS} patches before the kill; {redelivered} decided incidents delivered again"
+        "{applied_at_kill} of {INCIDENTS} patches before the kill; {redelivered} diagnoses delivered again"
     );
 }
 
