@@ -9,7 +9,7 @@ use opsmesh_proto::{
 };
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
 }
 
 const REGENERATE: &str = "regenerate with `cargo run -p opsmesh-proto --bin opsmesh-proto-gen`";

@@ -64,6 +64,8 @@ where
 
 /// Path of a real-format Splunk / Alertmanager payload kept in `tests/samples/`.
 pub fn sample(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time, not with `env!`: cargo does not rebuild when only the checkout's path
+    // changes, so a target directory shared by two checkouts would keep the other's path.
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     root.join("samples").join(name)
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use opsmesh_runtime::ConfigTree;
 
 fn env_file(name: &str) -> Vec<(String, String)> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("../deploy/k8s/base/config")
         .join(name);
     std::fs::read_to_string(&path)

@@ -1,8 +1,8 @@
 //! Regenerates `proto/schemas/*.json` and `proto/TOPICS.md` from the Rust types.
-use std::path::Path;
+use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     for (name, text) in opsmesh_proto::schema::all() {
         std::fs::write(root.join("schemas").join(&name), text)?;
         println!("wrote schemas/{name}");

@@ -5,10 +5,9 @@ use serde_json::{Value, json};
 
 #[test]
 fn the_deployed_role_matches_the_code() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/k8s/remediator-rbac.expected.json"
-    );
+    let path =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../../deploy/k8s/remediator-rbac.expected.json");
     let deployed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let declared: Vec<Value> = KUBERNETES_PERMISSIONS
         .iter()

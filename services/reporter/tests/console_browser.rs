@@ -9,7 +9,7 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
@@ -28,7 +28,8 @@ use support::{
 const TOKEN: &str = "alice-token-0123456789abcdef";
 
 fn console_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("tests/console")
 }
 
 /// `/usr/bin/chromium` (or `OPSMESH_CHROMIUM`), installed from Debian when missing.

@@ -25,7 +25,7 @@ const MCP_VERSION: &str = "2.3.0";
 const TOKEN: &str = "assistant-token-0123456789abcdef";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../..")
 }
 
 /// The shared venv's Python with the `mcp` package, installing it when missing. Fails (never

@@ -6,7 +6,8 @@ use std::path::Path;
 use opsmesh_sim::{Scenario, SimConfig, Simulator};
 
 fn scenarios_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../../tests/scenarios")
 }
 
 #[test]

@@ -137,7 +137,9 @@ pub fn now() -> i64 {
 }
 
 pub fn sample(name: &str) -> Value {
-    let path = format!("{}/../../tests/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("../../tests/samples")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
