@@ -62,10 +62,14 @@ where
     }
 }
 
-/// Path of a real-format Splunk / Alertmanager payload kept in `tests/samples/`.
-pub fn sample(name: &str) -> PathBuf {
+/// The checkout's root directory.
+pub fn workspace_root() -> PathBuf {
     // Read at run time, not with `env!`: cargo does not rebuild when only the checkout's path
     // changes, so a target directory shared by two checkouts would keep the other's path.
-    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    root.join("samples").join(name)
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..")
+}
+
+/// Path of a real-format Splunk / Alertmanager payload kept in `tests/samples/`.
+pub fn sample(name: &str) -> PathBuf {
+    workspace_root().join("tests/samples").join(name)
 }

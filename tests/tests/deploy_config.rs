@@ -2,13 +2,11 @@
 //! is accepted by that service's own configuration types: a key renamed in code or mistyped in
 //! a manifest fails here, not at 3 a.m. in a crash-looping pod.
 
-use std::path::PathBuf;
-
 use opsmesh_runtime::ConfigTree;
 
 fn env_file(name: &str) -> Vec<(String, String)> {
-    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../deploy/k8s/base/config")
+    let path = opsmesh_tests::workspace_root()
+        .join("deploy/k8s/base/config")
         .join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -2,9 +2,7 @@
 
 #[test]
 fn every_public_and_project_scenario_passes() {
-    let dir =
-        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-            .join("scenarios");
+    let dir = opsmesh_tests::workspace_root().join("tests/scenarios");
     let output = std::process::Command::new(opsmesh_tests::binary("opsmesh"))
         .args(["scenario", "run", "--json"])
         .arg(&dir)

@@ -3,7 +3,7 @@
 //! results file must be accepted; tampered, stale, unsigned or wrongly signed requests must be
 //! refused (splunk-app/tests/test_interop_receiver.py, driven from here).
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 
@@ -36,8 +36,7 @@ async fn the_splunk_alert_action_delivers_to_the_real_receiver() {
     mesh.start();
     mesh.wait_ready().await;
 
-    let repo =
-        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join("..");
+    let repo = opsmesh_tests::workspace_root();
     let output = Command::new("python3")
         .arg("splunk-app/tests/run.py")
         .arg("--interop-only")
