@@ -31,11 +31,17 @@ pub struct Trace {
 impl Trace {
     /// Starts a new trace (used at ingress).
     pub fn new_root() -> Self {
-        let trace_id: [u8; 16] = rand::random();
-        let span_id: [u8; 8] = rand::random();
-        Self {
-            traceparent: format!("00-{}-{}-01", hex::encode(trace_id), hex::encode(span_id)),
+        // Trace id (16 bytes) then span id (8), hex-encoded on the stack: this runs for every
+        // alert received.
+        let ids: [u8; 24] = rand::random();
+        let mut hex = [0u8; 48];
+        hex::encode_to_slice(ids, &mut hex).expect("48 hex digits encode 24 bytes");
+        let hex = std::str::from_utf8(&hex).expect("hex digits are ASCII");
+        let mut traceparent = String::with_capacity(55);
+        for part in ["00-", &hex[..32], "-", &hex[32..], "-01"] {
+            traceparent.push_str(part);
         }
+        Self { traceparent }
     }
 
     /// A child span of this trace: same trace id, a span id derived from `salt` so that a

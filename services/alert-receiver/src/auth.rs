@@ -171,8 +171,11 @@ struct SeenSignatures {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SignatureId {
     timestamp: i64,
-    mac: [u8; 32],
+    mac: Tag,
 }
+
+/// An HMAC-SHA256 tag.
+type Tag = [u8; 32];
 
 /// The sender of a request, and its signature when it was signed.
 #[derive(Debug, Clone)]
@@ -310,10 +313,10 @@ impl Authenticator {
                     mac.update(signed_text.as_bytes());
                     mac.update(b".");
                     mac.update(body);
-                    let expected: [u8; 32] = mac.finalize().into_bytes().into();
+                    let expected: Tag = mac.finalize().into_bytes().into();
                     candidates
                         .iter()
-                        .any(|candidate| bool::from(candidate.as_slice().ct_eq(&expected)))
+                        .any(|candidate| bool::from(candidate.ct_eq(&expected)))
                         .then_some((source, expected))
                 })
             })
@@ -349,7 +352,7 @@ impl Authenticator {
 }
 
 /// `t=<unix>,v1=<hex>[,v1=<hex>…]` → the timestamp and the candidate MACs.
-pub(crate) fn parse_signature_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), AuthError> {
+pub(crate) fn parse_signature_header(header: &str) -> Result<(i64, Vec<Tag>), AuthError> {
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for part in header.split(',') {
@@ -360,9 +363,11 @@ pub(crate) fn parse_signature_header(header: &str) -> Result<(i64, Vec<Vec<u8>>)
                     .map_err(|_| AuthError::Malformed("t is not a unix time"))?;
                 timestamp = Some(t);
             }
-            Some(("v1", mac)) => {
-                candidates
-                    .push(hex::decode(mac).map_err(|_| AuthError::Malformed("v1 is not hex"))?);
+            Some(("v1", hex)) => {
+                let mut mac = Tag::default();
+                hex::decode_to_slice(hex, &mut mac)
+                    .map_err(|_| AuthError::Malformed("v1 is not 64 hex digits (HMAC-SHA256)"))?;
+                candidates.push(mac);
             }
             _ => {}
         }

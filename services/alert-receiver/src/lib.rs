@@ -97,7 +97,8 @@ pub fn fingerprint_of_splunk_body(
         .map(|alert| alert.fingerprint)
 }
 
-/// Runs every parser of untrusted input on `bytes`; for the fuzz targets. Must never panic.
+/// Runs every parser of untrusted input on `bytes`, and checks that the Splunk body's fast
+/// and slow paths agree; for the fuzz targets. Must never panic.
 pub fn parse_untrusted(bytes: &[u8]) {
     let _ = json_depth::exceeds(bytes, 32);
     let Ok(text) = std::str::from_utf8(bytes) else {
@@ -113,6 +114,7 @@ pub fn parse_untrusted(bytes: &[u8]) {
         default_cluster: "default",
     };
     let _ = normalizer.splunk(text, "fuzz");
+    normalizer.check_fast_path(text);
     let _ = normalizer.alertmanager(text, "fuzz");
     let _ = auth::parse_signature_header(text);
 }

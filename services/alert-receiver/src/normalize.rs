@@ -1,10 +1,13 @@
 //! Splunk and Alertmanager bodies → `opsmesh.alerts.v1` payloads.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt};
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::{Map, Value, error::Category};
 
 use opsmesh_proto::{
@@ -52,8 +55,9 @@ fn invalid(pointer: &str, detail: impl Into<String>) -> Problem {
 }
 
 /// The body of Splunk's built-in Webhook action, or the richer body of the opsmesh alert
-/// action (a superset: all rows plus the action's configuration). Unknown keys are ignored:
-/// Splunk adds keys across versions.
+/// action (a superset: all rows plus the action's configuration), as JSON values: the slow
+/// path, which names the field path of whatever has the wrong type. Unknown keys are
+/// ignored: Splunk adds keys across versions.
 #[derive(Debug, Deserialize)]
 struct SplunkBody {
     sid: Option<Value>,
@@ -68,17 +72,82 @@ struct SplunkBody {
     severity: Option<Value>,
 }
 
+/// The same body once every field has its type, parsed straight from the text when it can be
+/// (no intermediate JSON tree: this runs for every alert).
+#[derive(Debug, Default, Deserialize)]
+struct SplunkFields {
+    sid: Option<String>,
+    search_name: Option<String>,
+    app: Option<String>,
+    owner: Option<String>,
+    results_link: Option<String>,
+    #[serde(default, deserialize_with = "wire_row")]
+    result: Option<Row>,
+    #[serde(default, deserialize_with = "wire_rows")]
+    rows: Option<Vec<Row>>,
+    rows_truncated: Option<bool>,
+    cluster: Option<String>,
+    severity: Option<String>,
+}
+
+impl SplunkFields {
+    /// A type error on the fast path is parsed again as JSON values, to name where it is.
+    fn parse(text: &str) -> Result<Self, Problem> {
+        match serde_json::from_str(text) {
+            Ok(fields) => Ok(fields),
+            Err(e) if e.classify() == Category::Data => {
+                Self::from_values(parse_body(text, "a Splunk alert body")?)
+            }
+            Err(e) => Err(malformed(e.to_string())),
+        }
+    }
+
+    fn from_values(body: SplunkBody) -> Result<Self, Problem> {
+        let rows = body
+            .rows
+            .map(|rows| parse_rows(rows, "/rows"))
+            .transpose()?;
+        // `result` only matters when there are no rows (see `Normalizer::splunk`).
+        let result = match &rows {
+            Some(rows) if !rows.is_empty() => None,
+            _ => body
+                .result
+                .map(|result| parse_row(result, || "/result".to_owned()))
+                .transpose()?,
+        };
+        Ok(Self {
+            sid: optional_string(body.sid, "/sid")?,
+            search_name: optional_string(body.search_name, "/search_name")?,
+            app: optional_string(body.app, "/app")?,
+            owner: optional_string(body.owner, "/owner")?,
+            results_link: optional_string(body.results_link, "/results_link")?,
+            result,
+            rows,
+            rows_truncated: body.rows_truncated,
+            cluster: optional_string(body.cluster, "/cluster")?,
+            severity: optional_string(body.severity, "/severity")?,
+        })
+    }
+}
+
 impl Normalizer<'_> {
     /// `body` is the request's JSON text; `source` is the authenticated sender's name.
     pub fn splunk(&self, body: &str, source: &str) -> Result<Alert, Problem> {
-        let body: SplunkBody = parse_body(body, "a Splunk alert body")?;
-        let sid = required_string(body.sid, "/sid")?;
-        let name = match optional_string(body.search_name, "/search_name")? {
+        self.splunk_alert(SplunkFields::parse(body)?, source)
+    }
+
+    fn splunk_alert(&self, body: SplunkFields, source: &str) -> Result<Alert, Problem> {
+        let sid = body
+            .sid
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("/sid", "required"))?;
+        let name = match body.search_name {
             Some(name) if !name.trim().is_empty() => name,
             // Ad-hoc searches have no name; the sid is the only identity Splunk gives.
             _ => format!("adhoc search {}", sid_stem(&sid)),
         };
-        let results_link = optional_string(body.results_link, "/results_link")?
+        let results_link = body
+            .results_link
             .map(|link| validate_link(&link))
             .transpose()?;
 
@@ -88,15 +157,12 @@ impl Normalizer<'_> {
         } else {
             AlertSourceKind::SplunkWebhook
         };
-        let first_row = |result| parse_row(result, || "/result".to_owned());
         let (mut rows, pointer_base) = match (body.rows, body.result) {
-            (Some(rows), result) => match (parse_rows(rows, "/rows")?, result) {
-                // The alert action sends no rows when even one would not fit its body limit;
-                // `result` (the first row, shortened) still names the entity.
-                (rows, Some(result)) if rows.is_empty() => (vec![first_row(result)?], "/result"),
-                (rows, _) => (rows, "/rows/0"),
-            },
-            (None, Some(result)) => (vec![first_row(result)?], "/result"),
+            // The alert action sends no rows when even one would not fit its body limit;
+            // `result` (the first row, shortened) still names the entity.
+            (Some(rows), Some(result)) if rows.is_empty() => (vec![result], "/result"),
+            (Some(rows), _) => (rows, "/rows/0"),
+            (None, Some(result)) => (vec![result], "/result"),
             (None, None) => return Err(invalid("/result", "`result` (or `rows`) is required")),
         };
         let mut truncated = body.rows_truncated.unwrap_or(false);
@@ -104,12 +170,12 @@ impl Normalizer<'_> {
             rows.truncate(self.max_rows);
             truncated = true;
         }
-        let first = rows.first().cloned().unwrap_or_default();
-        let cluster = optional_string(body.cluster, "/cluster")?;
-        let entity = self.entity(&first, pointer_base, cluster.as_deref())?;
-        let severity = match optional_string(body.severity, "/severity")? {
+        let no_row = Row::new();
+        let first = rows.first().unwrap_or(&no_row);
+        let entity = self.entity(first, pointer_base, body.cluster.as_deref())?;
+        let severity = match body.severity {
             Some(s) => Some(parse_severity(&s, "/severity")?),
-            None => self.severity_from_row(&first),
+            None => self.severity_from_row(first),
         }
         .unwrap_or(Severity::Medium);
         Ok(Alert {
@@ -120,8 +186,8 @@ impl Normalizer<'_> {
             status: AlertStatus::Firing,
             severity,
             sid: Some(sid),
-            app: optional_string(body.app, "/app")?,
-            owner: optional_string(body.owner, "/owner")?,
+            app: body.app,
+            owner: body.owner,
             results_link,
             rows,
             rows_truncated: truncated,
@@ -131,6 +197,25 @@ impl Normalizer<'_> {
             starts_at: None,
             received_at: Utc::now(),
         })
+    }
+
+    /// Panics unless the slow path gives the alert the fast path gave for `text` (tests and
+    /// fuzzing): the two must read a body the same way.
+    pub fn check_fast_path(&self, text: &str) {
+        let Ok(fast) = serde_json::from_str::<SplunkFields>(text) else {
+            return;
+        };
+        let slow = parse_body(text, "a Splunk alert body")
+            .and_then(SplunkFields::from_values)
+            .unwrap_or_else(|p| panic!("fast path accepted what the slow path refuses: {p:?}"));
+        match (self.splunk_alert(fast, "s"), self.splunk_alert(slow, "s")) {
+            (Ok(mut fast), Ok(slow)) => {
+                fast.received_at = slow.received_at;
+                assert_eq!(fast, slow);
+            }
+            (Err(fast), Err(slow)) => assert_eq!(format!("{fast:?}"), format!("{slow:?}")),
+            (fast, slow) => panic!("fast path {fast:?} but slow path {slow:?}"),
+        }
     }
 
     /// Prometheus Alertmanager webhook (version 4): one alert per entry of `alerts`.
@@ -296,12 +381,6 @@ fn escape_pointer(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
-fn required_string(value: Option<Value>, pointer: &str) -> Result<String, Problem> {
-    optional_string(value, pointer)?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| invalid(pointer, "required"))
-}
-
 fn optional_string(value: Option<Value>, pointer: &str) -> Result<Option<String>, Problem> {
     match value {
         None | Some(Value::Null) => Ok(None),
@@ -394,6 +473,112 @@ fn scalar_text(value: Value) -> Option<String> {
     }
 }
 
+/// The fast path of [`parse_row`]: a row straight from the text, with the same rules. What
+/// they refuse is a data error here, and the body is then parsed again through
+/// [`SplunkFields::from_values`], which says where.
+struct WireRow(Row);
+
+fn wire_row<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Row>, D::Error> {
+    Ok(Option::<WireRow>::deserialize(d)?.map(|WireRow(row)| row))
+}
+
+fn wire_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Row>>, D::Error> {
+    Ok(Option::<Vec<WireRow>>::deserialize(d)?
+        .map(|rows| rows.into_iter().map(|WireRow(row)| row).collect()))
+}
+
+impl<'de> Deserialize<'de> for WireRow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = WireRow;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a result row (an object)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireRow, A::Error> {
+                let mut row = Row::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match map.next_value::<WireField>()? {
+                        WireField::One(one) => row.insert(key, FieldValue::One(one)),
+                        WireField::Many(many) => row.insert(key, FieldValue::Many(many)),
+                        // As in a JSON object, a repeated key replaces the earlier value; a null
+                        // field is absent.
+                        WireField::Null => row.remove(&key),
+                    };
+                }
+                Ok(WireRow(row))
+            }
+        }
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+/// One field of a row, as [`map_to_row`] and [`scalar_text`] read it.
+enum WireField {
+    Null,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for WireField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+/// An entry of a multivalue field: text only.
+struct WireText(String);
+
+impl<'de> Deserialize<'de> for WireText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(FieldVisitor)? {
+            WireField::One(text) => Ok(Self(text)),
+            WireField::Null | WireField::Many(_) => {
+                Err(de::Error::custom("multivalue entries must be strings"))
+            }
+        }
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = WireField;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_unit<E>(self) -> Result<WireField, E> {
+        Ok(WireField::Null)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<WireField, E> {
+        Ok(WireField::One(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<WireField, E> {
+        Ok(WireField::One(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<WireField, E> {
+        Ok(WireField::One(v.to_string()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<WireField, E> {
+        Ok(WireField::One(v.to_string()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<WireField, E> {
+        Ok(WireField::One(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<WireField, E> {
+        // Formatted as `serde_json::Value` formats it; a number it cannot hold is null there.
+        Ok(serde_json::Number::from_f64(v)
+            .map_or(WireField::Null, |n| WireField::One(n.to_string())))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireField, A::Error> {
+        let mut many = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(WireText(text)) = seq.next_element()? {
+            many.push(text);
+        }
+        Ok(WireField::Many(many))
+    }
+}
+
 /// The results link is shown to humans, never fetched: it only has to be an http(s) URL.
 fn validate_link(link: &str) -> Result<String, Problem> {
     match url::Url::parse(link) {
@@ -412,4 +597,58 @@ fn validate_link(link: &str) -> Result<String, Problem> {
 /// the same across runs of one ad-hoc search.
 fn sid_stem(sid: &str) -> &str {
     sid.split("_at_").next().unwrap_or(sid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_path_reads_rows_as_the_slow_path_does() {
+        let fields = EntityFields::default();
+        let normalizer = Normalizer {
+            fields: &fields,
+            max_rows: 2,
+            default_cluster: "default",
+        };
+        let bodies = [
+            r#"{"sid":"s1","search_name":"n","result":{"model_name":"m","n":7,"f":1.0,"e":1e3,"neg":-2,"big":18446744073709551616,"b":true,"gone":null,"mv":["a",1,false]}}"#,
+            r#"{"sid":"s1","rows":[{"namespace":"a","namespace":null},{"k":"1","k":"2"},{"x":"dropped by max_rows"}],"result":{"ignored":"because rows"}}"#,
+            r#"{"sid":"s1","rows":[],"result":{"inference_service":"model-a"},"severity":"high","cluster":"c1"}"#,
+            r#"{"sid":"s1","rows":[],"app":null,"owner":"o","results_link":"https://splunk:8000/x"}"#,
+            r#"{"sid":"s1","search_name":null,"rows":[{"mv":[]}],"rows_truncated":true,"unknown":{"deep":[1]}}"#,
+            r#"{"sid":"","result":{}}"#,
+            r#"{"sid":"s1","result":{"namespace":"Not_A_Name"}}"#,
+            r#"{"sid":"s1"}"#,
+        ];
+        for body in bodies {
+            assert!(
+                serde_json::from_str::<SplunkFields>(body).is_ok(),
+                "the fast path should read {body}"
+            );
+            normalizer.check_fast_path(body);
+        }
+        // Types the rules refuse fail the fast path, and the slow path names the field.
+        for (body, pointer) in [
+            (r#"{"sid":"s1","result":{"k":{"nested":1}}}"#, "/result/k"),
+            (r#"{"sid":"s1","rows":[{"k":[null]}]}"#, "/rows/0/k"),
+            (
+                r#"{"sid":"s1","rows":[{"a":"1"},{"k/x":[["a"]]}]}"#,
+                "/rows/1/k~1x",
+            ),
+            (r#"{"sid":"s1","rows":"text"}"#, "/rows"),
+            (r#"{"sid":7,"result":{}}"#, "/sid"),
+        ] {
+            assert!(
+                serde_json::from_str::<SplunkFields>(body).is_err(),
+                "{body}"
+            );
+            let problem = normalizer.splunk(body, "s").unwrap_err();
+            assert_eq!(
+                problem.pointer.as_deref(),
+                Some(pointer),
+                "{body}: {problem:?}"
+            );
+        }
+    }
 }
