@@ -9,7 +9,8 @@
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
-# BENCH_WARMUP (receiver runs, default 15 s not counted), BENCH_ROUNDS (receiver comparison, 5).
+# BENCH_WARMUP (receiver comparison: each server first driven this long, 15 s, not counted),
+# BENCH_ROUNDS (receiver comparison, 10), BENCH_SLICE (seconds per server per round, 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -18,7 +19,8 @@ TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 WARMUP="${BENCH_WARMUP:-15}"
-ROUNDS="${BENCH_ROUNDS:-5}"
+ROUNDS="${BENCH_ROUNDS:-10}"
+SLICE="${BENCH_SLICE:-5}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
@@ -102,64 +104,74 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); broker_cpu=(taskset -c 0); workers=1
     echo "   server pinned to cpu 1, load generator and tansu to cpu 0; ${WARMUP}s warm-up not counted"
   fi
-  # Each Kafka run gets a fresh broker (stopped afterwards): tansu's in-memory storage keeps
-  # every message, and an earlier run's data would slow it and take CPU from later runs.
-  run_receiver() { # $1 = bus kind
+  start_receiver() { # $1 = bus kind; prints the port
     local port; port=$(free_port)
-    [[ "$1" == kafka ]] && brokers=$(start_tansu)
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
       OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
-    echo $! >"$work/receiver.pid"; track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
+    track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
   }
-  stop() { local pid; pid=$(cat "$1"); kill "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; }
-  stop_receiver() { stop "$work/receiver.pid"; [[ -f "$work/tansu.pid" ]] && stop "$work/tansu.pid"; rm -f "$work/tansu.pid"; }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
   median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+  range() { tr ' ' '\n' | grep . | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
   # CPU time the hypervisor gave to other guests (steal), over all cores: a run with high
   # steal measured a slower machine, whichever server it was.
   cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
   drive() { # $1 = url, $2 = kind, then extra opsmesh-bench flags
     local url="$1" kind="$2" before after; shift 2
     before=$(cpu_ticks)
-    "${load_cpu[@]}" "$bench" http --kind "$kind" --secret bench --url "$url" --concurrency "$CONCURRENCY" \
-      --seconds "$SECONDS_PER_RUN" "$@" | tr -d '\n'
+    "${load_cpu[@]}" "$bench" http --kind "$kind" --secret bench --url "$url" --concurrency "$CONCURRENCY" "$@" | tr -d '\n'
     after=$(cpu_ticks)
     echo "$before $after" | awk '{ printf "; cpu steal %.0f%%\n", 100 * ($4 - $2) / ($3 - $1) }'
   }
   am_version=$(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
+  am_port=$(free_port)
+  "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
+    --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
+  track $!; wait_http "http://127.0.0.1:$am_port/-/ready"
+  brokers=$(start_tansu)
+  declare -A url=([alertmanager]="http://127.0.0.1:$am_port/api/v2/alerts"
+    [memory]="http://127.0.0.1:$(start_receiver memory)/v1/alerts/splunk"
+    [kafka]="http://127.0.0.1:$(start_receiver kafka)/v1/alerts/splunk")
+  declare -A kind_of=([alertmanager]=alertmanager [memory]=splunk [kafka]=splunk)
+  exec 3>&1
+  slice() { # $1 = server; shows its line, prints its rate
+    local out; out=$(drive "${url[$1]}" "${kind_of[$1]}" --warmup 1 --seconds "$SLICE"); echo "  $1: $out" >&3
+    echo "$out" | rate_of
+  }
 
-  # A shared VM's speed drifts by ±15 % within minutes, so the servers take turns, round after
-  # round, each measured right after Alertmanager: the headline is the median of the per-round
-  # ratios. Only one server runs at a time, so each has core 1 to itself.
+  # A shared VM's speed drifts by ±30 % within a minute (steal, and SMT siblings busy with
+  # other guests, which no counter shows). All servers stay up, and the load visits them in
+  # short slices: Alertmanager, the receiver on the in-memory bus, then on tansu, round after
+  # round, and once more Alertmanager at the end. Each receiver slice is compared with the mean
+  # of the Alertmanager slices just before and just after it, and the headline ratio is the
+  # median of those. Only the server being driven does work; each gets core 1 to itself.
+  echo "== Alertmanager $am_version (POST /api/v2/alerts, one alert per request) and the receiver with signed Splunk alerts (in-memory bus; tansu, every 202 acknowledged by the bus): ${WARMUP}s warm-up each, then $ROUNDS rounds of ${SLICE}s slices"
+  for server in kafka memory alertmanager; do
+    drive "${url[$server]}" "${kind_of[$server]}" --seconds "$WARMUP" >/dev/null
+  done
   declare -A rates=([alertmanager]="" [memory]="" [kafka]="") ratios=([memory]="" [kafka]="")
+  am_before=$(slice alertmanager); rates[alertmanager]+=" $am_before"
   for round in $(seq 1 "$ROUNDS"); do
-    echo "== round $round/$ROUNDS: Alertmanager $am_version (POST /api/v2/alerts, one alert per request), then the receiver with signed Splunk alerts (in-memory bus, then tansu; every 202 acknowledged by the bus)"
-    am_port=$(free_port)
-    "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
-      --storage.path="$work/am-$round" --cluster.listen-address= >"$work/am.log" 2>&1 &
-    am_pid=$!; track $am_pid; wait_http "http://127.0.0.1:$am_port/-/ready"
-    out=$(drive "http://127.0.0.1:$am_port/api/v2/alerts" alertmanager --warmup "$WARMUP"); echo "  $out"
-    am_rate=$(echo "$out" | rate_of); rates[alertmanager]+=" $am_rate"
-    kill "$am_pid"; wait "$am_pid" 2>/dev/null || true
-    for kind in memory kafka; do
-      port=$(run_receiver "$kind")
-      out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --warmup "$WARMUP"); echo "  $out"
-      rate=$(echo "$out" | rate_of); rates[$kind]+=" $rate"
-      ratios[$kind]+=" $(awk -v r="$rate" -v a="$am_rate" 'BEGIN { printf "%.2f", r / a }')"
-      stop_receiver
+    echo "  -- round $round/$ROUNDS"
+    memory=$(slice memory); kafka=$(slice kafka); am_after=$(slice alertmanager)
+    rates[memory]+=" $memory"; rates[kafka]+=" $kafka"; rates[alertmanager]+=" $am_after"
+    for server in memory kafka; do
+      ratios[$server]+=" $(awk -v r="${!server}" -v a="$am_before" -v b="$am_after" 'BEGIN { printf "%.2f", 2 * r / (a + b) }')"
     done
+    am_before=$am_after
   done
 
   echo "== medians of $ROUNDS rounds"
-  echo "  alertmanager: $(echo "${rates[alertmanager]}" | median) req/s (rounds:${rates[alertmanager]})"
-  for kind in memory kafka; do
-    rate=$(echo "${rates[$kind]}" | median)
-    echo "  receiver ($kind bus): $rate req/s (rounds:${rates[$kind]}); ratio to alertmanager = $(echo "${ratios[$kind]}" | median)x (rounds:${ratios[$kind]})"
-    port=$(run_receiver "$kind")
-    out=$(drive "http://127.0.0.1:$port/v1/alerts/splunk" splunk --rate $((rate / 2)) --warmup "$WARMUP")
-    echo "  receiver ($kind bus) at half its median rate: $out"
-    stop_receiver
+  echo "  alertmanager: $(echo "${rates[alertmanager]}" | median) req/s (range $(echo "${rates[alertmanager]}" | range))"
+  for server in memory kafka; do
+    rate=$(echo "${rates[$server]}" | median)
+    echo "  receiver ($server bus): $rate req/s (range $(echo "${rates[$server]}" | range)); ratio to alertmanager = $(echo "${ratios[$server]}" | median)x (rounds:${ratios[$server]})"
+  done
+  for server in memory kafka; do
+    rate=$(echo "${rates[$server]}" | median)
+    out=$(drive "${url[$server]}" splunk --rate $((rate / 2)) --warmup 2 --seconds "$SECONDS_PER_RUN")
+    echo "  receiver ($server bus) at half its median rate: $out"
   done
 fi

@@ -77,7 +77,11 @@ impl Deliveries {
             Some(Slot::Done(accepted, at)) if now.duration_since(*at) < self.window => {
                 return Claim::Duplicate(accepted.clone());
             }
-            Some(Slot::Pending(receiver)) => return Claim::Wait(receiver.clone()),
+            // An owner whose request was cancelled (the sender hung up mid-publish) never
+            // finishes: its slot is taken over, or the key would be refused until restart.
+            Some(Slot::Pending(receiver)) if receiver.has_changed().is_ok() => {
+                return Claim::Wait(receiver.clone());
+            }
             _ => {}
         }
         let (sender, receiver) = watch::channel(None);
@@ -143,6 +147,28 @@ mod tests {
         };
         deliveries.finish(&KEY, sender, None);
         assert!(matches!(deliveries.claim(&KEY), Claim::Owner(_)));
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_was_cancelled_is_taken_over() {
+        let deliveries = Deliveries::new(Duration::from_secs(60), 10);
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+            panic!()
+        };
+        let Claim::Wait(mut waiter) = deliveries.claim(&KEY) else {
+            panic!("second waits")
+        };
+        drop(sender);
+        assert!(
+            waiter.wait_for(Option::is_some).await.is_err(),
+            "a waiter learns the owner is gone"
+        );
+        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+            panic!("a retry owns the delivery")
+        };
+        let first = accepted();
+        deliveries.finish(&KEY, sender, Some(first.clone()));
+        assert!(matches!(deliveries.claim(&KEY), Claim::Duplicate(again) if again == first));
     }
 
     #[test]
