@@ -179,13 +179,13 @@ type Tag = [u8; 32];
 
 /// The sender of a request, and its signature when it was signed.
 #[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub source: String,
+pub struct Authenticated<'a> {
+    pub source: &'a str,
     pub signature: Option<SignatureId>,
 }
 
-impl Authenticated {
-    fn unsigned(source: String) -> Self {
+impl<'a> Authenticated<'a> {
+    fn unsigned(source: &'a str) -> Self {
         Self {
             source,
             signature: None,
@@ -231,7 +231,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<Authenticated, AuthError> {
+    ) -> Result<Authenticated<'_>, AuthError> {
         if let Some(signature) = headers.get(SIGNATURE_HEADER) {
             let signature = signature
                 .to_str()
@@ -249,11 +249,11 @@ impl Authenticator {
                 .sources
                 .iter()
                 .find(|s| matches_any(&s.bearer, token))
-                .map(|s| Authenticated::unsigned(s.name.clone()))
+                .map(|s| Authenticated::unsigned(&s.name))
                 .ok_or(AuthError::BadToken);
         }
         if self.allow_unauthenticated {
-            return Ok(Authenticated::unsigned(self.default_source.clone()));
+            return Ok(Authenticated::unsigned(&self.default_source));
         }
         Err(AuthError::Missing)
     }
@@ -263,13 +263,13 @@ impl Authenticator {
         &self,
         source: &str,
         token: &str,
-    ) -> Option<Result<Authenticated, AuthError>> {
+    ) -> Option<Result<Authenticated<'_>, AuthError>> {
         let source = self
             .sources
             .iter()
             .find(|s| s.name == source && s.path_tokens.is_configured())?;
         Some(if matches_any(&source.path_tokens, token) {
-            Ok(Authenticated::unsigned(source.name.clone()))
+            Ok(Authenticated::unsigned(&source.name))
         } else {
             Err(AuthError::BadPathToken)
         })
@@ -292,7 +292,7 @@ impl Authenticator {
         })
     }
 
-    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<Authenticated, AuthError> {
+    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<Authenticated<'_>, AuthError> {
         let (timestamp, candidates) = parse_signature_header(header)?;
         let now = chrono::Utc::now().timestamp();
         let window = self.replay_window.as_secs() as i64;
@@ -327,7 +327,7 @@ impl Authenticator {
             return Err(AuthError::Replayed);
         }
         Ok(Authenticated {
-            source: source.name.clone(),
+            source: &source.name,
             signature: Some(id),
         })
     }

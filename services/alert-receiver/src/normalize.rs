@@ -8,7 +8,7 @@ use serde::{
     Deserialize, Deserializer,
     de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor},
 };
-use serde_json::{Map, Value, error::Category};
+use serde_json::{Map, Value, error::Category, value::RawValue};
 
 use opsmesh_proto::{
     Severity,
@@ -73,16 +73,16 @@ struct SplunkBody {
 }
 
 /// The same body once every field has its type, parsed straight from the text when it can be
-/// (no intermediate JSON tree: this runs for every alert).
-#[derive(Debug, Default, Deserialize)]
-struct SplunkFields {
+/// (no intermediate JSON tree: this runs for every alert). `R` is how `result` is held before
+/// it is known to be needed.
+#[derive(Debug, Deserialize)]
+struct SplunkFields<R = Row> {
     sid: Option<String>,
     search_name: Option<String>,
     app: Option<String>,
     owner: Option<String>,
     results_link: Option<String>,
-    #[serde(default, deserialize_with = "wire_row")]
-    result: Option<Row>,
+    result: Option<R>,
     #[serde(default, deserialize_with = "wire_rows")]
     rows: Option<Vec<Row>>,
     rows_truncated: Option<bool>,
@@ -93,7 +93,7 @@ struct SplunkFields {
 impl SplunkFields {
     /// A type error on the fast path is parsed again as JSON values, to name where it is.
     fn parse(text: &str) -> Result<Self, Problem> {
-        match serde_json::from_str(text) {
+        match Self::parse_fast(text) {
             Ok(fields) => Ok(fields),
             Err(e) if e.classify() == Category::Data => {
                 Self::from_values(parse_body(text, "a Splunk alert body")?)
@@ -102,30 +102,51 @@ impl SplunkFields {
         }
     }
 
+    fn parse_fast(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<SplunkFields<&RawValue>>(text).and_then(|fields| {
+            fields.read_result(|raw| serde_json::from_str(raw.get()).map(|WireRow(row)| row))
+        })
+    }
+
     fn from_values(body: SplunkBody) -> Result<Self, Problem> {
-        let rows = body
-            .rows
-            .map(|rows| parse_rows(rows, "/rows"))
-            .transpose()?;
-        // `result` only matters when there are no rows (see `Normalizer::splunk`).
-        let result = match &rows {
-            Some(rows) if !rows.is_empty() => None,
-            _ => body
-                .result
-                .map(|result| parse_row(result, || "/result".to_owned()))
-                .transpose()?,
-        };
-        Ok(Self {
+        SplunkFields {
             sid: optional_string(body.sid, "/sid")?,
             search_name: optional_string(body.search_name, "/search_name")?,
             app: optional_string(body.app, "/app")?,
             owner: optional_string(body.owner, "/owner")?,
             results_link: optional_string(body.results_link, "/results_link")?,
-            result,
-            rows,
+            result: body.result,
+            rows: body
+                .rows
+                .map(|rows| parse_rows(rows, "/rows"))
+                .transpose()?,
             rows_truncated: body.rows_truncated,
             cluster: optional_string(body.cluster, "/cluster")?,
             severity: optional_string(body.severity, "/severity")?,
+        }
+        .read_result(|result| parse_row(result, || "/result".to_owned()))
+    }
+}
+
+impl<R> SplunkFields<R> {
+    /// Reads `result` only when there are no rows: it then names the entity (see
+    /// `Normalizer::splunk`); next to rows it is unused, and not even parsed.
+    fn read_result<E>(self, read: impl FnOnce(R) -> Result<Row, E>) -> Result<SplunkFields, E> {
+        let unused = self.rows.as_ref().is_some_and(|rows| !rows.is_empty());
+        Ok(SplunkFields {
+            result: match self.result {
+                Some(result) if !unused => Some(read(result)?),
+                _ => None,
+            },
+            sid: self.sid,
+            search_name: self.search_name,
+            app: self.app,
+            owner: self.owner,
+            results_link: self.results_link,
+            rows: self.rows,
+            rows_truncated: self.rows_truncated,
+            cluster: self.cluster,
+            severity: self.severity,
         })
     }
 }
@@ -146,10 +167,7 @@ impl Normalizer<'_> {
             // Ad-hoc searches have no name; the sid is the only identity Splunk gives.
             _ => format!("adhoc search {}", sid_stem(&sid)),
         };
-        let results_link = body
-            .results_link
-            .map(|link| validate_link(&link))
-            .transpose()?;
+        let results_link = body.results_link.map(validate_link).transpose()?;
 
         // Only the opsmesh alert action sends `rows`; the built-in Webhook sends `result`.
         let source_kind = if body.rows.is_some() {
@@ -202,7 +220,7 @@ impl Normalizer<'_> {
     /// Panics unless the slow path gives the alert the fast path gave for `text` (tests and
     /// fuzzing): the two must read a body the same way.
     pub fn check_fast_path(&self, text: &str) {
-        let Ok(fast) = serde_json::from_str::<SplunkFields>(text) else {
+        let Ok(fast) = SplunkFields::parse_fast(text) else {
             return;
         };
         let slow = parse_body(text, "a Splunk alert body")
@@ -290,7 +308,7 @@ impl Normalizer<'_> {
                 let results_link = am
                     .generator_url
                     .filter(|u| !u.is_empty())
-                    .map(|u| validate_link(&u).map_err(|p| p.at(format!("{base}/generatorURL"))))
+                    .map(|u| validate_link(u).map_err(|p| p.at(format!("{base}/generatorURL"))))
                     .transpose()?;
                 Ok(Alert {
                     source_kind: AlertSourceKind::Alertmanager,
@@ -478,10 +496,6 @@ fn scalar_text(value: Value) -> Option<String> {
 /// [`SplunkFields::from_values`], which says where.
 struct WireRow(Row);
 
-fn wire_row<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Row>, D::Error> {
-    Ok(Option::<WireRow>::deserialize(d)?.map(|WireRow(row)| row))
-}
-
 fn wire_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Row>>, D::Error> {
     Ok(Option::<Vec<WireRow>>::deserialize(d)?
         .map(|rows| rows.into_iter().map(|WireRow(row)| row).collect()))
@@ -580,11 +594,9 @@ impl<'de> Visitor<'de> for FieldVisitor {
 }
 
 /// The results link is shown to humans, never fetched: it only has to be an http(s) URL.
-fn validate_link(link: &str) -> Result<String, Problem> {
-    match url::Url::parse(link) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-            Ok(link.to_owned())
-        }
+fn validate_link(link: String) -> Result<String, Problem> {
+    match url::Url::parse(&link) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(link),
         Ok(url) => Err(invalid(
             "/results_link",
             format!("scheme {:?} is not http(s)", url.scheme()),
@@ -620,10 +632,12 @@ mod tests {
             r#"{"sid":"","result":{}}"#,
             r#"{"sid":"s1","result":{"namespace":"Not_A_Name"}}"#,
             r#"{"sid":"s1"}"#,
+            r#"{"sid":"s1","result":"unused next to rows","rows":[{"pod":"p-1"}]}"#,
+            r#"{"sid":"s1","result":null,"rows":[]}"#,
         ];
         for body in bodies {
             assert!(
-                serde_json::from_str::<SplunkFields>(body).is_ok(),
+                SplunkFields::parse_fast(body).is_ok(),
                 "the fast path should read {body}"
             );
             normalizer.check_fast_path(body);

@@ -144,7 +144,7 @@ async fn accept(
     metrics.received.with_label_values(&[format.label()]).inc();
     metrics.in_flight.inc();
     let started = Instant::now();
-    let mut source = String::from("unknown");
+    let mut source = "unknown";
     let result = handle(state, format, credentials, request, payload, &mut source).await;
     metrics.in_flight.dec();
     match result {
@@ -155,11 +155,11 @@ async fn accept(
                 .observe(started.elapsed().as_secs_f64());
             metrics
                 .accepted
-                .with_label_values(&[format.label(), &source])
+                .with_label_values(&[format.label(), source])
                 .inc_by(fresh as u64);
             metrics
                 .duplicates
-                .with_label_values(&[format.label(), &source])
+                .with_label_values(&[format.label(), source])
                 .inc_by((accepted.len() - fresh) as u64);
             HttpResponse::Accepted().json(AcceptedBody {
                 alert_ids: accepted.iter().map(|a| a.alert_id).collect(),
@@ -170,7 +170,7 @@ async fn accept(
         Err(Refusal { reason, problem }) => {
             metrics
                 .rejected
-                .with_label_values(&[format.label(), &source, reason])
+                .with_label_values(&[format.label(), source, reason])
                 .inc();
             tracing::info!(format = format.label(), %source, reason, detail = %problem.detail, "alert refused");
             problem.response()
@@ -180,13 +180,13 @@ async fn accept(
 
 /// Returns every alert's ids and how many of them were published by this request (the rest
 /// were duplicates of earlier deliveries).
-async fn handle(
-    state: &State,
+async fn handle<'s>(
+    state: &'s State,
     format: Format,
     credentials: Credentials<'_>,
     request: &HttpRequest,
     payload: web::Payload,
-    source: &mut String,
+    source: &mut &'s str,
 ) -> Result<(Vec<Accepted>, usize), Refusal> {
     if let Credentials::Path { source, .. } = credentials
         && state.auth.authenticate_path(source, "").is_none()
@@ -391,10 +391,11 @@ fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    if media == "application/json"
-        || (media.starts_with("application/") && media.ends_with("+json"))
-    {
+        .as_bytes();
+    let structured_json = media.len() >= "application/+json".len()
+        && media[.."application/".len()].eq_ignore_ascii_case(b"application/")
+        && media[media.len() - "+json".len()..].eq_ignore_ascii_case(b"+json");
+    if media.eq_ignore_ascii_case(b"application/json") || structured_json {
         Ok(())
     } else {
         Err(refuse(

@@ -3,22 +3,34 @@ use serde_json::json;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn non_json_content_type_is_415() {
+async fn only_json_content_types_are_accepted_others_are_415() {
     let app = spawn_app().await;
-    let body = serde_json::to_vec(&sample("splunk-webhook.json")).unwrap();
-    let response = app
-        .client
-        .post(app.url("/v1/alerts/splunk"))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .header(
-            opsmesh_alert_receiver::SIGNATURE_HEADER,
-            opsmesh_alert_receiver::sign(SECRET, now(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read(response).await.0, 415);
+    for (sid, content_type, expected) in [
+        ("a", "application/x-www-form-urlencoded", 415),
+        ("b", "text/plain", 415),
+        ("c", "application/jsonx", 415),
+        ("d", "application/+jso", 415),
+        ("e", "application/json; charset=utf-8", 202),
+        ("f", "Application/JSON", 202),
+        ("g", "application/vnd.splunk+JSON", 202),
+    ] {
+        let mut body = sample("splunk-webhook.json");
+        body["sid"] = json!(sid);
+        let body = serde_json::to_vec(&body).unwrap();
+        let response = app
+            .client
+            .post(app.url("/v1/alerts/splunk"))
+            .header("Content-Type", content_type)
+            .header(
+                opsmesh_alert_receiver::SIGNATURE_HEADER,
+                opsmesh_alert_receiver::sign(SECRET, now(), &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read(response).await.0, expected, "{content_type}");
+    }
 }
 
 #[tokio::test]
