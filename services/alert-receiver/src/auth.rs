@@ -7,7 +7,7 @@ use std::{
     num::NonZeroU32,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use actix_web::http::{StatusCode, header::HeaderMap};
@@ -74,9 +74,17 @@ impl AuthError {
 struct SecretList {
     file: Option<PathBuf>,
     from_env: Vec<String>,
-    /// The file's modification time when last read, and every active value (environment
-    /// first). Shared, so a request does not copy the secrets.
-    active: RwLock<(Option<SystemTime>, Arc<[String]>)>,
+    /// How often the file's modification time is looked at: not on every request.
+    recheck: Duration,
+    active: RwLock<Active>,
+}
+
+struct Active {
+    /// The file's modification time when last read, and when that was last compared.
+    mtime: Option<SystemTime>,
+    checked: Instant,
+    /// Every active value (environment first). Shared, so a request does not copy them.
+    values: Arc<[String]>,
 }
 
 fn split_secrets(text: &str, separators: &[char]) -> Vec<String> {
@@ -88,7 +96,12 @@ fn split_secrets(text: &str, separators: &[char]) -> Vec<String> {
 }
 
 impl SecretList {
-    fn load(file: Option<&PathBuf>, env: Option<&String>, key: &str) -> Result<Self, ConfigError> {
+    fn load(
+        file: Option<&PathBuf>,
+        env: Option<&String>,
+        recheck: Duration,
+        key: &str,
+    ) -> Result<Self, ConfigError> {
         let from_env = match env {
             None => Vec::new(),
             Some(var) => {
@@ -103,14 +116,21 @@ impl SecretList {
         };
         let list = Self {
             file: file.cloned(),
-            active: RwLock::new((None, from_env.clone().into())),
+            recheck,
+            active: RwLock::new(Active {
+                mtime: None,
+                checked: Instant::now(),
+                values: from_env.clone().into(),
+            }),
             from_env,
         };
         if let Some(path) = &list.file {
             let (mtime, values) = read_secret_file(path).map_err(|e| {
                 ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
             })?;
-            *list.active.write().expect("lock") = (mtime, list.with_env(values));
+            let mut active = list.active.write().expect("lock");
+            active.mtime = mtime;
+            active.values = list.with_env(values);
         }
         Ok(list)
     }
@@ -123,23 +143,35 @@ impl SecretList {
         self.from_env.iter().cloned().chain(from_file).collect()
     }
 
-    /// Every active value; a changed file is re-read (rotation without restart).
+    /// Every active value; a file that changed is re-read within `recheck` (rotation without
+    /// restart).
     fn values(&self) -> Arc<[String]> {
-        if let Some(path) = &self.file {
-            let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            let stale = self.active.read().expect("lock").0 != current;
-            if stale {
-                match read_secret_file(path) {
-                    Ok((mtime, values)) => {
-                        *self.active.write().expect("lock") = (mtime, self.with_env(values))
-                    }
-                    Err(err) => {
-                        tracing::warn!(file = %path.display(), error = %err, "keeping the previous secrets")
-                    }
+        let active = self.active.read().expect("lock");
+        match &self.file {
+            Some(path) if active.checked.elapsed() >= self.recheck => {
+                drop(active);
+                self.reload_if_changed(path)
+            }
+            _ => active.values.clone(),
+        }
+    }
+
+    fn reload_if_changed(&self, path: &PathBuf) -> Arc<[String]> {
+        let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let mut active = self.active.write().expect("lock");
+        active.checked = Instant::now();
+        if active.mtime != current {
+            match read_secret_file(path) {
+                Ok((mtime, values)) => {
+                    active.mtime = mtime;
+                    active.values = self.with_env(values);
+                }
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), error = %err, "keeping the previous secrets")
                 }
             }
         }
-        self.active.read().expect("lock").1.clone()
+        active.values.clone()
     }
 }
 
@@ -211,7 +243,7 @@ impl Authenticator {
         let sources = config
             .sources
             .iter()
-            .map(|(name, source)| build_source(name, source))
+            .map(|(name, source)| build_source(name, source, config.secrets_recheck))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             sources,
@@ -386,7 +418,11 @@ fn matches_any(list: &SecretList, presented: &str) -> bool {
     })
 }
 
-fn build_source(name: &str, config: &SourceConfig) -> Result<Source, ConfigError> {
+fn build_source(
+    name: &str,
+    config: &SourceConfig,
+    recheck: Duration,
+) -> Result<Source, ConfigError> {
     let key = |field: &str| format!("receiver.sources.{name}.{field}");
     let limiter = NonZeroU32::new(config.rate_limit_per_second).map(|rate| {
         let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(rate);
@@ -397,16 +433,19 @@ fn build_source(name: &str, config: &SourceConfig) -> Result<Source, ConfigError
         signing: SecretList::load(
             config.secrets_file.as_ref(),
             config.secrets_env.as_ref(),
+            recheck,
             &key("secrets"),
         )?,
         bearer: SecretList::load(
             config.bearer_tokens_file.as_ref(),
             config.bearer_tokens_env.as_ref(),
+            recheck,
             &key("bearer_tokens"),
         )?,
         path_tokens: SecretList::load(
             config.path_token_file.as_ref(),
             config.path_token_env.as_ref(),
+            recheck,
             &key("path_token"),
         )?,
         limiter,

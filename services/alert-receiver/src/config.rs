@@ -37,6 +37,10 @@ pub struct ReceiverConfig {
     /// Accept requests without credentials. Only for local experiments: the receiver is the
     /// mesh's public door.
     pub allow_unauthenticated: bool,
+    /// How often a secrets file's modification time is looked at for a rotation (a `stat`
+    /// on every request otherwise); 0 looks on every request.
+    #[serde(with = "humantime_serde")]
+    pub secrets_recheck: Duration,
     /// Senders, by name. Secrets come from files or environment variables, never from here.
     pub sources: BTreeMap<String, SourceConfig>,
 }
@@ -78,6 +82,7 @@ impl Default for ReceiverConfig {
             dedup_window: Duration::from_secs(600),
             dedup_capacity: 100_000,
             allow_unauthenticated: false,
+            secrets_recheck: Duration::from_secs(1),
             sources: BTreeMap::new(),
         }
     }

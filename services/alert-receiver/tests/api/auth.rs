@@ -139,7 +139,8 @@ async fn a_replay_with_a_padded_signature_header_is_still_403() {
 
 #[tokio::test]
 async fn secrets_rotate_without_a_restart() {
-    let app = spawn_app().await;
+    let recheck = std::time::Duration::from_millis(100);
+    let app = spawn_app_with(|c| c.secrets_recheck = recheck).await;
     let body = sample("splunk-webhook.json");
     let mut next = body.clone();
     // Both secrets of the file are active during the rotation.
@@ -154,6 +155,7 @@ async fn secrets_rotate_without_a_restart() {
     // The old secret is retired by rewriting the mounted file.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&app.secrets_file, format!("{SECRET}\n")).unwrap();
+    std::thread::sleep(recheck + std::time::Duration::from_millis(50));
     next["sid"] = serde_json::json!("rotation-2");
     let bytes = serde_json::to_vec(&next).unwrap();
     let (status, _) = read(
@@ -167,6 +169,23 @@ async fn secrets_rotate_without_a_restart() {
             .await
             .status(),
         202
+    );
+}
+
+#[tokio::test]
+async fn the_secrets_file_is_looked_at_once_per_recheck_interval() {
+    let app = spawn_app_with(|c| c.secrets_recheck = std::time::Duration::from_secs(3600)).await;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&app.secrets_file, format!("{SECRET}\n")).unwrap();
+    let mut body = sample("splunk-webhook.json");
+    body["sid"] = serde_json::json!("before-the-recheck");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    assert_eq!(
+        app.post_signed_bytes("/v1/alerts/splunk", bytes, OLD_SECRET, now())
+            .await
+            .status(),
+        202,
+        "the file is not looked at again before the interval ends"
     );
 }
 
