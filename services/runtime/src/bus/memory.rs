@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
@@ -261,6 +261,7 @@ impl Bus for MemoryBus {
             member,
             positions: HashMap::new(),
             cursor: 0,
+            losses: LossWarnings::default(),
         }))
     }
 
@@ -299,6 +300,32 @@ struct MemorySubscription {
     positions: HashMap<PartitionId, i64>,
     /// Round-robin start among owned partitions, so one busy partition cannot starve others.
     cursor: usize,
+    losses: LossWarnings,
+}
+
+/// Retention losses of one member, warned about at most once per interval: a group that stays
+/// behind skips again on nearly every read, and would flood the log.
+#[derive(Default)]
+struct LossWarnings {
+    last: Option<Instant>,
+    unwarned: i64,
+}
+
+impl LossWarnings {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Adds `lost` messages; returns how many to warn about now, when a warning is due.
+    fn record(&mut self, lost: i64, now: Instant) -> Option<i64> {
+        self.unwarned += lost;
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < Self::INTERVAL)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unwarned))
+    }
 }
 
 impl MemorySubscription {
@@ -327,11 +354,14 @@ impl MemorySubscription {
             // Retention may have dropped what we had not read yet: resume at the oldest.
             if *position < part.base {
                 let lost = part.base - *position;
-                tracing::warn!(
-                    group = %self.group, topic = %id.0, partition = id.1, lost,
-                    "the in-memory bus dropped messages this group had not read yet; \
-                     raise bus.memory.retention_messages if it keeps falling behind"
-                );
+                if let Some(lost) = self.losses.record(lost, Instant::now()) {
+                    tracing::warn!(
+                        group = %self.group, topic = %id.0, partition = id.1, lost,
+                        "the in-memory bus dropped messages this group had not read yet (count \
+                         since the last such warning); raise bus.memory.retention_messages if it \
+                         keeps falling behind"
+                    );
+                }
                 self.shared
                     .unread_dropped
                     .with_label_values(&[self.group.as_str(), id.0.as_str()])
@@ -527,5 +557,24 @@ mod tests {
             3.0,
             "offsets 0, 1 and 2 were never read"
         );
+    }
+
+    #[test]
+    fn retention_losses_are_warned_about_at_most_once_per_interval() {
+        let mut losses = LossWarnings::default();
+        let start = Instant::now();
+        assert_eq!(
+            losses.record(3, start),
+            Some(3),
+            "the first loss is warned about"
+        );
+        assert_eq!(losses.record(2, start + Duration::from_secs(1)), None);
+        assert_eq!(losses.record(4, start + Duration::from_secs(9)), None);
+        assert_eq!(
+            losses.record(1, start + LossWarnings::INTERVAL),
+            Some(7),
+            "the next warning counts everything since the last"
+        );
+        assert_eq!(losses.record(1, start + Duration::from_secs(11)), None);
     }
 }
