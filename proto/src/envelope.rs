@@ -183,7 +183,11 @@ impl<P: Payload> Envelope<P> {
     }
 
     pub fn to_vec(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("envelopes always serialize")
+        // Envelopes are mostly 0.5–4 KiB: starting at 1 KiB instead of serde_json's 128 bytes
+        // saves three or four grow-and-copy steps on every message.
+        let mut bytes = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut bytes, self).expect("envelopes always serialize");
+        bytes
     }
 }
 

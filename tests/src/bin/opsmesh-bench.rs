@@ -212,6 +212,9 @@ async fn http(args: &[String]) {
     let seconds: f64 = num(args, "--seconds", 10.0);
     let rate: f64 = num(args, "--rate", 0.0);
     let warmup: f64 = num(args, "--warmup", 0.0);
+    // Part of every alert's identity: a later run against the same server (the benchmark's
+    // slices) must not resend earlier alerts, which would be answered as duplicates.
+    let run = micros_since_epoch();
     let started = Instant::now() + Duration::from_secs_f64(warmup);
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut workers = tokio::task::JoinSet::new();
@@ -233,7 +236,7 @@ async fn http(args: &[String]) {
                     interval.tick().await;
                 }
                 n += 1;
-                let request = build_request(&url, &kind, secret.as_deref(), worker, n);
+                let request = build_request(&url, &kind, secret.as_deref(), (run, worker, n));
                 let sent = Instant::now();
                 match send(&mut connection, &url, request).await {
                     Ok(status) if status.is_success() => {
@@ -304,12 +307,12 @@ async fn send(
     Ok(status)
 }
 
+/// `(run, worker, n)` makes each alert distinct, also from other runs'.
 fn build_request(
     url: &hyper::Uri,
     kind: &str,
     secret: Option<&str>,
-    worker: usize,
-    n: u64,
+    (run, worker, n): (u64, usize, u64),
 ) -> hyper::Request<Full<Bytes>> {
     let request = hyper::Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(
@@ -321,7 +324,7 @@ fn build_request(
         "splunk" => {
             // A distinct search run per request, so none is a duplicate delivery.
             let body = serde_json::to_vec(&json!({
-                "sid": format!("scheduler__bench__opsmesh__w{worker}_at_{n}"),
+                "sid": format!("scheduler__bench__opsmesh__r{run}w{worker}_at_{n}"),
                 "search_name": "KServe model error rate above 5%",
                 "app": "opsmesh", "owner": "admin",
                 "results_link": "https://splunk.example.com:8000/app/opsmesh/@go?sid=bench",
@@ -341,7 +344,7 @@ fn build_request(
             request,
             serde_json::to_vec(&json!([{
                 "labels": {"alertname": "KServeModelErrors", "namespace": "ml-team-a",
-                            "inferenceservice": format!("model-w{worker}-{n}"), "severity": "critical"},
+                            "inferenceservice": format!("model-r{run}w{worker}-{n}"), "severity": "critical"},
                 "annotations": {"summary": "error rate above 5% for 5m"},
                 "generatorURL": "http://prometheus.example.com/graph"
             }]))
