@@ -9,7 +9,7 @@
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
-# BENCH_WARMUP (receiver comparison: each server first driven this long, 15 s, not counted),
+# BENCH_WARMUP (receiver comparison: seconds each fresh server is driven before a slice, 5),
 # BENCH_ROUNDS (receiver comparison, 10), BENCH_SLICE (seconds per server per round, 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ CACHE="${OPSMESH_CACHE:-$HOME/.cache/opsmesh}"
 TANSU="${OPSMESH_TANSU:-$CACHE/tools/bin/tansu}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 CONCURRENCY="${BENCH_CONCURRENCY:-32}"
-WARMUP="${BENCH_WARMUP:-15}"
+WARMUP="${BENCH_WARMUP:-5}"
 ROUNDS="${BENCH_ROUNDS:-10}"
 SLICE="${BENCH_SLICE:-5}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
@@ -106,11 +106,20 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   fi
   start_receiver() { # $1 = bus kind; prints the port
     local port; port=$(free_port)
+    [[ "$1" == kafka ]] && brokers=$(start_tansu)
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
       OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
-    track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "$port"
+    echo $! >"$work/server.pid"; track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "http://127.0.0.1:$port/v1/alerts/splunk"
   }
+  start_alertmanager() { # prints the URL
+    local port; port=$(free_port)
+    "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$port" \
+      --storage.path="$work/am-$port" --cluster.listen-address= >"$work/am.log" 2>&1 &
+    echo $! >"$work/server.pid"; track $!; wait_http "http://127.0.0.1:$port/-/ready"; echo "http://127.0.0.1:$port/api/v2/alerts"
+  }
+  stop() { local pid; pid=$(cat "$1"); kill "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; }
+  stop_server() { stop "$work/server.pid"; [[ -f "$work/tansu.pid" ]] && stop "$work/tansu.pid"; rm -f "$work/tansu.pid"; }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
   median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
   range() { tr ' ' '\n' | grep . | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
@@ -126,31 +135,26 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   }
   am_version=$(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}')
   printf 'route:\n  receiver: none\nreceivers:\n  - name: none\n' >"$work/am.yml"
-  am_port=$(free_port)
-  "${server_cpu[@]}" prometheus-alertmanager --config.file="$work/am.yml" --web.listen-address="127.0.0.1:$am_port" \
-    --storage.path="$work/am" --cluster.listen-address= >"$work/am.log" 2>&1 &
-  track $!; wait_http "http://127.0.0.1:$am_port/-/ready"
-  brokers=$(start_tansu)
-  declare -A url=([alertmanager]="http://127.0.0.1:$am_port/api/v2/alerts"
-    [memory]="http://127.0.0.1:$(start_receiver memory)/v1/alerts/splunk"
-    [kafka]="http://127.0.0.1:$(start_receiver kafka)/v1/alerts/splunk")
-  declare -A kind_of=([alertmanager]=alertmanager [memory]=splunk [kafka]=splunk)
   exec 3>&1
-  slice() { # $1 = server; shows its line, prints its rate
-    local out; out=$(drive "${url[$1]}" "${kind_of[$1]}" --warmup 1 --seconds "$SLICE"); echo "  $1: $out" >&3
+  # One slice: the server (and, for tansu, the broker) started afresh, driven for the warm-up
+  # (not counted, while it fills its bounded state) and the slice, then stopped. Shows its
+  # line; prints its rate. Extra arguments go to the load generator.
+  slice() { # $1 = alertmanager | memory | kafka
+    local server="$1" url kind=splunk out; shift
+    if [[ "$server" == alertmanager ]]; then url=$(start_alertmanager); kind=alertmanager; else url=$(start_receiver "$server"); fi
+    out=$(drive "$url" "$kind" --warmup "$WARMUP" --seconds "$SLICE" "$@"); echo "  $server: $out" >&3
+    stop_server
     echo "$out" | rate_of
   }
 
   # A shared VM's speed drifts by ±30 % within a minute (steal, and SMT siblings busy with
-  # other guests, which no counter shows). All servers stay up, and the load visits them in
-  # short slices: Alertmanager, the receiver on the in-memory bus, then on tansu, round after
-  # round, and once more Alertmanager at the end. Each receiver slice is compared with the mean
-  # of the Alertmanager slices just before and just after it, and the headline ratio is the
-  # median of those. Only the server being driven does work; each gets core 1 to itself.
-  echo "== Alertmanager $am_version (POST /api/v2/alerts, one alert per request) and the receiver with signed Splunk alerts (in-memory bus; tansu, every 202 acknowledged by the bus): ${WARMUP}s warm-up each, then $ROUNDS rounds of ${SLICE}s slices"
-  for server in kafka memory alertmanager; do
-    drive "${url[$server]}" "${kind_of[$server]}" --seconds "$WARMUP" >/dev/null
-  done
+  # other guests, which no counter shows). So the servers take turns in short slices:
+  # Alertmanager, the receiver on the in-memory bus, then on tansu, round after round, and once
+  # more Alertmanager at the end. Each receiver slice is compared with the mean of the
+  # Alertmanager slices just before and just after it, and the headline ratio is the median of
+  # those. Only one server runs at a time, on core 1: an idle server still does background
+  # work (Alertmanager's, over every alert it holds), which would be charged to the others.
+  echo "== Alertmanager $am_version (POST /api/v2/alerts, one alert per request) and the receiver with signed Splunk alerts (in-memory bus; tansu, every 202 acknowledged by the bus): $ROUNDS rounds of ${SLICE}s slices, each after ${WARMUP}s of warm-up"
   declare -A rates=([alertmanager]="" [memory]="" [kafka]="") ratios=([memory]="" [kafka]="")
   am_before=$(slice alertmanager); rates[alertmanager]+=" $am_before"
   for round in $(seq 1 "$ROUNDS"); do
@@ -169,9 +173,9 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     rate=$(echo "${rates[$server]}" | median)
     echo "  receiver ($server bus): $rate req/s (range $(echo "${rates[$server]}" | range)); ratio to alertmanager = $(echo "${ratios[$server]}" | median)x (rounds:${ratios[$server]})"
   done
+  echo "== the receiver at half its median rate"
   for server in memory kafka; do
     rate=$(echo "${rates[$server]}" | median)
-    out=$(drive "${url[$server]}" splunk --rate $((rate / 2)) --warmup 2 --seconds "$SECONDS_PER_RUN")
-    echo "  receiver ($server bus) at half its median rate: $out"
+    slice "$server" --rate $((rate / 2)) >/dev/null
   done
 fi
