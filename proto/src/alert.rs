@@ -131,6 +131,7 @@ pub struct Alert {
     pub entity: Entity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub received_at: DateTime<Utc>,
 }
 

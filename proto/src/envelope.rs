@@ -77,6 +77,7 @@ pub struct Envelope<P> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<String>,
     /// When the fact the message reports happened (RFC 3339, UTC).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
     /// Producing service and instance, e.g. `opsmesh-alert-receiver`.
     pub source: String,

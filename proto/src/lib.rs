@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod remediation;
 pub mod schema;
 pub mod telemetry;
+pub mod timestamp;
 pub mod topics;
 pub mod vocabulary;
 

@@ -222,7 +222,7 @@ async fn a_poison_message_goes_to_the_dlq_and_the_consumer_keeps_going() {
         topic: topics::ALERTS.into(),
         key: "poison".into(),
         payload: poison.clone(),
-        headers: vec![("origin".into(), b"test".to_vec())],
+        headers: vec![("origin".into(), b"test".into())],
     })
     .await
     .expect("poison published");

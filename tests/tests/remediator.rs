@@ -137,7 +137,7 @@ impl Rig {
         self.broker
             .bus()
             .publish(Outgoing {
-                topic: topic.into(),
+                topic: topic.to_owned().into(),
                 key: key.into(),
                 payload,
                 headers: Vec::new(),

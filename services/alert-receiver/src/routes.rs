@@ -345,8 +345,9 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
     ))
 }
 
-/// Reads the body up to `limit` bytes: `413` beyond it, before buffering the excess.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Refusal> {
+/// Reads the body up to `limit` bytes: `413` beyond it, before buffering the excess. A body
+/// that arrives in one chunk (most do) is kept as it is, not copied.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Refusal> {
     let too_large = || {
         refuse(
             "too_large",
@@ -358,6 +359,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
             ),
         )
     };
+    let mut single: Option<web::Bytes> = None;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
@@ -372,12 +374,19 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
                 ),
             ),
         })?;
-        if body.len() + chunk.len() > limit {
+        let read = single.as_ref().map_or(body.len(), web::Bytes::len);
+        if read + chunk.len() > limit {
             return Err(too_large());
         }
-        body.extend_from_slice(&chunk);
+        match single.take() {
+            None if body.is_empty() => single = Some(chunk),
+            earlier => {
+                body.extend_from_slice(&earlier.unwrap_or_default());
+                body.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body)
+    Ok(single.unwrap_or_else(|| body.freeze()))
 }
 
 fn check_content_type(request: &HttpRequest) -> Result<(), Refusal> {

@@ -144,7 +144,7 @@ async fn bus(args: &[String]) {
         .unwrap();
     // Warm-up: wait for the group to own the partitions.
     bus.publish(Outgoing {
-        topic: topic.clone(),
+        topic: topic.clone().into(),
         key: "warmup".into(),
         payload: vec![0; 8],
         headers: vec![],
@@ -173,7 +173,7 @@ async fn bus(args: &[String]) {
             let mut payload = vec![b'x'; size.max(8)];
             payload[..8].copy_from_slice(&micros_since_epoch().to_le_bytes());
             bus.publish(Outgoing {
-                topic,
+                topic: topic.into(),
                 key: format!("key-{}", n % 64),
                 payload,
                 headers: vec![],

@@ -36,7 +36,7 @@ impl Bus for SwitchableBus {
     async fn publish(&self, message: Outgoing) -> Result<Delivered, BusError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(BusError::Publish {
-                topic: message.topic,
+                topic: message.topic.into_owned(),
                 message: "broker unreachable".into(),
             });
         }

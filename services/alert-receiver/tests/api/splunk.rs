@@ -1,3 +1,4 @@
+use opsmesh_alert_receiver::{SIGNATURE_HEADER, sign};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -193,4 +194,40 @@ async fn the_same_condition_later_keeps_its_incident_key() {
         first["incident_key"], second["incident_key"],
         "same fingerprint"
     );
+}
+
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_is_read_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let mut body = sample("splunk-webhook.json");
+    body["sid"] = json!("scheduler__admin__search__sent_in_pieces");
+    let body = serde_json::to_vec(&body).unwrap();
+    let head = format!(
+        "POST /v1/alerts/splunk HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{SIGNATURE_HEADER}: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        sign(SECRET, now(), &body)
+    );
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Three writes with pauses between them: the server reads three chunks.
+    for piece in body.chunks(body.len().div_ceil(3)) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let published = app.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        published[0]["payload"]["sid"],
+        "scheduler__admin__search__sent_in_pieces"
+    );
+    assert_eq!(published[0]["payload"]["rows"][0]["error_rate"], "0.31");
 }

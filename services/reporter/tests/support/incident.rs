@@ -136,8 +136,8 @@ pub async fn publish<P: Payload>(bus: &MemoryBus, envelope: &Envelope<P>) {
         key: envelope.incident_id.clone().unwrap_or_default(),
         payload: envelope.to_vec(),
         headers: vec![
-            ("content-type".into(), b"application/json".to_vec()),
-            ("opsmesh-schema".into(), P::SCHEMA.as_bytes().to_vec()),
+            ("content-type".into(), b"application/json".into()),
+            ("opsmesh-schema".into(), P::SCHEMA.as_bytes().into()),
         ],
     })
     .await

@@ -91,8 +91,8 @@ pub async fn publish(bus: &MemoryBus, messages: &[Published]) {
             key: m.incident.clone(),
             payload: m.bytes.clone(),
             headers: vec![
-                ("content-type".into(), b"application/json".to_vec()),
-                ("opsmesh-schema".into(), m.topic.as_bytes().to_vec()),
+                ("content-type".into(), b"application/json".into()),
+                ("opsmesh-schema".into(), m.topic.as_bytes().to_vec().into()),
             ],
         })
         .await

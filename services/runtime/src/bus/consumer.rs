@@ -381,7 +381,7 @@ mod tests {
             topic: "t".into(),
             key: "k".into(),
             payload: format!(r#"{{"id":"{id}","body":"{body}"}}"#).into_bytes(),
-            headers: vec![("opsmesh-schema".into(), b"t".to_vec())],
+            headers: vec![("opsmesh-schema".into(), b"t".into())],
         }
     }
 

@@ -182,8 +182,8 @@ impl Bus for KafkaBus {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (name, value) in &message.headers {
             headers = headers.insert(Header {
-                key: name,
-                value: Some(value),
+                key: name.as_ref(),
+                value: Some(value.as_ref()),
             });
         }
         let record = FutureRecord::to(&message.topic)
@@ -202,7 +202,7 @@ impl Bus for KafkaBus {
                 offset: delivery.offset,
             }),
             Err((err, _)) => Err(BusError::Publish {
-                topic: message.topic,
+                topic: message.topic.into_owned(),
                 message: err.to_string(),
             }),
         }

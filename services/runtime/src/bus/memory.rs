@@ -169,12 +169,16 @@ impl Shared {
 
 fn to_received(record: &Outgoing, partition: usize, offset: i64) -> Received {
     Received {
-        topic: record.topic.clone(),
+        topic: record.topic.to_string(),
         partition: partition as i32,
         offset,
         key: Some(record.key.clone().into_bytes()),
         payload: record.payload.clone(),
-        headers: record.headers.clone(),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_vec()))
+            .collect(),
     }
 }
 
@@ -439,7 +443,7 @@ impl Drop for MemorySubscription {
 mod tests {
     use super::*;
 
-    fn msg(topic: &str, key: &str, n: u32) -> Outgoing {
+    fn msg(topic: &'static str, key: &str, n: u32) -> Outgoing {
         Outgoing {
             topic: topic.into(),
             key: key.into(),

@@ -6,7 +6,7 @@ mod kafka;
 mod memory;
 mod publisher;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -39,13 +39,15 @@ pub enum BusError {
     Client(String),
 }
 
-/// A message to publish.
+/// A message to publish. Topics, header names and most header values are constants, so they
+/// are borrowed: the in-memory bus retains every message, and each allocation it holds is
+/// freed (and later reused) long after, when it is no longer in any cache.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub topic: String,
+    pub topic: Cow<'static, str>,
     pub key: String,
     pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, [u8]>)>,
 }
 
 /// Where a published message was stored once the bus acknowledged it.
@@ -70,18 +72,24 @@ impl Received {
     /// This message for `<topic>.dlq`: the original key, bytes and headers, plus why
     /// (`opsmesh-dlq-error`), from where (`opsmesh-dlq-origin`) and which group gave up.
     pub fn dead_letter(&self, reason: &str, error: &str, group: &str) -> Outgoing {
-        let mut headers = self.headers.clone();
+        let mut headers: Vec<_> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone().into(), value.clone().into()))
+            .collect();
         headers.push((
             HEADER_DLQ_ERROR.into(),
-            format!("{reason}: {error}").into_bytes(),
+            format!("{reason}: {error}").into_bytes().into(),
         ));
         headers.push((
             HEADER_DLQ_ORIGIN.into(),
-            format!("{}/{}/{}", self.topic, self.partition, self.offset).into_bytes(),
+            format!("{}/{}/{}", self.topic, self.partition, self.offset)
+                .into_bytes()
+                .into(),
         ));
-        headers.push((HEADER_DLQ_GROUP.into(), group.as_bytes().to_vec()));
+        headers.push((HEADER_DLQ_GROUP.into(), group.as_bytes().to_vec().into()));
         Outgoing {
-            topic: opsmesh_proto::topics::dlq(&self.topic),
+            topic: opsmesh_proto::topics::dlq(&self.topic).into(),
             key: self
                 .key
                 .as_deref()

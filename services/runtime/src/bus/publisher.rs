@@ -1,6 +1,6 @@
 //! Typed publishing with the envelope headers and metrics.
 
-use std::{sync::Arc, time::Instant};
+use std::{borrow::Cow, sync::Arc, time::Instant};
 
 use opsmesh_proto::{
     Envelope, Payload,
@@ -28,24 +28,26 @@ impl Publisher {
         key: &str,
         envelope: &Envelope<P>,
     ) -> Result<Delivered, BusError> {
+        let schema = if envelope.schema == P::SCHEMA {
+            Cow::Borrowed(P::SCHEMA.as_bytes())
+        } else {
+            Cow::Owned(envelope.schema.as_bytes().to_vec())
+        };
         let headers = vec![
             (
-                HEADER_CONTENT_TYPE.to_owned(),
-                CONTENT_TYPE_JSON.as_bytes().to_vec(),
+                HEADER_CONTENT_TYPE.into(),
+                CONTENT_TYPE_JSON.as_bytes().into(),
             ),
+            (HEADER_SCHEMA.into(), schema),
             (
-                HEADER_SCHEMA.to_owned(),
-                envelope.schema.as_bytes().to_vec(),
-            ),
-            (
-                HEADER_TRACEPARENT.to_owned(),
-                envelope.trace.traceparent.as_bytes().to_vec(),
+                HEADER_TRACEPARENT.into(),
+                envelope.trace.traceparent.as_bytes().to_vec().into(),
             ),
         ];
         self.send(
             P::SCHEMA,
             Outgoing {
-                topic: P::SCHEMA.to_owned(),
+                topic: P::SCHEMA.into(),
                 key: key.to_owned(),
                 payload: envelope.to_vec(),
                 headers,
