@@ -55,6 +55,7 @@ impl Receiver {
                 metrics: metrics::ReceiverMetrics::new(&ctx.registry),
                 publisher: ctx.publisher.clone(),
                 cluster: ctx.settings.cluster.clone(),
+                entity_fields: normalize::FieldIndex::new(&config.entity_fields),
                 config,
             }),
         })
@@ -86,7 +87,7 @@ impl Component for Receiver {
 pub fn fingerprint_of_splunk_body(
     body: serde_json::Value,
 ) -> Result<String, opsmesh_runtime::problem::Problem> {
-    let fields = config::EntityFields::default();
+    let fields = normalize::FieldIndex::new(&config::EntityFields::default());
     let normalizer = normalize::Normalizer {
         fields: &fields,
         max_rows: 10_000,
@@ -107,7 +108,7 @@ pub fn parse_untrusted(bytes: &[u8]) {
     if json_depth::exceeds(bytes, 32).is_some() {
         return;
     }
-    let fields = config::EntityFields::default();
+    let fields = normalize::FieldIndex::new(&config::EntityFields::default());
     let normalizer = normalize::Normalizer {
         fields: &fields,
         max_rows: 100,

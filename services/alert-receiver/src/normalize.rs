@@ -1,6 +1,9 @@
 //! Splunk and Alertmanager bodies → `opsmesh.alerts.v1` payloads.
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+};
 
 use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -20,7 +23,7 @@ use crate::{config::EntityFields, fingerprint, names};
 
 /// Limits and defaults the normaliser applies.
 pub struct Normalizer<'a> {
-    pub fields: &'a EntityFields,
+    pub fields: &'a FieldIndex,
     pub max_rows: usize,
     pub default_cluster: &'a str,
 }
@@ -190,10 +193,11 @@ impl Normalizer<'_> {
         }
         let no_row = Row::new();
         let first = rows.first().unwrap_or(&no_row);
-        let entity = self.entity(first, pointer_base, body.cluster.as_deref())?;
+        let picked = self.fields.pick(first);
+        let entity = self.entity(&picked, pointer_base, body.cluster.as_deref())?;
         let severity = match body.severity {
             Some(s) => Some(parse_severity(&s, "/severity")?),
-            None => self.severity_from_row(first),
+            None => picked.severity(),
         }
         .unwrap_or(Severity::Medium);
         Ok(Alert {
@@ -293,8 +297,9 @@ impl Normalizer<'_> {
                     .iter()
                     .map(|(k, v)| (k.clone(), FieldValue::One(v.clone())))
                     .collect();
-                let entity = self.entity(&row, &format!("{base}/labels"), None)?;
-                let severity = self.severity_from_row(&row).unwrap_or(Severity::Medium);
+                let picked = self.fields.pick(&row);
+                let entity = self.entity(&picked, &format!("{base}/labels"), None)?;
+                let severity = picked.severity().unwrap_or(Severity::Medium);
                 let fingerprint = match am.fingerprint {
                     Some(fp) if names::is_fingerprint(&fp) => fp,
                     Some(_) => {
@@ -333,27 +338,28 @@ impl Normalizer<'_> {
             .collect()
     }
 
-    fn severity_from_row(&self, row: &Row) -> Option<Severity> {
-        first_field(row, &self.fields.severity).and_then(|(_, v)| Severity::parse_lenient(v))
-    }
-
     /// Extracts the entity through the configured field mapping, validating every name.
-    fn entity(&self, row: &Row, base: &str, cluster: Option<&str>) -> Result<Entity, Problem> {
+    fn entity(
+        &self,
+        picked: &Picked<'_>,
+        base: &str,
+        cluster: Option<&str>,
+    ) -> Result<Entity, Problem> {
         let pick =
-            |candidates: &[String], kind: names::NameKind| -> Result<Option<String>, Problem> {
-                match first_field(row, candidates) {
+            |attribute: Attribute, kind: names::NameKind| -> Result<Option<String>, Problem> {
+                match picked.get(attribute) {
                     None => Ok(None),
                     Some((field, value)) => names::validate(value, kind)
                         .map(|()| Some(value.to_owned()))
                         .map_err(|why| invalid(&format!("{base}/{}", escape_pointer(field)), why)),
                 }
             };
-        let namespace = pick(&self.fields.namespace, names::NameKind::Label)?;
-        let inference_service = pick(&self.fields.inference_service, names::NameKind::Label)?;
-        let pod = pick(&self.fields.pod, names::NameKind::Subdomain)?;
-        let policy = pick(&self.fields.policy, names::NameKind::Subdomain)?;
-        let application = pick(&self.fields.application, names::NameKind::Subdomain)?;
-        let cluster = match pick(&self.fields.cluster, names::NameKind::Subdomain)? {
+        let namespace = pick(Attribute::Namespace, names::NameKind::Label)?;
+        let inference_service = pick(Attribute::InferenceService, names::NameKind::Label)?;
+        let pod = pick(Attribute::Pod, names::NameKind::Subdomain)?;
+        let policy = pick(Attribute::Policy, names::NameKind::Subdomain)?;
+        let application = pick(Attribute::Application, names::NameKind::Subdomain)?;
+        let cluster = match pick(Attribute::Cluster, names::NameKind::Subdomain)? {
             Some(c) => c,
             None => match cluster {
                 Some(c) => {
@@ -386,13 +392,98 @@ impl Normalizer<'_> {
     }
 }
 
-fn first_field<'r>(row: &'r Row, candidates: &'r [String]) -> Option<(&'r str, &'r str)> {
-    candidates.iter().find_map(|field| {
-        row.get(field)
-            .and_then(FieldValue::first)
-            .filter(|v| !v.is_empty())
-            .map(|v| (field.as_str(), v))
-    })
+/// What a row field can name, in the order of [`EntityFields`]' lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attribute {
+    Cluster,
+    Namespace,
+    InferenceService,
+    Pod,
+    Policy,
+    Application,
+    Severity,
+}
+
+impl Attribute {
+    const ALL: [Self; 7] = [
+        Self::Cluster,
+        Self::Namespace,
+        Self::InferenceService,
+        Self::Pod,
+        Self::Policy,
+        Self::Application,
+        Self::Severity,
+    ];
+
+    fn candidates(self, fields: &EntityFields) -> &[String] {
+        match self {
+            Self::Cluster => &fields.cluster,
+            Self::Namespace => &fields.namespace,
+            Self::InferenceService => &fields.inference_service,
+            Self::Pod => &fields.pod,
+            Self::Policy => &fields.policy,
+            Self::Application => &fields.application,
+            Self::Severity => &fields.severity,
+        }
+    }
+}
+
+/// [`EntityFields`] turned around: for each field name, the attributes it can supply and at
+/// which priority (its place in that attribute's list). A row is read once, rather than
+/// looked up once per candidate name (two dozen by default).
+pub struct FieldIndex {
+    by_name: HashMap<String, Vec<(Attribute, usize)>, foldhash::fast::RandomState>,
+}
+
+impl FieldIndex {
+    pub fn new(fields: &EntityFields) -> Self {
+        let mut by_name: HashMap<String, Vec<_>, _> = HashMap::default();
+        for attribute in Attribute::ALL {
+            for (priority, name) in attribute.candidates(fields).iter().enumerate() {
+                by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push((attribute, priority));
+            }
+        }
+        Self { by_name }
+    }
+
+    /// For each attribute, the row's first candidate field (in the configured order) that has
+    /// a non-empty value.
+    fn pick<'r>(&self, row: &'r Row) -> Picked<'r> {
+        let mut best = [None; Attribute::ALL.len()];
+        for (field, value) in row {
+            let Some(attributes) = self.by_name.get(field.as_str()) else {
+                continue;
+            };
+            let Some(value) = value.first().filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            for &(attribute, priority) in attributes {
+                let slot: &mut Option<(usize, &str, &str)> = &mut best[attribute as usize];
+                if slot.is_none_or(|(best, _, _)| priority < best) {
+                    *slot = Some((priority, field.as_str(), value));
+                }
+            }
+        }
+        Picked(best)
+    }
+}
+
+/// Per attribute: `(priority, field, value)` of the field that supplies it.
+struct Picked<'r>([Option<(usize, &'r str, &'r str)>; Attribute::ALL.len()]);
+
+impl<'r> Picked<'r> {
+    /// The field name and value that supply `attribute`.
+    fn get(&self, attribute: Attribute) -> Option<(&'r str, &'r str)> {
+        self.0[attribute as usize].map(|(_, field, value)| (field, value))
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        self.get(Attribute::Severity)
+            .and_then(|(_, value)| Severity::parse_lenient(value))
+    }
 }
 
 fn escape_pointer(segment: &str) -> String {
@@ -613,11 +704,57 @@ fn sid_stem(sid: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// What [`FieldIndex::pick`] must agree with: each candidate looked up in order.
+    fn first_field<'r>(row: &'r Row, candidates: &'r [String]) -> Option<(&'r str, &'r str)> {
+        candidates.iter().find_map(|field| {
+            row.get(field)
+                .and_then(FieldValue::first)
+                .filter(|v| !v.is_empty())
+                .map(|v| (field.as_str(), v))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_picks_the_first_candidate_with_a_value(
+            // Few letters, so names repeat within and across lists.
+            lists in proptest::collection::vec(proptest::collection::vec("[a-d]", 0..4), 7),
+            row in proptest::collection::btree_map(
+                "[a-e]",
+                prop_oneof![
+                    "[xy]?".prop_map(FieldValue::One),
+                    proptest::collection::vec("[xy]?", 0..3).prop_map(FieldValue::Many),
+                ],
+                0..5,
+            ),
+        ) {
+            let fields = EntityFields {
+                cluster: lists[0].clone(),
+                namespace: lists[1].clone(),
+                inference_service: lists[2].clone(),
+                pod: lists[3].clone(),
+                policy: lists[4].clone(),
+                application: lists[5].clone(),
+                severity: lists[6].clone(),
+            };
+            let picked = FieldIndex::new(&fields).pick(&row);
+            for attribute in Attribute::ALL {
+                prop_assert_eq!(
+                    picked.get(attribute),
+                    first_field(&row, attribute.candidates(&fields)),
+                    "{:?}", attribute
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_fast_path_reads_rows_as_the_slow_path_does() {
-        let fields = EntityFields::default();
+        let fields = FieldIndex::new(&EntityFields::default());
         let normalizer = Normalizer {
             fields: &fields,
             max_rows: 2,

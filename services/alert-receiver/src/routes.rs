@@ -20,7 +20,7 @@ use crate::{
     dedup::{Accepted, Claim, Deliveries, DeliveryKey},
     fingerprint, json_depth,
     metrics::ReceiverMetrics,
-    normalize::{self, Normalizer},
+    normalize::{self, FieldIndex, Normalizer},
 };
 
 pub struct State {
@@ -28,6 +28,7 @@ pub struct State {
     pub publisher: Publisher,
     pub metrics: ReceiverMetrics,
     pub cluster: String,
+    pub entity_fields: FieldIndex,
     pub auth: Authenticator,
     pub deliveries: Deliveries,
 }
@@ -226,7 +227,7 @@ async fn handle<'s>(
     })?;
     let text = json_text(&body, state.config.max_depth)?;
     let normalizer = Normalizer {
-        fields: &state.config.entity_fields,
+        fields: &state.entity_fields,
         max_rows: state.config.max_rows,
         default_cluster: &state.cluster,
     };

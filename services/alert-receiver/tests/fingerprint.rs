@@ -47,3 +47,19 @@ proptest! {
         prop_assert_ne!(a, b);
     }
 }
+
+/// Fingerprints are Kafka keys and incident keys: a release that computed them differently
+/// would split every open incident in two.
+#[test]
+fn it_is_the_same_as_in_earlier_releases() {
+    let fingerprint = fingerprint_of_splunk_body(body(
+        "ml-team-a",
+        "llama-3-8b",
+        "0.31",
+        7,
+        1_700_000_000,
+        "s",
+    ))
+    .unwrap();
+    assert_eq!(fingerprint, "5abc80e1026f0eb55ba4a741ae9d492d");
+}
