@@ -16,10 +16,14 @@ pub struct Accepted {
     pub incident_key: String,
 }
 
+/// `None` until the owner is done; then `Some(None)` if it failed (a waiting duplicate must
+/// try itself) or `Some(Some(accepted))`.
+type Outcome = Option<Option<Accepted>>;
+
 enum Slot {
-    /// Being published; duplicates wait for the outcome (`None` until known, then `Some`:
-    /// `Some(None)` means it failed and the duplicate must try itself).
-    Pending(watch::Receiver<Option<Option<Accepted>>>),
+    /// Being published by its owner. The first concurrent duplicate opens the channel that
+    /// it and later ones wait on (most deliveries have none, and need none).
+    Pending(Option<watch::Sender<Outcome>>),
     Done(Accepted, Instant),
 }
 
@@ -28,10 +32,7 @@ pub type DeliveryKey = [u8; 32];
 
 #[derive(Default)]
 struct Table {
-    /// Touched on every request and holding up to `capacity` entries: a fast seeded hasher
-    /// rather than SipHash. Keys are digests of what authenticated senders sent.
     slots: HashMap<DeliveryKey, Slot, foldhash::fast::RandomState>,
-    /// Completion order, for expiry.
     order: VecDeque<(Instant, DeliveryKey)>,
 }
 
@@ -41,14 +42,54 @@ pub struct Deliveries {
     table: Mutex<Table>,
 }
 
-/// The caller's role for one delivery key.
-pub enum Claim {
-    /// First of its kind: publish, then call [`Deliveries::finish`].
-    Owner(watch::Sender<Option<Option<Accepted>>>),
-    /// Seen before and stored: answer with these ids.
+pub enum Claim<'d> {
+    /// This request publishes the delivery.
+    Owner(Ownership<'d>),
+    /// Already stored: answer as the first time.
     Duplicate(Accepted),
-    /// Another request is publishing the same delivery: await its outcome.
-    Wait(watch::Receiver<Option<Option<Accepted>>>),
+    /// Being published by a concurrent request: wait for its outcome.
+    Wait(watch::Receiver<Outcome>),
+}
+
+/// The duty to publish one delivery and settle it. Dropped unsettled (the request was
+/// cancelled: the sender hung up mid-publish), it gives the delivery up, so its waiters hear
+/// it failed and a retry can own it; nothing is left behind in the table.
+pub struct Ownership<'d> {
+    deliveries: &'d Deliveries,
+    key: DeliveryKey,
+    settled: bool,
+}
+
+impl Ownership<'_> {
+    /// Stores the outcome (`None`: not published) and tells the waiting duplicates.
+    pub fn finish(mut self, outcome: Option<Accepted>) {
+        self.settle(outcome);
+    }
+
+    fn settle(&mut self, outcome: Option<Accepted>) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let mut guard = self.deliveries.lock();
+        let Table { slots, order } = &mut *guard;
+        let pending = match &outcome {
+            Some(accepted) => {
+                let now = Instant::now();
+                order.push_back((now, self.key));
+                slots.insert(self.key, Slot::Done(accepted.clone(), now))
+            }
+            None => slots.remove(&self.key),
+        };
+        if let Some(Slot::Pending(Some(waiters))) = pending {
+            let _ = waiters.send(Some(outcome));
+        }
+    }
+}
+
+impl Drop for Ownership<'_> {
+    fn drop(&mut self) {
+        self.settle(None);
+    }
 }
 
 impl Deliveries {
@@ -60,8 +101,12 @@ impl Deliveries {
         }
     }
 
-    pub fn claim(&self, key: &DeliveryKey) -> Claim {
-        let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn claim(&self, key: &DeliveryKey) -> Claim<'_> {
+        let mut guard = self.lock();
         let Table { slots, order } = &mut *guard;
         let now = Instant::now();
         while let Some((at, old)) = order.front() {
@@ -73,42 +118,22 @@ impl Deliveries {
             }
             order.pop_front();
         }
-        match slots.get(key) {
+        match slots.get_mut(key) {
             Some(Slot::Done(accepted, at)) if now.duration_since(*at) < self.window => {
                 return Claim::Duplicate(accepted.clone());
             }
-            // An owner whose request was cancelled (the sender hung up mid-publish) never
-            // finishes: its slot is taken over, or the key would be refused until restart.
-            Some(Slot::Pending(receiver)) if receiver.has_changed().is_ok() => {
-                return Claim::Wait(receiver.clone());
+            Some(Slot::Pending(waiters)) => {
+                let waiters = waiters.get_or_insert_with(|| watch::channel(None).0);
+                return Claim::Wait(waiters.subscribe());
             }
             _ => {}
         }
-        let (sender, receiver) = watch::channel(None);
-        slots.insert(*key, Slot::Pending(receiver));
-        Claim::Owner(sender)
-    }
-
-    /// Records the owner's outcome and wakes waiting duplicates.
-    pub fn finish(
-        &self,
-        key: &DeliveryKey,
-        sender: watch::Sender<Option<Option<Accepted>>>,
-        outcome: Option<Accepted>,
-    ) {
-        let mut guard = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let Table { slots, order } = &mut *guard;
-        match &outcome {
-            Some(accepted) => {
-                let now = Instant::now();
-                slots.insert(*key, Slot::Done(accepted.clone(), now));
-                order.push_back((now, *key));
-            }
-            None => {
-                slots.remove(key);
-            }
-        }
-        let _ = sender.send(Some(outcome));
+        slots.insert(*key, Slot::Pending(None));
+        Claim::Owner(Ownership {
+            deliveries: self,
+            key: *key,
+            settled: false,
+        })
     }
 }
 
@@ -128,11 +153,11 @@ mod tests {
     #[test]
     fn a_stored_delivery_is_answered_from_memory_within_the_window() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!("first is owner")
         };
         let first = accepted();
-        deliveries.finish(&KEY, sender, Some(first.clone()));
+        owner.finish(Some(first.clone()));
         match deliveries.claim(&KEY) {
             Claim::Duplicate(again) => assert_eq!(again, first),
             _ => panic!("second is a duplicate"),
@@ -142,42 +167,41 @@ mod tests {
     #[test]
     fn a_failed_delivery_is_forgotten() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
-        deliveries.finish(&KEY, sender, None);
+        owner.finish(None);
         assert!(matches!(deliveries.claim(&KEY), Claim::Owner(_)));
     }
 
     #[tokio::test]
     async fn an_owner_that_was_cancelled_is_taken_over() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
         let Claim::Wait(mut waiter) = deliveries.claim(&KEY) else {
             panic!("second waits")
         };
-        drop(sender);
-        assert!(
-            waiter.wait_for(Option::is_some).await.is_err(),
-            "a waiter learns the owner is gone"
-        );
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        drop(owner);
+        let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
+        assert_eq!(outcome, Some(None), "a waiter learns the owner gave up");
+        assert_eq!(deliveries.lock().slots.len(), 0, "nothing is left behind");
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!("a retry owns the delivery")
         };
         let first = accepted();
-        deliveries.finish(&KEY, sender, Some(first.clone()));
+        owner.finish(Some(first.clone()));
         assert!(matches!(deliveries.claim(&KEY), Claim::Duplicate(again) if again == first));
     }
 
     #[test]
     fn outside_the_window_it_is_new_again() {
         let deliveries = Deliveries::new(Duration::from_millis(1), 10);
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
-        deliveries.finish(&KEY, sender, Some(accepted()));
+        owner.finish(Some(accepted()));
         std::thread::sleep(Duration::from_millis(5));
         assert!(matches!(deliveries.claim(&KEY), Claim::Owner(_)));
     }
@@ -185,14 +209,14 @@ mod tests {
     #[tokio::test]
     async fn a_concurrent_duplicate_waits_for_the_owner() {
         let deliveries = Deliveries::new(Duration::from_secs(60), 10);
-        let Claim::Owner(sender) = deliveries.claim(&KEY) else {
+        let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
         let Claim::Wait(mut waiter) = deliveries.claim(&KEY) else {
             panic!("second waits")
         };
         let first = accepted();
-        deliveries.finish(&KEY, sender, Some(first.clone()));
+        owner.finish(Some(first.clone()));
         let outcome = waiter.wait_for(Option::is_some).await.unwrap().clone();
         assert_eq!(outcome, Some(Some(first)));
     }

@@ -295,7 +295,7 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
         match state.deliveries.claim(&key) {
             Claim::Duplicate(accepted) => answers[index] = Some(accepted),
             Claim::Wait(receiver) => waiting.push((index, receiver)),
-            Claim::Owner(sender) => {
+            Claim::Owner(ownership) => {
                 let cluster = alert
                     .entity
                     .cluster
@@ -304,19 +304,19 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
                 let incident = alert.fingerprint.clone();
                 let envelope =
                     Envelope::new("opsmesh-alert-receiver", cluster, Some(incident), alert);
-                owned.push((index, key, sender, envelope));
+                owned.push((index, ownership, envelope));
             }
         }
     }
-    let envelopes: Vec<&Envelope<Alert>> = owned.iter().map(|(_, _, _, e)| e).collect();
+    let envelopes: Vec<&Envelope<Alert>> = owned.iter().map(|(_, _, e)| e).collect();
     let published = publish_all(state, &envelopes).await;
     let fresh = owned.len();
-    for (index, key, sender, envelope) in owned {
+    for (index, ownership, envelope) in owned {
         let accepted = published.is_ok().then(|| Accepted {
             alert_id: envelope.id,
             incident_key: envelope.incident_id.clone().unwrap_or_default(),
         });
-        state.deliveries.finish(&key, sender, accepted.clone());
+        ownership.finish(accepted.clone());
         answers[index] = accepted;
     }
     published?;

@@ -60,7 +60,7 @@ type PartitionId = (String, usize);
 struct Partition {
     /// Offset of `records[0]`.
     base: i64,
-    records: VecDeque<Arc<Outgoing>>,
+    records: VecDeque<Outgoing>,
 }
 
 impl Partition {
@@ -226,7 +226,7 @@ impl Bus for MemoryBus {
         let delivered = {
             let mut state = self.shared.lock();
             let part = &mut state.partitions_mut(&message.topic, partition_count)[partition];
-            part.records.push_back(Arc::new(message));
+            part.records.push_back(message);
             if part.records.len() > self.shared.settings.retention_messages {
                 part.records.pop_front();
                 part.base += 1;
