@@ -10,7 +10,8 @@
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
 # BENCH_WARMUP (receiver comparison: seconds each fresh server is driven before a slice, 5),
-# BENCH_ROUNDS (receiver comparison, 10), BENCH_SLICE (seconds per server per round, 5).
+# BENCH_ROUNDS (receiver comparison, 10), BENCH_SLICE (seconds per server per round, 5),
+# BENCH_HALF_SLICES (receiver slices at half the median rate, per bus, 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -21,6 +22,7 @@ CONCURRENCY="${BENCH_CONCURRENCY:-32}"
 WARMUP="${BENCH_WARMUP:-5}"
 ROUNDS="${BENCH_ROUNDS:-10}"
 SLICE="${BENCH_SLICE:-5}"
+HALF_SLICES="${BENCH_HALF_SLICES:-3}"
 MESSAGES="${BENCH_MESSAGES:-20000}"
 work="$(mktemp -d)"
 pids=()
@@ -121,6 +123,7 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   stop() { local pid; pid=$(cat "$1"); kill "$pid" 2>/dev/null || true; while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; }
   stop_server() { stop "$work/server.pid"; [[ -f "$work/tansu.pid" ]] && stop "$work/tansu.pid"; rm -f "$work/tansu.pid"; }
   rate_of() { sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p'; }
+  p99_of() { sed -n 's/.*p99 \([0-9.]*\) ms.*/\1/p'; }
   median() { tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
   range() { tr ' ' '\n' | grep . | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
   # CPU time the hypervisor gave to other guests (steal), over all cores: a run with high
@@ -138,13 +141,14 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   exec 3>&1
   # One slice: the server (and, for tansu, the broker) started afresh, driven for the warm-up
   # (not counted, while it fills its bounded state) and the slice, then stopped. Shows its
-  # line; prints its rate. Extra arguments go to the load generator.
+  # line; prints it again for the caller to read figures from. Extra arguments go to the load
+  # generator.
   slice() { # $1 = alertmanager | memory | kafka
     local server="$1" url kind=splunk out; shift
     if [[ "$server" == alertmanager ]]; then url=$(start_alertmanager); kind=alertmanager; else url=$(start_receiver "$server"); fi
     out=$(drive "$url" "$kind" --warmup "$WARMUP" --seconds "$SLICE" "$@"); echo "  $server: $out" >&3
     stop_server
-    echo "$out" | rate_of
+    echo "$out"
   }
 
   # A shared VM's speed drifts by ±30 % within a minute (steal, and SMT siblings busy with
@@ -156,10 +160,10 @@ if [[ "$what" == all || "$what" == receiver ]]; then
   # work (Alertmanager's, over every alert it holds), which would be charged to the others.
   echo "== Alertmanager $am_version (POST /api/v2/alerts, one alert per request) and the receiver with signed Splunk alerts (in-memory bus; tansu, every 202 acknowledged by the bus): $ROUNDS rounds of ${SLICE}s slices, each after ${WARMUP}s of warm-up"
   declare -A rates=([alertmanager]="" [memory]="" [kafka]="") ratios=([memory]="" [kafka]="")
-  am_before=$(slice alertmanager); rates[alertmanager]+=" $am_before"
+  am_before=$(slice alertmanager | rate_of); rates[alertmanager]+=" $am_before"
   for round in $(seq 1 "$ROUNDS"); do
     echo "  -- round $round/$ROUNDS"
-    memory=$(slice memory); kafka=$(slice kafka); am_after=$(slice alertmanager)
+    memory=$(slice memory | rate_of); kafka=$(slice kafka | rate_of); am_after=$(slice alertmanager | rate_of)
     rates[memory]+=" $memory"; rates[kafka]+=" $kafka"; rates[alertmanager]+=" $am_after"
     for server in memory kafka; do
       ratios[$server]+=" $(awk -v r="${!server}" -v a="$am_before" -v b="$am_after" 'BEGIN { printf "%.2f", 2 * r / (a + b) }')"
@@ -173,9 +177,11 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     rate=$(echo "${rates[$server]}" | median)
     echo "  receiver ($server bus): $rate req/s (range $(echo "${rates[$server]}" | range)); ratio to alertmanager = $(echo "${ratios[$server]}" | median)x (rounds:${ratios[$server]})"
   done
-  echo "== the receiver at half its median rate"
+  # One slice's p99 turns on a few milliseconds of steal, so each bus gets several.
+  echo "== the receiver at half its median rate ($HALF_SLICES slices per bus)"
   for server in memory kafka; do
-    rate=$(echo "${rates[$server]}" | median)
-    slice "$server" --rate $((rate / 2)) >/dev/null
+    rate=$(echo "${rates[$server]}" | median); p99s=""
+    for _ in $(seq 1 "$HALF_SLICES"); do p99s+=" $(slice "$server" --rate $((rate / 2)) | p99_of)"; done
+    echo "  receiver ($server bus) at $((rate / 2)) req/s: p99 median $(echo "$p99s" | median) ms (slices:$p99s)"
   done
 fi
