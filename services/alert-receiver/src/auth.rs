@@ -404,9 +404,9 @@ impl Authenticator {
             seen.order.pop_front();
             seen.set.remove(&old);
         }
-        if seen.set.insert(signature.short()) {
-            seen.order
-                .push_back((signature.timestamp, signature.short()));
+        let short = signature.short();
+        if seen.set.insert(short) {
+            seen.order.push_back((signature.timestamp, short));
         }
     }
 }

@@ -32,7 +32,10 @@ pub type DeliveryKey = [u8; 32];
 
 #[derive(Default)]
 struct Table {
+    /// Touched on every request and holding up to `capacity` entries: a fast seeded hasher
+    /// rather than SipHash. Keys are digests of what authenticated senders sent.
     slots: HashMap<DeliveryKey, Slot, foldhash::fast::RandomState>,
+    /// Completion order, for expiry.
     order: VecDeque<(Instant, DeliveryKey)>,
 }
 
@@ -42,6 +45,7 @@ pub struct Deliveries {
     table: Mutex<Table>,
 }
 
+/// The caller's role for one delivery key.
 pub enum Claim<'d> {
     /// This request publishes the delivery.
     Owner(Ownership<'d>),
