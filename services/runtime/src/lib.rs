@@ -2,6 +2,7 @@
 //! registry, `/healthz` `/readyz` `/metrics`, graceful shutdown and the bus.
 
 pub mod app;
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod health;

@@ -32,6 +32,8 @@ pub struct BusMetrics {
     pub handler_seconds: HistogramVec,
     pub dead_lettered: IntCounterVec,
     pub in_flight: IntGaugeVec,
+    /// Handled messages whose background work has not settled yet (their offsets wait).
+    pub deferred: IntGaugeVec,
 }
 
 impl BusMetrics {
@@ -92,6 +94,17 @@ impl BusMetrics {
                 registry,
                 IntGaugeVec::new(
                     Opts::new("bus_handlers_in_flight", "Messages being handled"),
+                    &["group"],
+                )
+                .expect("valid gauge"),
+            ),
+            deferred: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "bus_messages_deferred",
+                        "Handled messages whose background work has not settled; their offsets are not committed yet",
+                    ),
                     &["group"],
                 )
                 .expect("valid gauge"),

@@ -1,19 +1,23 @@
-//! The consume loop every service uses: at-least-once, bounded handler time, retries with
-//! backoff for transient errors, DLQ for poison messages and permanent errors, and
-//! deduplication on the envelope id.
+//! The consume loop every service uses: at-least-once, messages of different keys handled
+//! concurrently and each key's in order, offsets stored only past finished messages, bounded
+//! handler time, retries with backoff for transient errors, DLQ for poison messages and
+//! permanent errors, and deduplication on the envelope id.
 
 use std::{
-    collections::{HashSet, VecDeque},
-    sync::Arc,
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use serde::Deserialize;
+use tokio::{sync::oneshot, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{BusError, Publisher, Received};
+use super::{BusError, Publisher, Received, Subscription};
 use crate::{
     config::{ConfigError, Validate},
     metrics::BusMetrics,
@@ -27,6 +31,10 @@ pub struct ConsumerSettings {
     pub handler_timeout: Duration,
     /// Attempts per message before it goes to the DLQ.
     pub max_attempts: u32,
+    /// Longest a message is retried on transient errors before it goes to the DLQ: a
+    /// dependency outage of minutes must not dead-letter work.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
     /// First retry delay; doubles per attempt, with jitter, up to `retry_backoff_max`.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
@@ -34,16 +42,21 @@ pub struct ConsumerSettings {
     pub retry_backoff_max: Duration,
     /// How many recent envelope ids each consumer remembers to drop redeliveries.
     pub dedup_capacity: usize,
+    /// Messages in hand per consumer (handled now or waiting behind their key); the consumer
+    /// stops fetching at this bound.
+    pub max_in_flight: usize,
 }
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
             handler_timeout: Duration::from_secs(30),
-            max_attempts: 5,
+            max_attempts: 100,
+            retry_budget: Duration::from_secs(10 * 60),
             retry_backoff: Duration::from_millis(200),
             retry_backoff_max: Duration::from_secs(10),
             dedup_capacity: 100_000,
+            max_in_flight: 256,
         }
     }
 }
@@ -68,6 +81,12 @@ impl Validate for ConsumerSettings {
                 "must not exceed retry_backoff_max",
             ));
         }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_in_flight"),
+                "must be >= 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -87,6 +106,34 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one message. Must be idempotent; returns after everything it published was
     /// acknowledged, because the offset is stored as soon as it returns `Ok`.
     async fn handle(&self, message: &Received) -> Result<(), HandlerError>;
+
+    /// What the consume loop calls. A handler that hands work to the background returns a
+    /// [`Pending`]: the handler slot and the message's key are free at once, but the message
+    /// stays unfinished (its offset and every later one of its partition unstored) until the
+    /// background work settles it, so a crash before then redelivers it.
+    async fn handle_or_defer(&self, message: &Received) -> Result<Option<Pending>, HandlerError> {
+        self.handle(message).await.map(|()| None)
+    }
+}
+
+/// The consumer's side of deferred work: resolves when the work settles (or is dropped).
+pub struct Pending(oneshot::Receiver<()>);
+
+/// The background work's side: [`Settle::settle`] when the message's work is done for good;
+/// dropping it unsettled (shutdown, a revoked partition) leaves the message to be redelivered.
+#[derive(Debug)]
+pub struct Settle(oneshot::Sender<()>);
+
+impl Settle {
+    pub fn settle(self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A linked pair: the handler returns the [`Pending`] and keeps the [`Settle`].
+pub fn defer() -> (Settle, Pending) {
+    let (tx, rx) = oneshot::channel();
+    (Settle(tx), Pending(rx))
 }
 
 /// Just enough of the envelope to deduplicate without knowing the payload type.
@@ -128,6 +175,7 @@ impl RecentIds {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Handled,
     Duplicate,
@@ -137,7 +185,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn label(&self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Self::Handled => "handled",
             Self::Duplicate => "duplicate",
@@ -147,8 +195,65 @@ impl Outcome {
     }
 }
 
-/// Runs `handler` over `topics` as a member of `group` until `shutdown`; the message in
-/// hand finishes first, then stored offsets are committed.
+/// Messages with the same key are handled in order, one at a time; an unkeyed message is
+/// ordered with the rest of its partition.
+fn ordering_key(message: &Received) -> Vec<u8> {
+    match &message.key {
+        Some(key) => key.clone(),
+        None => format!("\0{}/{}", message.topic, message.partition).into_bytes(),
+    }
+}
+
+/// Offsets of one partition in hand (handled now or waiting for their key), oldest first.
+/// Only the run of finished offsets at the front is stored: a crash redelivers everything from
+/// the oldest unfinished message on, never less.
+#[derive(Default)]
+struct PartitionProgress {
+    /// Offset -> finished.
+    pending: BTreeMap<i64, bool>,
+    /// Highest offset received in this assignment; a lower one means the partition was
+    /// reassigned and rewound to its committed offset.
+    highest: Option<i64>,
+}
+
+impl PartitionProgress {
+    /// Registers a received offset; `false` when it rewinds the partition (earlier entries
+    /// belonged to a previous assignment and are forgotten).
+    fn received(&mut self, offset: i64) -> bool {
+        let rewound = self.highest.is_some_and(|h| offset <= h);
+        if rewound {
+            self.pending.clear();
+        }
+        self.highest = Some(offset);
+        self.pending.insert(offset, false);
+        !rewound
+    }
+
+    /// Marks `offset` finished; returns the newest offset that may now be stored, if the
+    /// front of the partition moved.
+    fn finished(&mut self, offset: i64) -> Option<i64> {
+        if let Some(done) = self.pending.get_mut(&offset) {
+            *done = true;
+        }
+        let mut storable = None;
+        while let Some(entry) = self.pending.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            storable = Some(*entry.key());
+            entry.remove();
+        }
+        storable
+    }
+}
+
+/// Runs `handler` over `topics` as a member of `group` until `shutdown`.
+///
+/// Messages of different keys are handled concurrently (at most
+/// `settings.max_in_flight` in hand, waiting ones included); messages of one key in order.
+/// Each partition's offset is stored only up to its oldest unfinished message. On shutdown
+/// nothing new starts, the handlers in hand finish (bounded by `handler_timeout`; retries
+/// stop), and stored offsets are committed.
 pub async fn consume(
     publisher: &Publisher,
     metrics: &BusMetrics,
@@ -163,52 +268,59 @@ pub async fn consume(
         group,
         ?topics,
         bus = publisher.bus().kind(),
+        max_in_flight = settings.max_in_flight,
         "consumer started"
     );
-    let worker = Worker {
-        publisher,
-        metrics,
-        settings,
-        group,
+    let worker = Arc::new(Worker {
+        publisher: publisher.clone(),
+        metrics: metrics.clone(),
+        settings: settings.clone(),
+        group: group.to_owned(),
         handler,
-        shutdown: &shutdown,
-    };
-    let mut recent = RecentIds::new(settings.dedup_capacity);
+        shutdown: shutdown.clone(),
+        recent: Mutex::new(RecentIds::new(settings.dedup_capacity)),
+    });
+    let mut lanes = Lanes::new(worker);
     let mut receive_failures = 0u32;
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            received = subscription.recv() => received,
-        };
-        let message = match received {
-            Ok(message) => {
-                receive_failures = 0;
-                message
+            Some(done) = lanes.running.join_next(), if !lanes.running.is_empty() => {
+                lanes.finish(done, subscription.as_mut());
             }
-            Err(err) => {
-                receive_failures += 1;
-                tracing::warn!(group, error = %err, "receive failed; retrying");
-                if worker.pause(receive_failures).await.is_err() {
-                    break;
+            Some(settled) = lanes.deferred.next(), if !lanes.deferred.is_empty() => {
+                lanes.settled(settled, subscription.as_mut());
+            }
+            received = subscription.recv(), if lanes.in_hand < settings.max_in_flight => {
+                match received {
+                    Ok(message) => {
+                        receive_failures = 0;
+                        lanes.admit(message);
+                    }
+                    Err(err) => {
+                        receive_failures += 1;
+                        tracing::warn!(group, error = %err, "receive failed; retrying");
+                        if lanes.worker.pause(receive_failures).await.is_err() {
+                            break;
+                        }
+                    }
                 }
-                continue;
             }
-        };
-        let in_flight = metrics.in_flight.with_label_values(&[group]);
-        in_flight.inc();
-        let outcome = worker.process(&message, &mut recent).await;
-        in_flight.dec();
-        metrics
-            .consumed
-            .with_label_values(&[group, &message.topic, outcome.label()])
-            .inc();
-        if matches!(outcome, Outcome::Abandoned) {
-            break;
         }
-        if let Err(err) = subscription.store(&message) {
-            tracing::warn!(group, error = %err, "offset not stored; message will be redelivered");
-        }
+    }
+    let draining = lanes.running.len();
+    if draining > 0 {
+        tracing::info!(group, handlers = draining, "draining handlers in hand");
+    }
+    lanes.waiting.clear();
+    while let Some(done) = lanes.running.join_next().await {
+        lanes.finish(done, subscription.as_mut());
+    }
+    // Deferred work is not waited for (it may take minutes): what settled already counts, the
+    // rest is redelivered to whoever owns the partition next, which resumes it.
+    while let Some(Some(settled)) = lanes.deferred.next().now_or_never() {
+        lanes.settled(settled, subscription.as_mut());
     }
     let committed = subscription.commit().await;
     tracing::info!(
@@ -219,81 +331,299 @@ pub async fn consume(
     committed
 }
 
-struct Worker<'a> {
-    publisher: &'a Publisher,
-    metrics: &'a BusMetrics,
-    settings: &'a ConsumerSettings,
-    group: &'a str,
+/// A finished handling, with what is needed to store its offset and free its key.
+struct Done {
+    key: Vec<u8>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    outcome: Outcome,
+    /// Handled, but the background work it started must settle before the offset counts.
+    deferred: Option<Pending>,
+}
+
+/// A deferred message whose work settled (`true`) or was dropped unsettled (`false`).
+type Settled = BoxFuture<'static, (String, i32, i64, bool)>;
+
+/// The messages in hand: one running handler per key, the key's later messages waiting
+/// behind it, and each partition's progress.
+struct Lanes {
+    worker: Arc<Worker>,
+    running: JoinSet<Done>,
+    waiting: HashMap<Vec<u8>, VecDeque<Received>>,
+    progress: HashMap<(String, i32), PartitionProgress>,
+    /// Running plus waiting: the bound `max_in_flight` applies to this.
+    in_hand: usize,
+    deferred: FuturesUnordered<Settled>,
+}
+
+impl Lanes {
+    fn new(worker: Arc<Worker>) -> Self {
+        Self {
+            worker,
+            running: JoinSet::new(),
+            waiting: HashMap::new(),
+            progress: HashMap::new(),
+            in_hand: 0,
+            deferred: FuturesUnordered::new(),
+        }
+    }
+
+    fn admit(&mut self, message: Received) {
+        let progress = self
+            .progress
+            .entry((message.topic.clone(), message.partition))
+            .or_default();
+        if !progress.received(message.offset) {
+            tracing::info!(
+                group = %self.worker.group,
+                topic = %message.topic,
+                partition = message.partition,
+                offset = message.offset,
+                "partition rewound (reassigned); tracking restarts at this offset"
+            );
+        }
+        self.in_hand += 1;
+        let key = ordering_key(&message);
+        match self.waiting.get_mut(&key) {
+            // The key has a running handler: wait behind it.
+            Some(queue) => queue.push_back(message),
+            None => {
+                self.waiting.insert(key.clone(), VecDeque::new());
+                self.start(key, message);
+            }
+        }
+    }
+
+    fn start(&mut self, key: Vec<u8>, message: Received) {
+        let worker = self.worker.clone();
+        self.running.spawn(async move {
+            let in_flight = worker.metrics.in_flight.with_label_values(&[&worker.group]);
+            in_flight.inc();
+            // A panicking handler is a bug in that handler: its message is dead-lettered, the
+            // loop and every other key carry on.
+            let (outcome, deferred) = match AssertUnwindSafe(worker.process(&message))
+                .catch_unwind()
+                .await
+            {
+                Ok(done) => done,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    let outcome = worker
+                        .dead_letter(&message, "panic", &format!("handler panicked: {what}"))
+                        .await;
+                    (outcome, None)
+                }
+            };
+            in_flight.dec();
+            worker
+                .metrics
+                .consumed
+                .with_label_values(&[&worker.group, &message.topic, outcome.label()])
+                .inc();
+            Done {
+                key,
+                topic: message.topic,
+                partition: message.partition,
+                offset: message.offset,
+                outcome,
+                deferred,
+            }
+        });
+    }
+
+    fn finish(
+        &mut self,
+        done: Result<Done, tokio::task::JoinError>,
+        subscription: &mut dyn Subscription,
+    ) {
+        let done = match done {
+            Ok(done) => done,
+            // Only cancellation (the runtime shutting down) ends a task without a `Done`.
+            Err(err) => {
+                tracing::warn!(group = %self.worker.group, error = %err, "handler task lost");
+                return;
+            }
+        };
+        self.in_hand -= 1;
+        match self.waiting.get_mut(&done.key).map(VecDeque::pop_front) {
+            Some(Some(next)) if !self.worker.shutdown.is_cancelled() => {
+                self.start(done.key.clone(), next)
+            }
+            _ => {
+                self.waiting.remove(&done.key);
+            }
+        }
+        // An abandoned message stays unfinished: nothing after it in its partition is stored.
+        if done.outcome == Outcome::Abandoned {
+            return;
+        }
+        match done.deferred {
+            Some(Pending(settled)) => {
+                let deferred = self
+                    .worker
+                    .metrics
+                    .deferred
+                    .with_label_values(&[&self.worker.group]);
+                deferred.inc();
+                self.deferred.push(Box::pin(async move {
+                    let settled = settled.await.is_ok();
+                    deferred.dec();
+                    (done.topic, done.partition, done.offset, settled)
+                }));
+            }
+            None => self.finished(done.topic, done.partition, done.offset, subscription),
+        }
+    }
+
+    /// Deferred work settled: its message counts as finished. Unsettled (dropped) work leaves
+    /// it unfinished, to be redelivered.
+    fn settled(
+        &mut self,
+        (topic, partition, offset, settled): (String, i32, i64, bool),
+        subscription: &mut dyn Subscription,
+    ) {
+        if settled {
+            self.finished(topic, partition, offset, subscription);
+        }
+    }
+
+    fn finished(
+        &mut self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        subscription: &mut dyn Subscription,
+    ) {
+        let Some(progress) = self.progress.get_mut(&(topic.clone(), partition)) else {
+            return;
+        };
+        if let Some(offset) = progress.finished(offset) {
+            let position = Received {
+                topic,
+                partition,
+                offset,
+                key: None,
+                payload: Vec::new(),
+                headers: Vec::new(),
+            };
+            if let Err(err) = subscription.store(&position) {
+                tracing::warn!(group = %self.worker.group, error = %err, "offset not stored; messages will be redelivered");
+            }
+        }
+    }
+}
+
+struct Worker {
+    publisher: Publisher,
+    metrics: BusMetrics,
+    settings: ConsumerSettings,
+    group: String,
     handler: Arc<dyn Handler>,
-    shutdown: &'a CancellationToken,
+    shutdown: CancellationToken,
+    recent: Mutex<RecentIds>,
 }
 
 struct Cancelled;
 
-impl Worker<'_> {
-    async fn process(&self, message: &Received, recent: &mut RecentIds) -> Outcome {
+impl Worker {
+    fn seen(&self, id: &Uuid) -> bool {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn remember(&self, id: Uuid) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    async fn process(&self, message: &Received) -> (Outcome, Option<Pending>) {
         let id = match serde_json::from_slice::<EnvelopeId>(&message.payload) {
             Ok(envelope) => envelope.id,
             Err(err) => {
-                return self
+                let outcome = self
                     .dead_letter(
                         message,
                         "poison",
                         &format!("not an opsmesh envelope: {err}"),
                     )
                     .await;
+                return (outcome, None);
             }
         };
-        if recent.contains(&id) {
-            tracing::debug!(group = self.group, %id, "duplicate delivery dropped");
-            return Outcome::Duplicate;
+        if self.seen(&id) {
+            tracing::debug!(group = %self.group, %id, "duplicate delivery dropped");
+            return (Outcome::Duplicate, None);
         }
         let started = Instant::now();
-        let outcome = self.handle_with_retries(message, id).await;
+        let (outcome, deferred) = self.handle_with_retries(message, id).await;
         self.metrics
             .handler_seconds
-            .with_label_values(&[self.group, &message.topic])
+            .with_label_values(&[&self.group, &message.topic])
             .observe(started.elapsed().as_secs_f64());
         if matches!(outcome, Outcome::Handled | Outcome::DeadLettered) {
-            recent.insert(id);
+            self.remember(id);
         }
-        outcome
+        (outcome, deferred)
     }
 
-    async fn handle_with_retries(&self, message: &Received, id: Uuid) -> Outcome {
+    async fn handle_with_retries(
+        &self,
+        message: &Received,
+        id: Uuid,
+    ) -> (Outcome, Option<Pending>) {
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result =
-                tokio::time::timeout(self.settings.handler_timeout, self.handler.handle(message))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(HandlerError::Transient(format!(
-                            "handler timed out after {:?}",
-                            self.settings.handler_timeout
-                        )))
-                    });
+            let result = tokio::time::timeout(
+                self.settings.handler_timeout,
+                self.handler.handle_or_defer(message),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(HandlerError::Transient(format!(
+                    "handler timed out after {:?}",
+                    self.settings.handler_timeout
+                )))
+            });
+            let group = self.group.as_str();
             match result {
-                Ok(()) => return Outcome::Handled,
+                Ok(deferred) => return (Outcome::Handled, deferred),
                 Err(HandlerError::Permanent(reason)) => {
-                    tracing::warn!(group = self.group, %id, %reason, "permanent error");
-                    return self.dead_letter(message, "permanent", &reason).await;
+                    tracing::warn!(group, %id, %reason, "permanent error");
+                    return (self.dead_letter(message, "permanent", &reason).await, None);
                 }
-                Err(HandlerError::Transient(reason)) if attempt >= self.settings.max_attempts => {
-                    tracing::warn!(group = self.group, %id, %reason, attempt, "retries exhausted");
-                    let reason = format!("retries exhausted after {attempt} attempts: {reason}");
-                    return self
+                Err(HandlerError::Transient(reason))
+                    if attempt >= self.settings.max_attempts
+                        || started.elapsed() >= self.settings.retry_budget =>
+                {
+                    tracing::warn!(group, %id, %reason, attempt, "retries exhausted");
+                    let reason = format!(
+                        "retries exhausted after {attempt} attempts in {:.1?}: {reason}",
+                        started.elapsed()
+                    );
+                    let outcome = self
                         .dead_letter(message, "retries_exhausted", &reason)
                         .await;
+                    return (outcome, None);
                 }
                 Err(HandlerError::Transient(reason)) => {
-                    tracing::info!(group = self.group, %id, %reason, attempt, "transient error; retrying");
+                    tracing::info!(group, %id, %reason, attempt, "transient error; retrying");
                     self.metrics
                         .handler_retries
-                        .with_label_values(&[self.group, &message.topic])
+                        .with_label_values(&[group, &message.topic])
                         .inc();
                     if self.pause(attempt).await.is_err() {
-                        return Outcome::Abandoned;
+                        return (Outcome::Abandoned, None);
                     }
                 }
             }
@@ -303,7 +633,7 @@ impl Worker<'_> {
     /// Forwards the original bytes and headers to `<topic>.dlq`, adding why and from where.
     /// Keeps trying while the bus is down: dropping the message would lose it.
     async fn dead_letter(&self, message: &Received, reason: &str, error: &str) -> Outcome {
-        let outgoing = message.dead_letter(reason, error, self.group);
+        let outgoing = message.dead_letter(reason, error, &self.group);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -311,10 +641,10 @@ impl Worker<'_> {
                 Ok(_) => {
                     self.metrics
                         .dead_lettered
-                        .with_label_values(&[self.group, &message.topic, reason])
+                        .with_label_values(&[&self.group, &message.topic, reason])
                         .inc();
                     tracing::warn!(
-                        group = self.group,
+                        group = %self.group,
                         topic = %message.topic,
                         partition = message.partition,
                         offset = message.offset,
@@ -330,14 +660,13 @@ impl Worker<'_> {
         }
     }
 
-    /// Exponential backoff with full jitter; `Err` when shutdown interrupts it.
+    /// Exponential backoff with jitter; `Err` when shutdown interrupts it.
     async fn pause(&self, attempt: u32) -> Result<(), Cancelled> {
-        let exp = self
-            .settings
-            .retry_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
-        let cap = exp.min(self.settings.retry_backoff_max);
-        let delay = cap.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        let delay = crate::backoff::delay(
+            self.settings.retry_backoff,
+            self.settings.retry_backoff_max,
+            attempt,
+        );
         tokio::select! {
             () = self.shutdown.cancelled() => Err(Cancelled),
             () = tokio::time::sleep(delay) => Ok(()),
@@ -413,6 +742,313 @@ mod tests {
             retry_backoff_max: Duration::from_millis(2),
             ..ConsumerSettings::default()
         }
+    }
+
+    fn keyed(key: &str, body: &str) -> Outgoing {
+        Outgoing {
+            key: key.into(),
+            ..envelope(Uuid::now_v7(), body)
+        }
+    }
+
+    fn body_of(payload: &[u8]) -> String {
+        serde_json::from_slice::<serde_json::Value>(payload).unwrap()["body"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Records when each body starts and ends; `slow*` bodies take 150 ms, `block*` bodies
+    /// never end.
+    #[derive(Default)]
+    struct Timeline {
+        events: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Handler for Timeline {
+        async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+            let body = body_of(&message.payload);
+            self.events.lock().unwrap().push(format!("start {body}"));
+            if body.starts_with("slow") {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            if body.starts_with("block") {
+                std::future::pending::<()>().await;
+            }
+            self.events.lock().unwrap().push(format!("end {body}"));
+            Ok(())
+        }
+    }
+
+    impl Timeline {
+        fn position(&self, event: &str) -> usize {
+            let events = self.events.lock().unwrap();
+            events
+                .iter()
+                .position(|e| e == event)
+                .unwrap_or_else(|| panic!("{event:?} not in {events:?}"))
+        }
+
+        async fn wait_for(&self, event: &str) {
+            for _ in 0..500 {
+                if self.events.lock().unwrap().iter().any(|e| e == event) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!(
+                "{event:?} never happened: {:?}",
+                self.events.lock().unwrap()
+            );
+        }
+    }
+
+    fn one_partition() -> MemoryBus {
+        MemoryBus::new(&MemorySettings {
+            partitions: 1,
+            ..MemorySettings::default()
+        })
+    }
+
+    fn spawn_consumer(
+        bus: &MemoryBus,
+        handler: Arc<dyn Handler>,
+        settings: ConsumerSettings,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), BusError>>,
+    ) {
+        let metrics = BusMetrics::new(&new_registry());
+        let publisher = Publisher::new(Arc::new(bus.clone()), metrics.clone());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            consume(&publisher, &metrics, &settings, "g", &["t"], handler, stop).await
+        });
+        (shutdown, task)
+    }
+
+    #[tokio::test]
+    async fn keys_are_handled_concurrently_and_each_key_in_order() {
+        let bus = one_partition();
+        for (key, body) in [("a", "slow-a1"), ("b", "b1"), ("b", "b2"), ("a", "a2")] {
+            bus.publish(keyed(key, body)).await.unwrap();
+        }
+        let timeline = Arc::new(Timeline::default());
+        let (shutdown, task) = spawn_consumer(&bus, timeline.clone(), fast());
+        timeline.wait_for("end a2").await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let _member = bus.subscribe("g", &["t"]).await.unwrap();
+        let at = |e: &str| timeline.position(e);
+        assert!(
+            at("end b2") < at("end slow-a1"),
+            "b is not held up by a's slow message"
+        );
+        assert!(at("end b1") < at("start b2"), "b in order, one at a time");
+        assert!(
+            at("end slow-a1") < at("start a2"),
+            "a2 waits for a1 though it arrived after b's"
+        );
+        assert_eq!(bus.lag("g"), 0, "everything finished is stored");
+    }
+
+    #[tokio::test]
+    async fn a_kill_during_a_slow_handler_redelivers_it_and_everything_after_it() {
+        let bus = one_partition();
+        for (key, body) in [("x", "first"), ("a", "block-a"), ("b", "b1"), ("c", "c1")] {
+            bus.publish(keyed(key, body)).await.unwrap();
+        }
+        let timeline = Arc::new(Timeline::default());
+        let (_shutdown, task) = spawn_consumer(&bus, timeline.clone(), fast());
+        timeline.wait_for("end b1").await;
+        timeline.wait_for("end c1").await;
+        // The process dies: no drain, no commit beyond what was stored.
+        task.abort();
+        let _ = task.await;
+        let mut next = bus.subscribe("g", &["t"]).await.unwrap();
+        assert_eq!(
+            bus.lag("g"),
+            3,
+            "only the message before the unfinished one is stored"
+        );
+        let again = next.recv().await.unwrap();
+        assert_eq!(body_of(&again.payload), "block-a", "redelivered");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_the_handler_in_hand_finish_and_stores_it() {
+        let bus = one_partition();
+        bus.publish(keyed("a", "slow-1")).await.unwrap();
+        let timeline = Arc::new(Timeline::default());
+        let (shutdown, task) = spawn_consumer(&bus, timeline.clone(), fast());
+        timeline.wait_for("start slow-1").await;
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        assert!(timeline.position("end slow-1") > 0);
+        let _member = bus.subscribe("g", &["t"]).await.unwrap();
+        assert_eq!(bus.lag("g"), 0, "the drained message is committed");
+    }
+
+    #[tokio::test]
+    async fn the_in_flight_bound_stops_fetching_until_a_slot_frees() {
+        let bus = one_partition();
+        for key in ["a", "b", "c"] {
+            bus.publish(keyed(key, &format!("block-{key}")))
+                .await
+                .unwrap();
+        }
+        bus.publish(keyed("d", "d1")).await.unwrap();
+        let timeline = Arc::new(Timeline::default());
+        let settings = ConsumerSettings {
+            max_in_flight: 3,
+            ..fast()
+        };
+        let (shutdown, task) = spawn_consumer(&bus, timeline.clone(), settings);
+        timeline.wait_for("start block-c").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !timeline
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e == "start d1"),
+            "a fourth message is not taken while three are in hand"
+        );
+        shutdown.cancel();
+        task.abort();
+    }
+
+    struct Panicky;
+
+    #[async_trait]
+    impl Handler for Panicky {
+        async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+            if body_of(&message.payload) == "boom" {
+                panic!("bug in the handler");
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_dead_letters_its_message_and_the_loop_carries_on() {
+        let bus = one_partition();
+        bus.publish(keyed("a", "boom")).await.unwrap();
+        bus.publish(keyed("a", "fine")).await.unwrap();
+        let (shutdown, task) = spawn_consumer(&bus, Arc::new(Panicky), fast());
+        for _ in 0..200 {
+            if bus.snapshot("t.dlq").len() == 1 && bus.lag("g") == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(bus.lag("g"), 0, "the message after the panic was handled");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let dlq = bus.snapshot("t.dlq");
+        assert_eq!(dlq.len(), 1);
+        let error = String::from_utf8(dlq[0].header(HEADER_DLQ_ERROR).unwrap().to_vec()).unwrap();
+        assert!(error.contains("bug in the handler"), "{error}");
+    }
+
+    /// Defers every message and hands its `Settle` to the test.
+    #[derive(Default)]
+    struct Deferring {
+        settles: Mutex<Vec<(String, Settle)>>,
+    }
+
+    #[async_trait]
+    impl Handler for Deferring {
+        async fn handle(&self, _: &Received) -> Result<(), HandlerError> {
+            unreachable!("the consume loop calls handle_or_defer")
+        }
+
+        async fn handle_or_defer(
+            &self,
+            message: &Received,
+        ) -> Result<Option<Pending>, HandlerError> {
+            let (settle, pending) = defer();
+            self.settles
+                .lock()
+                .unwrap()
+                .push((body_of(&message.payload), settle));
+            Ok(Some(pending))
+        }
+    }
+
+    #[tokio::test]
+    async fn deferred_work_frees_the_key_but_holds_the_offset_until_settled() {
+        let bus = one_partition();
+        for body in ["one", "two"] {
+            bus.publish(keyed("same-key", body)).await.unwrap();
+        }
+        let handler = Arc::new(Deferring::default());
+        let (shutdown, task) = spawn_consumer(&bus, handler.clone(), fast());
+        for _ in 0..200 {
+            if handler.settles.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut settles = std::mem::take(&mut *handler.settles.lock().unwrap());
+        assert_eq!(
+            settles.len(),
+            2,
+            "the key is free while the first is deferred"
+        );
+        assert_eq!(bus.lag("g"), 2, "nothing stored while unsettled");
+        let (_, two) = settles.pop().unwrap();
+        two.settle();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(bus.lag("g"), 2, "two settled, but one before it is not");
+        let (_, one) = settles.pop().unwrap();
+        one.settle();
+        for _ in 0..200 {
+            if bus.lag("g") == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(bus.lag("g"), 0, "both settled: both stored");
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn deferred_work_dropped_unsettled_is_redelivered() {
+        let bus = one_partition();
+        bus.publish(keyed("k", "one")).await.unwrap();
+        let handler = Arc::new(Deferring::default());
+        let (shutdown, task) = spawn_consumer(&bus, handler.clone(), fast());
+        for _ in 0..200 {
+            if !handler.settles.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handler.settles.lock().unwrap().clear();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let mut next = bus.subscribe("g", &["t"]).await.unwrap();
+        assert_eq!(bus.lag("g"), 1);
+        assert_eq!(body_of(&next.recv().await.unwrap().payload), "one");
+    }
+
+    #[test]
+    fn progress_stores_only_the_finished_front() {
+        let mut p = PartitionProgress::default();
+        for offset in 10..14 {
+            assert!(p.received(offset));
+        }
+        assert_eq!(p.finished(12), None, "10 and 11 are unfinished");
+        assert_eq!(p.finished(10), Some(10));
+        assert_eq!(p.finished(11), Some(12), "11 releases 12 too");
+        assert!(!p.received(11), "a lower offset is a rewind");
+        assert_eq!(p.finished(13), None, "forgotten with the old assignment");
+        assert_eq!(p.finished(11), Some(11));
     }
 
     #[test]

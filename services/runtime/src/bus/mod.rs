@@ -11,7 +11,9 @@ use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-pub use consumer::{ConsumerSettings, Handler, HandlerError, RecentIds, consume};
+pub use consumer::{
+    ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
+};
 pub use kafka::{KafkaBus, KafkaSettings};
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
