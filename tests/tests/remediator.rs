@@ -40,6 +40,21 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Virtual seconds per wall second: a pod starts in 0.5 s, an OOM loop turns every second.
 const SIM_SPEED: f64 = 20.0;
 
+/// Replica settings of most tests: fast verification, limits out of the way.
+const FAST_REPLICA: &[(&str, &str)] = &[
+    ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20"),
+    ("OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL", "500ms"),
+    ("OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__GLOBAL", "1000"),
+    (
+        "OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__PER_NAMESPACE",
+        "1000",
+    ),
+    (
+        "OPSMESH__REMEDIATOR__POLICY__MAX_CONCURRENT_ACTIONS",
+        "1000",
+    ),
+];
+
 /// A simulated cluster, the broker, and the remediator replicas acting on them.
 struct Rig {
     broker: Broker,
@@ -82,8 +97,16 @@ impl Rig {
         }
     }
 
-    /// Starts one more remediator replica (all in the `opsmesh-remediator` group).
+    /// Starts one more remediator replica (all in the `opsmesh-remediator` group), with fast
+    /// verification and limits out of the way.
     async fn add_replica(&mut self, extra: &[(&str, &str)]) -> usize {
+        let mut env = FAST_REPLICA.to_vec();
+        env.extend_from_slice(extra);
+        self.add_replica_with(&env).await
+    }
+
+    /// Starts one more replica with the default policy and verification, plus `extra`.
+    async fn add_replica_with(&mut self, extra: &[(&str, &str)]) -> usize {
         let kubeconfig = self.dir.path().join("kubeconfig");
         let mut env: Vec<(&str, String)> = vec![
             ("OPSMESH__CLUSTER", "test-cluster".into()),
@@ -99,24 +122,7 @@ impl Rig {
                 "OPSMESH__REMEDIATOR__KUBECONFIG",
                 kubeconfig.display().to_string(),
             ),
-            ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20".into()),
-            (
-                "OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL",
-                "500ms".into(),
-            ),
             ("OPSMESH__REMEDIATOR__LEDGER__LOAD_IDLE", "1s".into()),
-            (
-                "OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__GLOBAL",
-                "1000".into(),
-            ),
-            (
-                "OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__PER_NAMESPACE",
-                "1000".into(),
-            ),
-            (
-                "OPSMESH__REMEDIATOR__POLICY__MAX_CONCURRENT_ACTIONS",
-                "1000".into(),
-            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let name = format!("remediator-{}", self.replicas.len());
@@ -256,12 +262,16 @@ fn diagnosis(
 }
 
 fn oom_diagnosis(incident: &str, model: &str, new_limit: &str) -> Vec<u8> {
+    oom_diagnosis_in(incident, "ml-team-a", model, new_limit)
+}
+
+fn oom_diagnosis_in(incident: &str, namespace: &str, model: &str, new_limit: &str) -> Vec<u8> {
     diagnosis(
         incident,
         "oom_killed",
         "oom-killed",
         "Raise the memory limit",
-        json!([{"kind": "patch_memory_limit", "target": format!("inferenceservice/ml-team-a/{model}"),
+        json!([{"kind": "patch_memory_limit", "target": format!("inferenceservice/{namespace}/{model}"),
                 "params": {"memory_limit": new_limit, "previous_memory_limit": "256Mi"}}]),
     )
 }
@@ -736,4 +746,87 @@ faults:
             "{resource}/{name} not changed: {touched:?}"
         );
     }
+}
+
+/// The default verification (5 checks, 30 s apart) and the default policy, one replica, 40
+/// models OOM-looping at once in four namespaces: the incidents are verified side by side, a
+/// slot at a time up to `max_concurrent_actions`, the rest waiting for a slot rather than
+/// refused. Serially this takes at least 40 verification intervals (20 min); the bound below
+/// is 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forty_models_oom_looping_at_once_are_all_resolved_in_a_few_verification_intervals() {
+    const INTERVAL: Duration = Duration::from_secs(30);
+    let namespaces = ["team-a", "team-b", "team-c", "team-d"];
+    let models: Vec<(&str, String)> = (0..40)
+        .map(|i| (namespaces[i % 4], format!("model-{i}")))
+        .collect();
+    let mut yaml = String::from("state:\n  namespaces:\n");
+    for ns in namespaces {
+        yaml.push_str(&format!("    - name: {ns}\n"));
+    }
+    yaml.push_str("  inference_services:\n");
+    for (ns, model) in &models {
+        yaml.push_str(&format!(
+            "    - {{namespace: {ns}, name: {model}, replicas: 1, memory_limit: 256Mi, image: registry.example.com/kserve/{model}:1.0.0}}\n"
+        ));
+    }
+    yaml.push_str("faults:\n");
+    for (ns, model) in &models {
+        yaml.push_str(&format!(
+            "  - {{at: 0s, target: inferenceservice/{ns}/{model}, {OOM_FAULT}}}\n"
+        ));
+    }
+    let mut rig = Rig::start(&yaml).await;
+    rig.add_replica_with(&[]).await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    let started = tokio::time::Instant::now();
+    let incidents: Vec<String> = models.iter().map(|(ns, m)| format!("{ns}-{m}")).collect();
+    for (incident, (ns, model)) in incidents.iter().zip(&models) {
+        rig.publish(
+            topics::DIAGNOSES,
+            incident,
+            oom_diagnosis_in(incident, ns, model, "640Mi"),
+        )
+        .await;
+    }
+    let deadline = started + INTERVAL * 8;
+    loop {
+        ledger.poll(Duration::from_secs(1)).await;
+        let open: Vec<&String> = incidents
+            .iter()
+            .filter(|i| !ledger.last_state(i).is_some_and(IncidentState::is_terminal))
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 40 not decided within 8 verification intervals: {:?}",
+            open.len(),
+            open.iter()
+                .take(5)
+                .map(|i| (i, ledger.states(i)))
+                .collect::<Vec<_>>()
+        );
+    }
+    let took = started.elapsed();
+    for (incident, (ns, model)) in incidents.iter().zip(&models) {
+        assert_eq!(
+            ledger.last_state(incident),
+            Some(IncidentState::Resolved),
+            "{incident}: {:?}",
+            ledger.incident(incident)
+        );
+        assert_eq!(rig.memory_limit(ns, model), "640Mi");
+    }
+    assert!(
+        rig.log_count("waiting for a free action slot") > 0,
+        "more incidents than slots: some waited (none refused)"
+    );
+    let report = opsmesh_remediator::ledger::verify(&ledger.records);
+    assert!(report.ok(), "the hash chains hold: {:?}", report.breaks);
+    eprintln!(
+        "40 incidents resolved in {took:.1?} ({:.1} verification intervals)",
+        took.as_secs_f64() / INTERVAL.as_secs_f64()
+    );
 }

@@ -29,6 +29,22 @@ pub struct RemediatorConfig {
     pub verification: VerificationConfig,
     pub approvals: ApprovalConfig,
     pub ledger: LedgerConfig,
+    /// A step that keeps failing transiently (Kubernetes or the bus down) is retried this
+    /// long, then the incident is escalated as stuck.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// First retry delay of a failing step; doubles per attempt, with jitter, up to
+    /// `retry_backoff_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff_max: Duration,
+    /// An incident that is neither terminal nor awaiting approval, with no ledger record for
+    /// this long and no work driving it in this replica, is escalated as stuck.
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+    /// Background steps (health checks, resumed actions) run at the same time.
+    pub max_parallel_steps: usize,
 }
 
 impl Default for RemediatorConfig {
@@ -44,6 +60,11 @@ impl Default for RemediatorConfig {
             verification: VerificationConfig::default(),
             approvals: ApprovalConfig::default(),
             ledger: LedgerConfig::default(),
+            retry_budget: Duration::from_secs(10 * 60),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(30),
+            stuck_after: Duration::from_secs(15 * 60),
+            max_parallel_steps: 64,
         }
     }
 }
@@ -90,8 +111,12 @@ pub struct PolicyConfig {
     pub rate_limit: RateLimitConfig,
     /// Largest share of an InferenceService's replicas one action may take away (0–1).
     pub max_replica_reduction: f64,
-    /// Incidents executing or verifying at the same time, across replicas.
+    /// Incidents executing or verifying at the same time, across replicas. More incidents
+    /// wait for a free slot (up to `queue_timeout`); they are not refused on the spot.
     pub max_concurrent_actions: usize,
+    /// Longest an incident waits for a free action slot before it is refused.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
     /// Highest memory limit the remediator will set.
     pub memory_ceiling: String,
     /// Fewest replicas the remediator will scale an InferenceService to.
@@ -112,7 +137,8 @@ impl Default for PolicyConfig {
             cooldown: Duration::from_secs(10 * 60),
             rate_limit: RateLimitConfig::default(),
             max_replica_reduction: 0.8,
-            max_concurrent_actions: 5,
+            max_concurrent_actions: 10,
+            queue_timeout: Duration::from_secs(10 * 60),
             memory_ceiling: "16Gi".into(),
             replica_floor: 1,
         }
@@ -140,8 +166,8 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             window: Duration::from_secs(3600),
-            global: 30,
-            per_namespace: 10,
+            global: 60,
+            per_namespace: 15,
         }
     }
 }
@@ -275,6 +301,31 @@ impl Validate for RemediatorConfig {
         }
         if self.approvals.expiry.is_zero() {
             return Err(ConfigError::invalid(key("approvals.expiry"), "must be > 0"));
+        }
+        if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {
+            return Err(ConfigError::invalid(
+                key("retry_backoff"),
+                "must be > 0 and not exceed retry_backoff_max",
+            ));
+        }
+        if self.max_parallel_steps == 0 {
+            return Err(ConfigError::invalid(
+                key("max_parallel_steps"),
+                "must be at least 1",
+            ));
+        }
+        // The sweeper must not take an incident from work that is still within its limits.
+        let longest_wait = (self.verification.interval * self.verification.attempts)
+            .max(self.retry_budget)
+            .max(p.queue_timeout);
+        if self.stuck_after <= longest_wait {
+            return Err(ConfigError::invalid(
+                key("stuck_after"),
+                format!(
+                    "must exceed verification.interval x attempts, retry_budget and policy.queue_timeout ({})",
+                    humantime_serde::re::humantime::format_duration(longest_wait)
+                ),
+            ));
         }
         if self.approvals.sweep_interval.is_zero() {
             return Err(ConfigError::invalid(

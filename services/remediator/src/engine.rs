@@ -3,10 +3,15 @@
 //! before the next; so a replica that takes over after a crash continues from the last
 //! record, and an action whose intent was recorded but whose result was not is resolved by
 //! looking at the target, never by running it blindly again.
+//!
+//! Nothing waits inside a consumer handler: an incident that must wait (for its next health
+//! check, a free action slot, a dependency to come back) goes on the [`Agenda`], and the
+//! message that brought it stays uncommitted until the incident comes to rest. Many
+//! incidents are verified at once; one incident takes one step at a time.
 
 use std::{
     sync::{Arc, Mutex},
-    time::Instant,
+    time::Duration,
 };
 
 use chrono::Utc;
@@ -20,9 +25,15 @@ use opsmesh_proto::{
     ledger::LedgerLink,
     remediation::{ActionMode, ActionRecord, Remediation, Verification},
 };
-use opsmesh_runtime::{HandlerError, Publisher};
+use opsmesh_runtime::{
+    HandlerError, Publisher,
+    bus::{Pending, defer},
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    agenda::{Agenda, IncidentLocks, Task, Waiting},
     cluster::{ActError, Cluster},
     config::RemediatorConfig,
     ledger::{IncidentLedger, LedgerView, is_invertible, is_mutating},
@@ -33,6 +44,9 @@ use crate::{
 
 pub const SOURCE: &str = "opsmesh-remediator";
 
+/// The refusal code of a plan that found every action slot taken (see `plan.rs`).
+const SLOT_REFUSAL: &str = "max_concurrent_actions";
+
 pub struct Engine {
     pub config: RemediatorConfig,
     pub library: Library,
@@ -40,8 +54,29 @@ pub struct Engine {
     pub view: Arc<Mutex<LedgerView>>,
     pub metrics: Metrics,
     publisher: Publisher,
-    /// One incident step at a time in this replica (the consumer and the expiry sweeper).
-    work: tokio::sync::Mutex<()>,
+    /// One step of an incident at a time in this replica (consumer, agenda, sweeper).
+    locks: IncidentLocks,
+    /// Held from planning a cluster-changing action until its intent is recorded, so two
+    /// incidents cannot both take the last action slot or rate-limit budget.
+    admission: tokio::sync::Mutex<()>,
+    agenda: Agenda,
+}
+
+/// Where an incident stands after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Terminal, or waiting for a human: nothing to drive.
+    Rest,
+    /// The next health check is due then.
+    CheckAt(Instant),
+    /// Every action slot is taken; planning is retried when one frees.
+    NoSlot,
+}
+
+/// What a step may carry over to the next: health checks done so far in this replica.
+#[derive(Default)]
+struct Progress {
+    checks_done: Option<u32>,
 }
 
 /// Optional parts of a record.
@@ -71,7 +106,9 @@ impl Engine {
             view: Arc::new(Mutex::new(LedgerView::default())),
             metrics,
             publisher,
-            work: tokio::sync::Mutex::new(()),
+            locks: IncidentLocks::default(),
+            admission: tokio::sync::Mutex::new(()),
+            agenda: Agenda::default(),
         }
     }
 
@@ -91,6 +128,11 @@ impl Engine {
         self.metrics
             .approvals_pending
             .set(view.awaiting_approval() as i64);
+        // Executing and verifying take a slot; anything after frees it.
+        let state = envelope.payload.state;
+        if state.is_terminal() || state == IncidentState::RolledBack {
+            self.agenda.slot_freed();
+        }
     }
 
     /// Seals the next record of `incident` (checking the transition), publishes it and adds it
@@ -165,50 +207,84 @@ impl Engine {
         }
     }
 
-    /// A diagnosis: start (or resume) its incident.
-    pub async fn on_diagnosis(&self, envelope: &Envelope<Diagnosis>) -> Result<(), HandlerError> {
+    /// A diagnosis: start (or resume) its incident. `Some` when the incident continues in the
+    /// background: the diagnosis counts as handled once it comes to rest.
+    pub async fn on_diagnosis(
+        &self,
+        envelope: &Envelope<Diagnosis>,
+    ) -> Result<Option<Pending>, HandlerError> {
         let incident = envelope
             .incident_id
             .clone()
             .unwrap_or_else(|| envelope.payload.fingerprint.clone());
-        let _guard = self.work.lock().await;
+        let _guard = self.locks.lock(&incident).await;
         let ledger = self.ledger(&incident);
         if let Some(state) = ledger.state()
             && ledger.diagnosis_id() != Some(envelope.id)
         {
             tracing::info!(%incident, %state, diagnosis = %envelope.id, "incident already has a decision; later diagnosis ignored");
-            return Ok(());
+            return Ok(None);
         }
         if let Some(state) = ledger.state().filter(|s| s.is_terminal()) {
             // At-least-once delivery: the offset was not committed before a crash or rebalance.
             tracing::info!(%incident, %state, diagnosis = %envelope.id, "diagnosis delivered again; the incident is already decided, nothing repeated");
-            return Ok(());
+            return Ok(None);
         }
-        self.advance(&incident, Some(envelope)).await
+        let mut progress = Progress::default();
+        let step = self.advance(&incident, Some(envelope), &mut progress).await;
+        Ok(self.follow_up(
+            &incident,
+            Task::new(Some(envelope.clone())),
+            progress,
+            step,
+            true,
+        ))
     }
 
     /// An approval or rejection of a proposal.
-    pub async fn on_approval(&self, envelope: &Envelope<Approval>) -> Result<(), HandlerError> {
-        let approval = &envelope.payload;
-        let incident = match &envelope.incident_id {
-            Some(i) => i.clone(),
-            None => approval
-                .idempotency_key
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+    pub async fn on_approval(
+        &self,
+        envelope: &Envelope<Approval>,
+    ) -> Result<Option<Pending>, HandlerError> {
+        let incident = approval_incident(envelope);
+        let _guard = self.locks.lock(&incident).await;
+        let mut progress = Progress::default();
+        let step = match self.decide(&incident, envelope).await {
+            Ok(true) => self.advance(&incident, None, &mut progress).await,
+            Ok(false) => self.resume_state(&incident),
+            Err(e) => Err(e),
         };
-        let _guard = self.work.lock().await;
+        Ok(self.follow_up(&incident, Task::new(None), progress, step, true))
+    }
+
+    /// Where an incident stands without doing anything: an incident in the middle of its
+    /// work (a redelivered message after a crash) is driven again from its ledger.
+    fn resume_state(&self, incident: &str) -> Result<Step, HandlerError> {
+        Ok(match self.ledger(incident).state() {
+            Some(
+                IncidentState::Executing | IncidentState::Verifying | IncidentState::RolledBack,
+            ) if !self.agenda.holds(incident) => Step::CheckAt(Instant::now()),
+            _ => Step::Rest,
+        })
+    }
+
+    /// Records the decision on a proposal; `true` when the incident may go on.
+    async fn decide(
+        &self,
+        incident: &str,
+        envelope: &Envelope<Approval>,
+    ) -> Result<bool, HandlerError> {
+        let incident = incident.to_owned();
+        let approval = &envelope.payload;
         let ledger = self.ledger(&incident);
         let approver = approval.approver.trim();
         if approver.is_empty() {
             tracing::warn!(%incident, "approval without an approver identity ignored");
-            return Ok(());
+            return Ok(false);
         }
         if ledger.state() != Some(IncidentState::AwaitingApproval) {
             tracing::info!(%incident, key = %approval.idempotency_key, state = ?ledger.state(), "no proposal awaits this decision; ignored");
-            return Ok(());
+            return Ok(false);
         }
         let Some((proposal, proposed_at)) = ledger
             .proposals()
@@ -216,11 +292,11 @@ impl Engine {
             .find(|(p, _)| p.idempotency_key == approval.idempotency_key)
         else {
             tracing::info!(%incident, key = %approval.idempotency_key, "unknown idempotency key; ignored");
-            return Ok(());
+            return Ok(false);
         };
         if ledger.approvals().contains_key(&proposal.idempotency_key) {
             tracing::info!(%incident, key = %proposal.idempotency_key, "already approved; repeat ignored");
-            return Ok(());
+            return Ok(false);
         }
         let expiry = chrono::Duration::from_std(self.config.approvals.expiry)
             .unwrap_or(chrono::Duration::MAX);
@@ -230,7 +306,7 @@ impl Engine {
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
         if Utc::now() - proposed_at >= expiry {
-            return self.expire(&incident).await;
+            return self.expire(&incident).await.map(|()| false);
         }
         match approval.decision {
             ApprovalDecision::Reject => {
@@ -247,6 +323,7 @@ impl Engine {
                     Extra::default(),
                 )
                 .await
+                .map(|()| false)
             }
             ApprovalDecision::Approve => {
                 let mut approved = proposal.clone();
@@ -263,25 +340,211 @@ impl Engine {
                     Extra::default(),
                 )
                 .await?;
-                self.advance(&incident, None).await
+                Ok(true)
             }
         }
     }
 
-    /// Escalates every incident whose proposal expired.
+    /// Escalates every incident whose proposal expired, and every incident stuck: neither
+    /// terminal nor awaiting approval, no record for `stuck_after`, and no work of this
+    /// replica driving it (a lost message, a step that failed for good).
     pub async fn sweep(&self) -> Result<(), HandlerError> {
-        let expired = self
-            .view
-            .lock()
-            .expect("ledger view lock")
-            .expired_proposals(Utc::now(), self.config.approvals.expiry);
+        let (expired, stale) = {
+            let view = self.view.lock().expect("ledger view lock");
+            let now = Utc::now();
+            let stuck_after = chrono::Duration::from_std(self.config.stuck_after)
+                .unwrap_or(chrono::Duration::MAX);
+            let stale: Vec<String> = view
+                .incidents()
+                .filter(|(_, l)| {
+                    l.state()
+                        .is_some_and(|s| !s.is_terminal() && s != IncidentState::AwaitingApproval)
+                        && l.entries
+                            .last()
+                            .is_some_and(|e| now - e.occurred_at >= stuck_after)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            (
+                view.expired_proposals(now, self.config.approvals.expiry),
+                stale,
+            )
+        };
         for incident in expired {
-            let _guard = self.work.lock().await;
+            let _guard = self.locks.lock(&incident).await;
             if self.ledger(&incident).state() == Some(IncidentState::AwaitingApproval) {
                 self.expire(&incident).await?;
             }
         }
+        for incident in stale {
+            if self.agenda.holds(&incident) {
+                continue;
+            }
+            let _guard = self.locks.lock(&incident).await;
+            self.escalate_stuck(&incident, None).await?;
+        }
         Ok(())
+    }
+
+    /// Hands an incident that cannot make progress to humans, saying where it stopped.
+    async fn escalate_stuck(
+        &self,
+        incident: &str,
+        error: Option<&str>,
+    ) -> Result<(), HandlerError> {
+        let ledger = self.ledger(incident);
+        let (Some(state), Some(last)) = (ledger.state(), ledger.entries.last()) else {
+            return Ok(());
+        };
+        if state.is_terminal() || state == IncidentState::AwaitingApproval {
+            return Ok(());
+        }
+        let since = (Utc::now() - last.occurred_at).to_std().unwrap_or_default();
+        let since =
+            humantime_serde::re::humantime::format_duration(Duration::from_secs(since.as_secs()));
+        let target = ledger
+            .applied()
+            .last()
+            .map(|a| a.target.clone())
+            .or_else(|| ledger.planned().first().map(|a| a.target.clone()))
+            .unwrap_or_default();
+        let error = error
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        self.metrics
+            .stuck
+            .with_label_values(&[<&str>::from(state)])
+            .inc();
+        tracing::warn!(%incident, %state, %since, "incident stuck; escalating");
+        Parent::Record(last.envelope.clone())
+            .escalate(
+                self,
+                incident,
+                &target,
+                format!("stuck in {state} for {since}{error}; humans notified"),
+                Extra::default(),
+            )
+            .await
+    }
+
+    /// After a step: at rest, the messages it continued are done; otherwise it goes on the
+    /// agenda and the caller gets the message's [`Pending`] (when it brought one).
+    fn follow_up(
+        &self,
+        incident: &str,
+        mut task: Task,
+        progress: Progress,
+        step: Result<Step, HandlerError>,
+        from_message: bool,
+    ) -> Option<Pending> {
+        task.checks_done = progress.checks_done;
+        match step {
+            Ok(Step::Rest) => {
+                task.settle();
+                return None;
+            }
+            Ok(Step::CheckAt(due)) => {
+                task.due = due;
+                task.waiting = Waiting::Check;
+                task.failures = 0;
+                task.failing_since = None;
+            }
+            Ok(Step::NoSlot) => {
+                // Also woken as soon as a slot frees.
+                task.due = Instant::now() + self.config.retry_backoff_max;
+                task.waiting = Waiting::Slot;
+            }
+            Err(HandlerError::Permanent(e)) => {
+                // A bug (an illegal transition): nothing to retry; the sweeper escalates it.
+                tracing::error!(%incident, error = %e, "incident step failed permanently");
+                task.settle();
+                return None;
+            }
+            Err(HandlerError::Transient(e)) => {
+                task.failures += 1;
+                task.failing_since.get_or_insert_with(Instant::now);
+                task.due = Instant::now()
+                    + opsmesh_runtime::backoff::delay(
+                        self.config.retry_backoff,
+                        self.config.retry_backoff_max,
+                        task.failures,
+                    );
+                task.waiting = Waiting::Retry;
+                tracing::warn!(%incident, error = %e, attempt = task.failures, "incident step failed; retrying");
+                task.last_error = Some(e);
+            }
+        }
+        let pending = from_message.then(|| {
+            let (settle, pending) = defer();
+            task.settles.push(settle);
+            pending
+        });
+        self.agenda.put(incident, task);
+        pending
+    }
+
+    /// Runs the agenda until `shutdown`: every due incident takes its next step, up to
+    /// `max_parallel_steps` at once.
+    pub async fn run_agenda(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(self.config.max_parallel_steps));
+        loop {
+            for (incident, task) in self.agenda.take_due(Instant::now()) {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    engine.step(&incident, task).await;
+                    drop(permit);
+                });
+            }
+            self.publish_agenda_metrics();
+            let next = self
+                .agenda
+                .next_due()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.agenda.changed() => {}
+                () = tokio::time::sleep_until(next) => {}
+            }
+        }
+    }
+
+    fn publish_agenda_metrics(&self) {
+        for (waiting, count) in self.agenda.counts() {
+            let label = match waiting {
+                Waiting::Check => "check",
+                Waiting::Slot => "slot",
+                Waiting::Retry => "retry",
+            };
+            self.metrics
+                .agenda
+                .with_label_values(&[label])
+                .set(count as i64);
+        }
+    }
+
+    /// One background step of an incident.
+    async fn step(&self, incident: &str, mut task: Task) {
+        let _guard = self.locks.lock(incident).await;
+        if let Some(since) = task.failing_since
+            && since.elapsed() >= self.config.retry_budget
+        {
+            let error = task.last_error.take();
+            match self.escalate_stuck(incident, error.as_deref()).await {
+                Ok(()) => return task.settle(),
+                Err(e) => task.last_error = Some(e.to_string()),
+            }
+        }
+        let mut progress = Progress {
+            checks_done: task.checks_done,
+        };
+        let diagnosis = task.diagnosis.clone();
+        let step = self
+            .advance(incident, diagnosis.as_ref(), &mut progress)
+            .await;
+        self.follow_up(incident, task, progress, step, false);
     }
 
     async fn expire(&self, incident: &str) -> Result<(), HandlerError> {
@@ -320,17 +583,37 @@ impl Engine {
         &self,
         incident: &str,
         diagnosis: Option<&Envelope<Diagnosis>>,
-    ) -> Result<(), HandlerError> {
+        progress: &mut Progress,
+    ) -> Result<Step, HandlerError> {
+        // Planning and starting a cluster-changing action is one critical section across
+        // incidents (slots and rate limits); verification and everything after are not.
+        let _admission = match self.ledger(incident).state() {
+            None
+            | Some(
+                IncidentState::Received | IncidentState::Planned | IncidentState::AwaitingApproval,
+            ) if diagnosis.is_none_or(|d| {
+                d.payload
+                    .recommended_actions
+                    .iter()
+                    .any(|a| is_mutating(a.kind))
+            }) =>
+            {
+                Some(self.admission.lock().await)
+            }
+            _ => None,
+        };
         loop {
             let ledger = self.ledger(incident);
             let parent = match (diagnosis, ledger.entries.last()) {
                 (_, Some(last)) => Parent::Record(last.envelope.clone()),
                 (Some(d), None) => Parent::Diagnosis(d.clone()),
-                (None, None) => return Ok(()),
+                (None, None) => return Ok(Step::Rest),
             };
             match ledger.state() {
                 None => {
-                    let Some(d) = diagnosis else { return Ok(()) };
+                    let Some(d) = diagnosis else {
+                        return Ok(Step::Rest);
+                    };
                     let p = &d.payload;
                     let reason = format!(
                         "diagnosis {}: root cause {} (confidence {:.2}){}{}; {} proposal(s)",
@@ -362,8 +645,12 @@ impl Engine {
                         .await?;
                 }
                 Some(IncidentState::Received) => {
-                    let Some(d) = diagnosis else { return Ok(()) };
-                    self.plan(incident, d, &parent).await?;
+                    let Some(d) = diagnosis else {
+                        return Ok(Step::Rest);
+                    };
+                    if let Some(step) = self.plan(incident, d, &ledger, &parent).await? {
+                        return Ok(step);
+                    }
                 }
                 Some(IncidentState::Planned) => {
                     self.after_plan(incident, &ledger, &parent).await?;
@@ -371,7 +658,7 @@ impl Engine {
                         self.ledger(incident).state(),
                         Some(IncidentState::AwaitingApproval | IncidentState::DryRun)
                     ) {
-                        return Ok(());
+                        return Ok(Step::Rest);
                     }
                 }
                 Some(IncidentState::AwaitingApproval) => {
@@ -382,7 +669,7 @@ impl Engine {
                         .filter(|a| is_mutating(a.kind))
                         .any(|a| !approvals.contains_key(&a.idempotency_key));
                     if waiting {
-                        return Ok(());
+                        return Ok(Step::Rest);
                     }
                     self.start_next(incident, &ledger, &parent).await?;
                 }
@@ -399,24 +686,28 @@ impl Engine {
                     });
                     if pending {
                         self.start_next(incident, &ledger, &parent).await?;
-                    } else {
-                        self.verify(incident, &ledger, &parent).await?;
+                    } else if let Some(due) =
+                        self.verify(incident, &ledger, &parent, progress).await?
+                    {
+                        return Ok(Step::CheckAt(due));
                     }
                 }
                 Some(IncidentState::RolledBack) => {
                     self.roll_back(incident, &ledger, &parent, None).await?;
                 }
-                Some(_) => return Ok(()),
+                Some(_) => return Ok(Step::Rest),
             }
         }
     }
 
+    /// Plans the incident; `Some(Step::NoSlot)` when it must wait for an action slot.
     async fn plan(
         &self,
         incident: &str,
         d: &Envelope<Diagnosis>,
+        ledger: &IncidentLedger,
         parent: &Parent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Option<Step>, HandlerError> {
         let history = self.history(incident);
         let decided = plan::plan(
             incident,
@@ -437,15 +728,35 @@ impl Engine {
                         reason,
                         Extra::default(),
                     )
-                    .await
+                    .await?
             }
             Plan::Escalate(reason) => {
                 let target = d.payload.target.clone().unwrap_or_default();
                 parent
                     .escalate(self, incident, &target, reason, Extra::default())
-                    .await
+                    .await?
             }
             Plan::Refused(refusal) => {
+                // A full house is not a policy verdict: the incident waits for a slot, up to
+                // `queue_timeout` after it was received.
+                let mut reason = format!("refused ({}): {}", refusal.code, refusal.reason);
+                if refusal.code == SLOT_REFUSAL {
+                    let waited = ledger
+                        .entries
+                        .first()
+                        .map(|e| (Utc::now() - e.occurred_at).to_std().unwrap_or_default())
+                        .unwrap_or_default();
+                    if waited < self.config.policy.queue_timeout {
+                        tracing::info!(%incident, reason = %refusal.reason, "waiting for a free action slot");
+                        return Ok(Some(Step::NoSlot));
+                    }
+                    reason = format!(
+                        "{reason}; no slot freed within policy.queue_timeout ({})",
+                        humantime_serde::re::humantime::format_duration(
+                            self.config.policy.queue_timeout
+                        )
+                    );
+                }
                 self.metrics
                     .refusals
                     .with_label_values(&[refusal.code])
@@ -456,10 +767,10 @@ impl Engine {
                         incident,
                         IncidentState::Refused,
                         refusal.action,
-                        format!("refused ({}): {}", refusal.code, refusal.reason),
+                        reason,
                         Extra::default(),
                     )
-                    .await
+                    .await?
             }
             Plan::Act { actions, .. } => {
                 for a in actions {
@@ -485,9 +796,9 @@ impl Engine {
                         )
                         .await?;
                 }
-                Ok(())
             }
         }
+        Ok(None)
     }
 
     /// After planning: advice, dry runs, proposals, or the first action.
@@ -776,52 +1087,90 @@ impl Engine {
             .await
     }
 
-    /// Polls the health of everything the plan changed; resolved, or rolled back and escalated.
+    /// One health check of everything the plan changed, when it is due. Check `k` (1-based)
+    /// is due `k` × `verification.interval` after the incident started verifying, whichever
+    /// replica makes it: a replica that resumes an incident after a restart continues with the
+    /// remaining checks. Returns when the next check is due, or `None` once a verdict is
+    /// recorded (resolved, or rolled back and escalated). A check that cannot reach the
+    /// cluster does not count: it is retried with backoff.
     async fn verify(
         &self,
         incident: &str,
         ledger: &IncidentLedger,
         parent: &Parent,
-    ) -> Result<(), HandlerError> {
-        let applied = ledger.applied();
+        progress: &mut Progress,
+    ) -> Result<Option<Instant>, HandlerError> {
         let cfg = &self.config.verification;
-        let started = Instant::now();
-        let mut last = String::new();
-        let mut healthy = false;
-        let mut attempts = 0;
-        for attempt in 1..=cfg.attempts {
-            attempts = attempt;
-            tokio::time::sleep(cfg.interval).await;
-            let mut all = true;
-            let mut details = Vec::new();
-            for a in &applied {
-                match self.cluster.check(a).await {
-                    Ok(h) => {
-                        all &= h.healthy;
-                        details.push(h.detail);
-                    }
-                    Err(e) => {
-                        all = false;
-                        details.push(format!("{}: {e}", a.target));
-                    }
+        let since = ledger
+            .entries
+            .last()
+            .map_or_else(Utc::now, |e| e.occurred_at);
+        let elapsed = (Utc::now() - since).to_std().unwrap_or_default();
+        let done = *progress.checks_done.get_or_insert_with(|| {
+            // Resumed: the checks whose time passed while nobody verified are not made up,
+            // but the last one always runs.
+            let passed = elapsed.as_nanos() / cfg.interval.as_nanos().max(1);
+            (passed.min(u128::from(cfg.attempts)) as u32).saturating_sub(1)
+        });
+        let due_after = cfg.interval * (done + 1);
+        if elapsed < due_after {
+            return Ok(Some(Instant::now() + (due_after - elapsed)));
+        }
+        let applied = ledger.applied();
+        let mut healthy = true;
+        let mut details = Vec::new();
+        for a in &applied {
+            match self.cluster.check(a).await {
+                Ok(h) => {
+                    healthy &= h.healthy;
+                    details.push(h.detail);
+                }
+                Err(ActError::Transient(e)) => {
+                    return Err(HandlerError::Transient(format!(
+                        "health check of {}: {e}",
+                        a.target
+                    )));
+                }
+                Err(ActError::Refused(e)) => {
+                    healthy = false;
+                    details.push(format!("{}: {e}", a.target));
                 }
             }
-            last = details.join("; ");
-            if all {
-                healthy = true;
-                break;
-            }
+        }
+        let attempts = done + 1;
+        progress.checks_done = Some(attempts);
+        let last = details.join("; ");
+        if !healthy && attempts < cfg.attempts {
+            tracing::info!(%incident, attempt = attempts, detail = %last, "not healthy yet");
+            let next = cfg.interval * (attempts + 1);
+            return Ok(Some(Instant::now() + next.saturating_sub(elapsed)));
         }
         let result = if healthy { "healthy" } else { "unhealthy" };
         self.metrics
             .verification_seconds
             .with_label_values(&[result])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
         let verification = Verification {
             attempts,
             healthy,
             detail: last.clone(),
         };
+        self.conclude(incident, ledger, parent, &applied, verification, last)
+            .await
+            .map(|()| None)
+    }
+
+    /// Records the verdict of the health checks.
+    async fn conclude(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        parent: &Parent,
+        applied: &[ActionRecord],
+        verification: Verification,
+        last: String,
+    ) -> Result<(), HandlerError> {
+        let (healthy, attempts) = (verification.healthy, verification.attempts);
         if healthy {
             if let Some(escalate) = ledger
                 .planned()
@@ -1058,6 +1407,20 @@ impl Parent {
                     .await
             }
         }
+    }
+}
+
+/// The incident an approval is for: its envelope's, or the idempotency key's first part.
+fn approval_incident(envelope: &Envelope<Approval>) -> String {
+    match &envelope.incident_id {
+        Some(i) => i.clone(),
+        None => envelope
+            .payload
+            .idempotency_key
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 

@@ -8,11 +8,14 @@
 //! - [`state`]: the per-incident state machine; illegal transitions cannot be recorded.
 //! - [`engine`]: the resumable per-incident procedure (intent before, result after each
 //!   action; approvals; verification; rollback).
+//! - [`agenda`]: incidents waiting in the background (next health check, a free action slot,
+//!   a retry), and per-incident locks.
 //! - [`cluster`]: the actions through kube-rs (dry run, then apply, field manager `opsmesh`)
 //!   and the ArgoCD REST API.
 //! - [`ledger`]: the replica-independent view rebuilt from `opsmesh.remediations.v1`, and the
 //!   chain verifier behind `opsmesh audit verify`.
 
+pub mod agenda;
 pub mod cluster;
 pub mod config;
 pub mod engine;
@@ -39,7 +42,7 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
-    StartError, bus::consume,
+    StartError, bus::Pending,
 };
 
 pub use config::RemediatorConfig;
@@ -250,6 +253,7 @@ impl Component for Remediator {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(async move {
             self.load_ledger(&shutdown).await?;
+            tokio::spawn(self.engine.clone().run_agenda(shutdown.clone()));
             let engine = self.engine.clone();
             let stop = shutdown.clone();
             let sweep_every = engine.config.approvals.sweep_interval;
@@ -264,24 +268,17 @@ impl Component for Remediator {
                     }
                 }
             });
-            // Verification runs inside the handler: give it the time the policy asks for.
-            let mut settings = self.ctx.settings.bus.consumer.clone();
-            let verification = &self.engine.config.verification;
-            let window = verification.interval * verification.attempts + Duration::from_secs(60);
-            settings.handler_timeout = settings.handler_timeout.max(window);
             let handler = Arc::new(RemediatorHandler {
                 engine: self.engine.clone(),
             });
-            consume(
-                &self.ctx.publisher,
-                &self.ctx.bus_metrics,
-                &settings,
-                &format!("{}{}", self.ctx.settings.bus.group_prefix, SERVICE.name),
-                &[topics::DIAGNOSES, topics::APPROVALS],
-                handler,
-                shutdown,
-            )
-            .await?;
+            self.ctx
+                .consume(
+                    SERVICE.name,
+                    &[topics::DIAGNOSES, topics::APPROVALS],
+                    handler,
+                    shutdown,
+                )
+                .await?;
             Ok(())
         })
     }
@@ -294,6 +291,12 @@ struct RemediatorHandler {
 #[async_trait]
 impl Handler for RemediatorHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+        self.handle_or_defer(message).await.map(drop)
+    }
+
+    /// Incidents that go on in the background (verification, a wait for a slot, retries)
+    /// keep their message uncommitted until they come to rest.
+    async fn handle_or_defer(&self, message: &Received) -> Result<Option<Pending>, HandlerError> {
         match message.topic.as_str() {
             topics::DIAGNOSES => {
                 let diagnosis = Envelope::<Diagnosis>::from_slice(&message.payload)

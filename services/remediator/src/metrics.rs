@@ -1,6 +1,8 @@
 //! The remediator's Prometheus metrics.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use opsmesh_runtime::metrics::register;
 
@@ -17,6 +19,10 @@ pub struct Metrics {
     pub approvals_pending: IntGauge,
     /// Ledger records published, by state.
     pub records: IntCounterVec,
+    /// Incidents escalated because they made no progress, by the state they were stuck in.
+    pub stuck: IntCounterVec,
+    /// Incidents in background work, by what they wait for (`check`, `slot`, `retry`).
+    pub agenda: IntGaugeVec,
 }
 
 impl Metrics {
@@ -67,6 +73,28 @@ impl Metrics {
                     &["state"],
                 )
                 .expect("valid counter"),
+            ),
+            stuck: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "remediator_stuck_escalations_total",
+                        "Incidents escalated because they made no progress, by the state they were stuck in",
+                    ),
+                    &["state"],
+                )
+                .expect("valid counter"),
+            ),
+            agenda: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "remediator_incidents_waiting",
+                        "Incidents in background work, by what they wait for (check, slot, retry)",
+                    ),
+                    &["waiting"],
+                )
+                .expect("valid gauge"),
             ),
         }
     }
