@@ -12,7 +12,7 @@ use crate::{
     clock::timestamp,
     quantity::{format_bytes, format_duration, parse_bytes, parse_quantity},
     resources,
-    scenario::{Fault, HealthStatus, PolicyAction, Target},
+    scenario::{Api, Fault, HealthStatus, PolicyAction, Target},
     world::{PodLife, World},
 };
 
@@ -43,6 +43,8 @@ pub struct FaultState {
     pub applied: bool,
     /// A transient crash loop ends at the first restart after its onset.
     pub cleared_at: Option<Duration>,
+    /// When an `after_write` `api_outage` began: the first accepted write at or after `at`.
+    pub began: Option<Duration>,
 }
 
 impl FaultState {
@@ -53,6 +55,7 @@ impl FaultState {
             "target": format!("{:?}", self.target),
             "applied": self.applied,
             "cleared_at": self.cleared_at.map(format_duration),
+            "began": self.began.map(format_duration),
         })
     }
 
@@ -409,7 +412,46 @@ impl World {
             target,
             applied: false,
             cleared_at: None,
+            began: None,
         });
+    }
+
+    /// How much longer `api` stays down, if an `api_outage` covers it now.
+    pub fn outage(&self, api: Api) -> Option<Duration> {
+        let now = self.clock.elapsed();
+        self.faults
+            .iter()
+            .filter_map(|f| match &f.fault {
+                Fault::ApiOutage {
+                    duration,
+                    apis,
+                    after_write,
+                } if apis.contains(&api) => {
+                    // Computed from the clock rather than set by `reconcile`: a scaled clock
+                    // (`opsmesh sim`) moves between reconciliations.
+                    let began = if *after_write { f.began? } else { f.at };
+                    let end = began + *duration;
+                    (began <= now && now < end).then(|| end - now)
+                }
+                _ => None,
+            })
+            .max()
+    }
+
+    /// A write the Kubernetes API accepted: starts the `after_write` outages that are due.
+    pub fn note_write(&mut self) {
+        let now = self.clock.elapsed();
+        for f in &mut self.faults {
+            if let Fault::ApiOutage {
+                after_write: true, ..
+            } = f.fault
+                && f.at <= now
+                && f.began.is_none()
+            {
+                tracing::debug!(at = ?now, "api outage begins after a write");
+                f.began = Some(now);
+            }
+        }
     }
 
     fn activate_faults(&mut self, now: Duration) {
@@ -458,7 +500,10 @@ impl World {
                         self.drift(app);
                     }
                 }
-                Fault::OomLoop { .. } | Fault::CrashLoop { .. } | Fault::None => {}
+                Fault::ApiOutage { .. }
+                | Fault::OomLoop { .. }
+                | Fault::CrashLoop { .. }
+                | Fault::None => {}
             }
         }
     }

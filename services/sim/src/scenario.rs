@@ -212,6 +212,7 @@ pub enum FaultKindName {
     PolicyDenial,
     CostSpike,
     GitopsDrift,
+    ApiOutage,
     None,
 }
 
@@ -247,7 +248,37 @@ pub enum Fault {
         replicas: u32,
     },
     GitopsDrift,
+    /// The APIs answer 503 for `duration` of virtual time.
+    ApiOutage {
+        duration: Duration,
+        apis: Vec<Api>,
+        /// Begin at the first accepted write to the Kubernetes API at or after `at` (the
+        /// moment a fix lands), not at `at`: how long a remediation takes in virtual time
+        /// depends on wall-clock latency, so a fixed time could not aim at verification.
+        after_write: bool,
+    },
     None,
+}
+
+/// An API the simulator serves, as `api_outage`'s `apis` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Kubernetes,
+    Argocd,
+    Opencost,
+}
+
+impl Api {
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "kubernetes" => Ok(Self::Kubernetes),
+            "argocd" => Ok(Self::Argocd),
+            "opencost" => Ok(Self::Opencost),
+            other => Err(format!(
+                "params.apis: unknown API {other:?}; expected kubernetes, argocd or opencost"
+            )),
+        }
+    }
 }
 
 impl Fault {
@@ -259,6 +290,7 @@ impl Fault {
             Self::PolicyDenial { .. } => "policy_denial",
             Self::CostSpike { .. } => "cost_spike",
             Self::GitopsDrift => "gitops_drift",
+            Self::ApiOutage { .. } => "api_outage",
             Self::None => "none",
         }
     }
@@ -314,6 +346,7 @@ impl FaultSpec {
             FaultKindName::CrashLoop => &["persistent", "exit_code"],
             FaultKindName::PolicyDenial => &["policy", "resource", "reason"],
             FaultKindName::CostSpike => &["replicas"],
+            FaultKindName::ApiOutage => &["duration", "apis", "after_write"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -374,15 +407,52 @@ impl FaultSpec {
                     .ok_or("params.replicas (a non-negative integer) is required for cost_spike")?,
             },
             FaultKindName::GitopsDrift => Fault::GitopsDrift,
+            FaultKindName::ApiOutage => Fault::ApiOutage {
+                duration: parse_duration(
+                    &text("duration").ok_or("params.duration is required for api_outage")?,
+                )
+                .map_err(|e| format!("params.duration: {e}"))?,
+                apis: match self.params.get("apis") {
+                    None => vec![Api::Kubernetes],
+                    Some(Value::Array(names)) if !names.is_empty() => names
+                        .iter()
+                        .map(|n| {
+                            n.as_str()
+                                .ok_or_else(|| format!("params.apis: {n} is not an API name"))
+                                .and_then(Api::parse)
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.apis must be a non-empty list of kubernetes, argocd, opencost; got {other}"
+                        ));
+                    }
+                },
+                after_write: match self.params.get("after_write") {
+                    None => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.after_write must be true or false, got {other}"
+                        ));
+                    }
+                },
+            },
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {
-            (Fault::None, None) => Target::Nothing,
+            (Fault::None | Fault::ApiOutage { .. }, None) => Target::Nothing,
+            (Fault::ApiOutage { .. }, Some(_)) => {
+                return Err(
+                    "api_outage takes no target: it affects whole APIs (params.apis)".into(),
+                );
+            }
             (_, Some(t)) => Target::parse(t)?,
             (_, None) => return Err("target is required for this fault kind".into()),
         };
         match (&fault, &target) {
-            (Fault::GitopsDrift, Target::Application { .. }) | (Fault::None, _) => {}
+            (Fault::GitopsDrift, Target::Application { .. })
+            | (Fault::None | Fault::ApiOutage { .. }, _) => {}
             (Fault::GitopsDrift, _) => {
                 return Err("gitops_drift needs an application/<name> target".into());
             }

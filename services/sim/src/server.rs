@@ -13,7 +13,7 @@ use crate::{
     Simulator,
     quantity::{format_duration, parse_duration},
     resources::{self, ResourceDef},
-    scenario::FaultSpec,
+    scenario::{Api, FaultSpec},
     selector::{FieldSelector, LabelSelector},
     status::ApiError,
     world::{Caller, PatchType},
@@ -126,19 +126,33 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Simulator>)
     if let Some(rest) = path.strip_prefix("/_sim") {
         return control(&req, rest, &query, &body, &sim);
     }
-    if let Some(rest) = path.strip_prefix("/argocd") {
+    let argocd_path = path.strip_prefix("/argocd").or_else(|| {
+        (path.starts_with("/api/v1/applications") || path == "/api/version")
+            .then_some(path.as_str())
+    });
+    if let Some(rest) = argocd_path {
+        if sim.with_world(|w| w.outage(Api::Argocd)).is_some() {
+            // gRPC code 14: Unavailable, as argocd-server's gateway maps it.
+            return argo_error(503, 14, "the ArgoCD API server is unavailable");
+        }
         return argocd(&req, rest, &query, &body, &sim);
-    }
-    if path.starts_with("/api/v1/applications") || path == "/api/version" {
-        return argocd(&req, &path, &query, &body, &sim);
     }
     let cost_path = path.strip_prefix("/opencost").unwrap_or(&path);
     if matches!(
         cost_path,
         "/allocation" | "/allocation/compute" | "/model/allocation" | "/model/allocation/compute"
     ) {
+        if sim.with_world(|w| w.outage(Api::Opencost)).is_some() {
+            return json_response(
+                503,
+                &json!({"code": 503, "status": "error", "message": "OpenCost is unavailable"}),
+            );
+        }
         let (code, value) = sim.with_world(|w| crate::opencost::allocation(w, &query));
         return json_response(code, &value);
+    }
+    if sim.with_world(|w| w.outage(Api::Kubernetes)).is_some() {
+        return kube_unavailable(&req, &path, &query, &body, &sim);
     }
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return HttpResponse::Ok().content_type("text/plain").body("ok");
@@ -153,6 +167,55 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Simulator>)
 }
 
 // ---- Kubernetes ----
+
+/// `api_outage`: every Kubernetes request, health and discovery included, answers 503 with
+/// the `Status` kube-apiserver sends. Refused writes are logged, so a test sees the attempts.
+fn kube_unavailable(
+    req: &HttpRequest,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+    sim: &Simulator,
+) -> HttpResponse {
+    let error = ApiError::service_unavailable();
+    let method = req.method().as_str();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Ok(Some(target)) = route(&segs)
+        && let Some(verb) = match (method, target.name.is_some()) {
+            ("POST", false) => Some("create"),
+            ("PUT", true) => Some("update"),
+            ("PATCH", true) => Some("patch"),
+            ("DELETE", true) => Some("delete"),
+            ("DELETE", false) => Some("deletecollection"),
+            _ => None,
+        }
+    {
+        let ct = content_type(req);
+        let body = parse_body(body, &ct).unwrap_or(Value::Null);
+        let patch = (verb == "patch")
+            .then(|| PatchType::from_content_type(&ct))
+            .flatten();
+        sim.with_world(|w| {
+            w.record(
+                "kubernetes",
+                verb,
+                target.def.qualified(),
+                target.subresource.map(str::to_owned),
+                target.namespace.as_deref().unwrap_or_default(),
+                target.name.as_deref().unwrap_or_default(),
+                &caller_of(req, query),
+                patch,
+                body,
+                error.code,
+            );
+        });
+    }
+    status_response(&error)
+}
 
 struct Target<'a> {
     def: &'static ResourceDef,
@@ -462,6 +525,9 @@ fn kube(
             parsed.unwrap_or(Value::Null),
             code,
         );
+        if code < 300 && !caller.dry_run {
+            world.note_write();
+        }
     }
     match result {
         Ok((c, v)) => json_response(c, &v),

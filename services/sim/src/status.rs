@@ -146,6 +146,15 @@ impl ApiError {
         }
     }
 
+    /// What kube-apiserver answers while it cannot serve (`api_outage`).
+    pub fn service_unavailable() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        )
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
     }

@@ -571,3 +571,175 @@ async fn none_is_healthy_and_the_log_stays_empty() {
         .unwrap();
     assert_eq!(log, json!([]));
 }
+
+/// A `Status` as kube-apiserver writes it when it cannot serve.
+fn service_unavailable() -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server is currently unable to handle the request",
+        "reason": "ServiceUnavailable",
+        "code": 503,
+    })
+}
+
+async fn raw(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = http.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn api_outage_answers_503_status_for_its_duration_of_virtual_time() {
+    let r = common::start(
+        &scenario("  - {at: 1m, kind: api_outage, params: {duration: 30s}}"),
+        SimConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let pods = format!("{}/api/v1/namespaces/ml-team-a/pods", r.server.url());
+    assert_eq!(raw(&http, pods.clone()).await.0, 200, "before the outage");
+
+    r.sim.advance(Duration::from_secs(60));
+    for url in [
+        pods.clone(),
+        format!("{}/version", r.server.url()),
+        format!("{}/apis", r.server.url()),
+        format!("{}/readyz", r.server.url()),
+    ] {
+        assert_eq!(
+            raw(&http, url.clone()).await,
+            (503, service_unavailable()),
+            "{url}"
+        );
+    }
+    // Raw HTTP: kube-rs's client retries a 503 with backoff on its own.
+    let patch = http
+        .patch(format!(
+            "{}/apis/serving.kserve.io/v1beta1/namespaces/ml-team-a/inferenceservices/gpt-oss-120b",
+            r.server.url()
+        ))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"metadata":{"labels":{"during":"outage"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 503);
+    assert_eq!(patch.json::<Value>().await.unwrap(), service_unavailable());
+    let log = r.sim.requests();
+    assert_eq!(log.len(), 1, "the refused write is logged");
+    assert_eq!((log[0].verb.as_str(), log[0].status), ("patch", 503));
+    // Only Kubernetes by default: ArgoCD and OpenCost still answer.
+    let argo = http
+        .get(format!("{}/api/v1/applications", r.server.argocd_url()))
+        .bearer_auth(r.server.argocd_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(argo.status(), 200);
+    namespace_cost(&r.server, "10m").await;
+
+    r.sim.advance(Duration::from_secs(29));
+    assert_eq!(raw(&http, pods.clone()).await.0, 503, "29 s in");
+    r.sim.advance(Duration::from_secs(1));
+    assert_eq!(raw(&http, pods).await.0, 200, "over after 30 s");
+    assert!(ready(&r.client, "ml-team-a", "embedder").await);
+}
+
+#[tokio::test]
+async fn api_outage_can_cover_argocd_and_opencost_and_start_after_a_write() {
+    let r = common::start(
+        &scenario(
+            "  - {at: 1m, kind: api_outage, params: {duration: 30s, after_write: true, apis: [kubernetes, argocd, opencost]}}",
+        ),
+        SimConfig::default(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let pods = format!("{}/api/v1/namespaces/ml-team-a/pods", r.server.url());
+    let api = isvcs(&r.client, "ml-team-a");
+    // A write before `at` does not start it.
+    api.patch(
+        "embedder",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"early": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    r.sim.advance(Duration::from_secs(120));
+    assert_eq!(raw(&http, pods.clone()).await.0, 200, "armed, not begun");
+    // A dry run is not a fix landing.
+    api.patch(
+        "gpt-oss-120b",
+        &PatchParams::default().dry_run(),
+        &memory_patch("512Mi"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw(&http, pods.clone()).await.0, 200, "dry run ignored");
+    // The fix lands, and the APIs go down right after it.
+    api.patch(
+        "gpt-oss-120b",
+        &PatchParams::default(),
+        &memory_patch("512Mi"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw(&http, pods.clone()).await, (503, service_unavailable()));
+    let argo = http
+        .get(format!("{}/api/v1/applications", r.server.argocd_url()))
+        .bearer_auth(r.server.argocd_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(argo.status(), 503);
+    let argo: Value = argo.json().await.unwrap();
+    assert_eq!(argo["code"], 14, "gRPC Unavailable");
+    let cost = http
+        .get(format!(
+            "{}/allocation/compute?window=10m&aggregate=namespace",
+            r.server.opencost_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cost.status(), 503);
+
+    r.sim.advance(Duration::from_secs(30));
+    assert_eq!(raw(&http, pods).await.0, 200, "30 s after the write");
+    let state: Value = reqwest::get(format!("{}/_sim/state", r.server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outage = state["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "api_outage")
+        .unwrap();
+    assert_eq!(outage["began"], "2m00s", "began at the write, not at `at`");
+}
+
+#[test]
+fn api_outage_parameters_are_checked() {
+    let parse = |fault: &str| opsmesh_sim::Scenario::parse(&scenario(fault), "test.yaml");
+    let error = |fault: &str| parse(fault).unwrap_err().to_string();
+    assert!(
+        error("  - {kind: api_outage}").contains("params.duration is required"),
+        "{}",
+        error("  - {kind: api_outage}")
+    );
+    let e = error("  - {kind: api_outage, params: {duration: 30s, apis: [etcd]}}");
+    assert!(e.contains("unknown API \"etcd\""), "{e}");
+    let e = error(
+        "  - {kind: api_outage, target: inferenceservice/ml-team-a/embedder, params: {duration: 30s}}",
+    );
+    assert!(e.contains("api_outage takes no target"), "{e}");
+    let e = error("  - {kind: api_outage, params: {duration: 30s, after_write: 1}}");
+    assert!(e.contains("after_write must be true or false"), "{e}");
+    assert!(parse("  - {kind: api_outage, params: {duration: 30s, apis: [argocd]}}").is_ok());
+}
