@@ -1,31 +1,70 @@
-//! Alerts into incidents: the same fingerprint coalesces into one open incident (a storm is
-//! one incident and one diagnosis), related alerts for the same target within a window attach
-//! to it, and a resolved incident reopens only after a cooldown. The state is mirrored to the
-//! compacted `opsmesh.incidents.v1` so a restarted or newly assigned replica rebuilds it.
+//! Alerts into incidents, following the lifecycle in [`opsmesh_proto::incident`]: the same
+//! fingerprint coalesces into one open incident (a storm is one incident and one diagnosis),
+//! related alerts for the same target within a window attach to it, every terminal outcome
+//! closes it, and after a quiet period the fingerprint firing again opens a new incident
+//! linked to the previous one. The state is mirrored to the compacted `opsmesh.incidents.v1`
+//! so a restarted or newly assigned replica rebuilds it.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 
 use opsmesh_proto::{
+    ActionKind, RootCause,
     alert::{Alert, AlertStatus},
+    diagnosis::ActionProposal,
     incident::{IncidentRecord, IncidentStatus},
 };
+
+use crate::rules::Finding;
 
 /// What an alert means for incidents.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// A new incident (or a reopened one): diagnose it.
+    /// A new incident (possibly the recurrence of a closed one): diagnose it.
     Open(IncidentRecord),
-    /// Part of an incident already being handled: record, do not diagnose again.
+    /// Part of an incident already being handled, or of one closed within the quiet period:
+    /// record it (the count grows), do not diagnose again.
     Attach(IncidentRecord),
-    /// The sender says the condition ended.
-    Resolve(IncidentRecord),
-    /// A resolution for nothing open: nothing to do.
+    /// The sender says the condition ended: the open incident closes as `cleared`.
+    Clear(IncidentRecord),
+    /// Nothing to record: a clear for nothing open, or the opening alert of a closed incident
+    /// delivered again.
     Ignore,
 }
 
+/// When an alert happened, for every incident decision about it.
+///
+/// The sender's own time when it states one: Alertmanager's `startsAt`, or the trigger time a
+/// scheduled Splunk search writes into its sid (`scheduler__…_at_<epoch>_<n>`). Otherwise the
+/// time the receiver took it in. The sender's clock is the one that matters for "did this
+/// recur after the quiet period": it is the time of the event, not of its delivery (a backlog
+/// replayed after an outage must not look like a fresh recurrence), and it is the clock the
+/// scenario runner drives (it stamps both with virtual time, which runs far ahead of the wall
+/// clock; wall time would never see a 30-minute quiet period pass in a two-second run).
+/// A sender whose clock is off only shifts its own alerts against each other consistently;
+/// where its clock meets ours — the close time — [`Incidents::close`] takes the later of the
+/// two, so a skewed sender shortens or lengthens the quiet period by at most the skew.
+pub fn alert_time(alert: &Alert) -> DateTime<Utc> {
+    alert
+        .starts_at
+        .or_else(|| alert.sid.as_deref().and_then(splunk_trigger_time))
+        .unwrap_or(alert.received_at)
+}
+
+/// The scheduled time in a Splunk scheduler sid (`scheduler__admin__app__RMD5…_at_1700000000_42`).
+fn splunk_trigger_time(sid: &str) -> Option<DateTime<Utc>> {
+    let (_, rest) = sid.rsplit_once("_at_")?;
+    let epoch = rest.split('_').next()?.parse::<i64>().ok()?;
+    DateTime::from_timestamp(epoch, 0)
+}
+
 pub struct Incidents {
+    /// The quiet period after a close.
     cooldown: chrono::Duration,
     related_window: chrono::Duration,
     by_fingerprint: Mutex<HashMap<String, IncidentRecord>>,
@@ -41,78 +80,79 @@ impl Incidents {
         }
     }
 
-    /// Restores a record read back from the compacted topic (newest wins).
-    pub fn restore(&self, record: IncidentRecord) {
-        let mut map = self
-            .by_fingerprint
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, IncidentRecord>> {
+        self.by_fingerprint
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let newer = map.get(&record.fingerprint).is_none_or(|have| {
-            (record.generation, record.last_alert_at) >= (have.generation, have.last_alert_at)
-        });
-        if newer {
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restores a record read back from the compacted topic. The newest wins: a later
+    /// generation, then within one generation a close over an open record (a close is final),
+    /// then the later alert.
+    pub fn restore(&self, record: IncidentRecord) {
+        let rank = |r: &IncidentRecord| (r.generation, !r.status.is_open(), r.last_alert_at);
+        let mut map = self.map();
+        if map
+            .get(&record.fingerprint)
+            .is_none_or(|have| rank(&record) >= rank(have))
+        {
             map.insert(record.fingerprint.clone(), record);
         }
     }
 
     pub fn count(&self) -> usize {
-        self.by_fingerprint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.map().len()
     }
 
-    /// What one alert means, without changing the state: the caller publishes the returned
-    /// record (and the diagnosis), then calls [`Incidents::apply`] — so a failed publish
-    /// leaves the state as it was and the retry decides the same.
+    /// What one alert means at `now` (its [`alert_time`]), without changing the state: the
+    /// caller publishes the returned record (and the diagnosis), then calls
+    /// [`Incidents::apply`] — so a failed publish leaves the state as it was and the retry
+    /// decides the same.
     pub fn on_alert(&self, alert_id: uuid::Uuid, alert: &Alert, now: DateTime<Utc>) -> Decision {
-        let map = self
-            .by_fingerprint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let target = alert.entity.target();
+        let map = self.map();
+        let previous = map.get(&alert.fingerprint);
         if alert.status == AlertStatus::Resolved {
-            return match map.get(&alert.fingerprint) {
-                Some(record) if record.status == IncidentStatus::Open => {
-                    let mut record = record.clone();
-                    record.status = IncidentStatus::Resolved;
-                    record.resolved_at = Some(now);
-                    Decision::Resolve(record)
+            return match previous {
+                Some(record) if record.status.is_open() => {
+                    Decision::Clear(closed(record, IncidentStatus::Cleared, now))
                 }
                 _ => Decision::Ignore,
             };
         }
-        if let Some(record) = map.get(&alert.fingerprint) {
-            // The alert that opened the incident, delivered again (at-least-once): decide the
-            // same, so the same diagnosis id is published and dropped downstream.
-            if record.first_alert_id == alert_id && record.status == IncidentStatus::Open {
-                return Decision::Open(record.clone());
+        if let Some(record) = previous {
+            if record.first_alert_id == alert_id {
+                // The alert that opened the incident, delivered again (at-least-once): while
+                // open, decide the same, so the same diagnosis id is published and dropped
+                // downstream; once closed it was already counted.
+                return if record.status.is_open() {
+                    Decision::Open(record.clone())
+                } else {
+                    Decision::Ignore
+                };
             }
-            let cooling = record
-                .resolved_at
-                .is_some_and(|resolved| now - resolved < self.cooldown);
-            if record.status == IncidentStatus::Open || cooling {
-                let mut record = record.clone();
-                record.alert_count += 1;
-                record.last_alert_at = now;
-                return Decision::Attach(record);
+            // Open: a storm is one incident. Closed within the quiet period: a re-fire right
+            // after the fix, counted on the closed incident where it can be seen. An alert
+            // stamped before the close belongs to the episode that was handled.
+            // (A closed record without a close time is from a release that did not always
+            // write one: its last alert stands in.)
+            let closed_at = record.closed_at.unwrap_or(record.last_alert_at);
+            let quiet = now - closed_at < self.cooldown;
+            if record.status.is_open() || quiet {
+                return Decision::Attach(attached(record, now));
             }
         }
         // A different alert about a target with an open incident joins that incident.
-        if let Some(target) = &target
+        if let Some(target) = alert.entity.target()
             && let Some(record) = map.values().find(|r| {
-                r.status == IncidentStatus::Open
-                    && r.target.as_ref() == Some(target)
+                r.status.is_open()
+                    && r.target.as_ref() == Some(&target)
                     && now - r.last_alert_at < self.related_window
             })
         {
-            let mut record = record.clone();
-            record.alert_count += 1;
-            record.last_alert_at = now;
-            return Decision::Attach(record);
+            return Decision::Attach(attached(record, now));
         }
-        let generation = map.get(&alert.fingerprint).map_or(1, |r| r.generation + 1);
-        let record = IncidentRecord {
+        let generation = previous.map_or(1, |r| r.generation + 1);
+        Decision::Open(IncidentRecord {
             fingerprint: alert.fingerprint.clone(),
             incident_id: if generation == 1 {
                 alert.fingerprint.clone()
@@ -121,48 +161,147 @@ impl Incidents {
             },
             generation,
             status: IncidentStatus::Open,
-            target,
+            target: alert.entity.target(),
             opened_at: now,
             last_alert_at: now,
-            resolved_at: None,
+            closed_at: None,
             alert_count: 1,
             first_alert_id: alert_id,
-        };
-        Decision::Open(record)
+            recurrence_of: previous.map(|r| r.incident_id.clone()),
+            previous_outcome: previous.map(|r| r.status),
+        })
     }
 
     /// Makes a published record the current state.
     pub fn apply(&self, record: IncidentRecord) {
-        let mut map = self
-            .by_fingerprint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.insert(record.fingerprint.clone(), record);
+        self.map().insert(record.fingerprint.clone(), record);
     }
 
-    /// The open incident with this id, marked resolved (the remediator reported an outcome);
-    /// publish it, then [`Incidents::apply`] it.
-    pub fn resolution(&self, incident_id: &str, now: DateTime<Utc>) -> Option<IncidentRecord> {
-        let map = self
-            .by_fingerprint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut record = map
+    /// The open incident with this id, closed with the outcome of the remediator's terminal
+    /// `state` reported at `at`; publish it, then [`Incidents::apply`] it. `None` when the
+    /// state does not end an incident, or the incident is unknown or already closed (the
+    /// first outcome is the incident's only one).
+    pub fn close(
+        &self,
+        incident_id: &str,
+        state: opsmesh_proto::IncidentState,
+        at: DateTime<Utc>,
+    ) -> Option<IncidentRecord> {
+        let outcome = IncidentStatus::closed_by(state)?;
+        let map = self.map();
+        let record = map
             .values()
-            .find(|r| r.incident_id == incident_id && r.status == IncidentStatus::Open)?
-            .clone();
-        record.status = IncidentStatus::Resolved;
-        record.resolved_at = Some(now);
-        Some(record)
+            .find(|r| r.incident_id == incident_id && r.status.is_open())?;
+        Some(closed(record, outcome, at))
     }
+}
+
+/// `record` with one more alert at `now`.
+fn attached(record: &IncidentRecord, now: DateTime<Utc>) -> IncidentRecord {
+    let mut record = record.clone();
+    record.alert_count += 1;
+    record.last_alert_at = record.last_alert_at.max(now);
+    record
+}
+
+/// `record` closed with `outcome` at `at`. The close is never earlier than the last alert the
+/// incident absorbed: `at` is our clock (or the sender's, for a clear) and the alerts are on
+/// the sender's (see [`alert_time`]); the quiet period must start after the episode it
+/// follows whichever clock runs ahead.
+fn closed(record: &IncidentRecord, outcome: IncidentStatus, at: DateTime<Utc>) -> IncidentRecord {
+    let mut record = record.clone();
+    record.status = outcome;
+    record.closed_at = Some(at.max(record.last_alert_at));
+    record
+}
+
+/// The sentence a recurrence's diagnosis carries, and whether it may only escalate: a
+/// recurrence of an incident that was left unfixed (escalated, advised, refused) goes to
+/// humans with its history instead of being acted on again as if it were new.
+pub fn recurrence_note(record: &IncidentRecord) -> Option<(String, bool)> {
+    let previous = record.recurrence_of.as_deref()?;
+    let outcome = record.previous_outcome;
+    let ended = outcome.map_or_else(|| "unknown".to_owned(), |o| o.to_string());
+    let unfixed = outcome.is_some_and(IncidentStatus::left_unfixed);
+    let note = if unfixed {
+        format!(
+            "Recurrence of incident {previous}, which ended {ended} without a fix: \
+             escalating with that history instead of acting again."
+        )
+    } else {
+        format!("Recurrence of incident {previous}, which ended {ended}.")
+    };
+    Some((note, unfixed))
+}
+
+/// Shapes the finding for a recurrence: the explanation and summary name the previous
+/// incident, and for one left unfixed the only recommendation is `escalate` (the remediator
+/// plans it under the runbook's escalate section and ends `escalated`), citing the evidence
+/// the withheld actions cited. Nothing-wrong findings stay as they are: with no fault there
+/// is nothing to act on blindly.
+pub fn shape_recurrence(finding: &mut Finding, record: &IncidentRecord, alert_evidence: &str) {
+    let Some((note, escalate_only)) = recurrence_note(record) else {
+        return;
+    };
+    finding.summary = format!(
+        "{} (recurrence of {})",
+        finding.summary,
+        record.recurrence_of.as_deref().unwrap_or_default()
+    );
+    finding.explanation = format!("{note} {}", finding.explanation);
+    if !escalate_only || finding.root_cause == RootCause::None {
+        return;
+    }
+    let withheld: Vec<String> = finding
+        .actions
+        .iter()
+        .filter(|a| a.kind != ActionKind::Escalate)
+        .map(|a| a.kind.to_string())
+        .collect();
+    if !withheld.is_empty() {
+        finding
+            .explanation
+            .push_str(&format!(" Not proposed again: {}.", withheld.join(", ")));
+    }
+    let mut evidence_ids = vec![alert_evidence.to_owned()];
+    for id in finding.actions.iter().flat_map(|a| &a.evidence_ids) {
+        if !evidence_ids.contains(id) {
+            evidence_ids.push(id.clone());
+        }
+    }
+    let target = finding
+        .target
+        .clone()
+        .or_else(|| record.target.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let mut params = BTreeMap::new();
+    params.insert(
+        "recurrence_of".to_owned(),
+        serde_json::json!(record.recurrence_of),
+    );
+    params.insert(
+        "previous_outcome".to_owned(),
+        serde_json::json!(record.previous_outcome),
+    );
+    finding.actions = vec![ActionProposal {
+        kind: ActionKind::Escalate,
+        target,
+        params,
+        evidence_ids,
+        rationale: note,
+    }];
+    // Retrieval follows the recommendation: the runbook's escalate section.
+    finding.query.push_str(" escalate");
 }
 
 #[cfg(test)]
 mod tests {
     use opsmesh_proto::{
-        Severity,
+        IncidentState, Severity,
         alert::{AlertSourceKind, Entity, EntityKind},
     };
+    use proptest::prelude::*;
+    use strum::VariantArray;
 
     use super::*;
 
@@ -193,26 +332,57 @@ mod tests {
         }
     }
 
+    fn cleared(fingerprint: &str, name: &str) -> Alert {
+        Alert {
+            status: AlertStatus::Resolved,
+            ..alert(fingerprint, name)
+        }
+    }
+
     fn incidents() -> Incidents {
         Incidents::new(Duration::from_secs(1800), Duration::from_secs(900))
+    }
+
+    fn t0() -> DateTime<Utc> {
+        "2026-03-01T12:00:00Z".parse().unwrap()
+    }
+
+    fn minutes(n: i64) -> chrono::Duration {
+        chrono::Duration::minutes(n)
+    }
+
+    /// Opens an incident for `fingerprint` at `at` and applies it.
+    fn open(incidents: &Incidents, fingerprint: &str, at: DateTime<Utc>) -> IncidentRecord {
+        match incidents.on_alert(uuid::Uuid::now_v7(), &alert(fingerprint, "m"), at) {
+            Decision::Open(record) => {
+                incidents.apply(record.clone());
+                record
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Applies whatever a decision records and returns it.
+    fn decide(incidents: &Incidents, alert: &Alert, at: DateTime<Utc>) -> Decision {
+        let decision = incidents.on_alert(uuid::Uuid::now_v7(), alert, at);
+        match &decision {
+            Decision::Open(r) | Decision::Attach(r) | Decision::Clear(r) => {
+                incidents.apply(r.clone())
+            }
+            Decision::Ignore => {}
+        }
+        decision
     }
 
     #[test]
     fn a_storm_is_one_incident() {
         let incidents = incidents();
-        let now = Utc::now();
-        let a = alert("fp", "m");
-        let Decision::Open(record) = incidents.on_alert(uuid::Uuid::now_v7(), &a, now) else {
-            panic!()
-        };
-        incidents.apply(record);
+        let now = t0();
+        open(&incidents, "fp", now);
         for i in 1..50 {
             let at = now + chrono::Duration::seconds(10 * i);
-            match incidents.on_alert(uuid::Uuid::now_v7(), &a, at) {
-                Decision::Attach(record) => {
-                    assert_eq!(record.alert_count, i as u64 + 1);
-                    incidents.apply(record);
-                }
+            match decide(&incidents, &alert("fp", "m"), at) {
+                Decision::Attach(record) => assert_eq!(record.alert_count, i as u64 + 1),
                 other => panic!("{other:?}"),
             }
         }
@@ -222,13 +392,8 @@ mod tests {
     #[test]
     fn a_related_alert_for_the_same_target_attaches() {
         let incidents = incidents();
-        let now = Utc::now();
-        let Decision::Open(record) =
-            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp1", "m"), now)
-        else {
-            panic!()
-        };
-        incidents.apply(record);
+        let now = t0();
+        open(&incidents, "fp1", now);
         let decision = incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp2", "m"), now);
         assert!(
             matches!(decision, Decision::Attach(ref r) if r.fingerprint == "fp1"),
@@ -239,55 +404,187 @@ mod tests {
     }
 
     #[test]
-    fn a_resolved_incident_reopens_only_after_the_cooldown() {
-        let incidents = incidents();
-        let now = Utc::now();
-        let Decision::Open(first) =
-            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), now)
-        else {
-            panic!()
-        };
-        incidents.apply(first.clone());
-        incidents.apply(incidents.resolution(&first.incident_id, now).unwrap());
-        let soon = now + chrono::Duration::minutes(5);
-        assert!(matches!(
-            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), soon),
-            Decision::Attach(_)
-        ));
-        let later = now + chrono::Duration::minutes(31);
-        match incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), later) {
-            Decision::Open(record) => {
-                assert_eq!(record.generation, 2);
-                assert_eq!(record.incident_id, "fp-2");
+    fn every_terminal_outcome_closes_the_incident_with_that_outcome() {
+        for &state in IncidentState::VARIANTS {
+            let incidents = incidents();
+            let first = open(&incidents, "fp", t0());
+            let closed = incidents.close(&first.incident_id, state, t0() + minutes(2));
+            if !state.is_terminal() {
+                assert_eq!(closed, None, "{state} must not close");
+                continue;
             }
-            other => panic!("{other:?}"),
+            let closed = closed.unwrap_or_else(|| panic!("{state} must close"));
+            assert_eq!(closed.status.to_string(), state.to_string());
+            assert_eq!(closed.closed_at, Some(t0() + minutes(2)));
+            incidents.apply(closed);
+            // Exactly one outcome: a later one changes nothing.
+            assert_eq!(
+                incidents.close(
+                    &first.incident_id,
+                    IncidentState::Resolved,
+                    t0() + minutes(3)
+                ),
+                None
+            );
         }
     }
 
     #[test]
-    fn a_redelivered_opening_alert_opens_the_same_incident_again() {
+    fn alerts_in_the_quiet_period_attach_visibly_to_the_closed_incident() {
+        let incidents = incidents();
+        let first = open(&incidents, "fp", t0());
+        let close = t0() + minutes(5);
+        incidents.apply(
+            incidents
+                .close(&first.incident_id, IncidentState::Advised, close)
+                .unwrap(),
+        );
+        for (n, at) in [close + minutes(1), close + minutes(29)]
+            .into_iter()
+            .enumerate()
+        {
+            match decide(&incidents, &alert("fp", "m"), at) {
+                Decision::Attach(record) => {
+                    assert_eq!(record.incident_id, first.incident_id);
+                    assert_eq!(record.status, IncidentStatus::Advised, "stays closed");
+                    assert_eq!(record.alert_count, 2 + n as u64);
+                    assert_eq!(record.last_alert_at, at);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_recurrence_after_the_quiet_period_opens_a_new_linked_incident() {
+        let incidents = incidents();
+        let first = open(&incidents, "fp", t0());
+        let close = t0() + minutes(5);
+        incidents.apply(
+            incidents
+                .close(&first.incident_id, IncidentState::Escalated, close)
+                .unwrap(),
+        );
+        let second = match decide(&incidents, &alert("fp", "m"), close + minutes(30)) {
+            Decision::Open(record) => record,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(second.incident_id, "fp-2");
+        assert_eq!(second.generation, 2);
+        assert_eq!(second.recurrence_of.as_deref(), Some("fp"));
+        assert_eq!(second.previous_outcome, Some(IncidentStatus::Escalated));
+        assert_eq!((second.alert_count, second.closed_at), (1, None));
+        let (note, escalate_only) = recurrence_note(&second).unwrap();
+        assert!(escalate_only);
+        assert!(note.contains("fp") && note.contains("escalated"), "{note}");
+
+        // The third links to the second, not the first.
+        incidents.apply(
+            incidents
+                .close("fp-2", IncidentState::Resolved, close + minutes(40))
+                .unwrap(),
+        );
+        let third = match decide(&incidents, &alert("fp", "m"), close + minutes(80)) {
+            Decision::Open(record) => record,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(third.incident_id, "fp-3");
+        assert_eq!(third.recurrence_of.as_deref(), Some("fp-2"));
+        let (note, escalate_only) = recurrence_note(&third).unwrap();
+        assert!(
+            !escalate_only,
+            "a fixed incident's recurrence is diagnosed anew"
+        );
+        assert!(note.contains("fp-2") && note.contains("resolved"), "{note}");
+        assert_eq!(recurrence_note(&first), None);
+    }
+
+    #[test]
+    fn the_sender_clearing_closes_the_open_incident_as_cleared() {
+        let incidents = incidents();
+        let first = open(&incidents, "fp", t0());
+        match decide(&incidents, &cleared("fp", "m"), t0() + minutes(3)) {
+            Decision::Clear(record) => {
+                assert_eq!(record.incident_id, first.incident_id);
+                assert_eq!(record.status, IncidentStatus::Cleared);
+                assert_eq!(record.closed_at, Some(t0() + minutes(3)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing open any more: a second clear, and the remediator's late outcome, do nothing.
+        assert_eq!(
+            decide(&incidents, &cleared("fp", "m"), t0() + minutes(4)),
+            Decision::Ignore
+        );
+        assert_eq!(
+            incidents.close(
+                &first.incident_id,
+                IncidentState::Resolved,
+                t0() + minutes(5)
+            ),
+            None
+        );
+        assert!(matches!(
+            decide(&incidents, &alert("fp", "m"), t0() + minutes(40)),
+            Decision::Open(ref r) if r.previous_outcome == Some(IncidentStatus::Cleared)
+        ));
+    }
+
+    #[test]
+    fn a_clear_for_nothing_open_is_ignored() {
+        assert_eq!(
+            incidents().on_alert(uuid::Uuid::now_v7(), &cleared("fp", "m"), t0()),
+            Decision::Ignore
+        );
+    }
+
+    #[test]
+    fn the_close_is_never_before_the_last_alert() {
+        // The sender's clock runs ahead of ours (or is the scenario runner's virtual clock):
+        // the quiet period still starts after the alerts it follows.
+        let incidents = incidents();
+        let first = open(&incidents, "fp", t0());
+        decide(&incidents, &alert("fp", "m"), t0() + minutes(10));
+        let record = incidents
+            .close(
+                &first.incident_id,
+                IncidentState::Resolved,
+                t0() + minutes(1),
+            )
+            .unwrap();
+        assert_eq!(record.closed_at, Some(t0() + minutes(10)));
+    }
+
+    #[test]
+    fn a_redelivered_opening_alert_opens_the_same_incident_again_until_closed() {
         let incidents = incidents();
         let a = alert("fp", "m");
         let id = uuid::Uuid::now_v7();
-        let Decision::Open(first) = incidents.on_alert(id, &a, Utc::now()) else {
+        let Decision::Open(first) = incidents.on_alert(id, &a, t0()) else {
             panic!()
         };
         incidents.apply(first.clone());
         assert_eq!(
-            incidents.on_alert(id, &a, Utc::now()),
-            Decision::Open(first)
+            incidents.on_alert(id, &a, t0()),
+            Decision::Open(first.clone())
         );
+        incidents.apply(
+            incidents
+                .close(&first.incident_id, IncidentState::Resolved, t0())
+                .unwrap(),
+        );
+        assert_eq!(incidents.on_alert(id, &a, t0()), Decision::Ignore);
     }
 
     #[test]
     fn an_unapplied_decision_is_decided_again() {
         let incidents = incidents();
         let a = alert("fp", "m");
-        let first = incidents.on_alert(uuid::Uuid::now_v7(), &a, Utc::now());
+        let first = incidents.on_alert(uuid::Uuid::now_v7(), &a, t0());
         assert!(matches!(first, Decision::Open(_)));
         assert!(
             matches!(
-                incidents.on_alert(uuid::Uuid::now_v7(), &a, Utc::now()),
+                incidents.on_alert(uuid::Uuid::now_v7(), &a, t0()),
                 Decision::Open(_)
             ),
             "publish failed: retry opens"
@@ -295,18 +592,246 @@ mod tests {
     }
 
     #[test]
-    fn restored_state_keeps_coalescing() {
+    fn restored_state_keeps_the_lifecycle() {
         let before = incidents();
-        let Decision::Open(record) =
-            before.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), Utc::now())
-        else {
-            panic!()
-        };
-        let after = incidents();
-        after.restore(record);
+        let first = open(&before, "fp", t0());
+        let closed = before
+            .close(
+                &first.incident_id,
+                IncidentState::Refused,
+                t0() + minutes(1),
+            )
+            .unwrap();
+        // The compacted topic may hand back any of a fingerprint's records, in any order.
+        for records in [
+            vec![first.clone(), closed.clone()],
+            vec![closed.clone(), first.clone()],
+        ] {
+            let after = incidents();
+            records.into_iter().for_each(|r| after.restore(r));
+            assert!(matches!(
+                after.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), t0() + minutes(2)),
+                Decision::Attach(ref r) if r.status == IncidentStatus::Refused
+            ));
+            match after.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), t0() + minutes(40)) {
+                Decision::Open(r) => {
+                    assert_eq!(r.incident_id, "fp-2");
+                    assert_eq!(r.recurrence_of.as_deref(), Some("fp"));
+                    assert_eq!(r.previous_outcome, Some(IncidentStatus::Refused));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_from_before_outcomes_restores_as_closed() {
+        let old = serde_json::json!({
+            "fingerprint": "fp", "incident_id": "fp", "generation": 1, "status": "resolved",
+            "opened_at": "2026-03-01T12:00:00Z", "last_alert_at": "2026-03-01T12:02:00Z",
+            "resolved_at": "2026-03-01T12:05:00Z", "alert_count": 4,
+            "first_alert_id": "0193a6b2-7c1e-7a4e-9f00-1c2d3e4f5a6b"
+        });
+        let incidents = incidents();
+        incidents.restore(serde_json::from_value(old).unwrap());
         assert!(matches!(
-            after.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), Utc::now()),
-            Decision::Attach(_)
+            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), t0() + minutes(20)),
+            Decision::Attach(ref r) if r.alert_count == 5
         ));
+        assert!(matches!(
+            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), t0() + minutes(36)),
+            Decision::Open(ref r) if r.incident_id == "fp-2"
+                && r.previous_outcome == Some(IncidentStatus::Resolved)
+        ));
+    }
+
+    #[test]
+    fn the_alert_time_is_the_senders_when_it_states_one() {
+        let mut a = alert("fp", "m");
+        assert_eq!(alert_time(&a), a.received_at);
+        a.sid = Some("scheduler__admin__opsmesh__RMD5deadbeef_at_1772366400_3".into());
+        assert_eq!(alert_time(&a), t0());
+        a.sid = Some("1772366400.123".into());
+        assert_eq!(
+            alert_time(&a),
+            a.received_at,
+            "an ad-hoc sid states no trigger time"
+        );
+        a.starts_at = Some(t0() + minutes(1));
+        assert_eq!(alert_time(&a), t0() + minutes(1));
+    }
+
+    #[test]
+    fn a_recurrence_of_an_unfixed_incident_only_escalates_with_its_history() {
+        let finding = || Finding {
+            root_cause: RootCause::OomKilled,
+            confidence: 0.9,
+            target: Some("inferenceservice/a/m".into()),
+            summary: "m is OOMKilled".into(),
+            explanation: "Killed at the limit (ev2).".into(),
+            actions: vec![ActionProposal {
+                kind: ActionKind::PatchMemoryLimit,
+                target: "inferenceservice/a/m".into(),
+                params: BTreeMap::new(),
+                evidence_ids: vec!["ev2".into()],
+                rationale: "raise".into(),
+            }],
+            developer_fix: None,
+            evidence: Vec::new(),
+            query: "oom".into(),
+        };
+        let mut record = open(&incidents(), "fp", t0());
+        let mut first = finding();
+        shape_recurrence(&mut first, &record, "ev1");
+        assert_eq!(first.explanation, finding().explanation, "not a recurrence");
+        assert_eq!(first.actions, finding().actions);
+
+        record.recurrence_of = Some("fp".into());
+        record.previous_outcome = Some(IncidentStatus::Escalated);
+        let mut shaped = finding();
+        shape_recurrence(&mut shaped, &record, "ev1");
+        assert_eq!(shaped.actions.len(), 1);
+        let escalate = &shaped.actions[0];
+        assert_eq!(escalate.kind, ActionKind::Escalate);
+        assert_eq!(escalate.target, "inferenceservice/a/m");
+        assert_eq!(escalate.evidence_ids, ["ev1", "ev2"]);
+        assert_eq!(escalate.params["recurrence_of"], "fp");
+        assert_eq!(escalate.params["previous_outcome"], "escalated");
+        assert!(
+            shaped
+                .explanation
+                .starts_with("Recurrence of incident fp, which ended escalated")
+                && shaped
+                    .explanation
+                    .contains("Not proposed again: patch_memory_limit."),
+            "{}",
+            shaped.explanation
+        );
+        assert!(shaped.summary.contains("recurrence of fp"));
+
+        record.previous_outcome = Some(IncidentStatus::Resolved);
+        let mut fixed = finding();
+        shape_recurrence(&mut fixed, &record, "ev1");
+        assert_eq!(fixed.actions, finding().actions, "diagnosed anew");
+        assert!(
+            fixed
+                .explanation
+                .starts_with("Recurrence of incident fp, which ended resolved.")
+        );
+
+        record.previous_outcome = Some(IncidentStatus::Advised);
+        let mut healthy = Finding {
+            root_cause: RootCause::None,
+            actions: Vec::new(),
+            ..finding()
+        };
+        shape_recurrence(&mut healthy, &record, "ev1");
+        assert!(
+            healthy.actions.is_empty(),
+            "nothing wrong: nothing to escalate"
+        );
+    }
+
+    /// One step of a random history: an alert of one of two fingerprints, a sender's clear,
+    /// or a remediator state for whatever is open, some seconds to minutes later.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Fire(usize),
+        Clear(usize),
+        Outcome(usize, IncidentState),
+    }
+
+    fn step() -> impl Strategy<Value = (Step, i64)> {
+        let step = prop_oneof![
+            6 => (0..2usize).prop_map(Step::Fire),
+            1 => (0..2usize).prop_map(Step::Clear),
+            2 => ((0..2usize), proptest::sample::select(IncidentState::VARIANTS))
+                .prop_map(|(f, s)| Step::Outcome(f, s)),
+        ];
+        (step, 1..3600i64)
+    }
+
+    proptest! {
+        #[test]
+        fn the_lifecycle_holds_over_any_history(steps in proptest::collection::vec(step(), 1..80)) {
+            let live = incidents();
+            let fingerprints = ["fp-a", "fp-b"];
+            let mut now = t0();
+            // What the state must say, tracked independently: per fingerprint the current
+            // incident and the ids seen.
+            let mut ids: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+            let mut published: Vec<IncidentRecord> = Vec::new();
+            for (step, seconds) in steps {
+                now += chrono::Duration::seconds(seconds);
+                match step {
+                    Step::Fire(f) => {
+                        let before = live.map().get(fingerprints[f]).cloned();
+                        // Different names: no related-target attaching across fingerprints.
+                        let decision = decide(&live, &alert(fingerprints[f], fingerprints[f]), now);
+                        match (&before, &decision) {
+                            (None, Decision::Open(r)) => {
+                                prop_assert_eq!(r.generation, 1);
+                                prop_assert_eq!(&r.recurrence_of, &None);
+                            }
+                            (Some(b), Decision::Attach(r)) => {
+                                let quiet = b.closed_at.is_some_and(|c| now - c < minutes(30));
+                                prop_assert!(b.status.is_open() || quiet, "absorbed after the quiet period: {b:?}");
+                                prop_assert_eq!(&r.incident_id, &b.incident_id);
+                                prop_assert_eq!(r.status, b.status);
+                                prop_assert_eq!(r.alert_count, b.alert_count + 1);
+                            }
+                            (Some(b), Decision::Open(r)) => {
+                                prop_assert!(!b.status.is_open(), "a second incident while one is open");
+                                prop_assert!(now - b.closed_at.unwrap() >= minutes(30));
+                                prop_assert_eq!(r.generation, b.generation + 1);
+                                prop_assert_eq!(r.recurrence_of.as_ref(), Some(&b.incident_id));
+                                prop_assert_eq!(r.previous_outcome, Some(b.status));
+                            }
+                            other => prop_assert!(false, "unexpected {other:?}"),
+                        }
+                        if let Decision::Open(r) = &decision {
+                            prop_assert!(!ids[f].contains(&r.incident_id), "id reused");
+                            ids[f].push(r.incident_id.clone());
+                        }
+                        if let Decision::Open(r) | Decision::Attach(r) = decision {
+                            published.push(r);
+                        }
+                    }
+                    Step::Clear(f) => {
+                        let before = live.map().get(fingerprints[f]).cloned();
+                        let decision = decide(&live, &cleared(fingerprints[f], fingerprints[f]), now);
+                        match before {
+                            Some(b) if b.status.is_open() => prop_assert!(
+                                matches!(decision, Decision::Clear(ref r) if r.status == IncidentStatus::Cleared && r.incident_id == b.incident_id)
+                            ),
+                            _ => prop_assert_eq!(&decision, &Decision::Ignore),
+                        }
+                        if let Decision::Clear(r) = decision {
+                            published.push(r);
+                        }
+                    }
+                    Step::Outcome(f, outcome) => {
+                        let Some(current) = live.map().get(fingerprints[f]).cloned() else {
+                            continue;
+                        };
+                        let closed = live.close(&current.incident_id, outcome, now);
+                        prop_assert_eq!(closed.is_some(), current.status.is_open() && outcome.is_terminal());
+                        if let Some(r) = closed {
+                            prop_assert_eq!(r.status.to_string(), outcome.to_string());
+                            prop_assert!(r.closed_at.unwrap() >= r.last_alert_at);
+                            live.apply(r.clone());
+                            published.push(r);
+                        }
+                    }
+                }
+                // Reading every record published so far back from the topic, in order,
+                // rebuilds the same state.
+                let restored = incidents();
+                for r in &published {
+                    restored.restore(r.clone());
+                }
+                prop_assert_eq!(&*restored.map(), &*live.map());
+            }
+        }
     }
 }

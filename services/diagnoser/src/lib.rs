@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::{
-    Envelope, IncidentState,
+    Envelope,
     alert::Alert,
     diagnosis::{Diagnosis, EvidenceSource},
     incident::IncidentRecord,
@@ -52,7 +52,8 @@ pub const SERVICE: ServiceDef = ServiceDef {
 pub struct DiagnoserConfig {
     /// Directory of runbooks (`*.md`); unset = the runbooks built into the binary.
     pub runbooks_dir: Option<PathBuf>,
-    /// A resolved incident's fingerprint reopens as a new incident only after this.
+    /// The quiet period after an incident closes (any outcome): alerts of its fingerprint
+    /// within it attach to the closed incident; after it they open a new, linked incident.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
     /// A different alert about the same target within this joins its open incident.
@@ -312,10 +313,10 @@ impl Inner {
     }
 
     async fn on_alert(&self, alert: Envelope<Alert>) -> Result<(), HandlerError> {
-        let now = Utc::now();
+        let now = incidents::alert_time(&alert.payload);
         let record = match self.incidents.on_alert(alert.id, &alert.payload, now) {
             Decision::Ignore => return Ok(()),
-            Decision::Attach(record) | Decision::Resolve(record) => record,
+            Decision::Attach(record) | Decision::Clear(record) => record,
             Decision::Open(record) => {
                 let diagnosis = self.diagnose(&alert, &record).await;
                 let mut envelope = Envelope::derive(
@@ -330,10 +331,16 @@ impl Inner {
                 self.publish(&record.incident_id, &envelope).await?;
                 tracing::info!(
                     incident = %record.incident_id,
+                    recurrence_of = ?record.recurrence_of,
                     root_cause = %envelope.payload.root_cause,
                     runbook = ?envelope.payload.runbook.as_ref().map(|r| &r.id),
                     "diagnosis published"
                 );
+                // Known as open before its record is published: the remediator may answer
+                // the diagnosis (an escalation takes milliseconds) before that publish
+                // returns, and an outcome for an incident not yet known would be lost. If the
+                // record's publish fails, the redelivered alert opens the same incident again.
+                self.incidents.apply(record.clone());
                 record
             }
         };
@@ -441,7 +448,7 @@ impl Inner {
             first_row,
         );
         let splunk_notes = self.splunk_evidence(a, &mut log).await;
-        let finding = rules::diagnose(
+        let mut finding = rules::diagnose(
             a,
             &alert_ev,
             &self.telemetry,
@@ -449,6 +456,7 @@ impl Inner {
             log,
             Utc::now(),
         );
+        incidents::shape_recurrence(&mut finding, record, &alert_ev);
         let preferred = finding.actions.first().map(|p| p.kind);
         let retrieved = self
             .library
@@ -563,8 +571,8 @@ impl Handler for TelemetryHandler {
     }
 }
 
-/// Closes incidents whose remediation ended well, so later alerts of the same fingerprint
-/// wait for the cooldown before opening a new one.
+/// Closes incidents with the remediator's terminal state as their outcome, so later alerts of
+/// the same fingerprint attach during the quiet period and open a linked incident after it.
 struct OutcomeHandler(Arc<Inner>);
 
 #[async_trait]
@@ -572,26 +580,28 @@ impl Handler for OutcomeHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
         let outcome = Envelope::<Remediation>::from_slice(&message.payload)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        if !matches!(
-            outcome.payload.state,
-            IncidentState::Resolved | IncidentState::NoAction
-        ) {
-            return Ok(());
-        }
         let Some(incident) = outcome.incident_id.as_deref() else {
             return Ok(());
         };
-        if let Some(record) = self.0.incidents.resolution(incident, Utc::now()) {
-            let mut state = Envelope::derive(
-                &outcome,
-                "opsmesh-diagnoser",
-                "incident-resolved",
-                record.clone(),
-            );
-            state.incident_id = Some(record.incident_id.clone());
-            self.0.publish(&record.fingerprint, &state).await?;
-            self.0.incidents.apply(record);
-        }
+        // The time the remediator recorded, not when we read it: a replayed ledger closes at
+        // the same instant as the first time.
+        let Some(record) =
+            self.0
+                .incidents
+                .close(incident, outcome.payload.state, outcome.occurred_at)
+        else {
+            return Ok(());
+        };
+        let mut state = Envelope::derive(
+            &outcome,
+            "opsmesh-diagnoser",
+            "incident-closed",
+            record.clone(),
+        );
+        state.incident_id = Some(record.incident_id.clone());
+        self.0.publish(&record.fingerprint, &state).await?;
+        tracing::info!(incident = %record.incident_id, outcome = %record.status, "incident closed");
+        self.0.incidents.apply(record);
         Ok(())
     }
 }
