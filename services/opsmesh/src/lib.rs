@@ -75,6 +75,11 @@ enum Command {
     /// its own. approve_action / reject_action need OPSMESH_MCP_TOKEN, a token of
     /// reporter.mcp.tokens_file / tokens_env, whose name is recorded as the approver.
     Mcp,
+    /// Inspect a topic's dead-letter queue (<topic>.dlq) and replay it onto the topic.
+    Dlq {
+        #[command(subcommand)]
+        command: commands::dlq::DlqCommand,
+    },
     /// Manage Kafka topics from the contract's topic table.
     Topics {
         #[command(subcommand)]
@@ -95,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Run { services } => commands::run::run(config, &services),
         Command::Tail(args) => commands::tail::run(config, args),
         Command::Topics { command } => commands::topics::run(config, command),
+        Command::Dlq { command } => commands::dlq::run(config, command),
         Command::Mcp => commands::mcp::run(config),
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),

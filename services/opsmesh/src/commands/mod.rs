@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod demo;
+pub mod dlq;
 pub mod mcp;
 pub mod run;
 pub mod scenario;
