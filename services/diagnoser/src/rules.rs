@@ -228,7 +228,7 @@ fn model_rule(
     let target = format!("inferenceservice/{namespace}/{name}");
     let (latest, oldest) = match store.model(namespace, name) {
         Some(pair) => pair,
-        None => return model_rule_from_alert(alert, alert_ev, &target),
+        None => return model_rule_from_alert(alert, alert_ev, &target, settings),
     };
     let ev = log.telemetry(&latest);
     let m = &latest.record;
@@ -258,7 +258,12 @@ fn model_rule(
 }
 
 /// Without telemetry, the alert's own fields may still name the failure (lower confidence).
-fn model_rule_from_alert(alert: &Alert, alert_ev: &str, target: &str) -> Option<Finding> {
+fn model_rule_from_alert(
+    alert: &Alert,
+    alert_ev: &str,
+    target: &str,
+    settings: &RuleSettings,
+) -> Option<Finding> {
     let reason = row_value(
         alert,
         &["reason", "waiting_reason", "last_termination_reason"],
@@ -266,11 +271,13 @@ fn model_rule_from_alert(alert: &Alert, alert_ev: &str, target: &str) -> Option<
     let m = ModelHealth {
         waiting_reason: Some(reason.to_owned()),
         last_termination_reason: Some(reason.to_owned()),
+        // A search that reports the limit lets the OOM rule raise from it.
+        memory_limit: row_value(alert, &["memory_limit"]).map(str::to_owned),
         ..ModelHealth::default()
     };
     let mut finding = match reason {
         "ImagePullBackOff" | "ErrImagePull" => image_pull(target, &m, &[alert_ev]),
-        "OOMKilled" => oom_finding(target, &m, &RuleSettings::default(), &[alert_ev]),
+        "OOMKilled" => oom_finding(target, &m, settings, &[alert_ev]),
         "CrashLoopBackOff" => crash_loop(target, &m, &[alert_ev]),
         _ => return None,
     };
@@ -281,7 +288,19 @@ fn model_rule_from_alert(alert: &Alert, alert_ev: &str, target: &str) -> Option<
 fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&str]) -> Finding {
     let limit = m.memory_limit.as_deref().and_then(parse_bytes);
     let ceiling = parse_bytes(&settings.max_memory_limit).unwrap_or(u64::MAX);
+    let from_limit = |limit: u64| (limit as f64 * settings.memory_factor_without_peak) as u64;
     let (basis, wanted) = match (m.peak_working_set_bytes, limit) {
+        // Killed at the limit means the demand is above it: a peak sampled at or below the
+        // limit missed the spike, so the limit is the better basis.
+        (Some(peak), Some(limit)) if (peak as f64 * settings.memory_headroom) as u64 <= limit => (
+            format!(
+                "peak working set {} × {} is not above the current limit: current limit × {}",
+                format_mib_rounded_up(peak, 1),
+                settings.memory_headroom,
+                settings.memory_factor_without_peak
+            ),
+            from_limit(limit),
+        ),
         (Some(peak), _) => (
             format!(
                 "peak working set {} × {}",
@@ -295,12 +314,18 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
                 "no peak observed: current limit × {}",
                 settings.memory_factor_without_peak
             ),
-            (limit as f64 * settings.memory_factor_without_peak) as u64,
+            from_limit(limit),
         ),
+        // The remediator checks the limit it observes before patching and refuses a lower one.
         (None, None) => ("no limit or peak known: 1Gi".into(), 1 << 30),
     };
     let capped = wanted.min(ceiling);
     let new_limit = format_mib_rounded_up(capped, settings.memory_step_mib);
+    if let Some(limit) = limit
+        && parse_bytes(&new_limit).is_none_or(|new| new <= limit)
+    {
+        return oom_at_ceiling(target, m, settings, ev);
+    }
     let mut explanation = format!(
         "{target} pods were OOMKilled ({} termination(s), {} restart(s)) under a {} limit ({}). \
          New limit {new_limit} = {basis}, rounded up to {} Mi.",
@@ -344,6 +369,40 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
         developer_fix: None,
         evidence: Vec::new(),
         query: "OOMKilled memory limit raise working set".into(),
+    }
+}
+
+/// The limit cannot be raised: it is already at or above what the rules may set (the ceiling,
+/// or a factor that does not raise it). Patching would lower it; humans decide.
+fn oom_at_ceiling(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&str]) -> Finding {
+    let limit = m.memory_limit.as_deref().unwrap_or("unknown");
+    Finding {
+        root_cause: RootCause::OomKilled,
+        confidence: 0.8,
+        target: Some(target.to_owned()),
+        summary: format!(
+            "{target} is OOMKilled at its {limit} limit, which the rules cannot raise (ceiling {}); escalate",
+            settings.max_memory_limit
+        ),
+        explanation: format!(
+            "{target} pods were OOMKilled ({} termination(s), {} restart(s)) under a {limit} limit ({}). \
+             The limit is already at or above the {} ceiling the rules may set, so no patch would raise it; \
+             memory demand above the ceiling needs a human.",
+            m.oom_killed,
+            m.restarts,
+            ev.join(", "),
+            settings.max_memory_limit
+        ),
+        actions: vec![proposal(
+            ActionKind::Escalate,
+            target,
+            json!({}),
+            ev,
+            "the memory limit is at or above the ceiling; no higher limit may be set".into(),
+        )],
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: "escalate memory demand above the ceiling OOMKilled".into(),
     }
 }
 
@@ -773,6 +832,91 @@ mod tests {
         assert_eq!(f.actions[0].evidence_ids, ["ev1", "ev2"]);
         assert_eq!(f.evidence.len(), 2);
         assert!(f.explanation.contains("ev2"));
+    }
+
+    /// The OOM finding for a model limited at `limit` whose peak was `peak`.
+    fn oom_at(limit: Option<&str>, peak: Option<u64>) -> Finding {
+        let s = store();
+        let mut m = model("a", "m");
+        m.oom_killed = 1;
+        m.memory_limit = limit.map(str::to_owned);
+        m.peak_working_set_bytes = peak;
+        observe(&s, "inferenceservice/a/m", TelemetryRecord::Models(m));
+        run(&alert(isvc("a", "m"), &[]), &s)
+    }
+
+    #[test]
+    fn oom_raises_from_the_limit_when_the_peak_was_sampled_below_it() {
+        let f = oom_at(Some("1Gi"), Some(512 << 20));
+        assert_eq!(
+            f.actions[0].params["memory_limit"], "2Gi",
+            "{}",
+            f.explanation
+        );
+        assert!(f.explanation.contains("not above the current limit"));
+    }
+
+    #[test]
+    fn oom_at_the_ceiling_escalates_instead_of_lowering_the_limit() {
+        let f = oom_at(Some("32Gi"), None);
+        assert_eq!(f.root_cause, RootCause::OomKilled);
+        let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [ActionKind::Escalate], "{}", f.summary);
+        assert!(f.summary.contains("32Gi"), "{}", f.summary);
+        let library = crate::runbooks::Library::built_in().unwrap();
+        let hit = library
+            .retrieve(f.root_cause, "x", &f.query, Some(ActionKind::Escalate))
+            .unwrap();
+        assert_eq!(
+            hit.section.heading,
+            "Escalate: memory demand above the ceiling"
+        );
+    }
+
+    #[test]
+    fn oom_never_proposes_a_limit_at_or_below_the_current_one() {
+        let mib = |n: u64| n << 20;
+        for limit in [64, 256, 1000, 1024, 4096, 12_000, 16_384, 20_000, 32_768] {
+            for peak in [
+                None,
+                Some(1),
+                Some(100),
+                Some(limit / 2),
+                Some(limit),
+                Some(limit * 3),
+            ] {
+                let f = oom_at(Some(&format!("{limit}Mi")), peak.map(mib));
+                for a in f
+                    .actions
+                    .iter()
+                    .filter(|a| a.kind == ActionKind::PatchMemoryLimit)
+                {
+                    let new = a.params["memory_limit"]
+                        .as_str()
+                        .and_then(parse_bytes)
+                        .unwrap();
+                    assert!(
+                        new > mib(limit),
+                        "{limit}Mi, peak {peak:?}Mi: proposed {}",
+                        a.params["memory_limit"]
+                    );
+                }
+                assert!(!f.actions.is_empty(), "{limit}Mi, peak {peak:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_telemetry_the_alert_row_limit_is_used() {
+        let s = store();
+        let row = [("reason", "OOMKilled"), ("memory_limit", "32Gi")];
+        let f = run(&alert(isvc("a", "big"), &row), &s);
+        assert_eq!(f.actions[0].kind, ActionKind::Escalate, "{}", f.summary);
+        let f = run(&alert(isvc("a", "big"), &[("reason", "OOMKilled")]), &s);
+        // Nothing known: 1Gi is proposed, and the remediator's check against the limit it
+        // observes refuses it for a model limited higher.
+        assert_eq!(f.actions[0].params["memory_limit"], "1Gi");
+        assert_eq!(f.actions[0].params["previous_memory_limit"], Value::Null);
     }
 
     #[test]

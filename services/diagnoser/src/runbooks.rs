@@ -60,6 +60,11 @@ pub struct ActionSpec {
     pub params: BTreeMap<String, ParamRule>,
     #[serde(default)]
     pub guards: Vec<String>,
+    /// Machine-checked guards, by code (`memory_not_lowered`, ...): the remediator refuses an
+    /// action whose section names a check it does not implement for that action. Strings
+    /// here, because the diagnoser does not know the remediator's guards.
+    #[serde(default)]
+    pub checks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -156,7 +156,9 @@ impl Cluster {
         }
     }
 
-    /// Values the action changes, as they are now (recorded before the change).
+    /// Values the action changes, as they are now (recorded before the change, for rollback),
+    /// and the values its guards are checked against just before it runs
+    /// ([`guards::check_execute`](crate::guards::check_execute)).
     pub async fn observe(&self, a: &ActionRecord) -> Result<Observed, ActError> {
         let mut out = Observed::new();
         match a.kind {
@@ -175,6 +177,9 @@ impl Cluster {
                 }
                 if let Some(i) = container.and_then(|c| c["image"].as_str()) {
                     out.insert("observed_image".into(), json!(i));
+                }
+                if let Some(good) = isvc["metadata"]["annotations"][LAST_GOOD_IMAGE].as_str() {
+                    out.insert("observed_last_known_good_image".into(), json!(good));
                 }
                 let predictor = &isvc["spec"]["predictor"];
                 out.insert(
@@ -200,10 +205,31 @@ impl Cluster {
                         .map(|h| serde_json::to_value(h).unwrap_or(Value::Null))
                         .unwrap_or(Value::Null),
                 );
-                let lr = Api::<LimitRange>::namespaced(client, &ns)
+                let lr = Api::<LimitRange>::namespaced(client.clone(), &ns)
                     .get_opt(LIMIT_RANGE_NAME)
                     .await
                     .map_err(|e| kube_error("get limitrange", e))?;
+                let pods = Api::<Pod>::namespaced(client, &ns)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| kube_error("list pods", e))?;
+                let isvcs = self
+                    .isvc_api(&ns)?
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| kube_error("list inferenceservices", e))?;
+                let max_replicas: BTreeMap<String, u64> = isvcs
+                    .items
+                    .iter()
+                    .filter_map(|i| {
+                        let max = i.data["spec"]["predictor"]["maxReplicas"].as_u64()?;
+                        Some((i.metadata.name.clone()?, max))
+                    })
+                    .collect();
+                out.insert(
+                    "observed_pods".into(),
+                    json!(settled_pods(&pods.items, &max_replicas)),
+                );
                 out.insert(
                     "observed_limit_range".into(),
                     lr.and_then(|l| l.spec)
@@ -667,6 +693,35 @@ impl Cluster {
     }
 }
 
+/// The pods a namespace settles at under its current specs, as a pod quota counts them: pods
+/// not finished (`Succeeded`, `Failed`) and not being deleted, with an InferenceService's
+/// predictor pods counted up to its `maxReplicas` at most. Observed right after a scale-down,
+/// the pods above the new maximum are still on their way out; counting them would refuse a
+/// quota sized for the namespace after the scale-down.
+fn settled_pods(pods: &[Pod], max_replicas: &BTreeMap<String, u64>) -> u64 {
+    let mut per_isvc: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut other = 0;
+    for pod in pods {
+        let finished = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if finished || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match pod.metadata.labels.as_ref().and_then(|l| l.get(ISVC_LABEL)) {
+            Some(isvc) => *per_isvc.entry(isvc).or_default() += 1,
+            None => other += 1,
+        }
+    }
+    other
+        + per_isvc
+            .into_iter()
+            .map(|(isvc, n)| max_replicas.get(isvc).map_or(n, |max| n.min(*max)))
+            .sum::<u64>()
+}
+
 fn default_limits() -> Value {
     json!([{"type": "Container", "default": {"memory": "1Gi"}, "defaultRequest": {"memory": "512Mi"}}])
 }
@@ -770,6 +825,42 @@ mod tests {
         assert_eq!(
             memory_patch(&bare, "1Gi").unwrap()[1]["value"],
             json!({"limits": {"memory": "1Gi"}})
+        );
+    }
+
+    fn pod(isvc: Option<&str>, phase: &str, deleting: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "p",
+                "labels": isvc.map(|i| json!({ISVC_LABEL: i})).unwrap_or(json!({})),
+                "deletionTimestamp": deleting.then_some("2025-01-01T00:00:00Z"),
+            },
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn settled_pods_count_what_stays_after_a_scale_down() {
+        let mut pods = vec![
+            pod(None, "Running", false),
+            pod(None, "Succeeded", false),
+            pod(None, "Failed", false),
+            pod(Some("small"), "Pending", false),
+            pod(Some("big"), "Running", true),
+        ];
+        pods.extend((0..8).map(|_| pod(Some("big"), "Running", false)));
+        let none = BTreeMap::new();
+        assert_eq!(
+            settled_pods(&pods, &none),
+            1 + 1 + 8,
+            "finished and deleting left out"
+        );
+        let capped = BTreeMap::from([("big".to_owned(), 2), ("small".to_owned(), 5)]);
+        assert_eq!(
+            settled_pods(&pods, &capped),
+            1 + 1 + 2,
+            "big was scaled to at most 2: its other pods are going"
         );
     }
 

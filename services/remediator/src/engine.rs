@@ -958,6 +958,25 @@ impl Engine {
             Err(ActError::Refused(e)) => return self.fail(incident, parent, &next, &e).await,
         };
         next.params.extend(observed);
+        if let Err(violation) = crate::guards::check_execute(&next, &self.config.policy) {
+            let code = violation.code();
+            self.metrics.refusals.with_label_values(&[code]).inc();
+            let reason = format!("refused ({code}) just before executing: {violation}");
+            if ledger.state() == Some(IncidentState::Verifying) {
+                // Earlier actions of the plan ran: fail() puts them back before telling humans.
+                return self.fail(incident, parent, &next, &reason).await;
+            }
+            return parent
+                .record(
+                    self,
+                    incident,
+                    IncidentState::Refused,
+                    Some(next),
+                    reason,
+                    Extra::default(),
+                )
+                .await;
+        }
         let detail = match self.cluster.execute(&next, incident, true).await {
             Ok(d) => d,
             Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),

@@ -19,6 +19,7 @@ pub mod agenda;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod guards;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;

@@ -1,13 +1,14 @@
 //! Planning: which of a diagnosis' proposals may run, and how. A proposal becomes a planned
 //! action only when the cited runbook section (re-loaded and hash-checked here) lists its
 //! kind and target kind, its parameters are within the runbook's bounds, it cites evidence
-//! the diagnosis carries, its target is a valid name, and the policy allows it. Anything else
-//! is a refusal with its reason.
+//! the diagnosis carries, its target is a valid name, its machine-checked guards hold as far as
+//! the diagnosis can tell ([`guards::check_plan`]), and the policy allows it. Anything else is a
+//! refusal with its reason.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use opsmesh_diagnoser::runbooks::{Library, SectionSpec};
+use opsmesh_diagnoser::runbooks::{ActionSpec, Library, SectionSpec};
 use opsmesh_proto::{
     ActionKind, RootCause,
     diagnosis::{ActionProposal, Diagnosis},
@@ -16,6 +17,7 @@ use opsmesh_proto::{
 
 use crate::{
     config::PolicyConfig,
+    guards::{self, Checked},
     ledger::is_mutating,
     quantity::{parse_bytes, value_number},
     target::Target,
@@ -174,9 +176,12 @@ pub fn plan(
             Ok(t) => t,
             Err(e) => return refuse(p, "invalid_target", e),
         };
-        if let Err(reason) = allowed_by_section(p, &target, spec) {
-            return refuse(p, "not_in_runbook", format!("{runbook_name}: {reason}"));
-        }
+        let allowed = match allowed_by_section(p, &target, spec) {
+            Ok(a) => a,
+            Err(reason) => {
+                return refuse(p, "not_in_runbook", format!("{runbook_name}: {reason}"));
+            }
+        };
         if p.evidence_ids.is_empty() {
             return refuse(
                 p,
@@ -201,6 +206,10 @@ pub fn plan(
         if let Err(reason) = params_valid(p) {
             return refuse(p, "invalid_params", reason);
         }
+        let checked = match guards::check_plan(p, &target, allowed, diagnosis, policy) {
+            Ok(c) => c,
+            Err(violation) => return refuse(p, violation.code(), violation.to_string()),
+        };
         let kind_mode = if is_mutating(p.kind) {
             if let Err((code, reason)) = policy_allows(p, &target, policy, history, now) {
                 return refuse(p, code, reason);
@@ -216,15 +225,14 @@ pub fn plan(
         actions.push(PlannedAction {
             record: record_of(p, kind_mode),
             reason: format!(
-                "{} on {} allowed by {runbook_name}; evidence {}; {}",
+                "{} on {} allowed by {runbook_name}; evidence {}; {}{}",
                 p.kind,
                 p.target,
                 p.evidence_ids.join(", "),
+                guards_note(&checked),
                 if is_mutating(p.kind) {
                     format!(
-                        "policy passed (namespace, memory ceiling {}, replica floor {}, cooldown, rate, blast radius); mode {}",
-                        policy.memory_ceiling,
-                        policy.replica_floor,
+                        "policy passed (namespace, cooldown, rate); mode {}",
                         mode_name(kind_mode)
                     )
                 } else {
@@ -255,11 +263,28 @@ pub fn mode_name(mode: ActionMode) -> &'static str {
     }
 }
 
-fn allowed_by_section(
+/// The guards in words for the ledger: which passed, and which only the cluster can decide.
+fn guards_note(checked: &[(guards::Guard, Checked)]) -> String {
+    if checked.is_empty() {
+        return String::new();
+    }
+    let list = checked
+        .iter()
+        .map(|(g, c)| match c {
+            Checked::Passed => format!("{} passed", g.code()),
+            Checked::Deferred => format!("{} checked before executing", g.code()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("guards {list}; ")
+}
+
+/// The section's entry for the proposal's kind and target kind, with its params in bounds.
+fn allowed_by_section<'a>(
     p: &ActionProposal,
     target: &Target,
-    spec: &SectionSpec,
-) -> Result<(), String> {
+    spec: &'a SectionSpec,
+) -> Result<&'a ActionSpec, String> {
     let Some(allowed) = spec
         .actions
         .iter()
@@ -294,7 +319,7 @@ fn allowed_by_section(
             ));
         }
     }
-    Ok(())
+    Ok(allowed)
 }
 
 fn param_str<'a>(p: &'a ActionProposal, name: &str) -> Option<&'a str> {
@@ -318,6 +343,13 @@ pub fn valid_image(image: &str) -> bool {
 }
 
 fn params_valid(p: &ActionProposal) -> Result<(), String> {
+    // The execute-stage guards read `observed_*` params as what the cluster showed: a
+    // diagnosis supplying one could pass them off as observed.
+    if let Some(name) = p.params.keys().find(|k| k.starts_with("observed_")) {
+        return Err(format!(
+            "param {name} is recorded by the remediator from the cluster, not proposed"
+        ));
+    }
     match p.kind {
         ActionKind::PatchMemoryLimit => {
             let limit = param_str(p, "memory_limit")
@@ -374,52 +406,6 @@ fn policy_allows(
                 ),
             ));
         }
-    }
-    match p.kind {
-        ActionKind::PatchMemoryLimit => {
-            let limit = param_str(p, "memory_limit")
-                .and_then(parse_bytes)
-                .unwrap_or(0);
-            let ceiling = parse_bytes(&policy.memory_ceiling).unwrap_or(u64::MAX);
-            if limit > ceiling {
-                return Err((
-                    "memory_ceiling",
-                    format!(
-                        "memory limit {} is above the policy ceiling {}",
-                        param_str(p, "memory_limit").unwrap_or("?"),
-                        policy.memory_ceiling
-                    ),
-                ));
-            }
-        }
-        ActionKind::ScaleInferenceService => {
-            let replicas = param_u32(p, "replicas").unwrap_or(0);
-            if replicas < policy.replica_floor {
-                return Err((
-                    "replica_floor",
-                    format!(
-                        "{replicas} replicas is below the policy floor of {}",
-                        policy.replica_floor
-                    ),
-                ));
-            }
-            if let Some(current) = param_u32(p, "previous_replicas").filter(|c| *c > 0)
-                && replicas < current
-            {
-                let share = f64::from(current - replicas) / f64::from(current);
-                if share > policy.max_replica_reduction + 1e-9 {
-                    return Err((
-                        "blast_radius",
-                        format!(
-                            "scaling {current} → {replicas} takes away {:.0}% of the replicas; the policy allows {:.0}%",
-                            share * 100.0,
-                            policy.max_replica_reduction * 100.0
-                        ),
-                    ));
-                }
-            }
-        }
-        _ => {}
     }
     if history.in_flight >= policy.max_concurrent_actions {
         return Err((
@@ -542,5 +528,174 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
             None,
         ),
         ActionKind::Escalate => (format!("{}: humans are notified", p.target), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, path::Path};
+
+    use opsmesh_diagnoser::runbooks::Runbook;
+    use opsmesh_proto::diagnosis::{Evidence, EvidenceSource};
+    use serde_json::json;
+
+    use super::*;
+
+    const ISVC: &str = "inferenceservice/ml/llama";
+
+    /// An OOM diagnosis citing the repository's "Raise the memory limit" section of `library`.
+    fn oom(library: &Library, params: Value, evidence: Value) -> Diagnosis {
+        let runbook = library
+            .runbooks()
+            .iter()
+            .find(|r| r.front.id == "oom-killed")
+            .expect("oom-killed runbook");
+        let section = runbook
+            .sections
+            .iter()
+            .find(|s| s.heading == "Raise the memory limit")
+            .expect("the section");
+        let values = |v: Value| -> BTreeMap<String, Value> {
+            v.as_object().unwrap().clone().into_iter().collect()
+        };
+        Diagnosis {
+            alert_ids: Vec::new(),
+            fingerprint: "fp".into(),
+            root_cause: RootCause::OomKilled,
+            confidence: 0.9,
+            target: Some(ISVC.into()),
+            summary: "OOMKilled".into(),
+            evidence: vec![Evidence {
+                id: "ev1".into(),
+                source: EvidenceSource::Telemetry,
+                query: format!("opsmesh.telemetry.v1 {ISVC}"),
+                earliest: None,
+                latest: None,
+                row_count: 1,
+                values: values(evidence),
+                error: None,
+            }],
+            runbook: Some(runbook.reference(section)),
+            recommended_actions: vec![ActionProposal {
+                kind: ActionKind::PatchMemoryLimit,
+                target: ISVC.into(),
+                params: values(params),
+                evidence_ids: vec!["ev1".into()],
+                rationale: "raise".into(),
+            }],
+            explanation: String::new(),
+            narrative: None,
+            developer_fix: None,
+            llm: Default::default(),
+        }
+    }
+
+    fn run(library: &Library, d: &Diagnosis) -> Plan {
+        plan(
+            "inc",
+            d,
+            library,
+            &PolicyConfig::default(),
+            &History::default(),
+            Utc::now(),
+        )
+    }
+
+    fn refusal(p: Plan) -> (&'static str, String) {
+        match p {
+            Plan::Refused(r) => (r.code, r.reason),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lower_memory_limit_is_refused_naming_the_guard() {
+        let library = Library::built_in().unwrap();
+        // What the diagnoser proposed without telemetry (1Gi), for a model the evidence shows
+        // limited at 32Gi.
+        let d = oom(
+            &library,
+            json!({"memory_limit": "1Gi", "previous_memory_limit": null}),
+            json!({"namespace": "ml", "name": "llama", "memory_limit": "32Gi"}),
+        );
+        assert_eq!(
+            refusal(run(&library, &d)),
+            (
+                "memory_not_lowered",
+                "new limit 1Gi is below the current 32Gi".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn planned_actions_record_their_guards() {
+        let library = Library::built_in().unwrap();
+        let known = oom(
+            &library,
+            json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
+            json!({"namespace": "ml", "name": "llama", "memory_limit": "256Mi"}),
+        );
+        let Plan::Act { actions, .. } = run(&library, &known) else {
+            panic!("planned");
+        };
+        assert!(
+            actions[0]
+                .reason
+                .contains("guards memory_not_lowered passed, memory_ceiling passed"),
+            "{}",
+            actions[0].reason
+        );
+        let unknown = oom(
+            &library,
+            json!({"memory_limit": "1Gi"}),
+            json!({"namespace": "ml", "name": "llama"}),
+        );
+        let Plan::Act { actions, .. } = run(&library, &unknown) else {
+            panic!("planned: only the cluster can tell");
+        };
+        assert!(
+            actions[0]
+                .reason
+                .contains("memory_not_lowered checked before executing"),
+            "{}",
+            actions[0].reason
+        );
+    }
+
+    #[test]
+    fn a_proposal_cannot_pass_off_values_as_observed() {
+        let library = Library::built_in().unwrap();
+        let d = oom(
+            &library,
+            json!({"memory_limit": "1Gi", "observed_memory_limit": "256Mi"}),
+            json!({"namespace": "ml", "name": "llama"}),
+        );
+        assert_eq!(refusal(run(&library, &d)).0, "invalid_params");
+    }
+
+    #[test]
+    fn a_runbook_naming_a_check_the_remediator_lacks_is_refused() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks/oom-killed.md"),
+        )
+        .unwrap();
+        let declared = "checks: [memory_not_lowered, memory_ceiling]";
+        assert!(text.contains(declared), "the runbook declares its checks");
+        let text = text.replacen(
+            declared,
+            "checks: [memory_not_lowered, memory_ceiling, no_new_oom_within_an_hour]",
+            1,
+        );
+        let library = Library::from_runbooks(vec![
+            Runbook::parse(Path::new("runbooks/oom-killed.md"), &text).unwrap(),
+        ]);
+        let d = oom(
+            &library,
+            json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
+            json!({"namespace": "ml", "name": "llama"}),
+        );
+        let (code, reason) = refusal(run(&library, &d));
+        assert_eq!(code, "unknown_check");
+        assert!(reason.contains("no_new_oom_within_an_hour"), "{reason}");
     }
 }
