@@ -102,6 +102,15 @@ mod tests {
             &[Received, NoAction],
             &[Received, Refused],
             &[Received, Planned, AwaitingApproval, Escalated],
+            // A check failing just before the first action runs (auto, or once approved).
+            &[Received, Planned, Refused],
+            &[
+                Received,
+                Planned,
+                AwaitingApproval,
+                AwaitingApproval,
+                Refused,
+            ],
         ];
         for path in paths {
             let mut state = None;
@@ -126,6 +135,10 @@ mod tests {
         assert!(
             transition(Some(Executing), Resolved).is_err(),
             "no verdict without verifying"
+        );
+        assert!(
+            transition(Some(Verifying), Refused).is_err(),
+            "after an action ran, a failing check rolls it back and escalates; refused would leave it in place"
         );
         let e = transition(Some(Resolved), Executing).unwrap_err();
         assert_eq!(e.to_string(), "illegal transition resolved -> executing");
