@@ -16,15 +16,17 @@ pub struct NotifyConfig {
     /// Per request.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Attempts per notification and route (network errors, 429, 5xx); 4xx is not retried.
-    pub max_attempts: u32,
+    /// Attempts per notification and route (network errors, timeouts, 429, 5xx); 4xx is not
+    /// retried. Unset: as many as `retry_budget` allows.
+    pub max_attempts: Option<u32>,
     /// First retry delay, doubling per attempt with jitter; a `Retry-After` is honoured.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
-    /// Longest all attempts of one notification may take together (keep it under
-    /// `bus.consumer.handler_timeout`).
+    /// Longest all attempts of one notification may take together before it is
+    /// dead-lettered. Deliveries run outside the consumer's handler, so this is not bounded
+    /// by `bus.consumer.handler_timeout`: make it outlast a typical Slack/PagerDuty outage.
     #[serde(with = "humantime_serde")]
     pub retry_budget: Duration,
     /// How long a decision waits for its diagnosis to reach the timeline (developer fix,
@@ -41,10 +43,10 @@ impl Default for NotifyConfig {
         Self {
             console_url: None,
             timeout: Duration::from_secs(10),
-            max_attempts: 5,
+            max_attempts: None,
             retry_backoff: Duration::from_millis(500),
-            retry_backoff_max: Duration::from_secs(10),
-            retry_budget: Duration::from_secs(20),
+            retry_backoff_max: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(600),
             diagnosis_wait: Duration::from_secs(5),
             templates: Templates::default(),
             slack: BTreeMap::new(),
@@ -181,7 +183,7 @@ impl Validate for NotifyConfig {
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be > 0"));
         }
-        if self.max_attempts == 0 {
+        if self.max_attempts == Some(0) {
             return Err(invalid("max_attempts", "must be at least 1"));
         }
         if self.retry_backoff.is_zero() || self.retry_backoff > self.retry_backoff_max {

@@ -5,26 +5,55 @@
 //!
 //! Notifications come from a consumer group shared by the replicas
 //! (`<group_prefix>reporter-notify`, `opsmesh.remediations.v1`), so each decision is notified
-//! by one replica. Each route retries network errors, 429 (honouring `Retry-After`) and 5xx
-//! with backoff within `retry_budget`; other 4xx are not retried (the payload or the route is
-//! wrong) and are counted. Off unless a route is configured.
+//! by one replica. The handler hands each matching route's notification to a delivery task
+//! and returns: a route that is down for minutes must not hold the consume loop (nor run into
+//! `bus.consumer.handler_timeout`). Deliveries to one route about one incident keep their
+//! order (a PagerDuty `resolve` never overtakes its `trigger`).
+//!
+//! Each delivery retries network errors, timeouts, 429 (honouring `Retry-After`) and 5xx with
+//! backoff within `retry_budget` (minutes); other 4xx are not retried (the payload or the route
+//! is wrong). A notification that is rejected, runs out of budget, or is still pending at
+//! shutdown is dead-lettered to `opsmesh.notifications.v1.dlq` as a [`NotificationRecord`]
+//! for that one route; `opsmesh dlq replay opsmesh.notifications.v1` puts it on
+//! `opsmesh.notifications.v1`, which this group also consumes, and only that route is sent
+//! again. Off unless a route is configured.
 
 mod config;
 mod template;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
+use chrono::Utc;
 use prometheus::{IntCounterVec, Opts};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use tokio::{sync::oneshot, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use opsmesh_proto::{
-    Envelope, IncidentState, Severity, diagnosis::Diagnosis, remediation::Remediation, topics,
+    Envelope, IncidentState, Payload, Severity,
+    diagnosis::Diagnosis,
+    envelope::{
+        CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_SCHEMA, HEADER_TRACEPARENT, Trace,
+        derived_id,
+    },
+    remediation::Remediation,
+    topics,
 };
 use opsmesh_runtime::{
-    BoxError, ConfigError, Context, Handler, HandlerError, Received, metrics::register,
+    BoxError, ConfigError, Context, Handler, HandlerError, Publisher, Received,
+    bus::{HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing},
+    metrics::register,
 };
 
 pub use config::{NotifyConfig, PagerDutyRoute, RouteFilter, SlackRoute, Templates};
@@ -34,6 +63,33 @@ use crate::timeline::{IncidentStore, IncidentSummary};
 
 /// Consumer group (after `bus.group_prefix`) shared by every replica.
 pub const GROUP: &str = "reporter-notify";
+
+/// Replayed notifications (one route each), consumed by [`GROUP`]; dead letters go to its
+/// `.dlq`. Not in the contract's topic table yet: created at start when `bus.create_topics`.
+pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
+
+/// One notification for one route, as it is dead-lettered and replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationRecord {
+    /// `slack` or `pagerduty`.
+    pub channel: String,
+    /// The route's name under `reporter.notify.<channel>`.
+    pub route: String,
+    /// The event notified (`escalated`, `resolved`, …).
+    pub event: String,
+    /// The request body, exactly as sent, but without PagerDuty's `routing_key` (a secret,
+    /// added back from the route's configuration when sent again).
+    pub body: Value,
+    /// Attempts made before it was dead-lettered.
+    pub attempts: u32,
+    /// Why it was dead-lettered.
+    pub error: String,
+}
+
+impl Payload for NotificationRecord {
+    const SCHEMA: &'static str = NOTIFICATIONS;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Channel {
@@ -77,8 +133,23 @@ pub struct Notifier {
     routes: Vec<Route>,
     client: reqwest::Client,
     store: Arc<IncidentStore>,
+    publisher: Publisher,
+    /// `<group_prefix>reporter-notify`, named in dead letters.
+    group: String,
+    /// Whether to create [`NOTIFICATIONS`] and its DLQ at start (`bus.create_topics`).
+    create_topics: bool,
     sent: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    /// Delivery tasks, awaited at shutdown (finished ones are reaped as new ones start).
+    deliveries: Mutex<JoinSet<()>>,
+    /// Per route and incident, the completion of the latest delivery: the next one waits for
+    /// it, so deliveries about one incident reach a route in order.
+    chains: Mutex<HashMap<ChainKey, (u64, oneshot::Receiver<()>)>>,
+    next_job: AtomicU64,
 }
+
+/// A route (index) and an incident id.
+type ChainKey = (usize, String);
 
 /// The event a decision notifies, if any.
 pub fn event_of(record: &Remediation) -> Option<EventKind> {
@@ -313,6 +384,54 @@ pub enum Delivery {
         attempts: u32,
         last: String,
     },
+    /// Shutdown came first.
+    Interrupted {
+        attempts: u32,
+        last: String,
+    },
+}
+
+impl Delivery {
+    /// `outcome` label of `reporter_notifications_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Sent { .. } => "sent",
+            Self::Rejected { .. } => "rejected",
+            Self::GaveUp { .. } => "gave_up",
+            Self::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+/// What a dead letter is derived from: the consumed message that asked for the notification.
+#[derive(Debug, Clone)]
+struct Parent {
+    id: Uuid,
+    incident_id: Option<String>,
+    cluster: String,
+    trace: Trace,
+    /// `topic/partition/offset`.
+    origin: String,
+}
+
+impl Parent {
+    fn of<P>(envelope: &Envelope<P>, message: &Received) -> Self {
+        Self {
+            id: envelope.id,
+            incident_id: envelope.incident_id.clone(),
+            cluster: envelope.cluster.clone(),
+            trace: envelope.trace.clone(),
+            origin: format!("{}/{}/{}", message.topic, message.partition, message.offset),
+        }
+    }
+}
+
+/// One notification for one route, handed to a delivery task.
+struct Job {
+    route: usize,
+    event: String,
+    body: Value,
+    parent: Parent,
 }
 
 impl Notifier {
@@ -363,9 +482,20 @@ impl Notifier {
             IntCounterVec::new(
                 Opts::new(
                     "reporter_notifications_total",
-                    "Notifications by channel, route, event and outcome (sent, rejected, gave_up, filtered)",
+                    "Notifications by channel, route, event and outcome (sent, rejected, gave_up, interrupted, filtered)",
                 ),
                 &["channel", "route", "event", "outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let dead_lettered = register(
+            &ctx.registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "notifications_dead_lettered_total",
+                    "Notifications sent to opsmesh.notifications.v1.dlq, by channel, route and reason (rejected, retries_exhausted, shutdown, unknown_route)",
+                ),
+                &["channel", "route", "reason"],
             )
             .expect("valid metric"),
         );
@@ -374,7 +504,14 @@ impl Notifier {
             routes,
             client,
             store,
+            publisher: ctx.publisher.clone(),
+            group: format!("{}{GROUP}", ctx.settings.bus.group_prefix),
+            create_topics: ctx.settings.bus.create_topics,
             sent,
+            dead_lettered,
+            deliveries: Mutex::new(JoinSet::new()),
+            chains: Mutex::new(HashMap::new()),
+            next_job: AtomicU64::new(0),
         }))
     }
 
@@ -387,20 +524,40 @@ impl Notifier {
             routes = ?self.routes.iter().map(|r| format!("{}:{}", r.channel.name(), r.name)).collect::<Vec<_>>(),
             "notifications on"
         );
-        ctx.consume(
-            GROUP,
-            &[topics::REMEDIATIONS],
-            Arc::new(NotifyHandler(self.clone())),
-            shutdown,
-        )
-        .await?;
+        if self.create_topics {
+            let names = [NOTIFICATIONS.to_owned(), topics::dlq(NOTIFICATIONS)];
+            self.publisher.bus().ensure_topics(&names).await?;
+        }
+        let handler = NotifyHandler {
+            notifier: self.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let consumed = ctx
+            .consume(
+                GROUP,
+                &[topics::REMEDIATIONS, NOTIFICATIONS],
+                Arc::new(handler),
+                shutdown,
+            )
+            .await;
+        // The shutdown token stops the retries: what is still pending is dead-lettered now,
+        // while the bus is still up, instead of being lost with the process.
+        let mut deliveries = std::mem::take(&mut *lock(&self.deliveries));
+        while deliveries.join_next().await.is_some() {}
+        consumed?;
         Ok(())
     }
 
-    /// Notifies every matching route of `envelope` (a remediator decision).
-    pub async fn notify(&self, envelope: &Envelope<Remediation>) -> Vec<(String, Delivery)> {
+    /// Hands every matching route's notification of `envelope` (a remediator decision, read
+    /// as `message`) to a delivery task.
+    async fn notify(
+        self: &Arc<Self>,
+        envelope: &Envelope<Remediation>,
+        message: &Received,
+        shutdown: &CancellationToken,
+    ) {
         let Some(event) = event_of(&envelope.payload) else {
-            return Vec::new();
+            return;
         };
         let (diagnosis, incident) = self.context_of(envelope).await;
         let notice = Notice::new(
@@ -411,53 +568,225 @@ impl Notifier {
             self.config.console_url.as_deref(),
         );
         let text = template::render(self.config.templates.get(event), &notice.values);
-        let deliveries = self.routes.iter().map(|route| {
-            let notice = &notice;
-            let text = &text;
-            async move {
-                if !route.filter.matches(notice) {
-                    self.count(route, event, "filtered");
-                    return None;
-                }
-                let body = match route.channel {
-                    Channel::Slack => slack_payload(text),
-                    Channel::PagerDuty => pagerduty_payload(
-                        notice,
-                        route.routing_key.as_deref().unwrap_or_default(),
-                        text,
-                    ),
-                };
-                let outcome = self.deliver(route, &body).await;
-                let label = match &outcome {
-                    Delivery::Sent { .. } => "sent",
-                    Delivery::Rejected { .. } => "rejected",
-                    Delivery::GaveUp { .. } => "gave_up",
-                };
-                self.count(route, event, label);
-                match &outcome {
-                    Delivery::Sent { attempts } => tracing::info!(
-                        route = %route.name, channel = route.channel.name(), event = event.name(),
-                        incident = %notice.incident_id, attempts, "notified"
-                    ),
-                    other => tracing::error!(
-                        route = %route.name, channel = route.channel.name(), event = event.name(),
-                        incident = %notice.incident_id, outcome = ?other, "notification failed"
-                    ),
-                }
-                Some((format!("{}:{}", route.channel.name(), route.name), outcome))
+        let parent = Parent::of(envelope, message);
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.filter.matches(&notice) {
+                self.count(route, event.name(), "filtered");
+                continue;
             }
-        });
-        futures::future::join_all(deliveries)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+            let body = match route.channel {
+                Channel::Slack => slack_payload(&text),
+                Channel::PagerDuty => pagerduty_payload(
+                    &notice,
+                    route.routing_key.as_deref().unwrap_or_default(),
+                    &text,
+                ),
+            };
+            self.start(
+                Job {
+                    route: index,
+                    event: event.name().to_owned(),
+                    body,
+                    parent: parent.clone(),
+                },
+                shutdown,
+            );
+        }
     }
 
-    fn count(&self, route: &Route, event: EventKind, outcome: &str) {
-        self.sent
-            .with_label_values(&[route.channel.name(), &route.name, event.name(), outcome])
+    /// Re-sends a replayed dead letter to its one route.
+    async fn resend(
+        self: &Arc<Self>,
+        envelope: &Envelope<NotificationRecord>,
+        message: &Received,
+        shutdown: &CancellationToken,
+    ) {
+        let record = &envelope.payload;
+        let parent = Parent::of(envelope, message);
+        let found = self
+            .routes
+            .iter()
+            .position(|r| r.channel.name() == record.channel && r.name == record.route);
+        let Some(index) = found else {
+            let error = format!(
+                "route {}:{} is not configured (any more)",
+                record.channel, record.route
+            );
+            self.dead_letter_record(&parent, record.clone(), "unknown_route", error)
+                .await;
+            return;
+        };
+        let mut body = record.body.clone();
+        if let Some(key) = &self.routes[index].routing_key {
+            body["routing_key"] = json!(key);
+        }
+        self.start(
+            Job {
+                route: index,
+                event: record.event.clone(),
+                body,
+                parent,
+            },
+            shutdown,
+        );
+    }
+
+    /// Spawns the delivery of `job`, after the previous one to the same route and incident.
+    fn start(self: &Arc<Self>, job: Job, shutdown: &CancellationToken) {
+        let key = (
+            job.route,
+            job.parent.incident_id.clone().unwrap_or_default(),
+        );
+        let seq = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let (done, finished) = oneshot::channel::<()>();
+        let previous = lock(&self.chains).insert(key.clone(), (seq, finished));
+        let notifier = self.clone();
+        let shutdown = shutdown.clone();
+        let mut deliveries = lock(&self.deliveries);
+        // Reap finished tasks so the set only holds pending deliveries.
+        while deliveries.try_join_next().is_some() {}
+        deliveries.spawn(async move {
+            if let Some((_, previous)) = previous {
+                // Resolves when the previous delivery finished, whatever its outcome.
+                let _ = previous.await;
+            }
+            notifier.run_job(job, &shutdown).await;
+            drop(done);
+            let mut chains = lock(&notifier.chains);
+            if chains.get(&key).is_some_and(|(s, _)| *s == seq) {
+                chains.remove(&key);
+            }
+        });
+    }
+
+    async fn run_job(&self, job: Job, shutdown: &CancellationToken) {
+        let route = &self.routes[job.route];
+        let outcome = if shutdown.is_cancelled() {
+            Delivery::Interrupted {
+                attempts: 0,
+                last: "not attempted".into(),
+            }
+        } else {
+            self.deliver(route, &job.body, shutdown).await
+        };
+        self.count(route, &job.event, outcome.label());
+        let incident = job.parent.incident_id.as_deref().unwrap_or_default();
+        let (reason, attempts, error) = match outcome {
+            Delivery::Sent { attempts } => {
+                tracing::info!(
+                    route = %route.name, channel = route.channel.name(), event = %job.event,
+                    %incident, attempts, "notified"
+                );
+                return;
+            }
+            Delivery::Rejected { status, body } => {
+                ("rejected", 1, format!("HTTP {status}: {body}"))
+            }
+            Delivery::GaveUp { attempts, last } => ("retries_exhausted", attempts, last),
+            Delivery::Interrupted { attempts, last } => ("shutdown", attempts, last),
+        };
+        tracing::error!(
+            route = %route.name, channel = route.channel.name(), event = %job.event,
+            %incident, reason, attempts, %error, "notification failed; dead-lettered"
+        );
+        let mut body = job.body;
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("routing_key");
+        }
+        let record = NotificationRecord {
+            channel: route.channel.name().to_owned(),
+            route: route.name.clone(),
+            event: job.event,
+            body,
+            attempts,
+            error: error.clone(),
+        };
+        self.dead_letter_record(&job.parent, record, reason, error)
+            .await;
+    }
+
+    /// Publishes `record` to `opsmesh.notifications.v1.dlq`, retrying while the bus is down:
+    /// dropping it would lose the notification. Its id derives from the parent's, so a
+    /// redelivered decision yields the same dead letter (and a replay of both sends once),
+    /// while a replayed one that fails again yields a new one (not dropped as seen).
+    async fn dead_letter_record(
+        &self,
+        parent: &Parent,
+        record: NotificationRecord,
+        reason: &str,
+        error: String,
+    ) {
+        let discriminator = format!("{}:{}", record.channel, record.route);
+        let id = derived_id(parent.id, NOTIFICATIONS, &discriminator);
+        let (channel, route) = (record.channel.clone(), record.route.clone());
+        let envelope = Envelope {
+            schema: NOTIFICATIONS.to_owned(),
+            id,
+            incident_id: parent.incident_id.clone(),
+            occurred_at: Utc::now(),
+            source: "opsmesh-reporter".to_owned(),
+            cluster: parent.cluster.clone(),
+            trace: parent.trace.child(id.as_bytes()),
+            payload: record,
+        };
+        let message = Outgoing {
+            topic: topics::dlq(NOTIFICATIONS).into(),
+            key: parent.incident_id.clone().unwrap_or_default(),
+            payload: envelope.to_vec(),
+            headers: vec![
+                (
+                    HEADER_CONTENT_TYPE.into(),
+                    CONTENT_TYPE_JSON.as_bytes().into(),
+                ),
+                (HEADER_SCHEMA.into(), NOTIFICATIONS.as_bytes().into()),
+                (
+                    HEADER_TRACEPARENT.into(),
+                    envelope.trace.traceparent.into_bytes().into(),
+                ),
+                (
+                    HEADER_DLQ_ERROR.into(),
+                    format!("{reason}: {error}").into_bytes().into(),
+                ),
+                (
+                    HEADER_DLQ_ORIGIN.into(),
+                    parent.origin.clone().into_bytes().into(),
+                ),
+                (
+                    HEADER_DLQ_GROUP.into(),
+                    self.group.clone().into_bytes().into(),
+                ),
+            ],
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.publisher.publish_raw(message.clone()).await {
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(%channel, %route, attempt, error = %err, "dead letter not published yet; retrying");
+                    let delay = self.backoff(attempt);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        self.dead_lettered
+            .with_label_values(&[&channel, &route, reason])
             .inc();
+    }
+
+    fn count(&self, route: &Route, event: &str, outcome: &str) {
+        self.sent
+            .with_label_values(&[route.channel.name(), &route.name, event, outcome])
+            .inc();
+    }
+
+    /// Exponential backoff with jitter: `retry_backoff` doubling up to `retry_backoff_max`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.config
+            .retry_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(self.config.retry_backoff_max)
+            .mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
 
     /// The decision's diagnosis and incident from the timeline, waiting a little for the
@@ -487,12 +816,20 @@ impl Notifier {
         }
     }
 
-    async fn deliver(&self, route: &Route, body: &Value) -> Delivery {
+    /// Sends `body` to `route` until it is accepted, refused with a 4xx other than 429,
+    /// `retry_budget` (or `max_attempts`) runs out, or shutdown.
+    async fn deliver(&self, route: &Route, body: &Value, shutdown: &CancellationToken) -> Delivery {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (retry_after, last) = match self.client.post(&route.url).json(body).send().await {
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => {
+                    return Delivery::Interrupted { attempts: attempt - 1, last: "shutdown during an attempt".into() };
+                }
+                sent = self.client.post(&route.url).json(body).send() => sent,
+            };
+            let (retry_after, last) = match sent {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response
@@ -514,21 +851,16 @@ impl Notifier {
                     }
                     (retry_after, format!("{status}: {text}"))
                 }
+                // Connect errors and timeouts (`timeout`) alike: the route may come back.
                 Err(err) => (None, format!("network: {err}")),
             };
-            if attempt >= self.config.max_attempts {
+            if self.config.max_attempts.is_some_and(|max| attempt >= max) {
                 return Delivery::GaveUp {
                     attempts: attempt,
                     last,
                 };
             }
-            let exp = self
-                .config
-                .retry_backoff
-                .saturating_mul(2u32.saturating_pow(attempt - 1));
-            let backoff = exp
-                .min(self.config.retry_backoff_max)
-                .mul_f64(0.5 + rand::random::<f64>() / 2.0);
+            let backoff = self.backoff(attempt);
             let delay = retry_after.map_or(backoff, |ra| ra.max(backoff));
             if started.elapsed() + delay > self.config.retry_budget {
                 return Delivery::GaveUp {
@@ -537,21 +869,45 @@ impl Notifier {
                 };
             }
             tracing::warn!(route = %route.name, attempt, ?delay, error = %last, "notification retry");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    return Delivery::Interrupted { attempts: attempt, last };
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
         }
     }
 }
 
-struct NotifyHandler(Arc<Notifier>);
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct NotifyHandler {
+    notifier: Arc<Notifier>,
+    shutdown: CancellationToken,
+}
 
 #[async_trait]
 impl Handler for NotifyHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+        if message.topic == NOTIFICATIONS {
+            let envelope = Envelope::<NotificationRecord>::from_slice(&message.payload)
+                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            self.notifier
+                .resend(&envelope, message, &self.shutdown)
+                .await;
+            return Ok(());
+        }
         // Not an envelope: the HEC writer dead-letters it; nothing to notify.
         let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload) else {
             return Ok(());
         };
-        self.0.notify(&envelope).await;
+        self.notifier
+            .notify(&envelope, message, &self.shutdown)
+            .await;
         Ok(())
     }
 }
