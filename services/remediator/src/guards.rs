@@ -505,7 +505,7 @@ pub fn check_execute(a: &ActionRecord, policy: &PolicyConfig) -> Result<(), Guar
                 quantity(params, "observed_memory_limit", guard)?,
                 guard,
                 &format!(
-                    "the InferenceService sets no memory limit now, so {} would put one where there was none",
+                    "the InferenceService sets no memory limit now (unlimited: {} could be below what it uses)",
                     new.0
                 ),
             )?;
