@@ -1,15 +1,22 @@
 //! Slack and PagerDuty notifications against local servers that answer like the real
 //! services: 429 with Retry-After is honoured, 5xx is retried, 400 is not; PagerDuty's
 //! dedup_key is the incident id and `resolved` resolves it; routes filter by namespace,
-//! severity and event; templates come from configuration.
+//! severity and event; templates come from configuration. A notification a route rejects or
+//! that outlasts the retry budget is dead-lettered for that route alone, and a replay of the
+//! dead letter re-sends it to that route once.
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::{borrow::Cow, path::Path, time::Duration};
 
 use serde_json::Value;
 
-use opsmesh_proto::{IncidentState, Severity, remediation::Verification};
+use opsmesh_proto::{IncidentState, Severity, remediation::Verification, topics};
+use opsmesh_reporter::notify::NOTIFICATIONS;
+use opsmesh_runtime::{
+    Bus,
+    bus::{HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Received},
+};
 use support::{
     HecServer, RunningReporter, eventually,
     incident::{Incident, publish, publish_awaiting},
@@ -20,12 +27,13 @@ use support::{
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
 
 /// Configuration with one unfiltered Slack route, one Slack route for `ml-team-b` advice
-/// only, and PagerDuty for critical incidents' pages.
+/// only, and PagerDuty for critical incidents' pages; `retry` sets the retry budget.
 fn config(
     dir: &Path,
     slack: &Receiver,
     team_b: &Receiver,
     pagerduty: &Receiver,
+    retry: &str,
 ) -> std::path::PathBuf {
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
@@ -38,8 +46,8 @@ fn config(
 console_url = "https://opsmesh.example.com"
 retry_backoff = "100ms"
 retry_backoff_max = "2s"
-retry_budget = "15s"
 diagnosis_wait = "3s"
+{}
 
 [reporter.notify.templates]
 awaiting_approval = "APPROVAL {{incident_id}}: {{action}} ({{severity}}) {{console_link}}"
@@ -56,6 +64,7 @@ routing_key_file = "{}"
 url = "{}"
 match = {{ min_severity = "critical", events = ["escalated", "awaiting_approval", "verification_failed", "resolved"] }}
 "#,
+        retry,
         write("slack-all", &slack.url),
         write("slack-team-b", &team_b.url),
         write("pd-key", ROUTING_KEY),
@@ -77,13 +86,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(r#"retry_budget = "15s""#).await
+}
+
+async fn setup_with(retry: &str) -> Setup {
     let (slack, team_b, pagerduty) = (
         Receiver::slack().await,
         Receiver::slack().await,
         Receiver::pagerduty().await,
     );
     let dir = tempfile::tempdir().unwrap();
-    let file = config(dir.path(), &slack, &team_b, &pagerduty);
+    let file = config(dir.path(), &slack, &team_b, &pagerduty, retry);
     let hec = HecServer::start().await;
     let bus = memory_bus();
     let reporter = RunningReporter::start_with_file(&bus, &hec, Some(&file), &[]).await;
@@ -235,6 +248,29 @@ async fn client_errors_are_not_retried() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(s.slack.requests().len(), 1, "a 400 is not retried");
     assert_eq!(s.pagerduty.requests().len(), 1, "a 400 is not retried");
+    // Each rejected route is dead-lettered with the answer as the reason.
+    let letters = dead_letters(&s.bus, 2).await;
+    let mut errors: Vec<String> = letters
+        .iter()
+        .map(|m| header(m, HEADER_DLQ_ERROR))
+        .collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [
+            "rejected: HTTP 400: invalid_payload",
+            r#"rejected: HTTP 400: {"status":"invalid event","message":"Event object is invalid","errors":["x"]}"#,
+        ]
+    );
+    assert_eq!(
+        s.reporter
+            .metric(
+                "opsmesh_notifications_dead_lettered_total",
+                &[("reason", "rejected")]
+            )
+            .await,
+        2.0
+    );
     s.reporter.stop().await.unwrap();
 }
 
@@ -304,4 +340,143 @@ async fn advice_carries_the_developer_fix_and_routes_filter() {
         "the high-severity advice does not page"
     );
     s.reporter.stop().await.unwrap();
+}
+
+/// The dead letters of the notifications, once there are `count`.
+async fn dead_letters(bus: &opsmesh_runtime::bus::MemoryBus, count: usize) -> Vec<Received> {
+    let dlq = topics::dlq(NOTIFICATIONS);
+    eventually(
+        &format!("{count} message(s) on {dlq}"),
+        Duration::from_secs(20),
+        || async {
+            let letters = bus.snapshot(&dlq);
+            (letters.len() >= count).then_some(letters)
+        },
+    )
+    .await
+}
+
+fn header(message: &Received, name: &str) -> String {
+    String::from_utf8(message.header(name).unwrap_or_default().to_vec()).unwrap()
+}
+
+/// What `opsmesh dlq replay` publishes for `letter` (the CLI runs against Kafka; this bus
+/// lives in the test process): key, bytes and headers, minus the DLQ's, onto the topic.
+async fn replay(bus: &opsmesh_runtime::bus::MemoryBus, letter: &Received) {
+    let mut headers: Vec<(Cow<'static, str>, Cow<'static, [u8]>)> = letter
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with("opsmesh-dlq-"))
+        .map(|(name, value)| (name.clone().into(), value.clone().into()))
+        .collect();
+    headers.push((
+        "opsmesh-replayed-from".into(),
+        format!("{}/{}/{}", letter.topic, letter.partition, letter.offset)
+            .into_bytes()
+            .into(),
+    ));
+    bus.publish(Outgoing {
+        topic: NOTIFICATIONS.into(),
+        key: String::from_utf8(letter.key.clone().unwrap()).unwrap(),
+        payload: letter.payload.clone(),
+        headers,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_down_past_the_budget_is_dead_lettered_and_replayed_to_that_route_once() {
+    let s = setup_with("timeout = \"1s\"\nretry_budget = \"2s\"").await;
+    s.pagerduty
+        .go_down(Answer::new(503, "upstream connect error"));
+    let mut incident = Incident::oom("ml-team-a");
+    incident.alert.payload.severity = Severity::Critical;
+    publish_awaiting(&s.bus, &incident).await;
+    requests_of(&s.slack, 1).await;
+
+    let letters = dead_letters(&s.bus, 1).await;
+    let letter = &letters[0];
+    let error = header(letter, HEADER_DLQ_ERROR);
+    assert!(
+        error.starts_with("retries_exhausted: 503 Service Unavailable: upstream connect error"),
+        "{error}"
+    );
+    assert!(
+        header(letter, HEADER_DLQ_ORIGIN).starts_with(&format!("{}/", topics::REMEDIATIONS)),
+        "the decision it notified"
+    );
+    assert_eq!(header(letter, HEADER_DLQ_GROUP), "opsmesh-reporter-notify");
+    assert_eq!(letter.key.as_deref(), Some(incident.id.as_bytes()));
+    let record: Value = serde_json::from_slice(&letter.payload).unwrap();
+    assert_eq!(record["schema"], NOTIFICATIONS);
+    assert_eq!(record["incident_id"], incident.id.as_str());
+    assert_eq!(record["payload"]["channel"], "pagerduty");
+    assert_eq!(record["payload"]["route"], "oncall");
+    assert_eq!(record["payload"]["event"], "awaiting_approval");
+    assert_eq!(record["payload"]["body"]["dedup_key"], incident.id.as_str());
+    assert!(
+        record["payload"]["body"].get("routing_key").is_none(),
+        "the routing key is a secret: not on the bus"
+    );
+    let tried = s.pagerduty.requests().len();
+    assert!(tried >= 3, "retried within the budget: {tried} attempts");
+    assert_eq!(
+        s.reporter
+            .metric(
+                "opsmesh_notifications_dead_lettered_total",
+                &[("route", "oncall"), ("reason", "retries_exhausted")]
+            )
+            .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.pagerduty.requests().len(),
+        tried,
+        "no retry after the budget"
+    );
+
+    // PagerDuty is back; the dead letter is replayed twice (two operators at once): PagerDuty
+    // gets it once, with the routing key, and the Slack route that worked hears nothing again.
+    s.pagerduty.recover();
+    replay(&s.bus, letter).await;
+    replay(&s.bus, letter).await;
+    let pages = requests_of(&s.pagerduty, tried + 1).await;
+    let page = &pages[tried].body;
+    assert_eq!(page["routing_key"], ROUTING_KEY);
+    assert_eq!(page["event_action"], "trigger");
+    assert_eq!(page["dedup_key"], incident.id.as_str());
+    assert_eq!(page, &pages[0].body, "the same request as first attempted");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.pagerduty.requests().len(), tried + 1, "delivered once");
+    assert_eq!(
+        s.slack.requests().len(),
+        1,
+        "only the failed route is re-sent"
+    );
+    assert_eq!(
+        s.bus.snapshot(&topics::dlq(NOTIFICATIONS)).len(),
+        1,
+        "nothing dead-lettered again"
+    );
+    s.reporter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_still_retrying_at_shutdown_is_dead_lettered_not_lost() {
+    // The default budget (minutes) outlasts the test: only shutdown ends the retries.
+    let s = setup_with("").await;
+    s.slack.go_down(Answer::new(500, "internal_error"));
+    let incident = Incident::oom("ml-team-a");
+    publish_awaiting(&s.bus, &incident).await;
+    requests_of(&s.slack, 2).await;
+    s.reporter.stop().await.unwrap();
+    let letters = s.bus.snapshot(&topics::dlq(NOTIFICATIONS));
+    assert_eq!(letters.len(), 1);
+    let error = header(&letters[0], HEADER_DLQ_ERROR);
+    assert!(
+        error.starts_with("shutdown: 500 Internal Server Error: internal_error"),
+        "{error}"
+    );
 }

@@ -47,6 +47,8 @@ pub struct Request {
 #[derive(Default)]
 struct State {
     script: VecDeque<Answer>,
+    /// While set, every request gets this answer (after the script): the service is down.
+    outage: Option<Answer>,
     requests: Vec<Request>,
 }
 
@@ -101,6 +103,15 @@ impl Receiver {
         self.state.lock().unwrap().script.extend(answers);
     }
 
+    /// Answers every request with `answer` until [`Receiver::recover`].
+    pub fn go_down(&self, answer: Answer) {
+        self.state.lock().unwrap().outage = Some(answer);
+    }
+
+    pub fn recover(&self) {
+        self.state.lock().unwrap().outage = None;
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -125,7 +136,7 @@ async fn handle(
         path: req.path().to_owned(),
         body: parsed.clone(),
     });
-    if let Some(answer) = state.script.pop_front() {
+    if let Some(answer) = state.script.pop_front().or_else(|| state.outage.clone()) {
         let mut response =
             HttpResponse::build(actix_web::http::StatusCode::from_u16(answer.status).unwrap());
         if let Some(secs) = answer.retry_after {
