@@ -77,7 +77,8 @@ match = {{ min_severity = "critical", events = ["escalated", "awaiting_approval"
 
 struct Setup {
     bus: opsmesh_runtime::bus::MemoryBus,
-    _hec: HecServer,
+    hec: HecServer,
+    file: std::path::PathBuf,
     reporter: RunningReporter,
     slack: Receiver,
     team_b: Receiver,
@@ -102,7 +103,8 @@ async fn setup_with(retry: &str) -> Setup {
     let reporter = RunningReporter::start_with_file(&bus, &hec, Some(&file), &[]).await;
     Setup {
         bus,
-        _hec: hec,
+        hec,
+        file,
         reporter,
         slack,
         team_b,
@@ -464,7 +466,7 @@ async fn a_route_down_past_the_budget_is_dead_lettered_and_replayed_to_that_rout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_notification_still_retrying_at_shutdown_is_dead_lettered_not_lost() {
+async fn a_notification_still_retrying_at_shutdown_is_resumed_by_the_next_reporter() {
     // The default budget (minutes) outlasts the test: only shutdown ends the retries.
     let s = setup_with("").await;
     s.slack.go_down(Answer::new(500, "internal_error"));
@@ -472,11 +474,23 @@ async fn a_notification_still_retrying_at_shutdown_is_dead_lettered_not_lost() {
     publish_awaiting(&s.bus, &incident).await;
     requests_of(&s.slack, 2).await;
     s.reporter.stop().await.unwrap();
-    let letters = s.bus.snapshot(&topics::dlq(NOTIFICATIONS));
-    assert_eq!(letters.len(), 1);
-    let error = header(&letters[0], HEADER_DLQ_ERROR);
+    let tried = s.slack.requests().len();
     assert!(
-        error.starts_with("shutdown: 500 Internal Server Error: internal_error"),
-        "{error}"
+        s.bus.snapshot(&topics::dlq(NOTIFICATIONS)).is_empty(),
+        "not dead-lettered: the decision was left unsettled"
     );
+
+    // The next reporter in the group is redelivered the decision and sends it.
+    s.slack.recover();
+    let next = RunningReporter::start_with_file(&s.bus, &s.hec, Some(&s.file), &[]).await;
+    let slack = requests_of(&s.slack, tried + 1).await;
+    assert!(
+        slack.last().unwrap().body["text"]
+            .as_str()
+            .unwrap()
+            .contains(&incident.id),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.slack.requests().len(), tried + 1, "sent once more");
+    next.stop().await.unwrap();
 }

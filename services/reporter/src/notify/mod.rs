@@ -6,14 +6,16 @@
 //! Notifications come from a consumer group shared by the replicas
 //! (`<group_prefix>reporter-notify`, `opsmesh.remediations.v1`), so each decision is notified
 //! by one replica. The handler hands each matching route's notification to a delivery task
-//! and returns: a route that is down for minutes must not hold the consume loop (nor run into
-//! `bus.consumer.handler_timeout`). Deliveries to one route about one incident keep their
+//! and returns a deferred settlement: a route that is down for minutes must not hold the
+//! consume loop or the incident's key (nor run into `bus.consumer.handler_timeout`). Deliveries to one route about one incident keep their
 //! order (a PagerDuty `resolve` never overtakes its `trigger`).
 //!
 //! Each delivery retries network errors, timeouts, 429 (honouring `Retry-After`) and 5xx with
 //! backoff within `retry_budget` (minutes); other 4xx are not retried (the payload or the route
-//! is wrong). A notification that is rejected, runs out of budget, or is still pending at
-//! shutdown is dead-lettered to `opsmesh.notifications.v1.dlq` as a [`NotificationRecord`]
+//! is wrong). The consumed message is deferred, not finished, until each of its routes was
+//! sent or dead-lettered: a crash or shutdown mid-retry leaves it to be redelivered and
+//! resumed (at least once), never lost. A notification that is rejected or runs out of
+//! budget is dead-lettered to `opsmesh.notifications.v1.dlq` as a [`NotificationRecord`]
 //! for that one route; `opsmesh dlq replay opsmesh.notifications.v1` puts it on
 //! `opsmesh.notifications.v1`, which this group also consumes, and only that route is sent
 //! again. Off unless a route is configured.
@@ -25,7 +27,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -52,7 +54,9 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     BoxError, ConfigError, Context, Handler, HandlerError, Publisher, Received,
-    bus::{HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing},
+    bus::{
+        HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Pending, Settle, defer,
+    },
     metrics::register,
 };
 
@@ -432,6 +436,32 @@ struct Job {
     event: String,
     body: Value,
     parent: Parent,
+    message: Arc<Settlement>,
+}
+
+/// The jobs of one consumed message: it is settled (its offset may be committed) once every
+/// one of them is done for good, sent or dead-lettered. A job cut short by shutdown never
+/// reports, so the message stays unsettled and is redelivered to whoever resumes it.
+struct Settlement {
+    remaining: AtomicUsize,
+    settle: Mutex<Option<Settle>>,
+}
+
+impl Settlement {
+    fn new(jobs: usize, settle: Settle) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(jobs),
+            settle: Mutex::new(Some(settle)),
+        })
+    }
+
+    fn job_done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(settle) = lock(&self.settle).take()
+        {
+            settle.settle();
+        }
+    }
 }
 
 impl Notifier {
@@ -493,7 +523,7 @@ impl Notifier {
             IntCounterVec::new(
                 Opts::new(
                     "notifications_dead_lettered_total",
-                    "Notifications sent to opsmesh.notifications.v1.dlq, by channel, route and reason (rejected, retries_exhausted, shutdown, unknown_route)",
+                    "Notifications sent to opsmesh.notifications.v1.dlq, by channel, route and reason (rejected, retries_exhausted, unknown_route)",
                 ),
                 &["channel", "route", "reason"],
             )
@@ -540,8 +570,8 @@ impl Notifier {
                 shutdown,
             )
             .await;
-        // The shutdown token stops the retries: what is still pending is dead-lettered now,
-        // while the bus is still up, instead of being lost with the process.
+        // The shutdown token ends the retries; what was pending stays unsettled and is
+        // redelivered to whoever owns the partition next.
         let mut deliveries = std::mem::take(&mut *lock(&self.deliveries));
         while deliveries.join_next().await.is_some() {}
         consumed?;
@@ -555,10 +585,8 @@ impl Notifier {
         envelope: &Envelope<Remediation>,
         message: &Received,
         shutdown: &CancellationToken,
-    ) {
-        let Some(event) = event_of(&envelope.payload) else {
-            return;
-        };
+    ) -> Option<Pending> {
+        let event = event_of(&envelope.payload)?;
         let (diagnosis, incident) = self.context_of(envelope).await;
         let notice = Notice::new(
             event,
@@ -569,6 +597,7 @@ impl Notifier {
         );
         let text = template::render(self.config.templates.get(event), &notice.values);
         let parent = Parent::of(envelope, message);
+        let mut jobs = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
             if !route.filter.matches(&notice) {
                 self.count(route, event.name(), "filtered");
@@ -582,16 +611,26 @@ impl Notifier {
                     &text,
                 ),
             };
+            jobs.push((index, body));
+        }
+        if jobs.is_empty() {
+            return None;
+        }
+        let (settle, pending) = defer();
+        let settlement = Settlement::new(jobs.len(), settle);
+        for (route, body) in jobs {
             self.start(
                 Job {
-                    route: index,
+                    route,
                     event: event.name().to_owned(),
                     body,
                     parent: parent.clone(),
+                    message: settlement.clone(),
                 },
                 shutdown,
             );
         }
+        Some(pending)
     }
 
     /// Re-sends a replayed dead letter to its one route.
@@ -600,7 +639,7 @@ impl Notifier {
         envelope: &Envelope<NotificationRecord>,
         message: &Received,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Option<Pending> {
         let record = &envelope.payload;
         let parent = Parent::of(envelope, message);
         let found = self
@@ -612,23 +651,26 @@ impl Notifier {
                 "route {}:{} is not configured (any more)",
                 record.channel, record.route
             );
-            self.dead_letter_record(&parent, record.clone(), "unknown_route", error)
+            self.dead_letter_record(&parent, record.clone(), "unknown_route", error, shutdown)
                 .await;
-            return;
+            return None;
         };
         let mut body = record.body.clone();
         if let Some(key) = &self.routes[index].routing_key {
             body["routing_key"] = json!(key);
         }
+        let (settle, pending) = defer();
         self.start(
             Job {
                 route: index,
                 event: record.event.clone(),
                 body,
                 parent,
+                message: Settlement::new(1, settle),
             },
             shutdown,
         );
+        Some(pending)
     }
 
     /// Spawns the delivery of `job`, after the previous one to the same route and incident.
@@ -661,14 +703,11 @@ impl Notifier {
 
     async fn run_job(&self, job: Job, shutdown: &CancellationToken) {
         let route = &self.routes[job.route];
-        let outcome = if shutdown.is_cancelled() {
-            Delivery::Interrupted {
-                attempts: 0,
-                last: "not attempted".into(),
-            }
-        } else {
-            self.deliver(route, &job.body, shutdown).await
-        };
+        if shutdown.is_cancelled() {
+            // Its message stays unsettled: whoever resumes the partition sends it.
+            return;
+        }
+        let outcome = self.deliver(route, &job.body, shutdown).await;
         self.count(route, &job.event, outcome.label());
         let incident = job.parent.incident_id.as_deref().unwrap_or_default();
         let (reason, attempts, error) = match outcome {
@@ -677,13 +716,20 @@ impl Notifier {
                     route = %route.name, channel = route.channel.name(), event = %job.event,
                     %incident, attempts, "notified"
                 );
+                job.message.job_done();
+                return;
+            }
+            Delivery::Interrupted { attempts, last } => {
+                tracing::info!(
+                    route = %route.name, channel = route.channel.name(), event = %job.event,
+                    %incident, attempts, %last, "notification interrupted by shutdown; left to be redelivered"
+                );
                 return;
             }
             Delivery::Rejected { status, body } => {
                 ("rejected", 1, format!("HTTP {status}: {body}"))
             }
             Delivery::GaveUp { attempts, last } => ("retries_exhausted", attempts, last),
-            Delivery::Interrupted { attempts, last } => ("shutdown", attempts, last),
         };
         tracing::error!(
             route = %route.name, channel = route.channel.name(), event = %job.event,
@@ -701,21 +747,27 @@ impl Notifier {
             attempts,
             error: error.clone(),
         };
-        self.dead_letter_record(&job.parent, record, reason, error)
-            .await;
+        if self
+            .dead_letter_record(&job.parent, record, reason, error, shutdown)
+            .await
+        {
+            job.message.job_done();
+        }
     }
 
-    /// Publishes `record` to `opsmesh.notifications.v1.dlq`, retrying while the bus is down:
-    /// dropping it would lose the notification. Its id derives from the parent's, so a
-    /// redelivered decision yields the same dead letter (and a replay of both sends once),
-    /// while a replayed one that fails again yields a new one (not dropped as seen).
+    /// Publishes `record` to `opsmesh.notifications.v1.dlq`, retrying while the bus is down
+    /// (dropping it would lose the notification) until shutdown; `false` if it was not
+    /// published. Its id derives from the parent's, so a redelivered decision yields the same
+    /// dead letter (and a replay of both sends once), while a replayed one that fails again
+    /// yields a new one (not dropped as already seen).
     async fn dead_letter_record(
         &self,
         parent: &Parent,
         record: NotificationRecord,
         reason: &str,
         error: String,
-    ) {
+        shutdown: &CancellationToken,
+    ) -> bool {
         let discriminator = format!("{}:{}", record.channel, record.route);
         let id = derived_id(parent.id, NOTIFICATIONS, &discriminator);
         let (channel, route) = (record.channel.clone(), record.route.clone());
@@ -764,14 +816,17 @@ impl Notifier {
                 Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(%channel, %route, attempt, error = %err, "dead letter not published yet; retrying");
-                    let delay = self.backoff(attempt);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        () = tokio::time::sleep(self.backoff(attempt)) => {}
+                    }
                 }
             }
         }
         self.dead_lettered
             .with_label_values(&[&channel, &route, reason])
             .inc();
+        true
     }
 
     fn count(&self, route: &Route, event: &str, outcome: &str) {
@@ -892,23 +947,29 @@ struct NotifyHandler {
 
 #[async_trait]
 impl Handler for NotifyHandler {
-    async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
+    async fn handle(&self, _message: &Received) -> Result<(), HandlerError> {
+        unreachable!("the consume loop calls handle_or_defer")
+    }
+
+    /// Deliveries run in the background (a route may be down for minutes); the message is
+    /// settled once each of its routes was sent or dead-lettered.
+    async fn handle_or_defer(&self, message: &Received) -> Result<Option<Pending>, HandlerError> {
         if message.topic == NOTIFICATIONS {
             let envelope = Envelope::<NotificationRecord>::from_slice(&message.payload)
                 .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-            self.notifier
+            return Ok(self
+                .notifier
                 .resend(&envelope, message, &self.shutdown)
-                .await;
-            return Ok(());
+                .await);
         }
         // Not an envelope: the HEC writer dead-letters it; nothing to notify.
         let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload) else {
-            return Ok(());
+            return Ok(None);
         };
-        self.notifier
+        Ok(self
+            .notifier
             .notify(&envelope, message, &self.shutdown)
-            .await;
-        Ok(())
+            .await)
     }
 }
 
