@@ -454,8 +454,9 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
         LIMIT,
         || async {
             // A diagnosis the killed replica had finished is skipped as decided; one it was
-            // still working on is taken over and its patch found already applied. Which of
-            // the two happens depends on when the rebalance moved its partitions.
+            // still working on (its offset held back until the incident came to rest) is
+            // resumed from the ledger, its patch found already applied when the intent was
+            // recorded. Which happens depends on when the rebalance moved its partitions.
             let count = rig.log_count("diagnosis delivered again")
                 + rig.log_count("already in the wanted state; not applied again");
             (count > 0).then_some(count)

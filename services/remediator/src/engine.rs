@@ -230,6 +230,11 @@ impl Engine {
             tracing::info!(%incident, %state, diagnosis = %envelope.id, "diagnosis delivered again; the incident is already decided, nothing repeated");
             return Ok(None);
         }
+        if let Some(state) = ledger.state() {
+            // A crash or rebalance before the incident came to rest: take it up where the
+            // ledger says it stopped.
+            tracing::info!(%incident, %state, diagnosis = %envelope.id, "diagnosis delivered again; resuming the incident from its ledger");
+        }
         let mut progress = Progress::default();
         let step = self.advance(&incident, Some(envelope), &mut progress).await;
         Ok(self.follow_up(
