@@ -6,6 +6,7 @@ pub const DIAGNOSES: &str = "opsmesh.diagnoses.v1";
 pub const REMEDIATIONS: &str = "opsmesh.remediations.v1";
 pub const APPROVALS: &str = "opsmesh.approvals.v1";
 pub const INCIDENTS: &str = "opsmesh.incidents.v1";
+pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
 
 /// Suffix of every topic's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -81,10 +82,27 @@ pub const TOPICS: &[TopicSpec] = &[
     },
 ];
 
+/// Topics one service keeps to itself: provisioned like the others, but their payload type
+/// is that service's own (the reporter's notification record), not a contract between
+/// services, so proto has no schema or golden example for them.
+pub const SERVICE_TOPICS: &[TopicSpec] = &[TopicSpec {
+    name: NOTIFICATIONS,
+    producer: "reporter notify (a notification dead-lettered for one route, to the DLQ); `opsmesh dlq replay`",
+    consumers: &["reporter notify (resends to that one route)"],
+    key: "incident id",
+    partitions: 6,
+    retention_ms: 7 * DAY_MS,
+    cleanup_policy: "delete",
+}];
+
+/// Every topic, contract and service-owned, in table order.
+fn every_topic() -> impl Iterator<Item = &'static TopicSpec> {
+    TOPICS.iter().chain(SERVICE_TOPICS)
+}
+
 /// Every topic plus its DLQ, as provisioned.
 pub fn all_topic_names() -> Vec<String> {
-    TOPICS
-        .iter()
+    every_topic()
         .flat_map(|t| [t.name.to_owned(), dlq(t.name)])
         .collect()
 }
@@ -98,7 +116,7 @@ pub fn markdown_table() -> String {
     let mut out = String::from(
         "| topic | producer | consumers | key | partitions | retention | DLQ |\n|---|---|---|---|---|---|---|\n",
     );
-    for t in TOPICS {
+    for t in every_topic() {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} d ({}) | `{}` |\n",
             t.name,
@@ -112,4 +130,22 @@ pub fn markdown_table() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provisioning_includes_the_service_topics_and_their_dlqs() {
+        let names = all_topic_names();
+        for topic in [NOTIFICATIONS.to_owned(), dlq(NOTIFICATIONS), dlq(ALERTS)] {
+            assert!(names.contains(&topic), "{topic} missing from {names:?}");
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a topic is listed twice");
+        assert!(markdown_table().contains(&format!("| `{NOTIFICATIONS}` |")));
+    }
 }
