@@ -80,6 +80,17 @@ impl HecServer {
         self.state.lock().unwrap().indexed.clone()
     }
 
+    /// Indexed events from position `start` on (what arrived since an earlier call), so a
+    /// watcher does not copy everything on every poll.
+    pub fn events_from(&self, start: usize) -> Vec<Value> {
+        let state = self.state.lock().unwrap();
+        state
+            .indexed
+            .get(start..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+
     pub fn requests(&self) -> u64 {
         self.state.lock().unwrap().requests
     }

@@ -4,7 +4,10 @@
 //!   in-memory bus, with 1 KiB messages;
 //! - `http`: a load generator for the receiver (signed Splunk alerts) and for Prometheus
 //!   Alertmanager (`POST /api/v2/alerts`, one alert per request), printing requests/s and
-//!   latency percentiles.
+//!   latency percentiles;
+//! - `e2e`: alerts at a fixed rate through the whole mesh, 202 -> their events in HEC;
+//! - `incidents`: distinct incidents as fast as senders can post them, 202 -> the incident's
+//!   terminal ledger record indexed by HEC: incidents per second and latency percentiles.
 
 use std::{
     sync::Arc,
@@ -24,7 +27,8 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  opsmesh-bench bus (--kafka BROKERS | --memory) [--messages N] [--size BYTES] [--in-flight N]\n  \
          opsmesh-bench http --url URL --kind splunk|alertmanager [--secret S] [--concurrency C] [--seconds S] [--warmup S] [--rate R]\n  \
-         opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R]"
+         opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R]\n  \
+         opsmesh-bench incidents (--kafka BROKERS | --memory) [--alerts N] [--concurrency C] [--hec-linger DURATION]"
     );
     std::process::exit(2)
 }
@@ -56,6 +60,7 @@ fn main() {
             Some("bus") => bus(&args).await,
             Some("http") => http(&args).await,
             Some("e2e") => e2e(&args).await,
+            Some("incidents") => incidents(&args).await,
             _ => usage(),
         }
     });
@@ -359,63 +364,125 @@ fn build_request(
 
 /// The whole mesh in this process (Kafka or in-memory bus) reporting to a HEC test server:
 /// latency from the receiver's `202` to the incident's events being accepted by HEC.
-async fn e2e(args: &[String]) {
-    use opsmesh_tests::hec::HecServer;
-    let alerts: usize = num(args, "--alerts", 200);
-    let rate: f64 = num(args, "--rate", 20.0);
-    let hec = HecServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secret");
-    std::fs::write(&secrets, "bench").unwrap();
-    let mut env: Vec<(String, String)> = vec![
-        ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
-        ("OPSMESH__LOG__LEVEL".into(), "warn".into()),
-        (
-            "OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_FILE".into(),
-            secrets.display().to_string(),
-        ),
-        ("OPSMESH__REPORTER__HEC__URL".into(), hec.url().to_owned()),
-        (
-            "OPSMESH__REPORTER__HEC__TOKEN".into(),
-            HecServer::TOKEN.into(),
-        ),
-        ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT".into(), "0s".into()),
-    ];
-    let (bus, label): (Option<Arc<dyn Bus>>, String) = match arg(args, "--kafka") {
-        Some(brokers) => {
-            env.push(("OPSMESH__BUS__KAFKA__BROKERS".into(), brokers));
-            (None, "kafka (tansu)".into())
-        }
-        None if args.iter().any(|a| a == "--memory") => {
-            env.push(("OPSMESH__BUS__KIND".into(), "memory".into()));
+/// The whole mesh in this process (every service, the chosen bus) writing to a HEC test
+/// server, with alerts signed by the secret `bench`.
+struct Mesh {
+    base: String,
+    hec: opsmesh_tests::hec::HecServer,
+    label: String,
+    /// Set when `reporter.hec.linger` was configured (else the 200 ms default applies).
+    linger: bool,
+    stop: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), opsmesh_runtime::app::StopError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    async fn start(args: &[String], extra: &[(&str, String)]) -> Self {
+        use opsmesh_tests::hec::HecServer;
+        let hec = HecServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secret");
+        std::fs::write(&secrets, "bench").unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("OPSMESH__LOG__LEVEL".into(), "warn".into()),
             (
-                Some(Arc::new(MemoryBus::new(&MemorySettings::default()))),
+                "OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_FILE".into(),
+                secrets.display().to_string(),
+            ),
+            ("OPSMESH__REPORTER__HEC__URL".into(), hec.url().to_owned()),
+            (
+                "OPSMESH__REPORTER__HEC__TOKEN".into(),
+                HecServer::TOKEN.into(),
+            ),
+            ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT".into(), "0s".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let memory = match arg(args, "--kafka") {
+            Some(brokers) => {
+                env.push(("OPSMESH__BUS__KAFKA__BROKERS".into(), brokers));
+                false
+            }
+            None if args.iter().any(|a| a == "--memory") => {
+                env.push(("OPSMESH__BUS__KIND".into(), "memory".into()));
+                true
+            }
+            None => usage(),
+        };
+        let tree = opsmesh_runtime::ConfigTree::load_with_env(None, env).expect("configuration");
+        let settings = tree.settings().expect("settings");
+        let (bus, label): (Option<Arc<dyn Bus>>, String) = if memory {
+            (
+                Some(Arc::new(MemoryBus::new(&settings.bus.memory))),
                 "in-memory".into(),
             )
+        } else {
+            (None, "kafka (tansu)".into())
+        };
+        let linger = tree.contains("reporter.hec.linger");
+        let app = opsmesh_runtime::launcher::build(&tree, settings, opsmesh::SERVICES, bus)
+            .await
+            .expect("mesh builds");
+        let base = format!("http://{}", app.local_addr());
+        let stop = app.shutdown_token();
+        let running = tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::new();
+        while client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        None => usage(),
-    };
-    let tree = opsmesh_runtime::ConfigTree::load_with_env(None, env).expect("configuration");
-    let settings = tree.settings().expect("settings");
-    let linger = tree.contains("reporter.hec.linger");
-    let app = opsmesh_runtime::launcher::build(&tree, settings, opsmesh::SERVICES, bus)
-        .await
-        .expect("mesh builds");
-    let base = format!("http://{}", app.local_addr());
-    let stop = app.shutdown_token();
-    let running = tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Let every consumer join before timing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Mesh {
+            base,
+            hec,
+            label,
+            linger,
+            stop,
+            running,
+            _dir: dir,
+        }
     }
-    // Let every consumer join before timing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.running.await;
+    }
+
+    async fn post_alert(&self, client: &reqwest::Client, body: Vec<u8>) -> serde_json::Value {
+        let t = (micros_since_epoch() / 1_000_000) as i64;
+        let response = client
+            .post(format!("{}/v1/alerts/splunk", self.base))
+            .header("Content-Type", "application/json")
+            .header(
+                opsmesh_alert_receiver::SIGNATURE_HEADER,
+                opsmesh_alert_receiver::sign("bench", t, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("receiver answers");
+        response.json().await.expect("a JSON reply")
+    }
+}
+
+async fn e2e(args: &[String]) {
+    let alerts: usize = num(args, "--alerts", 200);
+    let rate: f64 = num(args, "--rate", 20.0);
+    let mesh = Mesh::start(args, &[]).await;
+    let Mesh {
+        ref hec,
+        ref label,
+        linger,
+        ..
+    } = mesh;
+    let client = reqwest::Client::new();
 
     // The watcher polls HEC while alerts are being sent, so each incident is timed from its
     // own 202.
@@ -470,20 +537,8 @@ async fn e2e(args: &[String]) {
             "rows": [{"model_name": format!("e2e-model-{n}"), "namespace": "ml-team-a", "error_rate": "0.31"}]
         }))
         .unwrap();
-        let t = (micros_since_epoch() / 1_000_000) as i64;
-        let response = client
-            .post(format!("{base}/v1/alerts/splunk"))
-            .header("Content-Type", "application/json")
-            .header(
-                opsmesh_alert_receiver::SIGNATURE_HEADER,
-                opsmesh_alert_receiver::sign("bench", t, &body),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("receiver answers");
+        let reply = mesh.post_alert(&client, body).await;
         let accepted = Instant::now();
-        let reply: serde_json::Value = response.json().await.unwrap();
         seen.lock().unwrap().push((
             reply["incident_key"].as_str().unwrap().to_owned(),
             accepted,
@@ -498,8 +553,6 @@ async fn e2e(args: &[String]) {
     let alert_seen: Vec<Option<u64>> = table.iter().map(|r| r.2).collect();
     let all_seen: Vec<Option<u64>> = table.iter().map(|r| r.3).collect();
     let elapsed = started.elapsed();
-    stop.cancel();
-    let _ = running.await;
     let note = if linger {
         ""
     } else {
@@ -522,5 +575,128 @@ async fn e2e(args: &[String]) {
             summary.percentile(0.99),
             summary.percentile(1.0),
         );
+    }
+    mesh.stop().await;
+}
+
+/// Ledger states that end an incident, as the reporter indexes them (`outcome`).
+const TERMINAL_OUTCOMES: &[&str] = &[
+    "resolved",
+    "escalated",
+    "refused",
+    "advised",
+    "dry_run",
+    "no_action",
+];
+
+/// Distinct incidents through the whole mesh: `--concurrency` senders post `--alerts`
+/// alerts, each about a model of its own, as fast as the receiver answers; an incident is
+/// done when HEC indexed its terminal ledger record. Prints incidents per second (first 202
+/// to last terminal record) and the 202 -> terminal-record latency.
+async fn incidents(args: &[String]) {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let alerts: usize = num(args, "--alerts", 5000);
+    let concurrency: usize = num(args, "--concurrency", 32);
+    let linger = arg(args, "--hec-linger").unwrap_or_else(|| "10ms".into());
+    let mesh = Arc::new(
+        Mesh::start(
+            args,
+            &[
+                ("OPSMESH__REPORTER__HEC__LINGER", linger.clone()),
+                ("OPSMESH__BUS__MEMORY__RETENTION_MESSAGES", "1000000".into()),
+            ],
+        )
+        .await,
+    );
+    let run = micros_since_epoch();
+    let accepted: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (mesh, accepted, next) = (mesh.clone(), accepted.clone(), next.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= alerts {
+                        return;
+                    }
+                    let model = format!("inc-{run}-{n}");
+                    let body = serde_json::to_vec(&json!({
+                        "sid": format!("scheduler__bench__incidents_at_{n}"),
+                        "search_name": "KServe model error rate above 5%",
+                        "result": {"model_name": model, "namespace": "ml-team-a", "error_rate": "0.31"},
+                        "rows": [{"model_name": model, "namespace": "ml-team-a", "error_rate": "0.31"}]
+                    }))
+                    .unwrap();
+                    let reply = mesh.post_alert(&client, body).await;
+                    let at = Instant::now();
+                    let key = reply["incident_key"].as_str().expect("incident_key").to_owned();
+                    accepted.lock().unwrap().insert(key, at);
+                }
+            })
+        })
+        .collect();
+    let mut done: HashMap<String, Instant> = HashMap::new();
+    let mut cursor = 0;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done.len() < alerts && Instant::now() < deadline {
+        let events = mesh.hec.events_from(cursor);
+        cursor += events.len();
+        let now = Instant::now();
+        for event in events {
+            let fields = &event["fields"];
+            let outcome = fields["outcome"].as_str().unwrap_or_default();
+            if event["sourcetype"] == "opsmesh:remediation" && TERMINAL_OUTCOMES.contains(&outcome)
+            {
+                let incident = fields["incident_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if done.insert(incident, now).is_none() {
+                    *outcomes.entry(outcome.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let last_done = done.values().max().copied().unwrap_or_else(Instant::now);
+    for sender in senders {
+        let _ = sender.await;
+    }
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+    let mut latencies_us: Vec<u64> = accepted
+        .iter()
+        .filter_map(|(incident, at)| {
+            done.get(incident)
+                .map(|d| d.saturating_duration_since(*at).as_micros() as u64)
+        })
+        .collect();
+    latencies_us.sort_unstable();
+    let elapsed = last_done.duration_since(started);
+    let summary = Summary {
+        count: latencies_us.len(),
+        elapsed,
+        latencies_us,
+    };
+    println!(
+        "incidents {}, {alerts} distinct alerts from {concurrency} senders, reporter.hec.linger {linger}: \
+         {} terminal in {:.2}s = {:.0} incidents/s; 202 -> terminal record in HEC p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; outcomes {outcomes:?}; missing {}",
+        mesh.label,
+        summary.count,
+        elapsed.as_secs_f64(),
+        summary.count as f64 / elapsed.as_secs_f64(),
+        summary.percentile(0.50),
+        summary.percentile(0.99),
+        summary.percentile(1.0),
+        alerts - done.len(),
+    );
+    match Arc::try_unwrap(mesh) {
+        Ok(mesh) => mesh.stop().await,
+        Err(_) => unreachable!("every sender finished"),
     }
 }
