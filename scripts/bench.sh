@@ -5,13 +5,16 @@
 #   scripts/bench.sh bus          bus throughput / latency (tansu Kafka and in-memory, 1 KiB)
 #   scripts/bench.sh rss          idle resident memory of each service
 #   scripts/bench.sh e2e          alert 202 -> its events accepted by HEC, p50/p99 (both buses)
+#   scripts/bench.sh incidents    distinct incidents/s through the whole mesh, 202 -> terminal
+#                                 ledger record in HEC, p50/p99 (both buses)
 #   scripts/bench.sh receiver     receiver requests/s and p50/p99 (in-memory bus, tansu) vs
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
 # Knobs: BENCH_SECONDS (default 10), BENCH_CONCURRENCY (default 32), BENCH_MESSAGES (20000),
 # BENCH_WARMUP (receiver comparison: seconds each fresh server is driven before a slice, 5),
 # BENCH_ROUNDS (receiver comparison, 10), BENCH_SLICE (seconds per server per round, 5),
-# BENCH_HALF_SLICES (receiver slices at half the median rate, per bus, 3).
+# BENCH_HALF_SLICES (receiver slices at half the median rate, per bus, 3), BENCH_INCIDENTS /
+# BENCH_INCIDENTS_KAFKA (alerts of the incidents benchmark, 20000 in memory / 5000 on tansu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -75,6 +78,14 @@ if [[ "$what" == all || "$what" == e2e ]]; then
   need_broker
   "$bench" e2e --memory --alerts "${BENCH_ALERTS:-200}" --rate "${BENCH_RATE:-20}"
   "$bench" e2e --kafka "$brokers" --alerts "${BENCH_ALERTS:-200}" --rate "${BENCH_RATE:-20}"
+fi
+
+if [[ "$what" == all || "$what" == incidents ]]; then
+  echo "== incidents: distinct incidents/s through the whole mesh (all services in one process), 202 -> terminal ledger record accepted by HEC"
+  "$bench" incidents --memory --alerts "${BENCH_INCIDENTS:-20000}" --concurrency "$CONCURRENCY"
+  # A broker of its own: the mesh's groups start from an empty log.
+  incidents_broker=$(start_tansu); rm -f "$work/tansu.pid"
+  "$bench" incidents --kafka "$incidents_broker" --alerts "${BENCH_INCIDENTS_KAFKA:-5000}" --concurrency "$CONCURRENCY"
 fi
 
 if [[ "$what" == all || "$what" == rss ]]; then
