@@ -8,7 +8,10 @@ use serde::{Deserialize, Deserializer, de};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use opsmesh_proto::{ActionKind, IncidentState, RootCause, remediation::ActionMode};
+use opsmesh_proto::{
+    ActionKind, IncidentState, RootCause, alert::AlertStatus, incident::IncidentStatus,
+    remediation::ActionMode,
+};
 
 use crate::quantity::{parse_bytes, parse_duration};
 
@@ -86,6 +89,11 @@ pub struct Scenario {
     pub expect: Expect,
     #[serde(default)]
     pub policy: Option<PolicySpec>,
+    /// Virtual seconds per real second while the runner waits (its `--speed` overrides it):
+    /// slow enough that a fault lasting virtual seconds lasts real ones for the mesh, whose
+    /// retries and timeouts run on the wall clock.
+    #[serde(default)]
+    pub speed: Option<f64>,
 }
 
 fn default_cluster() -> String {
@@ -483,12 +491,19 @@ pub struct AlertSpec {
     pub at: Dur,
     pub via: Via,
     pub search_name: String,
+    /// `resolved`: the sender says the condition ended (Alertmanager only).
+    #[serde(default = "firing")]
+    pub status: AlertStatus,
     #[serde(default = "one")]
     pub repeat: u32,
     #[serde(default)]
     pub every: Option<Dur>,
     #[serde(default)]
     pub rows: Vec<BTreeMap<String, Value>>,
+}
+
+fn firing() -> AlertStatus {
+    AlertStatus::Firing
 }
 
 impl AlertSpec {
@@ -522,7 +537,7 @@ pub struct Expect {
     #[serde(default)]
     pub actions: Option<Vec<ExpectedAction>>,
     #[serde(default)]
-    pub outcome: Option<IncidentState>,
+    pub outcome: Option<Outcome>,
     #[serde(default)]
     pub within: Option<Dur>,
 }
@@ -558,6 +573,59 @@ pub const OUTCOMES: &[IncidentState] = &[
     IncidentState::DryRun,
     IncidentState::Refused,
 ];
+
+/// Where an incident ended up: a remediator state, or `cleared` when the sender ended it
+/// (only the diagnoser's incident record says so; the remediator keeps no record of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    State(IncidentState),
+    Cleared,
+}
+
+impl Outcome {
+    /// Whether an incident in this state has an outcome a scenario may expect (rather than
+    /// being still on its way).
+    pub fn is_final(self) -> bool {
+        match self {
+            Self::State(state) => OUTCOMES.contains(&state),
+            Self::Cleared => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::State(state) => state.fmt(f),
+            // The incident record's wire name, so the verdict reads as the topic does.
+            Self::Cleared => IncidentStatus::Cleared.fmt(f),
+        }
+    }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == IncidentStatus::Cleared.to_string() {
+            return Ok(Self::Cleared);
+        }
+        // Any state parses here; `Scenario::check` says which are not outcomes.
+        name.parse::<IncidentState>().map(Self::State).map_err(|_| {
+            let mut expected: Vec<String> = OUTCOMES.iter().map(ToString::to_string).collect();
+            expected.push(IncidentStatus::Cleared.to_string());
+            de::Error::custom(format!(
+                "unknown outcome `{name}`, expected one of {}",
+                expected.join(", ")
+            ))
+        })
+    }
+}
 
 /// Finds the line of the first `key:` in `text` (for errors serde cannot place).
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
@@ -598,7 +666,7 @@ impl Scenario {
             err(line, column, first_line(&message))
         })?;
         scenario
-            .check()
+            .check(text)
             .map_err(|(line, message)| err(line, None, message))?;
         Ok(scenario)
     }
@@ -613,7 +681,8 @@ impl Scenario {
         Self::parse(&text, &path.display().to_string())
     }
 
-    fn check(&self) -> Result<(), (Option<usize>, String)> {
+    /// What serde cannot check; `text` (the file) places top-level keys.
+    fn check(&self, text: &str) -> Result<(), (Option<usize>, String)> {
         if self.name.trim().is_empty() {
             return Err((None, "name: must not be empty".into()));
         }
@@ -632,6 +701,15 @@ impl Scenario {
                     format!("alerts[{i}].repeat: must be at least 1"),
                 ));
             }
+            if a.value.status == AlertStatus::Resolved && a.value.via != Via::Alertmanager {
+                // Splunk alert actions and webhooks fire; they have no message for "over".
+                return Err((
+                    Some(a.referenced.line() as usize),
+                    format!(
+                        "alerts[{i}].status: `resolved` needs via: alertmanager; Splunk alerts only fire"
+                    ),
+                ));
+            }
             if a.value.rows.is_empty() {
                 return Err((
                     Some(a.referenced.line() as usize),
@@ -640,11 +718,21 @@ impl Scenario {
             }
         }
         if let Some(outcome) = self.expect.outcome
-            && !OUTCOMES.contains(&outcome)
+            && !outcome.is_final()
         {
             return Err((
-                None,
+                line_of_key(text, "outcome"),
                 format!("expect.outcome: `{outcome}` is not an outcome"),
+            ));
+        }
+        if let Some(speed) = self.speed
+            && !(speed.is_finite() && speed > 0.0)
+        {
+            return Err((
+                line_of_key(text, "speed"),
+                format!(
+                    "speed: must be a positive number of virtual seconds per real second, got {speed}"
+                ),
             ));
         }
         let mut names: Vec<String> = Vec::new();
@@ -690,4 +778,86 @@ fn first_line(message: &str) -> String {
 /// Parses any YAML document into `T` (used for the simulator's RBAC file).
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_saphyr::from_str(text).map_err(|e| first_line(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALERT: &str =
+        "alerts:\n  - at: 1m\n    via: alertmanager\n    search_name: s\n    rows: [{a: b}]\n";
+
+    fn parse(text: &str) -> Result<Scenario, String> {
+        Scenario::parse(text, "t.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_alert_fires_unless_it_says_resolved() {
+        let s = parse(&format!("name: x\n{ALERT}expect: {{}}\n")).unwrap();
+        assert_eq!(s.alerts[0].value.status, AlertStatus::Firing);
+        let s = parse(&format!(
+            "name: x\n{ALERT}  - {{at: 2m, via: alertmanager, status: resolved, search_name: s, rows: [{{a: b}}]}}\nexpect: {{}}\n"
+        ))
+        .unwrap();
+        assert_eq!(s.alerts[1].value.status, AlertStatus::Resolved);
+        let e = parse(&format!("name: x\n{ALERT}    status: over\nexpect: {{}}\n")).unwrap_err();
+        assert!(e.contains("t.yaml:7") && e.contains("over"), "{e}");
+    }
+
+    #[test]
+    fn splunk_alerts_cannot_be_resolved() {
+        for via in ["splunk_alert_action", "splunk_webhook"] {
+            let e = parse(&format!(
+                "name: x\nalerts:\n  - {{at: 1m, via: alertmanager, search_name: s, rows: [{{a: b}}]}}\n  - at: 2m\n    via: {via}\n    status: resolved\n    search_name: s\n    rows: [{{a: b}}]\nexpect: {{}}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("t.yaml:4") && e.contains("alerts[1].status"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cleared_is_an_outcome_alongside_the_remediator_states() {
+        let s = parse("name: x\nexpect:\n  outcome: cleared\n").unwrap();
+        assert_eq!(s.expect.outcome, Some(Outcome::Cleared));
+        assert_eq!(Outcome::Cleared.to_string(), "cleared");
+        let s = parse("name: x\nexpect:\n  outcome: awaiting_approval\n").unwrap();
+        assert_eq!(
+            s.expect.outcome,
+            Some(Outcome::State(IncidentState::AwaitingApproval))
+        );
+        assert_eq!(
+            serde_json::to_value(s.expect.outcome).unwrap(),
+            serde_json::json!("awaiting_approval")
+        );
+        // A state the remediator passes through is not an outcome; a word it never uses is
+        // not even a state.
+        let e = parse("name: x\nexpect:\n  outcome: verifying\n").unwrap_err();
+        assert!(
+            e.contains("t.yaml:3") && e.contains("expect.outcome"),
+            "{e}"
+        );
+        let e = parse("name: x\nexpect:\n  outcome: vanished\n").unwrap_err();
+        assert!(
+            e.contains("t.yaml:3") && e.contains("vanished") && e.contains("cleared"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn speed_is_optional_and_positive() {
+        assert_eq!(parse("name: x\nexpect: {}\n").unwrap().speed, None);
+        assert_eq!(
+            parse("name: x\nspeed: 5\nexpect: {}\n").unwrap().speed,
+            Some(5.0)
+        );
+        for bad in ["0", "-2", ".nan"] {
+            let e = parse(&format!("name: x\nexpect: {{}}\nspeed: {bad}\n")).unwrap_err();
+            assert!(e.contains("t.yaml:3") && e.contains("speed"), "{bad}: {e}");
+        }
+        let e = parse("name: x\nspeed: fast\nexpect: {}\n").unwrap_err();
+        assert!(e.contains("t.yaml:2"), "{e}");
+    }
 }
