@@ -152,14 +152,20 @@ async fn a_consumer_killed_before_committing_reprocesses_without_duplicate_effec
         &[("diagnoser", "OPSMESH__BUS__KAFKA__COMMIT_INTERVAL", "60s")],
     )
     .await;
+    // The remediator is down while the diagnoser is killed, so the incident is still open
+    // when the alert is handled again (the opening alert of a closed incident is ignored).
+    mesh.service("remediator").kill();
     let (status, reply) = mesh
         .post_splunk(&webhook_alert("killed-model"))
         .await
         .unwrap();
     assert_eq!(status, 202);
     let incident = reply["incident_key"].as_str().unwrap().to_owned();
-    eventually("first pass complete", LIMIT, || async {
-        incident_complete(&hec, &incident).then_some(())
+    eventually("the diagnosis is in HEC", LIMIT, || async {
+        hec.sourcetypes(&incident)
+            .iter()
+            .any(|t| t == "opsmesh:diagnosis")
+            .then_some(())
     })
     .await;
 
@@ -174,6 +180,13 @@ async fn a_consumer_killed_before_committing_reprocesses_without_duplicate_effec
     let ids: Vec<String> = diagnoses.iter().map(envelope_id).collect();
     assert_eq!(ids.len(), 2, "the alert was handled twice: {ids:?}");
     assert_eq!(ids[0], ids[1], "re-handling produced the same envelope id");
+    let remediator = mesh.service("remediator");
+    remediator.start();
+    remediator.wait_ready().await;
+    eventually("the incident is decided", LIMIT, || async {
+        incident_complete(&hec, &incident).then_some(())
+    })
+    .await;
 
     // Downstream dropped the repeat: the remediator and the reporter saw a duplicate...
     let remediator = &mesh.services["remediator"];

@@ -12,7 +12,8 @@
   function refresh() {
     if (refreshing) { again = true; return; }
     refreshing = true;
-    fetch(location.pathname, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    // With the query: the confirmation of a decision just made (`?decided=`) stays on the page.
+    fetch(location.pathname + location.search, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (res) { return res.ok ? res.text() : null; })
       .then(function (text) {
         if (text === null) return;
