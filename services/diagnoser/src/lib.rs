@@ -32,7 +32,7 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
-    ServiceDef, StartError, Validate,
+    ServiceDef, StartError, Validate, keyed_lock::KeyedLocks,
 };
 
 use incidents::{Decision, Incidents};
@@ -161,6 +161,8 @@ struct Inner {
     /// Set once the start-up wait for telemetry is over.
     telemetry_warm: std::sync::atomic::AtomicBool,
     incidents: Incidents,
+    /// Serialises alerts about one target (see `on_alert`).
+    targets: KeyedLocks,
     telemetry: TelemetryStore,
 }
 
@@ -178,6 +180,7 @@ impl Diagnoser {
                 mcp: None,
                 telemetry_warm: std::sync::atomic::AtomicBool::new(false),
                 incidents: Incidents::new(config.cooldown, config.related_window),
+                targets: KeyedLocks::default(),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
                     config.telemetry_per_resource,
@@ -313,6 +316,13 @@ impl Inner {
     }
 
     async fn on_alert(&self, alert: Envelope<Alert>) -> Result<(), HandlerError> {
+        // Alerts of one fingerprint arrive in order (it is their key); alerts of different
+        // fingerprints about the same target are handled concurrently, and must not both
+        // open an incident: deciding and recording is one step per target.
+        let _target = match alert.payload.entity.target() {
+            Some(target) => Some(self.targets.lock(&target).await),
+            None => None,
+        };
         let now = incidents::alert_time(&alert.payload);
         let record = match self.incidents.on_alert(alert.id, &alert.payload, now) {
             Decision::Ignore => return Ok(()),

@@ -4,13 +4,9 @@
 //! Each entry holds the [`Settle`]s of the messages whose work it continues: their offsets
 //! are committed only once the incident comes to rest (terminal, or waiting for a human), so a
 //! crash redelivers them to the partition's next owner, which resumes the incident from its
-//! ledger. Per-incident locks keep one step of an incident at a time across the consumer, this
-//! agenda and the sweeper.
+//! ledger.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use tokio::{sync::Notify, time::Instant};
 
@@ -150,75 +146,11 @@ impl Agenda {
     }
 }
 
-/// One async lock per incident, created on demand and dropped when nobody holds or waits.
-#[derive(Default)]
-pub struct IncidentLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl IncidentLocks {
-    pub async fn lock(&self, incident: &str) -> IncidentGuard<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(incident.to_owned())
-            .or_default()
-            .clone();
-        let guard = lock.clone().lock_owned().await;
-        IncidentGuard {
-            locks: self,
-            incident: incident.to_owned(),
-            guard: Some(guard),
-        }
-    }
-}
-
-pub struct IncidentGuard<'a> {
-    locks: &'a IncidentLocks,
-    incident: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for IncidentGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the map holds it now: nobody waits, the entry can go.
-        if locks
-            .get(&self.incident)
-            .is_some_and(|l| Arc::strong_count(l) == 1)
-        {
-            locks.remove(&self.incident);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[tokio::test]
-    async fn one_step_per_incident_at_a_time_and_the_map_empties() {
-        let locks = Arc::new(IncidentLocks::default());
-        let first = locks.lock("a").await;
-        let other = tokio::time::timeout(Duration::from_millis(50), locks.lock("b")).await;
-        assert!(other.is_ok(), "another incident is not blocked");
-        drop(other);
-        let waiter = {
-            let locks = locks.clone();
-            tokio::spawn(async move {
-                let _g = locks.lock("a").await;
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(!waiter.is_finished(), "the same incident waits");
-        drop(first);
-        waiter.await.unwrap();
-        assert!(locks.locks.lock().unwrap().is_empty());
-    }
 
     #[tokio::test]
     async fn due_entries_are_taken_and_slot_waiters_woken() {

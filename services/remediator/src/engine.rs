@@ -28,12 +28,13 @@ use opsmesh_proto::{
 use opsmesh_runtime::{
     HandlerError, Publisher,
     bus::{Pending, defer},
+    keyed_lock::KeyedLocks,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    agenda::{Agenda, IncidentLocks, Task, Waiting},
+    agenda::{Agenda, Task, Waiting},
     cluster::{ActError, Cluster},
     config::RemediatorConfig,
     ledger::{IncidentLedger, LedgerView, is_invertible, is_mutating},
@@ -55,7 +56,7 @@ pub struct Engine {
     pub metrics: Metrics,
     publisher: Publisher,
     /// One step of an incident at a time in this replica (consumer, agenda, sweeper).
-    locks: IncidentLocks,
+    locks: KeyedLocks,
     /// Held from planning a cluster-changing action until its intent is recorded, so two
     /// incidents cannot both take the last action slot or rate-limit budget.
     admission: tokio::sync::Mutex<()>,
@@ -106,7 +107,7 @@ impl Engine {
             view: Arc::new(Mutex::new(LedgerView::default())),
             metrics,
             publisher,
-            locks: IncidentLocks::default(),
+            locks: KeyedLocks::default(),
             admission: tokio::sync::Mutex::new(()),
             agenda: Agenda::default(),
         }
@@ -237,6 +238,10 @@ impl Engine {
         }
         let mut progress = Progress::default();
         let step = self.advance(&incident, Some(envelope), &mut progress).await;
+        if let Err(HandlerError::Permanent(e)) = step {
+            // The diagnosis itself cannot be worked (an illegal transition): its DLQ.
+            return Err(HandlerError::Permanent(e));
+        }
         Ok(self.follow_up(
             &incident,
             Task::new(Some(envelope.clone())),

@@ -9,7 +9,7 @@
 //! - [`engine`]: the resumable per-incident procedure (intent before, result after each
 //!   action; approvals; verification; rollback).
 //! - [`agenda`]: incidents waiting in the background (next health check, a free action slot,
-//!   a retry), and per-incident locks.
+//!   a retry); the messages that brought them are settled when they come to rest.
 //! - [`cluster`]: the actions through kube-rs (dry run, then apply, field manager `opsmesh`)
 //!   and the ArgoCD REST API.
 //! - [`ledger`]: the replica-independent view rebuilt from `opsmesh.remediations.v1`, and the

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod health;
+pub mod keyed_lock;
 pub mod launcher;
 pub mod metrics;
 pub mod problem;
