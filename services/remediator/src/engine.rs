@@ -184,24 +184,19 @@ impl Engine {
         Ok(())
     }
 
+    /// How far back the policy looks at other incidents' actions (rate window, cooldown).
+    fn lookback(&self) -> chrono::Duration {
+        let policy = &self.config.policy;
+        chrono::Duration::from_std(policy.rate_limit.window.max(policy.cooldown))
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
     fn history(&self, incident: &str) -> History {
         let view = self.view.lock().expect("ledger view lock");
         let since = Utc::now()
-            - chrono::Duration::from_std(
-                self.config
-                    .policy
-                    .rate_limit
-                    .window
-                    .max(self.config.policy.cooldown),
-            )
-            .unwrap_or(chrono::Duration::MAX);
-        let recent = view
-            .incidents()
-            .filter(|(id, _)| id.as_str() != incident)
-            .flat_map(|(_, l)| l.executions().map(|(at, a)| (at, a.target.clone(), a.kind)))
-            .filter(|(at, _, kind)| *at >= since && is_mutating(*kind))
-            .map(|(at, t, _)| (at, t))
-            .collect();
+            .checked_sub_signed(self.lookback())
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let recent = view.executions_since(since, incident);
         History {
             in_flight: view.in_flight(incident),
             recent,
@@ -360,12 +355,16 @@ impl Engine {
     /// replica driving it (a lost message, a step that failed for good).
     pub async fn sweep(&self) -> Result<(), HandlerError> {
         let (expired, stale) = {
-            let view = self.view.lock().expect("ledger view lock");
+            let mut view = self.view.lock().expect("ledger view lock");
             let now = Utc::now();
+            view.forget_executions_before(
+                now.checked_sub_signed(self.lookback())
+                    .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC),
+            );
             let stuck_after = chrono::Duration::from_std(self.config.stuck_after)
                 .unwrap_or(chrono::Duration::MAX);
             let stale: Vec<String> = view
-                .incidents()
+                .open()
                 .filter(|(_, l)| {
                     l.state()
                         .is_some_and(|s| !s.is_terminal() && s != IncidentState::AwaitingApproval)

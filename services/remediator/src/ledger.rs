@@ -5,7 +5,7 @@
 //! [`verify`] checks a chain read back from Kafka, Splunk or an export.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::Duration,
 };
 
@@ -120,10 +120,19 @@ impl IncidentLedger {
     }
 }
 
-/// Every incident's chain, as read from `opsmesh.remediations.v1`.
+/// Every incident's chain, as read from `opsmesh.remediations.v1`, with indexes kept as
+/// records arrive, so the questions asked for every incident (how many act now, what acted
+/// recently, what is still open) do not scan every incident ever seen.
 #[derive(Debug, Default)]
 pub struct LedgerView {
     incidents: HashMap<String, IncidentLedger>,
+    /// Incidents neither terminal nor never started.
+    open: HashSet<String>,
+    /// Incidents executing or verifying.
+    acting: HashSet<String>,
+    awaiting: HashSet<String>,
+    /// Starts of cluster-changing actions (intents), oldest first: when, target, incident.
+    executions: VecDeque<(DateTime<Utc>, String, String)>,
 }
 
 /// What [`LedgerView::apply`] did with a record.
@@ -167,39 +176,71 @@ impl LedgerView {
             record: record.clone(),
             envelope: envelope.clone(),
         });
+        let state = record.state;
+        for (set, member) in [
+            (&mut self.open, !state.is_terminal()),
+            (
+                &mut self.acting,
+                matches!(state, IncidentState::Executing | IncidentState::Verifying),
+            ),
+            (&mut self.awaiting, state == IncidentState::AwaitingApproval),
+        ] {
+            if member {
+                set.insert(incident.clone());
+            } else {
+                set.remove(&incident);
+            }
+        }
+        if state == IncidentState::Executing
+            && let Some(action) = record.action.as_ref().filter(|a| is_mutating(a.kind))
+        {
+            // Records arrive nearly in time order; keep the deque sorted all the same.
+            let at = envelope.occurred_at;
+            let position = self.executions.partition_point(|(t, _, _)| *t <= at);
+            self.executions
+                .insert(position, (at, action.target.clone(), incident));
+        }
         Applied::Appended
+    }
+
+    /// Incidents not terminal yet (acting, waiting for a human or a slot, stuck).
+    pub fn open(&self) -> impl Iterator<Item = (&String, &IncidentLedger)> {
+        self.open
+            .iter()
+            .filter_map(|id| self.incidents.get_key_value(id))
+    }
+
+    /// Forgets action starts before `before`: no limit looks back that far.
+    pub fn forget_executions_before(&mut self, before: DateTime<Utc>) {
+        let stale = self.executions.partition_point(|(t, _, _)| *t < before);
+        self.executions.drain(..stale);
     }
 
     /// Incidents currently executing or verifying (for the concurrency limit).
     pub fn in_flight(&self, except: &str) -> usize {
-        self.incidents
-            .iter()
-            .filter(|(id, _)| id.as_str() != except)
-            .filter(|(_, l)| {
-                matches!(
-                    l.state(),
-                    Some(IncidentState::Executing | IncidentState::Verifying)
-                )
-            })
-            .count()
+        self.acting.len() - usize::from(self.acting.contains(except))
     }
 
-    /// Cluster-changing actions started since `since`, with their targets.
-    pub fn executions_since(&self, since: DateTime<Utc>) -> Vec<(DateTime<Utc>, String)> {
-        self.incidents
-            .values()
-            .flat_map(|l| l.executions())
-            .filter(|(at, a)| *at >= since && is_mutating(a.kind))
-            .map(|(at, a)| (at, a.target.clone()))
+    /// Cluster-changing actions of other incidents started since `since`, with targets.
+    pub fn executions_since(
+        &self,
+        since: DateTime<Utc>,
+        except: &str,
+    ) -> Vec<(DateTime<Utc>, String)> {
+        let first = self.executions.partition_point(|(t, _, _)| *t < since);
+        self.executions
+            .range(first..)
+            .filter(|(_, _, incident)| incident != except)
+            .map(|(at, target, _)| (*at, target.clone()))
             .collect()
     }
 
     /// Proposals older than `expiry` that no decision answered.
     pub fn expired_proposals(&self, now: DateTime<Utc>, expiry: Duration) -> Vec<String> {
         let expiry = chrono::Duration::from_std(expiry).unwrap_or(chrono::Duration::MAX);
-        self.incidents
+        self.awaiting
             .iter()
-            .filter(|(_, l)| l.state() == Some(IncidentState::AwaitingApproval))
+            .filter_map(|id| self.incidents.get_key_value(id))
             .filter(|(_, l)| {
                 l.proposals()
                     .iter()
@@ -212,10 +253,7 @@ impl LedgerView {
     }
 
     pub fn awaiting_approval(&self) -> usize {
-        self.incidents
-            .values()
-            .filter(|l| l.state() == Some(IncidentState::AwaitingApproval))
-            .count()
+        self.awaiting.len()
     }
 }
 
@@ -559,6 +597,92 @@ mod tests {
         assert_eq!(parsed.len(), 3);
         assert!(verify(&parsed).ok());
         assert!(parse_jsonl("{not json").unwrap_err().contains("line 1"));
+    }
+
+    /// A chain of `states`, each with a patch of `target` when it is `executing`.
+    fn states(
+        incident: &str,
+        states: &[IncidentState],
+        target: &str,
+    ) -> Vec<Envelope<Remediation>> {
+        let mut prev = GENESIS.to_owned();
+        states
+            .iter()
+            .enumerate()
+            .map(|(seq, state)| {
+                let action = (*state == IncidentState::Executing).then(|| ActionRecord {
+                    kind: ActionKind::PatchMemoryLimit,
+                    target: target.into(),
+                    params: Default::default(),
+                    idempotency_key: format!("{incident}:k"),
+                    mode: opsmesh_proto::remediation::ActionMode::Auto,
+                    approved_by: None,
+                });
+                let record = Remediation {
+                    diagnosis_id: Uuid::nil(),
+                    state: *state,
+                    action,
+                    reason: String::new(),
+                    projected_effect: None,
+                    projected_saving_usd: None,
+                    verification: None,
+                    ledger: LedgerLink {
+                        seq: 0,
+                        prev_hash: String::new(),
+                        hash: String::new(),
+                    },
+                }
+                .seal(seq as u64, &prev);
+                prev = record.ledger.hash.clone();
+                Envelope::new("test", "c", Some(incident.into()), record)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_view_indexes_follow_each_incident_to_its_latest_state() {
+        use IncidentState::*;
+        let mut view = LedgerView::default();
+        let start = Utc::now();
+        for e in states("acting", &[Received, Planned, Executing, Verifying], "t/a")
+            .iter()
+            .chain(&states(
+                "done",
+                &[Received, Planned, Executing, Verifying, Resolved],
+                "t/d",
+            ))
+            .chain(&states(
+                "asking",
+                &[Received, Planned, AwaitingApproval],
+                "t/x",
+            ))
+        {
+            assert_eq!(view.apply(e), Applied::Appended);
+        }
+        assert_eq!(view.in_flight("other"), 1);
+        assert_eq!(
+            view.in_flight("acting"),
+            0,
+            "an incident does not count itself"
+        );
+        assert_eq!(view.awaiting_approval(), 1);
+        let mut open: Vec<&String> = view.open().map(|(id, _)| id).collect();
+        open.sort();
+        assert_eq!(open, ["acting", "asking"]);
+        let targets = |v: &LedgerView, except| -> Vec<String> {
+            v.executions_since(start, except)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect()
+        };
+        assert_eq!(
+            targets(&view, "acting"),
+            ["t/d"],
+            "other incidents' actions only"
+        );
+        assert_eq!(targets(&view, "none").len(), 2);
+        view.forget_executions_before(Utc::now() + chrono::Duration::seconds(1));
+        assert!(targets(&view, "none").is_empty());
     }
 
     #[test]

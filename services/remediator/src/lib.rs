@@ -135,6 +135,10 @@ async fn kube_client(config: &RemediatorConfig) -> Result<Option<Client>, StartE
     };
     kube_config.read_timeout = Some(config.request_timeout);
     kube_config.write_timeout = Some(config.request_timeout);
+    // kube's own retry layer would hold a step through an API outage (15 retries of a 503,
+    // minutes) while the request timeout applies per try; the remediator retries a failed
+    // step itself, with backoff, within `retry_budget`, and frees its slot in between.
+    kube_config.default_retry = false;
     Client::try_from(kube_config)
         .map(Some)
         .map_err(|e| start_error(format!("Kubernetes client: {e}")))
