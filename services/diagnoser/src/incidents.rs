@@ -6,7 +6,7 @@
 //! so a restarted or newly assigned replica rebuilds it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Mutex,
     time::Duration,
 };
@@ -67,7 +67,44 @@ pub struct Incidents {
     /// The quiet period after a close.
     cooldown: chrono::Duration,
     related_window: chrono::Duration,
-    by_fingerprint: Mutex<HashMap<String, IncidentRecord>>,
+    state: Mutex<State>,
+}
+
+/// Every fingerprint's latest record, and the open ones indexed by target and by incident id
+/// (asked about on every alert and every outcome: no scan over every incident ever seen).
+#[derive(Default)]
+struct State {
+    by_fingerprint: HashMap<String, IncidentRecord>,
+    open_by_target: HashMap<String, HashSet<String>>,
+    open_by_incident: HashMap<String, String>,
+}
+
+impl State {
+    fn insert(&mut self, record: IncidentRecord) {
+        if let Some(old) = self.by_fingerprint.get(&record.fingerprint) {
+            if let Some(target) = &old.target
+                && let Some(fingerprints) = self.open_by_target.get_mut(target)
+            {
+                fingerprints.remove(&old.fingerprint);
+                if fingerprints.is_empty() {
+                    self.open_by_target.remove(target);
+                }
+            }
+            self.open_by_incident.remove(&old.incident_id);
+        }
+        if record.status.is_open() {
+            if let Some(target) = &record.target {
+                self.open_by_target
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(record.fingerprint.clone());
+            }
+            self.open_by_incident
+                .insert(record.incident_id.clone(), record.fingerprint.clone());
+        }
+        self.by_fingerprint
+            .insert(record.fingerprint.clone(), record);
+    }
 }
 
 impl Incidents {
@@ -76,14 +113,12 @@ impl Incidents {
             cooldown: chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::minutes(30)),
             related_window: chrono::Duration::from_std(related_window)
                 .unwrap_or(chrono::Duration::minutes(15)),
-            by_fingerprint: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, IncidentRecord>> {
-        self.by_fingerprint
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Restores a record read back from the compacted topic. The newest wins: a later
@@ -91,17 +126,18 @@ impl Incidents {
     /// then the later alert.
     pub fn restore(&self, record: IncidentRecord) {
         let rank = |r: &IncidentRecord| (r.generation, !r.status.is_open(), r.last_alert_at);
-        let mut map = self.map();
-        if map
+        let mut state = self.state();
+        if state
+            .by_fingerprint
             .get(&record.fingerprint)
             .is_none_or(|have| rank(&record) >= rank(have))
         {
-            map.insert(record.fingerprint.clone(), record);
+            state.insert(record);
         }
     }
 
     pub fn count(&self) -> usize {
-        self.map().len()
+        self.state().by_fingerprint.len()
     }
 
     /// What one alert means at `now` (its [`alert_time`]), without changing the state: the
@@ -109,8 +145,8 @@ impl Incidents {
     /// [`Incidents::apply`] — so a failed publish leaves the state as it was and the retry
     /// decides the same.
     pub fn on_alert(&self, alert_id: uuid::Uuid, alert: &Alert, now: DateTime<Utc>) -> Decision {
-        let map = self.map();
-        let previous = map.get(&alert.fingerprint);
+        let state = self.state();
+        let previous = state.by_fingerprint.get(&alert.fingerprint);
         if alert.status == AlertStatus::Resolved {
             return match previous {
                 Some(record) if record.status.is_open() => {
@@ -143,11 +179,13 @@ impl Incidents {
         }
         // A different alert about a target with an open incident joins that incident.
         if let Some(target) = alert.entity.target()
-            && let Some(record) = map.values().find(|r| {
-                r.status.is_open()
-                    && r.target.as_ref() == Some(&target)
-                    && now - r.last_alert_at < self.related_window
-            })
+            && let Some(record) = state
+                .open_by_target
+                .get(&target)
+                .into_iter()
+                .flatten()
+                .filter_map(|fingerprint| state.by_fingerprint.get(fingerprint))
+                .find(|r| now - r.last_alert_at < self.related_window)
         {
             return Decision::Attach(attached(record, now));
         }
@@ -174,7 +212,7 @@ impl Incidents {
 
     /// Makes a published record the current state.
     pub fn apply(&self, record: IncidentRecord) {
-        self.map().insert(record.fingerprint.clone(), record);
+        self.state().insert(record);
     }
 
     /// The open incident with this id, closed with the outcome of the remediator's terminal
@@ -188,10 +226,11 @@ impl Incidents {
         at: DateTime<Utc>,
     ) -> Option<IncidentRecord> {
         let outcome = IncidentStatus::closed_by(state)?;
-        let map = self.map();
-        let record = map
-            .values()
-            .find(|r| r.incident_id == incident_id && r.status.is_open())?;
+        let state = self.state();
+        let record = state
+            .open_by_incident
+            .get(incident_id)
+            .and_then(|fingerprint| state.by_fingerprint.get(fingerprint))?;
         Some(closed(record, outcome, at))
     }
 }
@@ -765,7 +804,7 @@ mod tests {
                 now += chrono::Duration::seconds(seconds);
                 match step {
                     Step::Fire(f) => {
-                        let before = live.map().get(fingerprints[f]).cloned();
+                        let before = live.state().by_fingerprint.get(fingerprints[f]).cloned();
                         // Different names: no related-target attaching across fingerprints.
                         let decision = decide(&live, &alert(fingerprints[f], fingerprints[f]), now);
                         match (&before, &decision) {
@@ -798,7 +837,7 @@ mod tests {
                         }
                     }
                     Step::Clear(f) => {
-                        let before = live.map().get(fingerprints[f]).cloned();
+                        let before = live.state().by_fingerprint.get(fingerprints[f]).cloned();
                         let decision = decide(&live, &cleared(fingerprints[f], fingerprints[f]), now);
                         match before {
                             Some(b) if b.status.is_open() => prop_assert!(
@@ -811,7 +850,7 @@ mod tests {
                         }
                     }
                     Step::Outcome(f, outcome) => {
-                        let Some(current) = live.map().get(fingerprints[f]).cloned() else {
+                        let Some(current) = live.state().by_fingerprint.get(fingerprints[f]).cloned() else {
                             continue;
                         };
                         let closed = live.close(&current.incident_id, outcome, now);
@@ -830,7 +869,10 @@ mod tests {
                 for r in &published {
                     restored.restore(r.clone());
                 }
-                prop_assert_eq!(&*restored.map(), &*live.map());
+                prop_assert_eq!(
+                    &restored.state().by_fingerprint,
+                    &live.state().by_fingerprint
+                );
             }
         }
     }
