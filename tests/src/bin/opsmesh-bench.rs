@@ -27,7 +27,7 @@ fn usage() -> ! {
     eprintln!(
         "usage:\n  opsmesh-bench bus (--kafka BROKERS | --memory) [--messages N] [--size BYTES] [--in-flight N]\n  \
          opsmesh-bench http --url URL --kind splunk|alertmanager [--secret S] [--concurrency C] [--seconds S] [--warmup S] [--rate R]\n  \
-         opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R]\n  \
+         opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R] [--hec-linger DURATION]\n  \
          opsmesh-bench incidents (--kafka BROKERS | --memory) [--alerts N] [--concurrency C] [--hec-linger DURATION]"
     );
     std::process::exit(2)
@@ -399,6 +399,11 @@ impl Mesh {
             ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT".into(), "0s".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        if let Some(linger) = arg(args, "--hec-linger") {
+            env.push(("OPSMESH__REPORTER__HEC__LINGER".into(), linger));
+        }
+        // Any setting can be tuned for a run, e.g. OPSMESH__BUS__KAFKA__FETCH_WAIT_MAX=10ms.
+        env.extend(std::env::vars().filter(|(k, _)| k.starts_with("OPSMESH__")));
         let memory = match arg(args, "--kafka") {
             Some(brokers) => {
                 env.push(("OPSMESH__BUS__KAFKA__BROKERS".into(), brokers));
@@ -599,17 +604,13 @@ async fn incidents(args: &[String]) {
 
     let alerts: usize = num(args, "--alerts", 5000);
     let concurrency: usize = num(args, "--concurrency", 32);
+    // HEC batching waits 200 ms by default; this measures the mesh, not the batch window.
     let linger = arg(args, "--hec-linger").unwrap_or_else(|| "10ms".into());
-    let mesh = Arc::new(
-        Mesh::start(
-            args,
-            &[
-                ("OPSMESH__REPORTER__HEC__LINGER", linger.clone()),
-                ("OPSMESH__BUS__MEMORY__RETENTION_MESSAGES", "1000000".into()),
-            ],
-        )
-        .await,
-    );
+    let mut extra = vec![("OPSMESH__BUS__MEMORY__RETENTION_MESSAGES", "1000000".into())];
+    if arg(args, "--hec-linger").is_none() {
+        extra.push(("OPSMESH__REPORTER__HEC__LINGER", linger.clone()));
+    }
+    let mesh = Arc::new(Mesh::start(args, &extra).await);
     let run = micros_since_epoch();
     let accepted: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
