@@ -36,9 +36,14 @@
 
   if (!window.EventSource || !live) return;
   var source = new EventSource("/console/events");
+  var opened = false;
   source.addEventListener("open", function () {
     live.className = "live on";
     body.setAttribute("data-live", "on");
+    // Changes between rendering the page (or losing the stream) and this subscription were
+    // not sent to it: catch up once.
+    if (opened || current) refresh();
+    opened = true;
   });
   source.addEventListener("error", function () {
     live.className = "live off";
