@@ -831,3 +831,42 @@ async fn forty_models_oom_looping_at_once_are_all_resolved_in_a_few_verification
         took.as_secs_f64() / INTERVAL.as_secs_f64()
     );
 }
+
+/// The Kubernetes API goes away for good: the remediator retries the incident's step with
+/// backoff for `retry_budget`, then escalates it as stuck, saying where it stopped and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_incident_that_cannot_progress_is_escalated_as_stuck() {
+    // The API answers 503 (kube-apiserver's ServiceUnavailable) from the start, for hours.
+    let mut yaml = models_yaml(&["unreachable"], &[("unreachable", OOM_FAULT)]);
+    yaml.push_str("  - {at: 0s, kind: api_outage, params: {duration: 10h}}\n");
+    let mut rig = Rig::start(&yaml).await;
+    rig.add_replica(&[
+        ("OPSMESH__REMEDIATOR__RETRY_BUDGET", "3s"),
+        ("OPSMESH__REMEDIATOR__RETRY_BACKOFF", "200ms"),
+        ("OPSMESH__REMEDIATOR__RETRY_BACKOFF_MAX", "500ms"),
+        ("OPSMESH__REMEDIATOR__POLICY__QUEUE_TIMEOUT", "1s"),
+        ("OPSMESH__REMEDIATOR__STUCK_AFTER", "20s"),
+    ])
+    .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    rig.publish(
+        topics::DIAGNOSES,
+        "stuck-1",
+        oom_diagnosis("stuck-1", "unreachable", "640Mi"),
+    )
+    .await;
+    let last = ledger
+        .until_state("stuck-1", IncidentState::Escalated)
+        .await;
+    assert!(
+        last.reason.starts_with("stuck in planned for "),
+        "{}",
+        last.reason
+    );
+    assert!(last.reason.contains("last error"), "{}", last.reason);
+    assert!(
+        rig.log_count("incident step failed; retrying") >= 2,
+        "retried with backoff before giving up"
+    );
+    assert!(rig.mutations().is_empty(), "nothing changed in the cluster");
+}
