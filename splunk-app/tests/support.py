@@ -19,12 +19,10 @@ SPLUNK_APP = os.path.dirname(HERE)
 APP_ID = "opsmesh_app"
 APP_DIR = os.path.join(SPLUNK_APP, APP_ID)
 SCRIPT = os.path.join(APP_DIR, "bin", "opsmesh.py")
-# Copies of shared/reference/samples (a test checks they have not drifted).
+# Real-format Splunk payloads (the alert action's stdin, a results file), kept in the repo.
 FIXTURES = os.path.join(HERE, "fixtures")
-SHARED_SAMPLES = os.environ.get(
-    "OPSMESH_SAMPLES_DIR",
-    os.path.join(os.path.dirname(os.path.dirname(SPLUNK_APP)), "shared", "reference", "samples"),
-)
+# The repository's scenarios: the rows the detections must produce.
+SCENARIOS = os.path.join(os.path.dirname(SPLUNK_APP), "tests", "scenarios")
 SAMPLE_PAYLOAD = os.path.join(FIXTURES, "splunk-alert-action-stdin.json")
 SAMPLE_RESULTS = os.path.join(FIXTURES, "results.csv.gz")
 

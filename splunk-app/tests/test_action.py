@@ -847,15 +847,5 @@ class InteropTestSelfTest(unittest.TestCase):
         self.assertGreaterEqual(len(result.failures), 4)
 
 
-class SamplesTest(unittest.TestCase):
-    def test_fixtures_match_shared_samples(self):
-        shared = support.SHARED_SAMPLES
-        if not os.path.isdir(shared):
-            self.skipTest("shared/reference/samples is not beside the repository")
-        for name in ("splunk-alert-action-stdin.json", "results.csv.gz"):
-            with open(os.path.join(shared, name), "rb") as a, open(os.path.join(support.FIXTURES, name), "rb") as b:
-                self.assertEqual(a.read(), b.read(), name)
-
-
 if __name__ == "__main__":
     unittest.main()

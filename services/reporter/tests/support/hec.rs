@@ -1,5 +1,5 @@
 //! A Splunk HTTP Event Collector test server speaking the real protocol (see
-//! shared/reference/splunk.md §2): token checks with Splunk's codes and JSON bodies, gzip
+//! Splunk's HEC documentation): token checks with Splunk's codes and JSON bodies, gzip
 //! request bodies, concatenated envelopes validated one by one with `invalid-event-number`
 //! (the events before the bad one are indexed), index allow-list, request channels,
 //! indexer acknowledgement (`ackId` per channel, `/services/collector/ack`, a `true` answered
