@@ -474,28 +474,7 @@ mod tests {
     use opsmesh_proto::ledger::LedgerLink;
 
     fn chain(incident: &str, n: u64) -> Vec<Envelope<Remediation>> {
-        let mut prev = GENESIS.to_owned();
-        (0..n)
-            .map(|seq| {
-                let record = Remediation {
-                    diagnosis_id: Uuid::nil(),
-                    state: IncidentState::Planned,
-                    action: None,
-                    reason: format!("record {seq}"),
-                    projected_effect: None,
-                    projected_saving_usd: None,
-                    verification: None,
-                    ledger: LedgerLink {
-                        seq: 0,
-                        prev_hash: String::new(),
-                        hash: String::new(),
-                    },
-                }
-                .seal(seq, &prev);
-                prev = record.ledger.hash.clone();
-                Envelope::new("test", "c", Some(incident.into()), record)
-            })
-            .collect()
+        states(incident, &vec![IncidentState::Planned; n as usize], "")
     }
 
     fn interleaved() -> Vec<Envelope<Remediation>> {
@@ -599,7 +578,8 @@ mod tests {
         assert!(parse_jsonl("{not json").unwrap_err().contains("line 1"));
     }
 
-    /// A chain of `states`, each with a patch of `target` when it is `executing`.
+    /// A chain of `states` (reasons `record <seq>`), each with a patch of `target` when it is
+    /// `executing`.
     fn states(
         incident: &str,
         states: &[IncidentState],
@@ -622,7 +602,7 @@ mod tests {
                     diagnosis_id: Uuid::nil(),
                     state: *state,
                     action,
-                    reason: String::new(),
+                    reason: format!("record {seq}"),
                     projected_effect: None,
                     projected_saving_usd: None,
                     verification: None,
