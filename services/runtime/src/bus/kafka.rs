@@ -53,6 +53,10 @@ pub struct KafkaSettings {
     /// Timeout of metadata and admin requests (readiness, topic creation).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Largest message the producer sends (`message.max.bytes`); keep it at or below the
+    /// broker's own limit. The alert receiver answers `413` for an alert whose envelope
+    /// would exceed it, instead of retrying a publish that can never succeed.
+    pub message_max_bytes: usize,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …), applied last.
     pub client: ClientOverrides,
 }
@@ -70,6 +74,8 @@ impl Default for KafkaSettings {
             max_poll_interval: Duration::from_secs(300),
             request_timeout: Duration::from_secs(5),
             fetch_wait_max: Duration::from_millis(500),
+            // librdkafka's default, and below Apache Kafka's broker default (1 MiB + 12 B).
+            message_max_bytes: 1_000_000,
             client: ClientOverrides::new(),
         }
     }
@@ -107,6 +113,13 @@ impl Validate for KafkaSettings {
                 "must be at most 900s (librdkafka's linger.ms limit)",
             ));
         }
+        // librdkafka accepts 1000 ..= 1_000_000_000.
+        if !(1000..=1_000_000_000).contains(&self.message_max_bytes) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.message_max_bytes"),
+                "must be between 1000 and 1000000000",
+            ));
+        }
         if self.commit_interval.is_zero() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.commit_interval"),
@@ -133,6 +146,7 @@ impl KafkaBus {
                 (settings.linger.as_secs_f64() * 1e3).to_string(),
             )
             .set("message.timeout.ms", millis(settings.message_timeout))
+            .set("message.max.bytes", settings.message_max_bytes.to_string())
             .set_all(&settings.client)
             .create()
             .map_err(|e| BusError::Client(e.to_string()))?;
@@ -299,6 +313,10 @@ impl Bus for KafkaBus {
 
     fn kind(&self) -> &'static str {
         "kafka"
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.settings.message_max_bytes)
     }
 }
 

@@ -128,6 +128,10 @@ pub trait Bus: Send + Sync + 'static {
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
     /// `kafka` or `memory`, for logs.
     fn kind(&self) -> &'static str;
+    /// Largest message `publish` can store (payload, key and headers), if the bus has a limit.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
     /// Adds the bus's own metrics, if it has any, to a service's registry.
     fn register_metrics(&self, _registry: &prometheus::Registry) {}
 }
