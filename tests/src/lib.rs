@@ -2,6 +2,7 @@
 //! opsmesh binaries as OS processes, and a Splunk HEC test server that speaks the protocol.
 
 pub mod broker;
+pub mod chaos;
 pub mod hec;
 pub mod mesh;
 pub mod process;
@@ -24,11 +25,13 @@ pub fn free_port() -> u16 {
 /// `target/<profile>/` of this build, where the opsmesh binaries are.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory")
-        .to_owned()
+    // target/<profile>/deps/<test-binary>, or target/<profile>/opsmesh-bench
+    let dir = exe.parent().expect("target directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target directory").to_owned()
+    } else {
+        dir.to_owned()
+    }
 }
 
 /// Path of a workspace binary, with a clear message when it was not built.

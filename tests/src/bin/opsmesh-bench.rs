@@ -8,6 +8,8 @@
 //! - `e2e`: alerts at a fixed rate through the whole mesh, 202 -> their events in HEC;
 //! - `incidents`: distinct incidents as fast as senders can post them, 202 -> the incident's
 //!   terminal ledger record indexed by HEC: incidents per second and latency percentiles.
+//! - `chaos`: the chaos suite's harness (five processes on tansu with SQLite, the cluster
+//!   simulator, HEC), larger: alerts accepted, lost, duplicated, models changed, time to settle.
 
 use std::{
     sync::Arc,
@@ -28,7 +30,8 @@ fn usage() -> ! {
         "usage:\n  opsmesh-bench bus (--kafka BROKERS | --memory) [--messages N] [--size BYTES] [--in-flight N]\n  \
          opsmesh-bench http --url URL --kind splunk|alertmanager [--secret S] [--concurrency C] [--seconds S] [--warmup S] [--rate R]\n  \
          opsmesh-bench e2e (--kafka BROKERS | --memory) [--alerts N] [--rate R] [--hec-linger DURATION]\n  \
-         opsmesh-bench incidents (--kafka BROKERS | --memory) [--alerts N] [--concurrency C] [--hec-linger DURATION]"
+         opsmesh-bench incidents (--kafka BROKERS | --memory) [--alerts N] [--concurrency C] [--hec-linger DURATION]\n  \
+         opsmesh-bench chaos [--alerts N] [--models M] [--senders C] [--storm SECONDS] [--hec-outage SECONDS] [--seed S] [--no-faults]"
     );
     std::process::exit(2)
 }
@@ -61,6 +64,7 @@ fn main() {
             Some("http") => http(&args).await,
             Some("e2e") => e2e(&args).await,
             Some("incidents") => incidents(&args).await,
+            Some("chaos") => chaos(&args).await,
             _ => usage(),
         }
     });
@@ -700,4 +704,42 @@ async fn incidents(args: &[String]) {
         Ok(mesh) => mesh.stop().await,
         Err(_) => unreachable!("every sender finished"),
     }
+}
+
+/// The chaos suite's harness at benchmark size (tansu starts itself; `OPSMESH_TANSU` names
+/// the binary). Prints the run's timeline and counts.
+async fn chaos(args: &[String]) {
+    use opsmesh_tests::chaos::{Plan, run};
+    let plan = Plan {
+        seed: arg(args, "--seed")
+            .map(|s| s.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or_else(Plan::seed_from_env),
+        alerts: num(args, "--alerts", 10_000),
+        models: num(args, "--models", 100),
+        senders: num(args, "--senders", 32),
+        storm: Duration::from_secs(num(args, "--storm", 120)),
+        faults: !args.iter().any(|a| a == "--no-faults"),
+        hec_outage: Duration::from_secs(num(args, "--hec-outage", 60)),
+        settle: Duration::from_secs(600),
+    };
+    let outcome = run(&plan).await;
+    outcome.print();
+    let accepted = outcome.accepted.len() as f64;
+    if let Some(settled) = outcome.settled_after {
+        println!(
+            "{} alerts accepted over {:.1}s ({:.0}/s); all in HEC and every incident decided {:.1}s after the first",
+            outcome.accepted.len(),
+            outcome.storm_took.as_secs_f64(),
+            accepted / outcome.storm_took.as_secs_f64(),
+            settled.as_secs_f64()
+        );
+    }
+    println!(
+        "lost {}, duplicate alert events {}, models not changed exactly once {}, undecided incidents {}, audit {}",
+        outcome.lost.len(),
+        outcome.duplicate_alert_events,
+        outcome.not_changed_once().len(),
+        outcome.undecided().len(),
+        if outcome.audit_ok { "OK" } else { "FAILED" }
+    );
 }
