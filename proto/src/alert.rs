@@ -60,7 +60,7 @@ pub enum EntityKind {
 /// What the alert is about, extracted from its fields by the receiver's field mapping.
 /// Kubernetes names here are validated (RFC 1123) before they are set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Entity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -99,7 +99,7 @@ impl Entity {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Alert {
     pub source_kind: AlertSourceKind,
     /// Configured name of the sending source (e.g. `splunk-prod`).

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Payload, topics};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Approval {
     /// Idempotency key of the proposed action.
     pub idempotency_key: String,

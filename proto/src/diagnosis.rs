@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{ActionKind, Payload, RootCause, topics};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Diagnosis {
     /// Alerts (envelope ids) this incident coalesced.
     pub alert_ids: Vec<Uuid>,
@@ -59,7 +59,7 @@ pub enum EvidenceSource {
 
 /// One piece of evidence: what was asked, of whom, and what came back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Evidence {
     /// Unique within the diagnosis (`ev1`, `ev2`, …); claims cite it.
     pub id: String,
@@ -80,7 +80,7 @@ pub struct Evidence {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RunbookRef {
     pub id: String,
     pub version: String,
@@ -91,7 +91,7 @@ pub struct RunbookRef {
 
 /// An action the runbook allows, with parameters and the evidence that motivates it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ActionProposal {
     pub kind: ActionKind,
     pub target: String,
@@ -102,7 +102,7 @@ pub struct ActionProposal {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct LlmUsage {
     pub used: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,7 +22,7 @@ pub trait Payload: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'st
 
 /// W3C trace context carried across services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Trace {
     /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
     pub traceparent: String,
@@ -65,7 +65,7 @@ impl Trace {
 
 /// The envelope every topic carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Envelope<P> {
     /// Schema id of `payload`; equal to the topic name, e.g. `opsmesh.alerts.v1`.
     pub schema: String,

@@ -107,7 +107,7 @@ impl IncidentStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct IncidentRecord {
     pub fingerprint: String,
     /// `<fingerprint>` for the first incident of a fingerprint, `<fingerprint>-<n>` for the

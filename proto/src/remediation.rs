@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{ActionKind, IncidentState, Payload, ledger::LedgerLink, topics};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Remediation {
     /// Diagnosis envelope this decision answers.
     pub diagnosis_id: Uuid,
@@ -43,7 +43,7 @@ pub enum ActionMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ActionRecord {
     pub kind: ActionKind,
     pub target: String,
@@ -58,7 +58,7 @@ pub struct ActionRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Verification {
     pub attempts: u32,
     pub healthy: bool,

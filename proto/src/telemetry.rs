@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Payload, topics};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Telemetry {
     /// Resource reference, also the Kafka key: `inferenceservice/<ns>/<name>`,
     /// `policyreport/<ns>/<policy>`, `cost/<ns>`, `application/<ns>/<name>`.
@@ -47,7 +47,7 @@ impl TelemetryRecord {
 
 /// Health of one KServe InferenceService and its predictor pods.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ModelHealth {
     pub namespace: String,
     pub name: String,
@@ -86,7 +86,7 @@ pub struct ModelHealth {
 
 /// A Kyverno policy result or denial.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct PolicyStatus {
     pub namespace: String,
     pub policy: String,
@@ -106,7 +106,7 @@ pub struct PolicyStatus {
 
 /// OpenCost allocation of a namespace (or one pod when `pod` is set).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct CostAllocation {
     pub namespace: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,7 +127,7 @@ pub struct CostAllocation {
 
 /// ArgoCD Application sync and health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct GitOpsStatus {
     pub application: String,
     pub namespace: String,
@@ -140,7 +140,7 @@ pub struct GitOpsStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct SourceError {
     /// `models`, `policies`, `costs` or `gitops`.
     pub source: String,

@@ -1,7 +1,10 @@
 //! The checked-in contract files must match the Rust types: schemas and topic table do not
-//! drift, and every golden example round-trips unchanged.
+//! drift, every golden example round-trips unchanged, and consumers read a message from a
+//! newer release (fields they do not know) as the same value.
 
 use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
 
 use opsmesh_proto::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
@@ -83,11 +86,137 @@ fn every_topic_has_a_schema_and_an_example() {
     }
 }
 
+/// The field a newer release might add; its value is deliberately not a scalar, so skipping
+/// it exercises the whole value.
+const ADDED: &str = "added_by_a_newer_release";
+
+fn added_value() -> Value {
+    json!({"nested": [1, "two", {"three": null}]})
+}
+
+/// JSON pointers of every object in `value`, outermost first.
+fn object_pointers(value: &Value, at: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            out.push(at.clone());
+            for (key, child) in map {
+                let key = key.replace('~', "~0").replace('/', "~1");
+                object_pointers(child, format!("{at}/{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                object_pointers(child, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn with_added_field(value: &Value, pointers: &[&String]) -> Value {
+    let mut value = value.clone();
+    for pointer in pointers {
+        value
+            .pointer_mut(pointer)
+            .and_then(Value::as_object_mut)
+            .expect("points at an object")
+            .insert(ADDED.to_owned(), added_value());
+    }
+    value
+}
+
+/// Decodes as a consumer does and serializes again, as a producer would write it.
+fn reread<P: Payload>(value: &Value) -> Result<Value, String> {
+    Envelope::<P>::from_slice(value.to_string().as_bytes())
+        .map(|envelope| serde_json::to_value(&envelope).unwrap())
+        .map_err(|e| e.to_string())
+}
+
+/// A consumer one release older reads a message carrying a field it does not know — at the
+/// top, in the trace, in the payload and in every nested struct — as the same value.
+fn unknown_fields_are_ignored<P: Payload>(dir: &Path) {
+    let path = dir.join(format!("{}.json", P::SCHEMA));
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut pointers = Vec::new();
+    object_pointers(&original, String::new(), &mut pointers);
+    // Each object on its own: a struct ignores the field; a map (labels, rows, evidence
+    // values) keeps it as an entry, or refuses a value of the wrong type, but never calls it
+    // unknown.
+    let mut structs = Vec::new();
+    for pointer in &pointers {
+        let with = with_added_field(&original, &[pointer]);
+        match reread::<P>(&with) {
+            Ok(read) if read == original => structs.push(pointer),
+            Ok(read) => assert_eq!(read, with, "{}: {pointer:?} changed", P::SCHEMA),
+            Err(e) => assert!(
+                !e.contains("unknown field"),
+                "{}: an unknown field at {pointer:?} was refused: {e}",
+                P::SCHEMA
+            ),
+        }
+    }
+    for expected in ["", "/trace", "/payload"] {
+        assert!(
+            structs.iter().any(|p| p.as_str() == expected),
+            "{}: {expected:?} did not ignore an unknown field; structs: {structs:?}",
+            P::SCHEMA
+        );
+    }
+    // All of them at once.
+    let with = with_added_field(&original, &structs);
+    assert_eq!(
+        reread::<P>(&with).as_ref(),
+        Ok(&original),
+        "{}: unknown fields in {structs:?} changed the value",
+        P::SCHEMA
+    );
+}
+
 #[test]
-fn unknown_envelope_fields_are_rejected() {
-    let text = std::fs::read_to_string(root().join("examples/opsmesh.approvals.v1.json")).unwrap();
-    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    value["surprise"] = serde_json::json!(1);
-    let err = Envelope::<Approval>::from_slice(value.to_string().as_bytes()).unwrap_err();
-    assert!(err.to_string().contains("surprise"), "{err}");
+fn consumers_read_unknown_fields_as_the_same_value() {
+    let dir = root().join("examples");
+    unknown_fields_are_ignored::<Alert>(&dir);
+    unknown_fields_are_ignored::<Telemetry>(&dir);
+    unknown_fields_are_ignored::<Diagnosis>(&dir);
+    unknown_fields_are_ignored::<Remediation>(&dir);
+    unknown_fields_are_ignored::<Approval>(&dir);
+    unknown_fields_are_ignored::<IncidentRecord>(&dir);
+}
+
+/// Producers stay strict: the schemas close every struct (`additionalProperties: false`), so
+/// a message validated against them carries only what this release knows.
+#[test]
+fn schemas_close_every_struct() {
+    for (name, text) in schema::all() {
+        let schema: Value = serde_json::from_str(&text).unwrap();
+        let mut closed = 0;
+        let mut open = Vec::new();
+        count_objects(&schema, "", &mut closed, &mut open);
+        assert!(open.is_empty(), "{name}: open object schemas at {open:?}");
+        assert!(closed > 1, "{name}: no closed object schema");
+    }
+}
+
+/// Counts object schemas with named properties (structs) and lists those not closed.
+fn count_objects(schema: &Value, at: &str, closed: &mut usize, open: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if map.contains_key("properties") {
+                if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                    *closed += 1;
+                } else {
+                    open.push(at.to_owned());
+                }
+            }
+            for (key, child) in map {
+                count_objects(child, &format!("{at}/{key}"), closed, open);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                count_objects(child, &format!("{at}/{i}"), closed, open);
+            }
+        }
+        _ => {}
+    }
 }

@@ -74,7 +74,8 @@ pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
 
 /// One notification for one route, as it is dead-lettered and replayed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+// Closed in its schema only: a reporter one release older still reads a newer record.
+#[schemars(deny_unknown_fields)]
 pub struct NotificationRecord {
     /// `slack` or `pagerduty`.
     pub channel: String,
