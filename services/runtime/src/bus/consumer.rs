@@ -114,6 +114,13 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle_or_defer(&self, message: &Received) -> Result<Option<Pending>, HandlerError> {
         self.handle(message).await.map(|()| None)
     }
+
+    /// The loop is about to hand over a message of a partition it did not just read the
+    /// previous offset of: the partition's first in this consumer, or one after a reassignment
+    /// (rewound, or moved on by another member). Called before that message is handled; a
+    /// handler whose state other replicas also write catches up before handling it (see
+    /// [`super::PartitionBarrier`]).
+    fn partition_resumed(&self, _topic: &str, _partition: i32) {}
 }
 
 /// The consumer's side of deferred work: resolves when the work settles (or is dropped).
@@ -374,6 +381,11 @@ impl Lanes {
             .progress
             .entry((message.topic.clone(), message.partition))
             .or_default();
+        if progress.highest.is_none_or(|h| message.offset != h + 1) {
+            self.worker
+                .handler
+                .partition_resumed(&message.topic, message.partition);
+        }
         if !progress.received(message.offset) {
             tracing::info!(
                 group = %self.worker.group,

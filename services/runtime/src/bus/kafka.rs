@@ -16,7 +16,10 @@ use rdkafka::{
 };
 use serde::Deserialize;
 
-use super::{Bus, BusError, ClientOverrides, Delivered, Outgoing, Received, Subscription};
+use super::{
+    Bus, BusError, ClientOverrides, Delivered, EndOffsets, Outgoing, Received, Subscription,
+    TopicReader, kafka_reader,
+};
 use crate::config::{ConfigError, Validate};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,7 +165,7 @@ fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
-fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+pub(super) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)
@@ -253,6 +256,30 @@ impl Bus for KafkaBus {
             .subscribe(topics)
             .map_err(|e| BusError::Consume(e.to_string()))?;
         Ok(Box::new(KafkaSubscription { consumer }))
+    }
+
+    async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+        let (settings, client_id, topic) = (
+            self.settings.clone(),
+            self.client_id.clone(),
+            topic.to_owned(),
+        );
+        let reader =
+            tokio::task::spawn_blocking(move || kafka_reader::open(&settings, &client_id, &topic))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))??;
+        Ok(Box::new(reader))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<EndOffsets, BusError> {
+        let (producer, topic) = (self.producer.clone(), topic.to_owned());
+        let timeout = self.settings.request_timeout;
+        let marks = tokio::task::spawn_blocking(move || {
+            kafka_reader::watermarks(producer.client(), &topic, timeout)
+        })
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))??;
+        Ok(marks.into_iter().map(|(p, _, high)| (p, high)).collect())
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {

@@ -14,7 +14,9 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::{Bus, BusError, Delivered, Outgoing, Received, Subscription};
+use super::{
+    Bus, BusError, Delivered, EndOffsets, Outgoing, ReadEvent, Received, Subscription, TopicReader,
+};
 use crate::config::{ConfigError, Validate};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +271,34 @@ impl Bus for MemoryBus {
         }))
     }
 
+    async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+        let (positions, ends) = {
+            let mut state = self.shared.lock();
+            let partitions = state.partitions_mut(topic, self.shared.settings.partitions);
+            (
+                partitions.iter().map(|p| p.base).collect(),
+                partitions.iter().map(Partition::end).collect(),
+            )
+        };
+        Ok(Box::new(MemoryReader {
+            shared: self.shared.clone(),
+            topic: topic.to_owned(),
+            positions,
+            snapshot: Some(ends),
+            cursor: 0,
+        }))
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<EndOffsets, BusError> {
+        let mut state = self.shared.lock();
+        Ok(state
+            .partitions_mut(topic, self.shared.settings.partitions)
+            .iter()
+            .enumerate()
+            .map(|(p, part)| (p as i32, part.end()))
+            .collect())
+    }
+
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
         let mut state = self.shared.lock();
         for topic in topics {
@@ -436,6 +466,70 @@ impl Drop for MemorySubscription {
             state.rebalance(&self.group, self.shared.settings.partitions);
         }
         self.shared.changed.notify_waiters();
+    }
+}
+
+/// Reads every partition of a topic from its oldest retained message (see [`TopicReader`]).
+struct MemoryReader {
+    shared: Arc<Shared>,
+    topic: String,
+    /// Next offset to return, per partition.
+    positions: Vec<i64>,
+    /// End offsets at open, until `CaughtUp` was returned.
+    snapshot: Option<Vec<i64>>,
+    /// Round-robin start, as in [`MemorySubscription`].
+    cursor: usize,
+}
+
+impl MemoryReader {
+    fn try_next(&mut self) -> Option<Received> {
+        let state = self.shared.lock();
+        let partitions = state.topics.get(&self.topic)?;
+        let n = self.positions.len();
+        for i in 0..n {
+            let p = (self.cursor + i) % n;
+            let part = &partitions[p];
+            let position = &mut self.positions[p];
+            // Retention dropped what was not read yet: gone for every reader, like Kafka's.
+            *position = (*position).max(part.base);
+            if *position < part.end() {
+                let record = &part.records[(*position - part.base) as usize];
+                let received = to_received(record, p, *position);
+                *position += 1;
+                self.cursor = (p + 1) % n;
+                return Some(received);
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl TopicReader for MemoryReader {
+    async fn next(&mut self) -> Result<ReadEvent, BusError> {
+        let shared = self.shared.clone();
+        loop {
+            if let Some(ends) = &self.snapshot
+                && self.positions.iter().zip(ends).all(|(at, end)| at >= end)
+            {
+                self.snapshot = None;
+                return Ok(ReadEvent::CaughtUp);
+            }
+            let changed = shared.changed.notified();
+            tokio::pin!(changed);
+            // Register interest before looking, so an append in between is not missed.
+            changed.as_mut().enable();
+            if let Some(record) = self.try_next() {
+                return Ok(ReadEvent::Record(record));
+            }
+            changed.await;
+        }
+    }
+
+    fn positions(&self) -> EndOffsets {
+        (0..)
+            .zip(self.positions.iter().copied())
+            .collect::<BTreeMap<i32, i64>>()
     }
 }
 

@@ -3,8 +3,10 @@
 
 mod consumer;
 mod kafka;
+mod kafka_reader;
 mod memory;
 mod publisher;
+mod reader;
 
 use std::{borrow::Cow, collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -17,6 +19,9 @@ pub use consumer::{
 pub use kafka::{KafkaBus, KafkaSettings};
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
+pub use reader::{
+    EndOffsets, PartitionBarrier, ReadEvent, ReaderSettings, TopicFollower, TopicReader,
+};
 
 use crate::config::{ConfigError, Validate};
 
@@ -120,6 +125,21 @@ pub trait Bus: Send + Sync + 'static {
         group: &str,
         topics: &[&str],
     ) -> Result<Box<dyn Subscription>, BusError>;
+    /// Opens `topic` for reading from its start, outside any consumer group (see
+    /// [`TopicReader`]). Buses that cannot (test doubles) answer [`BusError::Client`].
+    async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+        Err(BusError::Client(format!(
+            "the {} bus cannot read {topic} from its start",
+            self.kind()
+        )))
+    }
+    /// Each partition's end offset now (the offset its next record will get).
+    async fn end_offsets(&self, topic: &str) -> Result<EndOffsets, BusError> {
+        Err(BusError::Client(format!(
+            "the {} bus cannot tell the end offsets of {topic}",
+            self.kind()
+        )))
+    }
     /// Creates missing topics (and their DLQs).
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError>;
     /// Readiness: the bus answers.
@@ -161,6 +181,8 @@ pub struct BusSettings {
     pub kafka: KafkaSettings,
     pub memory: MemorySettings,
     pub consumer: ConsumerSettings,
+    /// Reading state topics from their start (`bus.reader`).
+    pub reader: ReaderSettings,
     /// Create missing topics at start (the test broker does not auto-create).
     pub create_topics: bool,
     /// Consumer groups are named `<group_prefix><service>`, e.g. `opsmesh-diagnoser`.
@@ -174,6 +196,7 @@ impl Default for BusSettings {
             kafka: KafkaSettings::default(),
             memory: MemorySettings::default(),
             consumer: ConsumerSettings::default(),
+            reader: ReaderSettings::default(),
             create_topics: true,
             group_prefix: "opsmesh-".into(),
         }
@@ -186,7 +209,8 @@ impl Validate for BusSettings {
             self.kafka.validate(&format!("{prefix}.kafka"))?;
         }
         self.memory.validate(&format!("{prefix}.memory"))?;
-        self.consumer.validate(&format!("{prefix}.consumer"))
+        self.consumer.validate(&format!("{prefix}.consumer"))?;
+        self.reader.validate(&format!("{prefix}.reader"))
     }
 }
 

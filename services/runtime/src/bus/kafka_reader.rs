@@ -1,0 +1,156 @@
+//! [`TopicReader`] on Kafka: every partition assigned by hand from its beginning (no group
+//! id, no commits), the end offsets taken before the first fetch.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    client::Client,
+    consumer::{Consumer, StreamConsumer},
+    error::KafkaError,
+    message::Headers,
+};
+
+use super::{
+    BusError, EndOffsets, KafkaSettings, ReadEvent, Received, TopicReader, kafka::base_config,
+};
+
+/// Each partition of `topic`, with its low and high watermark, asked of the broker now.
+/// Blocking: call it off the async threads.
+pub(super) fn watermarks<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<(i32, i64, i64)>, BusError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| BusError::Unavailable(e.to_string()))?;
+    let described = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| BusError::Unavailable(format!("{topic}: not in the metadata")))?;
+    if let Some(error) = described.error() {
+        return Err(BusError::Unavailable(format!("{topic}: {error:?}")));
+    }
+    if described.partitions().is_empty() {
+        return Err(BusError::Unavailable(format!("{topic}: no partitions yet")));
+    }
+    described
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = client
+                .fetch_watermarks(topic, p.id(), timeout)
+                .map_err(|e| BusError::Unavailable(format!("{topic}/{}: {e}", p.id())))?;
+            Ok((p.id(), low, high))
+        })
+        .collect()
+}
+
+/// Opens a reader of `topic` (blocking: metadata and watermark requests).
+pub(super) fn open(
+    settings: &KafkaSettings,
+    client_id: &str,
+    topic: &str,
+) -> Result<KafkaReader, BusError> {
+    let mut config = base_config(settings, client_id);
+    config
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Reaching a partition's end is what tells the reader it caught up, even where the
+        // log ends in offsets that are not records.
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.wait.max.ms",
+            settings.fetch_wait_max.as_millis().to_string(),
+        );
+    for (key, value) in &settings.client {
+        config.set(key, value);
+    }
+    let consumer: StreamConsumer = config
+        .create()
+        .map_err(|e| BusError::Client(e.to_string()))?;
+    // Taken before the first fetch: every partition end the reader meets is at least this.
+    let marks = watermarks(consumer.client(), topic, settings.request_timeout)?;
+    let mut assignment = TopicPartitionList::new();
+    for (partition, _, _) in &marks {
+        assignment
+            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .map_err(|e| BusError::Consume(e.to_string()))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| BusError::Consume(e.to_string()))?;
+    Ok(KafkaReader {
+        consumer,
+        // Below the low watermark nothing is left to read (retention, compaction).
+        positions: marks.iter().map(|(p, low, _)| (*p, *low)).collect(),
+        snapshot: Some(marks.iter().map(|(p, _, high)| (*p, *high)).collect()),
+    })
+}
+
+pub(super) struct KafkaReader {
+    consumer: StreamConsumer,
+    positions: EndOffsets,
+    /// End offsets at open, until `CaughtUp` was returned.
+    snapshot: Option<EndOffsets>,
+}
+
+#[async_trait]
+impl TopicReader for KafkaReader {
+    async fn next(&mut self) -> Result<ReadEvent, BusError> {
+        loop {
+            if let Some(ends) = &self.snapshot
+                && ends.iter().all(|(p, end)| self.positions[p] >= *end)
+            {
+                self.snapshot = None;
+                return Ok(ReadEvent::CaughtUp);
+            }
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    let at = self.positions.entry(message.partition()).or_default();
+                    *at = (*at).max(message.offset() + 1);
+                    return Ok(ReadEvent::Record(received(&message)));
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    if let Some(end) = self.snapshot.as_ref().and_then(|s| s.get(&partition)) {
+                        let at = self.positions.entry(partition).or_default();
+                        *at = (*at).max(*end);
+                    }
+                }
+                Err(err) => return Err(BusError::Consume(err.to_string())),
+            }
+        }
+    }
+
+    fn positions(&self) -> EndOffsets {
+        self.positions.clone()
+    }
+}
+
+fn received(message: &impl Message) -> Received {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Received {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
