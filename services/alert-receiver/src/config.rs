@@ -29,7 +29,8 @@ pub struct ReceiverConfig {
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
     /// The same delivery (same sid and rows, or same Alertmanager fingerprint, status and
-    /// `startsAt`) within this window returns the first alert ids and is published once.
+    /// `startsAt`) within this window returns the first alert ids and is published once. Also
+    /// the period over which every replica gives a delivery the same alert id.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
     /// Deliveries remembered for deduplication and signatures for replay detection.

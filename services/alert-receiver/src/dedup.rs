@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use uuid::Uuid;
 
 /// What the first delivery was answered with.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +32,27 @@ enum Slot {
 
 /// SHA-256 of what identifies one delivery (see `routes::delivery_key`).
 pub type DeliveryKey = [u8; 32];
+
+/// The envelope id of a delivery received at `received`: a UUIDv7 whose time is the start of
+/// the `window`-long period it arrived in and whose other bits hash the key and that period.
+/// The dedup table is per replica; this id is not: a retry that lands on another replica
+/// carries the same id and consumers drop it as a redelivery. A repeat in a later period
+/// (Alertmanager re-sending a still-firing alert) is a new alert, as on a single replica.
+/// Only a retry straddling a period boundary (about retry delay / window of them) gets a
+/// second id, and the diagnoser then counts it on the same incident.
+pub fn alert_id(key: &DeliveryKey, received: DateTime<Utc>, window: Duration) -> Uuid {
+    let width = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+    let period = received.timestamp_millis().div_euclid(width) * width;
+    let digest = Sha256::new()
+        .chain_update(b"opsmesh alert id\0")
+        .chain_update(key)
+        .chain_update(period.to_be_bytes())
+        .finalize();
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(period).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
 
 #[derive(Default)]
 struct Table {
@@ -149,9 +173,27 @@ mod tests {
 
     fn accepted() -> Accepted {
         Accepted {
-            alert_id: uuid::Uuid::now_v7(),
+            alert_id: Uuid::now_v7(),
             incident_key: "k".into(),
         }
+    }
+
+    #[test]
+    fn alert_ids_are_v7_stable_within_a_period_and_distinct_per_key_and_period() {
+        let window = Duration::from_secs(600);
+        let start: DateTime<Utc> = "2026-11-20T02:00:00.250Z".parse().unwrap();
+        let later = start + chrono::Duration::seconds(599);
+        let id = alert_id(&KEY, start, window);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id, alert_id(&KEY, later, window), "same period, same id");
+        assert_ne!(id, alert_id(&[8; 32], start, window), "another delivery");
+        let next = alert_id(&KEY, later + chrono::Duration::seconds(1), window);
+        assert_ne!(id, next, "a repeat in the next period is a new alert");
+        assert_ne!(
+            alert_id(&KEY, start, Duration::ZERO),
+            id,
+            "no window: per millisecond"
+        );
     }
 
     #[test]

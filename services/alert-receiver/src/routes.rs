@@ -17,7 +17,7 @@ use opsmesh_runtime::{Publisher, problem::Problem};
 use crate::{
     auth::Authenticator,
     config::ReceiverConfig,
-    dedup::{Accepted, Claim, Deliveries, DeliveryKey},
+    dedup::{Accepted, Claim, Deliveries, DeliveryKey, alert_id},
     fingerprint, json_depth,
     metrics::ReceiverMetrics,
     normalize::{self, FieldIndex, Normalizer},
@@ -302,8 +302,10 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
                     .clone()
                     .unwrap_or_else(|| state.cluster.clone());
                 let incident = alert.fingerprint.clone();
-                let envelope =
+                let received = alert.received_at;
+                let mut envelope =
                     Envelope::new("opsmesh-alert-receiver", cluster, Some(incident), alert);
+                envelope.id = alert_id(&key, received, state.config.dedup_window);
                 owned.push((index, ownership, envelope));
             }
         }

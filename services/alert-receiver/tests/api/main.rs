@@ -4,5 +4,6 @@ mod alertmanager;
 mod auth;
 mod durability;
 mod helpers;
+mod replicas;
 mod splunk;
 mod validation;
