@@ -7,6 +7,10 @@
 #   scripts/bench.sh e2e          alert 202 -> its events accepted by HEC, p50/p99 (both buses)
 #   scripts/bench.sh incidents    distinct incidents/s through the whole mesh, 202 -> terminal
 #                                 ledger record in HEC, p50/p99 (both buses)
+#   scripts/bench.sh chaos        the chaos suite's harness at scale: five service processes on
+#                                 tansu (SQLite), BENCH_CHAOS_ALERTS alerts (10000) over
+#                                 BENCH_CHAOS_MODELS OOM-looping models (100), each service
+#                                 SIGKILLed and restarted, the broker restarted, HEC down 60 s
 #   scripts/bench.sh receiver     receiver requests/s and p50/p99 (in-memory bus, tansu) vs
 #                                 Prometheus Alertmanager 0.25, and p99 at half the max rate
 #
@@ -90,6 +94,14 @@ if [[ "$what" == all || "$what" == incidents ]]; then
     --alerts "${BENCH_INCIDENTS_KAFKA:-5000}" --concurrency "$CONCURRENCY"
   echo "   alert 202 -> terminal record in HEC at a moderate rate (50/s), HEC linger and fetch wait 5 ms:"
   OPSMESH__BUS__KAFKA__FETCH_WAIT_MAX=5ms "$bench" e2e --kafka "$incidents_broker" --alerts 500 --rate 50 --hec-linger 5ms
+fi
+
+if [[ "$what" == all || "$what" == chaos ]]; then
+  echo "== chaos: the mesh as processes on tansu (SQLite) through kills, a broker restart and a HEC outage"
+  # The harness starts its own broker and the release service binaries next to the bench.
+  OPSMESH_TANSU="$TANSU" "$bench" chaos --alerts "${BENCH_CHAOS_ALERTS:-10000}" \
+    --models "${BENCH_CHAOS_MODELS:-100}" --storm "${BENCH_CHAOS_STORM:-120}" \
+    ${OPSMESH_CHAOS_SEED:+--seed "$OPSMESH_CHAOS_SEED"}
 fi
 
 if [[ "$what" == all || "$what" == rss ]]; then
