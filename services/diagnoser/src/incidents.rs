@@ -121,11 +121,20 @@ impl Incidents {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Restores a record read back from the compacted topic. The newest wins: a later
-    /// generation, then within one generation a close over an open record (a close is final),
-    /// then the later alert.
+    /// Restores a record read from the compacted topic: at start, and while following what
+    /// other replicas (and this one) write. The newest wins: a later generation, then within
+    /// one generation a close over an open record (a close is final), then the later alert,
+    /// then more alerts (a storm's alerts can share a time) — so this replica's own record,
+    /// read back after a newer one was applied, does not set it back.
     pub fn restore(&self, record: IncidentRecord) {
-        let rank = |r: &IncidentRecord| (r.generation, !r.status.is_open(), r.last_alert_at);
+        let rank = |r: &IncidentRecord| {
+            (
+                r.generation,
+                !r.status.is_open(),
+                r.last_alert_at,
+                r.alert_count,
+            )
+        };
         let mut state = self.state();
         if state
             .by_fingerprint
@@ -661,6 +670,21 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_older_record_read_back_does_not_set_the_state_back() {
+        let incidents = incidents();
+        let first = open(&incidents, "fp", t0());
+        // Two alerts stamped at the same instant: only the count tells them apart.
+        let Decision::Attach(second) = decide(&incidents, &alert("fp", "m"), t0()) else {
+            panic!()
+        };
+        incidents.restore(first);
+        assert!(matches!(
+            incidents.on_alert(uuid::Uuid::now_v7(), &alert("fp", "m"), t0()),
+            Decision::Attach(ref r) if r.alert_count == second.alert_count + 1
+        ));
     }
 
     #[test]

@@ -32,7 +32,9 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
-    ServiceDef, StartError, Validate, keyed_lock::KeyedLocks,
+    ServiceDef, StartError, Validate,
+    bus::{PartitionBarrier, TopicFollower},
+    keyed_lock::KeyedLocks,
 };
 
 use incidents::{Decision, Incidents};
@@ -63,10 +65,6 @@ pub struct DiagnoserConfig {
     #[serde(with = "humantime_serde")]
     pub telemetry_window: Duration,
     pub telemetry_per_resource: usize,
-    /// At start, the incident state is read back from `opsmesh.incidents.v1` until no record
-    /// arrives for this long.
-    #[serde(with = "humantime_serde")]
-    pub state_load_idle: Duration,
     /// The first alert after start may arrive before the telemetry consumer caught up: it
     /// waits up to this long for telemetry about its target. Later alerts never wait (a
     /// partition must not stall on targets the collector does not watch).
@@ -87,7 +85,6 @@ impl Default for DiagnoserConfig {
             related_window: Duration::from_secs(15 * 60),
             telemetry_window: Duration::from_secs(60 * 60),
             telemetry_per_resource: 240,
-            state_load_idle: Duration::from_secs(2),
             telemetry_wait: Duration::from_secs(5),
             rules: RuleSettings::default(),
             splunk: splunk::SplunkConfig::default(),
@@ -160,7 +157,7 @@ struct Inner {
     mcp: Option<splunk_mcp::SplunkMcp>,
     /// Set once the start-up wait for telemetry is over.
     telemetry_warm: std::sync::atomic::AtomicBool,
-    incidents: Incidents,
+    incidents: Arc<Incidents>,
     /// Serialises alerts about one target (see `on_alert`).
     targets: KeyedLocks,
     telemetry: TelemetryStore,
@@ -179,7 +176,7 @@ impl Diagnoser {
                 advisor: None,
                 mcp: None,
                 telemetry_warm: std::sync::atomic::AtomicBool::new(false),
-                incidents: Incidents::new(config.cooldown, config.related_window),
+                incidents: Arc::new(Incidents::new(config.cooldown, config.related_window)),
                 targets: KeyedLocks::default(),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
@@ -224,7 +221,11 @@ impl Component for Diagnoser {
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            inner.load_state(&shutdown).await;
+            // Alerts are handled against the whole incident state, kept current with what
+            // other replicas record; nothing is consumed before it was read to its end.
+            let Some(state) = inner.follow_state(&shutdown).await else {
+                return Ok(());
+            };
             // Every replica keeps all telemetry and outcomes (groups of its own); alerts are
             // shared out by partition in the diagnoser group.
             let instance = uuid::Uuid::now_v7().simple().to_string();
@@ -235,7 +236,10 @@ impl Component for Diagnoser {
                 ctx.consume(
                     SERVICE.name,
                     &[topics::ALERTS],
-                    Arc::new(AlertHandler(inner.clone())),
+                    Arc::new(AlertHandler {
+                        inner: inner.clone(),
+                        state: PartitionBarrier::new(state),
+                    }),
                     shutdown.clone()
                 ),
                 ctx.consume(
@@ -260,46 +264,29 @@ impl Component for Diagnoser {
 }
 
 impl Inner {
-    /// Reads the incident state back from the compacted topic.
-    async fn load_state(&self, shutdown: &CancellationToken) {
-        let group = format!(
-            "{}{}-state-{}",
-            self.ctx.settings.bus.group_prefix,
-            SERVICE.name,
-            uuid::Uuid::now_v7().simple()
-        );
-        let mut subscription = match self.ctx.bus().subscribe(&group, &[topics::INCIDENTS]).await {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(error = %err, "incident state not loaded; starting empty");
-                return;
-            }
-        };
-        let mut loaded = 0;
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = tokio::time::timeout(self.config.state_load_idle, subscription.recv()) => next,
-            };
-            match next {
-                Ok(Ok(message)) => {
-                    if let Ok(envelope) = Envelope::<IncidentRecord>::from_slice(&message.payload) {
-                        self.incidents.restore(envelope.payload);
-                        loaded += 1;
-                    }
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "reading incident state");
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        tracing::info!(
-            records = loaded,
-            incidents = self.incidents.count(),
-            "incident state loaded"
-        );
+    /// Reads the incident state from the compacted topic to its end, then follows it; `None`
+    /// on shutdown first.
+    async fn follow_state(&self, shutdown: &CancellationToken) -> Option<TopicFollower> {
+        let incidents = self.incidents.clone();
+        let follower = TopicFollower::start(
+            self.ctx.bus().clone(),
+            &self.ctx.health,
+            &self.ctx.settings.bus.reader,
+            topics::INCIDENTS,
+            move |message| match Envelope::<IncidentRecord>::from_slice(&message.payload) {
+                Ok(envelope) => incidents.restore(envelope.payload),
+                Err(err) => tracing::warn!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    error = %err,
+                    "unreadable incident record skipped"
+                ),
+            },
+            shutdown,
+        )
+        .await?;
+        tracing::info!(incidents = self.incidents.count(), "incident state loaded");
+        Some(follower)
     }
 
     async fn publish<P: opsmesh_proto::Payload>(
@@ -558,14 +545,27 @@ impl Inner {
     }
 }
 
-struct AlertHandler(Arc<Inner>);
+struct AlertHandler {
+    inner: Arc<Inner>,
+    /// A partition this replica just gained is handled only once the incidents its previous
+    /// owner recorded were applied: its next alert joins them instead of opening new ones.
+    state: PartitionBarrier,
+}
 
 #[async_trait]
 impl Handler for AlertHandler {
     async fn handle(&self, message: &Received) -> Result<(), HandlerError> {
         let alert = Envelope::<Alert>::from_slice(&message.payload)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        self.0.on_alert(alert).await
+        self.state
+            .wait(message)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("catching up with incidents: {e}")))?;
+        self.inner.on_alert(alert).await
+    }
+
+    fn partition_resumed(&self, topic: &str, partition: i32) {
+        self.state.resumed(topic, partition);
     }
 }
 

@@ -28,7 +28,6 @@ pub struct RemediatorConfig {
     pub policy: PolicyConfig,
     pub verification: VerificationConfig,
     pub approvals: ApprovalConfig,
-    pub ledger: LedgerConfig,
     /// A step that keeps failing transiently (Kubernetes or the bus down) is retried this
     /// long, then the incident is escalated as stuck.
     #[serde(with = "humantime_serde")]
@@ -59,7 +58,6 @@ impl Default for RemediatorConfig {
             policy: PolicyConfig::default(),
             verification: VerificationConfig::default(),
             approvals: ApprovalConfig::default(),
-            ledger: LedgerConfig::default(),
             retry_budget: Duration::from_secs(10 * 60),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(30),
@@ -207,23 +205,6 @@ impl Default for ApprovalConfig {
         Self {
             expiry: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LedgerConfig {
-    /// At start, `opsmesh.remediations.v1` is read back until no record arrives for this long
-    /// before any diagnosis is handled.
-    #[serde(with = "humantime_serde")]
-    pub load_idle: Duration,
-}
-
-impl Default for LedgerConfig {
-    fn default() -> Self {
-        Self {
-            load_idle: Duration::from_secs(2),
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod quantity;
 pub mod state;
 pub mod target;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -43,7 +43,8 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
-    StartError, bus::Pending,
+    StartError,
+    bus::{PartitionBarrier, Pending, TopicFollower},
 };
 
 pub use config::RemediatorConfig;
@@ -184,66 +185,27 @@ impl Remediator {
         })
     }
 
-    /// Reads the ledger back from the topic until it is idle, then keeps it current.
-    async fn load_ledger(&self, shutdown: &CancellationToken) -> Result<(), BoxError> {
-        let group = format!(
-            "{}{}-ledger-{}",
-            self.ctx.settings.bus.group_prefix,
-            SERVICE.name,
-            uuid::Uuid::now_v7().simple()
-        );
-        let mut subscription = self
-            .ctx
-            .bus()
-            .subscribe(&group, &[topics::REMEDIATIONS])
-            .await?;
-        let idle = self.engine.config.ledger.load_idle;
-        let mut loaded = 0usize;
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                next = tokio::time::timeout(idle, subscription.recv()) => next,
-            };
-            match next {
-                Ok(Ok(message)) => {
-                    if let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload) {
-                        self.engine.observe(&envelope);
-                        loaded += 1;
-                    }
-                    let _ = subscription.store(&message);
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "reading the ledger");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(_) => break,
-            }
-        }
-        tracing::info!(records = loaded, "ledger loaded");
+    /// Reads the ledger to its end, then follows it (records other replicas write too);
+    /// `None` on shutdown first.
+    async fn follow_ledger(&self, shutdown: &CancellationToken) -> Option<TopicFollower> {
         let engine = self.engine.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    () = stop.cancelled() => break,
-                    next = subscription.recv() => next,
-                };
-                match next {
-                    Ok(message) => {
-                        if let Ok(envelope) = Envelope::<Remediation>::from_slice(&message.payload)
-                        {
-                            engine.observe(&envelope);
-                        }
-                        let _ = subscription.store(&message);
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "reading the ledger");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        });
-        Ok(())
+        TopicFollower::start(
+            self.ctx.bus().clone(),
+            &self.ctx.health,
+            &self.ctx.settings.bus.reader,
+            topics::REMEDIATIONS,
+            move |message| match Envelope::<Remediation>::from_slice(&message.payload) {
+                Ok(envelope) => engine.observe(&envelope),
+                Err(err) => tracing::warn!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    error = %err,
+                    "unreadable ledger record skipped"
+                ),
+            },
+            shutdown,
+        )
+        .await
     }
 }
 
@@ -257,7 +219,11 @@ impl Component for Remediator {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), BoxError>> {
         Box::pin(async move {
-            self.load_ledger(&shutdown).await?;
+            // Nothing is decided (no diagnosis, approval, sweep or agenda step) before the
+            // ledger was read to its end.
+            let Some(ledger) = self.follow_ledger(&shutdown).await else {
+                return Ok(());
+            };
             tokio::spawn(self.engine.clone().run_agenda(shutdown.clone()));
             let engine = self.engine.clone();
             let stop = shutdown.clone();
@@ -275,6 +241,7 @@ impl Component for Remediator {
             });
             let handler = Arc::new(RemediatorHandler {
                 engine: self.engine.clone(),
+                ledger: PartitionBarrier::new(ledger),
             });
             self.ctx
                 .consume(
@@ -291,6 +258,10 @@ impl Component for Remediator {
 
 struct RemediatorHandler {
     engine: Arc<Engine>,
+    /// A diagnoses or approvals partition this replica just gained is handled only once the
+    /// ledger records its previous owner wrote were applied: it resumes those incidents
+    /// where they stand instead of deciding them again.
+    ledger: PartitionBarrier,
 }
 
 #[async_trait]
@@ -302,6 +273,10 @@ impl Handler for RemediatorHandler {
     /// Incidents that go on in the background (verification, a wait for a slot, retries)
     /// keep their message uncommitted until they come to rest.
     async fn handle_or_defer(&self, message: &Received) -> Result<Option<Pending>, HandlerError> {
+        self.ledger
+            .wait(message)
+            .await
+            .map_err(|e| HandlerError::Transient(format!("catching up with the ledger: {e}")))?;
         match message.topic.as_str() {
             topics::DIAGNOSES => {
                 let diagnosis = Envelope::<Diagnosis>::from_slice(&message.payload)
@@ -315,5 +290,8 @@ impl Handler for RemediatorHandler {
             }
             other => Err(HandlerError::Permanent(format!("unexpected topic {other}"))),
         }
+    }
+    fn partition_resumed(&self, topic: &str, partition: i32) {
+        self.ledger.resumed(topic, partition);
     }
 }

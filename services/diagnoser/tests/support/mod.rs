@@ -76,7 +76,6 @@ pub async fn start_with(config: DiagnoserConfig, advisor: Option<Advisor>) -> Ru
 
 pub fn quick() -> DiagnoserConfig {
     DiagnoserConfig {
-        state_load_idle: Duration::from_millis(50),
         telemetry_wait: Duration::from_millis(300),
         ..DiagnoserConfig::default()
     }

@@ -314,10 +314,6 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
     let path_file = write("path.token", &path_token)?;
     let bearer_file = write("bearer.tokens", &bearer)?;
     let q = |p: &Path| format!("{:?}", p.display().to_string());
-    // The bus is new and empty: the start-up reads of the diagnoser's incident state and the
-    // remediator's ledger have nothing to wait for. (At the default 2 s, a first alert early in
-    // virtual time reached the diagnoser the moment it started, while its telemetry consumer was
-    // still reading the oldest samples, and was diagnosed from those.)
     let toml = format!(
         "cluster = {cluster:?}\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\
@@ -328,11 +324,9 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
          [collector]\ninterval = \"250ms\"\nsource_timeout = \"2s\"\nkubeconfig = {kc}\n\
          [collector.opencost]\nurl = {oc:?}\nwindow = \"10m\"\n\
          [collector.argocd]\nurl = {argo:?}\ntoken = {token:?}\n\
-         [diagnoser]\nstate_load_idle = \"50ms\"\n\
          [remediator]\nkubeconfig = {kc}\nrequest_timeout = \"5s\"\n\
          [remediator.argocd]\nurl = {argo:?}\ntoken = {token:?}\n\
          [remediator.verification]\nattempts = 20\ninterval = \"100ms\"\n\
-         [remediator.ledger]\nload_idle = \"50ms\"\n\
          [remediator.policy]\nmode = {mode:?}\n{allowed}",
         cluster = scenario.cluster,
         sf = q(&secrets_file),
