@@ -48,6 +48,21 @@ pub struct Receiver {
 impl Receiver {
     /// Loads the sources' secrets; a missing file or variable is a configuration error.
     pub fn new(config: ReceiverConfig, ctx: &Context) -> Result<Self, ConfigError> {
+        // Two limits apply, and neither implies the other: the body is read up to
+        // max_body_bytes, and each alert's envelope (rows re-serialized, plus the envelope's
+        // fields; Alertmanager labels twice) must fit the bus, or the request is refused 413.
+        match ctx.publisher.bus().max_message_bytes() {
+            Some(bus_limit) => tracing::info!(
+                max_body_bytes = config.max_body_bytes,
+                bus_max_message_bytes = bus_limit,
+                "alert size limits: request body (receiver.max_body_bytes) and each alert's \
+                 message (bus.kafka.message_max_bytes); a larger alert is refused with 413"
+            ),
+            None => tracing::info!(
+                max_body_bytes = config.max_body_bytes,
+                "alert size limit: request body (receiver.max_body_bytes); the bus has none"
+            ),
+        }
         Ok(Self {
             state: Arc::new(routes::State {
                 auth: Authenticator::new(&config)?,

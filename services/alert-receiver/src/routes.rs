@@ -10,9 +10,13 @@ use sha2::{Digest, Sha256};
 
 use opsmesh_proto::{
     Envelope,
-    alert::{Alert, FieldValue},
+    alert::{Alert, AlertSourceKind, FieldValue},
 };
-use opsmesh_runtime::{Publisher, problem::Problem};
+use opsmesh_runtime::{
+    Publisher,
+    bus::{BusError, Outgoing},
+    problem::Problem,
+};
 
 use crate::{
     auth::Authenticator,
@@ -310,8 +314,16 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
             }
         }
     }
-    let envelopes: Vec<&Envelope<Alert>> = owned.iter().map(|(_, _, e)| e).collect();
-    let published = publish_all(state, &envelopes).await;
+    let messages: Vec<Outgoing> = owned
+        .iter()
+        .map(|(_, _, e)| Publisher::message(e.incident_id.as_deref().unwrap_or_default(), e))
+        .collect();
+    // Every alert's size first: none is published when one can never be (the sender must not
+    // retry it, and a 4xx for a group that was half published would lose nothing but confuse).
+    let published = match too_large(state, &owned, &messages) {
+        Some(refusal) => Err(refusal),
+        None => publish_all(state, messages).await,
+    };
     let fresh = owned.len();
     for (index, ownership, envelope) in owned {
         let accepted = published.is_ok().then(|| Accepted {
@@ -446,12 +458,46 @@ fn unavailable(state: &State, detail: String) -> Refusal {
     )
 }
 
-/// Publishes every alert; `503` unless the bus acknowledged all of them in time.
-async fn publish_all(state: &State, envelopes: &[&Envelope<Alert>]) -> Result<(), Refusal> {
-    let publishes = envelopes.iter().map(|envelope| {
-        let key = envelope.incident_id.clone().unwrap_or_default();
-        async move { state.publisher.publish(&key, *envelope).await }
-    });
+/// `413` for the first alert whose message exceeds the bus's limit.
+fn too_large<O>(
+    state: &State,
+    owned: &[(usize, O, Envelope<Alert>)],
+    messages: &[Outgoing],
+) -> Option<Refusal> {
+    owned
+        .iter()
+        .zip(messages)
+        .find_map(|((index, _, envelope), message)| {
+            let err = state.publisher.check_size(message).err()?;
+            let problem = match envelope.payload.source_kind {
+                // One alert of a group: name which.
+                AlertSourceKind::Alertmanager => {
+                    alert_too_large(&err).at(format!("/alerts/{index}"))
+                }
+                AlertSourceKind::SplunkAlertAction | AlertSourceKind::SplunkWebhook => {
+                    alert_too_large(&err)
+                }
+            };
+            Some(refuse("alert_too_large", problem))
+        })
+}
+
+/// The `413` for an alert the bus can never store; retrying it cannot help.
+fn alert_too_large(err: &BusError) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "alert-too-large",
+        "Alert too large for the bus",
+        format!("{err}; send fewer or shorter rows, or raise the limit"),
+    )
+}
+
+/// Publishes every alert; `503` unless the bus acknowledged all of them in time (`413` if the
+/// broker refused one as too large).
+async fn publish_all(state: &State, messages: Vec<Outgoing>) -> Result<(), Refusal> {
+    let publishes = messages
+        .into_iter()
+        .map(|message| state.publisher.publish_raw(message));
     match tokio::time::timeout(
         state.config.publish_timeout,
         futures::future::try_join_all(publishes),
@@ -459,6 +505,9 @@ async fn publish_all(state: &State, envelopes: &[&Envelope<Alert>]) -> Result<()
     .await
     {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err(err @ BusError::TooLarge { .. })) => {
+            Err(refuse("alert_too_large", alert_too_large(&err)))
+        }
         Ok(Err(err)) => Err(unavailable(state, err.to_string())),
         Err(_) => Err(unavailable(
             state,

@@ -2,7 +2,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -24,11 +24,13 @@ pub const OLD_SECRET: &str = "splunk-secret-previous";
 pub const BEARER: &str = "alertmanager-bearer-token";
 pub const PATH_TOKEN: &str = "webhook-path-token";
 
-/// A memory bus that can be switched off, to play a broker outage.
+/// A memory bus that can be switched off, to play a broker outage, and given a message size
+/// limit as Kafka's producer has (0: none).
 #[derive(Clone)]
 pub struct SwitchableBus {
     pub inner: MemoryBus,
     pub down: Arc<AtomicBool>,
+    pub max_message_bytes: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -60,6 +62,9 @@ impl Bus for SwitchableBus {
     }
     fn kind(&self) -> &'static str {
         "memory"
+    }
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.max_message_bytes.load(Ordering::SeqCst)).filter(|&limit| limit > 0)
     }
 }
 
@@ -115,6 +120,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ReceiverConfig)) -> TestApp
     let bus = SwitchableBus {
         inner: MemoryBus::new(&MemorySettings::default()),
         down: Arc::new(AtomicBool::new(false)),
+        max_message_bytes: Arc::new(AtomicUsize::new(0)),
     };
     let ctx = Context::new(settings, Arc::new(bus.clone()));
     let receiver = Receiver::new(config, &ctx).expect("receiver builds");

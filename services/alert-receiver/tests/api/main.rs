@@ -4,6 +4,7 @@ mod alertmanager;
 mod auth;
 mod durability;
 mod helpers;
+mod limits;
 mod replicas;
 mod splunk;
 mod validation;

@@ -218,6 +218,18 @@ impl Bus for KafkaBus {
                 partition: delivery.partition,
                 offset: delivery.offset,
             }),
+            // `size` over-counts what librdkafka counts: within our limit, the broker refused.
+            Err((err, _))
+                if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                let size = message.size();
+                Err(BusError::TooLarge {
+                    topic: message.topic.into_owned(),
+                    size,
+                    limit: (size > self.settings.message_max_bytes)
+                        .then_some(self.settings.message_max_bytes),
+                })
+            }
             Err((err, _)) => Err(BusError::Publish {
                 topic: message.topic.into_owned(),
                 message: err.to_string(),

@@ -44,6 +44,22 @@ pub enum BusError {
     Unavailable(String),
     #[error("bus client could not be created: {0}")]
     Client(String),
+    /// Permanent: the same message can never be stored, so it must not be retried.
+    #[error("a {size}-byte message to {topic} is too large: {}", too_large_reason(*.limit))]
+    TooLarge {
+        topic: String,
+        size: usize,
+        /// The producer's limit when it refused; `None` when the broker did.
+        limit: Option<usize>,
+    },
+}
+
+fn too_large_reason(limit: Option<usize>) -> String {
+    match limit {
+        Some(limit) => format!("the limit is {limit} bytes (bus.kafka.message_max_bytes)"),
+        None => "the broker refused it (its message.max.bytes, or the topic's max.message.bytes)"
+            .to_owned(),
+    }
 }
 
 /// A message to publish. Topics, header names and most header values are constants, so they
@@ -55,6 +71,26 @@ pub struct Outgoing {
     pub key: String,
     pub payload: Vec<u8>,
     pub headers: Vec<(Cow<'static, str>, Cow<'static, [u8]>)>,
+}
+
+impl Outgoing {
+    /// Bytes this message counts against [`Bus::max_message_bytes`]: counted as librdkafka
+    /// counts them (key, payload, headers and the record's varints), the varints at their
+    /// largest, so a message within it is never refused by the producer for its size.
+    pub fn size(&self) -> usize {
+        // Length, attributes, timestamp and offset deltas, key and value lengths, header count.
+        const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+        // Name and value length varints.
+        const HEADER_OVERHEAD: usize = 5 + 5;
+        RECORD_OVERHEAD
+            + self.key.len()
+            + self.payload.len()
+            + self
+                .headers
+                .iter()
+                .map(|(name, value)| HEADER_OVERHEAD + name.len() + value.len())
+                .sum::<usize>()
+    }
 }
 
 /// Where a published message was stored once the bus acknowledged it.

@@ -28,6 +28,12 @@ impl Publisher {
         key: &str,
         envelope: &Envelope<P>,
     ) -> Result<Delivered, BusError> {
+        self.publish_raw(Self::message(key, envelope)).await
+    }
+
+    /// The message [`Publisher::publish`] sends: the envelope's bytes and headers on
+    /// `P::SCHEMA`'s topic. For callers that check every message's size before sending any.
+    pub fn message<P: Payload>(key: &str, envelope: &Envelope<P>) -> Outgoing {
         let schema = if envelope.schema == P::SCHEMA {
             Cow::Borrowed(P::SCHEMA.as_bytes())
         } else {
@@ -44,13 +50,24 @@ impl Publisher {
                 envelope.trace.traceparent.as_bytes().to_vec().into(),
             ),
         ];
-        self.publish_raw(Outgoing {
+        Outgoing {
             topic: P::SCHEMA.into(),
             key: key.to_owned(),
             payload: envelope.to_vec(),
             headers,
-        })
-        .await
+        }
+    }
+
+    /// `Err(TooLarge)` if `message` exceeds the bus's limit: a publish that can never succeed.
+    pub fn check_size(&self, message: &Outgoing) -> Result<(), BusError> {
+        match self.bus.max_message_bytes() {
+            Some(limit) if message.size() > limit => Err(BusError::TooLarge {
+                topic: message.topic.clone().into_owned(),
+                size: message.size(),
+                limit: Some(limit),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Publishes prepared bytes (DLQ forwarding keeps the original bytes and headers).
@@ -58,7 +75,10 @@ impl Publisher {
         // Kept for the metrics; a constant topic is borrowed, so this copies nothing.
         let topic = message.topic.clone();
         let started = Instant::now();
-        let result = self.bus.publish(message).await;
+        let result = match self.check_size(&message) {
+            Ok(()) => self.bus.publish(message).await,
+            Err(too_large) => Err(too_large),
+        };
         self.metrics
             .publish_seconds
             .with_label_values(&[&topic])
