@@ -1,5 +1,5 @@
 //! [`TopicReader`] on Kafka: every partition assigned by hand from its beginning (no group
-//! id, no commits), the end offsets taken before the first fetch.
+//! membership, no commits), the end offsets taken before the first fetch.
 
 use std::time::Duration;
 
@@ -57,6 +57,9 @@ pub(super) fn open(
 ) -> Result<KafkaReader, BusError> {
     let mut config = base_config(settings, client_id);
     config
+        // librdkafka's assign needs a group id, but with partitions assigned by hand and
+        // nothing committed the reader never joins the group: nothing is left on the broker.
+        .set("group.id", format!("{client_id}-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // Reaching a partition's end is what tells the reader it caught up, even where the
