@@ -86,15 +86,12 @@ impl Entity {
             EntityKind::Inferenceservice => "inferenceservice",
             EntityKind::Pod => "pod",
             EntityKind::Namespace => {
-                return self.namespace.as_ref().map(|n| format!("namespace/{n}"));
+                return Some(crate::Target::Namespace(self.namespace.clone()?).to_string());
             }
             EntityKind::Application => "application",
         };
-        Some(format!(
-            "{kind}/{}/{}",
-            self.namespace.as_ref()?,
-            self.name.as_ref()?
-        ))
+        let (namespace, name) = (self.namespace.as_ref()?, self.name.as_ref()?);
+        Some(crate::Target::namespaced(kind, namespace, name).to_string())
     }
 }
 

@@ -17,12 +17,15 @@ pub mod diagnosis;
 pub mod envelope;
 pub mod incident;
 pub mod ledger;
+pub mod name;
 pub mod remediation;
 pub mod schema;
+pub mod target;
 pub mod telemetry;
 pub mod timestamp;
 pub mod topics;
 pub mod vocabulary;
 
 pub use envelope::{Envelope, Payload, Trace};
+pub use target::Target;
 pub use vocabulary::{ActionKind, IncidentState, RootCause, Severity};

@@ -12,8 +12,9 @@ use kube::{
 };
 use serde_json::Value;
 
-use opsmesh_proto::telemetry::{
-    CostAllocation, GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord,
+use opsmesh_proto::{
+    Target,
+    telemetry::{CostAllocation, GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord},
 };
 
 use crate::config::window_hours;
@@ -280,7 +281,11 @@ impl Source for Models {
                 })
                 .collect();
             out.push((
-                format!("inferenceservice/{ns}/{name}"),
+                Target::InferenceService {
+                    namespace: ns,
+                    name,
+                }
+                .to_string(),
                 TelemetryRecord::Models(health),
             ));
         }
@@ -636,7 +641,11 @@ impl Source for GitOps {
             }
             let status = &app["status"];
             out.push((
-                format!("application/{ns}/{name}"),
+                Target::Application {
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                }
+                .to_string(),
                 TelemetryRecord::Argocd(GitOpsStatus {
                     application: name,
                     namespace: ns,

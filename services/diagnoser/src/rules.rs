@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use opsmesh_proto::{
-    ActionKind, RootCause,
+    ActionKind, RootCause, Target,
     alert::{Alert, EntityKind, FieldValue},
     diagnosis::{ActionProposal, Evidence, EvidenceSource},
     telemetry::ModelHealth,
@@ -225,7 +225,7 @@ fn model_rule(
     settings: &RuleSettings,
     log: &mut EvidenceLog,
 ) -> Option<Finding> {
-    let target = format!("inferenceservice/{namespace}/{name}");
+    let target = isvc_target(namespace, name);
     let (latest, oldest) = match store.model(namespace, name) {
         Some(pair) => pair,
         None => return model_rule_from_alert(alert, alert_ev, &target, settings),
@@ -514,13 +514,21 @@ fn policy_rule(
     })
 }
 
+fn isvc_target(namespace: &str, name: &str) -> String {
+    Target::InferenceService {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+    .to_string()
+}
+
 /// `Pod/name`, `kind/ns/name` or a bare name (an InferenceService in the namespace).
 fn resource_target(namespace: &str, resource: Option<&str>) -> String {
     match resource {
-        None => format!("namespace/{namespace}"),
+        None => Target::Namespace(namespace.to_owned()).to_string(),
         Some(r) => match r.split('/').collect::<Vec<_>>().as_slice() {
-            [name] => format!("inferenceservice/{namespace}/{name}"),
-            [kind, name] => format!("{}/{namespace}/{name}", kind.to_lowercase()),
+            [name] => isvc_target(namespace, name),
+            [kind, name] => Target::namespaced(kind, namespace, name).to_string(),
             _ => r.to_lowercase(),
         },
     }
@@ -533,7 +541,11 @@ fn gitops_rule(
     store: &TelemetryStore,
     log: &mut EvidenceLog,
 ) -> Option<Finding> {
-    let target = format!("application/{app}");
+    let target = Target::Application {
+        namespace: None,
+        name: app.to_owned(),
+    }
+    .to_string();
     let observed = store.application(app)?;
     let ev = log.telemetry(&observed);
     let g = &observed.record;
@@ -604,7 +616,7 @@ fn cost_rule(
         .as_ref()
         .and_then(|t| t.record.hourly_budget_usd)
         .or_else(|| number(&["budget", "hourly_budget_usd", "hourly_budget"]))?;
-    let target_ns = format!("namespace/{namespace}");
+    let target_ns = Target::Namespace(namespace.to_owned()).to_string();
     if hourly <= budget {
         let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
         return Some(none_finding(
@@ -692,7 +704,7 @@ fn cost_rule(
         released = cost * f64::from(replicas - baseline) / f64::from(*replicas) / hourly;
         actions.push(proposal(
             ActionKind::ScaleInferenceService,
-            &format!("inferenceservice/{namespace}/{name}"),
+            &isvc_target(namespace, name),
             json!({"replicas": baseline, "previous_replicas": replicas}),
             &refs,
             format!("back to the {baseline} replicas it ran before the spike"),

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::{ActionKind, remediation::ActionRecord};
 
-use crate::{plan::valid_image, quantity::parse_bytes, target::Target};
+use opsmesh_proto::Target;
+
+use crate::{plan::valid_image, quantity::parse_bytes};
 
 pub const QUOTA_NAME: &str = "opsmesh-cost-guard";
 pub const LIMIT_RANGE_NAME: &str = "opsmesh-default-limits";
@@ -147,7 +149,11 @@ impl Cluster {
     }
 
     fn isvc_target(a: &ActionRecord) -> Result<(String, String), ActError> {
-        match Target::parse(&a.target).map_err(ActError::Refused)? {
+        match a
+            .target
+            .parse::<Target>()
+            .map_err(|e| ActError::Refused(e.to_string()))?
+        {
             Target::InferenceService { namespace, name } => Ok((namespace, name)),
             other => Err(ActError::Refused(format!(
                 "{} needs an InferenceService target, not {other}",
@@ -727,7 +733,11 @@ fn default_limits() -> Value {
 }
 
 fn namespace_of(a: &ActionRecord) -> Result<String, ActError> {
-    match Target::parse(&a.target).map_err(ActError::Refused)? {
+    match a
+        .target
+        .parse::<Target>()
+        .map_err(|e| ActError::Refused(e.to_string()))?
+    {
         Target::Namespace(ns) => Ok(ns),
         other => Err(ActError::Refused(format!(
             "{} needs a namespace target, not {other}",
@@ -737,8 +747,12 @@ fn namespace_of(a: &ActionRecord) -> Result<String, ActError> {
 }
 
 fn app_name(a: &ActionRecord) -> Result<String, ActError> {
-    match Target::parse(&a.target).map_err(ActError::Refused)? {
-        Target::Application { name } => Ok(name),
+    match a
+        .target
+        .parse::<Target>()
+        .map_err(|e| ActError::Refused(e.to_string()))?
+    {
+        Target::Application { name, .. } => Ok(name),
         other => Err(ActError::Refused(format!(
             "{} needs an application target, not {other}",
             a.kind

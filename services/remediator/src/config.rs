@@ -210,7 +210,7 @@ impl Default for ApprovalConfig {
 }
 
 fn is_rfc1123_label(s: &str) -> bool {
-    crate::target::is_dns_label(s)
+    opsmesh_proto::name::is_dns_label(s)
 }
 
 impl Validate for RemediatorConfig {

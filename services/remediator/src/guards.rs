@@ -18,7 +18,9 @@ use opsmesh_proto::{
     remediation::ActionRecord,
 };
 
-use crate::{config::PolicyConfig, quantity::parse_bytes, target::Target};
+use opsmesh_proto::Target;
+
+use crate::{config::PolicyConfig, quantity::parse_bytes};
 
 /// One machine-checked guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,7 +478,7 @@ fn planned_usage(p: &ActionProposal, diagnosis: &Diagnosis, namespace: &str) -> 
         if let Ok(Target::InferenceService {
             namespace: ns,
             name,
-        }) = Target::parse(&scale.target)
+        }) = scale.target.parse::<Target>()
             && ns == namespace
             && let Some(seen) = replicas.get_mut(name.as_str())
             && let Some(planned) = scale.params.get("replicas").and_then(count)
@@ -874,7 +876,7 @@ mod tests {
     /// The plan stage for the first proposal of `d`.
     fn plan(d: &Diagnosis, checks: &[&str]) -> Result<Vec<(Guard, Checked)>, GuardViolation> {
         let p = &d.recommended_actions[0];
-        let target = Target::parse(&p.target).unwrap();
+        let target = p.target.parse::<Target>().unwrap();
         check_plan(p, &target, &spec(p.kind, checks), d, &policy())
     }
 
@@ -1137,7 +1139,7 @@ mod tests {
             let p = &d.recommended_actions[0];
             let planned = check_plan(
                 p,
-                &Target::parse(ISVC).unwrap(),
+                &ISVC.parse::<Target>().unwrap(),
                 &spec(p.kind, &[]),
                 &d,
                 &generous,

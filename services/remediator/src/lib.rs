@@ -25,7 +25,6 @@ pub mod metrics;
 pub mod plan;
 pub mod quantity;
 pub mod state;
-pub mod target;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use opsmesh_diagnoser::runbooks::{ActionSpec, Library, SectionSpec};
 use opsmesh_proto::{
-    ActionKind, RootCause,
+    ActionKind, RootCause, Target,
     diagnosis::{ActionProposal, Diagnosis},
     remediation::{ActionMode, ActionRecord},
 };
@@ -20,7 +20,6 @@ use crate::{
     guards::{self, Checked},
     ledger::is_mutating,
     quantity::{parse_bytes, value_number},
-    target::Target,
 };
 
 /// A refusal: a stable code (metrics label) and the reason in words (ledger).
@@ -172,9 +171,13 @@ pub fn plan(
     let mut actions = Vec::new();
     let mut mode = ActionMode::Auto;
     for p in &diagnosis.recommended_actions {
-        let target = match Target::parse(&p.target) {
+        let target = match p.target.parse::<Target>() {
+            // A diagnosis may point at a pod; no action acts on one.
+            Ok(Target::Object { kind, .. }) => {
+                return refuse(p, "invalid_target", format!("no action acts on a {kind}"));
+            }
             Ok(t) => t,
-            Err(e) => return refuse(p, "invalid_target", e),
+            Err(e) => return refuse(p, "invalid_target", e.to_string()),
         };
         let allowed = match allowed_by_section(p, &target, spec) {
             Ok(a) => a,
@@ -384,11 +387,7 @@ fn policy_allows(
     history: &History,
     now: DateTime<Utc>,
 ) -> Result<(), (&'static str, String)> {
-    let ns = match target {
-        Target::Application { .. } => None,
-        other => other.namespace(),
-    };
-    if let Some(ns) = ns {
+    if let Some(ns) = target.namespace() {
         if policy.denied_namespaces.iter().any(|d| d == ns) {
             return Err((
                 "namespace_denied",
@@ -456,7 +455,7 @@ fn policy_allows(
         let in_ns = recent
             .iter()
             .filter(|(_, t)| {
-                Target::parse(t)
+                t.parse::<Target>()
                     .ok()
                     .and_then(|t| t.namespace().map(str::to_owned))
                     .as_deref()

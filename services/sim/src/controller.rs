@@ -8,11 +8,13 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use opsmesh_proto::Target;
+
 use crate::{
     clock::timestamp,
     quantity::{format_bytes, format_duration, parse_bytes, parse_quantity},
     resources,
-    scenario::{Api, Fault, HealthStatus, PolicyAction, Target},
+    scenario::{Api, Fault, HealthStatus, PolicyAction},
     world::{PodLife, World},
 };
 
@@ -39,7 +41,8 @@ const RESTART_ANNOTATIONS: &[&str] = &[
 pub struct FaultState {
     pub at: Duration,
     pub fault: Fault,
-    pub target: Target,
+    /// `None` for faults that hit whole APIs.
+    pub target: Option<Target>,
     pub applied: bool,
     /// A transient crash loop ends at the first restart after its onset.
     pub cleared_at: Option<Duration>,
@@ -52,7 +55,7 @@ impl FaultState {
         json!({
             "kind": self.fault.name(),
             "at": format_duration(self.at),
-            "target": format!("{:?}", self.target),
+            "target": self.target.as_ref().map(Target::to_string),
             "applied": self.applied,
             "cleared_at": self.cleared_at.map(format_duration),
             "began": self.began.map(format_duration),
@@ -60,7 +63,7 @@ impl FaultState {
     }
 
     fn targets_isvc(&self, ns: &str, name: &str) -> bool {
-        matches!(&self.target, Target::InferenceService { namespace, name: n } if namespace == ns && n == name)
+        matches!(&self.target, Some(Target::InferenceService { namespace, name: n }) if namespace == ns && n == name)
     }
 }
 
@@ -405,7 +408,7 @@ impl World {
         self.reconcile();
     }
 
-    pub fn inject(&mut self, at: Duration, fault: Fault, target: Target) {
+    pub fn inject(&mut self, at: Duration, fault: Fault, target: Option<Target>) {
         self.faults.push(FaultState {
             at,
             fault,
@@ -462,7 +465,9 @@ impl World {
             self.faults[i].applied = true;
             let f = self.faults[i].clone();
             let (ns, name) = match &f.target {
-                Target::InferenceService { namespace, name } => (namespace.clone(), name.clone()),
+                Some(Target::InferenceService { namespace, name }) => {
+                    (namespace.clone(), name.clone())
+                }
                 _ => (String::new(), String::new()),
             };
             tracing::debug!(fault = f.fault.name(), ?f.target, "fault begins");
@@ -496,7 +501,7 @@ impl World {
                     }
                 }
                 Fault::GitopsDrift => {
-                    if let Target::Application { name: app, .. } = &f.target {
+                    if let Some(Target::Application { name: app, .. }) = &f.target {
                         self.drift(app);
                     }
                 }
@@ -1252,7 +1257,7 @@ impl World {
                     resource,
                     reason,
                 },
-                Target::InferenceService { namespace, name },
+                Some(Target::InferenceService { namespace, name }),
             ) = (&f.fault, &f.target)
             else {
                 continue;

@@ -23,9 +23,11 @@ use std::{
 
 use serde_json::json;
 
+use opsmesh_proto::Target;
+
 pub use clock::Clock;
 pub use rbac::{Rbac, RbacRule};
-pub use scenario::{Fault, Scenario, ScenarioError, Target};
+pub use scenario::{Fault, Scenario, ScenarioError};
 pub use server::SimServer;
 pub use world::{RequestRecord, SimConfig, World};
 
@@ -98,7 +100,7 @@ impl Simulator {
         self.world().advance_to(elapsed);
     }
 
-    pub fn inject(&self, at: Duration, fault: Fault, target: Target) {
+    pub fn inject(&self, at: Duration, fault: Fault, target: Option<Target>) {
         self.world().inject(at, fault, target);
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use opsmesh_proto::{
-    ActionKind, IncidentState, RootCause, alert::AlertStatus, incident::IncidentStatus,
+    ActionKind, IncidentState, RootCause, Target, alert::AlertStatus, incident::IncidentStatus,
     remediation::ActionMode,
 };
 
@@ -304,51 +304,29 @@ impl Fault {
     }
 }
 
-/// What a fault is aimed at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    InferenceService {
-        namespace: String,
-        name: String,
-    },
-    Application {
-        namespace: Option<String>,
-        name: String,
-    },
-    Namespace(String),
-    Nothing,
-}
-
-impl Target {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let ok = |s: &str| !s.is_empty();
-        match parts.as_slice() {
-            ["inferenceservice" | "isvc", ns, name] if ok(ns) && ok(name) => {
-                Ok(Self::InferenceService {
-                    namespace: (*ns).into(),
-                    name: (*name).into(),
-                })
-            }
-            ["application", name] if ok(name) => Ok(Self::Application {
-                namespace: None,
-                name: (*name).into(),
-            }),
-            ["application", ns, name] if ok(ns) && ok(name) => Ok(Self::Application {
-                namespace: Some((*ns).into()),
-                name: (*name).into(),
-            }),
-            ["namespace", ns] if ok(ns) => Ok(Self::Namespace((*ns).into())),
-            _ => Err(format!(
-                "target {text:?} must be inferenceservice/<namespace>/<name>, application/<name> or namespace/<name>"
-            )),
-        }
+/// What a fault is aimed at: a wire target, which scenarios may also write `isvc/<ns>/<name>`.
+/// Faults act on InferenceServices, applications and namespaces only.
+fn fault_target(text: &str) -> Result<Target, String> {
+    let target = match text.split_once('/') {
+        Some(("isvc", rest)) => ["inferenceservice", rest].join("/").parse(),
+        _ => text.parse(),
+    };
+    match target {
+        Ok(
+            t @ (Target::InferenceService { .. }
+            | Target::Application { .. }
+            | Target::Namespace(_)),
+        ) => Ok(t),
+        Ok(_) => Err(format!(
+            "target {text:?} must be inferenceservice/<namespace>/<name>, application/<name> or namespace/<name>"
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 impl FaultSpec {
     /// Checks the parameters of the kind and the target.
-    pub fn resolve(&self) -> Result<(Fault, Target), String> {
+    pub fn resolve(&self) -> Result<(Fault, Option<Target>), String> {
         let allowed: &[&str] = match self.kind {
             FaultKindName::OomLoop => &["memory_demand"],
             FaultKindName::CrashLoop => &["persistent", "exit_code"],
@@ -449,22 +427,22 @@ impl FaultSpec {
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {
-            (Fault::None | Fault::ApiOutage { .. }, None) => Target::Nothing,
+            (Fault::None | Fault::ApiOutage { .. }, None) => None,
             (Fault::ApiOutage { .. }, Some(_)) => {
                 return Err(
                     "api_outage takes no target: it affects whole APIs (params.apis)".into(),
                 );
             }
-            (_, Some(t)) => Target::parse(t)?,
+            (_, Some(t)) => Some(fault_target(t)?),
             (_, None) => return Err("target is required for this fault kind".into()),
         };
         match (&fault, &target) {
-            (Fault::GitopsDrift, Target::Application { .. })
+            (Fault::GitopsDrift, Some(Target::Application { .. }))
             | (Fault::None | Fault::ApiOutage { .. }, _) => {}
             (Fault::GitopsDrift, _) => {
                 return Err("gitops_drift needs an application/<name> target".into());
             }
-            (_, Target::InferenceService { .. }) => {}
+            (_, Some(Target::InferenceService { .. })) => {}
             (f, _) => {
                 return Err(format!(
                     "{} needs an inferenceservice/<namespace>/<name> target",
@@ -749,7 +727,7 @@ impl Scenario {
     }
 
     /// Faults with their parameters resolved (checked in [`Scenario::parse`]).
-    pub fn resolved_faults(&self) -> Vec<(Duration, Fault, Target)> {
+    pub fn resolved_faults(&self) -> Vec<(Duration, Fault, Option<Target>)> {
         self.faults
             .iter()
             .filter_map(|f| {

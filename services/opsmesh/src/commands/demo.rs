@@ -8,6 +8,7 @@ use std::{path::Path, process::ExitCode, time::Duration};
 use clap::Args;
 use serde_json::Value;
 
+use opsmesh_proto::Target;
 use opsmesh_runtime::{launcher, telemetry};
 use opsmesh_sim::scenario::Scenario;
 
@@ -173,8 +174,8 @@ fn print_timeline(hec: &Path) {
 fn target(entity: &Value) -> String {
     let part = |k: &str| entity[k].as_str().unwrap_or_default().to_owned();
     match entity["kind"].as_str() {
-        Some("namespace") => format!("namespace/{}", part("namespace")),
-        Some(kind) => format!("{kind}/{}/{}", part("namespace"), part("name")),
+        Some("namespace") => Target::Namespace(part("namespace")).to_string(),
+        Some(kind) => Target::namespaced(kind, &part("namespace"), &part("name")).to_string(),
         None => part("namespace"),
     }
 }
