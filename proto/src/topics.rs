@@ -111,6 +111,49 @@ pub fn dlq(topic: &str) -> String {
     format!("{topic}{DLQ_SUFFIX}")
 }
 
+/// Retention of every DLQ: dead letters wait for an operator to notice and replay them, so
+/// they are kept at least as long as the longest-kept topic, and never compacted (that would
+/// keep only the last dead letter of each key).
+pub const DLQ_RETENTION_MS: i64 = 30 * DAY_MS;
+
+/// Kafka topic settings a topic is provisioned with and checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub retention_ms: i64,
+    pub cleanup_policy: &'static str,
+}
+
+impl TopicConfig {
+    /// `(Kafka config name, value)` of each setting.
+    pub fn entries(&self) -> [(&'static str, String); 2] {
+        [
+            ("retention.ms", self.retention_ms.to_string()),
+            ("cleanup.policy", self.cleanup_policy.to_owned()),
+        ]
+    }
+}
+
+/// The settings `name` is provisioned with: its row of the table, or for a DLQ `delete` and
+/// [`DLQ_RETENTION_MS`] (or its topic's, if longer). `None` for a topic not in the table.
+pub fn config_of(name: &str) -> Option<TopicConfig> {
+    let (base, is_dlq) = match name.strip_suffix(DLQ_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let spec = every_topic().find(|t| t.name == base)?;
+    Some(if is_dlq {
+        TopicConfig {
+            retention_ms: spec.retention_ms.max(DLQ_RETENTION_MS),
+            cleanup_policy: "delete",
+        }
+    } else {
+        TopicConfig {
+            retention_ms: spec.retention_ms,
+            cleanup_policy: spec.cleanup_policy,
+        }
+    })
+}
+
 /// The topic table as Markdown (README and `proto/TOPICS.md`, checked for drift).
 pub fn markdown_table() -> String {
     let mut out = String::from(
@@ -147,5 +190,26 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "a topic is listed twice");
         assert!(markdown_table().contains(&format!("| `{NOTIFICATIONS}` |")));
+    }
+
+    #[test]
+    fn every_provisioned_topic_has_its_declared_settings() {
+        for name in all_topic_names() {
+            assert!(config_of(&name).is_some(), "{name}");
+        }
+        let incidents = config_of(INCIDENTS).unwrap();
+        assert_eq!(incidents.cleanup_policy, "compact");
+        assert_eq!(incidents.retention_ms, 30 * DAY_MS);
+        let incidents_dlq = config_of(&dlq(INCIDENTS)).unwrap();
+        assert_eq!(
+            incidents_dlq.cleanup_policy, "delete",
+            "a DLQ is never compacted"
+        );
+        assert_eq!(
+            config_of(&dlq(TELEMETRY)).unwrap().retention_ms,
+            30 * DAY_MS
+        );
+        assert_eq!(config_of("opsmesh.unknown.v1"), None);
+        assert_eq!(config_of("x.dlq"), None);
     }
 }

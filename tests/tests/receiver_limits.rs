@@ -37,7 +37,9 @@ fn message(payload_bytes: usize) -> Outgoing {
 async fn messages_up_to_the_limit_are_stored_and_larger_ones_are_too_large() {
     let broker = Broker::memory();
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&settings(&broker), "opsmesh-test").unwrap());
-    bus.ensure_topics(&[topics::ALERTS.to_owned()]).await.unwrap();
+    bus.ensure_topics(&[topics::ALERTS.to_owned()])
+        .await
+        .unwrap();
     let publisher = Context::new(Settings::default(), bus.clone()).publisher;
 
     // The size the publisher counts is never below librdkafka's: a message of exactly the
@@ -45,7 +47,10 @@ async fn messages_up_to_the_limit_are_stored_and_larger_ones_are_too_large() {
     let mut at_limit = message(LIMIT);
     at_limit.payload.truncate(LIMIT - (at_limit.size() - LIMIT));
     assert_eq!(at_limit.size(), LIMIT);
-    publisher.publish_raw(at_limit).await.expect("a message of the limit is stored");
+    publisher
+        .publish_raw(at_limit)
+        .await
+        .expect("a message of the limit is stored");
 
     let over = message(LIMIT);
     match publisher.publish_raw(over.clone()).await {
@@ -57,7 +62,13 @@ async fn messages_up_to_the_limit_are_stored_and_larger_ones_are_too_large() {
     // The producer's own refusal, past the publisher's check, is the same permanent error.
     let err = bus.publish(message(2 * LIMIT)).await.unwrap_err();
     assert!(
-        matches!(err, BusError::TooLarge { limit: Some(LIMIT), .. }),
+        matches!(
+            err,
+            BusError::TooLarge {
+                limit: Some(LIMIT),
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -66,7 +77,9 @@ async fn messages_up_to_the_limit_are_stored_and_larger_ones_are_too_large() {
 async fn an_alert_too_large_for_kafka_is_refused_413_and_a_small_one_is_stored() {
     let broker = Broker::memory();
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::new(&settings(&broker), "opsmesh-test").unwrap());
-    bus.ensure_topics(&[topics::ALERTS.to_owned()]).await.unwrap();
+    bus.ensure_topics(&[topics::ALERTS.to_owned()])
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("splunk.secrets");
@@ -97,8 +110,7 @@ async fn an_alert_too_large_for_kafka_is_refused_413_and_a_small_one_is_stored()
                       "message": "x".repeat(rows_bytes)}],
         }))
         .unwrap();
-        let signature =
-            opsmesh_alert_receiver::sign(SECRET, chrono::Utc::now().timestamp(), &body);
+        let signature = opsmesh_alert_receiver::sign(SECRET, chrono::Utc::now().timestamp(), &body);
         let url = url.clone();
         async move {
             let response = reqwest::Client::new()
@@ -119,7 +131,9 @@ async fn an_alert_too_large_for_kafka_is_refused_413_and_a_small_one_is_stored()
     assert_eq!(status, 413, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(
-        detail.contains(&format!("limit is {LIMIT} bytes (bus.kafka.message_max_bytes)")),
+        detail.contains(&format!(
+            "limit is {LIMIT} bytes (bus.kafka.message_max_bytes)"
+        )),
         "{detail}"
     );
     let (status, reply) = post(100).await;

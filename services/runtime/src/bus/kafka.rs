@@ -1,13 +1,15 @@
 //! Kafka via rdkafka: idempotent producer with `acks=all`; group consumers that store offsets
 //! only after handling, commit on revoke and on shutdown.
 
+mod admin;
+
+pub use admin::TopicDescription;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::{
     ClientConfig, ClientContext, Message,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, Headers, OwnedHeaders},
@@ -295,37 +297,7 @@ impl Bus for KafkaBus {
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = base_config(&self.settings, &self.client_id)
-            .set_all(&self.settings.client)
-            .create()
-            .map_err(|e| BusError::Client(e.to_string()))?;
-        let new_topics: Vec<NewTopic<'_>> = topics
-            .iter()
-            .map(|name| {
-                NewTopic::new(
-                    name,
-                    self.settings.partitions,
-                    TopicReplication::Fixed(self.settings.replication_factor),
-                )
-            })
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(self.settings.request_timeout));
-        let results = admin
-            .create_topics(&new_topics, &options)
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        for result in results {
-            match result {
-                Ok(name) => tracing::info!(topic = %name, "created topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(BusError::Unavailable(format!(
-                        "creating topic {name}: {code}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        self.create_topics(topics).await
     }
 
     async fn check(&self) -> Result<(), BusError> {

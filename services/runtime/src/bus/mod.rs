@@ -16,7 +16,7 @@ use serde::Deserialize;
 pub use consumer::{
     ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
 };
-pub use kafka::{KafkaBus, KafkaSettings};
+pub use kafka::{KafkaBus, KafkaSettings, TopicDescription};
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
 pub use reader::{
