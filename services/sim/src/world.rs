@@ -11,6 +11,8 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use opsmesh_proto::name::{is_dns_label, is_dns_subdomain};
+
 use crate::{
     clock::{Clock, timestamp},
     controller::{ArgoState, FaultState, Workload},
@@ -181,20 +183,6 @@ pub struct World {
 
 pub fn now_ts(clock: &Clock) -> String {
     timestamp(clock.now())
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
 impl World {
