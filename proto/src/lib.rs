@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod incident;
 pub mod ledger;
 pub mod name;
+pub mod quantity;
 pub mod remediation;
 pub mod schema;
 pub mod target;

@@ -6,7 +6,6 @@
 mod incidents;
 pub mod llm;
 mod policy_fixes;
-mod quantity;
 pub mod rules;
 pub mod runbooks;
 pub mod splunk;
@@ -108,7 +107,7 @@ impl Validate for DiagnoserConfig {
                 "must be between 1.0 and 10.0",
             ));
         }
-        if quantity::parse_bytes(&self.rules.max_memory_limit).is_none() {
+        if opsmesh_proto::quantity::parse_bytes(&self.rules.max_memory_limit).is_err() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.rules.max_memory_limit"),
                 "must be a Kubernetes quantity such as 16Gi",

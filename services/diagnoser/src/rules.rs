@@ -10,12 +10,12 @@ use opsmesh_proto::{
     ActionKind, RootCause, Target,
     alert::{Alert, EntityKind, FieldValue},
     diagnosis::{ActionProposal, Evidence, EvidenceSource},
+    quantity::{format_bytes, parse_bytes},
     telemetry::ModelHealth,
 };
 
 use crate::{
     policy_fixes,
-    quantity::{format_mib_rounded_up, parse_bytes},
     telemetry::{Observed, TelemetryStore},
 };
 
@@ -285,8 +285,14 @@ fn model_rule_from_alert(
     Some(finding)
 }
 
+/// Bytes rounded up to a multiple of `step_mib` MiB, in the largest exact unit (`640Mi`, `1Gi`).
+fn round_up_mib(bytes: u64, step_mib: u64) -> String {
+    let step = step_mib.max(1) << 20;
+    format_bytes(bytes.div_ceil(step) * step)
+}
+
 fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&str]) -> Finding {
-    let limit = m.memory_limit.as_deref().and_then(parse_bytes);
+    let limit = m.memory_limit.as_deref().and_then(|q| parse_bytes(q).ok());
     let ceiling = parse_bytes(&settings.max_memory_limit).unwrap_or(u64::MAX);
     let from_limit = |limit: u64| (limit as f64 * settings.memory_factor_without_peak) as u64;
     let (basis, wanted) = match (m.peak_working_set_bytes, limit) {
@@ -295,7 +301,7 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
         (Some(peak), Some(limit)) if (peak as f64 * settings.memory_headroom) as u64 <= limit => (
             format!(
                 "peak working set {} × {} is not above the current limit: current limit × {}",
-                format_mib_rounded_up(peak, 1),
+                round_up_mib(peak, 1),
                 settings.memory_headroom,
                 settings.memory_factor_without_peak
             ),
@@ -304,7 +310,7 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
         (Some(peak), _) => (
             format!(
                 "peak working set {} × {}",
-                format_mib_rounded_up(peak, 1),
+                round_up_mib(peak, 1),
                 settings.memory_headroom
             ),
             (peak as f64 * settings.memory_headroom) as u64,
@@ -320,9 +326,9 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
         (None, None) => ("no limit or peak known: 1Gi".into(), 1 << 30),
     };
     let capped = wanted.min(ceiling);
-    let new_limit = format_mib_rounded_up(capped, settings.memory_step_mib);
+    let new_limit = round_up_mib(capped, settings.memory_step_mib);
     if let Some(limit) = limit
-        && parse_bytes(&new_limit).is_none_or(|new| new <= limit)
+        && parse_bytes(&new_limit).ok().is_none_or(|new| new <= limit)
     {
         return oom_at_ceiling(target, m, settings, ev);
     }
@@ -763,6 +769,14 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn memory_rounds_up_to_the_step() {
+        assert_eq!(round_up_mib(480 << 20, 64), "512Mi");
+        assert_eq!(round_up_mib((480u64 << 20) * 13 / 10, 64), "640Mi");
+        assert_eq!(round_up_mib(1 << 30, 64), "1Gi");
+        assert_eq!(round_up_mib(1, 0), "1Mi");
+    }
+
     fn alert(entity: Entity, row: &[(&str, &str)]) -> Alert {
         Alert {
             source_kind: AlertSourceKind::SplunkAlertAction,
@@ -905,7 +919,7 @@ mod tests {
                 {
                     let new = a.params["memory_limit"]
                         .as_str()
-                        .and_then(parse_bytes)
+                        .and_then(|q| parse_bytes(q).ok())
                         .unwrap();
                     assert!(
                         new > mib(limit),

@@ -13,11 +13,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use opsmesh_proto::{ActionKind, remediation::ActionRecord};
+use opsmesh_proto::{ActionKind, Target, quantity::parse_bytes, remediation::ActionRecord};
 
-use opsmesh_proto::Target;
-
-use crate::{plan::valid_image, quantity::parse_bytes};
+use crate::plan::valid_image;
 
 pub const QUOTA_NAME: &str = "opsmesh-cost-guard";
 pub const LIMIT_RANGE_NAME: &str = "opsmesh-default-limits";
@@ -254,11 +252,11 @@ impl Cluster {
             ActionKind::PatchMemoryLimit => {
                 let (ns, name) = Self::isvc_target(a)?;
                 let isvc = self.get_isvc(&ns, &name).await?;
-                let want = param_str(a, "memory_limit").and_then(parse_bytes);
+                let want = param_str(a, "memory_limit").and_then(|q| parse_bytes(q).ok());
                 let have = container_of(&isvc)
                     .1
                     .and_then(|c| c["resources"]["limits"]["memory"].as_str())
-                    .and_then(parse_bytes);
+                    .and_then(|q| parse_bytes(q).ok());
                 want.is_some() && want == have
             }
             ActionKind::RollbackImage => {

@@ -5,10 +5,8 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use opsmesh_proto::{ActionKind, remediation::ActionMode};
+use opsmesh_proto::{ActionKind, quantity::parse_bytes, remediation::ActionMode};
 use opsmesh_runtime::{ConfigError, Validate};
-
-use crate::quantity::parse_bytes;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -262,7 +260,7 @@ impl Validate for RemediatorConfig {
                 "must be at least 1",
             ));
         }
-        if parse_bytes(&p.memory_ceiling).is_none() {
+        if parse_bytes(&p.memory_ceiling).is_err() {
             return Err(ConfigError::invalid(
                 key("policy.memory_ceiling"),
                 "must be a Kubernetes quantity such as 16Gi",

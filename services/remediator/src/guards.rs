@@ -18,9 +18,9 @@ use opsmesh_proto::{
     remediation::ActionRecord,
 };
 
-use opsmesh_proto::Target;
+use opsmesh_proto::{Target, quantity::parse_bytes};
 
-use crate::{config::PolicyConfig, quantity::parse_bytes};
+use crate::config::PolicyConfig;
 
 /// One machine-checked guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +177,8 @@ fn quantity(
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => match parse_bytes(s) {
-            Some(b) => Ok(Some((s.clone(), b))),
-            None => Err(GuardViolation::Unverifiable {
+            Ok(b) => Ok(Some((s.clone(), b))),
+            Err(_) => Err(GuardViolation::Unverifiable {
                 guard,
                 what: format!("{name} {s:?} is not a memory quantity"),
             }),

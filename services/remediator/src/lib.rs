@@ -23,7 +23,6 @@ pub mod guards;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;
-pub mod quantity;
 pub mod state;
 
 use std::sync::Arc;

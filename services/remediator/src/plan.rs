@@ -12,6 +12,7 @@ use opsmesh_diagnoser::runbooks::{ActionSpec, Library, SectionSpec};
 use opsmesh_proto::{
     ActionKind, RootCause, Target,
     diagnosis::{ActionProposal, Diagnosis},
+    quantity::{json_quantity, parse_bytes},
     remediation::{ActionMode, ActionRecord},
 };
 
@@ -19,7 +20,6 @@ use crate::{
     config::PolicyConfig,
     guards::{self, Checked},
     ledger::is_mutating,
-    quantity::{parse_bytes, value_number},
 };
 
 /// A refusal: a stable code (metrics label) and the reason in words (ledger).
@@ -305,13 +305,13 @@ fn allowed_by_section<'a>(
         };
         let bound = |b: &Option<serde_norway::Value>| -> Option<f64> {
             let v: Value = serde_json::to_value(b.as_ref()?).ok()?;
-            value_number(&v)
+            json_quantity(&v)
         };
         let (min, max) = (bound(&rule.min), bound(&rule.max));
         if min.is_none() && max.is_none() {
             continue;
         }
-        let Some(n) = value_number(value) else {
+        let Some(n) = json_quantity(value) else {
             return Err(format!(
                 "param {name} = {value} is not a number or quantity"
             ));
@@ -357,7 +357,7 @@ fn params_valid(p: &ActionProposal) -> Result<(), String> {
         ActionKind::PatchMemoryLimit => {
             let limit = param_str(p, "memory_limit")
                 .ok_or("patch_memory_limit needs params.memory_limit")?;
-            if parse_bytes(limit).is_none_or(|b| b == 0) {
+            if parse_bytes(limit).ok().is_none_or(|b| b == 0) {
                 return Err(format!("memory_limit {limit:?} is not a memory quantity"));
             }
         }
@@ -516,7 +516,7 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
                 p.target,
                 param_u32(p, "pods").map_or("?".into(), |n| n.to_string())
             ),
-            p.params.get("projected_saving_usd").and_then(value_number),
+            p.params.get("projected_saving_usd").and_then(json_quantity),
         ),
         ActionKind::ArgocdSync => (format!("{}: sync the live state to git", p.target), None),
         ActionKind::SuggestPolicyFix => (

@@ -8,11 +8,14 @@ use std::{collections::BTreeMap, time::Duration};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use opsmesh_proto::Target;
+use opsmesh_proto::{
+    Target,
+    quantity::{format_bytes, json_quantity},
+};
 
 use crate::{
     clock::timestamp,
-    quantity::{format_bytes, format_duration, parse_bytes, parse_quantity},
+    duration::format_duration,
     resources,
     scenario::{Api, Fault, HealthStatus, PolicyAction},
     world::{PodLife, World},
@@ -128,29 +131,30 @@ pub struct Demand {
     pub container_limits: Vec<Option<u64>>,
 }
 
-fn quantity_of(v: Option<&Value>) -> Option<f64> {
-    match v? {
-        Value::String(s) => parse_quantity(s).ok(),
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-}
-
 pub fn pod_demand(pod: &Value) -> Demand {
     let mut d = Demand::default();
     for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
         let r = &c["resources"];
-        let lim = quantity_of(r["limits"].get("memory")).map(|v| v as u64);
-        let req = quantity_of(r["requests"].get("memory"))
+        let lim = r["limits"]
+            .get("memory")
+            .and_then(json_quantity)
+            .map(|v| v as u64);
+        let req = r["requests"]
+            .get("memory")
+            .and_then(json_quantity)
             .map(|v| v as u64)
             .or(lim);
         d.memory_limit += lim.unwrap_or(0);
         d.memory_request += req.unwrap_or(0);
-        d.gpu += quantity_of(r["limits"].get("nvidia.com/gpu"))
-            .or_else(|| quantity_of(r["requests"].get("nvidia.com/gpu")))
+        d.gpu += r["limits"]
+            .get("nvidia.com/gpu")
+            .and_then(json_quantity)
+            .or_else(|| r["requests"].get("nvidia.com/gpu").and_then(json_quantity))
             .unwrap_or(0.0) as u64;
-        d.cpu_request += quantity_of(r["requests"].get("cpu"))
-            .or_else(|| quantity_of(r["limits"].get("cpu")))
+        d.cpu_request += r["requests"]
+            .get("cpu")
+            .and_then(json_quantity)
+            .or_else(|| r["limits"].get("cpu").and_then(json_quantity))
             .unwrap_or(0.0);
         d.container_limits.push(lim);
     }
@@ -1150,8 +1154,14 @@ impl World {
                 if limit["type"] != "Container" {
                     continue;
                 }
-                let max = quantity_of(limit["max"].get("memory")).map(|v| v as u64);
-                let min = quantity_of(limit["min"].get("memory")).map(|v| v as u64);
+                let max = limit["max"]
+                    .get("memory")
+                    .and_then(json_quantity)
+                    .map(|v| v as u64);
+                let min = limit["min"]
+                    .get("memory")
+                    .and_then(json_quantity)
+                    .map(|v| v as u64);
                 for lim in demand.container_limits.iter().flatten() {
                     if let Some(max) = max
                         && *lim > max
@@ -1195,7 +1205,7 @@ impl World {
         for q in self.objects_of(&resources::RESOURCE_QUOTAS, Some(ns)) {
             let qname = q["metadata"]["name"].as_str().unwrap_or("");
             for (res, hard) in q["spec"]["hard"].as_object().into_iter().flatten() {
-                let Some(hard) = quantity_of(Some(hard)) else {
+                let Some(hard) = json_quantity(hard) else {
                     continue;
                 };
                 let Some((k, want)) = asked.iter().find(|(k, _)| *k == res.as_str()) else {
@@ -1636,16 +1646,6 @@ fn quota_amounts(d: &Demand) -> Vec<(&'static str, f64)> {
         ("requests.cpu", d.cpu_request),
         ("cpu", d.cpu_request),
     ]
-}
-
-/// Memory quantity text of a scenario value.
-pub(crate) fn bytes_text(b: u64) -> String {
-    format_bytes(b)
-}
-
-#[allow(dead_code)]
-fn parse_mem(v: &Value) -> Option<u64> {
-    v.as_str().and_then(|s| parse_bytes(s).ok())
 }
 
 #[cfg(test)]

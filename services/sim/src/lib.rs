@@ -5,9 +5,9 @@
 
 pub mod clock;
 pub mod controller;
+pub mod duration;
 pub mod opencost;
 pub mod patch;
-pub mod quantity;
 pub mod rbac;
 pub mod resources;
 pub mod scenario;
@@ -23,7 +23,7 @@ use std::{
 
 use serde_json::json;
 
-use opsmesh_proto::Target;
+use opsmesh_proto::{Target, quantity::format_bytes};
 
 pub use clock::Clock;
 pub use rbac::{Rbac, RbacRule};
@@ -31,10 +31,7 @@ pub use scenario::{Fault, Scenario, ScenarioError};
 pub use server::SimServer;
 pub use world::{RequestRecord, SimConfig, World};
 
-use crate::{
-    controller::{ARGO_INSTANCE_LABEL, bytes_text},
-    scenario::ClusterState,
-};
+use crate::{controller::ARGO_INSTANCE_LABEL, scenario::ClusterState};
 
 /// Annotation on a namespace with its hourly budget in USD.
 pub const BUDGET_ANNOTATION: &str = "opsmesh.dev/hourly-budget-usd";
@@ -142,10 +139,10 @@ impl Simulator {
                 .unwrap_or_else(|| format!("registry.example.com/kserve/{}:1.0.0", s.name));
             let mut resources = json!({"limits": {}, "requests": {}});
             if let Some(m) = s.memory_limit {
-                resources["limits"]["memory"] = json!(bytes_text(m.0));
+                resources["limits"]["memory"] = json!(format_bytes(m.0));
             }
             if let Some(m) = s.memory_request {
-                resources["requests"]["memory"] = json!(bytes_text(m.0));
+                resources["requests"]["memory"] = json!(format_bytes(m.0));
             }
             if s.gpu > 0 {
                 resources["limits"]["nvidia.com/gpu"] = json!(s.gpu.to_string());

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::{clock::timestamp, quantity::parse_duration, world::World};
+use crate::{clock::timestamp, duration::parse_duration, world::World};
 
 #[derive(Default)]
 struct Acc {

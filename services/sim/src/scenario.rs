@@ -10,10 +10,10 @@ use serde_saphyr::Spanned;
 
 use opsmesh_proto::{
     ActionKind, IncidentState, RootCause, Target, alert::AlertStatus, incident::IncidentStatus,
-    remediation::ActionMode,
+    quantity::parse_bytes, remediation::ActionMode,
 };
 
-use crate::quantity::{parse_bytes, parse_duration};
+use crate::duration::parse_duration;
 
 /// A file that could not be loaded as a scenario.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

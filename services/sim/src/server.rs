@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Simulator,
-    quantity::{format_duration, parse_duration},
+    duration::{format_duration, parse_duration},
     resources::{self, ResourceDef},
     scenario::{Api, FaultSpec},
     selector::{FieldSelector, LabelSelector},

@@ -11,13 +11,16 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use opsmesh_proto::name::{is_dns_label, is_dns_subdomain};
+use opsmesh_proto::{
+    name::{is_dns_label, is_dns_subdomain},
+    quantity::{parse_bytes, parse_quantity},
+};
 
 use crate::{
     clock::{Clock, timestamp},
     controller::{ArgoState, FaultState, Workload},
+    duration::format_duration,
     patch::{field_paths, fields_v1, json_patch, merge_patch},
-    quantity::{format_duration, parse_bytes, parse_quantity},
     rbac::Rbac,
     resources::{self, ResourceDef},
     scenario::PolicyAction,

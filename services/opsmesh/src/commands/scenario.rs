@@ -27,7 +27,7 @@ use opsmesh_runtime::{
 };
 use opsmesh_sim::{
     Scenario, SimConfig, SimServer, Simulator,
-    quantity::format_duration,
+    duration::format_duration,
     scenario::{AlertSpec, Outcome, Via},
 };
 
