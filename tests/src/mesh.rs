@@ -1,9 +1,14 @@
 //! The five services as separate OS processes on a real broker, reporting to a HEC test
 //! server.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use serde_json::Value;
+
+use opsmesh_runtime::{Bus, bus::Outgoing};
 
 use crate::{broker::Broker, hec::HecServer, process::Service};
 
@@ -24,14 +29,39 @@ pub struct Mesh {
 /// Consumer-group session timeout of test services.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// Waits until the broker has certainly expired the group sessions of a killed process.
-///
-/// tansu 0.6 expires members lazily. When a restarted process joins as a follower while the
-/// dead leader is still listed, tansu drops the leader during the sync and forms the group
-/// with an empty assignment: the newcomer heartbeats happily and consumes nothing. Restarting
-/// after the session timeout makes the newcomer the leader. (Apache Kafka rebalances.)
-pub async fn outlive_sessions() {
-    tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(1)).await;
+/// Publishes `count` alerts (the golden example with fresh ids, each its own incident)
+/// straight onto the alerts topic; returns their envelope ids.
+pub async fn publish_alerts(broker: &Broker, count: usize) -> HashSet<String> {
+    let example: Value =
+        serde_json::from_str(include_str!("../../proto/examples/opsmesh.alerts.v1.json"))
+            .expect("example JSON");
+    let bus = broker.bus();
+    let mut ids = HashSet::new();
+    for _ in 0..count {
+        let mut envelope = example.clone();
+        let id = uuid::Uuid::now_v7().to_string();
+        let incident = uuid::Uuid::new_v4().simple().to_string();
+        envelope["id"] = Value::String(id.clone());
+        envelope["incident_id"] = Value::String(incident.clone());
+        bus.publish(Outgoing {
+            topic: opsmesh_proto::topics::ALERTS.into(),
+            key: incident,
+            payload: serde_json::to_vec(&envelope).expect("JSON"),
+            headers: Vec::new(),
+        })
+        .await
+        .expect("published");
+        ids.insert(id);
+    }
+    ids
+}
+
+/// Envelope ids of every event HEC indexed, repeats included, in arrival order.
+pub fn indexed_ids(hec: &HecServer) -> Vec<String> {
+    hec.events()
+        .iter()
+        .filter_map(|e| e["event"]["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Environment every service of a test mesh gets.

@@ -27,8 +27,9 @@ pub struct WriterMetrics {
     pub oldest_unsent: Gauge,
     /// Events received and not yet accepted by Splunk.
     pub unsent: IntGauge,
-    /// Messages received whose offsets are not stored yet.
-    pub lag: IntGauge,
+    /// Messages received whose offsets are not stored yet (in hand, not the bus lag: that is
+    /// `bus_consumer_lag`).
+    pub in_hand: IntGauge,
     /// 1 while Splunk takes events (last request or health check succeeded).
     pub up: IntGauge,
     /// 1 while Splunk refuses the token or configuration and consumption is paused.
@@ -113,9 +114,10 @@ impl WriterMetrics {
                 "reporter_hec_unsent_events",
                 "Events received and not yet accepted by Splunk",
             ),
-            lag: gauge(
-                "reporter_consumer_lag",
-                "Messages received by the reporter whose offsets are not stored yet",
+            in_hand: gauge(
+                "reporter_hec_in_hand_messages",
+                "Messages the HEC writer received whose offsets are not stored yet (what waits \
+                 on the bus is bus_consumer_lag)",
             ),
             up: gauge(
                 "reporter_hec_up",

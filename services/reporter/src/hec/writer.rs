@@ -8,6 +8,10 @@
 //!   ▲                                                                              │
 //!   └── paused while `ready` waits for room          store offsets, in batch order ◄┘
 //! ```
+//!
+//! "Paused" pauses the subscription's partitions but keeps calling `recv`: a Kafka member
+//! that stops polling for `max.poll.interval` (a Splunk outage can last longer) is evicted,
+//! and the rebalance would hand its unstored messages to another member, to be sent twice.
 
 use std::{
     collections::VecDeque,
@@ -556,7 +560,8 @@ struct Pipeline {
     /// Cancelled when the flush budget after shutdown is spent.
     hard_stop: CancellationToken,
     batch: Batch,
-    /// Sealed batches waiting for a delivery slot; receiving pauses while one waits.
+    /// Sealed batches waiting for a delivery slot; the subscription is paused while one
+    /// waits.
     ready: VecDeque<Batch>,
     in_flight: FuturesOrdered<Delivery>,
     in_flight_meta: VecDeque<Meta>,
@@ -573,6 +578,7 @@ impl Pipeline {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut receive_failures = 0u32;
+        let mut paused = false;
         loop {
             let linger_at = self.batch.started.map(|s| s + linger);
             let step = tokio::select! {
@@ -580,7 +586,8 @@ impl Pipeline {
                 () = shutdown.cancelled() => Step::Shutdown,
                 Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => Step::Settled(settled),
                 () = tokio::time::sleep_until(linger_at.unwrap_or_else(Instant::now)), if linger_at.is_some() => Step::Linger,
-                received = subscription.recv(), if self.ready.is_empty() => Step::Received(received),
+                // Always polled, paused or not (see the module's documentation).
+                received = subscription.recv() => Step::Received(received),
                 _ = ticker.tick() => Step::Tick,
             };
             match step {
@@ -608,6 +615,21 @@ impl Pipeline {
                 Step::Tick => {}
             }
             self.dispatch(false);
+            let full = !self.ready.is_empty();
+            if full != paused {
+                let switched = if full {
+                    subscription.pause()
+                } else {
+                    subscription.resume()
+                };
+                match switched {
+                    Ok(()) => paused = full,
+                    // Tried again after the next step.
+                    Err(err) => {
+                        tracing::warn!(error = %err, pause = full, "pausing or resuming the subscription failed")
+                    }
+                }
+            }
             self.update_gauges();
         }
         self.drain(subscription).await
@@ -756,7 +778,7 @@ impl Pipeline {
             }
         }
         let metrics = &self.writer.metrics;
-        metrics.lag.set(entries as i64);
+        metrics.in_hand.set(entries as i64);
         metrics.unsent.set(events as i64);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

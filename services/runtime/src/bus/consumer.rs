@@ -289,7 +289,25 @@ pub async fn consume(
     });
     let mut lanes = Lanes::new(worker);
     let mut receive_failures = 0u32;
+    let mut paused = false;
     loop {
+        // At the bound the subscription is paused, not left unpolled: a Kafka member that
+        // does not poll for `max.poll.interval` (a message retried for minutes with its key's
+        // later ones waiting behind it) is evicted and its messages handled twice.
+        let full = lanes.in_hand >= settings.max_in_flight;
+        if full != paused {
+            let switched = if full {
+                subscription.pause()
+            } else {
+                subscription.resume()
+            };
+            match switched {
+                Ok(()) => paused = full,
+                Err(err) => {
+                    tracing::warn!(group, error = %err, pause = full, "pausing or resuming the subscription failed")
+                }
+            }
+        }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -299,7 +317,8 @@ pub async fn consume(
             Some(settled) = lanes.deferred.next(), if !lanes.deferred.is_empty() => {
                 lanes.settled(settled, subscription.as_mut());
             }
-            received = subscription.recv(), if lanes.in_hand < settings.max_in_flight => {
+            // A message can still arrive while paused (fetched just before): it is taken.
+            received = subscription.recv() => {
                 match received {
                     Ok(message) => {
                         receive_failures = 0;

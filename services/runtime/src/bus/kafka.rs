@@ -1,26 +1,26 @@
 //! Kafka via rdkafka: idempotent producer with `acks=all`; group consumers that store offsets
-//! only after handling, commit on revoke and on shutdown.
+//! only after handling, commit on revoke and on shutdown (see `group` for the consumers).
 
 mod admin;
+mod group;
 
 pub use admin::TopicDescription;
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use rdkafka::{
-    ClientConfig, ClientContext, Message,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    error::{KafkaError, RDKafkaErrorCode},
-    message::{Header, Headers, OwnedHeaders},
+    ClientConfig,
+    error::RDKafkaErrorCode,
+    message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
 use serde::Deserialize;
 
 use super::{
-    Bus, BusError, ClientOverrides, Delivered, EndOffsets, Outgoing, Received, Subscription,
-    TopicReader, kafka_reader,
+    Bus, BusError, ClientOverrides, Delivered, EndOffsets, Outgoing, Subscription, TopicReader,
+    kafka_reader,
 };
 use crate::config::{ConfigError, Validate};
 
@@ -62,6 +62,20 @@ pub struct KafkaSettings {
     /// broker's own limit. The alert receiver answers `413` for an alert whose envelope
     /// would exceed it, instead of retrying a publish that can never succeed.
     pub message_max_bytes: usize,
+    /// Static group membership (`group.instance.id`): a consumer restarted under the same id
+    /// takes its old place at once, without a rebalance. Unique per replica (in Kubernetes,
+    /// the pod name); unset means dynamic membership. A process's second consumer in one
+    /// group gets `<instance_id>-2`, and so on.
+    pub instance_id: Option<String>,
+    /// A consumer that a rebalance left holding no partition for this long, in a group with no
+    /// more members than its largest topic has partitions, rejoins the group (some brokers,
+    /// tansu 0.6, form a group around a dead member's stale entry). `0s` turns it off.
+    #[serde(with = "humantime_serde")]
+    pub rejoin_idle_after: Duration,
+    /// How often consumers refresh `bus_consumer_lag` (librdkafka statistics); `0s` turns it
+    /// off.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …), applied last.
     pub client: ClientOverrides,
 }
@@ -81,6 +95,9 @@ impl Default for KafkaSettings {
             fetch_wait_max: Duration::from_millis(500),
             // librdkafka's default, and below Apache Kafka's broker default (1 MiB + 12 B).
             message_max_bytes: 1_000_000,
+            instance_id: None,
+            rejoin_idle_after: Duration::from_secs(15),
+            stats_interval: Duration::from_secs(10),
             client: ClientOverrides::new(),
         }
     }
@@ -125,6 +142,16 @@ impl Validate for KafkaSettings {
                 "must be between 1000 and 1000000000",
             ));
         }
+        if self
+            .instance_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 200)
+        {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.instance_id"),
+                "must be 1 to 200 characters (or unset)",
+            ));
+        }
         if self.commit_interval.is_zero() {
             return Err(ConfigError::invalid(
                 format!("{prefix}.commit_interval"),
@@ -139,6 +166,9 @@ pub struct KafkaBus {
     settings: KafkaSettings,
     client_id: String,
     producer: FutureProducer,
+    group_metrics: group::GroupMetrics,
+    /// Consumers of this process per group, to give each its own `group.instance.id`.
+    members: Mutex<HashMap<String, usize>>,
 }
 
 impl KafkaBus {
@@ -159,11 +189,26 @@ impl KafkaBus {
             settings: settings.clone(),
             client_id: client_id.to_owned(),
             producer,
+            group_metrics: group::GroupMetrics::new(),
+            members: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `group.instance.id` of this process's next consumer in `group`, if static.
+    fn instance_id(&self, group: &str) -> Option<String> {
+        let id = self.settings.instance_id.as_deref()?;
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let n = members.entry(group.to_owned()).or_insert(0);
+        *n += 1;
+        Some(if *n == 1 {
+            id.to_owned()
+        } else {
+            format!("{id}-{n}")
         })
     }
 }
 
-fn millis(d: Duration) -> String {
+pub(super) fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
@@ -182,7 +227,7 @@ pub(super) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
     config
 }
 
-trait SetAll {
+pub(super) trait SetAll {
     fn set_all(&mut self, overrides: &ClientOverrides) -> &mut Self;
 }
 
@@ -244,32 +289,16 @@ impl Bus for KafkaBus {
         group: &str,
         topics: &[&str],
     ) -> Result<Box<dyn Subscription>, BusError> {
-        let consumer: StreamConsumer<CommitOnRevoke> = base_config(&self.settings, &self.client_id)
-            .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set(
-                "auto.commit.interval.ms",
-                millis(self.settings.commit_interval),
-            )
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", millis(self.settings.session_timeout))
-            .set(
-                "heartbeat.interval.ms",
-                millis(self.settings.session_timeout / 3),
-            )
-            .set(
-                "max.poll.interval.ms",
-                millis(self.settings.max_poll_interval),
-            )
-            .set("fetch.wait.max.ms", millis(self.settings.fetch_wait_max))
-            .set_all(&self.settings.client)
-            .create_with_context(CommitOnRevoke)
-            .map_err(|e| BusError::Client(e.to_string()))?;
-        consumer
-            .subscribe(topics)
-            .map_err(|e| BusError::Consume(e.to_string()))?;
-        Ok(Box::new(KafkaSubscription { consumer }))
+        let instance = self.instance_id(group);
+        let subscription = group::subscribe(
+            &self.settings,
+            &self.client_id,
+            &self.group_metrics,
+            group,
+            topics,
+            instance,
+        )?;
+        Ok(Box::new(subscription))
     }
 
     async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
@@ -329,77 +358,8 @@ impl Bus for KafkaBus {
     fn max_message_bytes(&self) -> Option<usize> {
         Some(self.settings.message_max_bytes)
     }
-}
 
-/// Commits stored offsets before partitions are taken away, so the next owner starts exactly
-/// after the last handled message.
-struct CommitOnRevoke;
-
-impl ClientContext for CommitOnRevoke {}
-
-impl ConsumerContext for CommitOnRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(partitions) = rebalance {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => tracing::info!(partitions = partitions.count(), "committed on revoke"),
-                Err(err) if is_nothing_to_commit(&err) => {}
-                Err(err) => tracing::warn!(error = %err, "commit on revoke failed"),
-            }
-        }
-    }
-}
-
-fn is_nothing_to_commit(err: &KafkaError) -> bool {
-    matches!(err, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
-}
-
-struct KafkaSubscription {
-    consumer: StreamConsumer<CommitOnRevoke>,
-}
-
-#[async_trait]
-impl Subscription for KafkaSubscription {
-    async fn recv(&mut self) -> Result<Received, BusError> {
-        let message = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| BusError::Consume(e.to_string()))?;
-        let headers = message
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Received {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-        })
-    }
-
-    fn store(&mut self, message: &Received) -> Result<(), BusError> {
-        // `rd_kafka_offset_store` stores offset + 1, the next position to read.
-        self.consumer
-            .store_offset(&message.topic, message.partition, message.offset)
-            .map_err(|e| BusError::Commit(e.to_string()))
-    }
-
-    async fn commit(&mut self) -> Result<(), BusError> {
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => Ok(()),
-            Err(err) if is_nothing_to_commit(&err) => Ok(()),
-            Err(err) => Err(BusError::Commit(err.to_string())),
-        }
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        self.group_metrics.register(registry);
     }
 }

@@ -10,7 +10,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{
+    IntCounterVec, IntGaugeVec, Opts, Registry,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -94,6 +98,8 @@ struct Shared {
     changed: Notify,
     /// Messages retention dropped before a group read them, by group and topic.
     unread_dropped: IntCounterVec,
+    /// Uncommitted messages per owned partition, refreshed by [`LagCollector`] when scraped.
+    lag: IntGaugeVec,
 }
 
 /// The in-memory bus. Cloning shares the same topics.
@@ -117,6 +123,14 @@ impl MemoryBus {
                     &["group", "topic"],
                 )
                 .expect("valid counter"),
+                lag: IntGaugeVec::new(
+                    Opts::new(
+                        "bus_consumer_lag",
+                        "Messages of a partition a consumer group owns that it has not committed yet",
+                    ),
+                    &["group", "topic", "partition"],
+                )
+                .expect("valid gauge"),
             }),
         }
     }
@@ -268,6 +282,7 @@ impl Bus for MemoryBus {
             positions: HashMap::new(),
             cursor: 0,
             losses: LossWarnings::default(),
+            paused: false,
         }))
     }
 
@@ -322,6 +337,45 @@ impl Bus for MemoryBus {
 
     fn register_metrics(&self, registry: &Registry) {
         crate::metrics::register(registry, self.shared.unread_dropped.clone());
+        crate::metrics::register(
+            registry,
+            LagCollector {
+                shared: self.shared.clone(),
+            },
+        );
+    }
+}
+
+/// Exports `bus_consumer_lag`, computed from the groups' committed offsets when scraped.
+#[derive(Clone)]
+struct LagCollector {
+    shared: Arc<Shared>,
+}
+
+impl Collector for LagCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.shared.lag.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let lag = &self.shared.lag;
+        lag.reset();
+        {
+            let state = self.shared.lock();
+            for (name, group) in &state.groups {
+                for id in group.owners.keys() {
+                    let end = state
+                        .topics
+                        .get(&id.0)
+                        .and_then(|ps| ps.get(id.1))
+                        .map_or(0, Partition::end);
+                    let committed = group.committed.get(id).copied().unwrap_or(0);
+                    lag.with_label_values(&[name.as_str(), id.0.as_str(), &id.1.to_string()])
+                        .set(end - committed);
+                }
+            }
+        }
+        lag.collect()
     }
 }
 
@@ -335,6 +389,8 @@ struct MemorySubscription {
     /// Round-robin start among owned partitions, so one busy partition cannot starve others.
     cursor: usize,
     losses: LossWarnings,
+    /// Delivers nothing while set (every partition it owns, now or later, is paused).
+    paused: bool,
 }
 
 /// Retention losses of one member, warned about at most once per interval: a group that stays
@@ -364,6 +420,9 @@ impl LossWarnings {
 
 impl MemorySubscription {
     fn try_next(&mut self) -> Option<Received> {
+        if self.paused {
+            return None;
+        }
         let mut state = self.shared.lock();
         let State { topics, groups, .. } = &mut *state;
         let group = groups.get(&self.group)?;
@@ -452,6 +511,17 @@ impl Subscription for MemorySubscription {
     }
 
     async fn commit(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<(), BusError> {
+        self.paused = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), BusError> {
+        // The next `recv` looks again; nothing waits on this flag.
+        self.paused = false;
         Ok(())
     }
 }
@@ -625,6 +695,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_paused_member_receives_nothing_until_resumed() {
+        let bus = bus();
+        let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
+        bus.publish(msg("t", "k", 1)).await.unwrap();
+        sub.pause().unwrap();
+        bus.publish(msg("t", "k", 2)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), sub.recv())
+                .await
+                .is_err(),
+            "nothing delivered while paused"
+        );
+        sub.resume().unwrap();
+        let first = sub.recv().await.unwrap();
+        assert_eq!(first.payload, b"1", "resumes where it stood");
+        assert_eq!(sub.recv().await.unwrap().payload, b"2");
+    }
+
+    #[tokio::test]
     async fn retention_drops_the_oldest_and_counts_what_a_group_never_read() {
         let bus = MemoryBus::new(&MemorySettings {
             partitions: 1,
@@ -655,6 +744,32 @@ mod tests {
             3.0,
             "offsets 0, 1 and 2 were never read"
         );
+    }
+
+    #[tokio::test]
+    async fn lag_is_what_each_owned_partition_has_not_committed() {
+        let bus = MemoryBus::new(&MemorySettings {
+            partitions: 1,
+            retention_messages: 100,
+        });
+        let registry = crate::metrics::new_registry();
+        bus.register_metrics(&registry);
+        let mut sub = bus.subscribe("g", &["t"]).await.unwrap();
+        for n in 0..3 {
+            bus.publish(msg("t", "k", n)).await.unwrap();
+        }
+        let m = sub.recv().await.unwrap();
+        sub.store(&m).unwrap();
+        let lag = |registry: &Registry| {
+            registry
+                .gather()
+                .into_iter()
+                .find(|f| f.name() == "opsmesh_bus_consumer_lag")
+                .map(|f| f.get_metric()[0].get_gauge().get_value())
+        };
+        assert_eq!(lag(&registry), Some(2.0), "two of three not committed");
+        drop(sub);
+        assert_eq!(lag(&registry), None, "no member, no partition owned");
     }
 
     #[test]

@@ -201,6 +201,13 @@ pub trait Subscription: Send {
     fn store(&mut self, message: &Received) -> Result<(), BusError>;
     /// Commits every stored offset now (on shutdown).
     async fn commit(&mut self) -> Result<(), BusError>;
+    /// Stops fetching from every partition this member holds, and from any it is assigned
+    /// until [`Subscription::resume`]. Keep calling `recv` while paused: it keeps the member
+    /// in its group (Kafka evicts a member that does not poll for `max.poll.interval`) and may
+    /// still return a few messages fetched before the pause.
+    fn pause(&mut self) -> Result<(), BusError>;
+    /// Fetches again from every partition this member holds.
+    fn resume(&mut self) -> Result<(), BusError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
