@@ -66,4 +66,6 @@ async fn the_mesh_survives_kills_a_broker_restart_and_a_hec_outage_under_an_aler
     );
     assert!(outcome.audit_ok, "audit verify:\n{}", outcome.audit_output);
     assert!(outcome.settled_after.is_some(), "settled within the limit");
+    // The logs stay for a failed run (its path is printed above).
+    let _ = std::fs::remove_dir_all(&outcome.logs);
 }
