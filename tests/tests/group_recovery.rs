@@ -63,6 +63,6 @@ async fn a_consumer_killed_and_restarted_at_once_consumes_again() {
         // How it came back (at once, after the session expired, or by rejoining) depends on
         // timing; that it came back is the point.
         let rejoins = reporter.metric("opsmesh_bus_rejoins_total", &[]).await;
-        eprintln!("restart {round}: {} rejoins", rejoins.max(0.0));
+        eprintln!("restart {round}: {} rejoins", rejoins.abs());
     }
 }

@@ -117,7 +117,6 @@ impl Rig {
                 "OPSMESH__REMEDIATOR__KUBECONFIG",
                 kubeconfig.display().to_string(),
             ),
-            ("OPSMESH__REMEDIATOR__LEDGER__LOAD_IDLE", "1s".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let name = format!("remediator-{}", self.replicas.len());
