@@ -197,7 +197,7 @@ class ResultsFileTest(unittest.TestCase):
 class ConfigTest(unittest.TestCase):
     def test_defaults(self):
         cfg = action.parse_config({"receiver_url": "https://opsmesh.example.com/v1/alerts/splunk"})
-        self.assertEqual(("default", "default", "medium", [], "all", 1000, 1000000, "", 10.0, 120.0),
+        self.assertEqual(("default", "default", "medium", [], "all", 1000, 900000, "", 10.0, 120.0),
                          (cfg.credential, cfg.cluster, cfg.severity, cfg.entity_fields, cfg.send_rows, cfg.max_rows,
                           cfg.max_body_bytes, cfg.ca_bundle, cfg.timeout, cfg.retry_budget))
         self.assertLess(cfg.max_body_bytes, 1024 * 1024)

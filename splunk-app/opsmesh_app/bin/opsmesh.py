@@ -86,7 +86,7 @@ DEFAULTS = {
     "entity_fields": "",
     "send_rows": "all",
     "max_rows": "1000",
-    "max_body_bytes": "1000000",
+    "max_body_bytes": "900000",
     "ca_bundle": "",
     "timeout": "10",
     "retry_budget": "120",
@@ -168,7 +168,7 @@ class Config(object):
         self.entity_fields = []
         self.send_rows = "all"
         self.max_rows = 1000
-        self.max_body_bytes = 1000000
+        self.max_body_bytes = 900000
         self.ca_bundle = ""
         self.timeout = 10.0
         self.retry_budget = 120.0
