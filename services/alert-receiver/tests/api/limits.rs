@@ -23,13 +23,19 @@ async fn an_alert_over_the_bus_limit_is_refused_413_naming_it_and_never_503() {
     let app = spawn_app().await;
     app.bus.max_message_bytes.store(LIMIT, Ordering::SeqCst);
     let body = splunk_body(LIMIT);
-    assert!(serde_json::to_vec(&body).unwrap().len() < 1024 * 1024, "within the body limit");
+    assert!(
+        serde_json::to_vec(&body).unwrap().len() < 1024 * 1024,
+        "within the body limit"
+    );
     for attempt in 0..2 {
         let response = app.post_signed(&body).await;
         assert!(response.headers().get("retry-after").is_none());
         let (status, problem) = read(response).await;
         assert_eq!(status, 413, "attempt {attempt}: {problem}");
-        assert_eq!(problem["type"], "https://opsmesh.dev/problems/alert-too-large");
+        assert_eq!(
+            problem["type"],
+            "https://opsmesh.dev/problems/alert-too-large"
+        );
         let detail = problem["detail"].as_str().unwrap();
         assert!(
             detail.contains(&format!("limit is {LIMIT} bytes"))
