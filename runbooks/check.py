@@ -31,7 +31,7 @@ def split_front_matter(text):
 
 
 def sections(body_lines):
-    """[(heading, text)] split as services/diagnoser/src/runbooks.rs does: at every line that
+    """[(heading, text)] split as services/runbooks/src/lib.rs does: at every line that
     starts with '## '; the text is the following lines, each followed by a newline."""
     found = []
     for line in body_lines:

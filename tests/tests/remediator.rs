@@ -13,7 +13,6 @@ use std::{
 
 use serde_json::{Value, json};
 
-use opsmesh_diagnoser::runbooks::Library;
 use opsmesh_proto::{
     Envelope, IncidentState,
     approval::{Approval, ApprovalDecision},
@@ -21,6 +20,7 @@ use opsmesh_proto::{
     topics,
 };
 use opsmesh_remediator::KUBERNETES_PERMISSIONS;
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     Bus,
     bus::{Outgoing, Subscription},

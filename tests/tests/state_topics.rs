@@ -8,13 +8,14 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig, runbooks::Library};
+use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig};
 use opsmesh_proto::{
     Envelope, Severity,
     alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
     incident::IncidentRecord,
     topics,
 };
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     Application, Bus, Component, Context, Publisher, Received, Settings,
     bus::{BusKind, KafkaSettings, MemoryBus, MemorySettings, ReadEvent},

@@ -7,7 +7,6 @@ mod incidents;
 pub mod llm;
 mod policy_fixes;
 pub mod rules;
-pub mod runbooks;
 pub mod splunk;
 pub mod splunk_mcp;
 pub mod telemetry;
@@ -29,6 +28,7 @@ use opsmesh_proto::{
     telemetry::Telemetry,
     topics,
 };
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
     ServiceDef, StartError, Validate,
@@ -38,7 +38,6 @@ use opsmesh_runtime::{
 
 use incidents::{Decision, Incidents};
 use rules::{EvidenceLog, RuleSettings};
-use runbooks::Library;
 use telemetry::TelemetryStore;
 
 pub const SERVICE: ServiceDef = ServiceDef {

@@ -889,7 +889,7 @@ mod tests {
         let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [ActionKind::Escalate], "{}", f.summary);
         assert!(f.summary.contains("32Gi"), "{}", f.summary);
-        let library = crate::runbooks::Library::built_in().unwrap();
+        let library = opsmesh_runbooks::Library::built_in().unwrap();
         let hit = library
             .retrieve(f.root_cause, "x", &f.query, Some(ActionKind::Escalate))
             .unwrap();

@@ -4,8 +4,9 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use opsmesh_diagnoser::{Diagnoser, runbooks::Library};
+use opsmesh_diagnoser::Diagnoser;
 use opsmesh_proto::{Envelope, diagnosis::EvidenceSource, topics};
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{Component, Context, Settings};
 use support::*;
 

@@ -17,7 +17,6 @@ use std::{
 use chrono::Utc;
 use serde::Serialize;
 
-use opsmesh_diagnoser::runbooks::Library;
 use opsmesh_proto::{
     ActionKind, Envelope, IncidentState,
     approval::{Approval, ApprovalDecision},
@@ -25,6 +24,7 @@ use opsmesh_proto::{
     ledger::LedgerLink,
     remediation::{ActionMode, ActionRecord, Remediation, Verification},
 };
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     HandlerError, Publisher,
     bus::{Pending, defer},

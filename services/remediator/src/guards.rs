@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use opsmesh_diagnoser::runbooks::ActionSpec;
 use opsmesh_proto::{
     ActionKind,
     diagnosis::{ActionProposal, Diagnosis},
     remediation::ActionRecord,
 };
+use opsmesh_runbooks::ActionSpec;
 
 use opsmesh_proto::{Target, quantity::parse_bytes};
 
@@ -1078,7 +1078,7 @@ mod tests {
 
     #[test]
     fn the_repository_runbooks_declare_every_check_and_the_schema_knows_them() {
-        let library = opsmesh_diagnoser::runbooks::Library::built_in().unwrap();
+        let library = opsmesh_runbooks::Library::built_in().unwrap();
         for runbook in library.runbooks() {
             for action in runbook.front.sections.iter().flat_map(|s| &s.actions) {
                 known_checks(action.kind, action).unwrap();

@@ -35,10 +35,10 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use opsmesh_diagnoser::runbooks::Library;
 use opsmesh_proto::{
     Envelope, approval::Approval, diagnosis::Diagnosis, remediation::Remediation, topics,
 };
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
     StartError,

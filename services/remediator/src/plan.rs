@@ -8,13 +8,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use opsmesh_diagnoser::runbooks::{ActionSpec, Library, SectionSpec};
 use opsmesh_proto::{
     ActionKind, RootCause, Target,
     diagnosis::{ActionProposal, Diagnosis},
     quantity::{json_quantity, parse_bytes},
     remediation::{ActionMode, ActionRecord},
 };
+use opsmesh_runbooks::{ActionSpec, Library, SectionSpec};
 
 use crate::{
     config::PolicyConfig,
@@ -534,8 +534,8 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
 mod tests {
     use std::{collections::BTreeMap, path::Path};
 
-    use opsmesh_diagnoser::runbooks::Runbook;
     use opsmesh_proto::diagnosis::{Evidence, EvidenceSource};
+    use opsmesh_runbooks::Runbook;
     use serde_json::json;
 
     use super::*;

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use opsmesh_diagnoser::runbooks::Library;
 use opsmesh_proto::diagnosis::RunbookRef;
+use opsmesh_runbooks::Library;
 
 fn library() -> Option<&'static Library> {
     static LIBRARY: OnceLock<Option<Library>> = OnceLock::new();

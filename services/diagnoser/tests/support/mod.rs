@@ -5,9 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 
-use opsmesh_diagnoser::{
-    Diagnoser, DiagnoserConfig, llm::Advisor, runbooks::Library, splunk::SplunkClient,
-};
+use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig, llm::Advisor, splunk::SplunkClient};
 use opsmesh_proto::{
     Envelope, Severity,
     alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
@@ -15,6 +13,7 @@ use opsmesh_proto::{
     telemetry::{ModelHealth, Telemetry, TelemetryRecord},
     topics,
 };
+use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     Component, Context, Settings,
     bus::{MemoryBus, MemorySettings},

@@ -62,7 +62,7 @@ pub struct ActionSpec {
     pub guards: Vec<String>,
     /// Machine-checked guards, by code (`memory_not_lowered`, ...): the remediator refuses an
     /// action whose section names a check it does not implement for that action. Strings
-    /// here, because the diagnoser does not know the remediator's guards.
+    /// here, because this crate (and the diagnoser) does not know the remediator's guards.
     #[serde(default)]
     pub checks: Vec<String>,
 }

@@ -1,5 +1,6 @@
-//! Builds the repository's runbooks into the binary, so the diagnoser runs anywhere without a
-//! runbooks directory (`diagnoser.runbooks_dir` overrides them).
+//! Builds the repository's runbooks (`../../runbooks/*.md`) into the crate, so the services run
+//! anywhere without a runbooks directory (`diagnoser.runbooks_dir` / `remediator.runbooks_dir`
+//! override them).
 
 use std::{env, fs, path::PathBuf};
 
