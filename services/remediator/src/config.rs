@@ -207,10 +207,6 @@ impl Default for ApprovalConfig {
     }
 }
 
-fn is_rfc1123_label(s: &str) -> bool {
-    opsmesh_proto::name::is_dns_label(s)
-}
-
 impl Validate for RemediatorConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{prefix}.{k}");
@@ -241,7 +237,7 @@ impl Validate for RemediatorConfig {
             ("allowed_namespaces", &p.allowed_namespaces),
             ("denied_namespaces", &p.denied_namespaces),
         ] {
-            if let Some(bad) = list.iter().find(|n| !is_rfc1123_label(n)) {
+            if let Some(bad) = list.iter().find(|n| !opsmesh_proto::name::is_dns_label(n)) {
                 return Err(ConfigError::invalid(
                     key(&format!("policy.{field}")),
                     format!("{bad:?} is not a valid namespace name"),

@@ -280,8 +280,9 @@ impl Application {
 /// and not ready, meanwhile).
 async fn ensure_topics(ctx: &Context, shutdown: &CancellationToken) {
     let topics = opsmesh_proto::topics::all_topic_names();
-    let mut delay = Duration::from_millis(200);
-    loop {
+    for attempt in 1.. {
+        let delay =
+            crate::backoff::delay(Duration::from_millis(400), Duration::from_secs(5), attempt);
         match ctx.bus().ensure_topics(&topics).await {
             Ok(()) => return,
             Err(err) => tracing::warn!(error = %err, retry_in = ?delay, "cannot ensure topics yet"),
@@ -290,7 +291,6 @@ async fn ensure_topics(ctx: &Context, shutdown: &CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -158,12 +158,11 @@ impl HecWriter {
 
     /// Exponential backoff with jitter; `Err` when `stop` interrupts it.
     async fn pause(&self, attempt: u32, stop: &CancellationToken) -> Result<(), Stopped> {
-        let exp = self
-            .config
-            .retry_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
-        let cap = exp.min(self.config.retry_backoff_max);
-        let delay = cap.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+        let delay = opsmesh_runtime::backoff::delay(
+            self.config.retry_backoff,
+            self.config.retry_backoff_max,
+            attempt,
+        );
         tokio::select! {
             () = stop.cancelled() => Err(Stopped),
             () = tokio::time::sleep(delay) => Ok(()),

@@ -838,11 +838,11 @@ impl Notifier {
 
     /// Exponential backoff with jitter: `retry_backoff` doubling up to `retry_backoff_max`.
     fn backoff(&self, attempt: u32) -> Duration {
-        self.config
-            .retry_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-            .min(self.config.retry_backoff_max)
-            .mul_f64(0.5 + rand::random::<f64>() / 2.0)
+        opsmesh_runtime::backoff::delay(
+            self.config.retry_backoff,
+            self.config.retry_backoff_max,
+            attempt,
+        )
     }
 
     /// The decision's diagnosis and incident from the timeline, waiting a little for the
