@@ -134,7 +134,8 @@ impl TopicReader for KafkaReader {
     }
 }
 
-fn received(message: &impl Message) -> Received {
+/// A fetched Kafka message, detached from the client (group consumers use it too).
+pub(in crate::bus) fn received(message: &impl Message) -> Received {
     let headers = message
         .headers()
         .map(|hs| {

@@ -17,10 +17,9 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::{
-    ClientContext, Message, TopicPartitionList,
+    ClientContext, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    message::Headers,
     statistics::Statistics,
 };
 
@@ -429,27 +428,7 @@ impl Subscription for KafkaSubscription {
                 }
             };
             let message = message.map_err(|e| BusError::Consume(e.to_string()))?;
-            let headers = message
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Ok(Received {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            });
+            return Ok(crate::bus::kafka_reader::received(&message));
         }
     }
 
