@@ -618,10 +618,12 @@ fn cost_rule(
         .as_ref()
         .map(|t| t.record.hourly_cost_usd)
         .or_else(|| number(&["hourly_cost", "hourly_cost_usd", "cost"]))?;
-    let budget = total
-        .as_ref()
-        .and_then(|t| t.record.hourly_budget_usd)
-        .or_else(|| number(&["budget", "hourly_budget_usd", "hourly_budget"]))?;
+    let telemetry_budget = total.as_ref().and_then(|t| t.record.hourly_budget_usd);
+    let budget =
+        telemetry_budget.or_else(|| number(&["budget", "hourly_budget_usd", "hourly_budget"]))?;
+    // Alert fields are whatever the alert's sender wrote: an overrun known only from them may
+    // advise a budget owner, never scale or cap.
+    let from_telemetry = total.is_some() && telemetry_budget.is_some();
     let target_ns = Target::Namespace(namespace.to_owned()).to_string();
     if hourly <= budget {
         let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
@@ -675,7 +677,20 @@ fn cost_rule(
             )
         })
         .collect();
-    if workloads.is_empty() {
+    let advise_only = if !from_telemetry {
+        Some((
+            "the cost and budget come from the alert's fields, not from OpenCost telemetry, so nothing is scaled or capped on them",
+            "cost figures not from telemetry",
+        ))
+    } else if workloads.is_empty() {
+        Some((
+            "no per-workload telemetry is available to size a quota or a scale-down safely",
+            "no workload telemetry",
+        ))
+    } else {
+        None
+    };
+    if let Some((why, rationale)) = advise_only {
         let refs: Vec<&str> = ev.iter().map(String::as_str).collect();
         return Some(Finding {
             root_cause: RootCause::CostOverrun,
@@ -685,8 +700,7 @@ fn cost_rule(
                 "{namespace} costs ${hourly:.2}/h against a ${budget:.2}/h budget ({overage:.0}% over)"
             ),
             explanation: format!(
-                "{namespace} is {overage:.0}% over budget ({}), but no per-workload telemetry is available \
-                 to size a quota or a scale-down safely; a budget owner decides.",
+                "{namespace} is {overage:.0}% over budget ({}), but {why}; a budget owner decides.",
                 ev.join(", ")
             ),
             actions: vec![proposal(
@@ -694,7 +708,7 @@ fn cost_rule(
                 &target_ns,
                 json!({}),
                 &refs,
-                "no workload telemetry".into(),
+                rationale.into(),
             )],
             developer_fix: None,
             evidence: Vec::new(),
@@ -735,7 +749,7 @@ fn cost_rule(
     );
     Some(Finding {
         root_cause: RootCause::CostOverrun,
-        confidence: if total.is_some() { 0.9 } else { 0.7 },
+        confidence: 0.9,
         target: Some(target_ns.clone()),
         summary: format!(
             "{namespace} costs ${hourly:.2}/h against a ${budget:.2}/h budget ({overage:.0}% over)"
@@ -1046,8 +1060,9 @@ mod tests {
         assert_eq!(f.actions[0].kind, ActionKind::ArgocdSync);
     }
 
-    #[test]
-    fn cost_overrun_scales_the_spiking_workload_then_caps_the_namespace() {
+    /// Namespace `a`: `big` scaled out from 2 to 8 replicas of $12.50/h, and `small`; the
+    /// namespace total (with its budget) when OpenCost telemetry has one.
+    fn spiked_namespace(total: Option<CostAllocation>) -> TelemetryStore {
         let s = store();
         let mut before = model("a", "big");
         before.replicas = 2;
@@ -1067,17 +1082,9 @@ mod tests {
                 ..model("a", "small")
             }),
         );
-        observe(
-            &s,
-            "cost/a",
-            TelemetryRecord::Costs(CostAllocation {
-                namespace: "a".into(),
-                window: "1h".into(),
-                hourly_cost_usd: 102.0,
-                hourly_budget_usd: Some(40.0),
-                ..CostAllocation::default()
-            }),
-        );
+        if let Some(total) = total {
+            observe(&s, "cost/a", TelemetryRecord::Costs(total));
+        }
         for i in 0..8 {
             observe(
                 &s,
@@ -1091,12 +1098,31 @@ mod tests {
                 }),
             );
         }
-        let entity = Entity {
+        s
+    }
+
+    fn namespace_a() -> Entity {
+        Entity {
             namespace: Some("a".into()),
             kind: Some(EntityKind::Namespace),
             ..Entity::default()
-        };
-        let f = run(&alert(entity, &[]), &s);
+        }
+    }
+
+    fn total(budget: Option<f64>) -> CostAllocation {
+        CostAllocation {
+            namespace: "a".into(),
+            window: "1h".into(),
+            hourly_cost_usd: 102.0,
+            hourly_budget_usd: budget,
+            ..CostAllocation::default()
+        }
+    }
+
+    #[test]
+    fn cost_overrun_scales_the_spiking_workload_then_caps_the_namespace() {
+        let s = spiked_namespace(Some(total(Some(40.0))));
+        let f = run(&alert(namespace_a(), &[]), &s);
         assert_eq!(f.root_cause, RootCause::CostOverrun);
         let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
         assert_eq!(
@@ -1115,5 +1141,26 @@ mod tests {
         );
         assert!(f.summary.contains("155% over"), "{}", f.summary);
         assert!(f.explanation.contains("Δ = k·r·t"), "{}", f.explanation);
+    }
+
+    #[test]
+    fn cost_figures_from_alert_fields_only_advise() {
+        let row = [("hourly_cost", "102.0"), ("budget", "40")];
+        // No namespace total in telemetry, or one without a budget: the overrun rests on
+        // what the alert's sender wrote.
+        for s in [
+            spiked_namespace(None),
+            spiked_namespace(Some(total(None))),
+        ] {
+            let f = run(&alert(namespace_a(), &row), &s);
+            assert_eq!(f.root_cause, RootCause::CostOverrun);
+            let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+            assert_eq!(kinds, [ActionKind::Escalate], "{}", f.explanation);
+            assert!(
+                f.explanation.contains("not from OpenCost telemetry"),
+                "{}",
+                f.explanation
+            );
+        }
     }
 }
