@@ -1148,10 +1148,7 @@ mod tests {
         let row = [("hourly_cost", "102.0"), ("budget", "40")];
         // No namespace total in telemetry, or one without a budget: the overrun rests on
         // what the alert's sender wrote.
-        for s in [
-            spiked_namespace(None),
-            spiked_namespace(Some(total(None))),
-        ] {
+        for s in [spiked_namespace(None), spiked_namespace(Some(total(None)))] {
             let f = run(&alert(namespace_a(), &row), &s);
             assert_eq!(f.root_cause, RootCause::CostOverrun);
             let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
