@@ -34,9 +34,18 @@ pub enum Storage {
     Sqlite(PathBuf),
 }
 
+/// A SCRAM-SHA-512 user the broker knows (`tansu user create`).
+#[derive(Debug, Clone)]
+pub struct ScramUser {
+    pub name: String,
+    pub password: String,
+}
+
 pub struct Broker {
     port: u16,
     storage: Storage,
+    /// With a user, the broker requires SASL authentication and probes readiness as that user.
+    authenticate_as: Option<ScramUser>,
     child: Option<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -48,6 +57,7 @@ impl Broker {
         let mut broker = Self {
             port: crate::free_port(),
             storage,
+            authenticate_as: None,
             child: None,
             log: dir.path().join("tansu.log"),
             _dir: dir,
@@ -65,6 +75,31 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.keep().join("tansu.db");
         Self::start(Storage::Sqlite(path))
+    }
+
+    /// A SQLite broker that requires SASL/SCRAM-SHA-512 from every client and knows `users`.
+    /// tansu 0.6 stores SCRAM credentials through its own Kafka API, which it refuses before
+    /// authentication: the users are created on an open broker, which then restarts with
+    /// authentication on over the same storage.
+    pub fn sqlite_with_scram(users: &[ScramUser]) -> Self {
+        let mut broker = Self::sqlite();
+        for user in users {
+            let output = Command::new(tansu_binary())
+                .args(["user", "create", "--mechanism", "scram512", "--broker"])
+                .arg(format!("tcp://{}", broker.address()))
+                .args([&user.name, &user.password])
+                .output()
+                .expect("tansu user create runs");
+            assert!(
+                output.status.success(),
+                "tansu user create {}: {}",
+                user.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        broker.authenticate_as = Some(users.first().expect("at least one user").clone());
+        broker.restart();
+        broker
     }
 
     fn launch(&mut self) {
@@ -95,6 +130,7 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", &storage])
+            .args(self.authenticate_as.is_some().then_some("--authentication"))
             .current_dir(workdir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -111,11 +147,18 @@ impl Broker {
 
     /// Blocks until the broker answers a metadata request.
     fn wait_ready(&self) {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", self.address())
-            .set("group.id", "opsmesh-test-probe")
-            .create()
-            .expect("probe client");
+            .set("group.id", "opsmesh-test-probe");
+        if let Some(user) = &self.authenticate_as {
+            config
+                .set("security.protocol", "sasl_plaintext")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", &user.name)
+                .set("sasl.password", &user.password);
+        }
+        let consumer: BaseConsumer = config.create().expect("probe client");
         let started = Instant::now();
         while consumer
             .fetch_metadata(None, Duration::from_millis(500))

@@ -2,9 +2,14 @@
 //! only after handling, commit on revoke and on shutdown (see `group` for the consumers).
 
 mod admin;
+mod auth;
 mod group;
+mod security;
 
 pub use admin::TopicDescription;
+pub use security::{
+    InlineSecret, KafkaSecurity, SaslMechanism, SaslSettings, SecurityProtocol, TlsSettings,
+};
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -76,7 +81,9 @@ pub struct KafkaSettings {
     /// off.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …), applied last.
+    /// How to authenticate to the brokers: TLS, mTLS, SASL (`bus.kafka.security`).
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties, applied last; not those `security` owns.
     pub client: ClientOverrides,
 }
 
@@ -98,6 +105,7 @@ impl Default for KafkaSettings {
             instance_id: None,
             rejoin_idle_after: Duration::from_secs(15),
             stats_interval: Duration::from_secs(10),
+            security: KafkaSecurity::default(),
             client: ClientOverrides::new(),
         }
     }
@@ -158,14 +166,15 @@ impl Validate for KafkaSettings {
                 "must be > 0",
             ));
         }
-        Ok(())
+        self.security.validate(prefix, &self.client)
     }
 }
 
 pub struct KafkaBus {
     settings: KafkaSettings,
     client_id: String,
-    producer: FutureProducer,
+    producer: FutureProducer<auth::AuthWatch>,
+    auth: auth::AuthWatch,
     group_metrics: group::GroupMetrics,
     /// Consumers of this process per group, to give each its own `group.instance.id`.
     members: Mutex<HashMap<String, usize>>,
@@ -173,7 +182,8 @@ pub struct KafkaBus {
 
 impl KafkaBus {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, BusError> {
-        let producer = base_config(settings, client_id)
+        let auth = auth::AuthWatch::default();
+        let producer = base_config(settings, client_id)?
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
@@ -183,15 +193,25 @@ impl KafkaBus {
             .set("message.timeout.ms", millis(settings.message_timeout))
             .set("message.max.bytes", settings.message_max_bytes.to_string())
             .set_all(&settings.client)
-            .create()
+            .create_with_context(auth.clone())
             .map_err(|e| BusError::Client(e.to_string()))?;
         Ok(Self {
             settings: settings.clone(),
             client_id: client_id.to_owned(),
             producer,
+            auth,
             group_metrics: group::GroupMetrics::new(),
             members: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `error` as it is, or as an authentication failure if the brokers refused our
+    /// credentials since the last request that went through.
+    fn explain(&self, error: BusError) -> BusError {
+        match self.auth.failure() {
+            Some(reason) => BusError::Authentication(reason),
+            None => error,
+        }
     }
 
     /// `group.instance.id` of this process's next consumer in `group`, if static.
@@ -212,7 +232,12 @@ pub(super) fn millis(d: Duration) -> String {
     d.as_millis().to_string()
 }
 
-pub(super) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+/// What every client (producer, consumers, readers, admin) shares: the brokers, timeouts and
+/// how to authenticate. Fails when a secret cannot be read.
+pub(super) fn base_config(
+    settings: &KafkaSettings,
+    client_id: &str,
+) -> Result<ClientConfig, BusError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)
@@ -224,7 +249,14 @@ pub(super) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         // Reconnect quickly after a broker restart.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000");
-    config
+    let security = settings
+        .security
+        .properties("bus.kafka")
+        .map_err(|e| BusError::Client(e.to_string()))?;
+    for property in security {
+        config.set(property.name, property.value);
+    }
+    Ok(config)
 }
 
 pub(super) trait SetAll {
@@ -261,10 +293,13 @@ impl Bus for KafkaBus {
             .send(record, Timeout::After(self.settings.message_timeout))
             .await
         {
-            Ok(delivery) => Ok(Delivered {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
+            Ok(delivery) => {
+                self.auth.clear();
+                Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
             // `size` over-counts what librdkafka counts: within our limit, the broker refused.
             Err((err, _))
                 if err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
@@ -277,10 +312,10 @@ impl Bus for KafkaBus {
                         .then_some(self.settings.message_max_bytes),
                 })
             }
-            Err((err, _)) => Err(BusError::Publish {
+            Err((err, _)) => Err(self.explain(BusError::Publish {
                 topic: message.topic.into_owned(),
                 message: err.to_string(),
-            }),
+            })),
         }
     }
 
@@ -332,7 +367,7 @@ impl Bus for KafkaBus {
     async fn check(&self) -> Result<(), BusError> {
         let producer = self.producer.clone();
         let timeout = self.settings.request_timeout;
-        tokio::task::spawn_blocking(move || {
+        let answered = tokio::task::spawn_blocking(move || {
             producer
                 .client()
                 .fetch_metadata(None, timeout)
@@ -340,7 +375,14 @@ impl Bus for KafkaBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))
         })
         .await
-        .map_err(|e| BusError::Unavailable(e.to_string()))?
+        .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        match answered {
+            Ok(()) => {
+                self.auth.clear();
+                Ok(())
+            }
+            Err(error) => Err(self.explain(error)),
+        }
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {

@@ -55,7 +55,7 @@ pub(super) fn open(
     client_id: &str,
     topic: &str,
 ) -> Result<KafkaReader, BusError> {
-    let mut config = base_config(settings, client_id);
+    let mut config = base_config(settings, client_id)?;
     config
         // librdkafka's assign needs a group id, but with partitions assigned by hand and
         // nothing committed the reader never joins the group: nothing is left on the broker.

@@ -16,7 +16,10 @@ use serde::Deserialize;
 pub use consumer::{
     ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
 };
-pub use kafka::{KafkaBus, KafkaSettings, TopicDescription};
+pub use kafka::{
+    InlineSecret, KafkaBus, KafkaSecurity, KafkaSettings, SaslMechanism, SaslSettings,
+    SecurityProtocol, TlsSettings, TopicDescription,
+};
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
 pub use reader::{
@@ -44,6 +47,9 @@ pub enum BusError {
     Unavailable(String),
     #[error("bus client could not be created: {0}")]
     Client(String),
+    /// The brokers refused our credentials (SASL or TLS client certificate).
+    #[error("the Kafka brokers refused opsmesh's credentials (check bus.kafka.security): {0}")]
+    Authentication(String),
     /// Permanent: the same message can never be stored, so it must not be retried.
     #[error("a {size}-byte message to {topic} is too large: {}", too_large_reason(*.limit))]
     TooLarge {

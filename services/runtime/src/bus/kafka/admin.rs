@@ -29,7 +29,7 @@ pub struct TopicDescription {
 
 impl KafkaBus {
     fn admin(&self) -> Result<AdminClient<DefaultClientContext>, BusError> {
-        base_config(&self.settings, &self.client_id)
+        base_config(&self.settings, &self.client_id)?
             .set_all(&self.settings.client)
             .create()
             .map_err(|e| BusError::Client(e.to_string()))

@@ -202,7 +202,7 @@ pub(super) fn subscribe(
         paused: AtomicBool::new(false),
         reported: Mutex::new(HashSet::new()),
     });
-    let mut config = base_config(settings, client_id);
+    let mut config = base_config(settings, client_id)?;
     config
         .set("group.id", group)
         .set("enable.auto.commit", "true")

@@ -1,0 +1,821 @@
+//! How opsmesh authenticates to Kafka (`bus.kafka.security`): typed settings for TLS
+//! (server verification, mTLS) and SASL (PLAIN, SCRAM), checked at start with errors that
+//! name the key, and mapped onto librdkafka's properties. Secrets (the SASL password, the
+//! private key's password) come from a file or an environment variable, are read when the
+//! client is built and never appear in `Debug` output or logs.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No encryption, no authentication: a local broker or a private test network only.
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// The password crosses the wire as is: only inside TLS (`sasl_ssl`).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    fn librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A secret written into the configuration itself; shown as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct InlineSecret(String);
+
+impl InlineSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+}
+
+impl fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `bus.kafka.security`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    pub protocol: SecurityProtocol,
+    pub tls: TlsSettings,
+    pub sasl: SaslSettings,
+}
+
+/// `bus.kafka.security.tls`: used with `protocol = "ssl"` or `"sasl_ssl"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM file of the CA(s) that signed the brokers' certificates; unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for mutual TLS (with `key_file`).
+    pub certificate_file: Option<PathBuf>,
+    /// PEM private key of `certificate_file`.
+    pub key_file: Option<PathBuf>,
+    /// The key's password, if the key is encrypted: at most one of the three.
+    pub key_password: Option<InlineSecret>,
+    pub key_password_file: Option<PathBuf>,
+    pub key_password_env: Option<String>,
+    /// Check that a broker's certificate names the host connected to. Turning it off lets
+    /// anyone with a certificate from the same CA pose as a broker.
+    pub endpoint_identification: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            certificate_file: None,
+            key_file: None,
+            key_password: None,
+            key_password_file: None,
+            key_password_env: None,
+            endpoint_identification: true,
+        }
+    }
+}
+
+/// `bus.kafka.security.sasl`: used with `protocol = "sasl_plaintext"` or `"sasl_ssl"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslSettings {
+    pub mechanism: Option<SaslMechanism>,
+    pub username: Option<String>,
+    /// Exactly one of the three. Inline is for tests: it lands in files and listings.
+    pub password: Option<InlineSecret>,
+    /// A file holding the password (a mounted Kubernetes Secret); one trailing newline is
+    /// ignored.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+/// librdkafka properties the typed settings own: setting them in `bus.kafka.client` as well
+/// is an error, so a secret never sits in the untyped table and one place decides.
+pub const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("security.protocol", "protocol"),
+    ("ssl.ca.location", "tls.ca_file"),
+    ("ssl.certificate.location", "tls.certificate_file"),
+    ("ssl.key.location", "tls.key_file"),
+    ("ssl.key.password", "tls.key_password_file"),
+    (
+        "ssl.endpoint.identification.algorithm",
+        "tls.endpoint_identification",
+    ),
+    ("sasl.mechanism", "sasl.mechanism"),
+    ("sasl.mechanisms", "sasl.mechanism"),
+    ("sasl.username", "sasl.username"),
+    ("sasl.password", "sasl.password_file"),
+];
+
+/// One librdkafka property; secret values are redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Property {
+    pub name: &'static str,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl fmt::Debug for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.secret {
+            "<redacted>"
+        } else {
+            &self.value
+        };
+        write!(f, "{}={value}", self.name)
+    }
+}
+
+impl KafkaSecurity {
+    /// Checks the settings against each other and the files they name; `kafka_prefix` is the
+    /// Kafka section's key path (`bus.kafka`). Secrets are not read here: see
+    /// [`KafkaSecurity::properties`].
+    pub fn validate(
+        &self,
+        kafka_prefix: &str,
+        client: &crate::bus::ClientOverrides,
+    ) -> Result<(), ConfigError> {
+        let prefix = &format!("{kafka_prefix}.security");
+        for (property, typed) in OWNED_PROPERTIES {
+            if client.contains_key(*property) {
+                return Err(ConfigError::invalid(
+                    format!("{kafka_prefix}.client.\"{property}\""),
+                    format!("set through {prefix}.{typed} instead"),
+                ));
+            }
+        }
+        let tls = &self.tls;
+        let sasl = &self.sasl;
+        let key = |field: &str| format!("{prefix}.{field}");
+        if !self.protocol.uses_tls() {
+            let set = [
+                ("tls.ca_file", tls.ca_file.is_some()),
+                ("tls.certificate_file", tls.certificate_file.is_some()),
+                ("tls.key_file", tls.key_file.is_some()),
+            ];
+            if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::invalid(
+                    key(field),
+                    format!(
+                        "TLS files need protocol \"ssl\" or \"sasl_ssl\" (not \"{}\")",
+                        self.protocol.librdkafka()
+                    ),
+                ));
+            }
+        }
+        for (field, path) in [
+            ("tls.ca_file", &tls.ca_file),
+            ("tls.certificate_file", &tls.certificate_file),
+            ("tls.key_file", &tls.key_file),
+            ("tls.key_password_file", &tls.key_password_file),
+            ("sasl.password_file", &sasl.password_file),
+        ] {
+            if let Some(path) = path {
+                require_file(&key(field), path)?;
+            }
+        }
+        match (&tls.certificate_file, &tls.key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    key("tls.key_file"),
+                    "required with tls.certificate_file (mutual TLS needs the certificate's private key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key("tls.certificate_file"),
+                    "required with tls.key_file (mutual TLS needs the key's certificate)",
+                ));
+            }
+            _ => {}
+        }
+        let key_passwords = count_sources(
+            tls.key_password.is_some(),
+            tls.key_password_file.is_some(),
+            tls.key_password_env.is_some(),
+        );
+        if key_passwords > 1 {
+            return Err(ConfigError::invalid(
+                key("tls.key_password"),
+                "set at most one of key_password, key_password_file and key_password_env",
+            ));
+        }
+        if key_passwords == 1 && tls.key_file.is_none() {
+            return Err(ConfigError::invalid(
+                key("tls.key_password"),
+                "a key password needs tls.key_file",
+            ));
+        }
+
+        let sasl_set = sasl.mechanism.is_some()
+            || sasl.username.is_some()
+            || count_sources(
+                sasl.password.is_some(),
+                sasl.password_file.is_some(),
+                sasl.password_env.is_some(),
+            ) > 0;
+        if !self.protocol.uses_sasl() {
+            if sasl_set {
+                return Err(ConfigError::invalid(
+                    key("sasl"),
+                    format!(
+                        "SASL settings need protocol \"sasl_plaintext\" or \"sasl_ssl\" (not \"{}\")",
+                        self.protocol.librdkafka()
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        let Some(mechanism) = sasl.mechanism else {
+            return Err(ConfigError::invalid(
+                key("sasl.mechanism"),
+                format!(
+                    "required with protocol \"{}\": PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    self.protocol.librdkafka()
+                ),
+            ));
+        };
+        if sasl.username.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                key("sasl.username"),
+                format!("required with sasl.mechanism {}", mechanism.librdkafka()),
+            ));
+        }
+        match count_sources(
+            sasl.password.is_some(),
+            sasl.password_file.is_some(),
+            sasl.password_env.is_some(),
+        ) {
+            0 => Err(ConfigError::invalid(
+                key("sasl.password_file"),
+                "required with sasl.mechanism: set one of password_file, password_env (or, for tests, password)",
+            )),
+            1 => Ok(()),
+            _ => Err(ConfigError::invalid(
+                key("sasl.password"),
+                "set only one of password, password_file and password_env",
+            )),
+        }
+    }
+
+    /// The librdkafka properties of these settings, secrets read from their files and
+    /// variables now. Call after [`KafkaSecurity::validate`].
+    pub fn properties(&self, kafka_prefix: &str) -> Result<Vec<Property>, ConfigError> {
+        let prefix = &format!("{kafka_prefix}.security");
+        let plain = |name: &'static str, value: &str| Property {
+            name,
+            value: value.to_owned(),
+            secret: false,
+        };
+        let path = |name: &'static str, path: &Path| plain(name, &path.to_string_lossy());
+        let mut properties = vec![plain("security.protocol", self.protocol.librdkafka())];
+        if self.protocol.uses_tls() {
+            let tls = &self.tls;
+            properties.extend(tls.ca_file.as_deref().map(|p| path("ssl.ca.location", p)));
+            properties.extend(
+                tls.certificate_file
+                    .as_deref()
+                    .map(|p| path("ssl.certificate.location", p)),
+            );
+            properties.extend(tls.key_file.as_deref().map(|p| path("ssl.key.location", p)));
+            if let Some(value) = read_secret(
+                &format!("{prefix}.tls"),
+                "key_password",
+                &tls.key_password,
+                &tls.key_password_file,
+                &tls.key_password_env,
+            )? {
+                properties.push(Property {
+                    name: "ssl.key.password",
+                    value,
+                    secret: true,
+                });
+            }
+            properties.push(plain(
+                "ssl.endpoint.identification.algorithm",
+                if tls.endpoint_identification {
+                    "https"
+                } else {
+                    "none"
+                },
+            ));
+        }
+        if self.protocol.uses_sasl() {
+            let sasl = &self.sasl;
+            if let Some(mechanism) = sasl.mechanism {
+                properties.push(plain("sasl.mechanism", mechanism.librdkafka()));
+            }
+            if let Some(username) = &sasl.username {
+                properties.push(plain("sasl.username", username));
+            }
+            if let Some(value) = read_secret(
+                &format!("{prefix}.sasl"),
+                "password",
+                &sasl.password,
+                &sasl.password_file,
+                &sasl.password_env,
+            )? {
+                properties.push(Property {
+                    name: "sasl.password",
+                    value,
+                    secret: true,
+                });
+            }
+        }
+        Ok(properties)
+    }
+}
+
+fn count_sources(inline: bool, file: bool, env: bool) -> usize {
+    [inline, file, env].into_iter().filter(|set| *set).count()
+}
+
+fn require_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(ConfigError::invalid(
+            key,
+            format!("{} is not a file", path.display()),
+        )),
+        Err(err) => Err(ConfigError::invalid(
+            key,
+            format!("cannot read {}: {err}", path.display()),
+        )),
+    }
+}
+
+/// The secret `<section>.<name>` from whichever of its sources is set; one trailing newline
+/// (as `echo` and most secret stores write) is not part of it.
+fn read_secret(
+    section: &str,
+    name: &str,
+    inline: &Option<InlineSecret>,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let value = if let Some(InlineSecret(value)) = inline {
+        value.clone()
+    } else if let Some(path) = file {
+        std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::invalid(
+                format!("{section}.{name}_file"),
+                format!("cannot read {}: {err}", path.display()),
+            )
+        })?
+    } else if let Some(var) = env {
+        std::env::var(var).map_err(|_| {
+            ConfigError::invalid(
+                format!("{section}.{name}_env"),
+                format!("environment variable {var} is not set (or not UTF-8)"),
+            )
+        })?
+    } else {
+        return Ok(None);
+    };
+    let value = value
+        .strip_suffix('\n')
+        .map(|v| v.strip_suffix('\r').unwrap_or(v))
+        .unwrap_or(&value);
+    if value.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{section}.{name}"),
+            "is empty",
+        ));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{ClientOverrides, KafkaSettings};
+    use crate::config::{ConfigTree, Validate};
+
+    /// A temp dir with the PEM files and a password file the settings can point at.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["ca.pem", "client.pem", "client.key"] {
+                std::fs::write(dir.path().join(name), "-----BEGIN-----\n").unwrap();
+            }
+            std::fs::write(dir.path().join("password"), "s3cret-from-file\n").unwrap();
+            Self { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+    }
+
+    fn settings(security: KafkaSecurity) -> KafkaSettings {
+        KafkaSettings {
+            brokers: "broker:9093".into(),
+            security,
+            ..KafkaSettings::default()
+        }
+    }
+
+    fn error_of(security: KafkaSecurity) -> String {
+        settings(security)
+            .validate("bus.kafka")
+            .expect_err("invalid settings")
+            .to_string()
+    }
+
+    fn properties(security: &KafkaSecurity) -> Vec<(&'static str, String)> {
+        security
+            .validate("bus.kafka", &ClientOverrides::new())
+            .unwrap();
+        security
+            .properties("bus.kafka")
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.value))
+            .collect()
+    }
+
+    fn scram(files: &Files) -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: SecurityProtocol::SaslSsl,
+            tls: TlsSettings {
+                ca_file: Some(files.path("ca.pem")),
+                ..TlsSettings::default()
+            },
+            sasl: SaslSettings {
+                mechanism: Some(SaslMechanism::ScramSha512),
+                username: Some("opsmesh-remediator".into()),
+                password_file: Some(files.path("password")),
+                ..SaslSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn plaintext_is_the_default_and_sets_only_the_protocol() {
+        assert_eq!(
+            properties(&KafkaSecurity::default()),
+            [("security.protocol", "plaintext".to_owned())]
+        );
+    }
+
+    #[test]
+    fn sasl_ssl_with_scram_maps_every_property_and_reads_the_password_file() {
+        let files = Files::new();
+        let ca = files.path("ca.pem").to_string_lossy().into_owned();
+        assert_eq!(
+            properties(&scram(&files)),
+            [
+                ("security.protocol", "sasl_ssl".to_owned()),
+                ("ssl.ca.location", ca),
+                ("ssl.endpoint.identification.algorithm", "https".to_owned()),
+                ("sasl.mechanism", "SCRAM-SHA-512".to_owned()),
+                ("sasl.username", "opsmesh-remediator".to_owned()),
+                // The file's trailing newline is not part of the password.
+                ("sasl.password", "s3cret-from-file".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn mutual_tls_maps_certificate_key_and_key_password() {
+        let files = Files::new();
+        let security = KafkaSecurity {
+            protocol: SecurityProtocol::Ssl,
+            tls: TlsSettings {
+                ca_file: Some(files.path("ca.pem")),
+                certificate_file: Some(files.path("client.pem")),
+                key_file: Some(files.path("client.key")),
+                key_password_file: Some(files.path("password")),
+                endpoint_identification: false,
+                ..TlsSettings::default()
+            },
+            sasl: SaslSettings::default(),
+        };
+        let path = |name: &str| files.path(name).to_string_lossy().into_owned();
+        assert_eq!(
+            properties(&security),
+            [
+                ("security.protocol", "ssl".to_owned()),
+                ("ssl.ca.location", path("ca.pem")),
+                ("ssl.certificate.location", path("client.pem")),
+                ("ssl.key.location", path("client.key")),
+                ("ssl.key.password", "s3cret-from-file".to_owned()),
+                ("ssl.endpoint.identification.algorithm", "none".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sasl_plaintext_with_plain_takes_the_password_from_the_environment() {
+        // A variable only this test sets: the process environment is shared by tests.
+        let var = "OPSMESH_TEST_KAFKA_PASSWORD_SASL_PLAIN";
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var(var, "from-env") };
+        let security = KafkaSecurity {
+            protocol: SecurityProtocol::SaslPlaintext,
+            tls: TlsSettings::default(),
+            sasl: SaslSettings {
+                mechanism: Some(SaslMechanism::Plain),
+                username: Some("svc".into()),
+                password_env: Some(var.into()),
+                ..SaslSettings::default()
+            },
+        };
+        assert_eq!(
+            properties(&security),
+            [
+                ("security.protocol", "sasl_plaintext".to_owned()),
+                ("sasl.mechanism", "PLAIN".to_owned()),
+                ("sasl.username", "svc".to_owned()),
+                ("sasl.password", "from-env".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_typed_keys_load_from_the_environment_layer() {
+        let files = Files::new();
+        let password = files.path("password").to_string_lossy().into_owned();
+        let env = [
+            ("OPSMESH__BUS__KAFKA__BROKERS", "broker:9093"),
+            ("OPSMESH__BUS__KAFKA__SECURITY__PROTOCOL", "sasl_plaintext"),
+            (
+                "OPSMESH__BUS__KAFKA__SECURITY__SASL__MECHANISM",
+                "SCRAM-SHA-256",
+            ),
+            ("OPSMESH__BUS__KAFKA__SECURITY__SASL__USERNAME", "opsmesh"),
+            (
+                "OPSMESH__BUS__KAFKA__SECURITY__SASL__PASSWORD_FILE",
+                &password,
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let settings = ConfigTree::load_with_env(None, env)
+            .unwrap()
+            .settings()
+            .unwrap();
+        let security = &settings.bus.kafka.security;
+        assert_eq!(security.protocol, SecurityProtocol::SaslPlaintext);
+        assert_eq!(security.sasl.mechanism, Some(SaslMechanism::ScramSha256));
+        assert!(security.tls.endpoint_identification, "on by default");
+    }
+
+    #[test]
+    fn an_unknown_protocol_or_mechanism_is_named() {
+        let env = [
+            ("OPSMESH__BUS__KAFKA__BROKERS", "broker:9093"),
+            ("OPSMESH__BUS__KAFKA__SECURITY__SASL__MECHANISM", "GSSAPI"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let err = ConfigTree::load_with_env(None, env)
+            .unwrap()
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`bus.kafka.security.sasl.mechanism`"), "{err}");
+        assert!(err.contains("GSSAPI"), "{err}");
+    }
+
+    #[test]
+    fn a_mechanism_without_a_username_is_named() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.sasl.username = None;
+        let err = error_of(security);
+        assert!(
+            err.contains(
+                "`bus.kafka.security.sasl.username`: required with sasl.mechanism SCRAM-SHA-512"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sasl_protocol_without_a_mechanism_is_named() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.sasl.mechanism = None;
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.sasl.mechanism`: required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_sasl_protocol_without_a_password_is_named() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.sasl.password_file = None;
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.sasl.password_file`: required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_password_inline_and_as_a_file_is_an_error() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.sasl.password = Some(InlineSecret::new("inline"));
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.sasl.password`: set only one of"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sasl_settings_without_a_sasl_protocol_are_an_error() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.protocol = SecurityProtocol::Ssl;
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.sasl`: SASL settings need"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_files_without_a_tls_protocol_are_an_error() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.protocol = SecurityProtocol::SaslPlaintext;
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.tls.ca_file`: TLS files need protocol"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_its_path() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.tls.ca_file = Some(files.path("no-such-ca.pem"));
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.tls.ca_file`: cannot read"),
+            "{err}"
+        );
+        assert!(err.contains("no-such-ca.pem"), "{err}");
+
+        let mut security = scram(&files);
+        security.sasl.password_file = Some(files.dir.path().to_owned());
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.sasl.password_file`:")
+                && err.contains("is not a file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_certificate_and_the_reverse_are_errors() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.tls.key_file = Some(files.path("client.key"));
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.tls.certificate_file`: required with tls.key_file"),
+            "{err}"
+        );
+
+        let mut security = scram(&files);
+        security.tls.certificate_file = Some(files.path("client.pem"));
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.tls.key_file`: required with tls.certificate_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_password_errors_are_named() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.tls.key_password = Some(InlineSecret::new("k"));
+        let err = error_of(security.clone());
+        assert!(
+            err.contains(
+                "`bus.kafka.security.tls.key_password`: a key password needs tls.key_file"
+            ),
+            "{err}"
+        );
+
+        security.tls.certificate_file = Some(files.path("client.pem"));
+        security.tls.key_file = Some(files.path("client.key"));
+        security.tls.key_password_env = Some("SOME_VAR".into());
+        let err = error_of(security);
+        assert!(
+            err.contains("`bus.kafka.security.tls.key_password`: set at most one"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_in_the_untyped_client_table_are_refused() {
+        let mut settings = settings(KafkaSecurity::default());
+        settings
+            .client
+            .insert("sasl.password".into(), "hunter2".into());
+        let err = settings.validate("bus.kafka").unwrap_err().to_string();
+        assert!(
+            err.contains("`bus.kafka.client.\"sasl.password\"`: set through bus.kafka.security.sasl.password_file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_secret_is_named_when_the_client_is_built() {
+        let security = KafkaSecurity {
+            protocol: SecurityProtocol::SaslPlaintext,
+            tls: TlsSettings::default(),
+            sasl: SaslSettings {
+                mechanism: Some(SaslMechanism::ScramSha256),
+                username: Some("svc".into()),
+                password_env: Some("OPSMESH_TEST_SURELY_UNSET_KAFKA_PASSWORD".into()),
+                ..SaslSettings::default()
+            },
+        };
+        let err = crate::bus::KafkaBus::new(&settings(security), "test")
+            .err()
+            .expect("no client without its password")
+            .to_string();
+        assert!(
+            err.contains("`bus.kafka.security.sasl.password_env`: environment variable OPSMESH_TEST_SURELY_UNSET_KAFKA_PASSWORD is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let files = Files::new();
+        let mut security = scram(&files);
+        security.sasl.password_file = None;
+        security.sasl.password = Some(InlineSecret::new("hunter2-inline"));
+        let settings = settings(security.clone());
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("hunter2-inline"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let properties = security.properties("bus.kafka").unwrap();
+        let shown = format!("{properties:?}");
+        assert!(!shown.contains("hunter2-inline"), "{shown}");
+        assert!(shown.contains("sasl.password=<redacted>"), "{shown}");
+    }
+}
