@@ -1,27 +1,88 @@
 //! Named bearer tokens for the console and the MCP server, read from a secret file (re-read
-//! when it changes, so rotation needs no restart) and/or an environment variable — never from
-//! the configuration file.
+//! when it changes, so rotation and removal need no restart) and/or an environment variable —
+//! never from the configuration file.
 //!
-//! Format: one `name:token` per line (file) or comma-separated (environment); `#` starts a
-//! comment line. The name is the identity recorded as the approver.
+//! Format: one `name:token` or `name:token:role` per line (file) or comma-separated
+//! (environment); `#` starts a comment line. The name is the identity recorded as the
+//! approver; the role is `viewer` (the default: read only) or `approver` (may approve and
+//! reject). Tokens cannot contain `:`.
 
-use std::{path::PathBuf, sync::Mutex, time::SystemTime};
+use std::{fmt, path::PathBuf, sync::Mutex, time::SystemTime};
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use opsmesh_runtime::ConfigError;
 
+/// What the holder of a token (or a proxy-authenticated user) may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Reads incidents, approvals and the audit chain; decides nothing.
+    #[default]
+    Viewer,
+    /// Also approves and rejects pending actions.
+    Approver,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Approver => "approver",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "viewer" => Some(Self::Viewer),
+            "approver" => Some(Self::Approver),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may approve or reject a pending action.
+    pub fn may_decide(self) -> bool {
+        self == Self::Approver
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Who holds a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub name: String,
+    pub role: Role,
+}
+
+/// SHA-256 of a token: what a console session remembers of the credential it was opened
+/// with, so that the session ends when that token leaves the file (or is rotated).
+pub type Credential = [u8; 32];
+
+pub fn credential_of(token: &str) -> Credential {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    name: String,
+    holder: Holder,
     token: String,
+    credential: Credential,
 }
+
+/// Modification time and length: a rewrite within the file system's time granularity still
+/// changes one of them in practice.
+type Stamp = Option<(SystemTime, u64)>;
 
 /// A set of named tokens.
 pub struct TokenSet {
     file: Option<PathBuf>,
     env_entries: Vec<Entry>,
-    cache: Mutex<(Option<SystemTime>, Vec<Entry>)>,
+    cache: Mutex<(Stamp, Vec<Entry>)>,
 }
 
 impl TokenSet {
@@ -53,36 +114,22 @@ impl TokenSet {
             let entries = parse(&text).map_err(|p| {
                 ConfigError::invalid(format!("{key}_file"), format!("{}: {p}", path.display()))
             })?;
-            *set.cache.lock().unwrap_or_else(|p| p.into_inner()) = (modified(path), entries);
+            *set.cache.lock().unwrap_or_else(|p| p.into_inner()) = (stamp(path), entries);
         }
         if set.entries().is_empty() {
             return Err(ConfigError::invalid(
                 format!("{key}_file"),
-                "no tokens found (expected `name:token` lines)",
+                "no tokens found (expected `name:token[:role]` lines)",
             ));
         }
         Ok(set)
     }
 
-    /// A set from literal `(name, token)` pairs (tests, `opsmesh mcp`).
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Self {
-            file: None,
-            env_entries: pairs
-                .iter()
-                .map(|(n, t)| Entry {
-                    name: (*n).to_owned(),
-                    token: (*t).to_owned(),
-                })
-                .collect(),
-            cache: Mutex::new((None, Vec::new())),
-        }
-    }
-
+    /// The current entries: the file is read again when its stamp changed.
     fn entries(&self) -> Vec<Entry> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = &self.file {
-            let now = modified(path);
+            let now = stamp(path);
             if now != cache.0 {
                 match std::fs::read_to_string(path)
                     .map_err(|e| e.to_string())
@@ -100,13 +147,27 @@ impl TokenSet {
         all
     }
 
-    /// The name of the holder of `token`, compared in constant time against every entry.
-    pub fn identify(&self, token: &str) -> Option<String> {
+    /// The holder of `token`, compared in constant time against every entry.
+    pub fn identify(&self, token: &str) -> Option<Holder> {
+        self.find(|entry| entry.token.as_bytes().ct_eq(token.as_bytes()).into())
+    }
+
+    /// The current holder named `name` of the token whose [`Credential`] is `credential`:
+    /// `None` once that token left the set (removed, or rotated).
+    pub fn holder_of(&self, name: &str, credential: &Credential) -> Option<Holder> {
+        self.find(|entry| {
+            let same: bool = entry.credential.ct_eq(credential).into();
+            same && entry.holder.name == name
+        })
+    }
+
+    /// The first entry `matches` accepts, after asking it of every entry (no early exit, so
+    /// the time taken does not tell which entry matched).
+    fn find(&self, matches: impl Fn(&Entry) -> bool) -> Option<Holder> {
         let mut found = None;
         for entry in self.entries() {
-            let equal: bool = entry.token.as_bytes().ct_eq(token.as_bytes()).into();
-            if equal && found.is_none() {
-                found = Some(entry.name);
+            if matches(&entry) && found.is_none() {
+                found = Some(entry.holder);
             }
         }
         found
@@ -117,8 +178,9 @@ impl TokenSet {
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+fn stamp(path: &PathBuf) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 fn parse(text: &str) -> Result<Vec<Entry>, String> {
@@ -128,10 +190,25 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (name, token) = line
-            .split_once(':')
-            .ok_or_else(|| format!("line {}: expected `name:token`", n + 1))?;
-        let (name, token) = (name.trim(), token.trim());
+        let fields: Vec<&str> = line.split(':').map(str::trim).collect();
+        let (name, token, role) = match fields.as_slice() {
+            [name, token] => (*name, *token, Role::default()),
+            [name, token, role] => {
+                let role = Role::parse(role).ok_or_else(|| {
+                    format!(
+                        "line {}: unknown role {role:?} (expected viewer or approver)",
+                        n + 1
+                    )
+                })?;
+                (*name, *token, role)
+            }
+            _ => {
+                return Err(format!(
+                    "line {}: expected `name:token` or `name:token:role` (tokens cannot contain ':')",
+                    n + 1
+                ));
+            }
+        };
         if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control()) {
             return Err(format!("line {}: invalid name", n + 1));
         }
@@ -142,8 +219,12 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
             ));
         }
         entries.push(Entry {
-            name: name.to_owned(),
+            holder: Holder {
+                name: name.to_owned(),
+                role,
+            },
             token: token.to_owned(),
+            credential: credential_of(token),
         });
     }
     Ok(entries)
@@ -169,10 +250,8 @@ mod tests {
         let path = dir.path().join("tokens");
         std::fs::write(&path, "# operators\nalice:aaaaaaaaaaaaaaaaaaaa\n").unwrap();
         let set = TokenSet::load(Some(&path), None, "reporter.console.users").unwrap();
-        assert_eq!(
-            set.identify("aaaaaaaaaaaaaaaaaaaa").as_deref(),
-            Some("alice")
-        );
+        let name = |token: &str| set.identify(token).map(|h| h.name);
+        assert_eq!(name("aaaaaaaaaaaaaaaaaaaa").as_deref(), Some("alice"));
         assert_eq!(set.identify("bbbbbbbbbbbbbbbbbbbb"), None);
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, "bob:bbbbbbbbbbbbbbbbbbbb\n").unwrap();
@@ -184,8 +263,54 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        assert_eq!(set.identify("bbbbbbbbbbbbbbbbbbbb").as_deref(), Some("bob"));
+        assert_eq!(name("bbbbbbbbbbbbbbbbbbbb").as_deref(), Some("bob"));
         assert_eq!(set.identify("aaaaaaaaaaaaaaaaaaaa"), None);
+    }
+
+    #[test]
+    fn roles_default_to_viewer_and_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "alice:aaaaaaaaaaaaaaaaaaaa:approver\nvictor:vvvvvvvvvvvvvvvvvvvv\nwalt:wwwwwwwwwwwwwwwwwwww:viewer\n",
+        )
+        .unwrap();
+        let set = TokenSet::load(Some(&path), None, "reporter.mcp.tokens").unwrap();
+        let role = |token: &str| set.identify(token).map(|h| h.role);
+        assert_eq!(role("aaaaaaaaaaaaaaaaaaaa"), Some(Role::Approver));
+        assert_eq!(role("vvvvvvvvvvvvvvvvvvvv"), Some(Role::Viewer));
+        assert_eq!(role("wwwwwwwwwwwwwwwwwwww"), Some(Role::Viewer));
+        let alice = credential_of("aaaaaaaaaaaaaaaaaaaa");
+        assert_eq!(
+            set.holder_of("alice", &alice).map(|h| h.role),
+            Some(Role::Approver)
+        );
+        assert_eq!(
+            set.holder_of("victor", &alice),
+            None,
+            "name and token go together"
+        );
+        // Demoted in place: the session's holder follows the file.
+        std::fs::write(&path, "alice:aaaaaaaaaaaaaaaaaaaa\n").unwrap();
+        assert_eq!(
+            set.holder_of("alice", &alice).map(|h| h.role),
+            Some(Role::Viewer)
+        );
+    }
+
+    #[test]
+    fn bad_roles_and_extra_fields_are_refused() {
+        for (line, problem) in [
+            ("alice:aaaaaaaaaaaaaaaaaaaa:admin", "unknown role \"admin\""),
+            (
+                "alice:aaaa:aaaaaaaaaaaaaaaa:approver",
+                "tokens cannot contain ':'",
+            ),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(problem), "{line}: {err}");
+        }
     }
 
     #[test]

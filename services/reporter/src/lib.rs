@@ -95,6 +95,7 @@ impl Reporter {
                 store.clone(),
                 ctx.publisher.clone(),
                 streams.clone(),
+                &ctx.registry,
             )?))
         } else {
             None

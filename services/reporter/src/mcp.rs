@@ -8,7 +8,8 @@
 //!
 //! Authorisation: over HTTP every request carries `Authorization: Bearer <token>` from
 //! `[reporter.mcp]` tokens (reading may be opened with `allow_anonymous_read`); approving and
-//! rejecting always need a token, whose name is recorded as the approver. Over stdio the
+//! rejecting always need a token with the `approver` role (tokens are `viewer`, read only,
+//! unless their line says otherwise), whose name is recorded as the approver. Over stdio the
 //! token comes from the `OPSMESH_MCP_TOKEN` environment variable.
 
 use std::{path::PathBuf, sync::Arc};
@@ -36,7 +37,7 @@ use opsmesh_runtime::{ConfigError, Publisher, Validate, problem::Problem};
 
 use crate::{
     approvals,
-    auth::{TokenSet, bearer},
+    auth::{Holder, TokenSet, bearer},
     runbooks,
     timeline::IncidentStore,
 };
@@ -47,9 +48,10 @@ use crate::{
 pub struct McpConfig {
     /// Serve `/mcp` (streamable HTTP).
     pub enabled: bool,
-    /// `name:token` lines (a mounted Secret, re-read when it changes).
+    /// `name:token[:role]` lines (a mounted Secret, re-read when it changes); the role is
+    /// `viewer` (default, read only) or `approver`.
     pub tokens_file: Option<PathBuf>,
-    /// Environment variable holding `name:token,name:token`.
+    /// Environment variable holding `name:token[:role],name:token[:role]`.
     pub tokens_env: Option<String>,
     /// Let requests without a token list and read incidents (never approve).
     pub allow_anonymous_read: bool,
@@ -92,7 +94,7 @@ impl Validate for McpConfig {
 
 /// The authenticated caller of an HTTP request, put in the request's extensions.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Option<String>);
+pub struct Caller(pub Option<Holder>);
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListIncidentsArgs {
@@ -138,7 +140,7 @@ pub struct McpServer {
     store: Arc<IncidentStore>,
     publisher: Publisher,
     /// Identity of the stdio user (from `OPSMESH_MCP_TOKEN`); HTTP callers carry theirs.
-    stdio_identity: Option<String>,
+    stdio_identity: Option<Holder>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -157,7 +159,7 @@ impl McpServer {
     pub fn new(
         store: Arc<IncidentStore>,
         publisher: Publisher,
-        stdio_identity: Option<String>,
+        stdio_identity: Option<Holder>,
     ) -> Self {
         Self {
             store,
@@ -223,7 +225,7 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Approve the action awaiting approval on an incident (publishes to opsmesh.approvals.v1; the remediator then executes it). Needs a bearer token; its holder is recorded as the approver."
+        description = "Approve the action awaiting approval on an incident (publishes to opsmesh.approvals.v1; the remediator then executes it). Needs a bearer token with the approver role; its holder is recorded as the approver."
     )]
     async fn approve_action(
         &self,
@@ -235,7 +237,7 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Reject the action awaiting approval on an incident (publishes to opsmesh.approvals.v1). Needs a bearer token; its holder is recorded as the approver."
+        description = "Reject the action awaiting approval on an incident (publishes to opsmesh.approvals.v1). Needs a bearer token with the approver role; its holder is recorded as the approver."
     )]
     async fn reject_action(
         &self,
@@ -263,13 +265,20 @@ impl McpServer {
                 "not authorised: approving or rejecting needs a bearer token (HTTP Authorization header, or OPSMESH_MCP_TOKEN for stdio)",
             );
         };
+        if !approver.role.may_decide() {
+            tracing::warn!(holder = %approver.name, role = %approver.role, incident = %args.incident_id, "MCP decision refused: not an approver");
+            return tool_error(format!(
+                "forbidden: the token of {:?} has the {} role; approving or rejecting needs the approver role",
+                approver.name, approver.role
+            ));
+        }
         match approvals::decide(
             &self.store,
             &self.publisher,
             &args.incident_id,
             args.idempotency_key.as_deref(),
             decision,
-            &format!("mcp:{approver}"),
+            &format!("mcp:{}", approver.name),
             args.comment,
         )
         .await
@@ -425,7 +434,7 @@ pub async fn serve_stdio(
 }
 
 /// The identity the stdio server acts as: the holder of `token` among `tokens`.
-pub fn stdio_identity(config: &McpConfig, token: Option<&str>) -> Result<Option<String>, String> {
+pub fn stdio_identity(config: &McpConfig, token: Option<&str>) -> Result<Option<Holder>, String> {
     let Some(token) = token else {
         return Ok(None);
     };
@@ -494,7 +503,11 @@ pub async fn run_stdio(
         let stop = stop_feed.clone();
         tokio::spawn(async move { feed.run(&ctx, stop).await })
     };
-    tracing::info!(approver = ?identity, "MCP server on stdio");
+    tracing::info!(
+        holder = ?identity.as_ref().map(|h| &h.name),
+        role = ?identity.as_ref().map(|h| h.role.name()),
+        "MCP server on stdio"
+    );
     let served = serve_stdio(
         McpServer::new(store, ctx.publisher.clone(), identity),
         shutdown.clone(),

@@ -100,7 +100,7 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     node_modules();
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("console-users");
-    std::fs::write(&users, format!("alice@example.com:{TOKEN}\n")).unwrap();
+    std::fs::write(&users, format!("alice@example.com:{TOKEN}:approver\n")).unwrap();
     let users = users.display().to_string();
     let (hec, bus) = (HecServer::start().await, memory_bus());
     let reporter = RunningReporter::start(

@@ -103,7 +103,7 @@ async fn the_python_sdk_lists_tools_reads_an_incident_and_approves_over_http() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("mcp-tokens");
-    std::fs::write(&tokens, format!("assistant:{TOKEN}\n")).unwrap();
+    std::fs::write(&tokens, format!("assistant:{TOKEN}:approver\n")).unwrap();
     let tokens = tokens.display().to_string();
     let (hec, bus) = (HecServer::start().await, memory_bus());
     let reporter = RunningReporter::start(

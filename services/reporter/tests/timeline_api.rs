@@ -6,13 +6,15 @@ mod support;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use reqwest::{StatusCode, redirect::Policy};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use opsmesh_proto::{IncidentState, approval::ApprovalDecision};
 use opsmesh_reporter::timeline::{ChainStatus, IncidentStore, TimelineConfig};
 use support::{
-    HecServer, RunningReporter, eventually,
+    HecServer, RunningReporter,
+    console::{client, csrf_of, set_cookie},
+    eventually,
     incident::{self, Incident, publish, publish_awaiting},
     memory_bus,
 };
@@ -24,7 +26,9 @@ fn users_file(dir: &tempfile::TempDir) -> PathBuf {
     let path = dir.path().join("console-users");
     std::fs::write(
         &path,
-        format!("# console operators\nalice@example.com:{ALICE}\nbob@example.com:{BOB}\n"),
+        format!(
+            "# console operators\nalice@example.com:{ALICE}:approver\nbob@example.com:{BOB}:approver\n"
+        ),
     )
     .unwrap();
     path
@@ -36,6 +40,17 @@ async fn start_console(
     dir: &tempfile::TempDir,
     extra: &[(&str, &str)],
 ) -> RunningReporter {
+    start_console_with_file(bus, hec, dir, None, extra).await
+}
+
+/// As [`start_console`], with a TOML configuration file (for lists) under the variables.
+async fn start_console_with_file(
+    bus: &opsmesh_runtime::bus::MemoryBus,
+    hec: &HecServer,
+    dir: &tempfile::TempDir,
+    file: Option<&std::path::Path>,
+    extra: &[(&str, &str)],
+) -> RunningReporter {
     let users = users_file(dir).display().to_string();
     let mut env = vec![
         ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
@@ -43,14 +58,7 @@ async fn start_console(
         ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
     ];
     env.extend_from_slice(extra);
-    RunningReporter::start(bus, hec, &env).await
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
+    RunningReporter::start_with_file(bus, hec, file, &env).await
 }
 
 async fn get_json(url: &str, token: &str) -> (StatusCode, Value) {
@@ -197,23 +205,6 @@ async fn an_api_approval_is_published_once_with_the_approver() {
     assert_eq!(approval.payload.idempotency_key, incident.idempotency_key());
     assert_eq!(approval.payload.comment.as_deref(), Some("looks right"));
     reporter.stop().await.unwrap();
-}
-
-/// `name=value` of the `Set-Cookie` named `name`.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
-fn csrf_of(page: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = page.find(marker).expect("page has a CSRF field") + marker.len();
-    page[start..start + 64].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,16 +372,13 @@ async fn an_authenticating_proxy_user_is_trusted_and_gets_a_csrf_cookie() {
         memory_bus(),
         tempfile::tempdir().unwrap(),
     );
-    let reporter = start_console(
-        &bus,
-        &hec,
-        &dir,
-        &[(
-            "OPSMESH__REPORTER__CONSOLE__TRUSTED_USER_HEADER",
-            "X-Forwarded-User",
-        )],
+    let config = dir.path().join("opsmesh.toml");
+    std::fs::write(
+        &config,
+        "[reporter.console]\ntrusted_user_header = \"X-Forwarded-User\"\ntrusted_proxies = [\"127.0.0.1\"]\nproxy_approvers = [\"carol@example.com\"]\n",
     )
-    .await;
+    .unwrap();
+    let reporter = start_console_with_file(&bus, &hec, &dir, Some(&config), &[]).await;
     let base = format!("http://{}", reporter.addr);
     let incident = Incident::oom("ml-team-b");
     publish_awaiting(&bus, &incident).await;
@@ -465,6 +453,18 @@ async fn console_configuration_errors_name_the_key() {
                 ),
             ],
             "`reporter.console.trusted_user_header`",
+        ),
+        (
+            vec![
+                ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true".into()),
+                (
+                    "OPSMESH__REPORTER__CONSOLE__TRUSTED_USER_HEADER",
+                    "X-Forwarded-User".into(),
+                ),
+            ],
+            // A start-up error, naming both keys: without trusted proxies any peer could
+            // send the header and be anyone.
+            "`reporter.console.trusted_proxies`: must list the authenticating proxy's addresses when reporter.console.trusted_user_header is set",
         ),
         (
             vec![("OPSMESH__REPORTER__TIMELINE__MAX_INCIDENTS", "0".into())],

@@ -10,23 +10,29 @@ use opsmesh_runtime::{ConfigError, Validate};
 pub struct ConsoleConfig {
     /// Serve `/console` and `/api`. Needs at least one way to authenticate.
     pub enabled: bool,
-    /// Operators: `name:token` lines (a mounted Secret; re-read when it changes). The name is
-    /// the identity recorded on approvals.
+    /// Operators: `name:token[:role]` lines (a mounted Secret; re-read when it changes, and
+    /// every session is checked against it on every request). The name is the identity
+    /// recorded on approvals; the role is `viewer` (default, read only) or `approver`.
     pub users_file: Option<PathBuf>,
-    /// Environment variable holding `name:token,name:token`.
+    /// Environment variable holding `name:token[:role],name:token[:role]`.
     pub users_env: Option<String>,
     /// Header an authenticating proxy sets to the signed-in user (e.g. `X-Forwarded-User`,
-    /// `X-Auth-Request-Email`). Only set it when every request reaches the reporter through
-    /// that proxy (see `trusted_proxies`).
+    /// `X-Auth-Request-Email`). Needs `trusted_proxies`.
     pub trusted_user_header: Option<String>,
-    /// Peers allowed to set `trusted_user_header`; empty: any peer (the proxy is the only
-    /// way in, e.g. a sidecar on loopback or a NetworkPolicy).
+    /// Peers allowed to set `trusted_user_header` (the proxy's addresses, e.g. `127.0.0.1`
+    /// for a sidecar); required with it, since any other peer could claim any user.
     pub trusted_proxies: Vec<IpAddr>,
-    /// Lifetime of a console session after signing in with a token.
+    /// Users signed in by the proxy who may approve and reject; the others are viewers.
+    pub proxy_approvers: Vec<String>,
+    /// Console sessions open at once on a replica; beyond it the oldest is ended (counted in
+    /// `reporter_console_sessions_evicted_total`).
+    pub max_sessions: usize,
+    /// Lifetime of a console session after signing in with a token. Sessions live in the
+    /// memory of the replica that opened them (route a browser to one replica).
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
     /// 32+ bytes signing session and CSRF tokens. Set it (the same file on every replica)
-    /// when several replicas serve the console; unset: random per process.
+    /// when several replicas serve the console behind a proxy; unset: random per process.
     pub session_key_file: Option<PathBuf>,
     /// Mark cookies `Secure` (HTTPS only). Turn off only for plain-HTTP loopback use.
     pub cookie_secure: bool,
@@ -43,6 +49,8 @@ impl Default for ConsoleConfig {
             users_env: None,
             trusted_user_header: None,
             trusted_proxies: Vec::new(),
+            proxy_approvers: Vec::new(),
+            max_sessions: 10_000,
             session_ttl: Duration::from_secs(12 * 3600),
             session_key_file: None,
             cookie_secure: true,
@@ -74,6 +82,23 @@ impl Validate for ConsoleConfig {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
         {
             return Err(invalid("trusted_user_header", "must be a header name"));
+        }
+        if self.trusted_user_header.is_some() && self.trusted_proxies.is_empty() {
+            return Err(invalid(
+                "trusted_proxies",
+                &format!(
+                    "must list the authenticating proxy's addresses when {prefix}.trusted_user_header is set (otherwise any peer could sign in as anyone by sending that header)"
+                ),
+            ));
+        }
+        if self.trusted_user_header.is_none() && !self.proxy_approvers.is_empty() {
+            return Err(invalid(
+                "proxy_approvers",
+                &format!("needs {prefix}.trusted_user_header"),
+            ));
+        }
+        if self.max_sessions == 0 {
+            return Err(invalid("max_sessions", "must be at least 1"));
         }
         if self.session_ttl < Duration::from_secs(60) {
             return Err(invalid("session_ttl", "must be at least 1m"));

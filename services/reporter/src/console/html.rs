@@ -15,6 +15,8 @@ pub struct Chrome {
     pub user: String,
     pub csrf: String,
     pub can_sign_out: bool,
+    /// Approver: the approve and reject buttons are shown.
+    pub can_decide: bool,
 }
 
 /// HTML-escapes text for element content and double-quoted attributes.
@@ -157,6 +159,13 @@ fn approval_form(chrome: &Chrome, p: &PendingApproval) -> String {
                 },
                 esc(&d.approver),
                 time(Some(d.at))
+            );
+        }
+        None if !chrome.can_decide => {
+            let _ = write!(
+                out,
+                "<p class=\"viewer\" id=\"viewer-only\">Awaiting a decision. You ({}) are a viewer: approving or rejecting needs the approver role.</p>",
+                esc(&chrome.user)
             );
         }
         None => {

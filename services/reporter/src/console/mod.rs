@@ -1,15 +1,21 @@
 //! The operator console (server-rendered HTML, a little vanilla JS for live updates over
 //! server-sent events) and the incident API.
 //!
-//! Authentication: a signed session cookie after signing in with a named token
-//! (`users_file` / `users_env`), `Authorization: Bearer <token>` (API clients), or the user
-//! header of an authenticating proxy (`trusted_user_header`). State-changing requests made
+//! Authentication: a session after signing in with a named token (`users_file` /
+//! `users_env`), held server-side and re-checked against the users file on every request,
+//! `Authorization: Bearer <token>` (API clients), or the user header of an authenticating
+//! proxy (`trusted_user_header`, from `trusted_proxies` only). State-changing requests made
 //! with ambient credentials (cookie, proxy) must carry the CSRF token bound to the user and
 //! session, and an `Origin` (or `Referer`) equal to the console's origin.
+//!
+//! Authorisation: every identity has a role; only `approver` may approve or reject.
 
+mod api;
 mod config;
+mod events;
 mod html;
 mod session;
+mod sessions;
 
 use std::{
     sync::Arc,
@@ -22,7 +28,6 @@ use actix_web::{
     http::{StatusCode, header},
     web,
 };
-use futures::StreamExt;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -32,10 +37,11 @@ use opsmesh_runtime::{ConfigError, Publisher, problem::Problem};
 pub use config::ConsoleConfig;
 pub use html::url_encode;
 use session::{CSRF_COOKIE, Keys, SESSION_COOKIE, random_nonce};
+use sessions::{OpenSession, SessionTable};
 
 use crate::{
     approvals::{self, DecideError},
-    auth::{TokenSet, bearer},
+    auth::{Role, TokenSet, bearer, credential_of},
     timeline::IncidentStore,
 };
 
@@ -53,6 +59,7 @@ pub enum Via {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub user: String,
+    pub role: Role,
     pub via: Via,
 }
 
@@ -61,6 +68,7 @@ pub struct Console {
     config: ConsoleConfig,
     users: Option<TokenSet>,
     keys: Keys,
+    sessions: SessionTable,
     store: Arc<IncidentStore>,
     publisher: Publisher,
     /// Ends live streams when the application stops, so the HTTP server drains in time.
@@ -79,6 +87,7 @@ impl Console {
         store: Arc<IncidentStore>,
         publisher: Publisher,
         shutdown: CancellationToken,
+        registry: &prometheus::Registry,
     ) -> Result<Self, ConfigError> {
         let users = if config.users_file.is_some() || config.users_env.is_some() {
             Some(TokenSet::load(
@@ -103,15 +112,11 @@ impl Console {
             ),
             None => Keys::random(),
         };
-        if config.trusted_user_header.is_some() && config.trusted_proxies.is_empty() {
-            tracing::warn!(
-                "reporter.console.trusted_user_header is trusted from any peer: make sure only the authenticating proxy can reach the reporter"
-            );
-        }
         Ok(Self {
             config: config.clone(),
             users,
             keys,
+            sessions: SessionTable::new(config.max_sessions, registry),
             store,
             publisher,
             shutdown,
@@ -121,10 +126,13 @@ impl Console {
     pub fn routes(self: &Arc<Self>, config: &mut web::ServiceConfig) {
         config
             .app_data(web::Data::from(self.clone()))
-            .route("/api/incidents", web::get().to(api_list))
-            .route("/api/incidents/{id}", web::get().to(api_detail))
-            .route("/api/approvals", web::get().to(api_pending))
-            .route("/api/incidents/{id}/approvals", web::post().to(api_decide))
+            .route("/api/incidents", web::get().to(api::api_list))
+            .route("/api/incidents/{id}", web::get().to(api::api_detail))
+            .route("/api/approvals", web::get().to(api::api_pending))
+            .route(
+                "/api/incidents/{id}/approvals",
+                web::post().to(api::api_decide),
+            )
             .route("/console", web::get().to(console_root))
             .route("/console/", web::get().to(console_root))
             .route("/console/login", web::get().to(login_page))
@@ -136,7 +144,7 @@ impl Console {
                 "/console/incidents/{id}/decision",
                 web::post().to(decision_form),
             )
-            .route("/console/events", web::get().to(events))
+            .route("/console/events", web::get().to(events::events))
             .route("/console/static/console.js", web::get().to(script))
             .route("/console/static/console.css", web::get().to(stylesheet))
             .route("/console/static/favicon.svg", web::get().to(favicon))
@@ -148,14 +156,19 @@ impl Console {
         if let Some(header_name) = &self.config.trusted_user_header
             && let Some(value) = req.headers().get(header_name.as_str())
         {
-            let peer_ok = self.config.trusted_proxies.is_empty()
-                || req
-                    .peer_addr()
-                    .is_some_and(|p| self.config.trusted_proxies.contains(&p.ip()));
+            let peer_ok = req
+                .peer_addr()
+                .is_some_and(|p| self.config.trusted_proxies.contains(&p.ip()));
             let user = value.to_str().ok().map(str::trim).unwrap_or_default();
             if peer_ok && !user.is_empty() && user.len() <= 256 {
+                let role = if self.config.proxy_approvers.iter().any(|a| a == user) {
+                    Role::Approver
+                } else {
+                    Role::Viewer
+                };
                 return Some(Identity {
                     user: user.to_owned(),
+                    role,
                     via: Via::Proxy {
                         nonce: req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned()),
                     },
@@ -168,23 +181,40 @@ impl Console {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             if let Some(token) = bearer(authorization) {
-                return users.identify(token).map(|user| Identity {
-                    user,
+                return users.identify(token).map(|holder| Identity {
+                    user: holder.name,
+                    role: holder.role,
                     via: Via::Bearer,
                 });
             }
-            if let Some(cookie) = req.cookie(SESSION_COOKIE)
-                && let Some(session) = self.keys.open(cookie.value(), unix_now())
-            {
-                return Some(Identity {
-                    user: session.user,
-                    via: Via::Session {
-                        nonce: session.nonce,
-                    },
-                });
+            if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+                return self.session_identity(users, cookie.value());
             }
         }
         None
+    }
+
+    /// The identity of a session cookie: signed by us, open in the session table, and its
+    /// user still holding the same token in the users file (with the role it has there now).
+    fn session_identity(&self, users: &TokenSet, cookie: &str) -> Option<Identity> {
+        let now = unix_now();
+        let sealed = self.keys.open(cookie, now)?;
+        let open = self.sessions.get(&sealed.nonce, now)?;
+        if open.user != sealed.user {
+            return None;
+        }
+        let Some(holder) = users.holder_of(&open.user, &open.credential) else {
+            tracing::info!(user = %open.user, "console session ended: its token left the users file");
+            self.sessions.close(&sealed.nonce);
+            return None;
+        };
+        Some(Identity {
+            user: holder.name,
+            role: holder.role,
+            via: Via::Session {
+                nonce: sealed.nonce,
+            },
+        })
     }
 
     fn csrf_token(&self, identity: &Identity) -> Option<String> {
@@ -272,6 +302,23 @@ impl Console {
     }
 }
 
+/// Only approvers decide; a viewer's attempt is refused (and logged) before anything is
+/// published.
+fn may_decide(identity: &Identity) -> Result<(), Problem> {
+    if identity.role.may_decide() {
+        return Ok(());
+    }
+    tracing::warn!(user = %identity.user, role = %identity.role, "console decision refused: not an approver");
+    Err(forbidden(
+        "not-an-approver",
+        "Approver role required",
+        format!(
+            "{} has the {} role; approving or rejecting needs the approver role",
+            identity.user, identity.role
+        ),
+    ))
+}
+
 fn forbidden(slug: &str, title: &str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, slug, title, detail)
 }
@@ -355,6 +402,7 @@ fn render(
         user: identity.user.clone(),
         csrf: console.csrf_token(&identity).unwrap_or_default(),
         can_sign_out: matches!(identity.via, Via::Session { .. }),
+        can_decide: identity.role.may_decide(),
     };
     let mut response = page(status, build(&chrome));
     if let Some(cookie) = new_cookie {
@@ -401,11 +449,8 @@ async fn login(
         return problem.response();
     }
     let next = safe_next(form.next.as_deref());
-    let Some(user) = console
-        .users
-        .as_ref()
-        .and_then(|u| u.identify(form.token.trim()))
-    else {
+    let token = form.token.trim();
+    let Some(holder) = console.users.as_ref().and_then(|u| u.identify(token)) else {
         tracing::warn!(peer = ?req.peer_addr(), "console sign-in refused");
         return see_other(&format!(
             "/console/login?error=1&next={}",
@@ -413,8 +458,19 @@ async fn login(
         ));
     };
     let ttl = console.config.session_ttl;
-    let sealed = console.keys.seal(&user, unix_now() + ttl.as_secs());
-    tracing::info!(%user, "console sign-in");
+    let (now, nonce) = (unix_now(), random_nonce());
+    let expires = now + ttl.as_secs();
+    let sealed = console.keys.seal(&holder.name, &nonce, expires);
+    console.sessions.open(
+        nonce,
+        OpenSession {
+            user: holder.name.clone(),
+            credential: credential_of(token),
+            expires,
+        },
+        now,
+    );
+    tracing::info!(user = %holder.name, role = %holder.role, "console sign-in");
     let mut response = see_other(&next);
     let _ = response.add_cookie(&console.cookie(SESSION_COOKIE, sealed, ttl));
     response
@@ -430,10 +486,15 @@ async fn logout(
     req: HttpRequest,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    if let Some(identity) = console.authenticate(&req)
-        && let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref())
-    {
-        return problem.response();
+    if let Some(identity) = console.authenticate(&req) {
+        if let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref()) {
+            return problem.response();
+        }
+        // Server-side: the cookie, if kept or copied, no longer opens anything.
+        if let Via::Session { nonce } = &identity.via {
+            console.sessions.close(nonce);
+            tracing::info!(user = %identity.user, "console sign-out");
+        }
     }
     let mut response = see_other("/console/login");
     let mut gone = console.cookie(SESSION_COOKIE, String::new(), Duration::ZERO);
@@ -529,6 +590,10 @@ async fn decision_form(
     let Some(identity) = console.authenticate(&req) else {
         return unauthorized();
     };
+    // The role first: a viewer is refused whatever else the request carries.
+    if let Err(problem) = may_decide(&identity) {
+        return problem.response();
+    }
     if let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref()) {
         return problem.response();
     }
@@ -570,51 +635,6 @@ async fn decision_form(
     }
 }
 
-/// Server-sent events: one `update` event per change to any incident, a comment every 15 s.
-async fn events(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
-    }
-    let updates = tokio_stream_from(console.store.subscribe());
-    let stop = console.shutdown.clone();
-    let heartbeat = futures::stream::unfold((), |()| async {
-        tokio::time::sleep(Duration::from_secs(15)).await;
-        Some((web::Bytes::from_static(b": keep-alive\n\n"), ()))
-    });
-    let hello = futures::stream::once(async { web::Bytes::from_static(b"retry: 3000\n\n") });
-    let body = hello
-        .chain(futures::stream::select(updates, heartbeat))
-        .take_until(async move { stop.cancelled_owned().await })
-        .map(Ok::<_, std::convert::Infallible>);
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body)
-}
-
-fn tokio_stream_from(
-    receiver: tokio::sync::broadcast::Receiver<crate::timeline::Update>,
-) -> impl futures::Stream<Item = web::Bytes> {
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        match receiver.recv().await {
-            Ok(update) => {
-                let data = serde_json::to_string(&update).unwrap_or_default();
-                Some((
-                    web::Bytes::from(format!("event: update\ndata: {data}\n\n")),
-                    receiver,
-                ))
-            }
-            // A slow client missed updates: tell it to refresh whatever it shows.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((
-                web::Bytes::from_static(b"event: update\ndata: {\"incident_id\":null}\n\n"),
-                receiver,
-            )),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
-        }
-    })
-}
-
 async fn script() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
@@ -634,96 +654,4 @@ async fn stylesheet() -> HttpResponse {
         .content_type("text/css; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(html::STYLE)
-}
-
-// ---- JSON API ------------------------------------------------------------------------------
-
-async fn api_list(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
-    }
-    HttpResponse::Ok().json(serde_json::json!({ "incidents": console.store.list() }))
-}
-
-async fn api_detail(
-    console: web::Data<Console>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
-    }
-    let id = path.into_inner();
-    match console.store.detail(&id) {
-        Some(detail) => HttpResponse::Ok().json(detail),
-        None => Problem::new(
-            StatusCode::NOT_FOUND,
-            "unknown-incident",
-            "Incident not found",
-            format!("no incident {id:?} in this reporter's timeline"),
-        )
-        .response(),
-    }
-}
-
-async fn api_pending(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
-    }
-    HttpResponse::Ok().json(serde_json::json!({ "pending": console.store.pending_approvals() }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApiDecision {
-    decision: ApprovalDecision,
-    idempotency_key: Option<String>,
-    comment: Option<String>,
-}
-
-/// `POST /api/incidents/{id}/approvals` `{"decision": "approve"|"reject", "idempotency_key"?,
-/// "comment"?}`; cookie-authenticated callers also send `X-CSRF-Token`.
-async fn api_decide(
-    console: web::Data<Console>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let Some(identity) = console.authenticate(&req) else {
-        return unauthorized();
-    };
-    let token = req
-        .headers()
-        .get("X-CSRF-Token")
-        .and_then(|v| v.to_str().ok());
-    if let Err(problem) = console.check_csrf(&req, &identity, token) {
-        return problem.response();
-    }
-    let request: ApiDecision = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(err) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed request",
-                err.to_string(),
-            )
-            .response();
-        }
-    };
-    let id = path.into_inner();
-    match approvals::decide(
-        &console.store,
-        &console.publisher,
-        &id,
-        request.idempotency_key.as_deref(),
-        request.decision,
-        &identity.user,
-        request.comment,
-    )
-    .await
-    {
-        Ok((envelope, _)) => HttpResponse::Accepted().json(envelope),
-        Err(err) => decide_problem(&err).response(),
-    }
 }

@@ -1,6 +1,7 @@
 //! Signed session cookies and CSRF tokens (HMAC-SHA256 with the console key).
 //!
-//! Session cookie: `<hex user>.<expiry unix>.<nonce>.<mac>`. CSRF token:
+//! Session cookie: `<hex user>.<expiry unix>.<nonce>.<mac>`; the nonce names the session in
+//! the server's [`super::sessions::SessionTable`], without which the cookie counts for nothing. CSRF token:
 //! `HMAC(key, "csrf|<user>|<nonce>")`, where the nonce is the session's, or — behind an
 //! authenticating proxy, without a session — a random `opsmesh_csrf` cookie's. A form post
 //! must carry the token and come from the console's own origin.
@@ -47,11 +48,10 @@ impl Keys {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    pub fn seal(&self, user: &str, expires: u64) -> String {
-        let nonce = random_nonce();
+    pub fn seal(&self, user: &str, nonce: &str, expires: u64) -> String {
         let user_hex = hex::encode(user.as_bytes());
         let expiry = expires.to_string();
-        let mac = self.mac(&["session", &user_hex, &expiry, &nonce]);
+        let mac = self.mac(&["session", &user_hex, &expiry, nonce]);
         format!("{user_hex}.{expiry}.{nonce}.{mac}")
     }
 
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn sessions_round_trip_and_resist_tampering() {
         let keys = Keys::random();
-        let cookie = keys.seal("alice@example.com", 2000);
+        let cookie = keys.seal("alice@example.com", &random_nonce(), 2000);
         let session = keys.open(&cookie, 1000).unwrap();
         assert_eq!(session.user, "alice@example.com");
         assert!(keys.open(&cookie, 2000).is_none(), "expired");

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod console;
 pub mod hec;
 pub mod incident;
 pub mod receivers;

@@ -1,0 +1,63 @@
+//! Talking to the console over HTTP as a browser would: sign in, read cookies and CSRF tokens.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::{StatusCode, redirect::Policy};
+
+/// A client that does not follow redirects (the tests look at them).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `name=value` of the `Set-Cookie` named `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// The first CSRF token of a page (the decision form's, or the sign-out form's).
+pub fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("page has a CSRF field") + marker.len();
+    page[start..start + 64].to_owned()
+}
+
+/// Signs in at `base` with `token`; the session cookie (`opsmesh_session=…`).
+pub async fn sign_in(base: &str, token: &str) -> String {
+    let response = client()
+        .post(format!("{base}/console/login"))
+        .header("Origin", base)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    set_cookie(&response, "opsmesh_session").expect("a session cookie")
+}
+
+/// GET `url` with `cookie`: the status and the page.
+pub async fn get_page(url: &str, cookie: &str) -> (StatusCode, String) {
+    let response = client()
+        .get(url)
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Writes the users (or MCP tokens) file `name` under `dir`.
+pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
