@@ -133,13 +133,21 @@ fn the_table_names_every_declared_service() {
     for (service, topic) in TABLE_OMITS {
         let spec = every_topic().find(|t| t.name == *topic).unwrap();
         assert!(
-            !spec.consumers.iter().any(|c| service_named(c) == Some(service)),
+            !spec
+                .consumers
+                .iter()
+                .any(|c| service_named(c) == Some(service)),
             "the table now names {service} as a consumer of {topic}: drop it from TABLE_OMITS"
         );
     }
     let provisioned = topics::all_topic_names();
     for access in SERVICES {
-        for topic in access.publishes.iter().chain(access.consumes).chain(access.reads) {
+        for topic in access
+            .publishes
+            .iter()
+            .chain(access.consumes)
+            .chain(access.reads)
+        {
             assert!(
                 provisioned.iter().any(|t| t == topic),
                 "{}: {topic} is not provisioned",
@@ -163,14 +171,26 @@ fn derived_acls() -> Vec<Value> {
         let principal = format!("opsmesh-{}", access.service);
         let mut operations: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
         for topic in access.publishes {
-            operations.entry(topic.to_string()).or_default().insert("Write");
+            operations
+                .entry(topic.to_string())
+                .or_default()
+                .insert("Write");
         }
         for topic in access.consumes {
-            operations.entry(topic.to_string()).or_default().insert("Read");
-            operations.entry(topics::dlq(topic)).or_default().insert("Write");
+            operations
+                .entry(topic.to_string())
+                .or_default()
+                .insert("Read");
+            operations
+                .entry(topics::dlq(topic))
+                .or_default()
+                .insert("Write");
         }
         for topic in access.reads {
-            operations.entry(topic.to_string()).or_default().insert("Read");
+            operations
+                .entry(topic.to_string())
+                .or_default()
+                .insert("Read");
         }
         for (topic, ops) in operations {
             let ops: Vec<&str> = ops.into_iter().chain(["Describe"]).collect();
