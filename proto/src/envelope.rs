@@ -203,6 +203,7 @@ mod tests {
             decision: ApprovalDecision::Approve,
             approver: "alice@example.com".into(),
             comment: None,
+            signature: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod name;
 pub mod quantity;
 pub mod remediation;
 pub mod schema;
+pub mod signature;
 pub mod target;
 pub mod telemetry;
 pub mod timestamp;

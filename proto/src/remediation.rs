@@ -7,7 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{ActionKind, IncidentState, Payload, ledger::LedgerLink, topics};
+use crate::{
+    ActionKind, Envelope, IncidentState, Payload,
+    ledger::{LedgerLink, SCHEME_PLACED},
+    topics,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -65,26 +69,41 @@ pub struct Verification {
     pub detail: String,
 }
 
-impl Remediation {
-    /// Links this record after `prev_hash` at position `seq` and computes its hash.
-    pub fn seal(mut self, seq: u64, prev_hash: &str) -> Self {
-        self.ledger = LedgerLink {
+impl Envelope<Remediation> {
+    /// Links this record after `prev_hash` at position `seq` and computes its hash, which
+    /// covers the envelope's id, incident and time as well as the record.
+    pub fn seal(&mut self, seq: u64, prev_hash: &str) {
+        self.payload.ledger = LedgerLink {
             seq,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
+            scheme: Some(SCHEME_PLACED),
+            signature: None,
         };
-        self.ledger.hash = self.computed_hash();
-        self
+        self.payload.ledger.hash = self.computed_hash();
     }
 
-    /// The hash this record should carry: SHA-256 over `prev_hash` and the canonical JSON
-    /// of the record with `ledger.hash` blank.
+    /// The hash this record should carry, by its scheme: SHA-256 over `prev_hash` and the
+    /// canonical JSON of the record with `ledger.hash` blank and no signature (and, from
+    /// [`SCHEME_PLACED`] on, the envelope's id, incident and time beside it).
     pub fn computed_hash(&self) -> String {
-        let mut blank = self.clone();
+        let mut blank = self.payload.clone();
         blank.ledger.hash.clear();
-        let value = serde_json::to_value(&blank).expect("records serialize");
+        blank.ledger.signature = None;
+        let record = serde_json::to_value(&blank).expect("records serialize");
+        let value = match self.payload.ledger.scheme {
+            None => record,
+            Some(_) => serde_json::json!({
+                "id": self.id,
+                "incident_id": self.incident_id,
+                "occurred_at": self
+                    .occurred_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                "record": record,
+            }),
+        };
         crate::ledger::chain_hash(
-            &self.ledger.prev_hash,
+            &self.payload.ledger.prev_hash,
             &crate::ledger::canonical_json(&value),
         )
     }

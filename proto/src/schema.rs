@@ -4,7 +4,7 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, remediation::Remediation, telemetry::Telemetry,
+    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, telemetry::Telemetry,
 };
 
 fn envelope_schema<P: Payload + JsonSchema>() -> (String, String) {
@@ -20,6 +20,7 @@ pub fn all() -> Vec<(String, String)> {
         envelope_schema::<Telemetry>(),
         envelope_schema::<Diagnosis>(),
         envelope_schema::<Remediation>(),
+        envelope_schema::<LedgerHeads>(),
         envelope_schema::<Approval>(),
         envelope_schema::<IncidentRecord>(),
     ]

@@ -6,6 +6,7 @@ pub const DIAGNOSES: &str = "opsmesh.diagnoses.v1";
 pub const REMEDIATIONS: &str = "opsmesh.remediations.v1";
 pub const APPROVALS: &str = "opsmesh.approvals.v1";
 pub const INCIDENTS: &str = "opsmesh.incidents.v1";
+pub const LEDGER_HEADS: &str = "opsmesh.ledger-heads.v1";
 pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
 
 /// Suffix of every topic's dead-letter queue.
@@ -59,6 +60,15 @@ pub const TOPICS: &[TopicSpec] = &[
         consumers: &["reporter", "remediator (ledger replay)"],
         key: "incident id",
         partitions: 6,
+        retention_ms: 30 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: LEDGER_HEADS,
+        producer: "remediator (signed chain heads, every `ledger.heads_interval`)",
+        consumers: &["`opsmesh audit verify` (truncation check)"],
+        key: "remediator instance",
+        partitions: 1,
         retention_ms: 30 * DAY_MS,
         cleanup_policy: "delete",
     },

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, remediation::Remediation, schema, telemetry::Telemetry, topics,
+    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, schema, telemetry::Telemetry, topics,
 };
 
 fn root() -> PathBuf {
@@ -63,6 +63,7 @@ fn golden_examples_round_trip() {
     round_trip::<Diagnosis>(&dir);
     round_trip::<Remediation>(&dir);
     round_trip::<Approval>(&dir);
+    round_trip::<LedgerHeads>(&dir);
     round_trip::<IncidentRecord>(&dir);
 }
 
@@ -180,6 +181,7 @@ fn consumers_read_unknown_fields_as_the_same_value() {
     unknown_fields_are_ignored::<Diagnosis>(&dir);
     unknown_fields_are_ignored::<Remediation>(&dir);
     unknown_fields_are_ignored::<Approval>(&dir);
+    unknown_fields_are_ignored::<LedgerHeads>(&dir);
     unknown_fields_are_ignored::<IncidentRecord>(&dir);
 }
 

@@ -24,19 +24,29 @@ use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     Bus,
     bus::{Outgoing, Subscription},
+    signing::KeyPair,
 };
 use opsmesh_sim::{
     Clock, Rbac, RbacRule, RequestRecord, Scenario, SimConfig, SimServer, Simulator,
     resources::INFERENCE_SERVICES,
 };
-use opsmesh_tests::{broker::Broker, eventually, mesh::SESSION_TIMEOUT, process::Service};
+use opsmesh_tests::{
+    broker::Broker, eventually, keys::keys, mesh::SESSION_TIMEOUT, process::Service,
+};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Virtual seconds per wall second: a pod starts in 0.5 s, an OOM loop turns every second.
 const SIM_SPEED: f64 = 20.0;
 
+/// The namespaces the rig's replicas may act on (auto mode needs the list).
+const ALLOWED_NAMESPACES: (&str, &str) = (
+    "OPSMESH__REMEDIATOR__POLICY__ALLOWED_NAMESPACES",
+    "ml-team-a,ml-team-b",
+);
+
 /// Replica settings of most tests: fast verification, limits out of the way.
 const FAST_REPLICA: &[(&str, &str)] = &[
+    ALLOWED_NAMESPACES,
     ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20"),
     ("OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL", "500ms"),
     ("OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__GLOBAL", "1000"),
@@ -118,6 +128,7 @@ impl Rig {
                 kubeconfig.display().to_string(),
             ),
         ];
+        env.extend(keys().remediator_env());
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let name = format!("remediator-{}", self.replicas.len());
         let mut replica = Service::new(
@@ -268,6 +279,36 @@ fn oom_diagnosis_in(incident: &str, namespace: &str, model: &str, new_limit: &st
         json!([{"kind": "patch_memory_limit", "target": format!("inferenceservice/{namespace}/{model}"),
                 "params": {"memory_limit": new_limit, "previous_memory_limit": "256Mi"}}]),
     )
+}
+
+/// `diagnosis` with one more piece of evidence, `values` from `opsmesh.telemetry.v1`, cited by
+/// every action.
+fn citing_telemetry(diagnosis: Vec<u8>, values: Value) -> Vec<u8> {
+    let mut envelope: Value = serde_json::from_slice(&diagnosis).expect("diagnosis JSON");
+    let payload = &mut envelope["payload"];
+    let id = format!(
+        "ev{}",
+        payload["evidence"].as_array().map_or(0, Vec::len) + 1
+    );
+    payload["evidence"]
+        .as_array_mut()
+        .expect("evidence")
+        .push(json!({"id": id, "source": "telemetry", "query": "opsmesh.telemetry.v1 cost", "row_count": 1, "values": values}));
+    for action in payload["recommended_actions"]
+        .as_array_mut()
+        .expect("actions")
+    {
+        action["evidence_ids"]
+            .as_array_mut()
+            .expect("evidence ids")
+            .push(json!(id));
+    }
+    serde_json::to_vec(&envelope).expect("JSON")
+}
+
+/// An OpenCost namespace total over its budget, as the collector publishes it.
+fn over_budget(namespace: &str) -> Value {
+    json!({"namespace": namespace, "window": "1h", "hourly_cost_usd": 102.0, "hourly_budget_usd": 40.0})
 }
 
 /// Every ledger record on `opsmesh.remediations.v1`, read with a group of its own.
@@ -526,9 +567,8 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
     );
     assert_eq!(rig.memory_limit("ml-team-a", "gated"), "256Mi");
 
-    // An approval without an approver identity is ignored.
-    let approval = |approver: &str| {
-        let envelope = Envelope::new(
+    let unsigned = |approver: &str| {
+        Envelope::new(
             "opsmesh-reporter",
             "test-cluster",
             Some(incident.clone()),
@@ -537,10 +577,54 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
                 decision: ApprovalDecision::Approve,
                 approver: approver.into(),
                 comment: Some("agreed with the model owner".into()),
+                signature: None,
             },
-        );
+        )
+    };
+    let approval = |approver: &str| {
+        let mut envelope = unsigned(approver);
+        keys().sign_approval(&mut envelope);
         envelope.to_vec()
     };
+
+    // Whoever can write to the approvals topic cannot approve: an unsigned approval, one
+    // signed by another key, and a signed one edited afterwards are refused and recorded.
+    rig.publish(topics::APPROVALS, &incident, unsigned("mallory").to_vec())
+        .await;
+    let mut forged = unsigned("mallory");
+    forged.payload.signature =
+        Some(KeyPair::generate().sign(&opsmesh_proto::approval::signed_bytes(&forged)));
+    rig.publish(topics::APPROVALS, &incident, forged.to_vec())
+        .await;
+    let mut edited = unsigned("carol@example.com");
+    keys().sign_approval(&mut edited);
+    edited.payload.approver = "mallory".into();
+    rig.publish(topics::APPROVALS, &incident, edited.to_vec())
+        .await;
+    let refused = |ledger: &LedgerReader| -> Vec<String> {
+        ledger
+            .incident(&incident)
+            .into_iter()
+            .filter(|r| r.reason.starts_with("refused an approval"))
+            .map(|r| r.reason.clone())
+            .collect()
+    };
+    let waiting_since = std::time::Instant::now();
+    while refused(&ledger).len() < 3 && waiting_since.elapsed() < Duration::from_secs(30) {
+        ledger.poll(Duration::from_millis(500)).await;
+    }
+    let refusals = refused(&ledger);
+    assert_eq!(refusals.len(), 3, "{refusals:?}");
+    assert!(refusals[0].contains("not signed"), "{refusals:?}");
+    assert!(refusals[1].contains("not trusted"), "{refusals:?}");
+    assert!(refusals[2].contains("does not match"), "{refusals:?}");
+    assert!(rig.mutations().is_empty(), "{:?}", rig.mutations());
+    assert_eq!(
+        ledger.last_state(&incident),
+        Some(IncidentState::AwaitingApproval)
+    );
+
+    // An approval without an approver identity is ignored.
     rig.publish(topics::APPROVALS, &incident, approval("  "))
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -678,17 +762,20 @@ faults:
         ),
         (
             "rbac-cost",
-            diagnosis(
-                "rbac-cost",
-                "cost_overrun",
-                "cost-overrun",
-                "Scale down and cap the namespace",
-                json!([
-                    {"kind": "scale_inference_service", "target": isvc("ml-team-b", "gpu-model"),
-                     "params": {"replicas": 2, "previous_replicas": 8}},
-                    {"kind": "apply_resource_quota", "target": "namespace/ml-team-b",
-                     "params": {"pods": 3, "projected_saving_usd": 100.0}}
-                ]),
+            citing_telemetry(
+                diagnosis(
+                    "rbac-cost",
+                    "cost_overrun",
+                    "cost-overrun",
+                    "Scale down and cap the namespace",
+                    json!([
+                        {"kind": "scale_inference_service", "target": isvc("ml-team-b", "gpu-model"),
+                         "params": {"replicas": 2, "previous_replicas": 8}},
+                        {"kind": "apply_resource_quota", "target": "namespace/ml-team-b",
+                         "params": {"pods": 3, "projected_saving_usd": 100.0}}
+                    ]),
+                ),
+                over_budget("ml-team-b"),
             ),
             IncidentState::Resolved,
         ),
@@ -743,7 +830,8 @@ faults:
     }
 }
 
-/// The default verification (5 checks, 30 s apart) and the default policy, one replica, 40
+/// The default verification (5 checks, 30 s apart) and the default policy (its namespaces
+/// listed, so auto mode acts), one replica, 40
 /// models OOM-looping at once in four namespaces: the incidents are verified side by side, a
 /// slot at a time up to `max_concurrent_actions`, the rest waiting for a slot rather than
 /// refused. Serially this takes at least 40 verification intervals (20 min); the bound below
@@ -772,7 +860,11 @@ async fn forty_models_oom_looping_at_once_are_all_resolved_in_a_few_verification
         ));
     }
     let mut rig = Rig::start(&yaml).await;
-    rig.add_replica_with(&[]).await;
+    rig.add_replica_with(&[(
+        "OPSMESH__REMEDIATOR__POLICY__ALLOWED_NAMESPACES",
+        &namespaces.join(","),
+    )])
+    .await;
     let mut ledger = LedgerReader::new(&rig.broker).await;
     let started = tokio::time::Instant::now();
     let incidents: Vec<String> = models.iter().map(|(ns, m)| format!("{ns}-{m}")).collect();
@@ -863,4 +955,338 @@ async fn an_incident_that_cannot_progress_is_escalated_as_stuck() {
         "retried with backoff before giving up"
     );
     assert!(rig.mutations().is_empty(), "nothing changed in the cluster");
+}
+
+/// An approval for `incident`'s proposal `key`, by alice, signed as the reporter signs it.
+fn approval(incident: &str, key: &str) -> Vec<u8> {
+    let mut envelope = Envelope::new(
+        "opsmesh-reporter",
+        "test-cluster",
+        Some(incident.to_owned()),
+        Approval {
+            idempotency_key: key.to_owned(),
+            decision: ApprovalDecision::Approve,
+            approver: "alice@example.com".into(),
+            comment: None,
+            signature: None,
+        },
+    );
+    keys().sign_approval(&mut envelope);
+    envelope.to_vec()
+}
+
+/// Waits for `incident`'s proposal, approves it and waits for its terminal record.
+async fn approve(rig: &Rig, ledger: &mut LedgerReader, incident: &str) -> Remediation {
+    let proposal = ledger
+        .until_state(incident, IncidentState::AwaitingApproval)
+        .await;
+    let key = proposal
+        .action
+        .expect("the proposed action")
+        .idempotency_key;
+    rig.publish(topics::APPROVALS, incident, approval(incident, &key))
+        .await;
+    ledger.until_terminal(&[incident.to_owned()]).await;
+    ledger
+        .incident(incident)
+        .last()
+        .map(|r| (*r).clone())
+        .expect("a terminal record")
+}
+
+/// Proposals wait for approval while other incidents act and the cluster moves on: each
+/// approval runs its action only if cooldown, rate limit and blast radius (on the replicas
+/// the InferenceService has now) still allow it; otherwise the incident is refused, saying
+/// which rule and with which figures, and the refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_approval_runs_only_if_the_policy_still_allows_it() {
+    // `big` ran 8 replicas when the diagnosis was made; someone has scaled it to 20 since.
+    let mut yaml = models_yaml(
+        &["first", "second"],
+        &[("first", OOM_FAULT), ("second", OOM_FAULT)],
+    );
+    yaml = yaml.replace(
+        "faults:\n",
+        "    - {namespace: ml-team-a, name: big, replicas: 8, memory_limit: 1Gi, hourly_cost_usd: 12.5}\nfaults:\n  - {at: 0s, kind: cost_spike, target: inferenceservice/ml-team-a/big, params: {replicas: 20}}\n",
+    );
+    let mut rig = Rig::start(&yaml).await;
+    rig.add_replica(&[
+        ("OPSMESH__REMEDIATOR__POLICY__MODE", "approve"),
+        ("OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__GLOBAL", "1"),
+    ])
+    .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    let scale = citing_telemetry(
+        diagnosis(
+            "late-scale",
+            "cost_overrun",
+            "cost-overrun",
+            "Scale down and cap the namespace",
+            json!([{"kind": "scale_inference_service", "target": "inferenceservice/ml-team-a/big",
+                    "params": {"replicas": 2, "previous_replicas": 8}}]),
+        ),
+        over_budget("ml-team-a"),
+    );
+    let proposals = [
+        ("late-scale", scale),
+        ("late-first", oom_diagnosis("late-first", "first", "640Mi")),
+        ("late-again", oom_diagnosis("late-again", "first", "704Mi")),
+        (
+            "late-second",
+            oom_diagnosis("late-second", "second", "640Mi"),
+        ),
+    ];
+    // Every proposal passes the policy when planned: nothing has acted yet.
+    for (incident, payload) in &proposals {
+        rig.publish(topics::DIAGNOSES, incident, payload.clone())
+            .await;
+        ledger
+            .until_state(incident, IncidentState::AwaitingApproval)
+            .await;
+    }
+
+    let blast = approve(&rig, &mut ledger, "late-scale").await;
+    assert_eq!(blast.state, IncidentState::Refused, "{blast:?}");
+    assert!(
+        blast
+            .reason
+            .contains("refused (blast_radius) just before executing: scaling 20 → 2 takes away 90% of the replicas; the policy allows 80%"),
+        "{}",
+        blast.reason
+    );
+    let done = approve(&rig, &mut ledger, "late-first").await;
+    assert_eq!(done.state, IncidentState::Resolved, "{done:?}");
+    let again = approve(&rig, &mut ledger, "late-again").await;
+    assert_eq!(again.state, IncidentState::Refused, "{again:?}");
+    assert!(
+        again.reason.starts_with(
+            "refused (cooldown) just before executing: inferenceservice/ml-team-a/first was acted on at "
+        ) && again.reason.ends_with("by another incident; cooldown 10m"),
+        "{}",
+        again.reason
+    );
+    let rated = approve(&rig, &mut ledger, "late-second").await;
+    assert_eq!(rated.state, IncidentState::Refused, "{rated:?}");
+    assert_eq!(
+        rated.reason,
+        "refused (rate_limit) just before executing: 1 cluster-changing actions in the last 1h (global limit 1)"
+    );
+
+    let mutations = rig.mutations();
+    assert_eq!(mutations.len(), 1, "only late-first acted: {mutations:?}");
+    assert_eq!(rig.memory_limit("ml-team-a", "first"), "640Mi");
+    assert_eq!(rig.memory_limit("ml-team-a", "second"), "256Mi");
+    let replica = &rig.replicas[0];
+    for reason in ["blast_radius", "cooldown", "rate_limit"] {
+        assert_eq!(
+            replica
+                .metric("opsmesh_remediator_refusals_total", &[("reason", reason)])
+                .await,
+            1.0,
+            "{reason}"
+        );
+    }
+}
+
+/// An approval that finds every action slot taken waits for one, and is refused once
+/// `policy.queue_timeout` passes without a slot freeing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approved_action_waits_for_a_slot_and_is_refused_when_none_frees() {
+    let mut rig = Rig::start(&models_yaml(
+        &["busy", "queued"],
+        &[("busy", OOM_FAULT), ("queued", OOM_FAULT)],
+    ))
+    .await;
+    rig.add_replica(&[
+        ("OPSMESH__REMEDIATOR__POLICY__MODE", "approve"),
+        ("OPSMESH__REMEDIATOR__POLICY__MAX_CONCURRENT_ACTIONS", "1"),
+        ("OPSMESH__REMEDIATOR__POLICY__QUEUE_TIMEOUT", "2s"),
+        // A waiting incident looks for a slot at least this often.
+        ("OPSMESH__REMEDIATOR__RETRY_BACKOFF", "100ms"),
+        ("OPSMESH__REMEDIATOR__RETRY_BACKOFF_MAX", "300ms"),
+        // 320Mi stays OOMKilled: `busy` holds the only slot through 20 failing checks (10 s).
+        ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20"),
+    ])
+    .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    for (incident, model, limit) in [
+        ("slot-busy", "busy", "320Mi"),
+        ("slot-queued", "queued", "640Mi"),
+    ] {
+        rig.publish(
+            topics::DIAGNOSES,
+            incident,
+            oom_diagnosis(incident, model, limit),
+        )
+        .await;
+        ledger
+            .until_state(incident, IncidentState::AwaitingApproval)
+            .await;
+    }
+    let busy = ledger
+        .incident("slot-busy")
+        .last()
+        .and_then(|r| r.action.clone())
+        .expect("busy's proposal");
+    rig.publish(
+        topics::APPROVALS,
+        "slot-busy",
+        approval("slot-busy", &busy.idempotency_key),
+    )
+    .await;
+    ledger
+        .until_state("slot-busy", IncidentState::Verifying)
+        .await;
+
+    let queued = approve(&rig, &mut ledger, "slot-queued").await;
+    assert_eq!(queued.state, IncidentState::Refused, "{queued:?}");
+    assert_eq!(
+        queued.reason,
+        "refused (max_concurrent_actions) just before executing: 1 incidents are already executing or verifying (limit 1); no slot freed within policy.queue_timeout (2s)"
+    );
+    assert!(rig.log_count("waiting for a free action slot") > 0);
+    assert_eq!(
+        ledger.last_state("slot-busy"),
+        Some(IncidentState::Verifying),
+        "the refusal came while busy still held the slot"
+    );
+    assert_eq!(rig.memory_limit("ml-team-a", "queued"), "256Mi");
+    assert_eq!(
+        rig.replicas[0]
+            .metric(
+                "opsmesh_remediator_refusals_total",
+                &[("reason", "max_concurrent_actions")]
+            )
+            .await,
+        1.0
+    );
+}
+
+/// A safe default: `auto` without an explicit namespace allow-list waits for an approval,
+/// saying why in the ledger and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_mode_needs_an_allow_list_of_namespaces() {
+    let mut rig = Rig::start(&models_yaml(&["unlisted"], &[("unlisted", OOM_FAULT)])).await;
+    // The default policy (auto), without FAST_REPLICA's allow-list.
+    rig.add_replica_with(&[]).await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    rig.publish(
+        topics::DIAGNOSES,
+        "unlisted",
+        oom_diagnosis("unlisted", "unlisted", "640Mi"),
+    )
+    .await;
+    let proposal = ledger
+        .until_state("unlisted", IncidentState::AwaitingApproval)
+        .await;
+    let planned = ledger
+        .incident("unlisted")
+        .into_iter()
+        .find(|r| r.state == IncidentState::Planned)
+        .expect("planned")
+        .clone();
+    assert!(
+        planned.reason.contains("mode approve (patch_memory_limit is configured auto, but policy.allowed_namespaces is empty"),
+        "{}",
+        planned.reason
+    );
+    assert_eq!(
+        proposal.action.map(|a| a.mode),
+        Some(opsmesh_proto::remediation::ActionMode::Approve)
+    );
+    assert!(rig.log_count("auto mode downgraded") > 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rig.mutations().is_empty(), "{:?}", rig.mutations());
+}
+
+/// An ArgoCD application is checked against the namespaces ArgoCD says it deploys to (not the
+/// one the diagnosis names), and a diagnosis about another cluster is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn applications_and_diagnoses_are_checked_against_where_they_act() {
+    let state = "state:
+  namespaces:
+    - {name: ml-team-a}
+    - {name: payments}
+  inference_services:
+    - {namespace: ml-team-a, name: model, replicas: 2, memory_limit: 256Mi}
+    - {namespace: payments, name: fraud, replicas: 2, argocd_app: payments-models}
+  argocd_apps:
+    - {name: payments-models, namespace: payments}
+faults:
+  - {at: 0s, kind: gitops_drift, target: application/payments-models}
+  - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/model, params: {memory_demand: 480Mi}}
+";
+    let mut rig = Rig::start(state).await;
+    let argocd_url = rig.server.as_ref().expect("server").argocd_url();
+    let argocd_token = rig
+        .server
+        .as_ref()
+        .expect("server")
+        .argocd_token()
+        .to_owned();
+    rig.add_replica(&[
+        (
+            "OPSMESH__REMEDIATOR__POLICY__ALLOWED_NAMESPACES",
+            "ml-team-a",
+        ),
+        ("OPSMESH__REMEDIATOR__ARGOCD__URL", &argocd_url),
+        ("OPSMESH__REMEDIATOR__ARGOCD__TOKEN", &argocd_token),
+    ])
+    .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    // The diagnosis names the application under an allowed namespace; ArgoCD says it deploys
+    // to `payments`.
+    rig.publish(
+        topics::DIAGNOSES,
+        "drift",
+        diagnosis(
+            "drift",
+            "gitops_drift",
+            "gitops-drift",
+            "Sync the application to git",
+            json!([{"kind": "argocd_sync", "target": "application/ml-team-a/payments-models"}]),
+        ),
+    )
+    .await;
+    let mut foreign: Value =
+        serde_json::from_slice(&oom_diagnosis("elsewhere", "model", "640Mi")).expect("JSON");
+    foreign["cluster"] = json!("prod-us-2");
+    rig.publish(
+        topics::DIAGNOSES,
+        "elsewhere",
+        serde_json::to_vec(&foreign).expect("JSON"),
+    )
+    .await;
+    ledger
+        .until_terminal(&["drift".to_owned(), "elsewhere".to_owned()])
+        .await;
+
+    let drift = ledger
+        .incident("drift")
+        .last()
+        .map(|r| (*r).clone())
+        .unwrap();
+    assert_eq!(drift.state, IncidentState::Refused, "{drift:?}");
+    assert_eq!(
+        drift.reason,
+        "refused (namespace_not_allowed) just before executing: the application deploys to payments: namespace payments is not in the allow-list (ml-team-a)"
+    );
+    let elsewhere = ledger
+        .incident("elsewhere")
+        .last()
+        .map(|r| (*r).clone())
+        .unwrap();
+    assert_eq!(elsewhere.state, IncidentState::Refused, "{elsewhere:?}");
+    assert_eq!(
+        elsewhere.reason,
+        "refused (wrong_cluster): the diagnosis is about cluster \"prod-us-2\", but this remediator acts on cluster \"test-cluster\""
+    );
+    let acted: Vec<RequestRecord> = rig
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| !r.dry_run && matches!(r.verb.as_str(), "sync" | "patch" | "apply"))
+        .collect();
+    assert!(acted.is_empty(), "nothing changed: {acted:#?}");
+    assert_eq!(rig.memory_limit("ml-team-a", "model"), "256Mi");
 }

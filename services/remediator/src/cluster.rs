@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::{ActionKind, Target, quantity::parse_bytes, remediation::ActionRecord};
 
-use crate::plan::valid_image;
+use crate::{plan::valid_image, policy::OBSERVED_NAMESPACES};
 
 pub const QUOTA_NAME: &str = "opsmesh-cost-guard";
 pub const LIMIT_RANGE_NAME: &str = "opsmesh-default-limits";
@@ -241,7 +241,11 @@ impl Cluster {
                         .unwrap_or(Value::Null),
                 );
             }
-            ActionKind::ArgocdSync | ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
+            ActionKind::ArgocdSync => {
+                let app = self.argo_app(a).await?;
+                out.insert(OBSERVED_NAMESPACES.into(), json!(app_namespaces(&app)));
+            }
+            ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
         }
         Ok(out)
     }
@@ -726,6 +730,26 @@ fn settled_pods(pods: &[Pod], max_replicas: &BTreeMap<String, u64>) -> u64 {
             .sum::<u64>()
 }
 
+/// Every namespace an ArgoCD application deploys to: its destination, and the namespace of
+/// each resource it manages (a manifest may name its own).
+fn app_namespaces(app: &Value) -> Vec<String> {
+    let destination = app["spec"]["destination"]["namespace"].as_str();
+    let managed = app["status"]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["namespace"].as_str());
+    let mut namespaces: Vec<String> = destination
+        .into_iter()
+        .chain(managed)
+        .filter(|ns| !ns.is_empty())
+        .map(str::to_owned)
+        .collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    namespaces
+}
+
 fn default_limits() -> Value {
     json!([{"type": "Container", "default": {"memory": "1Gi"}, "defaultRequest": {"memory": "512Mi"}}])
 }
@@ -887,5 +911,19 @@ mod tests {
             scale_patch(&isvc, 8, Some(10)),
             json!({"spec": {"predictor": {"minReplicas": 8, "maxReplicas": 10}}})
         );
+    }
+
+    #[test]
+    fn an_application_deploys_to_its_destination_and_its_resources_namespaces() {
+        let app = json!({
+            "spec": {"destination": {"server": "https://kubernetes.default.svc", "namespace": "ml"}},
+            "status": {"resources": [
+                {"kind": "InferenceService", "namespace": "ml", "name": "a"},
+                {"kind": "Role", "namespace": "payments", "name": "b"},
+                {"kind": "ClusterRole", "name": "c"}
+            ]}
+        });
+        assert_eq!(app_namespaces(&app), ["ml", "payments"]);
+        assert!(app_namespaces(&json!({"spec": {}})).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use opsmesh_proto::{ActionKind, quantity::parse_bytes, remediation::ActionMode};
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{ConfigError, Validate, secret::SecretSource};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +26,7 @@ pub struct RemediatorConfig {
     pub policy: PolicyConfig,
     pub verification: VerificationConfig,
     pub approvals: ApprovalConfig,
+    pub ledger: LedgerConfig,
     /// A step that keeps failing transiently (Kubernetes or the bus down) is retried this
     /// long, then the incident is escalated as stuck.
     #[serde(with = "humantime_serde")]
@@ -56,6 +57,7 @@ impl Default for RemediatorConfig {
             policy: PolicyConfig::default(),
             verification: VerificationConfig::default(),
             approvals: ApprovalConfig::default(),
+            ledger: LedgerConfig::default(),
             retry_budget: Duration::from_secs(10 * 60),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(30),
@@ -97,9 +99,12 @@ pub struct PolicyConfig {
     pub mode: ActionMode,
     /// Mode per action kind, e.g. `scale_inference_service = "approve"`.
     pub modes: HashMap<ActionKind, ActionMode>,
-    /// Namespaces actions may touch; empty = every namespace not denied.
+    /// Namespaces actions may touch; empty = every namespace not denied, but then no action
+    /// runs in `auto` mode: each needs an approval. A list, or comma-separated (environment).
+    #[serde(deserialize_with = "namespace_list")]
     pub allowed_namespaces: Vec<String>,
     /// Namespaces actions never touch (wins over `allowed_namespaces`).
+    #[serde(deserialize_with = "namespace_list")]
     pub denied_namespaces: Vec<String>,
     /// No second action on the same target within this (across incidents).
     #[serde(with = "humantime_serde")]
@@ -139,6 +144,25 @@ impl Default for PolicyConfig {
             replica_floor: 1,
         }
     }
+}
+
+/// A list of names, or one comma-separated string (how `OPSMESH__…` variables carry lists).
+fn namespace_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Joined(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(list) => list,
+        Names::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 impl PolicyConfig {
@@ -196,6 +220,10 @@ pub struct ApprovalConfig {
     /// How often expired proposals are looked for.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Public keys (SPKI PEM, several during a rotation) of the reporters whose signed
+    /// approvals are believed. Without them every approval is refused: whoever can write to
+    /// the approvals topic must not be able to approve.
+    pub verify_keys: SecretSource,
 }
 
 impl Default for ApprovalConfig {
@@ -203,6 +231,30 @@ impl Default for ApprovalConfig {
         Self {
             expiry: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(30),
+            verify_keys: SecretSource::default(),
+        }
+    }
+}
+
+/// `[remediator.ledger]`: how the audit ledger is signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Ed25519 private key (PKCS#8 PEM) signing every record and the chain heads. Unset:
+    /// records are hash-chained but unsigned (a warning at start).
+    pub signing_key: SecretSource,
+    /// How often the heads of the chains this replica wrote to are published, signed, on
+    /// `opsmesh.ledger-heads.v1`: records cut off the end of a chain since the last heads
+    /// are the most a truncation can hide.
+    #[serde(with = "humantime_serde")]
+    pub heads_interval: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            signing_key: SecretSource::default(),
+            heads_interval: Duration::from_secs(60),
         }
     }
 }
@@ -274,6 +326,12 @@ impl Validate for RemediatorConfig {
                 "must be between 1 and 100",
             ));
         }
+        if self.ledger.heads_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                key("ledger.heads_interval"),
+                "must be > 0",
+            ));
+        }
         if self.approvals.expiry.is_zero() {
             return Err(ConfigError::invalid(key("approvals.expiry"), "must be > 0"));
         }
@@ -309,5 +367,38 @@ impl Validate for RemediatorConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opsmesh_runtime::ConfigTree;
+
+    use super::*;
+
+    fn policy(env: &[(&str, &str)]) -> Result<PolicyConfig, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let tree = ConfigTree::load_with_env(None, env)?;
+        Ok(tree.section::<RemediatorConfig>("remediator")?.policy)
+    }
+
+    #[test]
+    fn namespace_lists_come_from_the_environment_comma_separated() {
+        let p = policy(&[(
+            "OPSMESH__REMEDIATOR__POLICY__ALLOWED_NAMESPACES",
+            "ml-team-a, ml-team-b",
+        )])
+        .unwrap();
+        assert_eq!(p.allowed_namespaces, ["ml-team-a", "ml-team-b"]);
+        let err = policy(&[(
+            "OPSMESH__REMEDIATOR__POLICY__DENIED_NAMESPACES",
+            "kube-system,Not_A_Namespace",
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("remediator.policy.denied_namespaces"),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! incidents are verified at once; one incident takes one step at a time.
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,7 +22,7 @@ use opsmesh_proto::{
     ActionKind, Envelope, IncidentState,
     approval::{Approval, ApprovalDecision},
     diagnosis::Diagnosis,
-    ledger::LedgerLink,
+    ledger::{ChainHead, LedgerLink},
     remediation::{ActionMode, ActionRecord, Remediation, Verification},
 };
 use opsmesh_runbooks::Library;
@@ -35,23 +36,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agenda::{Agenda, Task, Waiting},
+    engine::admission::Admission,
     cluster::{ActError, Cluster},
     config::RemediatorConfig,
-    ledger::{IncidentLedger, LedgerView, is_invertible, is_mutating},
+    keys::Keys,
+    ledger::{self, IncidentLedger, LedgerView, is_invertible, is_mutating},
     metrics::Metrics,
     plan::{self, History, Plan, idempotency_key},
+    policy::SLOT_REFUSAL,
     state::transition,
 };
 
 pub const SOURCE: &str = "opsmesh-remediator";
 
-mod background;
+/// How the reason of a refused (unsigned, mis-signed) approval's record begins.
+const REFUSED_APPROVAL: &str = "refused an approval";
+/// Refused approvals recorded per incident; later ones are only logged and counted.
+const MAX_RECORDED_REFUSALS: usize = 3;
 
-/// The refusal code of a plan that found every action slot taken (see `plan.rs`).
-const SLOT_REFUSAL: &str = "max_concurrent_actions";
+mod admission;
+mod background;
+mod heads;
 
 pub struct Engine {
     pub config: RemediatorConfig,
+    /// The cluster this remediator acts on (the top-level `cluster` setting): diagnoses about
+    /// any other are refused.
+    pub home_cluster: String,
     pub library: Library,
     pub cluster: Cluster,
     pub view: Arc<Mutex<LedgerView>>,
@@ -63,6 +74,9 @@ pub struct Engine {
     /// incidents cannot both take the last action slot or rate-limit budget.
     admission: tokio::sync::Mutex<()>,
     agenda: Agenda,
+    keys: Keys,
+    /// Where the chains this replica wrote to end, since heads were last published.
+    heads: Mutex<BTreeMap<String, ChainHead>>,
 }
 
 /// Where an incident stands after a step.
@@ -97,6 +111,7 @@ fn transient(e: impl std::fmt::Display) -> HandlerError {
 impl Engine {
     pub fn new(
         config: RemediatorConfig,
+        home_cluster: String,
         library: Library,
         cluster: Cluster,
         publisher: Publisher,
@@ -104,6 +119,7 @@ impl Engine {
     ) -> Self {
         Self {
             config,
+            home_cluster,
             library,
             cluster,
             view: Arc::new(Mutex::new(LedgerView::default())),
@@ -112,7 +128,15 @@ impl Engine {
             locks: KeyedLocks::default(),
             admission: tokio::sync::Mutex::new(()),
             agenda: Agenda::default(),
+            keys: Keys::default(),
+            heads: Mutex::default(),
         }
+    }
+
+    /// The keys ledger records are signed and approvals checked with.
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.keys = keys;
+        self
     }
 
     fn ledger(&self, incident: &str) -> IncidentLedger {
@@ -164,20 +188,22 @@ impl Engine {
             projected_effect: extra.projected_effect,
             projected_saving_usd: extra.projected_saving_usd,
             verification: extra.verification,
-            ledger: LedgerLink {
-                seq: 0,
-                prev_hash: String::new(),
-                hash: String::new(),
-            },
-        }
-        .seal(seq, ledger.last_hash());
+            ledger: LedgerLink::default(),
+        };
         let mut envelope = derive(parent, &format!("{incident}:{seq}"), record);
         envelope.incident_id = Some(incident.to_owned());
+        ledger::seal(
+            &mut envelope,
+            seq,
+            ledger.last_hash(),
+            self.keys.ledger.as_ref(),
+        );
         self.publisher
             .publish(incident, &envelope)
             .await
             .map_err(transient)?;
         self.observe(&envelope);
+        self.wrote_head(incident, seq, &envelope.payload.ledger.hash);
         self.metrics
             .records
             .with_label_values(&[<&str>::from(state)])
@@ -305,6 +331,22 @@ impl Engine {
             tracing::info!(%incident, key = %proposal.idempotency_key, "already approved; repeat ignored");
             return Ok(false);
         }
+        if let Err(why) = self.keys.check_approval(envelope) {
+            return self
+                .refuse_approval(&ledger, envelope, &proposal, &why.to_string())
+                .await
+                .map(|()| false);
+        }
+        if envelope.cluster != self.home_cluster {
+            let why = format!(
+                "it was given for cluster {:?}, this remediator acts on {:?}",
+                envelope.cluster, self.home_cluster
+            );
+            return self
+                .refuse_approval(&ledger, envelope, &proposal, &why)
+                .await
+                .map(|()| false);
+        }
         let expiry = chrono::Duration::from_std(self.config.approvals.expiry)
             .unwrap_or(chrono::Duration::MAX);
         let comment = approval
@@ -350,6 +392,45 @@ impl Engine {
                 Ok(true)
             }
         }
+    }
+
+    /// Records that an approval was not believed (the proposal keeps waiting for one that
+    /// is); after [`MAX_RECORDED_REFUSALS`] such records per incident, only logs and counts,
+    /// so whoever floods the topic with forged approvals cannot grow the ledger.
+    async fn refuse_approval(
+        &self,
+        ledger: &IncidentLedger,
+        envelope: &Envelope<Approval>,
+        proposal: &ActionRecord,
+        why: &str,
+    ) -> Result<(), HandlerError> {
+        let incident = approval_incident(envelope);
+        let approver = envelope.payload.approver.trim();
+        self.metrics
+            .refusals
+            .with_label_values(&["approval_untrusted"])
+            .inc();
+        tracing::warn!(%incident, %approver, approval = %envelope.id, %why, "approval refused");
+        let recorded = ledger
+            .entries
+            .iter()
+            .filter(|e| e.record.reason.starts_with(REFUSED_APPROVAL))
+            .count();
+        if recorded >= MAX_RECORDED_REFUSALS {
+            return Ok(());
+        }
+        self.record(
+            envelope,
+            &incident,
+            IncidentState::AwaitingApproval,
+            Some(proposal.clone()),
+            format!(
+                "{REFUSED_APPROVAL} by {approver:?} (approval {}): {why}; {} on {} still awaits a signed decision",
+                envelope.id, proposal.kind, proposal.target
+            ),
+            Extra::default(),
+        )
+        .await
     }
 
     /// Takes the incident as far as it can go now.
@@ -427,7 +508,9 @@ impl Engine {
                     }
                 }
                 Some(IncidentState::Planned) => {
-                    self.after_plan(incident, &ledger, &parent).await?;
+                    if let Some(step) = self.after_plan(incident, &ledger, &parent).await? {
+                        return Ok(step);
+                    }
                     if matches!(
                         self.ledger(incident).state(),
                         Some(IncidentState::AwaitingApproval | IncidentState::DryRun)
@@ -445,7 +528,9 @@ impl Engine {
                     if waiting {
                         return Ok(Step::Rest);
                     }
-                    self.start_next(incident, &ledger, &parent).await?;
+                    if let Some(step) = self.start_next(incident, &ledger, &parent).await? {
+                        return Ok(step);
+                    }
                 }
                 Some(IncidentState::Executing) => {
                     self.finish_action(incident, &ledger, &parent).await?;
@@ -459,7 +544,9 @@ impl Engine {
                                 .any(|d| d.idempotency_key == a.idempotency_key)
                     });
                     if pending {
-                        self.start_next(incident, &ledger, &parent).await?;
+                        if let Some(step) = self.start_next(incident, &ledger, &parent).await? {
+                            return Ok(step);
+                        }
                     } else if let Some(due) =
                         self.verify(incident, &ledger, &parent, progress).await?
                     {
@@ -482,15 +569,25 @@ impl Engine {
         ledger: &IncidentLedger,
         parent: &Parent,
     ) -> Result<Option<Step>, HandlerError> {
-        let history = self.history(incident);
-        let decided = plan::plan(
-            incident,
-            &d.payload,
-            &self.library,
-            &self.config.policy,
-            &history,
-            Utc::now(),
-        );
+        let decided = if d.cluster != self.home_cluster {
+            Plan::Refused(plan::Refusal {
+                code: "wrong_cluster",
+                reason: format!(
+                    "the diagnosis is about cluster {:?}, but this remediator acts on cluster {:?}",
+                    d.cluster, self.home_cluster
+                ),
+                action: None,
+            })
+        } else {
+            plan::plan(
+                incident,
+                &d.payload,
+                &self.library,
+                &self.config.policy,
+                &self.history(incident),
+                Utc::now(),
+            )
+        };
         match decided {
             Plan::NoAction(reason) => {
                 parent
@@ -548,6 +645,9 @@ impl Engine {
             }
             Plan::Act { actions, .. } => {
                 for a in actions {
+                    if let Some(why) = &a.downgraded {
+                        tracing::warn!(%incident, action = %a.record.kind, reason = %why, "auto mode downgraded: the action waits for an approval");
+                    }
                     let last = self.ledger(incident);
                     let parent = Parent::Record(
                         last.entries
@@ -575,13 +675,14 @@ impl Engine {
         Ok(None)
     }
 
-    /// After planning: advice, dry runs, proposals, or the first action.
+    /// After planning: advice, dry runs, proposals, or the first action; `Some(Step::NoSlot)`
+    /// when the first action must wait for a slot.
     async fn after_plan(
         &self,
         incident: &str,
         ledger: &IncidentLedger,
         parent: &Parent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Option<Step>, HandlerError> {
         let planned = ledger.planned();
         let mutating: Vec<&ActionRecord> = planned.iter().filter(|a| is_mutating(a.kind)).collect();
         if mutating.is_empty() {
@@ -618,7 +719,8 @@ impl Engine {
                     reason,
                     Extra::default(),
                 )
-                .await;
+                .await
+                .map(|()| None);
         }
         let mode = mutating[0].mode;
         match mode {
@@ -646,7 +748,8 @@ impl Engine {
                                     format!("the server-side dry run of {} on {} was rejected: {e}; humans notified", a.kind, a.target),
                                     Extra::default(),
                                 )
-                                .await;
+                                .await
+                                .map(|()| None);
                         }
                         Ok(detail) if mode == ActionMode::DryRun => {
                             self.metrics
@@ -697,18 +800,20 @@ impl Engine {
                         }
                     }
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }
 
-    /// Records the intent of the next planned action, after its server-side dry run.
+    /// Records the intent of the next planned action, after its guards and the policy passed
+    /// again on what the cluster shows now, and its server-side dry run. `Some(Step::NoSlot)`
+    /// when it must wait for a free action slot.
     async fn start_next(
         &self,
         incident: &str,
         ledger: &IncidentLedger,
         parent: &Parent,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Option<Step>, HandlerError> {
         let applied = ledger.applied();
         let approvals = ledger.approvals();
         let Some(mut next) = ledger.planned().into_iter().find(|a| {
@@ -717,7 +822,7 @@ impl Engine {
                     .iter()
                     .any(|d| d.idempotency_key == a.idempotency_key)
         }) else {
-            return Ok(());
+            return Ok(None);
         };
         next.approved_by = approvals.get(&next.idempotency_key).cloned();
         if next.kind == ActionKind::RestartInferenceService {
@@ -729,27 +834,15 @@ impl Engine {
         let observed = match self.cluster.observe(&next).await {
             Ok(o) => o,
             Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
-            Err(ActError::Refused(e)) => return self.fail(incident, parent, &next, &e).await,
+            Err(ActError::Refused(e)) => {
+                return self.fail(incident, parent, &next, &e).await.map(|()| None);
+            }
         };
         next.params.extend(observed);
-        if let Err(violation) = crate::guards::check_execute(&next, &self.config.policy) {
-            let code = violation.code();
-            self.metrics.refusals.with_label_values(&[code]).inc();
-            let reason = format!("refused ({code}) just before executing: {violation}");
-            if ledger.state() == Some(IncidentState::Verifying) {
-                // Earlier actions of the plan ran: fail() puts them back before telling humans.
-                return self.fail(incident, parent, &next, &reason).await;
-            }
-            return parent
-                .record(
-                    self,
-                    incident,
-                    IncidentState::Refused,
-                    Some(next),
-                    reason,
-                    Extra::default(),
-                )
-                .await;
+        match self.admit(incident, ledger, parent, &next).await? {
+            Admission::Run => {}
+            Admission::Wait => return Ok(Some(Step::NoSlot)),
+            Admission::Refused => return Ok(None),
         }
         let detail = match self.cluster.execute(&next, incident, true).await {
             Ok(d) => d,
@@ -762,7 +855,8 @@ impl Engine {
                         &next,
                         &format!("server-side dry run rejected: {e}"),
                     )
-                    .await;
+                    .await
+                    .map(|()| None);
             }
         };
         let who = next
@@ -777,12 +871,13 @@ impl Engine {
                 IncidentState::Executing,
                 Some(next.clone()),
                 format!(
-                    "intent: {} on {} ({});{who} server-side {detail}; applying with field manager {}",
+                    "intent: {} on {} ({});{who} guards and policy passed again on the cluster as it is now; server-side {detail}; applying with field manager {}",
                     next.kind, next.target, next.idempotency_key, self.config.field_manager
                 ),
                 Extra::default(),
             )
             .await
+            .map(|()| None)
     }
 
     /// Carries out the action whose intent is the last record — unless the target shows it was

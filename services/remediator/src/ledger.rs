@@ -10,14 +10,32 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use opsmesh_proto::{
     ActionKind, Envelope, IncidentState,
-    ledger::GENESIS,
+    ledger::{GENESIS, record_signed_bytes},
     remediation::{ActionRecord, Remediation},
 };
+use opsmesh_runtime::signing::Signer;
+
+mod verify;
+pub use verify::{
+    Break, BreakKind, Checks, Difference, Exported, Report, compare, parse_jsonl, verify,
+};
+
+/// Seals `envelope` as record `seq` of its incident's chain, after `prev_hash`, and signs its
+/// hash when the remediator has a ledger key.
+pub fn seal(
+    envelope: &mut Envelope<Remediation>,
+    seq: u64,
+    prev_hash: &str,
+    signer: Option<&Signer>,
+) {
+    envelope.seal(seq, prev_hash);
+    envelope.payload.ledger.signature =
+        signer.map(|s| s.sign(&record_signed_bytes(&envelope.payload.ledger.hash)));
+}
 
 /// One record as the ledger holds it (with its envelope, so later records can derive from it).
 #[derive(Debug, Clone)]
@@ -166,7 +184,7 @@ impl LedgerView {
         }
         if seq > chain.next_seq()
             || record.ledger.prev_hash != chain.last_hash()
-            || record.computed_hash() != record.ledger.hash
+            || envelope.computed_hash() != record.ledger.hash
         {
             tracing::warn!(%incident, seq, expected = chain.next_seq(), "ledger record does not continue its chain; ignored");
             return Applied::Rejected;
@@ -273,368 +291,31 @@ pub fn is_invertible(kind: ActionKind) -> bool {
     )
 }
 
-// ---- verification of exported chains ----
-
-/// How a chain broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakKind {
-    /// The record's content does not hash to the hash it carries.
-    Edited,
-    /// The record's position is not the next one: a record before it is missing.
-    Missing,
-    /// The record's position was already taken, or it does not link to its predecessor: a
-    /// record was inserted, or records were reordered.
-    OutOfOrder,
-    /// The same envelope id carries different content.
-    Conflicting,
-}
-
-/// The first record that breaks an incident's chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Break {
-    pub incident_id: String,
-    pub kind: BreakKind,
-    /// Position of the record in the input (0-based, over the remediation records).
-    pub index: usize,
-    pub envelope_id: Uuid,
-    pub seq: u64,
-    pub detail: String,
-}
-
-/// The verdict over every chain of the input.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub records: usize,
-    pub incidents: usize,
-    /// Exact repeats of a record (at-least-once delivery), not counted as breaks.
-    pub duplicates: usize,
-    pub breaks: Vec<Break>,
-}
-
-impl Report {
-    pub fn ok(&self) -> bool {
-        self.breaks.is_empty()
-    }
-}
-
-/// Verifies every incident's chain in `records` (in the order they were read). Exact
-/// duplicates (same envelope id and content) are redeliveries and are skipped; anything
-/// else out of place is a break, and the first one per incident is reported.
-pub fn verify(records: &[Envelope<Remediation>]) -> Report {
-    struct Chain {
-        next_seq: u64,
-        last_hash: String,
-        broken: bool,
-    }
-    let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
-    let mut seen: HashMap<Uuid, &Remediation> = HashMap::new();
-    let mut report = Report {
-        records: records.len(),
-        ..Report::default()
-    };
-    for (index, envelope) in records.iter().enumerate() {
-        let incident = envelope.incident_id.clone().unwrap_or_default();
-        let record = &envelope.payload;
-        let chain = chains.entry(incident.clone()).or_insert_with(|| Chain {
-            next_seq: 0,
-            last_hash: GENESIS.to_owned(),
-            broken: false,
-        });
-        let fail = |kind: BreakKind, detail: String| Break {
-            incident_id: incident.clone(),
-            kind,
-            index,
-            envelope_id: envelope.id,
-            seq: record.ledger.seq,
-            detail,
-        };
-        if let Some(previous) = seen.get(&envelope.id) {
-            if *previous == record {
-                report.duplicates += 1;
-                continue;
-            }
-            if !chain.broken {
-                chain.broken = true;
-                report.breaks.push(fail(
-                    BreakKind::Conflicting,
-                    "an earlier record has the same envelope id and different content".into(),
-                ));
-            }
-            continue;
-        }
-        seen.insert(envelope.id, record);
-        if chain.broken {
-            continue;
-        }
-        let computed = record.computed_hash();
-        let problem = if computed != record.ledger.hash {
-            Some(fail(
-                BreakKind::Edited,
-                format!(
-                    "content hashes to {computed}, the record says {}",
-                    record.ledger.hash
-                ),
-            ))
-        } else if record.ledger.seq > chain.next_seq {
-            Some(fail(
-                BreakKind::Missing,
-                format!(
-                    "seq {} follows seq {}: {} record(s) missing before it",
-                    record.ledger.seq,
-                    chain.next_seq as i64 - 1,
-                    record.ledger.seq - chain.next_seq
-                ),
-            ))
-        } else if record.ledger.seq < chain.next_seq {
-            Some(fail(
-                BreakKind::OutOfOrder,
-                format!(
-                    "seq {} appears after seq {}: inserted or reordered",
-                    record.ledger.seq,
-                    chain.next_seq - 1
-                ),
-            ))
-        } else if record.ledger.prev_hash != chain.last_hash {
-            Some(fail(
-                BreakKind::OutOfOrder,
-                format!(
-                    "prev_hash {} does not link to the previous record ({})",
-                    record.ledger.prev_hash, chain.last_hash
-                ),
-            ))
-        } else {
-            None
-        };
-        match problem {
-            Some(b) => {
-                chain.broken = true;
-                report.breaks.push(b);
-            }
-            None => {
-                chain.next_seq += 1;
-                chain.last_hash = record.ledger.hash.clone();
-            }
-        }
-    }
-    report.incidents = chains.len();
-    report
-}
-
-/// Reads remediation envelopes from JSON lines: envelopes themselves (`opsmesh tail`), HEC
-/// events (`{"event": <envelope>, …}`) or Splunk exports (`{"_raw": "<HEC event or
-/// envelope>"}`, or `{"result": {...}}`). Lines of other schemas are skipped; unreadable lines
-/// are errors naming the line.
-pub fn parse_jsonl(text: &str) -> Result<Vec<Envelope<Remediation>>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
-        let Some(envelope) = find_envelope(value) else {
-            continue;
-        };
-        if envelope.get("schema").and_then(|s| s.as_str())
-            != Some(opsmesh_proto::topics::REMEDIATIONS)
-        {
-            continue;
-        }
-        let parsed: Envelope<Remediation> =
-            serde_json::from_value(envelope).map_err(|e| format!("line {}: {e}", n + 1))?;
-        out.push(parsed);
-    }
-    Ok(out)
-}
-
-fn find_envelope(value: serde_json::Value) -> Option<serde_json::Value> {
-    if value.get("schema").is_some() && value.get("payload").is_some() {
-        return Some(value);
-    }
-    if let Some(result) = value.get("result") {
-        return find_envelope(result.clone());
-    }
-    if let Some(event) = value.get("event") {
-        return match event {
-            serde_json::Value::String(s) => serde_json::from_str(s).ok().and_then(find_envelope),
-            other => find_envelope(other.clone()),
-        };
-    }
-    if let Some(raw) = value.get("_raw").and_then(|r| r.as_str()) {
-        return serde_json::from_str(raw).ok().and_then(find_envelope);
-    }
-    None
-}
+#[cfg(test)]
+pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use opsmesh_proto::ledger::LedgerLink;
-
-    fn chain(incident: &str, n: u64) -> Vec<Envelope<Remediation>> {
-        states(incident, &vec![IncidentState::Planned; n as usize], "")
-    }
-
-    fn interleaved() -> Vec<Envelope<Remediation>> {
-        let (a, b) = (chain("a", 5), chain("b", 3));
-        let mut out = Vec::new();
-        for (i, record) in a.iter().enumerate() {
-            out.push(record.clone());
-            if let Some(x) = b.get(i) {
-                out.push(x.clone());
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn an_intact_export_verifies_and_redeliveries_are_not_breaks() {
-        let mut records = interleaved();
-        records.push(records[2].clone());
-        let report = verify(&records);
-        assert!(report.ok(), "{report:?}");
-        assert_eq!((report.incidents, report.duplicates), (2, 1));
-    }
-
-    #[test]
-    fn an_edited_record_is_named() {
-        let mut records = chain("a", 4);
-        records[2].payload.reason = "nothing to see".into();
-        let report = verify(&records);
-        assert_eq!(report.breaks.len(), 1);
-        let b = &report.breaks[0];
-        assert_eq!(
-            (b.kind, b.seq, b.envelope_id),
-            (BreakKind::Edited, 2, records[2].id)
-        );
-    }
-
-    #[test]
-    fn an_edited_and_rehashed_record_breaks_the_next_link() {
-        let mut records = chain("a", 4);
-        records[1].payload.reason = "forged".into();
-        let prev = records[1].payload.ledger.prev_hash.clone();
-        records[1].payload = records[1].payload.clone().seal(1, &prev);
-        let b = &verify(&records).breaks[0];
-        assert_eq!((b.kind, b.seq), (BreakKind::OutOfOrder, 2));
-    }
-
-    #[test]
-    fn a_removed_record_is_named() {
-        let mut records = chain("a", 4);
-        records.remove(1);
-        let b = &verify(&records).breaks[0];
-        assert_eq!((b.kind, b.seq, b.index), (BreakKind::Missing, 2, 1));
-    }
-
-    #[test]
-    fn an_inserted_record_is_named() {
-        let mut records = chain("a", 4);
-        let forged = chain("a", 2).pop().unwrap();
-        records.insert(2, forged.clone());
-        let b = &verify(&records).breaks[0];
-        assert_eq!(b.envelope_id, forged.id, "{b:?}");
-        assert_eq!(b.kind, BreakKind::OutOfOrder);
-    }
-
-    #[test]
-    fn reordered_records_are_named() {
-        let mut records = chain("a", 4);
-        records.swap(1, 2);
-        let b = &verify(&records).breaks[0];
-        assert_eq!((b.kind, b.seq, b.index), (BreakKind::Missing, 2, 1));
-        let mut records = chain("a", 4);
-        records.swap(2, 3);
-        let b = &verify(&records).breaks[0];
-        assert_eq!((b.kind, b.seq), (BreakKind::Missing, 3));
-    }
-
-    #[test]
-    fn a_conflicting_duplicate_id_is_named() {
-        let mut records = chain("a", 3);
-        let mut twin = records[1].clone();
-        twin.payload.reason = "other".into();
-        records.push(twin);
-        let b = &verify(&records).breaks[0];
-        assert_eq!(b.kind, BreakKind::Conflicting);
-    }
-
-    #[test]
-    fn jsonl_accepts_envelopes_hec_events_and_splunk_raw() {
-        let records = chain("a", 3);
-        let lines = [
-            serde_json::to_string(&records[0]).unwrap(),
-            serde_json::json!({"sourcetype": "opsmesh:remediation", "event": records[1]})
-                .to_string(),
-            serde_json::json!({"_raw": serde_json::json!({"event": records[2]}).to_string()})
-                .to_string(),
-            serde_json::json!({"schema": "opsmesh.alerts.v1", "payload": {}}).to_string(),
-        ];
-        let parsed = parse_jsonl(&lines.join("\n")).unwrap();
-        assert_eq!(parsed.len(), 3);
-        assert!(verify(&parsed).ok());
-        assert!(parse_jsonl("{not json").unwrap_err().contains("line 1"));
-    }
-
-    /// A chain of `states` (reasons `record <seq>`), each with a patch of `target` when it is
-    /// `executing`.
-    fn states(
-        incident: &str,
-        states: &[IncidentState],
-        target: &str,
-    ) -> Vec<Envelope<Remediation>> {
-        let mut prev = GENESIS.to_owned();
-        states
-            .iter()
-            .enumerate()
-            .map(|(seq, state)| {
-                let action = (*state == IncidentState::Executing).then(|| ActionRecord {
-                    kind: ActionKind::PatchMemoryLimit,
-                    target: target.into(),
-                    params: Default::default(),
-                    idempotency_key: format!("{incident}:k"),
-                    mode: opsmesh_proto::remediation::ActionMode::Auto,
-                    approved_by: None,
-                });
-                let record = Remediation {
-                    diagnosis_id: Uuid::nil(),
-                    state: *state,
-                    action,
-                    reason: format!("record {seq}"),
-                    projected_effect: None,
-                    projected_saving_usd: None,
-                    verification: None,
-                    ledger: LedgerLink {
-                        seq: 0,
-                        prev_hash: String::new(),
-                        hash: String::new(),
-                    },
-                }
-                .seal(seq as u64, &prev);
-                prev = record.ledger.hash.clone();
-                Envelope::new("test", "c", Some(incident.into()), record)
-            })
-            .collect()
-    }
+    use super::{fixtures::{chain, states}, *};
 
     #[test]
     fn the_view_indexes_follow_each_incident_to_its_latest_state() {
         use IncidentState::*;
         let mut view = LedgerView::default();
         let start = Utc::now();
-        for e in states("acting", &[Received, Planned, Executing, Verifying], "t/a")
+        for e in states("acting", &[Received, Planned, Executing, Verifying], "t/a", None)
             .iter()
             .chain(&states(
                 "done",
                 &[Received, Planned, Executing, Verifying, Resolved],
                 "t/d",
+                None,
             ))
             .chain(&states(
                 "asking",
                 &[Received, Planned, AwaitingApproval],
                 "t/x",
+                None,
             ))
         {
             assert_eq!(view.apply(e), Applied::Appended);

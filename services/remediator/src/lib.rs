@@ -20,9 +20,11 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod guards;
+pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod state;
 
 use std::sync::Arc;
@@ -81,6 +83,9 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
         verbs: &["get", "list", "patch"],
     },
 ];
+
+/// How long shutdown waits for the last ledger heads to be published.
+const HEADS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "remediator",
@@ -176,7 +181,31 @@ impl Remediator {
         )
         .map_err(start_error)?;
         let metrics = metrics::Metrics::new(&ctx.registry);
-        let engine = Engine::new(config, library, cluster, ctx.publisher.clone(), metrics);
+        if config.policy.allowed_namespaces.is_empty() {
+            tracing::warn!(
+                "remediator.policy.allowed_namespaces is empty: actions configured auto need an approval (auto acts only in listed namespaces)"
+            );
+        }
+        let keys = keys::Keys::load(&config, SERVICE.section)?;
+        if keys.ledger.is_none() {
+            tracing::warn!(
+                "remediator.ledger.signing_key is not set: ledger records are hash-chained but not signed"
+            );
+        }
+        if keys.approvals.is_none() {
+            tracing::warn!(
+                "remediator.approvals.verify_keys is not set: every approval will be refused"
+            );
+        }
+        let engine = Engine::new(
+            config,
+            ctx.settings.cluster.clone(),
+            library,
+            cluster,
+            ctx.publisher.clone(),
+            metrics,
+        )
+        .with_keys(keys);
         Ok(Self {
             ctx: ctx.clone(),
             engine: Arc::new(engine),
@@ -223,6 +252,7 @@ impl Component for Remediator {
                 return Ok(());
             };
             tokio::spawn(self.engine.clone().run_agenda(shutdown.clone()));
+            let heads = tokio::spawn(self.engine.clone().publish_heads(shutdown.clone()));
             let engine = self.engine.clone();
             let stop = shutdown.clone();
             let sweep_every = engine.config.approvals.sweep_interval;
@@ -241,14 +271,20 @@ impl Component for Remediator {
                 engine: self.engine.clone(),
                 ledger: PartitionBarrier::new(ledger),
             });
-            self.ctx
+            let consumed = self
+                .ctx
                 .consume(
                     SERVICE.name,
                     &[topics::DIAGNOSES, topics::APPROVALS],
                     handler,
                     shutdown,
                 )
-                .await?;
+                .await;
+            // The last heads, so records written just before stopping are covered too.
+            if tokio::time::timeout(HEADS_DRAIN, heads).await.is_err() {
+                tracing::warn!("the last ledger heads were not published in time");
+            }
+            consumed?;
             Ok(())
         })
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use opsmesh_proto::{
     ActionKind, RootCause, Target,
-    diagnosis::{ActionProposal, Diagnosis},
+    diagnosis::{ActionProposal, Diagnosis, EvidenceSource},
     quantity::{json_quantity, parse_bytes},
     remediation::{ActionMode, ActionRecord},
 };
@@ -20,6 +20,7 @@ use crate::{
     config::PolicyConfig,
     guards::{self, Checked},
     ledger::is_mutating,
+    policy,
 };
 
 /// A refusal: a stable code (metrics label) and the reason in words (ledger).
@@ -38,6 +39,8 @@ pub struct PlannedAction {
     pub reason: String,
     pub projected_effect: String,
     pub projected_saving_usd: Option<f64>,
+    /// Why the action needs an approval although its kind is configured `auto`.
+    pub downgraded: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,13 +216,16 @@ pub fn plan(
             Ok(c) => c,
             Err(violation) => return refuse(p, violation.code(), violation.to_string()),
         };
-        let kind_mode = if is_mutating(p.kind) {
-            if let Err((code, reason)) = policy_allows(p, &target, policy, history, now) {
-                return refuse(p, code, reason);
+        if let Err(reason) = cost_from_telemetry(p, &target, diagnosis) {
+            return refuse(p, "cost_not_from_telemetry", reason);
+        }
+        let (kind_mode, downgraded) = if is_mutating(p.kind) {
+            if let Err(refusal) = policy::allows(&p.target, &target, policy, history, now) {
+                return refuse(p, refusal.code, refusal.reason);
             }
-            policy.mode_of(p.kind)
+            policy::mode_for(p.kind, policy)
         } else {
-            ActionMode::Auto
+            (ActionMode::Auto, None)
         };
         if strictness(kind_mode) > strictness(mode) {
             mode = kind_mode;
@@ -235,8 +241,12 @@ pub fn plan(
                 guards_note(&checked),
                 if is_mutating(p.kind) {
                     format!(
-                        "policy passed (namespace, cooldown, rate); mode {}",
-                        mode_name(kind_mode)
+                        "policy passed (namespace, cooldown, rate); mode {}{}",
+                        mode_name(kind_mode),
+                        downgraded
+                            .as_ref()
+                            .map(|why| format!(" ({why})"))
+                            .unwrap_or_default()
                     )
                 } else {
                     "changes nothing in the cluster".into()
@@ -244,6 +254,7 @@ pub fn plan(
             ),
             projected_effect: effect,
             projected_saving_usd: saving,
+            downgraded,
         });
     }
     for a in &mut actions {
@@ -380,100 +391,56 @@ fn params_valid(p: &ActionProposal) -> Result<(), String> {
     Ok(())
 }
 
-fn policy_allows(
+/// Scaling a model down and capping a namespace act on cost figures. Those must come from the
+/// telemetry the proposal cites (OpenCost through the collector): a namespace total with its
+/// budget, showing it over budget. Alert fields are whatever the alert's sender wrote, so a
+/// cost known only from them may advise, never act.
+fn cost_from_telemetry(
     p: &ActionProposal,
     target: &Target,
-    policy: &PolicyConfig,
-    history: &History,
-    now: DateTime<Utc>,
-) -> Result<(), (&'static str, String)> {
-    if let Some(ns) = target.namespace() {
-        if policy.denied_namespaces.iter().any(|d| d == ns) {
-            return Err((
-                "namespace_denied",
-                format!("namespace {ns} is denied by policy"),
-            ));
-        }
-        if !policy.allowed_namespaces.is_empty()
-            && !policy.allowed_namespaces.iter().any(|a| a == ns)
-        {
-            return Err((
-                "namespace_not_allowed",
-                format!(
-                    "namespace {ns} is not in the allow-list ({})",
-                    policy.allowed_namespaces.join(", ")
-                ),
-            ));
-        }
+    diagnosis: &Diagnosis,
+) -> Result<(), String> {
+    if !matches!(
+        p.kind,
+        ActionKind::ScaleInferenceService | ActionKind::ApplyResourceQuota
+    ) {
+        return Ok(());
     }
-    if history.in_flight >= policy.max_concurrent_actions {
-        return Err((
-            "max_concurrent_actions",
-            format!(
-                "{} incidents are already executing or verifying (limit {})",
-                history.in_flight, policy.max_concurrent_actions
-            ),
-        ));
-    }
-    let cooldown = chrono::Duration::from_std(policy.cooldown).unwrap_or(chrono::Duration::MAX);
-    if let Some((at, _)) = history
-        .recent
+    let namespace = match target {
+        Target::Namespace(ns) => ns.as_str(),
+        other => other.namespace().unwrap_or_default(),
+    };
+    let figure = |values: &std::collections::BTreeMap<String, Value>, name: &str| {
+        values.get(name).and_then(Value::as_f64)
+    };
+    let totals: Vec<(f64, f64)> = diagnosis
+        .evidence
         .iter()
-        .filter(|(_, t)| *t == p.target)
-        .max_by_key(|(at, _)| *at)
-        && now - *at < cooldown
-    {
-        return Err((
-            "cooldown",
-            format!(
-                "{} was acted on at {} by another incident; cooldown {}",
-                p.target,
-                at.to_rfc3339(),
-                humantime_serde::re::humantime::format_duration(policy.cooldown)
-            ),
-        ));
-    }
-    let window =
-        chrono::Duration::from_std(policy.rate_limit.window).unwrap_or(chrono::Duration::MAX);
-    let recent: Vec<&(DateTime<Utc>, String)> = history
-        .recent
-        .iter()
-        .filter(|(at, _)| now - *at < window)
+        .filter(|e| {
+            e.source == EvidenceSource::Telemetry
+                && e.error.is_none()
+                && p.evidence_ids.contains(&e.id)
+                && e.values.get("namespace").and_then(Value::as_str) == Some(namespace)
+                && e.values.get("pod").is_none_or(Value::is_null)
+        })
+        .filter_map(|e| {
+            Some((
+                figure(&e.values, "hourly_cost_usd")?,
+                figure(&e.values, "hourly_budget_usd")?,
+            ))
+        })
         .collect();
-    if recent.len() >= policy.rate_limit.global as usize {
-        return Err((
-            "rate_limit",
-            format!(
-                "{} cluster-changing actions in the last {} (global limit {})",
-                recent.len(),
-                humantime_serde::re::humantime::format_duration(policy.rate_limit.window),
-                policy.rate_limit.global
-            ),
-        ));
+    match totals.iter().find(|(cost, budget)| cost > budget) {
+        Some(_) => Ok(()),
+        None if totals.is_empty() => Err(format!(
+            "{} on {} cites no telemetry with {namespace}'s hourly cost and budget: cost figures from alert fields may only advise",
+            p.kind, p.target
+        )),
+        None => Err(format!(
+            "{} on {}: the telemetry it cites shows {namespace} within its budget (${:.2}/h of ${:.2}/h)",
+            p.kind, p.target, totals[0].0, totals[0].1
+        )),
     }
-    if let Some(ns) = target.namespace() {
-        let in_ns = recent
-            .iter()
-            .filter(|(_, t)| {
-                t.parse::<Target>()
-                    .ok()
-                    .and_then(|t| t.namespace().map(str::to_owned))
-                    .as_deref()
-                    == Some(ns)
-            })
-            .count();
-        if in_ns >= policy.rate_limit.per_namespace as usize {
-            return Err((
-                "rate_limit_namespace",
-                format!(
-                    "{in_ns} cluster-changing actions in namespace {ns} in the last {} (limit {})",
-                    humantime_serde::re::humantime::format_duration(policy.rate_limit.window),
-                    policy.rate_limit.per_namespace
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn projected(p: &ActionProposal) -> (String, Option<f64>) {
@@ -534,7 +501,7 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
 mod tests {
     use std::{collections::BTreeMap, path::Path};
 
-    use opsmesh_proto::diagnosis::{Evidence, EvidenceSource};
+    use opsmesh_proto::diagnosis::Evidence;
     use opsmesh_runbooks::Runbook;
     use serde_json::json;
 
@@ -542,51 +509,78 @@ mod tests {
 
     const ISVC: &str = "inferenceservice/ml/llama";
 
-    /// An OOM diagnosis citing the repository's "Raise the memory limit" section of `library`.
-    fn oom(library: &Library, params: Value, evidence: Value) -> Diagnosis {
+    fn values(v: Value) -> BTreeMap<String, Value> {
+        v.as_object().unwrap().clone().into_iter().collect()
+    }
+
+    fn evidence(id: &str, source: EvidenceSource, v: Value) -> Evidence {
+        Evidence {
+            id: id.into(),
+            source,
+            query: "test".into(),
+            earliest: None,
+            latest: None,
+            row_count: 1,
+            values: values(v),
+            error: None,
+        }
+    }
+
+    /// A diagnosis of `root_cause` citing section `heading` of runbook `id` in `library`,
+    /// proposing `actions` (kind, target, params), each citing every piece of `evidence`.
+    fn cited(
+        library: &Library,
+        (id, heading): (&str, &str),
+        root_cause: RootCause,
+        actions: Vec<(ActionKind, &str, Value)>,
+        evidence: Vec<Evidence>,
+    ) -> Diagnosis {
         let runbook = library
             .runbooks()
             .iter()
-            .find(|r| r.front.id == "oom-killed")
-            .expect("oom-killed runbook");
+            .find(|r| r.front.id == id)
+            .expect("the runbook");
         let section = runbook
             .sections
             .iter()
-            .find(|s| s.heading == "Raise the memory limit")
+            .find(|s| s.heading == heading)
             .expect("the section");
-        let values = |v: Value| -> BTreeMap<String, Value> {
-            v.as_object().unwrap().clone().into_iter().collect()
-        };
+        let ids: Vec<String> = evidence.iter().map(|e| e.id.clone()).collect();
         Diagnosis {
             alert_ids: Vec::new(),
             fingerprint: "fp".into(),
-            root_cause: RootCause::OomKilled,
+            root_cause,
             confidence: 0.9,
-            target: Some(ISVC.into()),
-            summary: "OOMKilled".into(),
-            evidence: vec![Evidence {
-                id: "ev1".into(),
-                source: EvidenceSource::Telemetry,
-                query: format!("opsmesh.telemetry.v1 {ISVC}"),
-                earliest: None,
-                latest: None,
-                row_count: 1,
-                values: values(evidence),
-                error: None,
-            }],
+            target: actions.first().map(|a| a.1.to_owned()),
+            summary: root_cause.to_string(),
+            evidence,
             runbook: Some(runbook.reference(section)),
-            recommended_actions: vec![ActionProposal {
-                kind: ActionKind::PatchMemoryLimit,
-                target: ISVC.into(),
-                params: values(params),
-                evidence_ids: vec!["ev1".into()],
-                rationale: "raise".into(),
-            }],
+            recommended_actions: actions
+                .into_iter()
+                .map(|(kind, target, params)| ActionProposal {
+                    kind,
+                    target: target.into(),
+                    params: values(params),
+                    evidence_ids: ids.clone(),
+                    rationale: "test".into(),
+                })
+                .collect(),
             explanation: String::new(),
             narrative: None,
             developer_fix: None,
             llm: Default::default(),
         }
+    }
+
+    /// An OOM diagnosis citing the repository's "Raise the memory limit" section of `library`.
+    fn oom(library: &Library, params: Value, values: Value) -> Diagnosis {
+        cited(
+            library,
+            ("oom-killed", "Raise the memory limit"),
+            RootCause::OomKilled,
+            vec![(ActionKind::PatchMemoryLimit, ISVC, params)],
+            vec![evidence("ev1", EvidenceSource::Telemetry, values)],
+        )
     }
 
     fn run(library: &Library, d: &Diagnosis) -> Plan {
@@ -696,5 +690,100 @@ mod tests {
         let (code, reason) = refusal(run(&library, &d));
         assert_eq!(code, "unknown_check");
         assert!(reason.contains("no_new_oom_within_an_hour"), "{reason}");
+    }
+
+    /// The seed cost incident: `big` back from 8 to 2 replicas, then a pod quota, on the
+    /// figures in `evidence`.
+    fn cost_overrun(library: &Library, evidence: Vec<Evidence>) -> Diagnosis {
+        cited(
+            library,
+            ("cost-overrun", "Scale down and cap the namespace"),
+            RootCause::CostOverrun,
+            vec![
+                (
+                    ActionKind::ScaleInferenceService,
+                    "inferenceservice/ml/big",
+                    json!({"replicas": 2, "previous_replicas": 8}),
+                ),
+                (
+                    ActionKind::ApplyResourceQuota,
+                    "namespace/ml",
+                    json!({"pods": 4, "projected_saving_usd": 100.0}),
+                ),
+            ],
+            evidence,
+        )
+    }
+
+    #[test]
+    fn scaling_and_capping_need_cost_figures_from_telemetry() {
+        let library = Library::built_in().unwrap();
+        let alert_row = || {
+            evidence(
+                "ev1",
+                EvidenceSource::Alert,
+                json!({"namespace": "ml", "hourly_cost": "102", "budget": "40", "hourly_cost_usd": 102.0, "hourly_budget_usd": 40.0}),
+            )
+        };
+        let (code, reason) = refusal(run(&library, &cost_overrun(&library, vec![alert_row()])));
+        assert_eq!(code, "cost_not_from_telemetry");
+        assert!(
+            reason.contains("cost figures from alert fields may only advise"),
+            "{reason}"
+        );
+        let total = |cost: f64| {
+            evidence(
+                "ev2",
+                EvidenceSource::Telemetry,
+                json!({"namespace": "ml", "window": "1h", "hourly_cost_usd": cost, "hourly_budget_usd": 40.0}),
+            )
+        };
+        let (code, reason) = refusal(run(
+            &library,
+            &cost_overrun(&library, vec![alert_row(), total(30.0)]),
+        ));
+        assert_eq!(code, "cost_not_from_telemetry");
+        assert!(reason.contains("within its budget"), "{reason}");
+        let Plan::Act { actions, .. } = run(
+            &library,
+            &cost_overrun(&library, vec![alert_row(), total(102.0)]),
+        ) else {
+            panic!("planned on telemetry figures");
+        };
+        assert_eq!(actions.len(), 2);
+    }
+
+    #[test]
+    fn auto_without_an_allow_list_is_planned_for_approval_with_the_reason() {
+        let library = Library::built_in().unwrap();
+        let d = oom(
+            &library,
+            json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
+            json!({"namespace": "ml", "name": "llama", "memory_limit": "256Mi"}),
+        );
+        let Plan::Act { mode, actions, .. } = run(&library, &d) else {
+            panic!("planned");
+        };
+        assert_eq!(mode, ActionMode::Approve);
+        assert!(
+            actions[0].reason.contains("mode approve (patch_memory_limit is configured auto, but policy.allowed_namespaces is empty"),
+            "{}",
+            actions[0].reason
+        );
+        let listed = PolicyConfig {
+            allowed_namespaces: vec!["ml".into()],
+            ..PolicyConfig::default()
+        };
+        let Plan::Act { mode, .. } = plan(
+            "inc",
+            &d,
+            &library,
+            &listed,
+            &History::default(),
+            Utc::now(),
+        ) else {
+            panic!("planned");
+        };
+        assert_eq!(mode, ActionMode::Auto);
     }
 }

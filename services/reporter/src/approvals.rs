@@ -87,6 +87,7 @@ pub async fn decide(
             decision,
             approver: approver.to_owned(),
             comment,
+            signature: None,
         },
     );
     publisher

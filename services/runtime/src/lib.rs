@@ -10,7 +10,9 @@ pub mod keyed_lock;
 pub mod launcher;
 pub mod metrics;
 pub mod problem;
+pub mod secret;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;
 
 pub use app::{Application, BoxError, Component, Context, ServiceDef, StartError};

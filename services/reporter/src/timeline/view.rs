@@ -333,7 +333,7 @@ impl Incident {
                 _ => None,
             },
             awaiting_approval: self.pending_approval().is_some_and(|p| p.decided.is_none()),
-            audit_chain: verify_chain(self.remediations.iter().map(|r| &r.payload)).status,
+            audit_chain: verify_chain(&self.remediations).status,
         }
     }
 
@@ -400,7 +400,7 @@ impl Incident {
             actions,
             pending_approval: self.pending_approval(),
             approvals: self.approvals.iter().map(approval_view).collect(),
-            audit_chain: verify_chain(self.remediations.iter().map(|r| &r.payload)),
+            audit_chain: verify_chain(&self.remediations),
             timeline: self.timeline(),
         }
     }
@@ -530,13 +530,16 @@ fn approval_view(a: &Envelope<Approval>) -> ApprovalView {
 
 /// Checks an incident's records (in ledger order): positions 0, 1, 2, … without gaps, the
 /// first linked to [`GENESIS`], each linked to the previous record's hash, and each carrying
-/// the hash [`Remediation::computed_hash`] gives.
-pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Remediation>) -> AuditChain {
+/// the hash [`Envelope::computed_hash`] gives.
+pub fn verify_chain<'a>(
+    records: impl IntoIterator<Item = &'a Envelope<Remediation>>,
+) -> AuditChain {
     let mut problems = Vec::new();
     let mut count = 0;
     let mut prev: Option<&Remediation> = None;
-    for (position, record) in records.into_iter().enumerate() {
+    for (position, envelope) in records.into_iter().enumerate() {
         count += 1;
+        let record = &envelope.payload;
         let link = &record.ledger;
         if link.seq != position as u64 {
             problems.push(format!(
@@ -553,7 +556,7 @@ pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Remediation>) -> A
                 short(expected_prev)
             ));
         }
-        let computed = record.computed_hash();
+        let computed = envelope.computed_hash();
         if link.hash != computed {
             problems.push(format!(
                 "seq {}: hash {} does not match its content (computed {})",

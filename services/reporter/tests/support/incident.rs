@@ -99,16 +99,8 @@ impl Incident {
             projected_effect: Some("memory limit 256Mi -> 640Mi".into()),
             projected_saving_usd: None,
             verification,
-            ledger: opsmesh_proto::ledger::LedgerLink {
-                seq: 0,
-                prev_hash: String::new(),
-                hash: String::new(),
-            },
-        }
-        .seal(
-            seq,
-            prev.map_or(GENESIS, |p| p.payload.ledger.hash.as_str()),
-        );
+            ledger: opsmesh_proto::ledger::LedgerLink::default(),
+        };
         let mut envelope = Envelope::derive(
             &self.diagnosis,
             "opsmesh-remediator",
@@ -116,6 +108,10 @@ impl Incident {
             record,
         );
         envelope.occurred_at = Utc::now();
+        envelope.seal(
+            seq,
+            prev.map_or(GENESIS, |p| p.payload.ledger.hash.as_str()),
+        );
         envelope
     }
 

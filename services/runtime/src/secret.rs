@@ -1,0 +1,308 @@
+//! One way to load a secret: a literal value (tests, demos), a file (a mounted Kubernetes
+//! Secret, re-read when it changes so rotation needs no restart) or an environment variable.
+//! The value is parsed once per change and never printed: `Debug` shows where it comes from,
+//! not what it is.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// Where a secret comes from, as written in configuration: exactly one of `value`, `file`
+/// or `env`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// The secret itself. Lands in config files and process listings: tests and demos only.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// File holding the secret, re-read when its modification time changes.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Environment variable holding the secret (read once, at start).
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretSource")
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .field("file", &self.file)
+            .field("env", &self.env)
+            .finish()
+    }
+}
+
+impl SecretSource {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            file: Some(path.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn value(value: impl Into<String>) -> Self {
+        Self {
+            value: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.value.is_some() || self.file.is_some() || self.env.is_some()
+    }
+}
+
+/// How often, at most, a secret file's modification time is looked at.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// A loaded secret, parsed into `T`; [`Secret::get`] returns the current value.
+pub struct Secret<T> {
+    key: String,
+    origin: Origin,
+    parse: fn(&str) -> Result<T, String>,
+    cache: Mutex<Cached<T>>,
+}
+
+#[derive(Debug)]
+enum Origin {
+    Value,
+    Env,
+    File(PathBuf),
+}
+
+struct Cached<T> {
+    value: Arc<T>,
+    modified: Option<SystemTime>,
+    checked: Instant,
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("key", &self.key)
+            .field("origin", &self.origin)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl<T> Secret<T> {
+    /// Loads and parses the secret configured at `key` (named in errors, e.g.
+    /// `reporter.approvals.signing_key`). `None` when `source` names nothing.
+    pub fn load(
+        key: &str,
+        source: &SecretSource,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let given = [
+            source.value.is_some(),
+            source.file.is_some(),
+            source.env.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => return Ok(None),
+            1 => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key,
+                    "set exactly one of `value`, `file` and `env`",
+                ));
+            }
+        }
+        let (origin, text, modified) = if let Some(value) = &source.value {
+            (Origin::Value, value.clone(), None)
+        } else if let Some(var) = &source.env {
+            let text = std::env::var(var).map_err(|_| {
+                ConfigError::invalid(
+                    format!("{key}.env"),
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            (Origin::Env, text, None)
+        } else {
+            let path = source.file.clone().expect("one source is set");
+            let (text, modified) = read(&path)
+                .map_err(|e| ConfigError::invalid(format!("{key}.file"), e.to_string()))?;
+            (Origin::File(path), text, modified)
+        };
+        let field = match origin {
+            Origin::Value => "value",
+            Origin::Env => "env",
+            Origin::File(_) => "file",
+        };
+        let value =
+            parse(&text).map_err(|problem| ConfigError::invalid(format!("{key}.{field}"), problem))?;
+        Ok(Some(Self {
+            key: key.to_owned(),
+            origin,
+            parse,
+            cache: Mutex::new(Cached {
+                value: Arc::new(value),
+                modified,
+                checked: Instant::now(),
+            }),
+        }))
+    }
+
+    /// A secret held in memory only (generated at start, or in tests).
+    pub fn fixed(key: &str, value: T, parse: fn(&str) -> Result<T, String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            origin: Origin::Value,
+            parse,
+            cache: Mutex::new(Cached {
+                value: Arc::new(value),
+                modified: None,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
+    /// Like [`Secret::load`], but the secret is required.
+    pub fn require(
+        key: &str,
+        source: &SecretSource,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<Self, ConfigError> {
+        Self::load(key, source, parse)?
+            .ok_or_else(|| ConfigError::invalid(key, "required: set `file`, `env` or `value`"))
+    }
+
+    /// The current value. A file is re-read when its modification time changed; a file that
+    /// has become unreadable or unparsable keeps the previous value (and says so in the log),
+    /// so a half-written rotation never takes a service down.
+    pub fn get(&self) -> Arc<T> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Origin::File(path) = &self.origin
+            && cache.checked.elapsed() >= RECHECK
+        {
+            cache.checked = Instant::now();
+            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if modified != cache.modified {
+                match read(path).map_err(|e| e.to_string()).and_then(|(text, modified)| {
+                    (self.parse)(&text).map(|value| (value, modified))
+                }) {
+                    Ok((value, modified)) => {
+                        cache.value = Arc::new(value);
+                        cache.modified = modified;
+                        tracing::info!(key = %self.key, path = %path.display(), "secret re-read");
+                    }
+                    Err(problem) => {
+                        // Retried at the next check only if the file changes again.
+                        cache.modified = modified;
+                        tracing::warn!(key = %self.key, path = %path.display(), %problem, "cannot re-read secret; keeping the previous value");
+                    }
+                }
+            }
+        }
+        Arc::clone(&cache.value)
+    }
+}
+
+fn read(path: &Path) -> std::io::Result<(String, Option<SystemTime>)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    Ok((text, modified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trimmed(text: &str) -> Result<String, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("is empty".into());
+        }
+        Ok(t.to_owned())
+    }
+
+    #[test]
+    fn nothing_configured_is_none_and_require_names_the_key() {
+        let none = Secret::load("a.key", &SecretSource::default(), trimmed).unwrap();
+        assert!(none.is_none());
+        let err = Secret::require("a.key", &SecretSource::default(), trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`a.key`"), "{err}");
+    }
+
+    #[test]
+    fn two_sources_are_an_error() {
+        let source = SecretSource {
+            value: Some("x".into()),
+            env: Some("HOME".into()),
+            file: None,
+        };
+        let err = Secret::load("a.key", &source, trimmed).unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let err = Secret::load("a.key", &SecretSource::value("  "), trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`a.key.value`: is empty"), "{err}");
+        let err = Secret::load(
+            "a.key",
+            &SecretSource::file("/nonexistent/opsmesh-secret"),
+            trimmed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`a.key.file`"), "{err}");
+        let source = SecretSource {
+            env: Some("OPSMESH_TEST_SURELY_UNSET_VARIABLE".into()),
+            ..SecretSource::default()
+        };
+        let err = Secret::load("a.key", &source, trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`a.key.env`"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let source = SecretSource::value("hunter2");
+        let secret = Secret::require("a.key", &source, trimmed).unwrap();
+        assert!(!format!("{source:?}").contains("hunter2"));
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert_eq!(*secret.get(), "hunter2");
+    }
+
+    #[test]
+    fn a_rotated_file_is_re_read_and_a_broken_one_keeps_the_old_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "first\n").unwrap();
+        let secret = Secret::require("a.key", &SecretSource::file(&path), trimmed).unwrap();
+        assert_eq!(*secret.get(), "first");
+
+        let rewrite = |text: &str, age: u64| {
+            std::fs::write(&path, text).unwrap();
+            // A distinct modification time, whatever the file system's resolution.
+            let when = SystemTime::now() + Duration::from_secs(age);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+            secret.cache.lock().unwrap().checked = Instant::now() - RECHECK;
+        };
+        rewrite("second\n", 10);
+        assert_eq!(*secret.get(), "second");
+        rewrite("   ", 20);
+        assert_eq!(*secret.get(), "second", "an unparsable rotation is ignored");
+    }
+}
