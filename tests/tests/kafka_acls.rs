@@ -50,7 +50,7 @@ const SERVICES: &[BusAccess] = &[
     },
     BusAccess {
         service: "remediator",
-        publishes: &[topics::REMEDIATIONS],
+        publishes: &[topics::REMEDIATIONS, topics::LEDGER_HEADS],
         consumes: &[topics::DIAGNOSES, topics::APPROVALS],
         reads: &[topics::REMEDIATIONS],
     },
