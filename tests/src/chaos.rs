@@ -250,6 +250,10 @@ fn service_env(name: &str, cluster: &Cluster) -> Vec<(&'static str, String)> {
         "remediator" => vec![
             ("OPSMESH__REMEDIATOR__KUBECONFIG", kubeconfig),
             ("OPSMESH__REMEDIATOR__POLICY__MODE", "auto".into()),
+            (
+                "OPSMESH__REMEDIATOR__POLICY__ALLOWED_NAMESPACES",
+                NAMESPACES.join(","),
+            ),
             ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20".into()),
             (
                 "OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL",
