@@ -441,3 +441,51 @@ async fn the_proxy_header_counts_only_from_trusted_proxies_and_names_no_approver
     assert!(incident::approvals(&bus).await.is_empty());
     reporter.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_guessing_tokens_is_throttled() {
+    let (hec, bus, dir) = (
+        HecServer::start().await,
+        memory_bus(),
+        tempfile::tempdir().unwrap(),
+    );
+    let users = write_lines(dir.path(), "users", &operators());
+    let reporter = start_console(
+        &bus,
+        &hec,
+        &users,
+        None,
+        &[("OPSMESH__REPORTER__CONSOLE__LOGIN_FAILURES_PER_PEER", "2")],
+    )
+    .await;
+    let base = format!("http://{}", reporter.addr);
+    let attempt = |token: &'static str| {
+        let base = base.clone();
+        async move {
+            client()
+                .post(format!("{base}/console/login"))
+                .header("Origin", &base)
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            attempt("guess-0123456789abcdef").await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+    // Even the right token waits out the window now.
+    let throttled = attempt(ALICE).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert_eq!(
+        reporter
+            .metric("opsmesh_reporter_console_logins_throttled_total", &[])
+            .await,
+        1.0
+    );
+    reporter.stop().await.unwrap();
+}

@@ -27,6 +27,14 @@ pub struct ConsoleConfig {
     /// Console sessions open at once on a replica; beyond it the oldest is ended (counted in
     /// `reporter_console_sessions_evicted_total`).
     pub max_sessions: usize,
+    /// Bad tokens a peer may try at `/console/login` within `login_failure_window` before its
+    /// sign-ins are refused (429) until the window has passed.
+    pub login_failures_per_peer: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_failure_window: Duration,
+    /// Peers with failed sign-ins tracked at once; beyond it the oldest is forgotten (counted
+    /// in `reporter_console_login_peers_evicted_total`).
+    pub max_login_peers: usize,
     /// Lifetime of a console session after signing in with a token. Sessions live in the
     /// memory of the replica that opened them (route a browser to one replica).
     #[serde(with = "humantime_serde")]
@@ -51,6 +59,9 @@ impl Default for ConsoleConfig {
             trusted_proxies: Vec::new(),
             proxy_approvers: Vec::new(),
             max_sessions: 10_000,
+            login_failures_per_peer: 10,
+            login_failure_window: Duration::from_secs(300),
+            max_login_peers: 10_000,
             session_ttl: Duration::from_secs(12 * 3600),
             session_key_file: None,
             cookie_secure: true,
@@ -99,6 +110,15 @@ impl Validate for ConsoleConfig {
         }
         if self.max_sessions == 0 {
             return Err(invalid("max_sessions", "must be at least 1"));
+        }
+        if self.login_failures_per_peer == 0 {
+            return Err(invalid("login_failures_per_peer", "must be at least 1"));
+        }
+        if self.login_failure_window.is_zero() {
+            return Err(invalid("login_failure_window", "must be > 0"));
+        }
+        if self.max_login_peers == 0 {
+            return Err(invalid("max_login_peers", "must be at least 1"));
         }
         if self.session_ttl < Duration::from_secs(60) {
             return Err(invalid("session_ttl", "must be at least 1m"));

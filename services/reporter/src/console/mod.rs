@@ -14,6 +14,7 @@ mod api;
 mod config;
 mod events;
 mod html;
+mod login_limit;
 mod session;
 mod sessions;
 
@@ -36,6 +37,7 @@ use opsmesh_runtime::{ConfigError, Publisher, problem::Problem};
 
 pub use config::ConsoleConfig;
 pub use html::url_encode;
+use login_limit::LoginLimiter;
 use session::{CSRF_COOKIE, Keys, SESSION_COOKIE, random_nonce};
 use sessions::{OpenSession, SessionTable};
 
@@ -69,6 +71,7 @@ pub struct Console {
     users: Option<TokenSet>,
     keys: Keys,
     sessions: SessionTable,
+    logins: LoginLimiter,
     store: Arc<IncidentStore>,
     publisher: Publisher,
     /// Ends live streams when the application stops, so the HTTP server drains in time.
@@ -117,6 +120,12 @@ impl Console {
             users,
             keys,
             sessions: SessionTable::new(config.max_sessions, registry),
+            logins: LoginLimiter::new(
+                config.login_failures_per_peer,
+                config.login_failure_window,
+                config.max_login_peers,
+                registry,
+            ),
             store,
             publisher,
             shutdown,
@@ -449,14 +458,33 @@ async fn login(
         return problem.response();
     }
     let next = safe_next(form.next.as_deref());
+    let peer = req.peer_addr().map(|p| p.ip());
+    let now_instant = std::time::Instant::now();
+    if let Some(wait) = peer.and_then(|p| console.logins.wait(p, now_instant)) {
+        tracing::warn!(?peer, "console sign-in throttled: too many bad tokens");
+        return Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "sign-in-throttled",
+            "Too many failed sign-ins",
+            "this address gave too many invalid tokens; try again later",
+        )
+        .retry_after(wait.as_secs().max(1))
+        .response();
+    }
     let token = form.token.trim();
     let Some(holder) = console.users.as_ref().and_then(|u| u.identify(token)) else {
-        tracing::warn!(peer = ?req.peer_addr(), "console sign-in refused");
+        tracing::warn!(?peer, "console sign-in refused");
+        if let Some(peer) = peer {
+            console.logins.failed(peer, now_instant);
+        }
         return see_other(&format!(
             "/console/login?error=1&next={}",
             html::url_encode(&next)
         ));
     };
+    if let Some(peer) = peer {
+        console.logins.succeeded(peer);
+    }
     let ttl = console.config.session_ttl;
     let (now, nonce) = (unix_now(), random_nonce());
     let expires = now + ttl.as_secs();
