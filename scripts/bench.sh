@@ -108,13 +108,14 @@ if [[ "$what" == all || "$what" == rss ]]; then
   echo "== idle resident memory (Kafka bus on tansu, after /readyz + 3 s)"
   need_broker
   for svc in collector alert-receiver diagnoser remediator reporter; do
-    port=$(free_port)
+    port=$(free_port); admin=$(free_port)
     env OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
+      OPSMESH__HTTP__ADMIN_LISTEN="127.0.0.1:$admin" \
       OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__REPORTER__HEC__FILE="$work/hec.jsonl" OPSMESH__LOG__LEVEL=warn \
       "$target/opsmesh-$svc" >"$work/$svc.log" 2>&1 &
     pid=$!; pids+=($pid)
-    wait_http "http://127.0.0.1:$port/readyz"; sleep 3
+    wait_http "http://127.0.0.1:$admin/readyz"; sleep 3
     printf '  %-15s %6s MiB\n' "$svc" "$(awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$pid/status)"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
@@ -134,12 +135,14 @@ if [[ "$what" == all || "$what" == receiver ]]; then
     echo "   server pinned to cpu 1, load generator and tansu to cpu 0; ${WARMUP}s warm-up not counted"
   fi
   start_receiver() { # $1 = bus kind; prints the port
-    local port; port=$(free_port)
+    local port admin; port=$(free_port); admin=$(free_port)
     [[ "$1" == kafka ]] && brokers=$(start_tansu)
+    # The load generator is one source sending as fast as it can: no rate limit for it.
     env OPSMESH__BUS__KIND="$1" OPSMESH__BUS__KAFKA__BROKERS="$brokers" OPSMESH__HTTP__LISTEN="127.0.0.1:$port" \
+      OPSMESH__HTTP__ADMIN_LISTEN="127.0.0.1:$admin" OPSMESH__RECEIVER__SOURCES__BENCH__RATE_LIMIT_PER_SECOND=0 \
       OPSMESH__HTTP__WORKERS=$workers OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_ENV=BENCH_SECRET BENCH_SECRET=bench \
       OPSMESH__LOG__LEVEL=warn "${server_cpu[@]}" "$target/opsmesh" run alert-receiver >"$work/receiver-$1.log" 2>&1 &
-    echo $! >"$work/server.pid"; track $!; wait_http "http://127.0.0.1:$port/readyz"; echo "http://127.0.0.1:$port/v1/alerts/splunk"
+    echo $! >"$work/server.pid"; track $!; wait_http "http://127.0.0.1:$admin/readyz"; echo "http://127.0.0.1:$port/v1/alerts/splunk"
   }
   start_alertmanager() { # prints the URL
     local port; port=$(free_port)

@@ -305,9 +305,13 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
                 probs.append(f"{cw}: liveness probe is {lp!r}, want GET /healthz")
             if rp != "/readyz":
                 probs.append(f"{cw}: readiness probe is {rp!r}, want GET /readyz")
+            probe_ports = {((c.get(p) or {}).get("httpGet") or {}).get("port")
+                           for p in ("startupProbe", "livenessProbe", "readinessProbe") if c.get(p)}
+            if probe_ports - {"admin", 9090}:
+                probs.append(f"{cw}: probes on {sorted(map(str, probe_ports))}, want the admin port (9090)")
             ports = {p.get("containerPort") for p in c.get("ports", [])}
-            if 8080 not in ports:
-                probs.append(f"{cw}: does not expose 8080")
+            if not {8080, 9090} <= ports:
+                probs.append(f"{cw}: does not expose 8080 (service) and 9090 (admin)")
             args = c.get("args") or []
             if args[:2] != ["run", svc]:
                 probs.append(f"{cw}: args {args} (want [run, {svc}])")
@@ -407,6 +411,18 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
             if not ing:
                 probs.append(f"{ident(d)}: serves traffic but no NetworkPolicy admits it")
     rep.check(f"{name}: NetworkPolicies (default deny + explicit flows)", probs)
+
+    # ---- the public door: an Ingress to the alert-receiver routes only the alert endpoints
+    probs = []
+    for ing in by_kind(objs, "Ingress"):
+        for rule in ing["spec"].get("rules", []):
+            for path in (rule.get("http") or {}).get("paths", []):
+                backend = ((path.get("backend") or {}).get("service") or {})
+                if backend.get("name") == "opsmesh-alert-receiver" and path.get("path") != "/v1/alerts":
+                    probs.append(f"{ident(ing)}: routes {path.get('path')!r} to the alert-receiver; want only /v1/alerts")
+                if (backend.get("port") or {}).get("name") == "admin" or (backend.get("port") or {}).get("number") == 9090:
+                    probs.append(f"{ident(ing)}: routes to the admin port (health, metrics)")
+    rep.check(f"{name}: Ingress exposes only /v1/alerts of the alert-receiver, never the admin port", probs)
 
     # ---- RBAC
     probs = []

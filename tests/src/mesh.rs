@@ -83,6 +83,16 @@ pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)>
             "OPSMESH_TEST_SECRET".into(),
         ),
         ("OPSMESH_TEST_SECRET", SECRET.into()),
+        // The chaos suite and the load tests send thousands of alerts from this one source,
+        // in storms: far above the receiver's default rate limit, on purpose.
+        (
+            "OPSMESH__RECEIVER__SOURCES__SPLUNK__RATE_LIMIT_PER_SECOND",
+            "10000".into(),
+        ),
+        (
+            "OPSMESH__RECEIVER__SOURCES__SPLUNK__RATE_LIMIT_BURST",
+            "10000".into(),
+        ),
     ]
 }
 

@@ -19,6 +19,8 @@ pub struct Service {
     child: Option<Child>,
     log: PathBuf,
     pub http_port: u16,
+    /// `/healthz`, `/readyz` and `/metrics` (`http.admin_listen`).
+    pub admin_port: u16,
 }
 
 impl Service {
@@ -31,10 +33,15 @@ impl Service {
         logs: &std::path::Path,
     ) -> Self {
         let http_port = crate::free_port();
+        let admin_port = crate::free_port();
         let mut all_env: Vec<(String, String)> = vec![
             (
                 "OPSMESH__HTTP__LISTEN".into(),
                 format!("127.0.0.1:{http_port}"),
+            ),
+            (
+                "OPSMESH__HTTP__ADMIN_LISTEN".into(),
+                format!("127.0.0.1:{admin_port}"),
             ),
             ("OPSMESH__LOG__FORMAT".into(), "json".into()),
             ("OPSMESH__LOG__LEVEL".into(), "info".into()),
@@ -48,6 +55,7 @@ impl Service {
             child: None,
             log: logs.join(format!("{name}.log")),
             http_port,
+            admin_port,
         }
     }
 
@@ -71,8 +79,14 @@ impl Service {
         self
     }
 
+    /// The service's own endpoints (`http.listen`).
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// Health and metrics (`http.admin_listen`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
     /// Waits for `/readyz` to answer 200.
@@ -80,7 +94,7 @@ impl Service {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
+            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await
                 && r.status() == 200
             {
                 return;
@@ -143,7 +157,7 @@ impl Service {
 
     /// A Prometheus sample's value from `/metrics` (sum over series matching all `labels`).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
+        let text = reqwest::get(self.admin_url("/metrics"))
             .await
             .and_then(|r| r.error_for_status())
             .expect("metrics answered")

@@ -25,7 +25,7 @@ const PARTITIONS: usize = 15;
 /// The writer group's `bus_consumer_lag` series a replica exports (one per partition it
 /// holds) and their sum.
 async fn lag_series(replica: &Service) -> (usize, f64) {
-    let text = reqwest::get(replica.url("/metrics"))
+    let text = reqwest::get(replica.admin_url("/metrics"))
         .await
         .expect("metrics answered")
         .text()

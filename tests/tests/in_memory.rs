@@ -24,6 +24,10 @@ async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
         ("OPSMESH__BUS__KIND".to_owned(), "memory".to_owned()),
         ("OPSMESH__HTTP__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         (
+            "OPSMESH__HTTP__ADMIN_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
             "OPSMESH__REPORTER__HEC__URL".to_owned(),
             hec.url().to_owned(),
         ),
@@ -82,6 +86,7 @@ fn the_demo_plays_its_incidents_and_exits_cleanly() {
         .current_dir(dir.path())
         .env_clear()
         .env("OPSMESH__HTTP__LISTEN", "127.0.0.1:0")
+        .env("OPSMESH__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -94,6 +94,7 @@ async fn an_alert_too_large_for_kafka_is_refused_413_and_a_small_one_is_stored()
     );
     let mut service = Settings::default();
     service.http.listen = "127.0.0.1:0".parse().unwrap();
+    service.http.admin_listen = "127.0.0.1:0".parse().unwrap();
     let ctx = Context::new(service, bus);
     let receiver = Receiver::new(config, &ctx).unwrap();
     let app = Application::build(ctx, vec![Arc::new(receiver)]).unwrap();

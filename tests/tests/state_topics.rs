@@ -96,6 +96,7 @@ fn config() -> DiagnoserConfig {
 fn settings(bus: &dyn Bus, kafka: Option<KafkaSettings>) -> Settings {
     let mut settings = Settings::default();
     settings.http.listen = "127.0.0.1:0".parse().unwrap();
+    settings.http.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.bus.kind = if bus.kind() == "kafka" {
         BusKind::Kafka
     } else {
@@ -275,7 +276,7 @@ async fn a_diagnoser_started_while_the_broker_is_down_works_once_it_is_up() {
         ctx.clone(),
     ));
     let app = Application::build(ctx, vec![diagnoser]).unwrap();
-    let base = format!("http://{}", app.local_addr());
+    let base = format!("http://{}", app.admin_addr());
     let stop = app.shutdown_token();
     let running = tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::new();

@@ -56,7 +56,7 @@ async fn fixture() -> Fixture {
 
 fn tree(f: &Fixture, extra: &str) -> ConfigTree {
     let toml = format!(
-        "cluster = \"sim-eu-1\"\n[http]\nlisten = \"127.0.0.1:0\"\n[bus]\nkind = \"memory\"\n[collector]\ninterval = \"200ms\"\nsource_timeout = \"2s\"\nkubeconfig = \"{kc}\"\n[collector.opencost]\nurl = \"{oc}\"\nwindow = \"1h\"\n[collector.argocd]\nurl = \"{argo}\"\ntoken = \"{token}\"\n{extra}",
+        "cluster = \"sim-eu-1\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[bus]\nkind = \"memory\"\n[collector]\ninterval = \"200ms\"\nsource_timeout = \"2s\"\nkubeconfig = \"{kc}\"\n[collector.opencost]\nurl = \"{oc}\"\nwindow = \"1h\"\n[collector.argocd]\nurl = \"{argo}\"\ntoken = \"{token}\"\n{extra}",
         kc = f.dir.path().join("kubeconfig").display(),
         oc = f.server.opencost_url(),
         argo = f.server.argocd_url(),

@@ -39,7 +39,8 @@ pub struct Cli {
 enum Command {
     /// Run the whole mesh in one process on the in-memory bus (no external services).
     ///
-    /// HTTP (receiver, health, metrics) on http.listen (default 127.0.0.1:8080); HEC events
+    /// The receiver on http.listen (default 127.0.0.1:8080), health and metrics on
+    /// http.admin_listen (default 127.0.0.1:9090); HEC events
     /// go to reporter.hec.file (default ./opsmesh.hec.jsonl) unless reporter.hec.url is set.
     Up,
     /// Run the mesh in memory and play example incidents as Splunk would send them,

@@ -162,6 +162,7 @@ async fn run(name: &str, events: usize, extra: &[(&str, &str)]) {
     let mut env: Vec<(String, String)> = vec![
         ("OPSMESH__BUS__KIND".into(), "memory".into()),
         ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("OPSMESH__HTTP__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
         ("OPSMESH__HTTP__WORKERS".into(), "1".into()),
         ("OPSMESH__REPORTER__HEC__URL".into(), url),
         (

@@ -4,7 +4,12 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::{
+    App, HttpMessage, HttpResponse, HttpServer,
+    dev::{Payload, Server, Service},
+    http::KeepAlive,
+    web,
+};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -12,8 +17,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    body_deadline::BodyDeadline,
     bus::{Bus, BusError, Handler, Publisher, consume},
-    config::{ConfigError, ConfigTree, Settings},
+    config::{ConfigError, ConfigTree, HttpSettings, Settings},
     health::{Health, ReadinessCheck},
     metrics::{BusMetrics, new_registry},
 };
@@ -146,56 +152,107 @@ pub enum StopError {
     Flush(#[source] BusError),
 }
 
+/// `http.keep_alive` as actix-web takes it: `0s` turns keep-alive off.
+fn keep_alive(http: &HttpSettings) -> KeepAlive {
+    if http.keep_alive.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(http.keep_alive)
+    }
+}
+
+/// Applies the connection limits every listener shares to an `HttpServer` and binds `addr`:
+/// `(Server, bound address)`. A macro because `HttpServer`'s type parameters name a type
+/// actix-web does not re-export.
+macro_rules! bind {
+    ($server:expr, $http:expr, $shutdown:expr, $addr:expr) => {{
+        let addr: SocketAddr = $addr;
+        $server
+            .client_request_timeout($http.header_timeout)
+            .client_disconnect_timeout($http.disconnect_timeout)
+            .keep_alive(keep_alive($http))
+            .max_connections($http.max_connections_per_worker)
+            .disable_signals()
+            .shutdown_timeout($shutdown.grace.as_secs().max(1))
+            .bind(addr)
+            .map_err(|source| StartError::Listen { addr, source })
+            .map(|server| {
+                let bound = server.addrs()[0];
+                (server.run(), bound)
+            })
+    }};
+}
+
 pub struct Application {
     ctx: Context,
     components: Vec<Arc<dyn Component>>,
     server: Server,
     addr: SocketAddr,
+    admin: Server,
+    admin_addr: SocketAddr,
     shutdown: CancellationToken,
 }
 
 impl Application {
-    /// Binds the HTTP listener (port 0 picks a free port) and prepares the components.
+    /// Binds the HTTP listeners (port 0 picks a free port) and prepares the components: the
+    /// services' routes on `http.listen`, health and metrics on `http.admin_listen`.
     pub fn build(ctx: Context, components: Vec<Arc<dyn Component>>) -> Result<Self, StartError> {
         let http = ctx.settings.http.clone();
-        let registry = ctx.registry.clone();
-        let health = ctx.health.clone();
         let routes = components.clone();
+        let body_timeout = http.body_timeout;
+        let max_body_bytes = http.max_body_bytes;
         let server = HttpServer::new(move || {
             let routes = routes.clone();
             App::new()
-                .app_data(web::Data::new(registry.clone()))
-                .app_data(web::Data::new(health.clone()))
-                .app_data(web::PayloadConfig::new(http.max_body_bytes))
-                .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics))
+                .app_data(web::PayloadConfig::new(max_body_bytes))
+                .wrap_fn(move |mut request, service| {
+                    let body = BodyDeadline::new(request.take_payload(), body_timeout);
+                    request.set_payload(Payload::Stream {
+                        payload: Box::pin(body),
+                    });
+                    service.call(request)
+                })
                 .configure(move |config| {
                     for component in &routes {
                         component.routes(config);
                     }
                 })
         })
-        .workers(ctx.settings.http.workers)
-        .disable_signals()
-        .shutdown_timeout(ctx.settings.shutdown.grace.as_secs().max(1));
-        let listen = ctx.settings.http.listen;
-        let server = server.bind(listen).map_err(|source| StartError::Listen {
-            addr: listen,
-            source,
-        })?;
-        let addr = server.addrs()[0];
+        .workers(http.workers);
+        let (server, addr) = bind!(server, &http, &ctx.settings.shutdown, http.listen)?;
+
+        let registry = ctx.registry.clone();
+        let health = ctx.health.clone();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(registry.clone()))
+                .app_data(web::Data::new(health.clone()))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
+        })
+        // Probes and scrapes: one worker is plenty, and keeps the admin side cheap.
+        .workers(1);
+        let (admin, admin_addr) = bind!(admin, &http, &ctx.settings.shutdown, http.admin_listen)?;
         Ok(Self {
-            server: server.run(),
+            server,
             addr,
+            admin,
+            admin_addr,
             components,
             shutdown: CancellationToken::new(),
             ctx,
         })
     }
 
+    /// The services' listener (`http.listen`).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The health and metrics listener (`http.admin_listen`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// Cancel it to stop the application (signals do that in `main`).
@@ -211,13 +268,17 @@ impl Application {
             components,
             server,
             addr,
+            admin,
+            admin_addr,
             shutdown,
         } = self;
         let grace = ctx.settings.shutdown.grace;
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
+        let admin_handle = admin.handle();
+        let admin_task = tokio::spawn(admin);
         let names: Vec<&str> = components.iter().map(|c| c.name()).collect();
-        tracing::info!(%addr, services = ?names, bus = ctx.bus().kind(), "listening");
+        tracing::info!(%addr, %admin_addr, services = ?names, bus = ctx.bus().kind(), "listening");
 
         if ctx.settings.bus.create_topics {
             ensure_topics(&ctx, &shutdown).await;
@@ -263,6 +324,9 @@ impl Application {
             return Err(StopError::GraceExceeded(grace));
         }
         let _ = server_task.await;
+        // Last: `/readyz` answers "draining" to the probes until the work above is done.
+        admin_handle.stop(true).await;
+        let _ = admin_task.await;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         ctx.bus()
             .flush(remaining.max(Duration::from_millis(100)))

@@ -80,9 +80,7 @@ impl Validate for Settings {
         if self.cluster.trim().is_empty() {
             return Err(ConfigError::invalid("cluster", "must not be empty"));
         }
-        if self.http.workers == 0 {
-            return Err(ConfigError::invalid("http.workers", "must be at least 1"));
-        }
+        self.http.validate("http")?;
         if self.shutdown.grace.is_zero() {
             return Err(ConfigError::invalid(
                 "shutdown.grace",
@@ -96,20 +94,80 @@ impl Validate for Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    /// Address of the service's HTTP server (health, metrics, service API). Port 0 picks one.
+    /// Address of the service's own HTTP API (the receiver's alert door, the reporter's
+    /// console and MCP). Port 0 picks one.
     pub listen: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics`, kept off the public listener so
+    /// whoever reaches the alert door cannot read metrics or probe readiness. Port 0 picks one.
+    pub admin_listen: SocketAddr,
     pub workers: usize,
     /// Maximum request body size in bytes, for every endpoint unless a service sets lower.
     pub max_body_bytes: usize,
+    /// A request's line and headers must arrive within this, or it is answered `408` and
+    /// the connection closed: a client dribbling headers cannot hold a connection open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this after its headers; reading it fails then
+    /// (`408` where the service says so), so a client dribbling a body cannot hold a worker's
+    /// buffer open.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// An idle keep-alive connection is closed after this; `0s` closes after every response.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// After the server decides to close, the client gets this long to hang up cleanly.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_timeout: Duration,
+    /// Connections held at once per worker; further ones wait in the accept queue.
+    pub max_connections_per_worker: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
             workers: 2,
             max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
+            disconnect_timeout: Duration::from_secs(1),
+            max_connections_per_worker: 10_000,
         }
+    }
+}
+
+impl Validate for HttpSettings {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let positive = [
+            ("workers", self.workers as u128),
+            ("header_timeout", self.header_timeout.as_millis()),
+            ("body_timeout", self.body_timeout.as_millis()),
+            ("disconnect_timeout", self.disconnect_timeout.as_millis()),
+            (
+                "max_connections_per_worker",
+                self.max_connections_per_worker as u128,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.{key}"),
+                    "must be at least 1 (timeouts: 1ms)",
+                ));
+            }
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.admin_listen"),
+                format!(
+                    "must differ from {prefix}.listen ({}): health and metrics stay off the public listener",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -359,6 +417,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`http.workers`"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_are_checked_and_named() {
+        let settings = |pairs: &[(&str, &str)]| {
+            ConfigTree::load_with_env(None, env(pairs))
+                .unwrap()
+                .settings()
+                .map_err(|e| e.to_string())
+        };
+        let defaults = settings(&[("OPSMESH__BUS__KIND", "memory")]).unwrap();
+        assert_eq!(defaults.http.admin_listen.port(), 9090);
+        assert_eq!(defaults.http.header_timeout, Duration::from_secs(5));
+        let err = settings(&[
+            ("OPSMESH__BUS__KIND", "memory"),
+            ("OPSMESH__HTTP__BODY_TIMEOUT", "0s"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("`http.body_timeout`"), "{err}");
+        let err = settings(&[
+            ("OPSMESH__BUS__KIND", "memory"),
+            ("OPSMESH__HTTP__LISTEN", "0.0.0.0:8080"),
+            ("OPSMESH__HTTP__ADMIN_LISTEN", "0.0.0.0:8080"),
+        ])
+        .unwrap_err();
+        assert!(err.contains("`http.admin_listen`"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod body_deadline;
 pub mod bus;
 pub mod config;
 pub mod health;

@@ -390,10 +390,16 @@ impl Mesh {
         std::fs::write(&secrets, "bench").unwrap();
         let mut env: Vec<(String, String)> = vec![
             ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("OPSMESH__HTTP__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
             ("OPSMESH__LOG__LEVEL".into(), "warn".into()),
             (
                 "OPSMESH__RECEIVER__SOURCES__BENCH__SECRETS_FILE".into(),
                 secrets.display().to_string(),
+            ),
+            // The benchmark measures throughput: its one source is not rate-limited.
+            (
+                "OPSMESH__RECEIVER__SOURCES__BENCH__RATE_LIMIT_PER_SECOND".into(),
+                "0".into(),
             ),
             ("OPSMESH__REPORTER__HEC__URL".into(), hec.url().to_owned()),
             (
@@ -434,11 +440,12 @@ impl Mesh {
             .await
             .expect("mesh builds");
         let base = format!("http://{}", app.local_addr());
+        let admin = format!("http://{}", app.admin_addr());
         let stop = app.shutdown_token();
         let running = tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::new();
         while client
-            .get(format!("{base}/readyz"))
+            .get(format!("{admin}/readyz"))
             .send()
             .await
             .map(|r| r.status() != 200)

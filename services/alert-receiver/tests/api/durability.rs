@@ -50,15 +50,7 @@ async fn metrics_count_accepted_rejected_and_duplicates() {
         .send()
         .await
         .unwrap();
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
     assert!(
         has(r#"opsmesh_receiver_alerts_accepted_total{format="splunk",source="splunk"} 1"#),

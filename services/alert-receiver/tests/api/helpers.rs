@@ -17,6 +17,7 @@ use opsmesh_proto::topics;
 use opsmesh_runtime::{
     Application, Bus, Context, Settings,
     bus::{BusError, Delivered, MemoryBus, MemorySettings, Outgoing, Subscription},
+    config::HttpSettings,
 };
 
 pub const SECRET: &str = "splunk-secret-current";
@@ -70,6 +71,10 @@ impl Bus for SwitchableBus {
 
 pub struct TestApp {
     pub base: String,
+    /// The receiver's listener, for raw TCP.
+    pub addr: std::net::SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`: the admin listener.
+    pub admin: String,
     pub bus: SwitchableBus,
     pub secrets_file: PathBuf,
     pub client: reqwest::Client,
@@ -84,6 +89,14 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the receiver on a free port with sources `splunk` (signing secrets in a file,
 /// path token) and `alertmanager` (bearer), after `adjust` edits the configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ReceiverConfig)) -> TestApp {
+    spawn_app_with_http(adjust, |_| {}).await
+}
+
+/// As [`spawn_app_with`], after `http` edits the HTTP server's settings too.
+pub async fn spawn_app_with_http(
+    adjust: impl FnOnce(&mut ReceiverConfig),
+    http: impl FnOnce(&mut HttpSettings),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let secrets_file = dir.path().join("splunk.secrets");
     std::fs::write(&secrets_file, format!("{SECRET}\n{OLD_SECRET}\n")).unwrap();
@@ -116,7 +129,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ReceiverConfig)) -> TestApp
         ..Settings::default()
     };
     settings.http.listen = "127.0.0.1:0".parse().unwrap();
+    settings.http.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.shutdown.grace = Duration::from_secs(2);
+    http(&mut settings.http);
     let bus = SwitchableBus {
         inner: MemoryBus::new(&MemorySettings::default()),
         down: Arc::new(AtomicBool::new(false)),
@@ -125,11 +140,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ReceiverConfig)) -> TestApp
     let ctx = Context::new(settings, Arc::new(bus.clone()));
     let receiver = Receiver::new(config, &ctx).expect("receiver builds");
     let app = Application::build(ctx, vec![Arc::new(receiver)]).expect("binds");
-    let base = format!("http://{}", app.local_addr());
+    let app_addr = app.local_addr();
+    let base = format!("http://{app_addr}");
+    let admin = format!("http://{}", app.admin_addr());
     let stop = app.shutdown_token();
     tokio::spawn(app.run_until_stopped());
     TestApp {
+        addr: app_addr,
         base,
+        admin,
         bus,
         secrets_file,
         client: reqwest::Client::new(),
@@ -152,6 +171,18 @@ pub fn sample(name: &str) -> Value {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The Prometheus exposition from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "/metrics on the admin listener");
+        response.text().await.unwrap()
     }
 
     /// Posts raw bytes signed with `secret` at time `t`.
@@ -191,6 +222,14 @@ impl TestApp {
             .map(|m| serde_json::from_slice(&m.payload).unwrap())
             .collect()
     }
+}
+
+/// The value of the sample `name{labels}` (labels in the exposition's order), 0 if absent.
+pub fn sample_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Status and parsed body; asserts the problem content type on errors.

@@ -21,8 +21,9 @@ pub const LOCAL_SOURCE: &str = "local";
 /// (written to a private file in the temp directory) unless sources are configured.
 pub fn embedded_tree(config: Option<&Path>) -> Result<ConfigTree, ConfigError> {
     let probe = ConfigTree::load(config)?;
-    let mut defaults =
-        String::from("[http]\nlisten = \"127.0.0.1:8080\"\n[bus]\nkind = \"memory\"\n");
+    let mut defaults = String::from(
+        "[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:9090\"\n[bus]\nkind = \"memory\"\n",
+    );
     if !probe.contains("reporter.hec.url") {
         defaults.push_str("[reporter.hec]\nfile = \"opsmesh.hec.jsonl\"\n");
     }

@@ -316,7 +316,7 @@ fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Result<Files> {
     let q = |p: &Path| format!("{:?}", p.display().to_string());
     let toml = format!(
         "cluster = {cluster:?}\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
          [log]\nlevel = \"warn\"\n\
          [bus]\nkind = \"memory\"\n\
          [receiver.sources.{SOURCE}]\nsecrets_file = {sf}\npath_token_file = {pf}\nbearer_tokens_file = {bf}\n\

@@ -111,8 +111,11 @@ pub fn memory_bus() -> MemoryBus {
 
 /// A reporter application (HTTP health/metrics + the HEC writer) on a shared bus.
 pub struct RunningReporter {
+    /// The reporter's own endpoints (console, MCP).
     pub addr: SocketAddr,
     stop: CancellationToken,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin: SocketAddr,
     task: JoinHandle<Result<(), String>>,
 }
 
@@ -140,6 +143,7 @@ impl RunningReporter {
             env.push((
                 "OPSMESH__REPORTER__HEC__TOKEN".into(),
                 HecServer::TOKEN.into(),
+            ("OPSMESH__HTTP__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
             ));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -157,7 +161,12 @@ impl RunningReporter {
         let stop = app.shutdown_token();
         let task =
             tokio::spawn(async move { app.run_until_stopped().await.map_err(|e| e.to_string()) });
-        Self { addr, stop, task }
+        Self {
+            addr,
+            admin,
+            stop,
+            task,
+        }
     }
 
     /// SIGTERM: drain within `shutdown.grace`, commit, return.
@@ -173,8 +182,9 @@ impl RunningReporter {
     }
 
     pub async fn readyz(&self) -> (u16, Value) {
-        let response = reqwest::get(format!("http://{}/readyz", self.addr))
+        let response = reqwest::get(format!("http://{}/readyz", self.admin))
             .await
+        let admin = app.admin_addr();
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
@@ -182,7 +192,7 @@ impl RunningReporter {
 
     /// Sum of the samples of `name` whose labels include `labels`.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .unwrap()
             .text()
