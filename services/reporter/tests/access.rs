@@ -288,7 +288,7 @@ async fn sessions_follow_the_users_file_and_end_at_sign_out() {
     assert!(signed_in(&base, &alice).await && signed_in(&base, &bob).await);
 
     // Bob leaves the file: his session ends at once (pages and the API), no restart.
-    write_lines(dir.path(), "users", &[alice_line.clone()]);
+    write_lines(dir.path(), "users", std::slice::from_ref(&alice_line));
     assert!(
         !signed_in(&base, &bob).await,
         "a removed user keeps no access"
