@@ -35,6 +35,15 @@ chmod 0700 .secrets
 [ -s .secrets/hec-token ] || uuid4 | tr -d '\n' > .secrets/hec-token
 [ -s .secrets/argocd-token ] || rand_hex 24 > .secrets/argocd-token
 chmod 0644 .secrets/receiver-hmac .secrets/hec-token .secrets/argocd-token
+# Ed25519 pairs: the reporter signs approvals (the remediator checks them), the
+# remediator signs its audit ledger (opsmesh audit verify --keys ledger.pub.pem).
+for pair in approvals ledger; do
+    if [ ! -s ".secrets/$pair.key.pem" ]; then
+        openssl genpkey -algorithm ed25519 -out ".secrets/$pair.key.pem"
+        openssl pkey -in ".secrets/$pair.key.pem" -pubout -out ".secrets/$pair.pub.pem"
+    fi
+    chmod 0644 ".secrets/$pair.key.pem" ".secrets/$pair.pub.pem"
+done
 
 # --- the opsmesh Splunk app package
 app_dir="$repo/splunk-app/dist"

@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::topics::TopicsCommand,
     },
+    /// Generate the key pairs approvals and the audit ledger are signed with.
+    Keys {
+        #[command(subcommand)]
+        command: commands::keys::KeysCommand,
+    },
 }
 
 fn service_names() -> clap::builder::PossibleValuesParser {
@@ -106,5 +111,6 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),
         Command::Audit { command } => commands::audit::run(config, command),
+        Command::Keys { command } => commands::keys::run(command),
     }
 }

@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agenda::{Agenda, Task, Waiting},
-    engine::admission::Admission,
     cluster::{ActError, Cluster},
     config::RemediatorConfig,
+    engine::admission::Admission,
     keys::Keys,
     ledger::{self, IncidentLedger, LedgerView, is_invertible, is_mutating},
     metrics::Metrics,

@@ -296,28 +296,35 @@ pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests {
-    use super::{fixtures::{chain, states}, *};
+    use super::{
+        fixtures::{chain, states},
+        *,
+    };
 
     #[test]
     fn the_view_indexes_follow_each_incident_to_its_latest_state() {
         use IncidentState::*;
         let mut view = LedgerView::default();
         let start = Utc::now();
-        for e in states("acting", &[Received, Planned, Executing, Verifying], "t/a", None)
-            .iter()
-            .chain(&states(
-                "done",
-                &[Received, Planned, Executing, Verifying, Resolved],
-                "t/d",
-                None,
-            ))
-            .chain(&states(
-                "asking",
-                &[Received, Planned, AwaitingApproval],
-                "t/x",
-                None,
-            ))
-        {
+        for e in states(
+            "acting",
+            &[Received, Planned, Executing, Verifying],
+            "t/a",
+            None,
+        )
+        .iter()
+        .chain(&states(
+            "done",
+            &[Received, Planned, Executing, Verifying, Resolved],
+            "t/d",
+            None,
+        ))
+        .chain(&states(
+            "asking",
+            &[Received, Planned, AwaitingApproval],
+            "t/x",
+            None,
+        )) {
             assert_eq!(view.apply(e), Applied::Appended);
         }
         assert_eq!(view.in_flight("other"), 1);

@@ -34,6 +34,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReporterConfig {
+    pub approvals: approvals::ApprovalsConfig,
     pub hec: hec::HecConfig,
     pub timeline: timeline::TimelineConfig,
     pub console: console::ConsoleConfig,
@@ -89,11 +90,13 @@ impl Reporter {
         let feed =
             timeline::TimelineFeed::new(store.clone(), &config.timeline.effective_replica_id());
         let streams = CancellationToken::new();
+        let decider =
+            approvals::Decider::new(&config.approvals, store.clone(), ctx.publisher.clone())?;
         let console = if config.console.enabled {
             Some(Arc::new(console::Console::new(
                 &config.console,
                 store.clone(),
-                ctx.publisher.clone(),
+                decider.clone(),
                 streams.clone(),
                 &ctx.registry,
             )?))
@@ -101,7 +104,7 @@ impl Reporter {
             None
         };
         let mcp = if config.mcp.enabled {
-            let server = mcp::McpServer::new(store.clone(), ctx.publisher.clone(), None);
+            let server = mcp::McpServer::new(store.clone(), decider, None);
             Some(Arc::new(mcp::McpHttp::new(
                 &config.mcp,
                 server,

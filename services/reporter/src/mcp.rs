@@ -33,10 +33,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::approval::ApprovalDecision;
-use opsmesh_runtime::{ConfigError, Publisher, Validate, problem::Problem};
+use opsmesh_runtime::{ConfigError, Validate, problem::Problem};
 
 use crate::{
-    approvals,
+    approvals::{ApprovalsConfig, Decider},
     auth::{Holder, TokenSet, bearer},
     runbooks,
     timeline::IncidentStore,
@@ -138,7 +138,7 @@ pub struct DecideArgs {
 #[derive(Clone)]
 pub struct McpServer {
     store: Arc<IncidentStore>,
-    publisher: Publisher,
+    decider: Decider,
     /// Identity of the stdio user (from `OPSMESH_MCP_TOKEN`); HTTP callers carry theirs.
     stdio_identity: Option<Holder>,
     tool_router: ToolRouter<Self>,
@@ -158,12 +158,12 @@ fn tool_error(text: impl Into<String>) -> Result<CallToolResult, ErrorData> {
 impl McpServer {
     pub fn new(
         store: Arc<IncidentStore>,
-        publisher: Publisher,
+        decider: Decider,
         stdio_identity: Option<Holder>,
     ) -> Self {
         Self {
             store,
-            publisher,
+            decider,
             stdio_identity,
             tool_router: Self::tool_router(),
         }
@@ -272,16 +272,16 @@ impl McpServer {
                 approver.name, approver.role
             ));
         }
-        match approvals::decide(
-            &self.store,
-            &self.publisher,
-            &args.incident_id,
-            args.idempotency_key.as_deref(),
-            decision,
-            &format!("mcp:{}", approver.name),
-            args.comment,
-        )
-        .await
+        match self
+            .decider
+            .decide(
+                &args.incident_id,
+                args.idempotency_key.as_deref(),
+                decision,
+                &format!("mcp:{}", approver.name),
+                args.comment,
+            )
+            .await
         {
             Ok((envelope, pending)) => json_result(&serde_json::json!({
                 "published": true,
@@ -460,6 +460,7 @@ pub fn stdio_identity(config: &McpConfig, token: Option<&str>) -> Result<Option<
 pub struct StdioConfig {
     pub timeline: crate::timeline::TimelineConfig,
     pub mcp: McpConfig,
+    pub approvals: ApprovalsConfig,
 }
 
 impl Validate for StdioConfig {
@@ -509,7 +510,11 @@ pub async fn run_stdio(
         "MCP server on stdio"
     );
     let served = serve_stdio(
-        McpServer::new(store, ctx.publisher.clone(), identity),
+        McpServer::new(
+            store.clone(),
+            Decider::new(&config.approvals, store, ctx.publisher.clone())?,
+            identity,
+        ),
         shutdown.clone(),
     )
     .await;

@@ -9,8 +9,12 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use opsmesh_proto::{IncidentState, approval::ApprovalDecision};
+use opsmesh_proto::{
+    IncidentState,
+    approval::{Approval, ApprovalDecision, signed_bytes},
+};
 use opsmesh_reporter::timeline::{ChainStatus, IncidentStore, TimelineConfig};
+use opsmesh_runtime::signing::KeyRing;
 use support::{
     HecServer, RunningReporter,
     console::{client, csrf_of, set_cookie},
@@ -204,6 +208,62 @@ async fn an_api_approval_is_published_once_with_the_approver() {
     assert_eq!(approval.payload.decision, ApprovalDecision::Approve);
     assert_eq!(approval.payload.idempotency_key, incident.idempotency_key());
     assert_eq!(approval.payload.comment.as_deref(), Some("looks right"));
+    // Signed with the reporter's key, over the decision and where it belongs: the remediator
+    // holding the public half believes it, and believes no edited copy.
+    let trusted = KeyRing::from_pem(&support::approval_key().public_pem()).unwrap();
+    let check = |a: &opsmesh_proto::Envelope<Approval>| {
+        trusted.verify(&signed_bytes(a), a.payload.signature.as_ref())
+    };
+    assert_eq!(check(approval), Ok(()));
+    let mut moved = approval.clone();
+    moved.incident_id = Some("another-incident".into());
+    assert!(check(&moved).is_err(), "moved to another incident");
+    let mut edited = approval.clone();
+    edited.payload.approver = "mallory".into();
+    assert!(check(&edited).is_err(), "another approver");
+    reporter.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_signing_key_decisions_are_refused_and_nothing_is_published() {
+    let (hec, bus, dir) = (
+        HecServer::start().await,
+        memory_bus(),
+        tempfile::tempdir().unwrap(),
+    );
+    // An empty `value` would be a configuration error; a variable naming nothing unsets it.
+    let reporter = start_console(
+        &bus,
+        &hec,
+        &dir,
+        &[("OPSMESH__REPORTER__APPROVALS__SIGNING_KEY", "")],
+    )
+    .await;
+    let base = format!("http://{}", reporter.addr);
+    let incident = Incident::oom("ml-team-a");
+    publish_awaiting(&bus, &incident).await;
+    eventually("pending approval", Duration::from_secs(10), || async {
+        let (_, body) = get_json(&format!("{base}/api/approvals"), BOB).await;
+        (!body["pending"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let response = client()
+        .post(format!("{base}/api/incidents/{}/approvals", incident.id))
+        .bearer_auth(BOB)
+        .json(&serde_json::json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reporter.approvals.signing_key"),
+        "{problem}"
+    );
+    assert!(incident::approvals(&bus).await.is_empty());
     reporter.stop().await.unwrap();
 }
 

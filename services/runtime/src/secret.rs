@@ -138,8 +138,8 @@ impl<T> Secret<T> {
             Origin::Env => "env",
             Origin::File(_) => "file",
         };
-        let value =
-            parse(&text).map_err(|problem| ConfigError::invalid(format!("{key}.{field}"), problem))?;
+        let value = parse(&text)
+            .map_err(|problem| ConfigError::invalid(format!("{key}.{field}"), problem))?;
         Ok(Some(Self {
             key: key.to_owned(),
             origin,
@@ -187,9 +187,10 @@ impl<T> Secret<T> {
             cache.checked = Instant::now();
             let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
             if modified != cache.modified {
-                match read(path).map_err(|e| e.to_string()).and_then(|(text, modified)| {
-                    (self.parse)(&text).map(|value| (value, modified))
-                }) {
+                match read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(text, modified)| (self.parse)(&text).map(|value| (value, modified)))
+                {
                     Ok((value, modified)) => {
                         cache.value = Arc::new(value);
                         cache.modified = modified;
@@ -243,7 +244,9 @@ mod tests {
             env: Some("HOME".into()),
             file: None,
         };
-        let err = Secret::load("a.key", &source, trimmed).unwrap_err().to_string();
+        let err = Secret::load("a.key", &source, trimmed)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exactly one"), "{err}");
     }
 

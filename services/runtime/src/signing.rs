@@ -129,9 +129,9 @@ impl KeyRing {
         let bytes = STANDARD
             .decode(&signature.value)
             .map_err(|e| SignatureError::Malformed(e.to_string()))?;
-        let bytes: [u8; 64] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| SignatureError::Malformed(format!("{} bytes, not 64", b.len())))?;
+        let bytes: [u8; 64] = bytes.try_into().map_err(|b: Vec<u8>| {
+            SignatureError::Malformed(format!("{} bytes, not 64", b.len()))
+        })?;
         key.verify(message, &ed25519_dalek::Signature::from_bytes(&bytes))
             .map_err(|_| SignatureError::Mismatch(signature.key_id.clone()))
     }
@@ -204,7 +204,10 @@ mod tests {
             ring.verify(b"approve k2", Some(&signature)),
             Err(SignatureError::Mismatch(pair.id().to_owned()))
         );
-        assert_eq!(ring.verify(b"approve k1", None), Err(SignatureError::Missing));
+        assert_eq!(
+            ring.verify(b"approve k1", None),
+            Err(SignatureError::Missing)
+        );
 
         let stranger = KeyPair::generate();
         assert_eq!(
@@ -248,9 +251,12 @@ mod tests {
 
     #[test]
     fn loaders_name_the_key_in_errors() {
-        let err = Signer::load("reporter.approvals.signing_key", &SecretSource::value("nope"))
-            .unwrap_err()
-            .to_string();
+        let err = Signer::load(
+            "reporter.approvals.signing_key",
+            &SecretSource::value("nope"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("`reporter.approvals.signing_key.value`"),
             "{err}"

@@ -1,6 +1,7 @@
 pub mod audit;
 pub mod demo;
 pub mod dlq;
+pub mod keys;
 pub mod mcp;
 pub mod run;
 pub mod scenario;
@@ -18,7 +19,8 @@ pub const LOCAL_SOURCE: &str = "local";
 
 /// Defaults of the single-process modes: in-memory bus, loopback HTTP, HEC to a file unless
 /// a Splunk URL is configured, and an alert source `local` with a fresh signing secret
-/// (written to a private file in the temp directory) unless sources are configured.
+/// (written to a private file in the temp directory) unless sources are configured, and
+/// approval and ledger keys generated at start unless configured.
 pub fn embedded_tree(config: Option<&Path>) -> Result<ConfigTree, ConfigError> {
     let probe = ConfigTree::load(config)?;
     let mut defaults = String::from(
@@ -46,6 +48,9 @@ pub fn embedded_tree(config: Option<&Path>) -> Result<ConfigTree, ConfigError> {
             path.display().to_string()
         ));
     }
+    defaults.push_str(
+        &keys::embedded(&probe, true).map_err(|e| ConfigError::invalid("remediator.ledger", e))?,
+    );
     ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
 }
 

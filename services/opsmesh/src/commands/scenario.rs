@@ -527,7 +527,9 @@ async fn play(
     let server = SimServer::start(sim.clone(), "127.0.0.1:0".parse().expect("address"))
         .map_err(|e| format!("starting the simulator: {e}"))?;
     let files = prepare(scenario, &server).map_err(|e| format!("preparing files: {e}"))?;
-    let tree = ConfigTree::load_layered(Some(&files.toml), config, std::env::vars())
+    let probe = ConfigTree::load(config).map_err(|e| e.to_string())?;
+    let defaults = files.toml.clone() + &super::keys::embedded(&probe, false)?;
+    let tree = ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
         .map_err(|e| e.to_string())?;
     let settings = tree.settings().map_err(|e| e.to_string())?;
     let bus = MemoryBus::new(&settings.bus.memory);

@@ -47,9 +47,10 @@ impl Engine {
                 _ = tick.tick() => false,
                 () = shutdown.cancelled() => true,
             };
-            let pending: Vec<ChainHead> = std::mem::take(&mut *self.heads.lock().expect("heads lock"))
-                .into_values()
-                .collect();
+            let pending: Vec<ChainHead> =
+                std::mem::take(&mut *self.heads.lock().expect("heads lock"))
+                    .into_values()
+                    .collect();
             for chunk in pending.chunks(HEADS_PER_MESSAGE) {
                 let mut envelope = Envelope::new(
                     SOURCE,

@@ -12,7 +12,12 @@ use opsmesh_runtime::signing::Signer;
 
 /// A chain of `n` `planned` records.
 pub fn chain(incident: &str, n: u64) -> Vec<Envelope<Remediation>> {
-    states(incident, &vec![IncidentState::Planned; n as usize], "", None)
+    states(
+        incident,
+        &vec![IncidentState::Planned; n as usize],
+        "",
+        None,
+    )
 }
 
 /// Chains `a` (5 records) and `b` (3), interleaved as a topic would hold them.

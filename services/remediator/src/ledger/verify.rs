@@ -188,9 +188,10 @@ impl Checks<'_> {
                 report.signed += 1;
                 None
             }
-            Err(opsmesh_runtime::signing::SignatureError::Missing) => {
-                Some((BreakKind::Unsigned, "the record carries no signature".into()))
-            }
+            Err(opsmesh_runtime::signing::SignatureError::Missing) => Some((
+                BreakKind::Unsigned,
+                "the record carries no signature".into(),
+            )),
             Err(e) => Some((BreakKind::BadSignature, e.to_string())),
         }
     }
@@ -205,16 +206,19 @@ impl Checks<'_> {
         for envelope in self.heads {
             let heads = &envelope.payload;
             if let Err(e) = keys.verify(&heads_signed_bytes(envelope), heads.signature.as_ref()) {
-                report
-                    .heads_rejected
-                    .push(format!("heads {} from {}: {e}", envelope.id, envelope.source));
+                report.heads_rejected.push(format!(
+                    "heads {} from {}: {e}",
+                    envelope.id, envelope.source
+                ));
                 continue;
             }
             report.heads_checked += 1;
             for head in &heads.heads {
-                let entry = furthest
-                    .entry(head.incident_id.as_str())
-                    .or_insert((head.seq, head.hash.as_str(), envelope.id));
+                let entry = furthest.entry(head.incident_id.as_str()).or_insert((
+                    head.seq,
+                    head.hash.as_str(),
+                    envelope.id,
+                ));
                 if head.seq > entry.0 {
                     *entry = (head.seq, head.hash.as_str(), envelope.id);
                 }
@@ -255,7 +259,10 @@ fn link_problem(envelope: &Envelope<Remediation>, chain: &Chain) -> Option<(Brea
     if computed != link.hash {
         return Some((
             BreakKind::Edited,
-            format!("content hashes to {computed}, the record says {}", link.hash),
+            format!(
+                "content hashes to {computed}, the record says {}",
+                link.hash
+            ),
         ));
     }
     let next = chain.next_seq();

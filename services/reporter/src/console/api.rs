@@ -7,7 +7,6 @@ use opsmesh_proto::approval::ApprovalDecision;
 use opsmesh_runtime::problem::Problem;
 
 use super::{Console, decide_problem, may_decide, unauthorized};
-use crate::approvals;
 
 pub(super) async fn api_list(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     if console.authenticate(&req).is_none() {
@@ -86,16 +85,16 @@ pub(super) async fn api_decide(
         }
     };
     let id = path.into_inner();
-    match approvals::decide(
-        &console.store,
-        &console.publisher,
-        &id,
-        request.idempotency_key.as_deref(),
-        request.decision,
-        &identity.user,
-        request.comment,
-    )
-    .await
+    match console
+        .decider
+        .decide(
+            &id,
+            request.idempotency_key.as_deref(),
+            request.decision,
+            &identity.user,
+            request.comment,
+        )
+        .await
     {
         Ok((envelope, _)) => HttpResponse::Accepted().json(envelope),
         Err(err) => decide_problem(&err).response(),

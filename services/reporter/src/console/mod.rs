@@ -33,7 +33,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::approval::ApprovalDecision;
-use opsmesh_runtime::{ConfigError, Publisher, problem::Problem};
+use opsmesh_runtime::{ConfigError, problem::Problem};
 
 pub use config::ConsoleConfig;
 pub use html::url_encode;
@@ -42,7 +42,7 @@ use session::{CSRF_COOKIE, Keys, SESSION_COOKIE, random_nonce};
 use sessions::{OpenSession, SessionTable};
 
 use crate::{
-    approvals::{self, DecideError},
+    approvals::{DecideError, Decider},
     auth::{Role, TokenSet, bearer, credential_of},
     timeline::IncidentStore,
 };
@@ -73,7 +73,7 @@ pub struct Console {
     sessions: SessionTable,
     logins: LoginLimiter,
     store: Arc<IncidentStore>,
-    publisher: Publisher,
+    decider: Decider,
     /// Ends live streams when the application stops, so the HTTP server drains in time.
     shutdown: CancellationToken,
 }
@@ -88,7 +88,7 @@ impl Console {
     pub fn new(
         config: &ConsoleConfig,
         store: Arc<IncidentStore>,
-        publisher: Publisher,
+        decider: Decider,
         shutdown: CancellationToken,
         registry: &prometheus::Registry,
     ) -> Result<Self, ConfigError> {
@@ -127,7 +127,7 @@ impl Console {
                 registry,
             ),
             store,
-            publisher,
+            decider,
             shutdown,
         })
     }
@@ -599,6 +599,7 @@ fn decide_problem(err: &DecideError) -> Problem {
         | DecideError::AlreadyDecided { .. } => (StatusCode::CONFLICT, "not-awaiting-approval"),
         DecideError::CommentTooLong => (StatusCode::UNPROCESSABLE_ENTITY, "comment-too-long"),
         DecideError::Publish(_) => (StatusCode::SERVICE_UNAVAILABLE, "bus-unavailable"),
+        DecideError::NoSigningKey => (StatusCode::SERVICE_UNAVAILABLE, "approvals-not-configured"),
     };
     let problem = Problem::new(status, slug, "Decision not recorded", err.to_string());
     match err {
@@ -636,16 +637,16 @@ async fn decision_form(
         .at("/decision")
         .response();
     };
-    match approvals::decide(
-        &console.store,
-        &console.publisher,
-        &id,
-        Some(&form.idempotency_key),
-        decision,
-        &identity.user,
-        form.comment.clone(),
-    )
-    .await
+    match console
+        .decider
+        .decide(
+            &id,
+            Some(&form.idempotency_key),
+            decision,
+            &identity.user,
+            form.comment.clone(),
+        )
+        .await
     {
         Ok(_) => see_other(&format!(
             "/console/incidents/{}?decided={}",

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use opsmesh_proto::{
     ActionKind, Envelope, IncidentState, Payload,
     alert::Alert,
-    approval::{Approval, ApprovalDecision},
+    approval::{Approval, ApprovalDecision, signed_bytes},
     diagnosis::Diagnosis,
     ledger::GENESIS,
     remediation::{ActionMode, ActionRecord, Remediation, Verification},
@@ -20,6 +20,7 @@ use opsmesh_proto::{
 use opsmesh_runtime::{
     Bus,
     bus::{MemoryBus, Outgoing},
+    signing::KeyRing,
 };
 
 /// One incident's messages.
@@ -172,6 +173,17 @@ pub fn fake_remediator(
             let approval = Envelope::<Approval>::from_slice(&message.payload).unwrap();
             subscription.store(&message).unwrap();
             if approval.payload.idempotency_key != incident.idempotency_key() {
+                continue;
+            }
+            // As the remediator: only approvals signed by the reporter's key count.
+            let trusted = KeyRing::from_pem(&super::approval_key().public_pem()).unwrap();
+            if trusted
+                .verify(
+                    &signed_bytes(&approval),
+                    approval.payload.signature.as_ref(),
+                )
+                .is_err()
+            {
                 continue;
             }
             seen.push(approval.clone());

@@ -119,6 +119,12 @@ pub struct RunningReporter {
     task: JoinHandle<Result<(), String>>,
 }
 
+/// The key test reporters sign approvals with (the remediator would hold its public half).
+pub fn approval_key() -> &'static opsmesh_runtime::signing::KeyPair {
+    static KEY: std::sync::OnceLock<opsmesh_runtime::signing::KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(opsmesh_runtime::signing::KeyPair::generate)
+}
+
 impl RunningReporter {
     /// Builds it with `launcher::build` (as `opsmesh-reporter` does) on `bus`, configured
     /// for `hec` plus `extra` `OPSMESH__…` variables.
@@ -143,10 +149,23 @@ impl RunningReporter {
             env.push((
                 "OPSMESH__REPORTER__HEC__TOKEN".into(),
                 HecServer::TOKEN.into(),
-            ("OPSMESH__HTTP__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
             ));
         }
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // Every test reporter signs approvals with `approval_key`, unless the test names
+        // another key, or none: `OPSMESH__REPORTER__APPROVALS__SIGNING_KEY` set to "".
+        const SIGNING_KEY: &str = "OPSMESH__REPORTER__APPROVALS__SIGNING_KEY";
+        if !extra.iter().any(|(k, _)| k.starts_with(SIGNING_KEY)) {
+            env.push((
+                format!("{SIGNING_KEY}__VALUE"),
+                approval_key().private_pem(),
+            ));
+        }
+        env.extend(
+            extra
+                .iter()
+                .filter(|(k, v)| !(*k == SIGNING_KEY && v.is_empty()))
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let tree = ConfigTree::load_with_env(file, env).expect("configuration");
         let settings = tree.settings().expect("settings");
         let app = launcher::build(

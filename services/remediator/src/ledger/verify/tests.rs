@@ -86,8 +86,7 @@ fn jsonl_accepts_envelopes_hec_events_and_splunk_raw() {
     let records = chain("a", 3);
     let lines = [
         serde_json::to_string(&records[0]).unwrap(),
-        serde_json::json!({"sourcetype": "opsmesh:remediation", "event": records[1]})
-            .to_string(),
+        serde_json::json!({"sourcetype": "opsmesh:remediation", "event": records[1]}).to_string(),
         serde_json::json!({"_raw": serde_json::json!({"event": records[2]}).to_string()})
             .to_string(),
         serde_json::json!({"schema": "opsmesh.alerts.v1", "payload": {}}).to_string(),
@@ -97,7 +96,6 @@ fn jsonl_accepts_envelopes_hec_events_and_splunk_raw() {
     assert!(verify(&parsed.records).ok());
     assert!(parse_jsonl("{not json").unwrap_err().contains("line 1"));
 }
-
 
 fn keys() -> (Signer, KeyRing) {
     let pair = KeyPair::generate();
@@ -256,8 +254,20 @@ fn comparing_two_copies_names_the_first_difference_per_incident() {
     edited.seal(1, &edited.payload.ledger.prev_hash.clone());
     let differences = compare(("kafka", &kafka), ("splunk", &splunk));
     assert_eq!(differences.len(), 2, "{differences:?}");
-    assert_eq!((differences[0].incident_id.as_str(), differences[0].seq), ("a", 1));
-    assert!(differences[0].detail.contains("splunk has"), "{differences:?}");
-    assert_eq!((differences[1].incident_id.as_str(), differences[1].seq), ("b", 2));
-    assert!(differences[1].detail.starts_with("only kafka"), "{differences:?}");
+    assert_eq!(
+        (differences[0].incident_id.as_str(), differences[0].seq),
+        ("a", 1)
+    );
+    assert!(
+        differences[0].detail.contains("splunk has"),
+        "{differences:?}"
+    );
+    assert_eq!(
+        (differences[1].incident_id.as_str(), differences[1].seq),
+        ("b", 2)
+    );
+    assert!(
+        differences[1].detail.starts_with("only kafka"),
+        "{differences:?}"
+    );
 }
