@@ -113,9 +113,9 @@ pub fn memory_bus() -> MemoryBus {
 pub struct RunningReporter {
     /// The reporter's own endpoints (console, MCP).
     pub addr: SocketAddr,
-    stop: CancellationToken,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub admin: SocketAddr,
+    stop: CancellationToken,
     task: JoinHandle<Result<(), String>>,
 }
 
@@ -142,6 +142,7 @@ impl RunningReporter {
         let mut env: Vec<(String, String)> = vec![
             ("OPSMESH__BUS__KIND".into(), "memory".into()),
             ("OPSMESH__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("OPSMESH__HTTP__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
             ("OPSMESH__HTTP__WORKERS".into(), "1".into()),
             ("OPSMESH__REPORTER__HEC__URL".into(), hec.url().into()),
         ];
@@ -177,6 +178,7 @@ impl RunningReporter {
         .await
         .expect("reporter builds");
         let addr = app.local_addr();
+        let admin = app.admin_addr();
         let stop = app.shutdown_token();
         let task =
             tokio::spawn(async move { app.run_until_stopped().await.map_err(|e| e.to_string()) });
@@ -203,7 +205,6 @@ impl RunningReporter {
     pub async fn readyz(&self) -> (u16, Value) {
         let response = reqwest::get(format!("http://{}/readyz", self.admin))
             .await
-        let admin = app.admin_addr();
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
