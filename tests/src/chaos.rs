@@ -641,8 +641,13 @@ fn judge(
 
 /// `opsmesh audit verify` over the ledger topic, as an operator runs it.
 fn audit(brokers: &str) -> (bool, String) {
+    // Every record must carry the remediator's signature, and every signed chain head must
+    // still be in its chain.
+    let keys = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(keys.path(), crate::keys::keys().ledger.public_pem()).expect("key file");
     let output = std::process::Command::new(crate::binary("opsmesh"))
-        .args(["audit", "verify"])
+        .args(["audit", "verify", "--keys"])
+        .arg(keys.path())
         .env("OPSMESH__BUS__KIND", "kafka")
         .env("OPSMESH__BUS__KAFKA__BROKERS", brokers)
         .output()

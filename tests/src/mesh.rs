@@ -64,9 +64,11 @@ pub fn indexed_ids(hec: &HecServer) -> Vec<String> {
         .collect()
 }
 
-/// Environment every service of a test mesh gets.
+/// Environment every service of a test mesh gets (with the test process's approval and
+/// ledger keys, see [`crate::keys`]).
 pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)> {
-    vec![
+    let keys = crate::keys::keys();
+    let mut env = vec![
         ("OPSMESH__CLUSTER", "test-cluster".into()),
         ("OPSMESH__BUS__KIND", "kafka".into()),
         ("OPSMESH__BUS__KAFKA__BROKERS", broker.address()),
@@ -93,7 +95,10 @@ pub fn base_env(broker: &Broker, hec: &HecServer) -> Vec<(&'static str, String)>
             "OPSMESH__RECEIVER__SOURCES__SPLUNK__RATE_LIMIT_BURST",
             "10000".into(),
         ),
-    ]
+    ];
+    env.extend(keys.remediator_env());
+    env.extend(keys.reporter_env());
+    env
 }
 
 /// Signing secret of the `splunk` source of test meshes.

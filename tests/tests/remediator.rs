@@ -30,9 +30,7 @@ use opsmesh_sim::{
     Clock, Rbac, RbacRule, RequestRecord, Scenario, SimConfig, SimServer, Simulator,
     resources::INFERENCE_SERVICES,
 };
-use opsmesh_tests::{
-    broker::Broker, eventually, keys::keys, mesh::SESSION_TIMEOUT, process::Service,
-};
+use opsmesh_tests::{broker::Broker, eventually, keys, mesh::SESSION_TIMEOUT, process::Service};
 
 const LIMIT: Duration = Duration::from_secs(120);
 /// Virtual seconds per wall second: a pod starts in 0.5 s, an OOM loop turns every second.
@@ -47,6 +45,7 @@ const ALLOWED_NAMESPACES: (&str, &str) = (
 /// Replica settings of most tests: fast verification, limits out of the way.
 const FAST_REPLICA: &[(&str, &str)] = &[
     ALLOWED_NAMESPACES,
+    ("OPSMESH__REMEDIATOR__LEDGER__HEADS_INTERVAL", "1s"),
     ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "20"),
     ("OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL", "500ms"),
     ("OPSMESH__REMEDIATOR__POLICY__RATE_LIMIT__GLOBAL", "1000"),
@@ -128,7 +127,7 @@ impl Rig {
                 kubeconfig.display().to_string(),
             ),
         ];
-        env.extend(keys().remediator_env());
+        env.extend(keys::keys().remediator_env());
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let name = format!("remediator-{}", self.replicas.len());
         let mut replica = Service::new(
@@ -530,8 +529,66 @@ async fn two_replicas_and_a_sigkill_mutate_each_target_exactly_once() {
     }
     let report = opsmesh_remediator::ledger::verify(&ledger.records);
     assert!(report.ok(), "the hash chains hold: {:?}", report.breaks);
+    audit_matches_an_export(&rig, &ledger, &incidents[0]).await;
     eprintln!(
         "{applied_at_kill} of {INCIDENTS} patches before the kill; {redelivered} diagnoses delivered again"
+    );
+}
+
+/// `opsmesh audit verify --keys … --kafka --file …`, as an auditor runs it: every record of
+/// both replicas (one SIGKILLed) is signed, the signed chain heads hold, and an export (HEC
+/// events, as Splunk holds them) that lost `incident`'s last record is named as different.
+async fn audit_matches_an_export(rig: &Rig, ledger: &LedgerReader, incident: &str) {
+    let keys = rig.dir.path().join("ledger.pub.pem");
+    std::fs::write(&keys, keys::keys().ledger.public_pem()).unwrap();
+    let export = |records: &[&Envelope<Remediation>]| {
+        let path = rig.dir.path().join("export.jsonl");
+        let lines: Vec<String> = records
+            .iter()
+            .map(|r| json!({"sourcetype": "opsmesh:remediation", "event": r}).to_string())
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    };
+    let audit = |file: &std::path::Path| {
+        let output = std::process::Command::new(opsmesh_tests::binary("opsmesh"))
+            .args(["audit", "verify", "--kafka", "--keys"])
+            .arg(&keys)
+            .arg("--file")
+            .arg(file)
+            .env("OPSMESH__BUS__KIND", "kafka")
+            .env("OPSMESH__BUS__KAFKA__BROKERS", rig.broker.address())
+            .output()
+            .expect("opsmesh audit verify runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), text)
+    };
+    // The last heads go out within a second of the last record.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all: Vec<&Envelope<Remediation>> = ledger.records.iter().collect();
+    let (ok, text) = audit(&export(&all));
+    assert!(ok, "{text}");
+    assert!(text.contains("kafka: OK"), "{text}");
+    assert!(
+        !text.contains(" 0 signed head message(s)"),
+        "heads were checked: {text}"
+    );
+    let last = ledger.incident(incident).len() as u64 - 1;
+    let lossy: Vec<&Envelope<Remediation>> = all
+        .into_iter()
+        .filter(|r| !(r.incident_id.as_deref() == Some(incident) && r.payload.ledger.seq == last))
+        .collect();
+    let (ok, text) = audit(&export(&lossy));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "DIFFERENT incident {incident} from seq {last}: only kafka"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("file: BROKEN"),
+        "the export alone is cut short: {text}"
     );
 }
 
@@ -583,7 +640,7 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
     };
     let approval = |approver: &str| {
         let mut envelope = unsigned(approver);
-        keys().sign_approval(&mut envelope);
+        keys::keys().sign_approval(&mut envelope);
         envelope.to_vec()
     };
 
@@ -597,7 +654,7 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
     rig.publish(topics::APPROVALS, &incident, forged.to_vec())
         .await;
     let mut edited = unsigned("carol@example.com");
-    keys().sign_approval(&mut edited);
+    keys::keys().sign_approval(&mut edited);
     edited.payload.approver = "mallory".into();
     rig.publish(topics::APPROVALS, &incident, edited.to_vec())
         .await;
@@ -971,7 +1028,7 @@ fn approval(incident: &str, key: &str) -> Vec<u8> {
             signature: None,
         },
     );
-    keys().sign_approval(&mut envelope);
+    keys::keys().sign_approval(&mut envelope);
     envelope.to_vec()
 }
 
