@@ -2,6 +2,10 @@
 //! Secret, re-read when it changes so rotation needs no restart) or an environment variable.
 //! The value is parsed once per change and never printed: `Debug` shows where it comes from,
 //! not what it is.
+//!
+//! A secret is configured either as a table (`signing_key.file = "…"`) or, where a section
+//! predates this module, as flat sibling keys (`token`, `token_file`, `token_env`): see
+//! [`SecretSource::from_fields`].
 
 use std::{
     fmt,
@@ -13,6 +17,30 @@ use std::{
 use serde::Deserialize;
 
 use crate::ConfigError;
+
+/// A secret written into the configuration itself (tests, demos: it lands in config files and
+/// process listings); `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct InlineSecret(String);
+
+impl InlineSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+}
+
+impl From<&str> for InlineSecret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+impl fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// Where a secret comes from, as written in configuration: exactly one of `value`, `file`
 /// or `env`.
@@ -28,6 +56,10 @@ pub struct SecretSource {
     /// Environment variable holding the secret (read once, at start).
     #[serde(default)]
     pub env: Option<String>,
+    /// Configured as flat sibling keys (`<key>`, `<key>_file`, `<key>_env`) rather than as a
+    /// table (`<key>.value`, `<key>.file`, `<key>.env`): how errors name them.
+    #[serde(skip)]
+    flat: bool,
 }
 
 impl fmt::Debug for SecretSource {
@@ -55,9 +87,95 @@ impl SecretSource {
         }
     }
 
-    pub fn is_set(&self) -> bool {
-        self.value.is_some() || self.file.is_some() || self.env.is_some()
+    /// A secret configured as flat sibling keys of a section: `<key>` (inline), `<key>_file`
+    /// and `<key>_env`, e.g. `remediator.argocd.token` and `remediator.argocd.token_file`.
+    /// Errors of [`Secret::load`] then name those keys. A section without one of the three
+    /// passes `None` for it.
+    pub fn from_fields(
+        value: Option<&InlineSecret>,
+        file: Option<&Path>,
+        env: Option<&str>,
+    ) -> Self {
+        Self {
+            value: value.map(|v| v.0.clone()),
+            file: file.map(Path::to_owned),
+            env: env.map(str::to_owned),
+            flat: true,
+        }
     }
+
+    pub fn is_set(&self) -> bool {
+        self.given() > 0
+    }
+
+    /// How many of the sources are set (more than one is a configuration error).
+    pub fn given(&self) -> usize {
+        [
+            self.value.is_some(),
+            self.file.is_some(),
+            self.env.is_some(),
+        ]
+        .into_iter()
+        .filter(|set| *set)
+        .count()
+    }
+
+    /// The configuration key of one source of the secret configured at `key`.
+    fn key_of(&self, key: &str, field: Field) -> String {
+        match (self.flat, field) {
+            (false, Field::Value) => format!("{key}.value"),
+            (false, Field::File) => format!("{key}.file"),
+            (false, Field::Env) => format!("{key}.env"),
+            (true, Field::Value) => key.to_owned(),
+            (true, Field::File) => format!("{key}_file"),
+            (true, Field::Env) => format!("{key}_env"),
+        }
+    }
+
+    fn missing(&self) -> &'static str {
+        if self.flat {
+            // The section knows which of `<key>_file` / `<key>_env` it has.
+            "required"
+        } else {
+            "required: set `file`, `env` or `value`"
+        }
+    }
+
+    /// Why more than one source is an error, naming the sources as configured.
+    fn conflict(&self, key: &str) -> String {
+        if !self.flat {
+            return "set exactly one of `value`, `file` and `env`".into();
+        }
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let given: Vec<String> = [
+            (self.value.is_some(), Field::Value),
+            (self.file.is_some(), Field::File),
+            (self.env.is_some(), Field::Env),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, field)| format!("`{}`", self.key_of(name, field)))
+        .collect();
+        format!("set only one of {}", given.join(", "))
+    }
+}
+
+/// The three places a secret can come from.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Value,
+    File,
+    Env,
+}
+
+/// The usual parser of a token or password kept as text: surrounding whitespace (a file's
+/// final newline) is not part of it, and an empty one is refused.
+pub fn trimmed(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// How often, at most, a secret file's modification time is looked at.
@@ -102,44 +220,35 @@ impl<T> Secret<T> {
         source: &SecretSource,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<Option<Self>, ConfigError> {
-        let given = [
-            source.value.is_some(),
-            source.file.is_some(),
-            source.env.is_some(),
-        ];
-        match given.iter().filter(|g| **g).count() {
+        match source.given() {
             0 => return Ok(None),
             1 => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    key,
-                    "set exactly one of `value`, `file` and `env`",
-                ));
-            }
+            _ => return Err(ConfigError::invalid(key, source.conflict(key))),
         }
         let (origin, text, modified) = if let Some(value) = &source.value {
             (Origin::Value, value.clone(), None)
         } else if let Some(var) = &source.env {
             let text = std::env::var(var).map_err(|_| {
                 ConfigError::invalid(
-                    format!("{key}.env"),
+                    source.key_of(key, Field::Env),
                     format!("environment variable {var} is not set"),
                 )
             })?;
             (Origin::Env, text, None)
         } else {
             let path = source.file.clone().expect("one source is set");
-            let (text, modified) = read(&path)
-                .map_err(|e| ConfigError::invalid(format!("{key}.file"), e.to_string()))?;
+            let (text, modified) = read(&path).map_err(|e| {
+                ConfigError::invalid(source.key_of(key, Field::File), e.to_string())
+            })?;
             (Origin::File(path), text, modified)
         };
         let field = match origin {
-            Origin::Value => "value",
-            Origin::Env => "env",
-            Origin::File(_) => "file",
+            Origin::Value => Field::Value,
+            Origin::Env => Field::Env,
+            Origin::File(_) => Field::File,
         };
         let value = parse(&text)
-            .map_err(|problem| ConfigError::invalid(format!("{key}.{field}"), problem))?;
+            .map_err(|problem| ConfigError::invalid(source.key_of(key, field), problem))?;
         Ok(Some(Self {
             key: key.to_owned(),
             origin,
@@ -172,8 +281,7 @@ impl<T> Secret<T> {
         source: &SecretSource,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<Self, ConfigError> {
-        Self::load(key, source, parse)?
-            .ok_or_else(|| ConfigError::invalid(key, "required: set `file`, `env` or `value`"))
+        Self::load(key, source, parse)?.ok_or_else(|| ConfigError::invalid(key, source.missing()))
     }
 
     /// The current value. A file is re-read when its modification time changed; a file that
@@ -219,14 +327,6 @@ fn read(path: &Path) -> std::io::Result<(String, Option<SystemTime>)> {
 mod tests {
     use super::*;
 
-    fn trimmed(text: &str) -> Result<String, String> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err("is empty".into());
-        }
-        Ok(t.to_owned())
-    }
-
     #[test]
     fn nothing_configured_is_none_and_require_names_the_key() {
         let none = Secret::load("a.key", &SecretSource::default(), trimmed).unwrap();
@@ -242,7 +342,7 @@ mod tests {
         let source = SecretSource {
             value: Some("x".into()),
             env: Some("HOME".into()),
-            file: None,
+            ..SecretSource::default()
         };
         let err = Secret::load("a.key", &source, trimmed)
             .unwrap_err()
@@ -272,6 +372,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`a.key.env`"), "{err}");
+    }
+
+    #[test]
+    fn flat_sibling_keys_are_named_as_configured() {
+        let inline = InlineSecret::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let both = SecretSource::from_fields(Some(&inline), Some(&missing), None);
+        let err = Secret::load("remediator.argocd.token", &both, trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`remediator.argocd.token`: set only one of `token`, `token_file`"),
+            "{err}"
+        );
+        let file = SecretSource::from_fields(None, Some(&missing), None);
+        let err = Secret::load("remediator.argocd.token", &file, trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`remediator.argocd.token_file`: "), "{err}");
+        assert!(err.contains("missing"), "{err}");
+        let env = SecretSource::from_fields(None, None, Some("OPSMESH_TEST_SURELY_UNSET_VARIABLE"));
+        let err = Secret::load("bus.kafka.security.sasl.password", &env, trimmed)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`bus.kafka.security.sasl.password_env`: environment variable"),
+            "{err}"
+        );
+        let empty = InlineSecret::new(" \n");
+        let err = Secret::load(
+            "reporter.hec.token",
+            &SecretSource::from_fields(Some(&empty), None, None),
+            trimmed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`reporter.hec.token`: is empty"), "{err}");
+        assert!(
+            Secret::load(
+                "a.token",
+                &SecretSource::from_fields(None, None, None),
+                trimmed
+            )
+            .unwrap()
+            .is_none()
+        );
+        assert_eq!(format!("{inline:?}"), "<redacted>");
     }
 
     #[test]

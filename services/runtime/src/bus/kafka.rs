@@ -7,9 +7,7 @@ mod group;
 mod security;
 
 pub use admin::TopicDescription;
-pub use security::{
-    InlineSecret, KafkaSecurity, SaslMechanism, SaslSettings, SecurityProtocol, TlsSettings,
-};
+pub use security::{KafkaSecurity, SaslMechanism, SaslSettings, SecurityProtocol, TlsSettings};
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 

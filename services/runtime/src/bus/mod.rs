@@ -17,8 +17,8 @@ pub use consumer::{
     ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
 };
 pub use kafka::{
-    InlineSecret, KafkaBus, KafkaSecurity, KafkaSettings, SaslMechanism, SaslSettings,
-    SecurityProtocol, TlsSettings, TopicDescription,
+    KafkaBus, KafkaSecurity, KafkaSettings, SaslMechanism, SaslSettings, SecurityProtocol,
+    TlsSettings, TopicDescription,
 };
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;

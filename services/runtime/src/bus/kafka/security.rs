@@ -1,8 +1,9 @@
 //! How opsmesh authenticates to Kafka (`bus.kafka.security`): typed settings for TLS
 //! (server verification, mTLS) and SASL (PLAIN, SCRAM), checked at start with errors that
 //! name the key, and mapped onto librdkafka's properties. Secrets (the SASL password, the
-//! private key's password) come from a file or an environment variable, are read when the
-//! client is built and never appear in `Debug` output or logs.
+//! private key's password) come from a file or an environment variable through
+//! [`crate::secret`], are read when the client is built (librdkafka keeps what it was given:
+//! a rotated password takes a restart) and never appear in `Debug` output or logs.
 
 use std::{
     fmt,
@@ -11,7 +12,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::{
+    config::ConfigError,
+    secret::{InlineSecret, Secret, SecretSource},
+};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -61,23 +65,6 @@ impl SaslMechanism {
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
         }
-    }
-}
-
-/// A secret written into the configuration itself; shown as `<redacted>`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct InlineSecret(String);
-
-impl InlineSecret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-}
-
-impl fmt::Debug for InlineSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -136,6 +123,28 @@ pub struct SaslSettings {
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
     pub password_env: Option<String>,
+}
+
+impl TlsSettings {
+    /// `key_password`, `key_password_file` or `key_password_env`.
+    fn key_password_source(&self) -> SecretSource {
+        SecretSource::from_fields(
+            self.key_password.as_ref(),
+            self.key_password_file.as_deref(),
+            self.key_password_env.as_deref(),
+        )
+    }
+}
+
+impl SaslSettings {
+    /// `password`, `password_file` or `password_env`.
+    fn password_source(&self) -> SecretSource {
+        SecretSource::from_fields(
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+            self.password_env.as_deref(),
+        )
+    }
 }
 
 /// librdkafka properties the typed settings own: setting them in `bus.kafka.client` as well
@@ -238,11 +247,7 @@ impl KafkaSecurity {
             }
             _ => {}
         }
-        let key_passwords = count_sources(
-            tls.key_password.is_some(),
-            tls.key_password_file.is_some(),
-            tls.key_password_env.is_some(),
-        );
+        let key_passwords = tls.key_password_source().given();
         if key_passwords > 1 {
             return Err(ConfigError::invalid(
                 key("tls.key_password"),
@@ -256,13 +261,8 @@ impl KafkaSecurity {
             ));
         }
 
-        let sasl_set = sasl.mechanism.is_some()
-            || sasl.username.is_some()
-            || count_sources(
-                sasl.password.is_some(),
-                sasl.password_file.is_some(),
-                sasl.password_env.is_some(),
-            ) > 0;
+        let sasl_set =
+            sasl.mechanism.is_some() || sasl.username.is_some() || sasl.password_source().is_set();
         if !self.protocol.uses_sasl() {
             if sasl_set {
                 return Err(ConfigError::invalid(
@@ -290,11 +290,7 @@ impl KafkaSecurity {
                 format!("required with sasl.mechanism {}", mechanism.librdkafka()),
             ));
         }
-        match count_sources(
-            sasl.password.is_some(),
-            sasl.password_file.is_some(),
-            sasl.password_env.is_some(),
-        ) {
+        match sasl.password_source().given() {
             0 => Err(ConfigError::invalid(
                 key("sasl.password_file"),
                 "required with sasl.mechanism: set one of password_file, password_env (or, for tests, password)",
@@ -327,16 +323,14 @@ impl KafkaSecurity {
                     .map(|p| path("ssl.certificate.location", p)),
             );
             properties.extend(tls.key_file.as_deref().map(|p| path("ssl.key.location", p)));
-            if let Some(value) = read_secret(
-                &format!("{prefix}.tls"),
-                "key_password",
-                &tls.key_password,
-                &tls.key_password_file,
-                &tls.key_password_env,
+            if let Some(value) = Secret::load(
+                &format!("{prefix}.tls.key_password"),
+                &tls.key_password_source(),
+                password,
             )? {
                 properties.push(Property {
                     name: "ssl.key.password",
-                    value,
+                    value: value.get().to_string(),
                     secret: true,
                 });
             }
@@ -357,26 +351,20 @@ impl KafkaSecurity {
             if let Some(username) = &sasl.username {
                 properties.push(plain("sasl.username", username));
             }
-            if let Some(value) = read_secret(
-                &format!("{prefix}.sasl"),
-                "password",
-                &sasl.password,
-                &sasl.password_file,
-                &sasl.password_env,
+            if let Some(value) = Secret::load(
+                &format!("{prefix}.sasl.password"),
+                &sasl.password_source(),
+                password,
             )? {
                 properties.push(Property {
                     name: "sasl.password",
-                    value,
+                    value: value.get().to_string(),
                     secret: true,
                 });
             }
         }
         Ok(properties)
     }
-}
-
-fn count_sources(inline: bool, file: bool, env: bool) -> usize {
-    [inline, file, env].into_iter().filter(|set| *set).count()
 }
 
 fn require_file(key: &str, path: &Path) -> Result<(), ConfigError> {
@@ -393,45 +381,17 @@ fn require_file(key: &str, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
-/// The secret `<section>.<name>` from whichever of its sources is set; one trailing newline
-/// (as `echo` and most secret stores write) is not part of it.
-fn read_secret(
-    section: &str,
-    name: &str,
-    inline: &Option<InlineSecret>,
-    file: &Option<PathBuf>,
-    env: &Option<String>,
-) -> Result<Option<String>, ConfigError> {
-    let value = if let Some(InlineSecret(value)) = inline {
-        value.clone()
-    } else if let Some(path) = file {
-        std::fs::read_to_string(path).map_err(|err| {
-            ConfigError::invalid(
-                format!("{section}.{name}_file"),
-                format!("cannot read {}: {err}", path.display()),
-            )
-        })?
-    } else if let Some(var) = env {
-        std::env::var(var).map_err(|_| {
-            ConfigError::invalid(
-                format!("{section}.{name}_env"),
-                format!("environment variable {var} is not set (or not UTF-8)"),
-            )
-        })?
-    } else {
-        return Ok(None);
-    };
-    let value = value
+/// A password as a secret store writes it: one trailing newline (as `echo` and most stores
+/// write) is not part of it, other whitespace is.
+fn password(text: &str) -> Result<String, String> {
+    let value = text
         .strip_suffix('\n')
         .map(|v| v.strip_suffix('\r').unwrap_or(v))
-        .unwrap_or(&value);
+        .unwrap_or(text);
     if value.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{section}.{name}"),
-            "is empty",
-        ));
+        return Err("is empty".into());
     }
-    Ok(Some(value.to_owned()))
+    Ok(value.to_owned())
 }
 
 #[cfg(test)]
