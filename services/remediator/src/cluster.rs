@@ -14,6 +14,7 @@ use kube::{
 use serde_json::{Value, json};
 
 use opsmesh_proto::{ActionKind, Target, quantity::parse_bytes, remediation::ActionRecord};
+use opsmesh_runtime::secret::Secret;
 
 use crate::{plan::valid_image, policy::OBSERVED_NAMESPACES};
 
@@ -56,7 +57,8 @@ pub struct Health {
 struct ArgoCd {
     http: reqwest::Client,
     url: String,
-    token: String,
+    /// Read at each request: a rotated token file is used without a restart.
+    token: Secret<String>,
 }
 
 /// The remediator's hands: a Kubernetes client and an ArgoCD client.
@@ -89,7 +91,7 @@ pub type Observed = BTreeMap<String, Value>;
 impl Cluster {
     pub fn new(
         kube: Option<Client>,
-        argocd: Option<(String, String)>,
+        argocd: Option<(String, Secret<String>)>,
         field_manager: String,
         timeout: Duration,
     ) -> Result<Self, String> {
@@ -386,7 +388,7 @@ impl Cluster {
                 let response = argo
                     .http
                     .post(&url)
-                    .bearer_auth(&argo.token)
+                    .bearer_auth(argo.token.get().as_str())
                     .json(&body)
                     .send()
                     .await
@@ -681,7 +683,7 @@ impl Cluster {
         let response = argo
             .http
             .get(format!("{}/api/v1/applications/{name}", argo.url))
-            .bearer_auth(&argo.token)
+            .bearer_auth(argo.token.get().as_str())
             .send()
             .await
             .map_err(|e| ActError::Transient(format!("argocd get {name}: {e}")))?;

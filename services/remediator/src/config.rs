@@ -6,7 +6,10 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use opsmesh_proto::{ActionKind, quantity::parse_bytes, remediation::ActionMode};
-use opsmesh_runtime::{ConfigError, Validate, secret::SecretSource};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{InlineSecret, SecretSource},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -73,21 +76,15 @@ pub struct ArgoCdConfig {
     /// ArgoCD API base URL (`https://argocd.example.com`); unset: `argocd_sync` is refused.
     pub url: Option<String>,
     /// Bearer token (prefer `token_file`).
-    pub token: Option<String>,
+    pub token: Option<InlineSecret>,
+    /// File holding the bearer token (a mounted Secret), re-read when it changes.
     pub token_file: Option<PathBuf>,
 }
 
 impl ArgoCdConfig {
-    pub fn token(&self) -> Result<Option<String>, String> {
-        if let Some(t) = &self.token {
-            return Ok(Some(t.trim().to_owned()));
-        }
-        match &self.token_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map(|t| Some(t.trim().to_owned()))
-                .map_err(|e| format!("{}: {e}", f.display())),
-            None => Ok(None),
-        }
+    /// `token` or `token_file`.
+    pub fn token_source(&self) -> SecretSource {
+        SecretSource::from_fields(self.token.as_ref(), self.token_file.as_deref(), None)
     }
 }
 

@@ -45,6 +45,7 @@ use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
     StartError,
     bus::{PartitionBarrier, Pending, TopicFollower},
+    secret::{self, Secret},
 };
 
 pub use config::RemediatorConfig;
@@ -163,7 +164,11 @@ impl Remediator {
         let kube = kube_client(&config).await?;
         let argocd = match (
             &config.argocd.url,
-            config.argocd.token().map_err(start_error)?,
+            Secret::load(
+                &format!("{}.argocd.token", SERVICE.section),
+                &config.argocd.token_source(),
+                secret::trimmed,
+            )?,
         ) {
             (Some(url), Some(token)) => Some((url.clone(), token)),
             (Some(_), None) => {
