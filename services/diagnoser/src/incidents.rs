@@ -6,7 +6,7 @@
 //! so a restarted or newly assigned replica rebuilds it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Mutex,
     time::Duration,
 };
@@ -20,7 +20,11 @@ use opsmesh_proto::{
     incident::{IncidentRecord, IncidentStatus},
 };
 
-use crate::rules::Finding;
+use crate::{rules::Finding, tables::TableMetrics};
+
+/// Incidents (open and recently closed fingerprints) kept by default: weeks of alerts from a
+/// large estate. Each is a few hundred bytes.
+pub const DEFAULT_MAX_INCIDENTS: usize = 100_000;
 
 /// What an alert means for incidents.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +39,11 @@ pub enum Decision {
     /// Nothing to record: a clear for nothing open, or the opening alert of a closed incident
     /// delivered again.
     Ignore,
+    /// A new incident, but the table is at its capacity and holds only open incidents, none
+    /// of which may be forgotten (its outcome would be lost, and its next alert would open a
+    /// second incident): the alert is refused (the caller dead-letters it, where it stays
+    /// visible and can be replayed).
+    Full,
 }
 
 /// When an alert happened, for every incident decision about it.
@@ -67,20 +76,54 @@ pub struct Incidents {
     /// The quiet period after a close.
     cooldown: chrono::Duration,
     related_window: chrono::Duration,
+    /// Fingerprints held at most.
+    capacity: usize,
+    metrics: TableMetrics,
     state: Mutex<State>,
 }
 
 /// Every fingerprint's latest record, and the open ones indexed by target and by incident id
-/// (asked about on every alert and every outcome: no scan over every incident ever seen).
+/// (asked about on every alert and every outcome: no scan over every incident ever seen), the
+/// closed ones by close time (the oldest is forgotten first when the table is full).
 #[derive(Default)]
 struct State {
     by_fingerprint: HashMap<String, IncidentRecord>,
     open_by_target: HashMap<String, HashSet<String>>,
     open_by_incident: HashMap<String, String>,
+    closed_by_age: BTreeSet<(DateTime<Utc>, String)>,
+    /// Whether a closed incident was ever forgotten: from then on a fingerprint without a
+    /// record may have had incidents, so its new incident gets an id that cannot repeat one.
+    forgot_any: bool,
+}
+
+/// When a closed record was closed (its last alert for records that did not say).
+fn closed_at(record: &IncidentRecord) -> DateTime<Utc> {
+    record.closed_at.unwrap_or(record.last_alert_at)
 }
 
 impl State {
-    fn insert(&mut self, record: IncidentRecord) {
+    /// Whether a record for a fingerprint not held yet can be stored.
+    fn has_room(&self, capacity: usize) -> bool {
+        self.by_fingerprint.len() < capacity || !self.closed_by_age.is_empty()
+    }
+
+    /// Stores `record` as its fingerprint's latest, first forgetting the longest-closed
+    /// incident if the table is full; `false` (nothing stored) when only open incidents are
+    /// left to forget.
+    fn insert(&mut self, record: IncidentRecord, capacity: usize, metrics: &TableMetrics) -> bool {
+        if !self.by_fingerprint.contains_key(&record.fingerprint) {
+            if !self.has_room(capacity) {
+                return false;
+            }
+            while self.by_fingerprint.len() >= capacity {
+                let Some((_, fingerprint)) = self.closed_by_age.pop_first() else {
+                    break;
+                };
+                self.by_fingerprint.remove(&fingerprint);
+                self.forgot_any = true;
+                metrics.evictions.inc();
+            }
+        }
         if let Some(old) = self.by_fingerprint.get(&record.fingerprint) {
             if let Some(target) = &old.target
                 && let Some(fingerprints) = self.open_by_target.get_mut(target)
@@ -91,6 +134,8 @@ impl State {
                 }
             }
             self.open_by_incident.remove(&old.incident_id);
+            self.closed_by_age
+                .remove(&(closed_at(old), old.fingerprint.clone()));
         }
         if record.status.is_open() {
             if let Some(target) = &record.target {
@@ -101,18 +146,30 @@ impl State {
             }
             self.open_by_incident
                 .insert(record.incident_id.clone(), record.fingerprint.clone());
+        } else {
+            self.closed_by_age
+                .insert((closed_at(&record), record.fingerprint.clone()));
         }
         self.by_fingerprint
             .insert(record.fingerprint.clone(), record);
+        metrics.entries.set(self.by_fingerprint.len() as i64);
+        true
     }
 }
 
 impl Incidents {
-    pub fn new(cooldown: Duration, related_window: Duration) -> Self {
+    pub fn new(
+        cooldown: Duration,
+        related_window: Duration,
+        capacity: usize,
+        metrics: TableMetrics,
+    ) -> Self {
         Self {
             cooldown: chrono::Duration::from_std(cooldown).unwrap_or(chrono::Duration::minutes(30)),
             related_window: chrono::Duration::from_std(related_window)
                 .unwrap_or(chrono::Duration::minutes(15)),
+            capacity: capacity.max(1),
+            metrics,
             state: Mutex::new(State::default()),
         }
     }
@@ -141,7 +198,21 @@ impl Incidents {
             .get(&record.fingerprint)
             .is_none_or(|have| rank(&record) >= rank(have))
         {
-            state.insert(record);
+            self.store(&mut state, record);
+        }
+    }
+
+    /// Stores a record, counting and logging one that does not fit.
+    fn store(&self, state: &mut State, record: IncidentRecord) {
+        let (fingerprint, incident) = (record.fingerprint.clone(), record.incident_id.clone());
+        if !state.insert(record, self.capacity, &self.metrics) {
+            self.metrics.refused.inc();
+            tracing::warn!(
+                %fingerprint,
+                %incident,
+                capacity = self.capacity,
+                "incident table full of open incidents (diagnoser.max_incidents): record not kept"
+            );
         }
     }
 
@@ -198,13 +269,24 @@ impl Incidents {
         {
             return Decision::Attach(attached(record, now));
         }
+        if previous.is_none() && !state.has_room(self.capacity) {
+            self.metrics.refused.inc();
+            tracing::warn!(
+                fingerprint = %alert.fingerprint,
+                capacity = self.capacity,
+                "incident table full of open incidents (diagnoser.max_incidents): alert refused"
+            );
+            return Decision::Full;
+        }
         let generation = previous.map_or(1, |r| r.generation + 1);
         Decision::Open(IncidentRecord {
             fingerprint: alert.fingerprint.clone(),
-            incident_id: if generation == 1 {
-                alert.fingerprint.clone()
-            } else {
-                format!("{}-{generation}", alert.fingerprint)
+            incident_id: match (generation, state.forgot_any) {
+                // Its earlier incidents may have been forgotten: `fingerprint` itself may
+                // already name one (the remediator would take this one as decided).
+                (1, true) => format!("{}-{}", alert.fingerprint, alert_id.simple()),
+                (1, false) => alert.fingerprint.clone(),
+                _ => format!("{}-{generation}", alert.fingerprint),
             },
             generation,
             status: IncidentStatus::Open,
@@ -221,7 +303,7 @@ impl Incidents {
 
     /// Makes a published record the current state.
     pub fn apply(&self, record: IncidentRecord) {
-        self.state().insert(record);
+        self.store(&mut self.state(), record);
     }
 
     /// The open incident with this id, closed with the outcome of the remediator's terminal
@@ -388,7 +470,158 @@ mod tests {
     }
 
     fn incidents() -> Incidents {
-        Incidents::new(Duration::from_secs(1800), Duration::from_secs(900))
+        bounded(DEFAULT_MAX_INCIDENTS).0
+    }
+
+    /// A table of `capacity` incidents, and its metrics.
+    fn bounded(capacity: usize) -> (Incidents, TableMetrics) {
+        let metrics =
+            crate::tables::DiagnoserMetrics::new(&prometheus::Registry::new()).table("incidents");
+        let incidents = Incidents::new(
+            Duration::from_secs(1800),
+            Duration::from_secs(900),
+            capacity,
+            metrics.clone(),
+        );
+        (incidents, metrics)
+    }
+
+    /// Closes the open incident of `fingerprint` at `at` and applies it.
+    fn close(incidents: &Incidents, fingerprint: &str, at: DateTime<Utc>) {
+        let id = incidents.state().by_fingerprint[fingerprint]
+            .incident_id
+            .clone();
+        let record = incidents.close(&id, IncidentState::Resolved, at).unwrap();
+        incidents.apply(record);
+    }
+
+    #[test]
+    fn a_flood_of_fingerprints_stays_within_the_capacity_and_open_incidents_survive() {
+        let (incidents, metrics) = bounded(100);
+        // Still open when the flood comes: must never be forgotten.
+        let kept = open(&incidents, "fp-still-open", t0());
+        for i in 0..10_000 {
+            let at = t0() + chrono::Duration::seconds(i);
+            let fingerprint = format!("fp-{i}");
+            incidents.apply(
+                match incidents.on_alert(
+                    uuid::Uuid::now_v7(),
+                    &alert(&fingerprint, &fingerprint),
+                    at,
+                ) {
+                    Decision::Open(record) => record,
+                    other => panic!("{other:?}"),
+                },
+            );
+            close(&incidents, &fingerprint, at);
+            assert!(incidents.count() <= 100);
+        }
+        assert_eq!(incidents.count(), 100);
+        assert_eq!(metrics.entries.get(), 100);
+        // 10 001 fingerprints seen, 100 held.
+        assert_eq!(metrics.evictions.get(), 9_901);
+        assert_eq!(metrics.refused.get(), 0);
+        let state = incidents.state();
+        assert_eq!(state.by_fingerprint["fp-still-open"], kept);
+        assert!(
+            state.by_fingerprint.contains_key("fp-9999"),
+            "the newest kept"
+        );
+        assert!(
+            !state.by_fingerprint.contains_key("fp-0"),
+            "the oldest forgotten"
+        );
+        assert_eq!(state.closed_by_age.len(), 99);
+        assert_eq!(state.open_by_incident.len(), 1);
+    }
+
+    #[test]
+    fn the_longest_closed_goes_first_and_a_table_of_open_incidents_refuses() {
+        let (incidents, metrics) = bounded(4);
+        for (i, fingerprint) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            incidents.apply(
+                match incidents.on_alert(
+                    uuid::Uuid::now_v7(),
+                    &alert(fingerprint, fingerprint),
+                    t0() + minutes(i as i64),
+                ) {
+                    Decision::Open(record) => record,
+                    other => panic!("{other:?}"),
+                },
+            );
+        }
+        // b closes before a: b is forgotten first, whatever the order they opened in.
+        close(&incidents, "b", t0() + minutes(5));
+        close(&incidents, "a", t0() + minutes(6));
+        decide(&incidents, &alert("e", "e"), t0() + minutes(7));
+        let held = |f: &str| incidents.state().by_fingerprint.contains_key(f);
+        assert!(!held("b") && held("a") && held("e"));
+        decide(&incidents, &alert("f", "f"), t0() + minutes(8));
+        assert!(!held("a") && held("f"));
+        assert_eq!(metrics.evictions.get(), 2);
+        // Only open incidents left: a new one is refused, counted, and nothing is forgotten.
+        assert_eq!(
+            incidents.on_alert(uuid::Uuid::now_v7(), &alert("g", "g"), t0() + minutes(9)),
+            Decision::Full
+        );
+        assert_eq!(metrics.refused.get(), 1);
+        assert_eq!(incidents.count(), 4);
+        // Alerts of the open incidents still attach, and clears still close them.
+        assert!(matches!(
+            decide(&incidents, &alert("c", "c"), t0() + minutes(9)),
+            Decision::Attach(_)
+        ));
+        assert!(matches!(
+            decide(&incidents, &cleared("c", "c"), t0() + minutes(10)),
+            Decision::Clear(_)
+        ));
+        // A forgotten fingerprint opens an incident with an id no earlier incident had (the
+        // remediator would take a repeated id as already decided).
+        match decide(&incidents, &alert("b", "b"), t0() + minutes(11)) {
+            Decision::Open(record) => {
+                assert_ne!(record.incident_id, "b");
+                assert!(
+                    record.incident_id.starts_with("b-"),
+                    "{}",
+                    record.incident_id
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn restoring_more_records_than_the_capacity_keeps_the_newest_closed_and_every_open() {
+        let (before, _) = bounded(1_000);
+        let mut published = Vec::new();
+        for i in 0..500 {
+            let fingerprint = format!("fp-{i}");
+            let at = t0() + chrono::Duration::seconds(i);
+            let Decision::Open(first) = decide(&before, &alert(&fingerprint, &fingerprint), at)
+            else {
+                panic!("{fingerprint} opens")
+            };
+            published.push(first.clone());
+            if i % 5 != 0 {
+                let closed = before
+                    .close(
+                        &first.incident_id,
+                        IncidentState::Resolved,
+                        t0() + minutes(i),
+                    )
+                    .unwrap();
+                published.push(closed);
+            }
+        }
+        let (after, metrics) = bounded(200);
+        published.into_iter().for_each(|r| after.restore(r));
+        assert_eq!(after.count(), 200);
+        let state = after.state();
+        // 100 open (every fifth), and the 100 latest closed.
+        assert_eq!(state.open_by_incident.len(), 100);
+        assert!(state.by_fingerprint.contains_key("fp-499"));
+        assert!(!state.by_fingerprint.contains_key("fp-1"));
+        assert_eq!(metrics.evictions.get(), 300);
     }
 
     fn t0() -> DateTime<Utc> {
@@ -417,7 +650,7 @@ mod tests {
             Decision::Open(r) | Decision::Attach(r) | Decision::Clear(r) => {
                 incidents.apply(r.clone())
             }
-            Decision::Ignore => {}
+            Decision::Ignore | Decision::Full => {}
         }
         decision
     }

@@ -9,6 +9,7 @@ mod policy_fixes;
 pub mod rules;
 pub mod splunk;
 pub mod splunk_mcp;
+mod tables;
 pub mod telemetry;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
@@ -63,6 +64,13 @@ pub struct DiagnoserConfig {
     #[serde(with = "humantime_serde")]
     pub telemetry_window: Duration,
     pub telemetry_per_resource: usize,
+    /// Resources whose telemetry is kept; a new one beyond this drops the least recently
+    /// updated (`diagnoser_table_evictions_total{table="telemetry"}`).
+    pub telemetry_max_resources: usize,
+    /// Incidents kept (one per fingerprint: open, and closed for the quiet period and the
+    /// recurrence link). A new one beyond this drops the longest-closed; when all are open
+    /// the alert is dead-lettered (`diagnoser_table_refused_total{table="incidents"}`).
+    pub max_incidents: usize,
     /// The first alert after start may arrive before the telemetry consumer caught up: it
     /// waits up to this long for telemetry about its target. Later alerts never wait (a
     /// partition must not stall on targets the collector does not watch).
@@ -83,6 +91,8 @@ impl Default for DiagnoserConfig {
             related_window: Duration::from_secs(15 * 60),
             telemetry_window: Duration::from_secs(60 * 60),
             telemetry_per_resource: 240,
+            telemetry_max_resources: telemetry::DEFAULT_MAX_RESOURCES,
+            max_incidents: incidents::DEFAULT_MAX_INCIDENTS,
             telemetry_wait: Duration::from_secs(5),
             rules: RuleSettings::default(),
             splunk: splunk::SplunkConfig::default(),
@@ -94,11 +104,17 @@ impl Default for DiagnoserConfig {
 
 impl Validate for DiagnoserConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.telemetry_per_resource == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.telemetry_per_resource"),
-                "must be at least 1",
-            ));
+        for (key, value) in [
+            ("telemetry_per_resource", self.telemetry_per_resource),
+            ("telemetry_max_resources", self.telemetry_max_resources),
+            ("max_incidents", self.max_incidents),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.{key}"),
+                    "must be at least 1",
+                ));
+            }
         }
         if !(1.0..=10.0).contains(&self.rules.memory_headroom) {
             return Err(ConfigError::invalid(
@@ -168,18 +184,25 @@ impl Diagnoser {
         splunk: Option<splunk::SplunkClient>,
         ctx: Context,
     ) -> Self {
+        let metrics = tables::DiagnoserMetrics::new(&ctx.registry);
         Self {
             inner: Arc::new(Inner {
                 splunk,
                 advisor: None,
                 mcp: None,
                 telemetry_warm: std::sync::atomic::AtomicBool::new(false),
-                incidents: Arc::new(Incidents::new(config.cooldown, config.related_window)),
+                incidents: Arc::new(Incidents::new(
+                    config.cooldown,
+                    config.related_window,
+                    config.max_incidents,
+                    metrics.table("incidents"),
+                )),
                 targets: KeyedLocks::default(),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
                     config.telemetry_per_resource,
-                ),
+                )
+                .with_capacity(config.telemetry_max_resources, metrics.table("telemetry")),
                 config,
                 ctx,
                 library,
@@ -311,6 +334,13 @@ impl Inner {
         let now = incidents::alert_time(&alert.payload);
         let record = match self.incidents.on_alert(alert.id, &alert.payload, now) {
             Decision::Ignore => return Ok(()),
+            Decision::Full => {
+                return Err(HandlerError::Permanent(format!(
+                    "incident table full: {} open incidents (diagnoser.max_incidents); \
+                     alert {} not taken in",
+                    self.config.max_incidents, alert.id
+                )));
+            }
             Decision::Attach(record) | Decision::Clear(record) => record,
             Decision::Open(record) => {
                 let diagnosis = self.diagnose(&alert, &record).await;
