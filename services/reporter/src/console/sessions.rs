@@ -22,7 +22,8 @@ pub struct OpenSession {
 /// Open sessions by nonce, at most `max` of them.
 pub struct SessionTable {
     max: usize,
-    open: Mutex<HashMap<String, OpenSession>>,
+    /// Each session with its opening order (sessions opened within one second expire alike).
+    open: Mutex<(u64, HashMap<String, (OpenSession, u64)>)>,
     evicted: IntCounter,
     gauge: IntGauge,
 }
@@ -31,7 +32,7 @@ impl SessionTable {
     pub fn new(max: usize, registry: &Registry) -> Self {
         Self {
             max,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new((0, HashMap::new())),
             evicted: register(
                 registry,
                 IntCounter::new(
@@ -52,14 +53,15 @@ impl SessionTable {
     }
 
     /// Opens a session; when the table is full, expired sessions go first, then the ones
-    /// closest to expiry (the oldest), each counted as evicted.
+    /// closest to expiry (the oldest opened first), each counted as evicted.
     pub fn open(&self, nonce: String, session: OpenSession, now: u64) {
-        let mut open = self.lock();
-        open.retain(|_, s| s.expires > now);
+        let mut guard = self.lock();
+        let (opened, open) = &mut *guard;
+        open.retain(|_, (s, _)| s.expires > now);
         while open.len() >= self.max {
             let Some(oldest) = open
                 .iter()
-                .min_by_key(|(_, s)| s.expires)
+                .min_by_key(|(_, (s, order))| (s.expires, *order))
                 .map(|(n, _)| n.clone())
             else {
                 break;
@@ -67,23 +69,29 @@ impl SessionTable {
             open.remove(&oldest);
             self.evicted.inc();
         }
-        open.insert(nonce, session);
+        *opened += 1;
+        open.insert(nonce, (session, *opened));
         self.gauge.set(open.len() as i64);
     }
 
     /// The session `nonce` names, while open and unexpired.
     pub fn get(&self, nonce: &str, now: u64) -> Option<OpenSession> {
-        self.lock().get(nonce).filter(|s| s.expires > now).cloned()
+        self.lock()
+            .1
+            .get(nonce)
+            .map(|(s, _)| s)
+            .filter(|s| s.expires > now)
+            .cloned()
     }
 
     /// Ends the session `nonce` names (signing out, or its user left the users file).
     pub fn close(&self, nonce: &str) {
-        let mut open = self.lock();
-        open.remove(nonce);
-        self.gauge.set(open.len() as i64);
+        let mut guard = self.lock();
+        guard.1.remove(nonce);
+        self.gauge.set(guard.1.len() as i64);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, OpenSession>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, (OpenSession, u64)>)> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -107,6 +115,13 @@ mod tests {
         table.open("b".into(), session("bob", 200), 10);
         table.open("c".into(), session("carol", 300), 10);
         assert_eq!(table.get("a", 10), None, "closest to expiry evicted");
+        // Alike expiries: the first opened goes.
+        let alike = SessionTable::new(2, &Registry::new());
+        for nonce in ["x", "y", "z"] {
+            alike.open(nonce.into(), session(nonce, 300), 10);
+        }
+        assert_eq!(alike.get("x", 10), None, "opened first");
+        assert!(alike.get("y", 10).is_some() && alike.get("z", 10).is_some());
         assert_eq!(table.evicted.get(), 1);
         assert_eq!(table.get("b", 10).unwrap().user, "bob");
         // At 250 b has expired: it makes room without an eviction.
