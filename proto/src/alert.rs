@@ -58,7 +58,10 @@ pub enum EntityKind {
 }
 
 /// What the alert is about, extracted from its fields by the receiver's field mapping.
-/// Kubernetes names here are validated (RFC 1123) before they are set.
+/// Kubernetes names here are validated (RFC 1123) before they are set. An alert naming
+/// something that is not a usable name (`namespace="prod; rm -rf"`) carries no names at all
+/// (only the cluster) and lists what it sent in `unusable`: it becomes an escalated incident
+/// with an unknown root cause, and nothing is built from those values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Entity {
@@ -77,11 +80,51 @@ pub struct Entity {
     /// ArgoCD application, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
+    /// Entity fields whose values are not usable names; empty for a usable entity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unusable: Vec<UnusableField>,
+}
+
+/// One entity field the receiver could not use, kept for the humans the incident goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct UnusableField {
+    /// The alert field it came from (one of the receiver's configured entity fields).
+    pub field: String,
+    /// The value as a quoted string literal, control and other non-printable characters
+    /// escaped (`"prod; rm -rf\u{7}"`): safe to show in any log, message or page.
+    pub quoted: String,
+    /// True when the value was longer than the receiver keeps and `quoted` holds its start.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Why the value is not usable.
+    pub reason: String,
 }
 
 impl Entity {
-    /// `inferenceservice/<ns>/<name>`-style reference, as used in action targets.
+    /// Whether the alert named something unusable: then nothing may act on it.
+    pub fn is_unusable(&self) -> bool {
+        !self.unusable.is_empty()
+    }
+
+    /// Every unusable field as `field=<quoted value>`, comma-separated, for messages.
+    pub fn unusable_summary(&self) -> String {
+        self.unusable
+            .iter()
+            .map(|u| {
+                let cut = if u.truncated { " (truncated)" } else { "" };
+                format!("{}={}{cut}", u.field, u.quoted)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `inferenceservice/<ns>/<name>`-style reference, as used in action targets; never one
+    /// for an unusable entity.
     pub fn target(&self) -> Option<String> {
+        if self.is_unusable() {
+            return None;
+        }
         let kind = match self.kind? {
             EntityKind::Inferenceservice => "inferenceservice",
             EntityKind::Pod => "pod",

@@ -21,7 +21,10 @@ use subtle::ConstantTimeEq;
 
 use opsmesh_runtime::{ConfigError, problem::Problem};
 
-use crate::config::{ReceiverConfig, SourceConfig};
+use crate::{
+    config::{ReceiverConfig, SourceConfig},
+    metrics::TableMetrics,
+};
 
 pub const SIGNATURE_HEADER: &str = "X-Opsmesh-Signature";
 
@@ -34,9 +37,14 @@ pub enum AuthError {
     #[error("signature does not match any active secret")]
     BadSignature,
     #[error(
-        "signature timestamp is {age_secs} s away from now; the replay window is {window_secs} s"
+        "signature timestamp is {} s away from now; the replay window is {window_secs} s",
+        age_secs.map_or_else(|| "more than 2^63".to_owned(), |age| age.to_string())
     )]
-    Expired { age_secs: i64, window_secs: u64 },
+    Expired {
+        /// Now minus the timestamp; `None` when that does not fit an `i64`.
+        age_secs: Option<i64>,
+        window_secs: i64,
+    },
     #[error("this signature was already used")]
     Replayed,
     #[error("bearer token not recognised")]
@@ -149,6 +157,21 @@ impl SecretList {
         Ok(list)
     }
 
+    /// Fixed values, never re-read (fuzzing).
+    fn fixed(values: &[&str]) -> Self {
+        let from_env: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        Self {
+            file: None,
+            recheck: Duration::MAX,
+            active: RwLock::new(Active {
+                mtime: None,
+                checked: Instant::now(),
+                values: from_env.iter().cloned().map(Secret::from).collect(),
+            }),
+            from_env,
+        }
+    }
+
     fn is_configured(&self) -> bool {
         self.file.is_some() || !self.from_env.is_empty()
     }
@@ -217,6 +240,7 @@ struct SeenSignatures {
     set: HashSet<u64, foldhash::fast::RandomState>,
     /// `(timestamp, short MAC)`, oldest first.
     order: VecDeque<(i64, u64)>,
+    metrics: TableMetrics,
 }
 
 /// A signed request's identity: its timestamp and the MAC that verified. Keyed on the MAC
@@ -255,7 +279,8 @@ impl<'a> Authenticated<'a> {
 
 pub struct Authenticator {
     sources: Vec<Source>,
-    replay_window: Duration,
+    /// `receiver.replay_window` in seconds, at most `i64::MAX`.
+    replay_window_secs: i64,
     allow_unauthenticated: bool,
     default_source: String,
     seen: Mutex<SeenSignatures>,
@@ -267,7 +292,8 @@ pub struct RateLimited {
 }
 
 impl Authenticator {
-    pub fn new(config: &ReceiverConfig) -> Result<Self, ConfigError> {
+    /// `signatures` counts the replay table's size and early evictions.
+    pub fn new(config: &ReceiverConfig, signatures: TableMetrics) -> Result<Self, ConfigError> {
         let sources = config
             .sources
             .iter()
@@ -275,13 +301,14 @@ impl Authenticator {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             sources,
-            replay_window: config.replay_window,
+            replay_window_secs: i64::try_from(config.replay_window.as_secs()).unwrap_or(i64::MAX),
             allow_unauthenticated: config.allow_unauthenticated,
             default_source: config.source_name.clone(),
             seen: Mutex::new(SeenSignatures {
-                capacity: config.dedup_capacity.max(1),
+                capacity: config.replay_capacity.max(1),
                 set: HashSet::default(),
                 order: VecDeque::new(),
+                metrics: signatures,
             }),
         })
     }
@@ -296,7 +323,7 @@ impl Authenticator {
             let signature = signature
                 .to_str()
                 .map_err(|_| AuthError::Malformed("not ASCII"))?;
-            return self.verify_signature(signature, body);
+            return self.verify_signature(signature, body, chrono::Utc::now().timestamp());
         }
         if let Some(authorization) = headers.get(actix_web::http::header::AUTHORIZATION) {
             let token = authorization
@@ -352,14 +379,21 @@ impl Authenticator {
         })
     }
 
-    fn verify_signature(&self, header: &str, body: &[u8]) -> Result<Authenticated<'_>, AuthError> {
+    /// Checks `header` against `body` at unix time `now` (any `i64`: the arithmetic is
+    /// checked, so no timestamp a sender writes can overflow it).
+    pub(crate) fn verify_signature(
+        &self,
+        header: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Authenticated<'_>, AuthError> {
         let (timestamp, candidates) = parse_signature_header(header)?;
-        let now = chrono::Utc::now().timestamp();
-        let window = self.replay_window.as_secs() as i64;
-        if (now - timestamp).abs() > window {
+        // `None`: further apart than any i64 can say, so certainly outside the window.
+        let age = now.checked_sub(timestamp);
+        if age.is_none_or(|age| age.unsigned_abs() > self.replay_window_secs.unsigned_abs()) {
             return Err(AuthError::Expired {
-                age_secs: now - timestamp,
-                window_secs: window as u64,
+                age_secs: age,
+                window_secs: self.replay_window_secs,
             });
         }
         let signed_text = timestamp.to_string();
@@ -395,11 +429,20 @@ impl Authenticator {
     /// request sent again within the window is refused. Only accepted requests count: a
     /// sender retrying a request that failed (503) may resend it unchanged.
     pub fn remember(&self, signature: SignatureId) {
-        let oldest_valid = chrono::Utc::now().timestamp() - self.replay_window.as_secs() as i64;
+        self.remember_at(signature, chrono::Utc::now().timestamp());
+    }
+
+    fn remember_at(&self, signature: SignatureId, now: i64) {
+        let oldest_valid = now.saturating_sub(self.replay_window_secs);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = &mut *seen;
         while let Some(&(timestamp, old)) = seen.order.front() {
-            if timestamp >= oldest_valid && seen.order.len() < seen.capacity {
+            let expired = timestamp < oldest_valid;
+            if !expired && seen.order.len() < seen.capacity {
                 break;
+            }
+            if !expired {
+                seen.metrics.evictions.inc();
             }
             seen.order.pop_front();
             seen.set.remove(&old);
@@ -408,6 +451,7 @@ impl Authenticator {
         if seen.set.insert(short) {
             seen.order.push_back((signature.timestamp, short));
         }
+        seen.metrics.entries.set(seen.order.len() as i64);
     }
 }
 
@@ -490,4 +534,170 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
         "t={timestamp},v1={}",
         hex::encode(mac.finalize().into_bytes())
     )
+}
+
+/// Signature verification on untrusted input at an arbitrary clock, for fuzzing: `data` is
+/// the clock (8 bytes, big-endian), then the header up to the first newline, then the body.
+/// Must never panic; a header this function signs itself must verify within the window.
+pub(crate) fn fuzz_signature(data: &[u8]) {
+    let Some((clock, rest)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let now = i64::from_be_bytes(*clock);
+    let (header, body) = match rest.iter().position(|&b| b == b'\n') {
+        Some(at) => (&rest[..at], &rest[at + 1..]),
+        None => (rest, &[][..]),
+    };
+    let authenticator = fuzz_authenticator();
+    if let Ok(header) = std::str::from_utf8(header) {
+        let _ = authenticator.verify_signature(header, body, now);
+        if let Ok((timestamp, _)) = parse_signature_header(header) {
+            let signed = sign(FUZZ_SECRET, timestamp, body);
+            let within = now
+                .checked_sub(timestamp)
+                .is_some_and(|age| age.unsigned_abs() <= FUZZ_WINDOW_SECS);
+            let verified = authenticator.verify_signature(&signed, body, now);
+            // A replay verified its MAC: an earlier input signed the same timestamp and body.
+            let accepted = matches!(verified, Ok(_) | Err(AuthError::Replayed));
+            assert_eq!(accepted, within, "t={timestamp} now={now}: {verified:?}");
+            if let Ok(Authenticated {
+                signature: Some(id),
+                ..
+            }) = verified
+            {
+                authenticator.remember_at(id, now);
+            }
+        }
+    }
+}
+
+const FUZZ_SECRET: &str = "fuzz-secret";
+const FUZZ_WINDOW_SECS: u64 = 300;
+
+/// One source signing with [`FUZZ_SECRET`]; built once per process.
+fn fuzz_authenticator() -> &'static Authenticator {
+    static AUTHENTICATOR: std::sync::OnceLock<Authenticator> = std::sync::OnceLock::new();
+    AUTHENTICATOR.get_or_init(|| {
+        let config = ReceiverConfig {
+            replay_window: Duration::from_secs(FUZZ_WINDOW_SECS),
+            replay_capacity: 1000,
+            ..ReceiverConfig::default()
+        };
+        let source = Source {
+            name: "fuzz".into(),
+            signing: SecretList::fixed(&[FUZZ_SECRET]),
+            bearer: SecretList::fixed(&[]),
+            path_tokens: SecretList::fixed(&[]),
+            limiter: None,
+        };
+        let mut authenticator = Authenticator::new(
+            &config,
+            crate::metrics::ReceiverMetrics::new(&prometheus::Registry::new()).table("signatures"),
+        )
+        .expect("no sources to load");
+        authenticator.sources.push(source);
+        authenticator
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &[u8] = br#"{"sid":"s"}"#;
+
+    #[test]
+    fn extreme_timestamps_are_expired_not_overflowed() {
+        let authenticator = fuzz_authenticator();
+        for (t, now) in [
+            (i64::MIN, 0),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (i64::MAX, -1),
+            (0, i64::MIN),
+            (i64::MIN + 1, 1),
+        ] {
+            let header = sign(FUZZ_SECRET, t, BODY);
+            match authenticator.verify_signature(&header, BODY, now) {
+                Err(AuthError::Expired { .. }) => {}
+                other => panic!("t={t} now={now}: {other:?}"),
+            }
+        }
+        let far = AuthError::Expired {
+            age_secs: None,
+            window_secs: 300,
+        };
+        assert!(far.to_string().contains("more than 2^63"), "{far}");
+    }
+
+    #[test]
+    fn signatures_verify_at_the_ends_of_time_within_the_window() {
+        let authenticator = fuzz_authenticator();
+        for (t, now) in [
+            (i64::MAX, i64::MAX),
+            (i64::MIN, i64::MIN + 300),
+            (i64::MAX - 300, i64::MAX),
+        ] {
+            let header = sign(FUZZ_SECRET, t, BODY);
+            let verified = authenticator.verify_signature(&header, BODY, now);
+            let id = verified.expect("within the window").signature.unwrap();
+            // Remembering it at the end of time must not overflow either.
+            authenticator.remember_at(id, now);
+        }
+        let header = sign(FUZZ_SECRET, i64::MAX - 301, BODY);
+        assert!(matches!(
+            authenticator.verify_signature(&header, BODY, i64::MAX),
+            Err(AuthError::Expired {
+                age_secs: Some(301),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn timestamps_that_do_not_fit_are_malformed() {
+        for header in [
+            "t=9223372036854775808,v1=00",
+            "t=-9223372036854775809,v1=00",
+            "t=1e3,v1=00",
+        ] {
+            assert!(matches!(
+                parse_signature_header(header),
+                Err(AuthError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_full_replay_table_forgets_the_oldest_and_counts_it() {
+        let metrics =
+            crate::metrics::ReceiverMetrics::new(&prometheus::Registry::new()).table("signatures");
+        let config = ReceiverConfig {
+            replay_capacity: 5,
+            ..ReceiverConfig::default()
+        };
+        let authenticator = Authenticator::new(&config, metrics.clone()).unwrap();
+        let now = 1_700_000_000;
+        for n in 0..20u8 {
+            let id = SignatureId {
+                timestamp: now,
+                mac: [n; 32],
+            };
+            authenticator.remember_at(id, now);
+        }
+        assert_eq!(metrics.entries.get(), 5);
+        assert_eq!(metrics.evictions.get(), 15);
+        let seen = authenticator.seen.lock().unwrap();
+        assert_eq!(seen.set.len(), 5);
+    }
+
+    #[test]
+    fn fuzz_input_round_trips() {
+        let mut data = 1_700_000_000i64.to_be_bytes().to_vec();
+        data.extend_from_slice(b"t=1700000100,v1=00\n{}");
+        fuzz_signature(&data);
+        let mut data = i64::MIN.to_be_bytes().to_vec();
+        data.extend_from_slice(b"t=9223372036854775807,v1=00");
+        fuzz_signature(&data);
+    }
 }

@@ -17,6 +17,11 @@ pub struct ReceiverConfig {
     pub max_depth: usize,
     /// Result rows kept per alert; the rest are dropped and `rows_truncated` is set.
     pub max_rows: usize,
+    /// Alerts in one Alertmanager request (`413` above it, nothing published).
+    pub max_alerts_per_request: usize,
+    /// An entity field that is not a usable Kubernetes name is kept on the alert, quoted,
+    /// up to this many characters (the rest is cut and `truncated` set).
+    pub max_unusable_value_chars: usize,
     /// How long a request may wait for the bus to acknowledge before answering `503`.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
@@ -33,8 +38,15 @@ pub struct ReceiverConfig {
     /// the period over which every replica gives a delivery the same alert id.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// Deliveries remembered for deduplication and signatures for replay detection.
+    /// Deliveries remembered for deduplication; beyond it the oldest is forgotten early
+    /// (`receiver_table_evictions_total{table="deliveries"}`).
     pub dedup_capacity: usize,
+    /// Signatures remembered for replay detection; beyond it the oldest is forgotten early
+    /// (`receiver_table_evictions_total{table="signatures"}`), and could be replayed within
+    /// `replay_window`: keep it above the sources' rates × `replay_window`.
+    pub replay_capacity: usize,
+    /// Failed authentications per peer address (see [`FailedAuthConfig`]).
+    pub failed_auth: FailedAuthConfig,
     /// Accept requests without credentials. Only for local experiments: the receiver is the
     /// mesh's public door.
     pub allow_unauthenticated: bool,
@@ -47,7 +59,7 @@ pub struct ReceiverConfig {
 }
 
 /// One sender (a Splunk deployment, an Alertmanager) and how it proves who it is.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// File with the HMAC signing secrets, one per line (several during a rotation). Re-read
@@ -69,6 +81,23 @@ pub struct SourceConfig {
     pub rate_limit_burst: u32,
 }
 
+/// A limit that lets an alert storm through (Alertmanager groups, Splunk re-fires) but not
+/// a runaway or hostile sender flooding the bus.
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            secrets_file: None,
+            secrets_env: None,
+            bearer_tokens_file: None,
+            bearer_tokens_env: None,
+            path_token_file: None,
+            path_token_env: None,
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
+        }
+    }
+}
+
 impl Default for ReceiverConfig {
     fn default() -> Self {
         Self {
@@ -82,6 +111,10 @@ impl Default for ReceiverConfig {
             replay_window: Duration::from_secs(300),
             dedup_window: Duration::from_secs(600),
             dedup_capacity: 100_000,
+            replay_capacity: 100_000,
+            failed_auth: FailedAuthConfig::default(),
+            max_alerts_per_request: 1000,
+            max_unusable_value_chars: 256,
             allow_unauthenticated: false,
             secrets_recheck: Duration::from_secs(1),
             sources: BTreeMap::new(),
@@ -95,6 +128,10 @@ impl Validate for ReceiverConfig {
             ("max_body_bytes", self.max_body_bytes),
             ("max_depth", self.max_depth),
             ("max_rows", self.max_rows),
+            ("max_alerts_per_request", self.max_alerts_per_request),
+            ("max_unusable_value_chars", self.max_unusable_value_chars),
+            ("dedup_capacity", self.dedup_capacity),
+            ("replay_capacity", self.replay_capacity),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -108,6 +145,60 @@ impl Validate for ReceiverConfig {
             return Err(ConfigError::invalid(
                 format!("{prefix}.publish_timeout"),
                 "must be > 0",
+            ));
+        }
+        self.failed_auth
+            .validate(&format!("{prefix}.failed_auth"))?;
+        for (name, source) in &self.sources {
+            source.validate(&format!("{prefix}.sources.{name}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A peer address that fails to authenticate `max_failures` times within `window` is
+/// answered `429` with `Retry-After` for the rest of that window, whatever it sends — a
+/// valid credential too: guessing secrets costs a window per `max_failures` guesses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailedAuthConfig {
+    /// Failures allowed per peer and window; 0 turns the limit off.
+    pub max_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Peers tracked at once; beyond it the oldest is forgotten
+    /// (`receiver_table_evictions_total{table="failed_auth_peers"}`).
+    pub max_peers: usize,
+    /// Proxies (the Ingress controller) whose `X-Forwarded-For` names the peer: a request
+    /// from one of these addresses is counted against the last address in that header that
+    /// is not itself a trusted proxy. Without it every sender behind the Ingress would share
+    /// the Ingress's address, and one guesser would lock them all out.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for FailedAuthConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 20,
+            window: Duration::from_secs(60),
+            max_peers: 10_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Validate for FailedAuthConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.max_failures > 0 && self.window.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.window"),
+                "must be > 0 when max_failures is set",
+            ));
+        }
+        if self.max_peers == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_peers"),
+                "must be at least 1",
             ));
         }
         Ok(())

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::metrics::TableMetrics;
+
 /// What the first delivery was answered with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
@@ -67,6 +69,7 @@ pub struct Deliveries {
     window: Duration,
     capacity: usize,
     table: Mutex<Table>,
+    metrics: TableMetrics,
 }
 
 /// The caller's role for one delivery key.
@@ -108,6 +111,7 @@ impl Ownership<'_> {
             }
             None => slots.remove(&self.key),
         };
+        self.deliveries.metrics.entries.set(slots.len() as i64);
         if let Some(Slot::Pending(Some(waiters))) = pending {
             let _ = waiters.send(Some(outcome));
         }
@@ -121,11 +125,14 @@ impl Drop for Ownership<'_> {
 }
 
 impl Deliveries {
-    pub fn new(window: Duration, capacity: usize) -> Self {
+    /// Remembers at most `capacity` stored deliveries (plus those being published); beyond
+    /// it the oldest is forgotten before its window ends, counted in `metrics.evictions`.
+    pub fn new(window: Duration, capacity: usize, metrics: TableMetrics) -> Self {
         Self {
             window,
             capacity: capacity.max(1),
             table: Mutex::new(Table::default()),
+            metrics,
         }
     }
 
@@ -138,11 +145,15 @@ impl Deliveries {
         let Table { slots, order } = &mut *guard;
         let now = Instant::now();
         while let Some((at, old)) = order.front() {
-            if now.duration_since(*at) < self.window && order.len() < self.capacity {
+            let expired = now.duration_since(*at) >= self.window;
+            if !expired && order.len() < self.capacity {
                 break;
             }
             if matches!(slots.get(old), Some(Slot::Done(_, done)) if done == at) {
                 slots.remove(old);
+                if !expired {
+                    self.metrics.evictions.inc();
+                }
             }
             order.pop_front();
         }
@@ -157,6 +168,7 @@ impl Deliveries {
             _ => {}
         }
         slots.insert(*key, Slot::Pending(None));
+        self.metrics.entries.set(slots.len() as i64);
         Claim::Owner(Ownership {
             deliveries: self,
             key: *key,
@@ -170,6 +182,37 @@ mod tests {
     use super::*;
 
     const KEY: DeliveryKey = [7; 32];
+
+    fn table() -> TableMetrics {
+        crate::metrics::ReceiverMetrics::new(&prometheus::Registry::new()).table("deliveries")
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_delivery_and_counts_it() {
+        let metrics = table();
+        let deliveries = Deliveries::new(Duration::from_secs(60), 3, metrics.clone());
+        for n in 0..10u8 {
+            let Claim::Owner(owner) = deliveries.claim(&[n; 32]) else {
+                panic!("{n} is new")
+            };
+            owner.finish(Some(accepted()));
+        }
+        assert_eq!(
+            deliveries.lock().slots.len(),
+            3,
+            "the table stays at its capacity"
+        );
+        assert_eq!(metrics.entries.get(), 3);
+        assert_eq!(metrics.evictions.get(), 7);
+        assert!(
+            matches!(deliveries.claim(&[9; 32]), Claim::Duplicate(_)),
+            "the newest stays"
+        );
+        assert!(
+            matches!(deliveries.claim(&[0; 32]), Claim::Owner(_)),
+            "the oldest went"
+        );
+    }
 
     fn accepted() -> Accepted {
         Accepted {
@@ -198,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_stored_delivery_is_answered_from_memory_within_the_window() {
-        let deliveries = Deliveries::new(Duration::from_secs(60), 10);
+        let deliveries = Deliveries::new(Duration::from_secs(60), 10, table());
         let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!("first is owner")
         };
@@ -212,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_is_forgotten() {
-        let deliveries = Deliveries::new(Duration::from_secs(60), 10);
+        let deliveries = Deliveries::new(Duration::from_secs(60), 10, table());
         let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
@@ -222,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_owner_that_was_cancelled_is_taken_over() {
-        let deliveries = Deliveries::new(Duration::from_secs(60), 10);
+        let deliveries = Deliveries::new(Duration::from_secs(60), 10, table());
         let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
@@ -243,7 +286,7 @@ mod tests {
 
     #[test]
     fn outside_the_window_it_is_new_again() {
-        let deliveries = Deliveries::new(Duration::from_millis(1), 10);
+        let deliveries = Deliveries::new(Duration::from_millis(1), 10, table());
         let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };
@@ -254,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_concurrent_duplicate_waits_for_the_owner() {
-        let deliveries = Deliveries::new(Duration::from_secs(60), 10);
+        let deliveries = Deliveries::new(Duration::from_secs(60), 10, table());
         let Claim::Owner(owner) = deliveries.claim(&KEY) else {
             panic!()
         };

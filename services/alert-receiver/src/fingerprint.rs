@@ -20,6 +20,29 @@ pub fn of(family: &str, name: &str, entity: &Entity) -> String {
     for part in parts {
         update_prefixed(&mut hasher, part.as_bytes());
     }
+    // Only an unusable entity adds parts, so every usable entity keeps its fingerprint; its
+    // quoted values tell apart alerts that named different garbage.
+    for unusable in &entity.unusable {
+        update_prefixed(&mut hasher, unusable.field.as_bytes());
+        update_prefixed(&mut hasher, unusable.quoted.as_bytes());
+    }
+    hex_digest(hasher)
+}
+
+/// An Alertmanager alert's incident key: the sender's fingerprint namespaced by the source
+/// that sent it, so one source's `resolved` can never close another source's incident that
+/// happens to carry the same Alertmanager fingerprint (two Alertmanagers fingerprint the same
+/// labels alike, and a hostile source can copy any fingerprint it has seen).
+pub fn of_alertmanager(source: &str, sender_fingerprint: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in ["alertmanager", source, sender_fingerprint] {
+        update_prefixed(&mut hasher, part.as_bytes());
+    }
+    hex_digest(hasher)
+}
+
+/// The first 16 bytes of the digest as 32 hex characters.
+fn hex_digest(hasher: Sha256) -> String {
     let mut hex = [0u8; 32];
     hex::encode_to_slice(&hasher.finalize()[..16], &mut hex).expect("16 bytes are 32 digits");
     String::from_utf8(hex.to_vec()).expect("hex digits are ASCII")

@@ -4,12 +4,14 @@
 mod auth;
 pub mod config;
 mod dedup;
+mod failed_auth;
 mod fingerprint;
 mod json_depth;
 mod metrics;
 mod names;
 mod normalize;
 mod routes;
+mod unusable;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use auth::Authenticator;
 pub use auth::{SIGNATURE_HEADER, sign};
 pub use config::ReceiverConfig;
 use dedup::Deliveries;
+use failed_auth::FailedAuth;
 
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "alert-receiver",
@@ -63,11 +66,20 @@ impl Receiver {
                 "alert size limit: request body (receiver.max_body_bytes); the bus has none"
             ),
         }
+        let metrics = metrics::ReceiverMetrics::new(&ctx.registry);
         Ok(Self {
             state: Arc::new(routes::State {
-                auth: Authenticator::new(&config)?,
-                deliveries: Deliveries::new(config.dedup_window, config.dedup_capacity),
-                metrics: metrics::ReceiverMetrics::new(&ctx.registry),
+                auth: Authenticator::new(&config, metrics.table("signatures"))?,
+                deliveries: Deliveries::new(
+                    config.dedup_window,
+                    config.dedup_capacity,
+                    metrics.table("deliveries"),
+                ),
+                failed_auth: FailedAuth::new(
+                    config.failed_auth.clone(),
+                    metrics.table("failed_auth_peers"),
+                ),
+                metrics,
                 publisher: ctx.publisher.clone(),
                 cluster: ctx.settings.cluster.clone(),
                 entity_fields: normalize::FieldIndex::new(&config.entity_fields),
@@ -103,9 +115,12 @@ pub fn fingerprint_of_splunk_body(
     body: serde_json::Value,
 ) -> Result<String, opsmesh_runtime::problem::Problem> {
     let fields = normalize::FieldIndex::new(&config::EntityFields::default());
+    let defaults = ReceiverConfig::default();
     let normalizer = normalize::Normalizer {
         fields: &fields,
-        max_rows: 10_000,
+        max_rows: defaults.max_rows,
+        max_alerts: defaults.max_alerts_per_request,
+        max_unusable_chars: defaults.max_unusable_value_chars,
         default_cluster: "default",
     };
     normalizer
@@ -127,10 +142,19 @@ pub fn parse_untrusted(bytes: &[u8]) {
     let normalizer = normalize::Normalizer {
         fields: &fields,
         max_rows: 100,
+        max_alerts: 100,
+        max_unusable_chars: 64,
         default_cluster: "default",
     };
     let _ = normalizer.splunk(text, "fuzz");
     normalizer.check_fast_path(text);
     let _ = normalizer.alertmanager(text, "fuzz");
     let _ = auth::parse_signature_header(text);
+}
+
+/// Parses and verifies an `X-Opsmesh-Signature` at an arbitrary clock (see the fuzz target's
+/// input layout in `auth::fuzz_signature`); panics if an extreme timestamp breaks the
+/// arithmetic or a correctly signed header within the window fails. For the fuzz targets.
+pub fn verify_untrusted_signature(bytes: &[u8]) {
+    auth::fuzz_signature(bytes);
 }

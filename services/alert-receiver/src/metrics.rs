@@ -1,4 +1,6 @@
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use opsmesh_runtime::metrics::{latency_buckets, register};
 
@@ -8,8 +10,21 @@ pub struct ReceiverMetrics {
     pub accepted: IntCounterVec,
     pub rejected: IntCounterVec,
     pub duplicates: IntCounterVec,
+    /// Alerts accepted whose entity fields were not usable names.
+    pub unusable_entities: IntCounterVec,
     pub publish_seconds: HistogramVec,
     pub in_flight: IntGauge,
+    /// Requests refused because their peer failed to authenticate too often.
+    pub auth_locked_out: IntCounter,
+    table_entries: IntGaugeVec,
+    table_evictions: IntCounterVec,
+}
+
+/// The size and early evictions of one table keyed by what senders send.
+#[derive(Clone)]
+pub struct TableMetrics {
+    pub entries: IntGauge,
+    pub evictions: IntCounter,
 }
 
 impl ReceiverMetrics {
@@ -41,6 +56,12 @@ impl ReceiverMetrics {
                 "Alerts answered from an earlier identical delivery, not published again",
                 &["format", "source"],
             ),
+            unusable_entities: counter(
+                "receiver_alerts_unusable_entity_total",
+                "Alerts accepted with entity fields that are not usable names (escalated, \
+                 never acted on)",
+                &["format", "source"],
+            ),
             publish_seconds: register(
                 registry,
                 HistogramVec::new(
@@ -61,6 +82,40 @@ impl ReceiverMetrics {
                 )
                 .expect("valid gauge"),
             ),
+            auth_locked_out: register(
+                registry,
+                IntCounter::new(
+                    "receiver_auth_locked_out_total",
+                    "Requests answered 429 because their peer failed to authenticate \
+                     receiver.failed_auth.max_failures times within the window",
+                )
+                .expect("valid counter"),
+            ),
+            table_entries: register(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "receiver_table_entries",
+                        "Entries in a table keyed by what senders send",
+                    ),
+                    &["table"],
+                )
+                .expect("valid gauge"),
+            ),
+            table_evictions: counter(
+                "receiver_table_evictions_total",
+                "Entries dropped from a full table before they expired (its capacity is \
+                 configured under receiver.*)",
+                &["table"],
+            ),
+        }
+    }
+
+    /// The metrics of table `name` (`deliveries`, `signatures`, `failed_auth_peers`).
+    pub fn table(&self, name: &str) -> TableMetrics {
+        TableMetrics {
+            entries: self.table_entries.with_label_values(&[name]),
+            evictions: self.table_evictions.with_label_values(&[name]),
         }
     }
 }

@@ -19,12 +19,21 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::problem::Problem;
 
-use crate::{config::EntityFields, fingerprint, names};
+use crate::{
+    config::EntityFields,
+    fingerprint,
+    names::{self, NameKind},
+    unusable,
+};
 
 /// Limits and defaults the normaliser applies.
 pub struct Normalizer<'a> {
     pub fields: &'a FieldIndex,
     pub max_rows: usize,
+    /// Alerts in one Alertmanager request.
+    pub max_alerts: usize,
+    /// Characters kept of an unusable entity value.
+    pub max_unusable_chars: usize,
     pub default_cluster: &'a str,
 }
 
@@ -178,12 +187,12 @@ impl Normalizer<'_> {
         } else {
             AlertSourceKind::SplunkWebhook
         };
-        let (mut rows, pointer_base) = match (body.rows, body.result) {
+        let mut rows = match (body.rows, body.result) {
             // The alert action sends no rows when even one would not fit its body limit;
             // `result` (the first row, shortened) still names the entity.
-            (Some(rows), Some(result)) if rows.is_empty() => (vec![result], "/result"),
-            (Some(rows), _) => (rows, "/rows/0"),
-            (None, Some(result)) => (vec![result], "/result"),
+            (Some(rows), Some(result)) if rows.is_empty() => vec![result],
+            (Some(rows), _) => rows,
+            (None, Some(result)) => vec![result],
             (None, None) => return Err(invalid("/result", "`result` (or `rows`) is required")),
         };
         let mut truncated = body.rows_truncated.unwrap_or(false);
@@ -194,7 +203,7 @@ impl Normalizer<'_> {
         let no_row = Row::new();
         let first = rows.first().unwrap_or(&no_row);
         let picked = self.fields.pick(first);
-        let entity = self.entity(&picked, pointer_base, body.cluster.as_deref())?;
+        let entity = self.entity(&picked, body.cluster.as_deref());
         let severity = match body.severity {
             Some(s) => Some(parse_severity(&s, "/severity")?),
             None => picked.severity(),
@@ -271,6 +280,20 @@ impl Normalizer<'_> {
         if group.alerts.is_empty() {
             return Err(invalid("/alerts", "no alerts in the group"));
         }
+        if group.alerts.len() > self.max_alerts {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-many-alerts",
+                "Too many alerts in one request",
+                format!(
+                    "{} alerts; at most {} per request (receiver.max_alerts_per_request): \
+                     lower Alertmanager's max_alerts for this receiver",
+                    group.alerts.len(),
+                    self.max_alerts
+                ),
+            )
+            .at("/alerts"));
+        }
         group
             .alerts
             .into_iter()
@@ -298,9 +321,9 @@ impl Normalizer<'_> {
                     .map(|(k, v)| (k.clone(), FieldValue::One(v.clone())))
                     .collect();
                 let picked = self.fields.pick(&row);
-                let entity = self.entity(&picked, &format!("{base}/labels"), None)?;
+                let entity = self.entity(&picked, None);
                 let severity = picked.severity().unwrap_or(Severity::Medium);
-                let fingerprint = match am.fingerprint {
+                let sender_fingerprint = match am.fingerprint {
                     Some(fp) if names::is_fingerprint(&fp) => fp,
                     Some(_) => {
                         return Err(invalid(
@@ -310,6 +333,7 @@ impl Normalizer<'_> {
                     }
                     None => fingerprint::of("alertmanager", &name, &entity),
                 };
+                let fingerprint = fingerprint::of_alertmanager(source, &sender_fingerprint);
                 let results_link = am
                     .generator_url
                     .filter(|u| !u.is_empty())
@@ -338,38 +362,52 @@ impl Normalizer<'_> {
             .collect()
     }
 
-    /// Extracts the entity through the configured field mapping, validating every name.
-    fn entity(
-        &self,
-        picked: &Picked<'_>,
-        base: &str,
-        cluster: Option<&str>,
-    ) -> Result<Entity, Problem> {
-        let pick =
-            |attribute: Attribute, kind: names::NameKind| -> Result<Option<String>, Problem> {
-                match picked.get(attribute) {
-                    None => Ok(None),
-                    Some((field, value)) => names::validate(value, kind)
-                        .map(|()| Some(value.to_owned()))
-                        .map_err(|why| invalid(&format!("{base}/{}", escape_pointer(field)), why)),
+    /// Extracts the entity through the configured field mapping, validating every name. A
+    /// value that is not a usable name does not refuse the alert (it is authenticated, and
+    /// losing it would hide whatever it reports): the entity then keeps only the cluster and
+    /// lists the unusable values, quoted, so nothing downstream builds a target from them.
+    fn entity(&self, picked: &Picked<'_>, body_cluster: Option<&str>) -> Entity {
+        let mut unusable = Vec::new();
+        let mut pick = |attribute: Attribute, kind: NameKind| -> Option<String> {
+            let (field, value) = picked.get(attribute)?;
+            match names::validate(value, kind) {
+                Ok(()) => Some(value.to_owned()),
+                Err(why) => {
+                    unusable.push(unusable::field(field, value, why, self.max_unusable_chars));
+                    None
                 }
-            };
-        let namespace = pick(Attribute::Namespace, names::NameKind::Label)?;
-        let inference_service = pick(Attribute::InferenceService, names::NameKind::Label)?;
-        let pod = pick(Attribute::Pod, names::NameKind::Subdomain)?;
-        let policy = pick(Attribute::Policy, names::NameKind::Subdomain)?;
-        let application = pick(Attribute::Application, names::NameKind::Subdomain)?;
-        let cluster = match pick(Attribute::Cluster, names::NameKind::Subdomain)? {
-            Some(c) => c,
-            None => match cluster {
-                Some(c) => {
-                    names::validate(c, names::NameKind::Subdomain)
-                        .map_err(|why| invalid("/cluster", why))?;
-                    c.to_owned()
-                }
-                None => self.default_cluster.to_owned(),
-            },
+            }
         };
+        let namespace = pick(Attribute::Namespace, NameKind::Label);
+        let inference_service = pick(Attribute::InferenceService, NameKind::Label);
+        let pod = pick(Attribute::Pod, NameKind::Subdomain);
+        let policy = pick(Attribute::Policy, NameKind::Subdomain);
+        let application = pick(Attribute::Application, NameKind::Subdomain);
+        let cluster = pick(Attribute::Cluster, NameKind::Subdomain);
+        let cluster = match (cluster, body_cluster) {
+            (Some(cluster), _) => Some(cluster),
+            (None, Some(value)) => match names::validate(value, NameKind::Subdomain) {
+                Ok(()) => Some(value.to_owned()),
+                Err(why) => {
+                    unusable.push(unusable::field(
+                        "cluster",
+                        value,
+                        why,
+                        self.max_unusable_chars,
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+        .unwrap_or_else(|| self.default_cluster.to_owned());
+        if !unusable.is_empty() {
+            return Entity {
+                cluster: Some(cluster),
+                unusable,
+                ..Entity::default()
+            };
+        }
         let (kind, name) = if let Some(name) = inference_service {
             (Some(EntityKind::Inferenceservice), Some(name))
         } else if let Some(name) = pod {
@@ -381,14 +419,15 @@ impl Normalizer<'_> {
         } else {
             (None, None)
         };
-        Ok(Entity {
+        Entity {
             cluster: Some(cluster),
             namespace,
             kind,
             name,
             policy,
             application,
-        })
+            unusable: Vec::new(),
+        }
     }
 }
 
@@ -758,6 +797,8 @@ mod tests {
         let normalizer = Normalizer {
             fields: &fields,
             max_rows: 2,
+            max_alerts: 10,
+            max_unusable_chars: 64,
             default_cluster: "default",
         };
         let bodies = [

@@ -14,6 +14,7 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     Publisher,
+    body_deadline::BodyDeadline,
     bus::{BusError, Outgoing},
     problem::Problem,
 };
@@ -22,6 +23,7 @@ use crate::{
     auth::Authenticator,
     config::ReceiverConfig,
     dedup::{Accepted, Claim, Deliveries, DeliveryKey, alert_id},
+    failed_auth::FailedAuth,
     fingerprint, json_depth,
     metrics::ReceiverMetrics,
     normalize::{self, FieldIndex, Normalizer},
@@ -35,6 +37,7 @@ pub struct State {
     pub entity_fields: FieldIndex,
     pub auth: Authenticator,
     pub deliveries: Deliveries,
+    pub failed_auth: FailedAuth,
 }
 
 #[derive(Clone, Copy)]
@@ -193,9 +196,30 @@ async fn handle<'s>(
     payload: web::Payload,
     source: &mut &'s str,
 ) -> Result<(Vec<Accepted>, usize), Refusal> {
+    // Before anything is read: a peer guessing credentials is turned away cheaply.
+    let peer = state.failed_auth.peer_of(request);
+    if let Err(locked) = state.failed_auth.check(peer) {
+        state.metrics.auth_locked_out.inc();
+        return Err(refuse(
+            "auth_locked_out",
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-authentications",
+                "Too many failed authentications from this address",
+                format!(
+                    "more than {} failed authentications within {:?} \
+                     (receiver.failed_auth.max_failures, window); retry later",
+                    state.config.failed_auth.max_failures, state.config.failed_auth.window
+                ),
+            )
+            .retry_after(locked.retry_after_secs),
+        ));
+    }
     if let Credentials::Path { source, .. } = credentials
         && state.auth.authenticate_path(source, "").is_none()
     {
+        // Probing for sources with path tokens counts as a failed authentication.
+        state.failed_auth.record_failure(peer);
         return Err(refuse(
             "not_found",
             Problem::new(
@@ -215,7 +239,10 @@ async fn handle<'s>(
             .authenticate_path(source, token)
             .expect("checked above"),
     }
-    .map_err(|e| refuse(e.reason(), e.problem()))?;
+    .map_err(|e| {
+        state.failed_auth.record_failure(peer);
+        refuse(e.reason(), e.problem())
+    })?;
     *source = authenticated.source;
     state.auth.check_rate(source).map_err(|limited| {
         refuse(
@@ -233,6 +260,8 @@ async fn handle<'s>(
     let normalizer = Normalizer {
         fields: &state.entity_fields,
         max_rows: state.config.max_rows,
+        max_alerts: state.config.max_alerts_per_request,
+        max_unusable_chars: state.config.max_unusable_value_chars,
         default_cluster: &state.cluster,
     };
     let alerts = match format {
@@ -240,13 +269,27 @@ async fn handle<'s>(
         Format::Alertmanager => normalizer.alertmanager(text, source),
     }
     .map_err(|problem| {
-        let reason = if problem.status == StatusCode::BAD_REQUEST.as_u16() {
-            "malformed"
-        } else {
-            "invalid"
+        let reason = match StatusCode::from_u16(problem.status) {
+            Ok(StatusCode::BAD_REQUEST) => "malformed",
+            Ok(StatusCode::PAYLOAD_TOO_LARGE) => "too_many_alerts",
+            _ => "invalid",
         };
         refuse(reason, problem)
     })?;
+    for alert in alerts.iter().filter(|a| a.entity.is_unusable()) {
+        state
+            .metrics
+            .unusable_entities
+            .with_label_values(&[format.label(), source])
+            .inc();
+        tracing::warn!(
+            format = format.label(),
+            %source,
+            alert = ?alert.name,
+            unusable = %alert.entity.unusable_summary(),
+            "alert names no usable entity: accepted, to be escalated without action"
+        );
+    }
     let delivered = deliver(state, alerts).await?;
     if let Some(signature) = authenticated.signature {
         state.auth.remember(signature);
@@ -379,6 +422,15 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| match err {
             actix_web::error::PayloadError::Overflow => too_large(),
+            timeout if BodyDeadline::is_timeout(&timeout) => refuse(
+                "body_timeout",
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body-timeout",
+                    "The request body arrived too slowly",
+                    timeout.to_string(),
+                ),
+            ),
             other => refuse(
                 "unreadable",
                 Problem::new(

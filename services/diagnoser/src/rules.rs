@@ -153,7 +153,9 @@ pub fn diagnose(
 ) -> Finding {
     let entity = &alert.entity;
     let namespace = entity.namespace.clone().unwrap_or_default();
-    let mut finding = if let Some(policy) = entity.policy.clone() {
+    let mut finding = if entity.is_unusable() {
+        unusable_entity(alert, alert_evidence)
+    } else if let Some(policy) = entity.policy.clone() {
         policy_rule(alert, alert_evidence, &namespace, &policy, store, &mut log)
     } else if let Some(app) = entity.application.clone() {
         gitops_rule(alert_evidence, &namespace, &app, store, &mut log)
@@ -176,6 +178,36 @@ pub fn diagnose(
     .unwrap_or_else(|| unknown(alert, alert_evidence));
     finding.evidence = log.into_items();
     finding
+}
+
+/// An alert whose entity fields are not usable names (the receiver kept them quoted): no
+/// rule may build a target from them, so it is escalated to humans, naming what it sent.
+fn unusable_entity(alert: &Alert, alert_evidence: &str) -> Option<Finding> {
+    let sent = alert.entity.unusable_summary();
+    Some(Finding {
+        root_cause: RootCause::Unknown,
+        confidence: 0.0,
+        target: None,
+        summary: format!(
+            "{}: the alert names no usable resource ({sent})",
+            alert.name
+        ),
+        explanation: format!(
+            "The alert ({alert_evidence}) names its resource with values that are not valid \
+             Kubernetes names: {sent}. Nothing is acted on from them; escalating so a human \
+             finds the resource and checks the sender."
+        ),
+        actions: vec![proposal(
+            ActionKind::Escalate,
+            "unknown",
+            json!({}),
+            &[alert_evidence],
+            "the alert's resource names are unusable; humans decide".into(),
+        )],
+        developer_fix: None,
+        evidence: Vec::new(),
+        query: format!("{} escalate unknown", alert.name),
+    })
 }
 
 fn unknown(alert: &Alert, alert_evidence: &str) -> Finding {
@@ -789,6 +821,36 @@ mod tests {
         assert_eq!(round_up_mib((480u64 << 20) * 13 / 10, 64), "640Mi");
         assert_eq!(round_up_mib(1 << 30, 64), "1Gi");
         assert_eq!(round_up_mib(1, 0), "1Mi");
+    }
+
+    #[test]
+    fn an_unusable_entity_is_escalated_naming_its_values_and_targets_nothing() {
+        // Even next to usable-looking fields (the receiver clears them), unusable wins.
+        let entity = Entity {
+            unusable: vec![opsmesh_proto::alert::UnusableField {
+                field: "namespace".into(),
+                quoted: r#""prod; rm -rf""#.into(),
+                truncated: false,
+                reason: "not a DNS label".into(),
+            }],
+            ..isvc("a", "big")
+        };
+        let f = run(&alert(entity, &[("hourly_cost", "102.0")]), &store());
+        assert_eq!(f.root_cause, RootCause::Unknown);
+        assert_eq!(f.target, None);
+        let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [ActionKind::Escalate]);
+        assert_eq!(f.actions[0].target, "unknown");
+        assert!(
+            f.summary.contains(r#"namespace="prod; rm -rf""#),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.explanation.contains(r#"namespace="prod; rm -rf""#),
+            "{}",
+            f.explanation
+        );
     }
 
     fn alert(entity: Entity, row: &[(&str, &str)]) -> Alert {

@@ -24,17 +24,30 @@ async fn each_alert_of_a_group_becomes_one_alert_with_its_own_fingerprint() {
     body["alerts"].as_array_mut().unwrap().push(second);
     let (status, reply) = post(&app, &body).await;
     assert_eq!(status, 202, "{reply}");
-    assert_eq!(
-        reply["incident_keys"],
-        json!(["c1a2b3d4e5f60718", "d00d00d00d00d00d"])
+    let keys: Vec<&str> = reply["incident_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(
+        keys[0], keys[1],
+        "one incident per Alertmanager fingerprint"
     );
+    for key in &keys {
+        assert!(
+            key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+    }
     let published = app.published();
     assert_eq!(published.len(), 2);
     let payload = &published[0]["payload"];
     assert_eq!(payload["source_kind"], "alertmanager");
     assert_eq!(
-        payload["fingerprint"], "c1a2b3d4e5f60718",
-        "Alertmanager's fingerprint honoured"
+        payload["fingerprint"], keys[0],
+        "the incident key is Alertmanager's fingerprint within its source"
     );
     assert_eq!(payload["severity"], "critical");
     assert_eq!(payload["entity"]["name"], "gpt-oss-120b");
@@ -83,4 +96,46 @@ async fn a_wrong_version_names_the_field() {
     let (status, problem) = post(&app, &body).await;
     assert_eq!(status, 422);
     assert_eq!(problem["pointer"], "/version");
+}
+
+#[tokio::test]
+async fn one_source_cannot_resolve_another_sources_incident_with_the_same_fingerprint() {
+    let other_tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(other_tokens.path(), "other-alertmanager-token").unwrap();
+    let app = spawn_app_with(|config| {
+        config.sources.insert(
+            "alertmanager-b".into(),
+            opsmesh_alert_receiver::config::SourceConfig {
+                bearer_tokens_file: Some(other_tokens.path().to_owned()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let firing = sample("alertmanager-webhook.json");
+    let (status, from_a) = post(&app, &firing).await;
+    assert_eq!(status, 202);
+    let mut resolved = firing.clone();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    let response = app
+        .client
+        .post(app.url("/v1/alerts/alertmanager"))
+        .bearer_auth("other-alertmanager-token")
+        .json(&resolved)
+        .send()
+        .await
+        .unwrap();
+    let (status, from_b) = read(response).await;
+    assert_eq!(status, 202);
+    assert_ne!(
+        from_a["incident_key"], from_b["incident_key"],
+        "source B's resolution carries the same Alertmanager fingerprint but another incident key"
+    );
+    let (status, a_resolves) = post(&app, &resolved).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        from_a["incident_key"], a_resolves["incident_key"],
+        "source A's own resolution reaches its incident"
+    );
 }

@@ -2,9 +2,11 @@
 
 mod alertmanager;
 mod auth;
+mod doors;
 mod durability;
 mod helpers;
 mod limits;
 mod replicas;
 mod splunk;
+mod unusable;
 mod validation;
