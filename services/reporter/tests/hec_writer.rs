@@ -287,6 +287,61 @@ async fn a_refused_token_pauses_until_the_token_file_is_fixed() {
     reporter.stop().await.expect("clean shutdown");
 }
 
+/// A token rotated the usual way (Splunk accepts both, the Secret changes, the old token is
+/// revoked) is used from the next request on, without a restart and without a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_used_before_the_old_token_is_revoked() {
+    const NEXT: &str = "11111111-2222-4333-8444-555555555555";
+    let hec = HecServer::start().await;
+    let bus = memory_bus();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("hec-token");
+    std::fs::write(&token_file, format!("{}\n", HecServer::TOKEN)).unwrap();
+    let token_path = token_file.to_str().unwrap().to_owned();
+    let reporter = RunningReporter::start(
+        &bus,
+        &hec,
+        &[("OPSMESH__REPORTER__HEC__TOKEN_FILE", &token_path)],
+    )
+    .await;
+    let before = incidents(3);
+    publish(&bus, &before).await;
+    let published = ids(&before);
+    eventually("delivered with the first token", SETTLE, || async {
+        (missing_and_duplicates(&hec, &published) == (0, 0)).then_some(())
+    })
+    .await;
+
+    hec.set_tokens(&[HecServer::TOKEN, NEXT]);
+    std::fs::write(&token_file, format!("{NEXT}\n")).unwrap();
+    // A modification time of its own, whatever the file system's resolution.
+    std::fs::File::options()
+        .write(true)
+        .open(&token_file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(10))
+        .unwrap();
+    // The token file is looked at once a second at most.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hec.set_tokens(&[NEXT]);
+
+    let after = incidents(3);
+    publish(&bus, &after).await;
+    let published: HashSet<String> = published.into_iter().chain(ids(&after)).collect();
+    eventually("delivered with the rotated token", SETTLE, || async {
+        (missing_and_duplicates(&hec, &published) == (0, 0)).then_some(())
+    })
+    .await;
+    let refused: Vec<u16> = hec
+        .requests()
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s != 200)
+        .collect();
+    assert!(refused.is_empty(), "no request was refused: {refused:?}");
+    reporter.stop().await.expect("clean shutdown");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_outage_loses_nothing() {
     let hec = HecServer::start().await;

@@ -2,7 +2,10 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{InlineSecret, SecretSource},
+};
 
 /// `[reporter.hec]`: where events go and how they are batched. Exactly one of `url` (Splunk)
 /// or `file` (JSON lines of HEC envelopes, for the demo and air-gapped runs).
@@ -11,9 +14,9 @@ use opsmesh_runtime::{ConfigError, Validate};
 pub struct HecConfig {
     /// Base URL of the HEC endpoint, e.g. `https://splunk.example.com:8088`.
     pub url: Option<String>,
-    /// HEC token. Prefer `token_file` (a mounted Secret, re-read when Splunk refuses the
-    /// token) or `OPSMESH__REPORTER__HEC__TOKEN`.
-    pub token: Option<String>,
+    /// HEC token. Prefer `token_file` (a mounted Secret, re-read when it changes: a rotated
+    /// token is used without a restart) or `OPSMESH__REPORTER__HEC__TOKEN`.
+    pub token: Option<InlineSecret>,
     pub token_file: Option<PathBuf>,
     /// Write HEC envelopes to this file instead of Splunk.
     pub file: Option<PathBuf>,
@@ -96,6 +99,13 @@ impl Default for HecConfig {
             dedup_capacity: 100_000,
             ack: AckConfig::default(),
         }
+    }
+}
+
+impl HecConfig {
+    /// `token` or `token_file`.
+    pub fn token_source(&self) -> SecretSource {
+        SecretSource::from_fields(self.token.as_ref(), self.token_file.as_deref(), None)
     }
 }
 

@@ -2,19 +2,15 @@
 //! envelopes, gzip, channel, token), the ack and health endpoints, and the classification of
 //! every answer by what the writer must do next.
 
-use std::{
-    collections::HashMap,
-    io::Write,
-    path::PathBuf,
-    sync::{PoisonError, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, io::Write, path::PathBuf, time::Duration};
 
 use flate2::{Compression, write::GzEncoder};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
+
+use opsmesh_runtime::secret::{Secret, trimmed};
 
 use super::{EncodeError, EncodedEvent, HecConfig, HecEvent};
 
@@ -115,75 +111,22 @@ pub struct Accepted {
     pub ack_id: Option<u64>,
 }
 
-/// Where the token comes from; a token file is read again after a refusal, so a rotated
-/// Secret is picked up without a restart.
-struct Token {
-    file: Option<PathBuf>,
-    authorization: RwLock<String>,
-}
-
-impl Token {
-    fn new(config: &HecConfig) -> Result<Self, HecError> {
-        let token = match (&config.token, &config.token_file) {
-            (Some(token), _) => token.trim().to_owned(),
-            (None, Some(path)) => read_token_file(path)?,
-            (None, None) => return Err(HecError::Setup("no HEC token configured".into())),
-        };
-        Ok(Self {
-            file: config
-                .token
-                .is_none()
-                .then(|| config.token_file.clone())
-                .flatten(),
-            authorization: RwLock::new(format!("Splunk {token}")),
-        })
-    }
-
-    fn header(&self) -> String {
-        self.authorization
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Re-reads the token file; whether the token changed.
-    fn refresh(&self) -> bool {
-        let Some(path) = &self.file else {
-            return false;
-        };
-        match read_token_file(path) {
-            Ok(token) => {
-                let header = format!("Splunk {token}");
-                let mut current = self
-                    .authorization
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let changed = *current != header;
-                *current = header;
-                changed
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot re-read the HEC token file");
-                false
-            }
-        }
-    }
-}
-
-fn read_token_file(path: &PathBuf) -> Result<String, HecError> {
-    std::fs::read_to_string(path)
-        .map(|t| t.trim().to_owned())
-        .map_err(|e| HecError::Setup(format!("reading token_file {}: {e}", path.display())))
-}
-
 struct Http {
     client: reqwest::Client,
     event_url: String,
     ack_url: String,
     health_url: String,
-    token: Token,
+    /// Read at each request: a rotated token file is used without a restart.
+    token: Secret<String>,
     channel: String,
     gzip: bool,
+}
+
+impl Http {
+    /// `Splunk <token>`, with the token as its file holds it now.
+    fn authorization(&self) -> String {
+        format!("Splunk {}", self.token.get())
+    }
 }
 
 enum Target {
@@ -211,7 +154,13 @@ impl HecSink {
                     event_url: format!("{base}/services/collector/event"),
                     ack_url: format!("{base}/services/collector/ack"),
                     health_url: format!("{base}/services/collector/health"),
-                    token: Token::new(config)?,
+                    token: Secret::load("reporter.hec.token", &config.token_source(), trimmed)
+                        .map_err(|e| HecError::Setup(e.to_string()))?
+                        .ok_or_else(|| {
+                            HecError::Setup(
+                                "no HEC token configured (reporter.hec.token or token_file)".into(),
+                            )
+                        })?,
                     channel: config
                         .channel
                         .clone()
@@ -277,7 +226,7 @@ impl HecSink {
                 let mut request = http
                     .client
                     .post(&http.event_url)
-                    .header("Authorization", http.token.header())
+                    .header("Authorization", http.authorization())
                     .header(CHANNEL_HEADER, &http.channel)
                     .header("Content-Type", "application/json");
                 if http.gzip {
@@ -306,7 +255,7 @@ impl HecSink {
         let response = http
             .client
             .post(&http.ack_url)
-            .header("Authorization", http.token.header())
+            .header("Authorization", http.authorization())
             .header(CHANNEL_HEADER, &http.channel)
             .json(&serde_json::json!({ "acks": ids }))
             .send()
@@ -351,14 +300,6 @@ impl HecSink {
                 text: reply.text,
             }),
             _ => classify(status, &reply),
-        }
-    }
-
-    /// After a refusal: reads the token file again. Whether the token changed.
-    pub fn refresh_token(&self) -> bool {
-        match &self.target {
-            Target::Http(http) => http.token.refresh(),
-            Target::File(_) => false,
         }
     }
 }

@@ -324,10 +324,7 @@ impl HecWriter {
                         tracing::error!(error = %err, "HEC refuses the token or configuration; consumption paused, nothing is dropped");
                     }
                     self.health.refused(err.to_string());
-                    if self.sink.refresh_token() {
-                        tracing::info!("HEC token file changed; sending again");
-                        continue;
-                    }
+                    // The next attempt reads the token file again: a fixed token resumes.
                     attempt += 1;
                     self.pause(attempt, stop).await?;
                 }

@@ -134,6 +134,11 @@ impl HecServer {
         self.lock().mode = mode;
     }
 
+    /// The tokens accepted from now on (a rotation: both, then only the new one).
+    pub fn set_tokens(&self, tokens: &[&str]) {
+        self.lock().tokens = tokens.iter().map(|t| (*t).to_owned()).collect();
+    }
+
     /// Turns indexer acknowledgement on for the token: channels become mandatory.
     pub fn enable_ack(&self, pending_polls: u32, lose_batches: usize) {
         self.lock().ack = Some(Ack {
