@@ -34,7 +34,7 @@ CACHE="${OPSMESH_CACHE_DIR:-$HOME/.cache/opsmesh}"
 VENV="$CACHE/venv"
 NODE_PREFIX="$CACHE/node-deploy-checks"
 K8S_VERSIONS="${OPSMESH_K8S_VERSIONS:-1.30,1.34}"
-OVERLAYS=(base overlays/dev overlays/prod)
+OVERLAYS=(base overlays/dev overlays/prod overlays/prod-namespaced)
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -107,9 +107,13 @@ def normalize_rules(rules: list[dict]) -> set[tuple[str, str, str]]:
     return out
 
 
-def expected_rules(path: Path) -> set[tuple[str, str, str]]:
+def expected_rules(path: Path, scope: str | None = None) -> set[tuple[str, str, str]]:
+    """The rules of an *-rbac.expected.json; with `scope`, only its entries of that scope
+    (`cluster` or `namespaced`)."""
     out = set()
     for e in json.loads(path.read_text()):
+        if scope is not None and e.get("scope") != scope:
+            continue
         for v in e["verbs"]:
             out.add((e["apiGroup"], e["resource"], v))
     return out
@@ -148,6 +152,41 @@ def rbac_diff(actual: set, expected: set) -> list[str]:
         probs.append("grants more than expected: " + fmt_rules(actual - expected))
     if expected - actual:
         probs.append("grants less than expected: " + fmt_rules(expected - actual))
+    return probs
+
+
+def collector_binding_problems(objs: list[dict], roles: list[dict], cms: dict, deploy: Path) -> list[str]:
+    """The collector is bound either cluster-wide (ClusterRoleBinding; every read of
+    collector-rbac.expected.json) or per namespace (components/collector-namespaced: RoleBindings
+    only, the namespaced reads only, `collector.scope = namespaces` and
+    `collector.namespaces` equal to the RoleBindings' namespaces)."""
+    expected = deploy / "k8s/collector-rbac.expected.json"
+    crbs = [b for b in by_kind(objs, "ClusterRoleBinding") if b["roleRef"]["name"] == "opsmesh-collector"]
+    rbs = [b for b in by_kind(objs, "RoleBinding") if b["roleRef"]["name"] == "opsmesh-collector"]
+    config = next((c.get("data") or {} for n, c in cms.items() if n.startswith("opsmesh-collector")), {})
+    scope = config.get("OPSMESH__COLLECTOR__SCOPE", "cluster")
+    namespaces = {n.strip() for n in config.get("OPSMESH__COLLECTOR__NAMESPACES", "").split(",") if n.strip()}
+    probs = []
+    if crbs and rbs:
+        probs.append("the collector is bound both cluster-wide and per namespace")
+    if not crbs and not rbs:
+        probs.append("nothing binds the collector's role")
+    want = expected_rules(expected) if crbs else expected_rules(expected, "namespaced")
+    for r in roles:
+        got = normalize_rules(r.get("rules", []))
+        probs += [f"{ident(r)}: {p}" for p in rbac_diff(got, want)]
+        if {v for _, _, v in got} - READ_VERBS:
+            probs.append(f"{ident(r)}: collector must be read-only")
+    if crbs and scope != "cluster":
+        probs.append(f"bound cluster-wide but OPSMESH__COLLECTOR__SCOPE={scope}")
+    if rbs:
+        if scope != "namespaces":
+            probs.append("bound per namespace: OPSMESH__COLLECTOR__SCOPE must be namespaces "
+                         "(else its cluster-scoped reads fail every interval)")
+        bound = {b["metadata"]["namespace"] for b in rbs}
+        if namespaces != bound:
+            probs.append(f"OPSMESH__COLLECTOR__NAMESPACES {sorted(namespaces)} differs from the "
+                         f"collector's RoleBindings {sorted(bound)}")
     return probs
 
 
@@ -438,16 +477,11 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
     rem = [r for r in roles if r["metadata"]["name"] == "opsmesh-remediator"]
     col = [r for r in roles if r["metadata"]["name"] == "opsmesh-collector"]
     exp_rem = expected_rules(deploy / "k8s/remediator-rbac.expected.json")
-    exp_col = expected_rules(deploy / "k8s/collector-rbac.expected.json")
     owned = remediator_owned_names(deploy.parent / "services/remediator/src/cluster.rs")
     for r in rem:
         probs += [f"{ident(r)}: {p}" for p in rbac_diff(normalize_rules(r.get("rules", [])), exp_rem)]
         probs += [f"{ident(r)}: {p}" for p in resource_name_problems(r.get("rules", []), owned)]
-    for r in col:
-        got = normalize_rules(r.get("rules", []))
-        probs += [f"{ident(r)}: {p}" for p in rbac_diff(got, exp_col)]
-        if {v for _, _, v in got} - READ_VERBS:
-            probs.append(f"{ident(r)}: collector must be read-only")
+    probs += collector_binding_problems(objs, col, cms, deploy)
     crbs = by_kind(objs, "ClusterRoleBinding")
     rbs = by_kind(objs, "RoleBinding")
     for b in crbs:
@@ -464,7 +498,7 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
         want = {("ServiceAccount", b["roleRef"]["name"], "opsmesh")}
         if sub != want:
             probs.append(f"{ident(b)}: subjects {sorted(sub)} (want only the {b['roleRef']['name']} ServiceAccount)")
-    rep.check(f"{name}: RBAC least privilege (collector read-only; remediator = remediator-rbac.expected.json)", probs)
+    rep.check(f"{name}: RBAC least privilege (collector read-only = collector-rbac.expected.json, cluster-wide or per namespace; remediator = remediator-rbac.expected.json)", probs)
 
     # ---- topic provisioning Job
     probs = []

@@ -20,8 +20,15 @@ pub struct CollectorConfig {
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context (default: the current context).
     pub context: Option<String>,
-    /// Namespaces to read; empty reads all.
+    /// Namespaces to read; empty reads all. A list, or comma-separated
+    /// (`OPSMESH__COLLECTOR__NAMESPACES=ml-team-a,ml-team-b`).
+    #[serde(deserialize_with = "opsmesh_runtime::config::name_list")]
     pub namespaces: Vec<String>,
+    /// What the collector's Kubernetes credentials may read: `cluster` (a ClusterRole) or
+    /// `namespaces` (a Role per listed namespace: deploy/k8s/components/collector-namespaced).
+    /// Bound to namespaces it skips the cluster-scoped reads (namespace budget annotations,
+    /// ClusterPolicyReports, Kyverno ClusterPolicies) instead of failing on them every interval.
+    pub scope: Scope,
     /// Warning events younger than this are reported with a model.
     #[serde(with = "humantime_serde")]
     pub event_window: Duration,
@@ -43,6 +50,7 @@ impl Default for CollectorConfig {
             kubeconfig: None,
             context: None,
             namespaces: Vec::new(),
+            scope: Scope::Cluster,
             event_window: Duration::from_secs(15 * 60),
             budgets: BTreeMap::new(),
             default_hourly_budget_usd: None,
@@ -51,6 +59,13 @@ impl Default for CollectorConfig {
             argocd: ArgoCdConfig::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Cluster,
+    Namespaces,
 }
 
 /// Turns sources off (each is on when what it reads is configured).
@@ -137,6 +152,22 @@ impl Validate for CollectorConfig {
             return Err(ConfigError::invalid(
                 key("source_timeout"),
                 "must be longer than 0s",
+            ));
+        }
+        if let Some(bad) = self
+            .namespaces
+            .iter()
+            .find(|n| !opsmesh_proto::name::is_dns_label(n))
+        {
+            return Err(ConfigError::invalid(
+                key("namespaces"),
+                format!("{bad:?} is not a namespace name (a DNS label)"),
+            ));
+        }
+        if self.scope == Scope::Namespaces && self.namespaces.is_empty() {
+            return Err(ConfigError::invalid(
+                key("namespaces"),
+                "required when collector.scope = \"namespaces\" (the namespaces its Roles grant)",
             ));
         }
         if let Some(path) = &self.kubeconfig

@@ -26,7 +26,7 @@ use opsmesh_runtime::{
     metrics::{latency_buckets, register},
 };
 
-pub use config::CollectorConfig;
+pub use config::{CollectorConfig, Scope};
 use sources::{Costs, GitOps, Models, Policies, Records, Source};
 
 pub const SERVICE: ServiceDef = ServiceDef {
@@ -35,6 +35,38 @@ pub const SERVICE: ServiceDef = ServiceDef {
     about: "Reads KServe, pods, Kyverno, OpenCost and ArgoCD state into opsmesh.telemetry.v1",
     build,
 };
+
+/// A Kubernetes permission the collector's code uses; deploy/k8s/collector-rbac.expected.json
+/// lists the same (checked by tests/rbac.rs), and deploy/check.sh compares the rendered
+/// roles with that file.
+pub struct Permission {
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    /// Cluster-scoped: granted only by the ClusterRole; bound per namespace
+    /// (`collector.scope = "namespaces"`) the collector does not read it.
+    pub cluster_scoped: bool,
+}
+
+/// Every read the sources make: they only list.
+pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
+    read("", "events", false),
+    read("", "namespaces", true),
+    read("", "pods", false),
+    read("kyverno.io", "clusterpolicies", true),
+    read("serving.kserve.io", "inferenceservices", false),
+    read("wgpolicyk8s.io", "clusterpolicyreports", true),
+    read("wgpolicyk8s.io", "policyreports", false),
+];
+
+const fn read(api_group: &'static str, resource: &'static str, cluster_scoped: bool) -> Permission {
+    Permission {
+        api_group,
+        resource,
+        verbs: &["list"],
+        cluster_scoped,
+    }
+}
 
 fn build<'a>(
     tree: &'a ConfigTree,
@@ -151,6 +183,16 @@ impl Collector {
             .map_err(|e| start_error(format!("HTTP client: {e}")))?;
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         let switches = &config.sources;
+        let cluster_reads = config.scope == Scope::Cluster;
+        if !cluster_reads {
+            tracing::info!(
+                namespaces = ?config.namespaces,
+                "collector bound to namespaces (collector.scope = namespaces): cluster-scoped \
+                 reads skipped: namespace budget annotations (collector.budgets and \
+                 default_hourly_budget_usd apply), ClusterPolicyReports, Kyverno ClusterPolicies \
+                 (a policy's action comes from its report)"
+            );
+        }
         if let Some(client) = &client {
             if switches.models {
                 sources.push(Box::new(Models {
@@ -163,6 +205,7 @@ impl Collector {
                 sources.push(Box::new(Policies {
                     client: client.clone(),
                     namespaces: config.namespaces.clone(),
+                    cluster_reads,
                 }));
             }
         }
@@ -171,7 +214,8 @@ impl Collector {
                 http: http.clone(),
                 url: url.clone(),
                 window: config.opencost.window.clone(),
-                client: client.clone(),
+                // Only for the namespaces' budget annotations, a cluster-scoped read.
+                client: client.clone().filter(|_| cluster_reads),
                 namespaces: config.namespaces.clone(),
                 budgets: config.budgets.clone(),
                 default_budget: config.default_hourly_budget_usd,

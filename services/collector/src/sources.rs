@@ -298,6 +298,9 @@ impl Source for Models {
 pub struct Policies {
     pub client: Client,
     pub namespaces: Vec<String>,
+    /// Whether ClusterPolicyReports and Kyverno ClusterPolicies are read (cluster-scoped:
+    /// not with Roles bound per namespace).
+    pub cluster_reads: bool,
 }
 
 #[async_trait]
@@ -321,11 +324,12 @@ impl Source for Policies {
         );
         let mut reports =
             list_dynamic(&self.client, &report, &self.namespaces, "policyreports").await?;
-        reports.extend(
-            list_dynamic(&self.client, &cluster_report, &[], "clusterpolicyreports").await?,
-        );
-        let actions: BTreeMap<String, String> =
-            list_dynamic(&self.client, &cpol, &[], "clusterpolicies")
+        let mut actions: BTreeMap<String, String> = BTreeMap::new();
+        if self.cluster_reads {
+            reports.extend(
+                list_dynamic(&self.client, &cluster_report, &[], "clusterpolicyreports").await?,
+            );
+            actions = list_dynamic(&self.client, &cpol, &[], "clusterpolicies")
                 .await?
                 .into_iter()
                 .filter_map(|p| {
@@ -335,6 +339,7 @@ impl Source for Policies {
                     Some((p.metadata.name.clone()?, action))
                 })
                 .collect();
+        }
         let events: Vec<Event> = list_typed(
             &self.client,
             &self.namespaces,
@@ -444,6 +449,7 @@ pub struct Costs {
     pub http: reqwest::Client,
     pub url: String,
     pub window: String,
+    /// For the namespaces' budget annotations; `None`: budgets from the configuration only.
     pub client: Option<Client>,
     pub namespaces: Vec<String>,
     pub budgets: BTreeMap<String, f64>,

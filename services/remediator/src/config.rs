@@ -98,10 +98,10 @@ pub struct PolicyConfig {
     pub modes: HashMap<ActionKind, ActionMode>,
     /// Namespaces actions may touch; empty = every namespace not denied, but then no action
     /// runs in `auto` mode: each needs an approval. A list, or comma-separated (environment).
-    #[serde(deserialize_with = "namespace_list")]
+    #[serde(deserialize_with = "opsmesh_runtime::config::name_list")]
     pub allowed_namespaces: Vec<String>,
     /// Namespaces actions never touch (wins over `allowed_namespaces`).
-    #[serde(deserialize_with = "namespace_list")]
+    #[serde(deserialize_with = "opsmesh_runtime::config::name_list")]
     pub denied_namespaces: Vec<String>,
     /// No second action on the same target within this (across incidents).
     #[serde(with = "humantime_serde")]
@@ -141,25 +141,6 @@ impl Default for PolicyConfig {
             replica_floor: 1,
         }
     }
-}
-
-/// A list of names, or one comma-separated string (how `OPSMESH__…` variables carry lists).
-fn namespace_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Names {
-        List(Vec<String>),
-        Joined(String),
-    }
-    Ok(match Names::deserialize(d)? {
-        Names::List(list) => list,
-        Names::Joined(joined) => joined
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 impl PolicyConfig {

@@ -352,6 +352,27 @@ fn deserialize_at<T: DeserializeOwned>(
     })
 }
 
+/// A list of names in the configuration file, or one comma-separated string (how
+/// `OPSMESH__…` environment variables carry lists): `["a", "b"]` and `"a, b"` are the same.
+/// For `#[serde(deserialize_with = "…")]`.
+pub fn name_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Joined(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(list) => list,
+        Names::Joined(joined) => joined
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
