@@ -2,6 +2,7 @@
 # deploy/check.sh - offline checks of everything under deploy/.
 #
 #   deploy/check.sh            # exit 0 when every check passed
+#   deploy/check.sh --release  # also refuse placeholder egress CIDRs (before an apply)
 #
 # Needs no container engine and no cluster. Installs what it needs when it is
 # missing (Debian packages, PyPI into $HOME/.cache/opsmesh/venv, npm into
@@ -19,6 +20,10 @@
 #   5. deployment policy: probes, resources, drain grace, security context,
 #      secrets referenced not inlined, PDBs, autoscaling, NetworkPolicies,
 #      least-privilege RBAC == deploy/k8s/*-rbac.expected.json, topics Job
+#   5a. egress: each service's NetworkPolicies reach its declared peers
+#      (checks/validate_egress.py, from the code's endpoints and the rendered
+#      config) and nothing else; prod's name every peer (components/
+#      egress-pinned); --release: no placeholder CIDR left
 #   5b. Kafka: the KafkaUsers' ACLs == deploy/k8s/kafka-acls.expected.json
 #      (which tests/tests/kafka_acls.rs derives from the code), each workload
 #      connects as its own principal over sasl_ssl
@@ -35,6 +40,14 @@ VENV="$CACHE/venv"
 NODE_PREFIX="$CACHE/node-deploy-checks"
 K8S_VERSIONS="${OPSMESH_K8S_VERSIONS:-1.30,1.34}"
 OVERLAYS=(base overlays/dev overlays/prod overlays/prod-namespaced)
+# Renders whose egress must name every peer (components/egress-pinned).
+PINNED=(prod prod-namespaced)
+RELEASE=()
+case "${1:-}" in
+    --release) RELEASE=(--release) ;;
+    "") ;;
+    *) echo "usage: deploy/check.sh [--release]" >&2; exit 2 ;;
+esac
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -151,6 +164,8 @@ if [ "${#renders[@]}" -gt 0 ]; then
     tool "Kubernetes manifests" "$PY" "$DEPLOY/checks/validate_k8s.py" --deploy "$DEPLOY" \
         --k8s-versions "$K8S_VERSIONS" --readme "$DEPLOY/README.md" \
         --dump-objects "$WORK/objects.json" "${renders[@]}"
+    tool "Egress NetworkPolicies" "$PY" "$DEPLOY/checks/validate_egress.py" \
+        "${PINNED[@]/#/--pinned=}" "${RELEASE[@]}" "${renders[@]}"
     tool "Kafka ACLs and authentication" "$PY" "$DEPLOY/checks/validate_kafka_acls.py" \
         --expected "$DEPLOY/k8s/kafka-acls.expected.json" "${renders[@]}"
     if [ -f "$WORK/objects.json" ]; then

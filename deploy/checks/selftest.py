@@ -53,6 +53,28 @@ def mutate_k8s(docs: list[dict]) -> tuple[list[dict], list[str]]:
     return docs, expect
 
 
+def mutate_egress(docs: list[dict]) -> tuple[list[dict], list[str]]:
+    """A pinned render (prod) with an unpinned rule, an undeclared peer and a peer cut off."""
+    docs = copy.deepcopy(docs)
+    expect = []
+    for d in docs:
+        name = d.get("metadata", {}).get("name")
+        if d.get("kind") != "NetworkPolicy":
+            continue
+        if name == "diagnoser-egress":
+            d["spec"]["egress"].append({"ports": [{"protocol": "TCP", "port": 22}]})
+            expect += ["ports [22] to any address (name the peer)", "ports [22] to any address, not a peer's port"]
+        if name == "collector-egress":
+            d["spec"]["egress"].append({"to": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "kube-system"}}}], "ports": [{"protocol": "TCP", "port": 10250}]})
+            expect.append("allows namespace kube-system:10250, which is not a declared peer")
+        if name == "remediator-egress":
+            d["spec"]["egress"] = d["spec"]["egress"][:1]
+            expect.append("declared peer argocd (namespace argocd, port 8080) has no egress rule")
+    expect.append("no placeholder CIDR left (--release)")
+    return docs, expect
+
+
 def mutate_compose(text: str) -> tuple[str, list[str]]:
     subs = [
         ("  kafka:\n    image:", "  kafka:\n    imagee: x\n    image:", "'imagee' does not match"),
@@ -92,6 +114,15 @@ def main() -> int:
         if rc == 0:
             problems.append("validate_k8s.py accepted a broken render")
         problems += [f"validate_k8s.py did not report: {m}" for m in expect if m not in out]
+
+        bad, expect = mutate_egress(docs)
+        f = tmp / "bad-egress.yaml"
+        f.write_text(yaml.safe_dump_all(bad))
+        rc, out = run([sys.executable, str(HERE / "validate_egress.py"), "--render", f"mutated={f}",
+                       "--pinned", "mutated", "--release"])
+        if rc == 0:
+            problems.append("validate_egress.py accepted a broken render")
+        problems += [f"validate_egress.py did not report: {m}" for m in expect if m not in out]
 
         compose = a.deploy / "compose/compose.yaml"
         text, expect = mutate_compose(compose.read_text())
