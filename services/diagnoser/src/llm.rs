@@ -7,7 +7,7 @@
 
 use std::{
     path::PathBuf,
-    sync::Mutex,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -27,7 +27,10 @@ use opsmesh_proto::{
     ActionKind,
     diagnosis::{Evidence, LlmUsage},
 };
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{Secret, SecretSource},
+};
 
 /// `[diagnoser.llm]`; off by default.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,7 +39,8 @@ pub struct LlmConfig {
     pub enabled: bool,
     /// OpenAI-compatible API base (OpenAI, Groq, vLLM, Ollama: `http://host:11434/v1`).
     pub base_url: String,
-    /// Environment variable holding the API key, or a file with it.
+    /// Environment variable holding the API key, or a file with it (re-read when it
+    /// changes). A file, when set, replaces the variable (which defaults to `OPENAI_API_KEY`).
     pub api_key_env: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub model: String,
@@ -70,6 +74,22 @@ impl Default for LlmConfig {
             choose_below_confidence: 0.7,
         }
     }
+}
+
+impl LlmConfig {
+    /// `api_key_file`, else `api_key_env`.
+    pub fn api_key_source(&self) -> SecretSource {
+        match &self.api_key_file {
+            Some(file) => SecretSource::from_fields(None, Some(file), None),
+            None => SecretSource::from_fields(None, None, self.api_key_env.as_deref()),
+        }
+    }
+}
+
+/// An API key: surrounding whitespace is not part of it. It may be empty: local endpoints
+/// (Ollama, vLLM) take none.
+fn api_key(text: &str) -> Result<String, String> {
+    Ok(text.trim().to_owned())
 }
 
 impl Validate for LlmConfig {
@@ -131,7 +151,10 @@ struct Reply {
 }
 
 pub struct Advisor {
-    client: Client<OpenAIConfig>,
+    http: reqwest::Client,
+    api_key: Secret<String>,
+    /// The client of the key it was built with, built again when the key file changes.
+    client: Mutex<(Arc<String>, Client<OpenAIConfig>)>,
     config: LlmConfig,
     /// Spend in the current hour: (start of the hour window, USD).
     hour: Mutex<(Instant, f64)>,
@@ -142,40 +165,38 @@ impl Advisor {
         if !config.enabled {
             return Ok(None);
         }
-        let key = match (&config.api_key_file, &config.api_key_env) {
-            (Some(path), _) => std::fs::read_to_string(path)
-                .map(|k| k.trim().to_owned())
-                .map_err(|e| {
-                    ConfigError::invalid(
-                        "diagnoser.llm.api_key_file",
-                        format!("{}: {e}", path.display()),
-                    )
-                })?,
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::invalid("diagnoser.llm.api_key_env", format!("{var} is not set"))
-            })?,
-            (None, None) => {
-                return Err(ConfigError::invalid(
+        let api_key = Secret::load("diagnoser.llm.api_key", &config.api_key_source(), api_key)?
+            .ok_or_else(|| {
+                ConfigError::invalid(
                     "diagnoser.llm.api_key_env",
-                    "no API key",
-                ));
-            }
-        };
+                    "set api_key_env or api_key_file",
+                )
+            })?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
             .map_err(|e| ConfigError::invalid("diagnoser.llm", e.to_string()))?;
-        let client = Client::with_config(
-            OpenAIConfig::new()
-                .with_api_base(&config.base_url)
-                .with_api_key(key),
-        )
-        .with_http_client(http);
+        let key = api_key.get();
+        let client = openai_client(config, &http, &key);
         Ok(Some(Self {
-            client,
+            http,
+            api_key,
+            client: Mutex::new((key, client)),
             config: config.clone(),
             hour: Mutex::new((Instant::now(), 0.0)),
         }))
+    }
+
+    /// The client of the current API key.
+    fn client(&self) -> Client<OpenAIConfig> {
+        let key = self.api_key.get();
+        let mut current = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        // `get` hands out the same value until the key file changes.
+        if !Arc::ptr_eq(&current.0, &key) {
+            let client = openai_client(&self.config, &self.http, &key);
+            *current = (key, client);
+        }
+        current.1.clone()
     }
 
     fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
@@ -268,10 +289,9 @@ impl Advisor {
             .expect("valid request");
         // One bound over the whole exchange: the client retries 429s and 5xx honouring
         // Retry-After, which must not hold the incident beyond the configured timeout.
+        let client = self.client();
         let response =
-            match tokio::time::timeout(self.config.timeout, self.client.chat().create(request))
-                .await
-            {
+            match tokio::time::timeout(self.config.timeout, client.chat().create(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => {
                     self.settle(worst, 0.0);
@@ -308,6 +328,15 @@ impl Advisor {
         }
         advice
     }
+}
+
+fn openai_client(config: &LlmConfig, http: &reqwest::Client, key: &str) -> Client<OpenAIConfig> {
+    Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(&config.base_url)
+            .with_api_key(key),
+    )
+    .with_http_client(http.clone())
 }
 
 fn describe(err: &OpenAIError) -> String {

@@ -8,7 +8,10 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{InlineSecret, Secret, SecretSource, trimmed},
+};
 
 /// `[diagnoser.splunk]`. Without `url`, no Splunk evidence is gathered.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,8 +19,9 @@ use opsmesh_runtime::{ConfigError, Validate};
 pub struct SplunkConfig {
     /// splunkd management URL, e.g. `https://splunk.example.com:8089`.
     pub url: Option<String>,
-    /// Bearer token (or a session key with `scheme = "splunk"`); prefer `token_file`.
-    pub token: Option<String>,
+    /// Bearer token (or a session key with `scheme = "splunk"`); prefer `token_file`, which
+    /// is re-read when it changes.
+    pub token: Option<InlineSecret>,
     pub token_file: Option<PathBuf>,
     /// `bearer` (`Authorization: Bearer`) or `splunk` (`Authorization: Splunk <sessionKey>`).
     pub scheme: String,
@@ -47,6 +51,13 @@ impl Default for SplunkConfig {
             max_rows: 1000,
             ca_file: None,
         }
+    }
+}
+
+impl SplunkConfig {
+    /// `token` or `token_file`.
+    pub fn token_source(&self) -> SecretSource {
+        SecretSource::from_fields(self.token.as_ref(), self.token_file.as_deref(), None)
     }
 }
 
@@ -197,24 +208,21 @@ pub struct Results {
     pub messages: Vec<String>,
 }
 
-/// The token given inline, else read (trimmed) from `file`.
-pub(crate) fn read_token(
-    inline: Option<&str>,
-    file: Option<&std::path::Path>,
-) -> Result<String, SearchError> {
-    match (inline, file) {
-        (Some(token), _) => Ok(token.trim().to_owned()),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| SearchError::Setup(format!("{}: {e}", path.display()))),
-        (None, None) => Err(SearchError::Setup("no token configured".into())),
-    }
+/// The token configured at `key` (`token` or `token_file`), read again whenever its file
+/// changes.
+pub(crate) fn load_token(key: &str, source: &SecretSource) -> Result<Secret<String>, SearchError> {
+    Secret::load(key, source, trimmed)
+        .map_err(|e| SearchError::Setup(e.to_string()))?
+        .ok_or_else(|| SearchError::Setup(format!("no token configured ({key} or {key}_file)")))
 }
 
 pub struct SplunkClient {
     client: reqwest::Client,
     endpoint: String,
-    authorization: String,
+    /// `Bearer` or `Splunk`.
+    scheme: &'static str,
+    /// Read at each search: a rotated token file is used without a restart.
+    token: Secret<String>,
     config: SplunkConfig,
 }
 
@@ -223,7 +231,7 @@ impl SplunkClient {
         let Some(url) = &config.url else {
             return Ok(None);
         };
-        let token = read_token(config.token.as_deref(), config.token_file.as_deref())?;
+        let token = load_token("diagnoser.splunk.token", &config.token_source())?;
         let mut builder = reqwest::Client::builder().timeout(config.timeout);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
@@ -247,7 +255,8 @@ impl SplunkClient {
                 "{}/services/search/v2/jobs/export",
                 url.trim_end_matches('/')
             ),
-            authorization: format!("{scheme} {token}"),
+            scheme,
+            token,
             config: config.clone(),
         }))
     }
@@ -267,7 +276,10 @@ impl SplunkClient {
         let response = self
             .client
             .post(&self.endpoint)
-            .header("Authorization", &self.authorization)
+            .header(
+                "Authorization",
+                format!("{} {}", self.scheme, self.token.get()),
+            )
             .form(&[
                 ("search", search.spl.as_str()),
                 ("earliest_time", search.earliest.as_str()),

@@ -13,9 +13,12 @@ use rmcp::{
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{InlineSecret, Secret, SecretSource},
+};
 
-use crate::splunk::{Results, Search, SearchError, read_token};
+use crate::splunk::{Results, Search, SearchError, load_token};
 
 /// Search tools, newest names first.
 pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
@@ -26,8 +29,9 @@ pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
 pub struct McpConfig {
     /// e.g. `https://splunk.example.com:8089/services/mcp`.
     pub url: Option<String>,
-    /// The encrypted MCP token created in the app (not a REST token).
-    pub token: Option<String>,
+    /// The encrypted MCP token created in the app (not a REST token); prefer `token_file`,
+    /// which is re-read when it changes.
+    pub token: Option<InlineSecret>,
     pub token_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -43,6 +47,13 @@ impl Default for McpConfig {
             timeout: Duration::from_secs(15),
             max_rows: 1000,
         }
+    }
+}
+
+impl McpConfig {
+    /// `token` or `token_file`.
+    pub fn token_source(&self) -> SecretSource {
+        SecretSource::from_fields(self.token.as_ref(), self.token_file.as_deref(), None)
     }
 }
 
@@ -74,7 +85,8 @@ impl Validate for McpConfig {
 
 pub struct SplunkMcp {
     url: String,
-    token: String,
+    /// Read at each search: a rotated token file is used without a restart.
+    token: Secret<String>,
     config: McpConfig,
 }
 
@@ -83,7 +95,7 @@ impl SplunkMcp {
         let Some(url) = &config.url else {
             return Ok(None);
         };
-        let token = read_token(config.token.as_deref(), config.token_file.as_deref())?;
+        let token = load_token("diagnoser.splunk_mcp.token", &config.token_source())?;
         Ok(Some(Self {
             url: url.clone(),
             token,
@@ -101,7 +113,7 @@ impl SplunkMcp {
     async fn call(&self, search: &Search) -> Result<Results, SearchError> {
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(self.url.clone())
-                .auth_header(self.token.clone()),
+                .auth_header(self.token.get().as_str()),
         );
         let client =
             ().serve(transport)
