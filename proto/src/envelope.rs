@@ -117,6 +117,16 @@ impl<P: Payload> Envelope<P> {
         discriminator: &str,
         payload: P,
     ) -> Self {
+        Self::derive_from(&parent.lineage(), source, discriminator, payload)
+    }
+
+    /// As [`Envelope::derive`], from what an envelope passes on to those derived from it.
+    pub fn derive_from(
+        parent: &Lineage,
+        source: impl Into<String>,
+        discriminator: &str,
+        payload: P,
+    ) -> Self {
         let id = derived_id(parent.id, P::SCHEMA, discriminator);
         Self {
             schema: P::SCHEMA.to_owned(),
@@ -127,6 +137,27 @@ impl<P: Payload> Envelope<P> {
             cluster: parent.cluster.clone(),
             trace: parent.trace.child(id.as_bytes()),
             payload,
+        }
+    }
+}
+
+/// What an envelope passes on to the envelopes derived from it, whatever its payload: its
+/// id (which theirs derive from), incident, cluster and trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    pub id: Uuid,
+    pub incident_id: Option<String>,
+    pub cluster: String,
+    pub trace: Trace,
+}
+
+impl<P> Envelope<P> {
+    pub fn lineage(&self) -> Lineage {
+        Lineage {
+            id: self.id,
+            incident_id: self.incident_id.clone(),
+            cluster: self.cluster.clone(),
+            trace: self.trace.clone(),
         }
     }
 }

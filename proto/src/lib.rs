@@ -28,6 +28,6 @@ pub mod timestamp;
 pub mod topics;
 pub mod vocabulary;
 
-pub use envelope::{Envelope, Payload, Trace};
+pub use envelope::{Envelope, Lineage, Payload, Trace};
 pub use target::Target;
 pub use vocabulary::{ActionKind, IncidentState, RootCause, Severity};

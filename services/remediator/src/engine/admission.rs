@@ -22,13 +22,12 @@ impl Engine {
         &self,
         incident: &str,
         ledger: &IncidentLedger,
-        parent: &Parent,
         next: &ActionRecord,
     ) -> Result<Admission, HandlerError> {
         if let Err(violation) = guards::check_execute(next, &self.config.policy) {
             let reason = violation.to_string();
             return self
-                .refuse_before_executing(incident, ledger, parent, next, violation.code(), reason)
+                .refuse_before_executing(incident, ledger, next, violation.code(), reason)
                 .await;
         }
         let Err(refusal) = policy::allows_now(
@@ -59,7 +58,7 @@ impl Engine {
                 humantime_serde::re::humantime::format_duration(timeout)
             );
         }
-        self.refuse_before_executing(incident, ledger, parent, next, refusal.code, reason)
+        self.refuse_before_executing(incident, ledger, next, refusal.code, reason)
             .await
     }
 
@@ -69,7 +68,6 @@ impl Engine {
         &self,
         incident: &str,
         ledger: &IncidentLedger,
-        parent: &Parent,
         next: &ActionRecord,
         code: &'static str,
         reason: String,
@@ -78,18 +76,13 @@ impl Engine {
         let reason = format!("refused ({code}) just before executing: {reason}");
         tracing::warn!(%incident, action = %next.kind, target = %next.target, %reason, "action refused");
         if ledger.state() == Some(IncidentState::Verifying) {
-            self.fail(incident, parent, next, &reason).await?;
+            self.fail(incident, next, &reason).await?;
         } else {
-            parent
-                .record(
-                    self,
-                    incident,
-                    IncidentState::Refused,
-                    Some(next.clone()),
-                    reason,
-                    Extra::default(),
-                )
-                .await?;
+            self.record(
+                incident,
+                Decision::new(IncidentState::Refused, reason).action(Some(next.clone())),
+            )
+            .await?;
         }
         Ok(Admission::Refused)
     }

@@ -79,15 +79,13 @@ impl Engine {
             .with_label_values(&[<&str>::from(state)])
             .inc();
         tracing::warn!(%incident, %state, %since, "incident stuck; escalating");
-        Parent::Record(last.envelope.clone())
-            .escalate(
-                self,
-                incident,
-                &target,
-                format!("stuck in {state} for {since}{error}; humans notified"),
-                Extra::default(),
-            )
-            .await
+        self.escalate(
+            incident,
+            &target,
+            format!("stuck in {state} for {since}{error}; humans notified"),
+            Extra::default(),
+        )
+        .await
     }
 
     /// After a step: at rest, the messages it continued are done; otherwise it goes on the
@@ -212,10 +210,9 @@ impl Engine {
 
     pub(super) async fn expire(&self, incident: &str) -> Result<(), HandlerError> {
         let ledger = self.ledger(incident);
-        let Some(last) = ledger.entries.last() else {
+        if ledger.entries.is_empty() {
             return Ok(());
-        };
-        let parent = last.envelope.clone();
+        }
         let target = ledger
             .proposals()
             .first()
@@ -228,15 +225,15 @@ impl Engine {
         // Deterministic content and id: two replicas expiring the same proposal publish the
         // same record, which consumers drop as a repeat.
         self.record(
-            &parent,
             incident,
-            IncidentState::Escalated,
-            Some(escalate_record(incident, &target, ActionMode::Auto)),
-            format!(
-                "the proposal expired: no decision within {} of it; humans notified",
-                humantime_serde::re::humantime::format_duration(self.config.approvals.expiry)
-            ),
-            Extra::default(),
+            Decision::new(
+                IncidentState::Escalated,
+                format!(
+                    "the proposal expired: no decision within {} of it; humans notified",
+                    humantime_serde::re::humantime::format_duration(self.config.approvals.expiry)
+                ),
+            )
+            .action(Some(escalate_record(incident, &target, ActionMode::Auto))),
         )
         .await
     }

@@ -19,11 +19,14 @@ pub struct OpenSession {
     pub expires: u64,
 }
 
+/// The next opening number, and each open session by nonce with its opening number.
+type Open = (u64, HashMap<String, (OpenSession, u64)>);
+
 /// Open sessions by nonce, at most `max` of them.
 pub struct SessionTable {
     max: usize,
     /// Each session with its opening order (sessions opened within one second expire alike).
-    open: Mutex<(u64, HashMap<String, (OpenSession, u64)>)>,
+    open: Mutex<Open>,
     evicted: IntCounter,
     gauge: IntGauge,
 }
@@ -91,7 +94,7 @@ impl SessionTable {
         self.gauge.set(guard.1.len() as i64);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, (OpenSession, u64)>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -271,3 +271,22 @@ fn comparing_two_copies_names_the_first_difference_per_incident() {
         "{differences:?}"
     );
 }
+
+#[test]
+fn the_same_record_written_twice_at_different_times_is_a_duplicate_not_a_conflict() {
+    let (signer, ring) = keys();
+    let mut records = signed_chain("a", 3, &signer);
+    // A second replica expiring the same proposal: same id and content, its own time.
+    let mut twin = records[2].clone();
+    twin.occurred_at += chrono::Duration::milliseconds(40);
+    let prev = records[1].payload.ledger.hash.clone();
+    crate::ledger::seal(&mut twin, 2, &prev, Some(&signer));
+    records.push(twin);
+    let report = Checks {
+        keys: Some(&ring),
+        heads: &[],
+    }
+    .verify(&records);
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.duplicates, 1);
+}
