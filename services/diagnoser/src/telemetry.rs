@@ -126,7 +126,7 @@ impl TelemetryStore {
     }
 
     /// Resources held now.
-    pub fn len(&self) -> usize {
+    pub fn resource_count(&self) -> usize {
         self.series.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
@@ -360,9 +360,9 @@ mod tests {
             // A model reported every interval, and a new pod name each time (rollouts).
             store.record(model("served", at));
             store.record(pod_cost(&format!("pod-{i}"), at));
-            assert!(store.len() <= 50);
+            assert!(store.resource_count() <= 50);
         }
-        assert_eq!(store.len(), 50);
+        assert_eq!(store.resource_count(), 50);
         assert_eq!(metrics.entries.get(), 50);
         // 10 001 resources seen, 50 held.
         assert_eq!(metrics.evictions.get(), 9_951);
