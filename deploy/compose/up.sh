@@ -37,13 +37,15 @@ chmod 0700 .secrets
 chmod 0644 .secrets/receiver-hmac .secrets/hec-token .secrets/argocd-token
 # Ed25519 pairs: the reporter signs approvals (the remediator checks them), the
 # remediator signs its audit ledger (opsmesh audit verify --keys ledger.pub.pem).
-for pair in approvals ledger; do
-    if [ ! -s ".secrets/$pair.key.pem" ]; then
-        openssl genpkey -algorithm ed25519 -out ".secrets/$pair.key.pem"
-        openssl pkey -in ".secrets/$pair.key.pem" -pubout -out ".secrets/$pair.pub.pem"
+ed25519_pair() { # <private key file> <public key file>
+    if [ ! -s "$1" ]; then
+        openssl genpkey -algorithm ed25519 -out "$1"
+        openssl pkey -in "$1" -pubout -out "$2"
     fi
-    chmod 0644 ".secrets/$pair.key.pem" ".secrets/$pair.pub.pem"
-done
+    chmod 0644 "$1" "$2"
+}
+ed25519_pair .secrets/approvals.key.pem .secrets/approvals.pub.pem
+ed25519_pair .secrets/ledger.key.pem .secrets/ledger.pub.pem
 
 # --- the opsmesh Splunk app package
 app_dir="$repo/splunk-app/dist"
