@@ -188,7 +188,9 @@ mod tests {
             assert!(limiter.check(ip(1)).is_ok());
             limiter.record_failure(ip(1));
         }
-        let locked = limiter.check(ip(1)).err().expect("locked out");
+        let Err(locked) = limiter.check(ip(1)) else {
+            panic!("locked out")
+        };
         assert_eq!(locked.retry_after_secs, 1, "rounded up to a whole second");
         assert!(limiter.check(ip(2)).is_ok(), "other peers are not");
         std::thread::sleep(Duration::from_millis(350));
