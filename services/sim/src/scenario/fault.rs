@@ -1,0 +1,256 @@
+//! Faults a scenario injects: their kinds, parameters (checked by [`FaultSpec::resolve`]) and
+//! targets.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use opsmesh_proto::{Target, quantity::parse_bytes};
+
+use crate::duration::parse_duration;
+
+use super::Dur;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKindName {
+    OomLoop,
+    CrashLoop,
+    ImagePullError,
+    PolicyDenial,
+    CostSpike,
+    GitopsDrift,
+    ApiOutage,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    #[serde(default)]
+    pub at: Dur,
+    pub kind: FaultKindName,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// A fault with its parameters checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    OomLoop {
+        memory_demand: u64,
+    },
+    CrashLoop {
+        persistent: bool,
+        exit_code: i32,
+    },
+    ImagePullError,
+    PolicyDenial {
+        policy: String,
+        resource: Option<String>,
+        reason: String,
+    },
+    CostSpike {
+        replicas: u32,
+    },
+    GitopsDrift,
+    /// The APIs answer 503 for `duration` of virtual time.
+    ApiOutage {
+        duration: Duration,
+        apis: Vec<Api>,
+        /// Begin at the first accepted write to the Kubernetes API at or after `at` (the
+        /// moment a fix lands), not at `at`: how long a remediation takes in virtual time
+        /// depends on wall-clock latency, so a fixed time could not aim at verification.
+        after_write: bool,
+    },
+    None,
+}
+
+/// An API the simulator serves, as `api_outage`'s `apis` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Kubernetes,
+    Argocd,
+    Opencost,
+}
+
+impl Api {
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "kubernetes" => Ok(Self::Kubernetes),
+            "argocd" => Ok(Self::Argocd),
+            "opencost" => Ok(Self::Opencost),
+            other => Err(format!(
+                "params.apis: unknown API {other:?}; expected kubernetes, argocd or opencost"
+            )),
+        }
+    }
+}
+
+impl Fault {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::OomLoop { .. } => "oom_loop",
+            Self::CrashLoop { .. } => "crash_loop",
+            Self::ImagePullError => "image_pull_error",
+            Self::PolicyDenial { .. } => "policy_denial",
+            Self::CostSpike { .. } => "cost_spike",
+            Self::GitopsDrift => "gitops_drift",
+            Self::ApiOutage { .. } => "api_outage",
+            Self::None => "none",
+        }
+    }
+}
+
+/// What a fault is aimed at: a wire target, which scenarios may also write `isvc/<ns>/<name>`.
+/// Faults act on InferenceServices, applications and namespaces only.
+fn fault_target(text: &str) -> Result<Target, String> {
+    let target = match text.split_once('/') {
+        Some(("isvc", rest)) => ["inferenceservice", rest].join("/").parse(),
+        _ => text.parse(),
+    };
+    match target {
+        Ok(
+            t @ (Target::InferenceService { .. }
+            | Target::Application { .. }
+            | Target::Namespace(_)),
+        ) => Ok(t),
+        Ok(_) => Err(format!(
+            "target {text:?} must be inferenceservice/<namespace>/<name>, application/<name> or namespace/<name>"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl FaultSpec {
+    /// Checks the parameters of the kind and the target.
+    pub fn resolve(&self) -> Result<(Fault, Option<Target>), String> {
+        let allowed: &[&str] = match self.kind {
+            FaultKindName::OomLoop => &["memory_demand"],
+            FaultKindName::CrashLoop => &["persistent", "exit_code"],
+            FaultKindName::PolicyDenial => &["policy", "resource", "reason"],
+            FaultKindName::CostSpike => &["replicas"],
+            FaultKindName::ApiOutage => &["duration", "apis", "after_write"],
+            _ => &[],
+        };
+        if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "params: unknown parameter `{unknown}` for this fault kind; expected {}",
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            ));
+        }
+        let text = |k: &str| -> Option<String> {
+            self.params.get(k).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let fault = match self.kind {
+            FaultKindName::OomLoop => Fault::OomLoop {
+                memory_demand: parse_bytes(
+                    &text("memory_demand")
+                        .ok_or("params.memory_demand is required for oom_loop")?,
+                )
+                .map_err(|e| format!("params.memory_demand: {e}"))?,
+            },
+            FaultKindName::CrashLoop => Fault::CrashLoop {
+                persistent: match self.params.get("persistent") {
+                    None => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.persistent must be true or false, got {other}"
+                        ));
+                    }
+                },
+                exit_code: match self.params.get("exit_code") {
+                    None => 1,
+                    Some(v) => v
+                        .as_i64()
+                        .and_then(|c| i32::try_from(c).ok())
+                        .ok_or_else(|| format!("params.exit_code must be an integer, got {v}"))?,
+                },
+            },
+            FaultKindName::ImagePullError => Fault::ImagePullError,
+            FaultKindName::PolicyDenial => Fault::PolicyDenial {
+                policy: text("policy").unwrap_or_else(|| "disallow-root-containers".into()),
+                resource: text("resource"),
+                reason: text("reason")
+                    .unwrap_or_else(|| "validation error: the resource violates the policy".into()),
+            },
+            FaultKindName::CostSpike => Fault::CostSpike {
+                replicas: self
+                    .params
+                    .get("replicas")
+                    .and_then(Value::as_u64)
+                    .and_then(|r| u32::try_from(r).ok())
+                    .ok_or("params.replicas (a non-negative integer) is required for cost_spike")?,
+            },
+            FaultKindName::GitopsDrift => Fault::GitopsDrift,
+            FaultKindName::ApiOutage => Fault::ApiOutage {
+                duration: parse_duration(
+                    &text("duration").ok_or("params.duration is required for api_outage")?,
+                )
+                .map_err(|e| format!("params.duration: {e}"))?,
+                apis: match self.params.get("apis") {
+                    None => vec![Api::Kubernetes],
+                    Some(Value::Array(names)) if !names.is_empty() => names
+                        .iter()
+                        .map(|n| {
+                            n.as_str()
+                                .ok_or_else(|| format!("params.apis: {n} is not an API name"))
+                                .and_then(Api::parse)
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.apis must be a non-empty list of kubernetes, argocd, opencost; got {other}"
+                        ));
+                    }
+                },
+                after_write: match self.params.get("after_write") {
+                    None => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(other) => {
+                        return Err(format!(
+                            "params.after_write must be true or false, got {other}"
+                        ));
+                    }
+                },
+            },
+            FaultKindName::None => Fault::None,
+        };
+        let target = match (&fault, self.target.as_deref()) {
+            (Fault::None | Fault::ApiOutage { .. }, None) => None,
+            (Fault::ApiOutage { .. }, Some(_)) => {
+                return Err(
+                    "api_outage takes no target: it affects whole APIs (params.apis)".into(),
+                );
+            }
+            (_, Some(t)) => Some(fault_target(t)?),
+            (_, None) => return Err("target is required for this fault kind".into()),
+        };
+        match (&fault, &target) {
+            (Fault::GitopsDrift, Some(Target::Application { .. }))
+            | (Fault::None | Fault::ApiOutage { .. }, _) => {}
+            (Fault::GitopsDrift, _) => {
+                return Err("gitops_drift needs an application/<name> target".into());
+            }
+            (_, Some(Target::InferenceService { .. })) => {}
+            (f, _) => {
+                return Err(format!(
+                    "{} needs an inferenceservice/<namespace>/<name> target",
+                    f.name()
+                ));
+            }
+        }
+        Ok((fault, target))
+    }
+}
