@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{InlineSecret, SecretSource},
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,10 +115,17 @@ impl Default for OpenCostConfig {
 pub struct ArgoCdConfig {
     /// Base URL of the ArgoCD API server (e.g. `https://argocd.example.com`); unset: no GitOps.
     pub url: Option<String>,
-    /// API token. Prefer `token_file` (a mounted Secret, re-read every interval) or
+    /// API token. Prefer `token_file` (a mounted Secret, re-read when it changes) or
     /// `OPSMESH__COLLECTOR__ARGOCD__TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<InlineSecret>,
     pub token_file: Option<PathBuf>,
+}
+
+impl ArgoCdConfig {
+    /// `token` or `token_file`.
+    pub fn token_source(&self) -> SecretSource {
+        SecretSource::from_fields(self.token.as_ref(), self.token_file.as_deref(), None)
+    }
 }
 
 /// `10m`, `1h`, `2d` as hours.
@@ -205,26 +215,26 @@ impl Validate for CollectorConfig {
         }
         if let Some(u) = &self.argocd.url {
             check_url(&key("argocd.url"), u)?;
-            match (&self.argocd.token, &self.argocd.token_file) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        key("argocd.token_file"),
-                        "set token or token_file, not both",
-                    ));
-                }
-                (None, None) => {
+            match self.argocd.token_source().given() {
+                0 => {
                     return Err(ConfigError::invalid(
                         key("argocd.token"),
                         "required with argocd.url (or argocd.token_file)",
                     ));
                 }
-                (None, Some(f)) if !f.is_file() => {
+                1 => {}
+                _ => {
                     return Err(ConfigError::invalid(
                         key("argocd.token_file"),
-                        format!("no such file: {}", f.display()),
+                        "set token or token_file, not both",
                     ));
                 }
-                _ => {}
+            }
+            if let Some(f) = self.argocd.token_file.as_ref().filter(|f| !f.is_file()) {
+                return Err(ConfigError::invalid(
+                    key("argocd.token_file"),
+                    format!("no such file: {}", f.display()),
+                ));
             }
         }
         Ok(())

@@ -24,6 +24,7 @@ use opsmesh_proto::{
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, ServiceDef, StartError,
     metrics::{latency_buckets, register},
+    secret::{self, Secret},
 };
 
 pub use config::{CollectorConfig, Scope};
@@ -225,8 +226,11 @@ impl Collector {
             sources.push(Box::new(GitOps {
                 http,
                 url: url.clone(),
-                token: config.argocd.token.clone(),
-                token_file: config.argocd.token_file.clone(),
+                token: Secret::require(
+                    &format!("{}.argocd.token", SERVICE.section),
+                    &config.argocd.token_source(),
+                    secret::trimmed,
+                )?,
                 namespaces: config.namespaces.clone(),
             }));
         }

@@ -1,7 +1,7 @@
 //! The four sources: models (KServe + pods + events), policies (Kyverno), costs (OpenCost),
 //! gitops (ArgoCD). Each returns one record per resource; the collector bounds and isolates them.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,6 +16,8 @@ use opsmesh_proto::{
     Target,
     telemetry::{CostAllocation, GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord},
 };
+
+use opsmesh_runtime::secret::Secret;
 
 use crate::config::window_hours;
 
@@ -592,8 +594,8 @@ fn round(v: f64) -> f64 {
 pub struct GitOps {
     pub http: reqwest::Client,
     pub url: String,
-    pub token: Option<String>,
-    pub token_file: Option<PathBuf>,
+    /// Read at each pass: a rotated token file is used without a restart.
+    pub token: Secret<String>,
     pub namespaces: Vec<String>,
 }
 
@@ -604,19 +606,12 @@ impl Source for GitOps {
     }
 
     async fn collect(&self) -> Result<Records, String> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| format!("argocd token_file {}: {e}", f.display()))?
-                .trim()
-                .to_owned(),
-            (None, None) => String::new(),
-        };
+        let token = self.token.get();
         let url = format!("{}/api/v1/applications", self.url.trim_end_matches('/'));
         let response = self
             .http
             .get(&url)
-            .bearer_auth(token)
+            .bearer_auth(token.as_str())
             .send()
             .await
             .map_err(|e| format!("argocd: {e}"))?;
