@@ -1,7 +1,9 @@
 //! The consume loop on the in-memory bus: order, offsets, bounds, drain, DLQ, deferral.
 use std::sync::Mutex;
 
-use super::*;
+use uuid::Uuid;
+
+use super::{lanes::PartitionProgress, *};
 use crate::{
     bus::{Bus, HEADER_DLQ_ERROR, HEADER_DLQ_ORIGIN, MemoryBus, MemorySettings, Outgoing},
     metrics::{BusMetrics, new_registry},
