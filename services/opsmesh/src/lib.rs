@@ -1,6 +1,7 @@
 //! The `opsmesh` command: every service in one binary, plus the tools around them.
 
 mod commands;
+pub mod harness;
 
 use std::{path::PathBuf, process::ExitCode};
 

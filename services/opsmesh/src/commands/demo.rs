@@ -12,7 +12,7 @@ use opsmesh_proto::Target;
 use opsmesh_runtime::{launcher, telemetry};
 use opsmesh_sim::scenario::Scenario;
 
-use super::scenario::{RunArgs, Verdict, run_one};
+use crate::harness::{Options, Verdict, run_one};
 
 /// The seed incidents (also in `tests/scenarios/`).
 const SEEDS: &[(&str, &str)] = &[
@@ -66,11 +66,9 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
         telemetry::init(&settings.log);
     }
     let out = std::path::PathBuf::from(HEC_DIR);
-    let run_args = RunArgs {
-        path: out.clone(),
-        json: false,
-        speed: 200.0,
-        timeout: args.timeout.as_secs().max(1),
+    let options = Options {
+        speed: Some(200.0),
+        timeout: Duration::from_secs(args.timeout.as_secs().max(1)),
         hec_out: Some(out.clone()),
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -89,7 +87,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
             scenario.name,
             scenario.description.as_deref().unwrap_or("")
         );
-        let verdict = runtime.block_on(run_one(&scenario, config, &run_args));
+        let verdict = runtime.block_on(run_one(&scenario, config, &options));
         print_timeline(&out.join(format!("{}.hec.jsonl", scenario.name)));
         print_outcome(&verdict);
         all_played &= verdict.outcome.is_some();
