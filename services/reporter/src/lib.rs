@@ -86,12 +86,16 @@ impl Reporter {
     pub fn new(ctx: &Context, config: &ReporterConfig) -> Result<Self, StartError> {
         let group = format!("{}{}", ctx.settings.bus.group_prefix, SERVICE.name);
         let writer = hec::HecWriter::new(ctx, &config.hec, group).map_err(service_error)?;
-        let store = Arc::new(timeline::IncidentStore::new(&config.timeline));
+        let store = Arc::new(timeline::IncidentStore::new(
+            &config.timeline,
+            &ctx.registry,
+        ));
         let feed =
             timeline::TimelineFeed::new(store.clone(), &config.timeline.effective_replica_id());
         let streams = CancellationToken::new();
         let decider =
             approvals::Decider::new(&config.approvals, store.clone(), ctx.publisher.clone())?;
+        let failed_auth = console::login_limit::FailedAuthMetrics::new(&ctx.registry);
         let console = if config.console.enabled {
             Some(Arc::new(console::Console::new(
                 &config.console,
@@ -99,6 +103,7 @@ impl Reporter {
                 decider.clone(),
                 streams.clone(),
                 &ctx.registry,
+                &failed_auth,
             )?))
         } else {
             None
@@ -109,6 +114,7 @@ impl Reporter {
                 &config.mcp,
                 server,
                 streams.clone(),
+                &failed_auth,
             )?))
         } else {
             None

@@ -12,7 +12,7 @@
 //! unless their line says otherwise), whose name is recorded as the approver. Over stdio the
 //! token comes from the `OPSMESH_MCP_TOKEN` environment variable.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures::StreamExt;
@@ -38,6 +38,7 @@ use opsmesh_runtime::{ConfigError, Validate, problem::Problem};
 use crate::{
     approvals::{ApprovalsConfig, Decider},
     auth::{Holder, TokenSet, bearer},
+    console::login_limit::{self, FailedAuthLimiter, FailedAuthLimits, FailedAuthMetrics},
     runbooks,
     timeline::IncidentStore,
 };
@@ -57,6 +58,17 @@ pub struct McpConfig {
     pub allow_anonymous_read: bool,
     /// `Host` values accepted (DNS-rebinding protection); add the name clients use.
     pub allowed_hosts: Vec<String>,
+    /// Bad bearer tokens a peer may give within `failure_window` before its requests with a
+    /// token are refused (429) until the window has passed.
+    pub failures_per_peer: u32,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// Peers with bad tokens tracked at once; beyond it the oldest is forgotten (counted in
+    /// `reporter_failed_auth_peers_evicted_total{door="mcp"}`).
+    pub max_failure_peers: usize,
+    /// Proxies (e.g. the ingress controller) whose `X-Forwarded-For` names the peer whose
+    /// failures count; otherwise every client behind them shares the proxy's count.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for McpConfig {
@@ -67,6 +79,10 @@ impl Default for McpConfig {
             tokens_env: None,
             allow_anonymous_read: false,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            failures_per_peer: 10,
+            failure_window: Duration::from_secs(300),
+            max_failure_peers: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -86,6 +102,24 @@ impl Validate for McpConfig {
             return Err(ConfigError::invalid(
                 format!("{prefix}.allowed_hosts"),
                 "must not contain empty names",
+            ));
+        }
+        if self.failures_per_peer == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.failures_per_peer"),
+                "must be at least 1",
+            ));
+        }
+        if self.failure_window.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.failure_window"),
+                "must be > 0",
+            ));
+        }
+        if self.max_failure_peers == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_failure_peers"),
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -315,6 +349,7 @@ pub struct McpHttp {
     service: StreamableHttpService<McpServer, NeverSessionManager>,
     tokens: Option<TokenSet>,
     allow_anonymous_read: bool,
+    failed_auth: FailedAuthLimiter,
 }
 
 impl McpHttp {
@@ -322,6 +357,7 @@ impl McpHttp {
         config: &McpConfig,
         server: McpServer,
         shutdown: CancellationToken,
+        failed_auth: &FailedAuthMetrics,
     ) -> Result<Self, ConfigError> {
         let tokens = if config.tokens_file.is_some() || config.tokens_env.is_some() {
             Some(TokenSet::load(
@@ -347,6 +383,16 @@ impl McpHttp {
             service,
             tokens,
             allow_anonymous_read: config.allow_anonymous_read,
+            failed_auth: FailedAuthLimiter::new(
+                "mcp",
+                FailedAuthLimits {
+                    max_failures: config.failures_per_peer,
+                    window: config.failure_window,
+                    max_peers: config.max_failure_peers,
+                    trusted_proxies: config.trusted_proxies.clone(),
+                },
+                failed_auth,
+            ),
         })
     }
 
@@ -354,6 +400,35 @@ impl McpHttp {
         config
             .app_data(web::Data::from(self.clone()))
             .route("/mcp", web::route().to(mcp_endpoint));
+    }
+}
+
+impl McpHttp {
+    /// The holder of a bearer `token`, unless its peer must wait first (`429`); a bad token
+    /// counts against the peer (`401`).
+    fn identify(
+        &self,
+        req: &HttpRequest,
+        tokens: &TokenSet,
+        token: &str,
+    ) -> Result<Holder, HttpResponse> {
+        let peer = self.failed_auth.peer_of(req);
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.failed_auth.wait(peer, now) {
+            tracing::debug!(?peer, "MCP token refused: too many bad tokens");
+            return Err(login_limit::throttled(wait).response());
+        }
+        tokens.identify(token).ok_or_else(|| {
+            if self.failed_auth.failed(peer, now) {
+                tracing::warn!(
+                    ?peer,
+                    "MCP tokens locked out for this peer: too many bad tokens"
+                );
+            } else {
+                tracing::info!(?peer, "MCP token refused");
+            }
+            unauthorized("the bearer token is not valid")
+        })
     }
 }
 
@@ -379,9 +454,9 @@ async fn mcp_endpoint(mcp: web::Data<McpHttp>, req: HttpRequest, body: web::Byte
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let caller = match (bearer(authorization), &mcp.tokens) {
-        (Some(token), Some(tokens)) => match tokens.identify(token) {
-            Some(name) => Some(name),
-            None => return unauthorized("the bearer token is not valid"),
+        (Some(token), Some(tokens)) => match mcp.identify(&req, tokens, token) {
+            Ok(holder) => Some(holder),
+            Err(refused) => return refused,
         },
         (Some(_), None) => return unauthorized("this server has no tokens configured"),
         (None, _) if mcp.allow_anonymous_read => None,
@@ -493,7 +568,7 @@ pub async fn run_stdio(
             .await?;
     }
     let ctx = opsmesh_runtime::Context::new(settings, bus);
-    let store = Arc::new(IncidentStore::new(&config.timeline));
+    let store = Arc::new(IncidentStore::new(&config.timeline, &ctx.registry));
     let feed = crate::timeline::TimelineFeed::new(
         store.clone(),
         &format!("mcp-{}", config.timeline.effective_replica_id()),

@@ -483,7 +483,10 @@ async fn a_peer_guessing_tokens_is_throttled() {
     assert!(throttled.headers().contains_key("retry-after"));
     assert_eq!(
         reporter
-            .metric("opsmesh_reporter_console_logins_throttled_total", &[])
+            .metric(
+                "opsmesh_reporter_failed_auth_throttled_total",
+                &[("door", "console")]
+            )
             .await,
         1.0
     );

@@ -6,6 +6,7 @@ mod support;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use prometheus::Registry;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -559,7 +560,7 @@ async fn console_configuration_errors_name_the_key() {
 
 #[tokio::test]
 async fn the_audit_chain_detects_edits_and_gaps() {
-    let store = IncidentStore::new(&TimelineConfig::default());
+    let store = IncidentStore::new(&TimelineConfig::default(), &Registry::new());
     let incident = Incident::oom("ml-team-a");
     store.apply_alert(incident.alert.clone());
     store.apply_diagnosis(incident.diagnosis.clone());
@@ -596,10 +597,13 @@ async fn the_audit_chain_detects_edits_and_gaps() {
 
 #[tokio::test]
 async fn the_timeline_is_bounded_and_joins_reopened_incidents() {
-    let store = IncidentStore::new(&TimelineConfig {
-        max_incidents: 3,
-        ..TimelineConfig::default()
-    });
+    let store = IncidentStore::new(
+        &TimelineConfig {
+            max_incidents: 3,
+            ..TimelineConfig::default()
+        },
+        &Registry::new(),
+    );
     let incidents: Vec<Incident> = (0..5).map(|_| Incident::oom("ml-team-a")).collect();
     for incident in &incidents {
         store.apply_alert(incident.alert.clone());
@@ -621,7 +625,7 @@ async fn the_timeline_is_bounded_and_joins_reopened_incidents() {
 
     // A reopened incident: its alert carries the fingerprint, its diagnosis `<fp>-2` and
     // names the alert; the alert moves to the new incident.
-    let store = IncidentStore::new(&TimelineConfig::default());
+    let store = IncidentStore::new(&TimelineConfig::default(), &Registry::new());
     let first = Incident::oom("ml-team-c");
     store.apply_alert(first.alert.clone());
     store.apply_diagnosis(first.diagnosis.clone());

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use opsmesh_proto::approval::ApprovalDecision;
 use opsmesh_runtime::problem::Problem;
 
-use super::{Console, decide_problem, may_decide, unauthorized};
+use super::{Console, decide_problem, may_decide};
 
 pub(super) async fn api_list(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
     }
     HttpResponse::Ok().json(serde_json::json!({ "incidents": console.store.list() }))
 }
@@ -20,8 +20,8 @@ pub(super) async fn api_detail(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
     }
     let id = path.into_inner();
     match console.store.detail(&id) {
@@ -37,8 +37,8 @@ pub(super) async fn api_detail(
 }
 
 pub(super) async fn api_pending(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
     }
     HttpResponse::Ok().json(serde_json::json!({ "pending": console.store.pending_approvals() }))
 }
@@ -59,8 +59,9 @@ pub(super) async fn api_decide(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(identity) = console.authenticate(&req) else {
-        return unauthorized();
+    let identity = match console.authenticate(&req) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.response(),
     };
     if let Err(problem) = may_decide(&identity) {
         return problem.response();

@@ -5,12 +5,12 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use futures::StreamExt;
 
-use super::{Console, unauthorized};
+use super::Console;
 
 /// Server-sent events: one `update` event per change to any incident, a comment every 15 s.
 pub(super) async fn events(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
-    if console.authenticate(&req).is_none() {
-        return unauthorized();
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
     }
     let updates = tokio_stream_from(console.store.subscribe());
     let stop = console.shutdown.clone();

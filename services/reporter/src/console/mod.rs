@@ -14,9 +14,10 @@ mod api;
 mod config;
 mod events;
 mod html;
-mod login_limit;
+pub mod login_limit;
 mod session;
 mod sessions;
+mod signin;
 
 use std::{
     sync::Arc,
@@ -37,13 +38,13 @@ use opsmesh_runtime::{ConfigError, problem::Problem};
 
 pub use config::ConsoleConfig;
 pub use html::url_encode;
-use login_limit::LoginLimiter;
+use login_limit::{FailedAuthLimiter, FailedAuthLimits, FailedAuthMetrics};
 use session::{CSRF_COOKIE, Keys, SESSION_COOKIE, random_nonce};
-use sessions::{OpenSession, SessionTable};
+use sessions::SessionTable;
 
 use crate::{
     approvals::{DecideError, Decider},
-    auth::{Role, TokenSet, bearer, credential_of},
+    auth::{Holder, Role, TokenSet, bearer},
     timeline::IncidentStore,
 };
 
@@ -56,6 +57,25 @@ pub enum Via {
     Proxy { nonce: Option<String> },
     /// `Authorization: Bearer` — not ambient, needs no CSRF token.
     Bearer,
+}
+
+/// Why a request has no identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential, or not a valid one.
+    Unauthenticated,
+    /// The peer gave too many bad tokens: no token is looked at before this has passed.
+    Throttled(Duration),
+}
+
+impl Refusal {
+    /// `401` (with `WWW-Authenticate`) or `429` (with `Retry-After`).
+    fn response(self) -> HttpResponse {
+        match self {
+            Refusal::Unauthenticated => unauthorized(),
+            Refusal::Throttled(wait) => login_limit::throttled(wait).response(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +91,8 @@ pub struct Console {
     users: Option<TokenSet>,
     keys: Keys,
     sessions: SessionTable,
-    logins: LoginLimiter,
+    /// Bad tokens per peer, at the sign-in form and as bearer tokens.
+    failed_auth: FailedAuthLimiter,
     store: Arc<IncidentStore>,
     decider: Decider,
     /// Ends live streams when the application stops, so the HTTP server drains in time.
@@ -91,6 +112,7 @@ impl Console {
         decider: Decider,
         shutdown: CancellationToken,
         registry: &prometheus::Registry,
+        failed_auth: &FailedAuthMetrics,
     ) -> Result<Self, ConfigError> {
         let users = if config.users_file.is_some() || config.users_env.is_some() {
             Some(TokenSet::load(
@@ -120,11 +142,15 @@ impl Console {
             users,
             keys,
             sessions: SessionTable::new(config.max_sessions, registry),
-            logins: LoginLimiter::new(
-                config.login_failures_per_peer,
-                config.login_failure_window,
-                config.max_login_peers,
-                registry,
+            failed_auth: FailedAuthLimiter::new(
+                "console",
+                FailedAuthLimits {
+                    max_failures: config.login_failures_per_peer,
+                    window: config.login_failure_window,
+                    max_peers: config.max_login_peers,
+                    trusted_proxies: config.trusted_proxies.clone(),
+                },
+                failed_auth,
             ),
             store,
             decider,
@@ -144,9 +170,9 @@ impl Console {
             )
             .route("/console", web::get().to(console_root))
             .route("/console/", web::get().to(console_root))
-            .route("/console/login", web::get().to(login_page))
-            .route("/console/login", web::post().to(login))
-            .route("/console/logout", web::post().to(logout))
+            .route("/console/login", web::get().to(signin::login_page))
+            .route("/console/login", web::post().to(signin::login))
+            .route("/console/logout", web::post().to(signin::logout))
             .route("/console/incidents", web::get().to(incidents_page))
             .route("/console/incidents/{id}", web::get().to(incident_page))
             .route(
@@ -160,8 +186,9 @@ impl Console {
             .route("/favicon.ico", web::get().to(favicon));
     }
 
-    /// Who is asking, if anyone we trust.
-    pub fn authenticate(&self, req: &HttpRequest) -> Option<Identity> {
+    /// Who is asking, if anyone we trust. A bearer token counts against its peer's failed
+    /// authentications: a peer that gave too many bad ones is refused before it is looked at.
+    pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, Refusal> {
         if let Some(header_name) = &self.config.trusted_user_header
             && let Some(value) = req.headers().get(header_name.as_str())
         {
@@ -175,7 +202,7 @@ impl Console {
                 } else {
                     Role::Viewer
                 };
-                return Some(Identity {
+                return Ok(Identity {
                     user: user.to_owned(),
                     role,
                     via: Via::Proxy {
@@ -190,17 +217,44 @@ impl Console {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
             if let Some(token) = bearer(authorization) {
-                return users.identify(token).map(|holder| Identity {
+                let holder = self.check_token(req, users, token)?;
+                return Ok(Identity {
                     user: holder.name,
                     role: holder.role,
                     via: Via::Bearer,
                 });
             }
             if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-                return self.session_identity(users, cookie.value());
+                return self
+                    .session_identity(users, cookie.value())
+                    .ok_or(Refusal::Unauthenticated);
             }
         }
-        None
+        Err(Refusal::Unauthenticated)
+    }
+
+    /// The holder of `token` (sign-in form or bearer), unless its peer must wait first; a
+    /// bad token counts against the peer.
+    fn check_token(
+        &self,
+        req: &HttpRequest,
+        users: &TokenSet,
+        token: &str,
+    ) -> Result<Holder, Refusal> {
+        let peer = self.failed_auth.peer_of(req);
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.failed_auth.wait(peer, now) {
+            tracing::debug!(?peer, path = %req.path(), "console token refused: too many bad tokens");
+            return Err(Refusal::Throttled(wait));
+        }
+        users.identify(token).ok_or_else(|| {
+            if self.failed_auth.failed(peer, now) {
+                tracing::warn!(?peer, path = %req.path(), "console tokens locked out for this peer: too many bad tokens");
+            } else {
+                tracing::info!(?peer, path = %req.path(), "console token refused");
+            }
+            Refusal::Unauthenticated
+        })
     }
 
     /// The identity of a session cookie: signed by us, open in the session table, and its
@@ -369,27 +423,20 @@ fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// Only local console paths are followed after signing in.
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') => {
-            n.to_owned()
-        }
-        _ => "/console/incidents".into(),
-    }
-}
-
-/// The page's identity, or a redirect to sign in.
+/// The page's identity, or a redirect to sign in (`429` for a throttled bearer).
 fn html_identity(console: &Console, req: &HttpRequest) -> Result<Identity, Box<HttpResponse>> {
-    console.authenticate(req).ok_or_else(|| {
-        let next = req
-            .uri()
-            .path_and_query()
-            .map_or("/console", |p| p.as_str());
-        Box::new(see_other(&format!(
-            "/console/login?next={}",
-            html::url_encode(next)
-        )))
+    console.authenticate(req).map_err(|refusal| match refusal {
+        Refusal::Throttled(_) => Box::new(refusal.response()),
+        Refusal::Unauthenticated => {
+            let next = req
+                .uri()
+                .path_and_query()
+                .map_or("/console", |p| p.as_str());
+            Box::new(see_other(&format!(
+                "/console/login?next={}",
+                html::url_encode(next)
+            )))
+        }
     })
 }
 
@@ -422,113 +469,6 @@ fn render(
 
 async fn console_root() -> HttpResponse {
     see_other("/console/incidents")
-}
-
-#[derive(Deserialize)]
-struct NextQuery {
-    next: Option<String>,
-    error: Option<String>,
-}
-
-async fn login_page(console: web::Data<Console>, query: web::Query<NextQuery>) -> HttpResponse {
-    let next = safe_next(query.next.as_deref());
-    page(
-        StatusCode::OK,
-        html::login(
-            &next,
-            query.error.is_some(),
-            console.users.is_some(),
-            console.config.trusted_user_header.as_deref(),
-        ),
-    )
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
-    next: Option<String>,
-}
-
-async fn login(
-    console: web::Data<Console>,
-    req: HttpRequest,
-    form: web::Form<LoginForm>,
-) -> HttpResponse {
-    if let Err(problem) = console.check_origin(&req) {
-        return problem.response();
-    }
-    let next = safe_next(form.next.as_deref());
-    let peer = req.peer_addr().map(|p| p.ip());
-    let now_instant = std::time::Instant::now();
-    if let Some(wait) = peer.and_then(|p| console.logins.wait(p, now_instant)) {
-        tracing::warn!(?peer, "console sign-in throttled: too many bad tokens");
-        return Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "sign-in-throttled",
-            "Too many failed sign-ins",
-            "this address gave too many invalid tokens; try again later",
-        )
-        .retry_after(wait.as_secs().max(1))
-        .response();
-    }
-    let token = form.token.trim();
-    let Some(holder) = console.users.as_ref().and_then(|u| u.identify(token)) else {
-        tracing::warn!(?peer, "console sign-in refused");
-        if let Some(peer) = peer {
-            console.logins.failed(peer, now_instant);
-        }
-        return see_other(&format!(
-            "/console/login?error=1&next={}",
-            html::url_encode(&next)
-        ));
-    };
-    if let Some(peer) = peer {
-        console.logins.succeeded(peer);
-    }
-    let ttl = console.config.session_ttl;
-    let (now, nonce) = (unix_now(), random_nonce());
-    let expires = now + ttl.as_secs();
-    let sealed = console.keys.seal(&holder.name, &nonce, expires);
-    console.sessions.open(
-        nonce,
-        OpenSession {
-            user: holder.name.clone(),
-            credential: credential_of(token),
-            expires,
-        },
-        now,
-    );
-    tracing::info!(user = %holder.name, role = %holder.role, "console sign-in");
-    let mut response = see_other(&next);
-    let _ = response.add_cookie(&console.cookie(SESSION_COOKIE, sealed, ttl));
-    response
-}
-
-#[derive(Deserialize)]
-struct CsrfForm {
-    csrf: Option<String>,
-}
-
-async fn logout(
-    console: web::Data<Console>,
-    req: HttpRequest,
-    form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    if let Some(identity) = console.authenticate(&req) {
-        if let Err(problem) = console.check_csrf(&req, &identity, form.csrf.as_deref()) {
-            return problem.response();
-        }
-        // Server-side: the cookie, if kept or copied, no longer opens anything.
-        if let Via::Session { nonce } = &identity.via {
-            console.sessions.close(nonce);
-            tracing::info!(user = %identity.user, "console sign-out");
-        }
-    }
-    let mut response = see_other("/console/login");
-    let mut gone = console.cookie(SESSION_COOKIE, String::new(), Duration::ZERO);
-    gone.make_removal();
-    let _ = response.add_cookie(&gone);
-    response
 }
 
 async fn incidents_page(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
@@ -616,8 +556,9 @@ async fn decision_form(
     path: web::Path<String>,
     form: web::Form<DecisionForm>,
 ) -> HttpResponse {
-    let Some(identity) = console.authenticate(&req) else {
-        return unauthorized();
+    let identity = match console.authenticate(&req) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.response(),
     };
     // The role first: a viewer is refused whatever else the request carries.
     if let Err(problem) = may_decide(&identity) {

@@ -8,8 +8,16 @@ use opsmesh_runtime::{ConfigError, Validate};
 pub struct TimelineConfig {
     /// Incidents kept; the least recently updated one is forgotten first.
     pub max_incidents: usize,
-    /// Messages kept per incident (alerts of a storm beyond it are counted, not kept).
+    /// Messages kept per incident, all kinds together. Beyond it storm alerts but the first
+    /// go first (counted, not kept), then the oldest of the longest other list, each list
+    /// keeping its latest; audit records leaving memory are verified into the chain status.
     pub max_events_per_incident: usize,
+    /// Ids of messages dropped from an incident remembered, so that redelivering one changes
+    /// nothing (an older one would be applied again, and dropped again).
+    pub max_dropped_ids_per_incident: usize,
+    /// Alert ids remembered with the incident they joined (a diagnosis claiming an alert
+    /// moves it; a redelivered alert returns to its incident), most recent first.
+    pub max_alert_ids: usize,
     /// Names this replica's consumer group (`<group_prefix>reporter-timeline-<replica_id>`).
     /// Unset: host name, process id and a random suffix, so every start reads the topics'
     /// whole retention again (the model lives in memory).
@@ -21,6 +29,8 @@ impl Default for TimelineConfig {
         Self {
             max_incidents: 1000,
             max_events_per_incident: 500,
+            max_dropped_ids_per_incident: 500,
+            max_alert_ids: 100_000,
             replica_id: None,
         }
     }
@@ -38,6 +48,18 @@ impl Validate for TimelineConfig {
             return Err(ConfigError::invalid(
                 format!("{prefix}.max_events_per_incident"),
                 "must be at least 4",
+            ));
+        }
+        if self.max_dropped_ids_per_incident == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_dropped_ids_per_incident"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_alert_ids == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_alert_ids"),
+                "must be at least 1",
             ));
         }
         if let Some(id) = &self.replica_id

@@ -2,15 +2,16 @@
 //! timeline per incident, kept in memory and bounded. Each reporter replica feeds its own copy
 //! from a consumer group of its own (it needs every partition, not a share of them).
 
+mod bounded;
+mod chain;
 mod config;
 mod feed;
+mod incident;
 mod store;
 mod view;
 
+pub use chain::{AuditChain, ChainStatus};
 pub use config::TimelineConfig;
 pub use feed::TimelineFeed;
 pub use store::{IncidentStore, Update};
-pub use view::{
-    AuditChain, ChainStatus, IncidentDetail, IncidentSummary, PendingApproval, TimelineEntry,
-    verify_chain,
-};
+pub use view::{IncidentDetail, IncidentSummary, PendingApproval, TimelineEntry};

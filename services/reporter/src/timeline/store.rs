@@ -1,10 +1,8 @@
 //! The in-memory store behind the timeline, the console and the MCP tools.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::RwLock,
-};
+use std::{collections::HashMap, sync::RwLock};
 
+use prometheus::Registry;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -16,7 +14,9 @@ use opsmesh_proto::{
 
 use super::{
     TimelineConfig,
-    view::{Incident, IncidentDetail, IncidentSummary, PendingApproval},
+    bounded::{InsertionOrdered, Table, TimelineMetrics},
+    incident::Incident,
+    view::{IncidentDetail, IncidentSummary, PendingApproval},
 };
 
 /// A change to one incident, for live views (server-sent events).
@@ -29,29 +29,38 @@ pub struct Update {
 }
 
 /// Every incident's timeline, bounded by `max_incidents` (least recently updated forgotten
-/// first) and `max_events_per_incident` (the oldest alerts of a storm but the first are
-/// dropped and counted).
+/// first), `max_events_per_incident` (see [`Incident`]), `max_dropped_ids_per_incident` and
+/// `max_alert_ids`; what each cap drops is counted in `reporter_timeline_evictions_total`.
 pub struct IncidentStore {
     config: TimelineConfig,
     inner: RwLock<Inner>,
     updates: broadcast::Sender<Update>,
+    metrics: TimelineMetrics,
 }
 
-#[derive(Default)]
 struct Inner {
     incidents: HashMap<String, Incident>,
-    /// Alert envelope id → the incident it belongs to (placed, or claimed by a diagnosis).
-    alert_owner: HashMap<Uuid, String>,
+    /// Alert envelope id → the incident it belongs to (placed, or claimed by a diagnosis),
+    /// the most recent `max_alert_ids`. An entry outliving its incident is harmless (the
+    /// incident is gone either way) and ages out.
+    alert_owner: InsertionOrdered<Uuid, String>,
     tick: u64,
     evicted: u64,
 }
 
 impl IncidentStore {
-    pub fn new(config: &TimelineConfig) -> Self {
+    /// The store, its metrics registered in `registry`.
+    pub fn new(config: &TimelineConfig, registry: &Registry) -> Self {
         Self {
             config: config.clone(),
-            inner: RwLock::new(Inner::default()),
+            inner: RwLock::new(Inner {
+                incidents: HashMap::new(),
+                alert_owner: InsertionOrdered::new(config.max_alert_ids),
+                tick: 0,
+                evicted: 0,
+            }),
             updates: broadcast::channel(1024).0,
+            metrics: TimelineMetrics::new(registry),
         }
     }
 
@@ -95,10 +104,10 @@ impl IncidentStore {
             .unwrap_or_else(|| envelope.payload.fingerprint.clone());
         let alert_id = envelope.id;
         let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
-            incident.add_alert(envelope)
+            incident.add_alert(envelope, &self.metrics)
         });
         if changed {
-            inner.alert_owner.insert(alert_id, id.clone());
+            self.own(&mut inner, alert_id, &id);
             self.notify(&inner, &id, "alert");
         }
         changed
@@ -116,21 +125,24 @@ impl IncidentStore {
             if let Some(owner) = inner.alert_owner.get(alert_id).cloned()
                 && owner != id
                 && let Some(previous) = inner.incidents.get_mut(&owner)
-                && let Some(alert) = previous.take_alert(*alert_id)
             {
+                let before = previous.sizes();
+                if let Some(alert) = previous.take_alert(*alert_id) {
+                    moved.push(alert);
+                }
+                self.metrics.resize(before, previous.sizes());
                 if previous.is_empty() {
                     inner.incidents.remove(&owner);
                 }
-                moved.push(alert);
             }
-            inner.alert_owner.insert(*alert_id, id.clone());
+            self.own(&mut inner, *alert_id, &id);
         }
         let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
             let mut changed = false;
             for alert in moved {
-                changed |= incident.add_alert(alert);
+                changed |= incident.add_alert(alert, &self.metrics);
             }
-            incident.add_diagnosis(envelope) || changed
+            incident.add_diagnosis(envelope, &self.metrics) || changed
         });
         if changed {
             self.notify(&inner, &id, "diagnosis");
@@ -144,7 +156,7 @@ impl IncidentStore {
         };
         let mut inner = self.write();
         let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
-            incident.add_remediation(envelope)
+            incident.add_remediation(envelope, &self.metrics)
         });
         if changed {
             self.notify(&inner, &id, "remediation");
@@ -158,7 +170,7 @@ impl IncidentStore {
         };
         let mut inner = self.write();
         let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
-            incident.add_approval(envelope)
+            incident.add_approval(envelope, &self.metrics)
         });
         if changed {
             self.notify(&inner, &id, "approval");
@@ -251,23 +263,35 @@ impl IncidentStore {
                 else {
                     break;
                 };
-                inner.incidents.remove(&oldest);
-                inner.alert_owner.retain(|_, owner| *owner != oldest);
+                if let Some(gone) = inner.incidents.remove(&oldest) {
+                    self.metrics.resize(gone.sizes(), [0; 5]);
+                }
                 inner.evicted += 1;
+                self.metrics.evicted(Table::Incidents, 1);
             }
-            inner.incidents.insert(
-                id.to_owned(),
-                Incident::new(id, &cluster, self.config.max_events_per_incident),
-            );
+            inner
+                .incidents
+                .insert(id.to_owned(), Incident::new(id, &cluster, &self.config));
         }
         let incident = inner.incidents.get_mut(id).expect("inserted above");
+        let before = incident.sizes();
         let changed = apply(incident);
+        self.metrics.resize(before, incident.sizes());
         if changed {
             incident.tick = tick;
         } else if incident.is_empty() {
             inner.incidents.remove(id);
         }
+        self.metrics.set(Table::Incidents, inner.incidents.len());
         changed
+    }
+
+    /// Remembers that `alert_id` belongs to incident `id`.
+    fn own(&self, inner: &mut Inner, alert_id: Uuid, id: &str) {
+        let forgotten = inner.alert_owner.insert(alert_id, id.to_owned());
+        self.metrics.evicted(Table::AlertOwners, forgotten);
+        self.metrics
+            .set(Table::AlertOwners, inner.alert_owner.len());
     }
 
     fn notify(&self, inner: &Inner, id: &str, kind: &'static str) {
@@ -289,6 +313,3 @@ impl IncidentStore {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// Ids already applied, per incident (redeliveries change nothing).
-pub(super) type Seen = HashSet<Uuid>;

@@ -1,5 +1,5 @@
-//! One incident's state and the views computed from it (list row, detail page, pending
-//! approval, audit-chain verification).
+//! The views computed from one incident (list row, detail page, pending approval, audit
+//! chain).
 
 use std::collections::BTreeMap;
 
@@ -12,27 +12,14 @@ use opsmesh_proto::{
     alert::Alert,
     approval::{Approval, ApprovalDecision},
     diagnosis::{Diagnosis, Evidence, RunbookRef},
-    ledger::GENESIS,
     remediation::{ActionRecord, Remediation, Verification},
 };
 
-use super::store::Seen;
+use super::{
+    chain::{AuditChain, ChainStatus, is_outcome},
+    incident::Incident,
+};
 use crate::runbooks::{self, SectionText};
-
-pub(super) struct Incident {
-    pub id: String,
-    pub cluster: String,
-    pub alerts: Vec<Envelope<Alert>>,
-    /// Alerts received, including those dropped to stay within the bound.
-    pub alert_count: u64,
-    pub diagnoses: Vec<Envelope<Diagnosis>>,
-    /// Ordered by ledger position.
-    pub remediations: Vec<Envelope<Remediation>>,
-    pub approvals: Vec<Envelope<Approval>>,
-    pub seen: Seen,
-    pub tick: u64,
-    max_events: usize,
-}
 
 /// A row of `GET /api/incidents`.
 #[derive(Debug, Clone, Serialize)]
@@ -56,26 +43,6 @@ pub struct IncidentSummary {
     pub time_to_outcome_seconds: Option<f64>,
     pub awaiting_approval: bool,
     pub audit_chain: ChainStatus,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChainStatus {
-    /// No remediation records yet.
-    Empty,
-    /// Every record links to the previous one and carries its own hash.
-    Intact,
-    /// A record was edited, removed, inserted or reordered (or is still missing).
-    Broken,
-}
-
-/// Verification of an incident's audit chain with the proto ledger functions.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditChain {
-    pub status: ChainStatus,
-    pub records: usize,
-    pub head_hash: Option<String>,
-    pub problems: Vec<String>,
 }
 
 /// One line of the timeline.
@@ -172,98 +139,7 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
 }
 
-fn is_outcome(state: IncidentState) -> bool {
-    matches!(
-        state,
-        IncidentState::Resolved
-            | IncidentState::RolledBack
-            | IncidentState::Escalated
-            | IncidentState::Refused
-            | IncidentState::Advised
-            | IncidentState::DryRun
-            | IncidentState::NoAction
-    )
-}
-
 impl Incident {
-    pub fn new(id: &str, cluster: &str, max_events: usize) -> Self {
-        Self {
-            id: id.to_owned(),
-            cluster: cluster.to_owned(),
-            alerts: Vec::new(),
-            alert_count: 0,
-            diagnoses: Vec::new(),
-            remediations: Vec::new(),
-            approvals: Vec::new(),
-            seen: Seen::new(),
-            tick: 0,
-            max_events,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
-            && self.diagnoses.is_empty()
-            && self.remediations.is_empty()
-            && self.approvals.is_empty()
-    }
-
-    fn events(&self) -> usize {
-        self.alerts.len() + self.diagnoses.len() + self.remediations.len() + self.approvals.len()
-    }
-
-    pub fn add_alert(&mut self, alert: Envelope<Alert>) -> bool {
-        if !self.seen.insert(alert.id) {
-            return false;
-        }
-        self.alert_count += 1;
-        self.alerts.push(alert);
-        self.alerts.sort_by_key(|a| a.payload.received_at);
-        // A storm: keep the first alert and the most recent ones.
-        while self.events() > self.max_events && self.alerts.len() > 1 {
-            self.alerts.remove(1);
-        }
-        true
-    }
-
-    pub fn take_alert(&mut self, id: Uuid) -> Option<Envelope<Alert>> {
-        let index = self.alerts.iter().position(|a| a.id == id)?;
-        self.seen.remove(&id);
-        self.alert_count = self.alert_count.saturating_sub(1);
-        Some(self.alerts.remove(index))
-    }
-
-    pub fn add_diagnosis(&mut self, diagnosis: Envelope<Diagnosis>) -> bool {
-        if !self.seen.insert(diagnosis.id) {
-            return false;
-        }
-        if self.cluster.is_empty() {
-            self.cluster = diagnosis.cluster.clone();
-        }
-        self.diagnoses.push(diagnosis);
-        self.diagnoses.sort_by_key(|d| d.occurred_at);
-        true
-    }
-
-    pub fn add_remediation(&mut self, record: Envelope<Remediation>) -> bool {
-        if !self.seen.insert(record.id) {
-            return false;
-        }
-        self.remediations.push(record);
-        self.remediations
-            .sort_by_key(|r| (r.payload.ledger.seq, r.occurred_at));
-        true
-    }
-
-    pub fn add_approval(&mut self, approval: Envelope<Approval>) -> bool {
-        if !self.seen.insert(approval.id) {
-            return false;
-        }
-        self.approvals.push(approval);
-        self.approvals.sort_by_key(|a| a.occurred_at);
-        true
-    }
-
     fn latest_diagnosis(&self) -> Option<&Envelope<Diagnosis>> {
         self.diagnoses.last()
     }
@@ -282,12 +158,7 @@ impl Incident {
 
     fn opened_at(&self) -> Option<DateTime<Utc>> {
         let alerts = self.alerts.iter().map(|a| a.payload.received_at);
-        let others = self
-            .diagnoses
-            .iter()
-            .map(|d| d.occurred_at)
-            .chain(self.remediations.iter().map(|r| r.occurred_at));
-        alerts.min().or_else(|| others.min())
+        alerts.min().or(self.first_occurred_at)
     }
 
     fn updated_at(&self) -> Option<DateTime<Utc>> {
@@ -303,11 +174,12 @@ impl Incident {
     pub fn summary(&self) -> IncidentSummary {
         let diagnosis = self.latest_diagnosis();
         let opened_at = self.opened_at();
-        let outcome_at = self
-            .remediations
-            .iter()
-            .find(|r| is_outcome(r.payload.state))
-            .map(|r| r.occurred_at);
+        let outcome_at = self.folded.first_outcome_at.or_else(|| {
+            self.remediations
+                .iter()
+                .find(|r| is_outcome(r.payload.state))
+                .map(|r| r.occurred_at)
+        });
         let mut alert_names: Vec<String> =
             self.alerts.iter().map(|a| a.payload.name.clone()).collect();
         alert_names.dedup();
@@ -333,7 +205,7 @@ impl Incident {
                 _ => None,
             },
             awaiting_approval: self.pending_approval().is_some_and(|p| p.decided.is_none()),
-            audit_chain: verify_chain(&self.remediations).status,
+            audit_chain: self.folded.verify(&self.remediations).status,
         }
     }
 
@@ -400,7 +272,7 @@ impl Incident {
             actions,
             pending_approval: self.pending_approval(),
             approvals: self.approvals.iter().map(approval_view).collect(),
-            audit_chain: verify_chain(&self.remediations),
+            audit_chain: self.folded.verify(&self.remediations),
             timeline: self.timeline(),
         }
     }
@@ -526,59 +398,4 @@ fn approval_view(a: &Envelope<Approval>) -> ApprovalView {
         comment: a.payload.comment.clone(),
         at: a.occurred_at,
     }
-}
-
-/// Checks an incident's records (in ledger order): positions 0, 1, 2, … without gaps, the
-/// first linked to [`GENESIS`], each linked to the previous record's hash, and each carrying
-/// the hash [`Envelope::computed_hash`] gives.
-pub fn verify_chain<'a>(
-    records: impl IntoIterator<Item = &'a Envelope<Remediation>>,
-) -> AuditChain {
-    let mut problems = Vec::new();
-    let mut count = 0;
-    let mut prev: Option<&Remediation> = None;
-    for (position, envelope) in records.into_iter().enumerate() {
-        count += 1;
-        let record = &envelope.payload;
-        let link = &record.ledger;
-        if link.seq != position as u64 {
-            problems.push(format!(
-                "record at position {position} carries seq {} (missing, duplicated or reordered record)",
-                link.seq
-            ));
-        }
-        let expected_prev = prev.map_or(GENESIS, |p| p.ledger.hash.as_str());
-        if link.prev_hash != expected_prev {
-            problems.push(format!(
-                "seq {}: prev_hash {} does not match the previous record's hash {}",
-                link.seq,
-                short(&link.prev_hash),
-                short(expected_prev)
-            ));
-        }
-        let computed = envelope.computed_hash();
-        if link.hash != computed {
-            problems.push(format!(
-                "seq {}: hash {} does not match its content (computed {})",
-                link.seq,
-                short(&link.hash),
-                short(&computed)
-            ));
-        }
-        prev = Some(record);
-    }
-    AuditChain {
-        status: match (count, problems.is_empty()) {
-            (0, _) => ChainStatus::Empty,
-            (_, true) => ChainStatus::Intact,
-            (_, false) => ChainStatus::Broken,
-        },
-        records: count,
-        head_hash: prev.map(|p| p.ledger.hash.clone()),
-        problems,
-    }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
