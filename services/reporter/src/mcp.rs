@@ -20,9 +20,12 @@ use http_body_util::BodyExt;
 use rmcp::{
     ErrorData, ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    RoleServer,
     model::{
-        CallToolResult, ContentBlock, Extensions, Implementation, ServerCapabilities, ServerConfig,
+        CacheScope, CallToolResult, ContentBlock, Extensions, Implementation, ListToolsResult,
+        PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
     },
+    service::RequestContext,
     tool, tool_handler, tool_router,
     transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
@@ -283,18 +286,25 @@ impl McpServer {
     }
 }
 
+/// Tools only approvers are shown (anyone calling them is still checked).
+const DECISION_TOOLS: [&str; 2] = ["approve_action", "reject_action"];
+
 impl McpServer {
+    /// Who makes this request: the HTTP caller's token holder, or the stdio user.
+    fn caller(&self, extensions: &Extensions) -> Option<Holder> {
+        match extensions.get::<http::request::Parts>() {
+            Some(parts) => parts.extensions.get::<Caller>().and_then(|c| c.0.clone()),
+            None => self.stdio_identity.clone(),
+        }
+    }
+
     async fn decide(
         &self,
         extensions: &Extensions,
         args: DecideArgs,
         decision: ApprovalDecision,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = match extensions.get::<http::request::Parts>() {
-            Some(parts) => parts.extensions.get::<Caller>().and_then(|c| c.0.clone()),
-            None => self.stdio_identity.clone(),
-        };
-        let Some(approver) = caller else {
+        let Some(approver) = self.caller(extensions) else {
             return tool_error(
                 "not authorised: approving or rejecting needs a bearer token (HTTP Authorization header, or OPSMESH_MCP_TOKEN for stdio)",
             );
@@ -335,6 +345,34 @@ impl McpServer {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for McpServer {
+    /// The tools this caller may use: viewers and anonymous readers are not offered
+    /// `approve_action` / `reject_action`.
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let may_decide = self
+            .caller(&context.extensions)
+            .is_some_and(|holder| holder.role.may_decide());
+        let tools = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|tool| may_decide || !DECISION_TOOLS.contains(&tool.name.as_ref()))
+            .collect();
+        let result = ListToolsResult::with_all_items(tools);
+        // The list depends on the caller: cacheable by that caller's client only.
+        let cache_hints = context
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        Ok(if cache_hints {
+            result.with_ttl_ms(0).with_cache_scope(CacheScope::Private)
+        } else {
+            result
+        })
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("opsmesh", env!("CARGO_PKG_VERSION")))

@@ -261,6 +261,77 @@ async fn a_viewer_token_cannot_approve_or_reject_over_mcp() {
     reporter.stop().await.unwrap();
 }
 
+/// The names of the tools `client` is offered.
+async fn tool_names(client: &RunningService<RoleClient, ClientConfig>) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tool| tool.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_approvers_are_offered_the_decision_tools_over_mcp() {
+    let (hec, bus, dir) = (
+        HecServer::start().await,
+        memory_bus(),
+        tempfile::tempdir().unwrap(),
+    );
+    let tokens = write_lines(
+        dir.path(),
+        "mcp-tokens",
+        &[
+            format!("assistant:{ALICE}:approver"),
+            format!("reader:{VICTOR}"),
+        ],
+    );
+    let tokens = tokens.display().to_string();
+    let reporter = RunningReporter::start(
+        &bus,
+        &hec,
+        &[
+            ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN),
+            ("OPSMESH__REPORTER__MCP__ENABLED", "true"),
+            ("OPSMESH__REPORTER__MCP__TOKENS_FILE", tokens.as_str()),
+            ("OPSMESH__REPORTER__MCP__ALLOW_ANONYMOUS_READ", "true"),
+        ],
+    )
+    .await;
+    let url = format!("http://{}/mcp", reporter.addr);
+    let reading = [
+        "get_incident",
+        "list_incidents",
+        "search_runbooks",
+        "verify_audit_chain",
+    ];
+
+    let assistant = mcp_client(&url, ALICE).await;
+    let mut everything = reading.to_vec();
+    everything.extend(["approve_action", "reject_action"]);
+    everything.sort();
+    assert_eq!(tool_names(&assistant).await, everything);
+    assistant.cancel().await.unwrap();
+
+    let reader = mcp_client(&url, VICTOR).await;
+    assert_eq!(tool_names(&reader).await, reading);
+    // Not offered, and still refused when called by name.
+    let refused = call(&reader, "approve_action", json!({"incident_id": "inc-1"})).await;
+    assert_eq!(refused.is_error, Some(true), "{}", text(&refused));
+    reader.cancel().await.unwrap();
+
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.clone()),
+    );
+    let anonymous = ClientConfig::default().serve(transport).await.unwrap();
+    assert_eq!(tool_names(&anonymous).await, reading);
+    anonymous.cancel().await.unwrap();
+    reporter.stop().await.unwrap();
+}
+
 /// Whether `cookie` still opens the console: a page (200) or a redirect to sign in (303).
 async fn signed_in(base: &str, cookie: &str) -> bool {
     let (status, _) = get_page(&format!("{base}/console/incidents"), cookie).await;
