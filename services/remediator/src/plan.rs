@@ -97,6 +97,18 @@ pub fn plan(
             diagnosis.root_cause
         ));
     }
+    // Telling humans needs neither a runbook nor a resource: a diagnosis that only escalates,
+    // about nothing nameable (an alert whose names were unusable), is escalated as it stands.
+    if diagnosis
+        .recommended_actions
+        .iter()
+        .all(|p| p.kind == ActionKind::Escalate && p.target.parse::<Target>().is_err())
+    {
+        return Plan::Escalate(format!(
+            "{}; no resource to act on; humans notified",
+            diagnosis.summary
+        ));
+    }
     let record_of = |p: &ActionProposal, mode: ActionMode| ActionRecord {
         kind: p.kind,
         target: p.target.clone(),
@@ -599,6 +611,27 @@ mod tests {
             Plan::Refused(r) => (r.code, r.reason),
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_escalation_about_no_nameable_resource_needs_no_runbook() {
+        let library = Library::built_in().unwrap();
+        let mut d = cited(
+            &library,
+            ("oom-killed", "Raise the memory limit"),
+            RootCause::Unknown,
+            vec![(ActionKind::Escalate, "unknown", json!({}))],
+            Vec::new(),
+        );
+        d.runbook = None;
+        d.summary = "KServe errors: the alert names no usable resource (model=\"../x\")".into();
+        match run(&library, &d) {
+            Plan::Escalate(reason) => assert!(reason.contains("model=\"../x\""), "{reason}"),
+            other => panic!("expected an escalation, got {other:?}"),
+        }
+        // A resource that parses still goes through the runbook checks.
+        d.recommended_actions[0].target = ISVC.into();
+        assert_eq!(refusal(run(&library, &d)).0, "no_runbook");
     }
 
     #[test]
