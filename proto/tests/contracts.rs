@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, schema, telemetry::Telemetry, topics,
+    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, schema,
+    telemetry::Telemetry, topics,
 };
 
 fn root() -> PathBuf {
