@@ -5,9 +5,9 @@
 use std::{
     collections::{HashSet, VecDeque},
     num::NonZeroU32,
-    path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant, SystemTime},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use actix_web::http::{StatusCode, header::HeaderMap};
@@ -19,7 +19,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use opsmesh_runtime::{ConfigError, problem::Problem};
+use opsmesh_runtime::{
+    ConfigError,
+    problem::Problem,
+    secret::{Secret, SecretSource},
+};
 
 use crate::{
     config::{ReceiverConfig, SourceConfig},
@@ -78,156 +82,84 @@ impl AuthError {
     }
 }
 
-/// Secrets from a file (re-read when it changes) and/or an environment variable.
-struct SecretList {
-    file: Option<PathBuf>,
-    from_env: Vec<String>,
-    /// How often the file's modification time is looked at: not on every request.
-    recheck: Duration,
-    active: RwLock<Active>,
+/// The secrets of one kind for one source, from a file (one per line, several during a
+/// rotation; re-read when it changes) and/or an environment variable (comma-separated). Both
+/// may be set, and then both lists are active.
+struct SecretList<T> {
+    from_env: Option<Secret<Vec<T>>>,
+    from_file: Option<Secret<Vec<T>>>,
 }
 
-struct Active {
-    /// The file's modification time when last read, and when that was last compared.
-    mtime: Option<SystemTime>,
-    checked: Instant,
-    /// Every active value (environment first). Shared, so a request does not copy them.
-    values: Arc<[Secret]>,
-}
+/// One signing secret, with the HMAC key schedule computed when it is loaded rather than on
+/// every request (two SHA-256 blocks each time).
+struct SigningKey(Hmac<Sha256>);
 
-/// One secret, with the HMAC key schedule computed when it is loaded rather than on every
-/// request (two SHA-256 blocks each time).
-struct Secret {
-    text: String,
-    hmac: Hmac<Sha256>,
-}
-
-impl From<String> for Secret {
+impl From<String> for SigningKey {
     fn from(text: String) -> Self {
-        let hmac = Hmac::new_from_slice(text.as_bytes()).expect("HMAC accepts any key length");
-        Self { text, hmac }
+        Self(Hmac::new_from_slice(text.as_bytes()).expect("HMAC accepts any key length"))
     }
 }
 
-fn split_secrets(text: &str, separators: &[char]) -> Vec<String> {
-    text.split(separators)
+/// A secrets file: one per line.
+fn lines<T: From<String>>(text: &str) -> Result<Vec<T>, String> {
+    split_secrets(text, &['\n'])
+}
+
+/// An environment variable: comma-separated (newlines also separate).
+fn comma_separated<T: From<String>>(text: &str) -> Result<Vec<T>, String> {
+    split_secrets(text, &[',', '\n'])
+}
+
+/// An empty list is refused: at start it is a mistake, and in a rotation it is a file caught
+/// half-written, which keeps the previous secrets.
+fn split_secrets<T: From<String>>(text: &str, separators: &[char]) -> Result<Vec<T>, String> {
+    let secrets: Vec<T> = text
+        .split(separators)
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+        .map(|s| T::from(s.to_owned()))
+        .collect();
+    if secrets.is_empty() {
+        return Err("lists no secrets".into());
+    }
+    Ok(secrets)
 }
 
-impl SecretList {
+impl<T: From<String>> SecretList<T> {
+    /// `key` is the configuration key without its `_file` / `_env` suffix.
     fn load(
-        file: Option<&PathBuf>,
-        env: Option<&String>,
-        recheck: Duration,
         key: &str,
+        file: Option<&Path>,
+        env: Option<&str>,
+        recheck: Duration,
     ) -> Result<Self, ConfigError> {
-        let from_env = match env {
-            None => Vec::new(),
-            Some(var) => {
-                let value = std::env::var(var).map_err(|_| {
-                    ConfigError::invalid(
-                        format!("{key}_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                split_secrets(&value, &[',', '\n'])
-            }
-        };
-        let list = Self {
-            file: file.cloned(),
-            recheck,
-            active: RwLock::new(Active {
-                mtime: None,
-                checked: Instant::now(),
-                values: from_env.iter().cloned().map(Secret::from).collect(),
-            }),
+        let from_file = Secret::load(key, &SecretSource::from_fields(None, file, None), lines)?;
+        let from_env = Secret::load(
+            key,
+            &SecretSource::from_fields(None, None, env),
+            comma_separated,
+        )?;
+        Ok(Self {
             from_env,
-        };
-        if let Some(path) = &list.file {
-            let (mtime, values) = read_secret_file(path).map_err(|e| {
-                ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
-            })?;
-            let mut active = list.active.write().expect("lock");
-            active.mtime = mtime;
-            active.values = list.with_env(values);
-        }
-        Ok(list)
-    }
-
-    /// Fixed values, never re-read (fuzzing).
-    fn fixed(values: &[&str]) -> Self {
-        let from_env: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        Self {
-            file: None,
-            recheck: Duration::MAX,
-            active: RwLock::new(Active {
-                mtime: None,
-                checked: Instant::now(),
-                values: from_env.iter().cloned().map(Secret::from).collect(),
-            }),
-            from_env,
-        }
+            from_file: from_file.map(|secret| secret.recheck_every(recheck)),
+        })
     }
 
     fn is_configured(&self) -> bool {
-        self.file.is_some() || !self.from_env.is_empty()
+        self.from_env.is_some() || self.from_file.is_some()
     }
 
-    fn with_env(&self, from_file: Vec<String>) -> Arc<[Secret]> {
-        self.from_env
-            .iter()
-            .cloned()
-            .chain(from_file)
-            .map(Secret::from)
-            .collect()
+    /// Every active list (environment first); a changed file is re-read.
+    fn current(&self) -> impl Iterator<Item = Arc<Vec<T>>> {
+        self.from_env.iter().chain(&self.from_file).map(Secret::get)
     }
-
-    /// Every active value; a file that changed is re-read within `recheck` (rotation without
-    /// restart).
-    fn values(&self) -> Arc<[Secret]> {
-        let active = self.active.read().expect("lock");
-        match &self.file {
-            Some(path) if active.checked.elapsed() >= self.recheck => {
-                drop(active);
-                self.reload_if_changed(path)
-            }
-            _ => active.values.clone(),
-        }
-    }
-
-    fn reload_if_changed(&self, path: &PathBuf) -> Arc<[Secret]> {
-        let current = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let mut active = self.active.write().expect("lock");
-        active.checked = Instant::now();
-        if active.mtime != current {
-            match read_secret_file(path) {
-                Ok((mtime, values)) => {
-                    active.mtime = mtime;
-                    active.values = self.with_env(values);
-                }
-                Err(err) => {
-                    tracing::warn!(file = %path.display(), error = %err, "keeping the previous secrets")
-                }
-            }
-        }
-        active.values.clone()
-    }
-}
-
-fn read_secret_file(path: &PathBuf) -> std::io::Result<(Option<SystemTime>, Vec<String>)> {
-    let text = std::fs::read_to_string(path)?;
-    let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    Ok((mtime, split_secrets(&text, &['\n'])))
 }
 
 struct Source {
     name: String,
-    signing: SecretList,
-    bearer: SecretList,
-    path_tokens: SecretList,
+    signing: SecretList<SigningKey>,
+    bearer: SecretList<String>,
+    path_tokens: SecretList<String>,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -401,16 +333,18 @@ impl Authenticator {
             .sources
             .iter()
             .find_map(|source| {
-                source.signing.values().iter().find_map(|secret| {
-                    let mut mac = secret.hmac.clone();
-                    mac.update(signed_text.as_bytes());
-                    mac.update(b".");
-                    mac.update(body);
-                    let expected: Tag = mac.finalize().into_bytes().into();
-                    candidates
-                        .iter()
-                        .any(|candidate| bool::from(candidate.ct_eq(&expected)))
-                        .then_some((source, expected))
+                source.signing.current().find_map(|keys| {
+                    keys.iter().find_map(|key| {
+                        let mut mac = key.0.clone();
+                        mac.update(signed_text.as_bytes());
+                        mac.update(b".");
+                        mac.update(body);
+                        let expected: Tag = mac.finalize().into_bytes().into();
+                        candidates
+                            .iter()
+                            .any(|candidate| bool::from(candidate.ct_eq(&expected)))
+                            .then_some((source, expected))
+                    })
                 })
             })
             .ok_or(AuthError::BadSignature)?;
@@ -483,10 +417,12 @@ pub(crate) fn parse_signature_header(header: &str) -> Result<(i64, Vec<Tag>), Au
     Ok((timestamp, candidates))
 }
 
-fn matches_any(list: &SecretList, presented: &str) -> bool {
+fn matches_any(list: &SecretList<String>, presented: &str) -> bool {
     // Evaluate every candidate so timing does not reveal which one (or how many) matched.
-    list.values().iter().fold(false, |found, secret| {
-        found | bool::from(secret.text.as_bytes().ct_eq(presented.as_bytes()))
+    list.current().fold(false, |found, tokens| {
+        tokens.iter().fold(found, |found, token| {
+            found | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))
+        })
     })
 }
 
@@ -503,22 +439,22 @@ fn build_source(
     Ok(Source {
         name: name.to_owned(),
         signing: SecretList::load(
-            config.secrets_file.as_ref(),
-            config.secrets_env.as_ref(),
-            recheck,
             &key("secrets"),
+            config.secrets_file.as_deref(),
+            config.secrets_env.as_deref(),
+            recheck,
         )?,
         bearer: SecretList::load(
-            config.bearer_tokens_file.as_ref(),
-            config.bearer_tokens_env.as_ref(),
-            recheck,
             &key("bearer_tokens"),
+            config.bearer_tokens_file.as_deref(),
+            config.bearer_tokens_env.as_deref(),
+            recheck,
         )?,
         path_tokens: SecretList::load(
-            config.path_token_file.as_ref(),
-            config.path_token_env.as_ref(),
-            recheck,
             &key("path_token"),
+            config.path_token_file.as_deref(),
+            config.path_token_env.as_deref(),
+            recheck,
         )?,
         limiter,
     })
@@ -585,9 +521,22 @@ fn fuzz_authenticator() -> &'static Authenticator {
         };
         let source = Source {
             name: "fuzz".into(),
-            signing: SecretList::fixed(&[FUZZ_SECRET]),
-            bearer: SecretList::fixed(&[]),
-            path_tokens: SecretList::fixed(&[]),
+            signing: SecretList {
+                from_env: Some(Secret::fixed(
+                    "fuzz.secrets",
+                    vec![SigningKey::from(FUZZ_SECRET.to_owned())],
+                    lines,
+                )),
+                from_file: None,
+            },
+            bearer: SecretList {
+                from_env: None,
+                from_file: None,
+            },
+            path_tokens: SecretList {
+                from_env: None,
+                from_file: None,
+            },
             limiter: None,
         };
         let mut authenticator = Authenticator::new(
@@ -689,6 +638,53 @@ mod tests {
         assert_eq!(metrics.evictions.get(), 15);
         let seen = authenticator.seen.lock().unwrap();
         assert_eq!(seen.set.len(), 5);
+    }
+
+    #[test]
+    fn unusable_secret_sources_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n\n").unwrap();
+        let missing = dir.path().join("missing");
+        let cases = [
+            (
+                SourceConfig {
+                    secrets_file: Some(empty),
+                    ..SourceConfig::default()
+                },
+                "`receiver.sources.s.secrets_file`: lists no secrets".to_owned(),
+            ),
+            (
+                SourceConfig {
+                    path_token_file: Some(missing.clone()),
+                    ..SourceConfig::default()
+                },
+                format!(
+                    "`receiver.sources.s.path_token_file`: {}",
+                    missing.display()
+                ),
+            ),
+            (
+                SourceConfig {
+                    bearer_tokens_env: Some("OPSMESH_TEST_SURELY_UNSET_VARIABLE".into()),
+                    ..SourceConfig::default()
+                },
+                "`receiver.sources.s.bearer_tokens_env`: environment variable \
+                 OPSMESH_TEST_SURELY_UNSET_VARIABLE is not set"
+                    .to_owned(),
+            ),
+        ];
+        for (source, expected) in cases {
+            let mut config = ReceiverConfig::default();
+            config.sources.insert("s".into(), source);
+            let metrics = crate::metrics::ReceiverMetrics::new(&prometheus::Registry::new())
+                .table("signatures");
+            let err = Authenticator::new(&config, metrics)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(&expected), "{err}");
+        }
     }
 
     #[test]

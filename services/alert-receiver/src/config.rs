@@ -63,7 +63,8 @@ pub struct ReceiverConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// File with the HMAC signing secrets, one per line (several during a rotation). Re-read
-    /// when it changes, so a mounted Secret rotates without a restart.
+    /// when it changes, so a mounted Secret rotates without a restart; read empty or
+    /// unreadable, the previous secrets stay. With `secrets_env` too, both lists are active.
     pub secrets_file: Option<PathBuf>,
     /// Name of an environment variable holding the signing secrets, comma-separated.
     pub secrets_env: Option<String>,

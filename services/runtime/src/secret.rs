@@ -178,7 +178,8 @@ pub fn trimmed(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// How often, at most, a secret file's modification time is looked at.
+/// How often, at most, a secret file's modification time is looked at, unless
+/// [`Secret::recheck_every`] says otherwise.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// A loaded secret, parsed into `T`; [`Secret::get`] returns the current value.
@@ -186,6 +187,7 @@ pub struct Secret<T> {
     key: String,
     origin: Origin,
     parse: fn(&str) -> Result<T, String>,
+    recheck: Duration,
     cache: Mutex<Cached<T>>,
 }
 
@@ -253,6 +255,7 @@ impl<T> Secret<T> {
             key: key.to_owned(),
             origin,
             parse,
+            recheck: RECHECK,
             cache: Mutex::new(Cached {
                 value: Arc::new(value),
                 modified,
@@ -267,6 +270,7 @@ impl<T> Secret<T> {
             key: key.to_owned(),
             origin: Origin::Value,
             parse,
+            recheck: RECHECK,
             cache: Mutex::new(Cached {
                 value: Arc::new(value),
                 modified: None,
@@ -284,13 +288,20 @@ impl<T> Secret<T> {
         Self::load(key, source, parse)?.ok_or_else(|| ConfigError::invalid(key, source.missing()))
     }
 
+    /// Looks at the file's modification time at most once per `interval` instead of once a
+    /// second (zero: on every [`Secret::get`]), for services that make it configurable.
+    pub fn recheck_every(mut self, interval: Duration) -> Self {
+        self.recheck = interval;
+        self
+    }
+
     /// The current value. A file is re-read when its modification time changed; a file that
     /// has become unreadable or unparsable keeps the previous value (and says so in the log),
     /// so a half-written rotation never takes a service down.
     pub fn get(&self) -> Arc<T> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Origin::File(path) = &self.origin
-            && cache.checked.elapsed() >= RECHECK
+            && cache.checked.elapsed() >= self.recheck
         {
             cache.checked = Instant::now();
             let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -455,5 +466,25 @@ mod tests {
         assert_eq!(*secret.get(), "second");
         rewrite("   ", 20);
         assert_eq!(*secret.get(), "second", "an unparsable rotation is ignored");
+    }
+
+    #[test]
+    fn the_file_is_not_looked_at_again_within_the_recheck_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "first\n").unwrap();
+        let secret = Secret::require("a.key", &SecretSource::file(&path), trimmed)
+            .unwrap()
+            .recheck_every(Duration::from_secs(3600));
+        std::fs::write(&path, "second\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(*secret.get(), "first");
+        let secret = secret.recheck_every(Duration::ZERO);
+        assert_eq!(*secret.get(), "second");
     }
 }

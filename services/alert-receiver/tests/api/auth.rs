@@ -173,6 +173,49 @@ async fn secrets_rotate_without_a_restart() {
 }
 
 #[tokio::test]
+async fn a_rotation_caught_half_written_keeps_the_previous_secrets() {
+    let recheck = std::time::Duration::from_millis(100);
+    let app = spawn_app_with(|c| c.secrets_recheck = recheck).await;
+    // The mounted file is truncated before its new content is written.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&app.secrets_file, "\n").unwrap();
+    std::thread::sleep(recheck + std::time::Duration::from_millis(50));
+    let mut body = sample("splunk-webhook.json");
+    body["sid"] = serde_json::json!("half-written");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    assert_eq!(
+        app.post_signed_bytes("/v1/alerts/splunk", bytes, OLD_SECRET, now())
+            .await
+            .status(),
+        202,
+        "an empty secrets file is not a rotation to no secrets"
+    );
+}
+
+#[tokio::test]
+async fn a_secrets_file_and_a_secrets_env_are_both_active() {
+    // A variable every `cargo test` process has, so the test sets none.
+    let from_env = env!("CARGO_PKG_NAME");
+    assert_eq!(std::env::var("CARGO_PKG_NAME").as_deref(), Ok(from_env));
+    let app = spawn_app_with(|c| {
+        c.sources.get_mut("splunk").unwrap().secrets_env = Some("CARGO_PKG_NAME".into());
+    })
+    .await;
+    for (n, secret) in [SECRET, from_env].into_iter().enumerate() {
+        let mut body = sample("splunk-webhook.json");
+        body["sid"] = serde_json::json!(format!("both-{n}"));
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert_eq!(
+            app.post_signed_bytes("/v1/alerts/splunk", bytes, secret, now())
+                .await
+                .status(),
+            202,
+            "secret #{n}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_secrets_file_is_looked_at_once_per_recheck_interval() {
     let app = spawn_app_with(|c| c.secrets_recheck = std::time::Duration::from_secs(3600)).await;
     std::thread::sleep(std::time::Duration::from_millis(20));
