@@ -109,7 +109,7 @@ async fn play(
         .map_err(|e| format!("starting the simulator: {e}"))?;
     let files = prepare(scenario, &server).map_err(|e| format!("preparing files: {e}"))?;
     let probe = ConfigTree::load(config).map_err(|e| e.to_string())?;
-    let defaults = files.toml.clone() + &crate::commands::keys::embedded(&probe, false)?;
+    let defaults = files.toml.clone() + &crate::keys::embedded(&probe, false)?;
     let tree = ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
         .map_err(|e| e.to_string())?;
     let settings = tree.settings().map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 
 mod commands;
 pub mod harness;
+pub mod keys;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -49,7 +49,8 @@ pub fn embedded_tree(config: Option<&Path>) -> Result<ConfigTree, ConfigError> {
         ));
     }
     defaults.push_str(
-        &keys::embedded(&probe, true).map_err(|e| ConfigError::invalid("remediator.ledger", e))?,
+        &crate::keys::embedded(&probe, true)
+            .map_err(|e| ConfigError::invalid("remediator.ledger", e))?,
     );
     ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
 }
