@@ -18,9 +18,8 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use rmcp::{
-    ErrorData, ServerHandler,
+    ErrorData, RoleServer, ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
-    RoleServer,
     model::{
         CacheScope, CallToolResult, ContentBlock, Extensions, Implementation, ListToolsResult,
         PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
@@ -41,7 +40,10 @@ use opsmesh_runtime::{ConfigError, Validate, problem::Problem};
 use crate::{
     approvals::{ApprovalsConfig, Decider},
     auth::{Holder, TokenSet, bearer},
-    console::login_limit::{self, FailedAuthLimiter, FailedAuthLimits, FailedAuthMetrics},
+    console::{
+        Refusal,
+        login_limit::{self, FailedAuthLimiter, FailedAuthLimits, FailedAuthMetrics},
+    },
     runbooks,
     timeline::IncidentStore,
 };
@@ -442,19 +444,19 @@ impl McpHttp {
 }
 
 impl McpHttp {
-    /// The holder of a bearer `token`, unless its peer must wait first (`429`); a bad token
-    /// counts against the peer (`401`).
+    /// The holder of a bearer `token`, unless its peer must wait first; a bad token counts
+    /// against the peer.
     fn identify(
         &self,
         req: &HttpRequest,
         tokens: &TokenSet,
         token: &str,
-    ) -> Result<Holder, HttpResponse> {
+    ) -> Result<Holder, Refusal> {
         let peer = self.failed_auth.peer_of(req);
         let now = std::time::Instant::now();
         if let Some(wait) = self.failed_auth.wait(peer, now) {
             tracing::debug!(?peer, "MCP token refused: too many bad tokens");
-            return Err(login_limit::throttled(wait).response());
+            return Err(Refusal::Throttled(wait));
         }
         tokens.identify(token).ok_or_else(|| {
             if self.failed_auth.failed(peer, now) {
@@ -465,7 +467,7 @@ impl McpHttp {
             } else {
                 tracing::info!(?peer, "MCP token refused");
             }
-            unauthorized("the bearer token is not valid")
+            Refusal::Unauthenticated
         })
     }
 }
@@ -494,7 +496,10 @@ async fn mcp_endpoint(mcp: web::Data<McpHttp>, req: HttpRequest, body: web::Byte
     let caller = match (bearer(authorization), &mcp.tokens) {
         (Some(token), Some(tokens)) => match mcp.identify(&req, tokens, token) {
             Ok(holder) => Some(holder),
-            Err(refused) => return refused,
+            Err(Refusal::Throttled(wait)) => return login_limit::throttled(wait).response(),
+            Err(Refusal::Unauthenticated) => {
+                return unauthorized("the bearer token is not valid");
+            }
         },
         (Some(_), None) => return unauthorized("this server has no tokens configured"),
         (None, _) if mcp.allow_anonymous_read => None,
