@@ -7,12 +7,15 @@
 //! approver; the role is `viewer` (the default: read only) or `approver` (may approve and
 //! reject). Tokens cannot contain `:`.
 
-use std::{fmt, path::PathBuf, sync::Mutex, time::SystemTime};
+use std::{fmt, path::Path, time::Duration};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use opsmesh_runtime::ConfigError;
+use opsmesh_runtime::{
+    ConfigError,
+    secret::{Secret, SecretSource},
+};
 
 /// What the holder of a token (or a proxy-authenticated user) may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,48 +77,28 @@ struct Entry {
     credential: Credential,
 }
 
-/// Modification time and length: a rewrite within the file system's time granularity still
-/// changes one of them in practice.
-type Stamp = Option<(SystemTime, u64)>;
-
 /// A set of named tokens.
 pub struct TokenSet {
-    file: Option<PathBuf>,
-    env_entries: Vec<Entry>,
-    cache: Mutex<(Stamp, Vec<Entry>)>,
+    from_file: Option<Secret<Vec<Entry>>>,
+    from_env: Option<Secret<Vec<Entry>>>,
 }
 
 impl TokenSet {
-    /// Loads `file` and the variable `env` (either may be unset); `key` names the
-    /// configuration keys in errors.
-    pub fn load(file: Option<&PathBuf>, env: Option<&str>, key: &str) -> Result<Self, ConfigError> {
-        let env_entries = match env {
-            Some(var) => {
-                let value = std::env::var(var).map_err(|_| {
-                    ConfigError::invalid(
-                        format!("{key}_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                parse(&value.replace(',', "\n"))
-                    .map_err(|p| ConfigError::invalid(format!("{key}_env"), p))?
-            }
-            None => Vec::new(),
-        };
+    /// Loads `file` and the variable `env` (either may be unset; both are active when both
+    /// are set); `key` names the configuration keys in errors (`<key>_file`, `<key>_env`).
+    /// The file is looked at on every use, so a removed token stops working at once.
+    pub fn load(file: Option<&Path>, env: Option<&str>, key: &str) -> Result<Self, ConfigError> {
+        let from_file = Secret::load(key, &SecretSource::from_fields(None, file, None), parse)?
+            .map(|secret| secret.recheck_every(Duration::ZERO));
+        let from_env = Secret::load(
+            key,
+            &SecretSource::from_fields(None, None, env),
+            parse_comma_separated,
+        )?;
         let set = Self {
-            file: file.cloned(),
-            env_entries,
-            cache: Mutex::new((None, Vec::new())),
+            from_file,
+            from_env,
         };
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
-            })?;
-            let entries = parse(&text).map_err(|p| {
-                ConfigError::invalid(format!("{key}_file"), format!("{}: {p}", path.display()))
-            })?;
-            *set.cache.lock().unwrap_or_else(|p| p.into_inner()) = (stamp(path), entries);
-        }
         if set.entries().is_empty() {
             return Err(ConfigError::invalid(
                 format!("{key}_file"),
@@ -125,26 +108,13 @@ impl TokenSet {
         Ok(set)
     }
 
-    /// The current entries: the file is read again when its stamp changed.
+    /// The current entries (a file emptied later revokes every token it held).
     fn entries(&self) -> Vec<Entry> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = &self.file {
-            let now = stamp(path);
-            if now != cache.0 {
-                match std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| parse(&t))
-                {
-                    Ok(entries) => *cache = (now, entries),
-                    Err(err) => {
-                        tracing::warn!(path = %path.display(), error = %err, "cannot re-read tokens; keeping the previous ones");
-                    }
-                }
-            }
-        }
-        let mut all = cache.1.clone();
-        all.extend(self.env_entries.iter().cloned());
-        all
+        [&self.from_file, &self.from_env]
+            .into_iter()
+            .flatten()
+            .flat_map(|secret| secret.get().as_ref().clone())
+            .collect()
     }
 
     /// The holder of `token`, compared in constant time against every entry.
@@ -178,9 +148,9 @@ impl TokenSet {
     }
 }
 
-fn stamp(path: &PathBuf) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// An environment variable: entries separated by commas.
+fn parse_comma_separated(text: &str) -> Result<Vec<Entry>, String> {
+    parse(&text.replace(',', "\n"))
 }
 
 fn parse(text: &str) -> Result<Vec<Entry>, String> {
@@ -244,12 +214,14 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 mod tests {
     use super::*;
 
+    use std::time::SystemTime;
+
     #[test]
     fn file_tokens_identify_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         std::fs::write(&path, "# operators\nalice:aaaaaaaaaaaaaaaaaaaa\n").unwrap();
-        let set = TokenSet::load(Some(&path), None, "reporter.console.users").unwrap();
+        let set = TokenSet::load(Some(path.as_path()), None, "reporter.console.users").unwrap();
         let name = |token: &str| set.identify(token).map(|h| h.name);
         assert_eq!(name("aaaaaaaaaaaaaaaaaaaa").as_deref(), Some("alice"));
         assert_eq!(set.identify("bbbbbbbbbbbbbbbbbbbb"), None);
@@ -276,7 +248,7 @@ mod tests {
             "alice:aaaaaaaaaaaaaaaaaaaa:approver\nvictor:vvvvvvvvvvvvvvvvvvvv\nwalt:wwwwwwwwwwwwwwwwwwww:viewer\n",
         )
         .unwrap();
-        let set = TokenSet::load(Some(&path), None, "reporter.mcp.tokens").unwrap();
+        let set = TokenSet::load(Some(path.as_path()), None, "reporter.mcp.tokens").unwrap();
         let role = |token: &str| set.identify(token).map(|h| h.role);
         assert_eq!(role("aaaaaaaaaaaaaaaaaaaa"), Some(Role::Approver));
         assert_eq!(role("vvvvvvvvvvvvvvvvvvvv"), Some(Role::Viewer));
@@ -318,7 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
         std::fs::write(&path, "alice:short\n").unwrap();
-        let err = TokenSet::load(Some(&path), None, "reporter.mcp.tokens")
+        let err = TokenSet::load(Some(path.as_path()), None, "reporter.mcp.tokens")
             .err()
             .unwrap()
             .to_string();

@@ -401,7 +401,7 @@ impl McpHttp {
     ) -> Result<Self, ConfigError> {
         let tokens = if config.tokens_file.is_some() || config.tokens_env.is_some() {
             Some(TokenSet::load(
-                config.tokens_file.as_ref(),
+                config.tokens_file.as_deref(),
                 config.tokens_env.as_deref(),
                 "reporter.mcp.tokens",
             )?)
@@ -560,7 +560,7 @@ pub fn stdio_identity(config: &McpConfig, token: Option<&str>) -> Result<Option<
         return Err("OPSMESH_MCP_TOKEN is set but reporter.mcp has no tokens_file/tokens_env to check it against".into());
     }
     let tokens = TokenSet::load(
-        config.tokens_file.as_ref(),
+        config.tokens_file.as_deref(),
         config.tokens_env.as_deref(),
         "reporter.mcp.tokens",
     )

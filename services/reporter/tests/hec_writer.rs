@@ -553,3 +553,26 @@ async fn batches_respect_the_count_and_byte_limits_and_are_gzipped() {
     assert_eq!(alert["event"]["schema"], "opsmesh.alerts.v1");
     reporter.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_in_flight_events_go_at_once_instead_of_lingering() {
+    let hec = HecServer::start().await;
+    let bus = memory_bus();
+    // A linger no test could wait for: only the idle rule can send these.
+    let reporter =
+        RunningReporter::start(&bus, &hec, &[("OPSMESH__REPORTER__HEC__LINGER", "1h")]).await;
+    for round in 0..3 {
+        let messages = incidents(1);
+        publish(&bus, &messages).await;
+        let published = ids(&messages);
+        eventually(&format!("round {round} indexed"), SETTLE, || async {
+            (missing_and_duplicates(&hec, &published).0 == 0).then_some(())
+        })
+        .await;
+    }
+    eventually("every offset committed", SETTLE, || async {
+        (bus.lag(GROUP) == 0).then_some(())
+    })
+    .await;
+    reporter.stop().await.expect("clean shutdown");
+}

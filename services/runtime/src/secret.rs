@@ -200,8 +200,17 @@ enum Origin {
 
 struct Cached<T> {
     value: Arc<T>,
-    modified: Option<SystemTime>,
+    stamp: Stamp,
     checked: Instant,
+}
+
+/// A file's modification time and length: a rewrite within the file system's timestamp
+/// granularity still changes the length in practice.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl<T> fmt::Debug for Secret<T> {
@@ -227,7 +236,7 @@ impl<T> Secret<T> {
             1 => {}
             _ => return Err(ConfigError::invalid(key, source.conflict(key))),
         }
-        let (origin, text, modified) = if let Some(value) = &source.value {
+        let (origin, text, stamp) = if let Some(value) = &source.value {
             (Origin::Value, value.clone(), None)
         } else if let Some(var) = &source.env {
             let text = std::env::var(var).map_err(|_| {
@@ -239,10 +248,10 @@ impl<T> Secret<T> {
             (Origin::Env, text, None)
         } else {
             let path = source.file.clone().expect("one source is set");
-            let (text, modified) = read(&path).map_err(|e| {
+            let (text, stamp) = read(&path).map_err(|e| {
                 ConfigError::invalid(source.key_of(key, Field::File), e.to_string())
             })?;
-            (Origin::File(path), text, modified)
+            (Origin::File(path), text, stamp)
         };
         let field = match origin {
             Origin::Value => Field::Value,
@@ -258,7 +267,7 @@ impl<T> Secret<T> {
             recheck: RECHECK,
             cache: Mutex::new(Cached {
                 value: Arc::new(value),
-                modified,
+                stamp,
                 checked: Instant::now(),
             }),
         }))
@@ -273,7 +282,7 @@ impl<T> Secret<T> {
             recheck: RECHECK,
             cache: Mutex::new(Cached {
                 value: Arc::new(value),
-                modified: None,
+                stamp: None,
                 checked: Instant::now(),
             }),
         }
@@ -295,7 +304,7 @@ impl<T> Secret<T> {
         self
     }
 
-    /// The current value. A file is re-read when its modification time changed; a file that
+    /// The current value. A file is re-read when its modification time or length changed; a file that
     /// has become unreadable or unparsable keeps the previous value (and says so in the log),
     /// so a half-written rotation never takes a service down.
     pub fn get(&self) -> Arc<T> {
@@ -304,20 +313,20 @@ impl<T> Secret<T> {
             && cache.checked.elapsed() >= self.recheck
         {
             cache.checked = Instant::now();
-            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-            if modified != cache.modified {
+            let now = stamp(path);
+            if now != cache.stamp {
                 match read(path)
                     .map_err(|e| e.to_string())
-                    .and_then(|(text, modified)| (self.parse)(&text).map(|value| (value, modified)))
+                    .and_then(|(text, stamp)| (self.parse)(&text).map(|value| (value, stamp)))
                 {
-                    Ok((value, modified)) => {
+                    Ok((value, stamp)) => {
                         cache.value = Arc::new(value);
-                        cache.modified = modified;
+                        cache.stamp = stamp;
                         tracing::info!(key = %self.key, path = %path.display(), "secret re-read");
                     }
                     Err(problem) => {
                         // Retried at the next check only if the file changes again.
-                        cache.modified = modified;
+                        cache.stamp = now;
                         tracing::warn!(key = %self.key, path = %path.display(), %problem, "cannot re-read secret; keeping the previous value");
                     }
                 }
@@ -327,11 +336,10 @@ impl<T> Secret<T> {
     }
 }
 
-fn read(path: &Path) -> std::io::Result<(String, Option<SystemTime>)> {
+fn read(path: &Path) -> std::io::Result<(String, Stamp)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    Ok((text, modified))
+    Ok((text, stamp(path)))
 }
 
 #[cfg(test)]

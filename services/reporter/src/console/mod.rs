@@ -116,7 +116,7 @@ impl Console {
     ) -> Result<Self, ConfigError> {
         let users = if config.users_file.is_some() || config.users_env.is_some() {
             Some(TokenSet::load(
-                config.users_file.as_ref(),
+                config.users_file.as_deref(),
                 config.users_env.as_deref(),
                 "reporter.console.users",
             )?)

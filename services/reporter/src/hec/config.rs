@@ -37,7 +37,8 @@ pub struct HecConfig {
     pub max_batch_events: usize,
     /// ...or would exceed this many (uncompressed) bytes — keep it under Splunk Cloud's 1 MB...
     pub max_batch_bytes: usize,
-    /// ...or its first event has waited this long.
+    /// ...or its first event has waited this long while another batch was being delivered
+    /// (with nothing in flight a batch goes at once).
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Batches sent (or awaiting acknowledgement) concurrently. Offsets are still stored in

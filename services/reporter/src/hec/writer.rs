@@ -3,8 +3,12 @@
 //! Splunk accepted (or acknowledged) them, in order, so an outage of any length within the
 //! topics' retention loses nothing.
 //!
+//! Lingering only pays while a delivery is on its way: when nothing is in flight, the batch
+//! is sealed as soon as the messages already received are in it, so an event reaches Splunk
+//! without waiting for `linger` at low traffic and batches still fill under load.
+//!
 //! ```text
-//! recv ─► encode / dedup ─► batch ─(full or linger)─► ready ─(≤ max_in_flight)─► deliver task
+//! recv ─► encode / dedup ─► batch ─(full, linger or idle)─► ready ─(≤ max_in_flight)─► deliver task
 //!   ▲                                                                              │
 //!   └── paused while `ready` waits for room          store offsets, in batch order ◄┘
 //! ```
@@ -25,7 +29,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use futures::{StreamExt, stream::FuturesOrdered};
+use futures::{FutureExt, StreamExt, stream::FuturesOrdered};
 use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -591,6 +595,10 @@ impl Pipeline {
                 Step::Received(Ok(message)) => {
                     receive_failures = 0;
                     self.accept(message);
+                    self.accept_ready(subscription);
+                    if self.in_flight.is_empty() && self.ready.is_empty() {
+                        self.seal();
+                    }
                 }
                 Step::Received(Err(err)) => {
                     receive_failures += 1;
@@ -696,6 +704,20 @@ impl Pipeline {
         self.batch.push(Entry { message, kind });
         if self.batch.entries.len() >= writer.config.max_batch_events {
             self.seal();
+        }
+    }
+
+    /// Takes the messages the subscription already holds, up to one batch, without waiting.
+    fn accept_ready(&mut self, subscription: &mut dyn Subscription) {
+        for _ in 1..self.writer.config.max_batch_events {
+            match subscription.recv().now_or_never() {
+                Some(Ok(message)) => self.accept(message),
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "receive failed; retrying");
+                    return;
+                }
+                None => return,
+            }
         }
     }
 

@@ -1,9 +1,16 @@
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
 use opsmesh_proto::Severity;
-use opsmesh_runtime::{ConfigError, Validate};
+use opsmesh_runtime::{
+    ConfigError, Validate,
+    secret::{Secret, SecretSource, trimmed},
+};
 
 use super::template::{self, EventKind};
 
@@ -135,40 +142,16 @@ pub fn default_pagerduty_url() -> String {
     "https://events.pagerduty.com/v2/enqueue".into()
 }
 
-/// Reads a secret from a file (trimmed) or an environment variable; `key` names the pair.
-pub fn read_secret(
-    file: Option<&PathBuf>,
+/// Loads a route's secret from `<key>_file` (re-read when it changes) or `<key>_env`,
+/// trimmed.
+pub fn route_secret(
+    file: Option<&Path>,
     env: Option<&str>,
     key: &str,
-) -> Result<String, ConfigError> {
-    let value = match (file, env) {
-        (Some(path), None) => std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::invalid(format!("{key}_file"), format!("{}: {e}", path.display()))
-        })?,
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
-            ConfigError::invalid(
-                format!("{key}_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?,
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                format!("{key}_file"),
-                format!("set {key}_file or {key}_env, not both"),
-            ));
-        }
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                format!("{key}_file"),
-                format!("required (or {key}_env)"),
-            ));
-        }
-    };
-    let value = value.trim().to_owned();
-    if value.is_empty() {
-        return Err(ConfigError::invalid(format!("{key}_file"), "is empty"));
-    }
-    Ok(value)
+) -> Result<Secret<String>, ConfigError> {
+    Secret::load(key, &SecretSource::from_fields(None, file, env), trimmed)?.ok_or_else(|| {
+        ConfigError::invalid(format!("{key}_file"), format!("required (or {key}_env)"))
+    })
 }
 
 impl Validate for NotifyConfig {
@@ -202,18 +185,19 @@ impl Validate for NotifyConfig {
         }
         for (name, route) in &self.slack {
             let key = format!("{prefix}.slack.{name}.webhook_url");
-            let url = read_secret(
-                route.webhook_url_file.as_ref(),
+            let url = route_secret(
+                route.webhook_url_file.as_deref(),
                 route.webhook_url_env.as_deref(),
                 &key,
-            )?;
+            )?
+            .get();
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(ConfigError::invalid(key, "must be an http(s) URL"));
             }
         }
         for (name, route) in &self.pagerduty {
-            read_secret(
-                route.routing_key_file.as_ref(),
+            route_secret(
+                route.routing_key_file.as_deref(),
                 route.routing_key_env.as_deref(),
                 &format!("{prefix}.pagerduty.{name}.routing_key"),
             )?;

@@ -75,7 +75,7 @@ impl Notifier {
                 () = shutdown.cancelled() => {
                     return Delivery::Interrupted { attempts: attempt - 1, last: "shutdown during an attempt".into() };
                 }
-                sent = self.client.post(&route.url).json(body).send() => sent,
+                sent = self.client.post(route.url()).json(body).send() => sent,
             };
             let (retry_after, last) = match sent {
                 Ok(response) => {

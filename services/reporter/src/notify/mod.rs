@@ -60,6 +60,7 @@ use opsmesh_runtime::{
         HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing, Pending, Settle, defer,
     },
     metrics::register,
+    secret::Secret,
 };
 
 pub use config::{NotifyConfig, PagerDutyRoute, RouteFilter, SlackRoute, Templates};
@@ -118,11 +119,25 @@ impl Channel {
 struct Route {
     name: String,
     channel: Channel,
-    /// Webhook URL (Slack) or Events API URL (PagerDuty).
-    url: String,
-    /// PagerDuty routing key.
-    routing_key: Option<String>,
+    /// Slack: the incoming webhook's URL; PagerDuty: the routing key. Re-read when its file
+    /// changes, so a rotation needs no restart.
+    secret: Secret<String>,
+    /// PagerDuty's Events API URL (a Slack route posts to its secret URL).
+    events_url: Option<String>,
     filter: RouteFilter,
+}
+
+impl Route {
+    fn url(&self) -> String {
+        match &self.events_url {
+            Some(url) => url.clone(),
+            None => self.secret.get().as_ref().clone(),
+        }
+    }
+
+    fn routing_key(&self) -> Option<Arc<String>> {
+        (self.channel == Channel::PagerDuty).then(|| self.secret.get())
+    }
 }
 
 pub struct Notifier {
@@ -220,12 +235,12 @@ impl Notifier {
             routes.push(Route {
                 name: name.clone(),
                 channel: Channel::Slack,
-                url: config::read_secret(
-                    route.webhook_url_file.as_ref(),
+                secret: config::route_secret(
+                    route.webhook_url_file.as_deref(),
                     route.webhook_url_env.as_deref(),
                     &format!("reporter.notify.slack.{name}.webhook_url"),
                 )?,
-                routing_key: None,
+                events_url: None,
                 filter: route.filter.clone(),
             });
         }
@@ -233,12 +248,12 @@ impl Notifier {
             routes.push(Route {
                 name: name.clone(),
                 channel: Channel::PagerDuty,
-                url: route.url.clone(),
-                routing_key: Some(config::read_secret(
-                    route.routing_key_file.as_ref(),
+                secret: config::route_secret(
+                    route.routing_key_file.as_deref(),
                     route.routing_key_env.as_deref(),
                     &format!("reporter.notify.pagerduty.{name}.routing_key"),
-                )?),
+                )?,
+                events_url: Some(route.url.clone()),
                 filter: route.filter.clone(),
             });
         }
@@ -348,7 +363,7 @@ impl Notifier {
                 Channel::Slack => slack_payload(&text),
                 Channel::PagerDuty => pagerduty_payload(
                     &notice,
-                    route.routing_key.as_deref().unwrap_or_default(),
+                    route.routing_key().as_deref().map_or("", String::as_str),
                     &text,
                 ),
             };
@@ -397,8 +412,8 @@ impl Notifier {
             return None;
         };
         let mut body = record.body.clone();
-        if let Some(key) = &self.routes[index].routing_key {
-            body["routing_key"] = json!(key);
+        if let Some(key) = self.routes[index].routing_key() {
+            body["routing_key"] = json!(key.as_str());
         }
         let (settle, pending) = defer();
         self.start(
