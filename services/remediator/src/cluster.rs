@@ -2,29 +2,35 @@
 //! run first, then the same request for real, under the field manager `opsmesh`; every write
 //! sets absolute values (or an annotation keyed by the incident), so repeating one changes
 //! nothing; and every action can tell whether its target is already in the wanted state, which
-//! is how an interrupted action is resolved without running it twice.
+//! is how an interrupted action is resolved without running it twice. One module per
+//! resource: [`inference_service`], [`quota`] (the namespace guard), [`argocd`]; the health
+//! checks after an action in [`health`].
+
+mod argocd;
+mod health;
+mod inference_service;
+mod quota;
 
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
-use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
-};
+use kube::{Api, Client, api::ListParams};
 use serde_json::{Value, json};
 
 use opsmesh_proto::{ActionKind, Target, quantity::parse_bytes, remediation::ActionRecord};
 use opsmesh_runtime::secret::Secret;
 
 use crate::{plan::valid_image, policy::OBSERVED_NAMESPACES};
+use argocd::{ArgoCd, app_name, app_namespaces};
+pub use health::Health;
+use inference_service::{container_of, memory_patch, scale_patch};
+use quota::{default_limits, settled_pods};
 
 pub const QUOTA_NAME: &str = "opsmesh-cost-guard";
 pub const LIMIT_RANGE_NAME: &str = "opsmesh-default-limits";
 pub const RESTARTED_AT: &str = "opsmesh.dev/restartedAt";
 pub const RESTART_INCIDENT: &str = "opsmesh.dev/restarted-by-incident";
 pub const LAST_GOOD_IMAGE: &str = "opsmesh.dev/last-known-good-image";
-const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
-const CONTAINER: &str = "kserve-container";
 
 /// Why an action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -47,32 +53,11 @@ fn kube_error(what: &str, e: kube::Error) -> ActError {
     }
 }
 
-/// One health check's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Health {
-    pub healthy: bool,
-    pub detail: String,
-}
-
-struct ArgoCd {
-    http: reqwest::Client,
-    url: String,
-    /// Read at each request: a rotated token file is used without a restart.
-    token: Secret<String>,
-}
-
 /// The remediator's hands: a Kubernetes client and an ArgoCD client.
 pub struct Cluster {
     kube: Option<Client>,
     argocd: Option<ArgoCd>,
     field_manager: String,
-}
-
-fn isvc_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("serving.kserve.io", "v1beta1", "InferenceService"),
-        "inferenceservices",
-    )
 }
 
 fn param_str<'a>(a: &'a ActionRecord, name: &str) -> Option<&'a str> {
@@ -95,18 +80,9 @@ impl Cluster {
         field_manager: String,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let argocd = match argocd {
-            None => None,
-            Some((url, token)) => Some(ArgoCd {
-                http: reqwest::Client::builder()
-                    .timeout(timeout)
-                    .user_agent("opsmesh-remediator")
-                    .build()
-                    .map_err(|e| format!("HTTP client: {e}"))?,
-                url: url.trim_end_matches('/').to_owned(),
-                token,
-            }),
-        };
+        let argocd = argocd
+            .map(|(url, token)| ArgoCd::new(url, token, timeout))
+            .transpose()?;
         Ok(Self {
             kube,
             argocd,
@@ -121,45 +97,6 @@ impl Cluster {
                     .into(),
             )
         })
-    }
-
-    fn isvc_api(&self, ns: &str) -> Result<Api<DynamicObject>, ActError> {
-        Ok(Api::namespaced_with(
-            self.client()?.clone(),
-            ns,
-            &isvc_resource(),
-        ))
-    }
-
-    fn params(&self, dry_run: bool) -> PatchParams {
-        PatchParams {
-            dry_run,
-            field_manager: Some(self.field_manager.clone()),
-            ..PatchParams::default()
-        }
-    }
-
-    async fn get_isvc(&self, ns: &str, name: &str) -> Result<Value, ActError> {
-        let obj = self
-            .isvc_api(ns)?
-            .get(name)
-            .await
-            .map_err(|e| kube_error(&format!("get inferenceservice {ns}/{name}"), e))?;
-        serde_json::to_value(obj).map_err(|e| ActError::Refused(e.to_string()))
-    }
-
-    fn isvc_target(a: &ActionRecord) -> Result<(String, String), ActError> {
-        match a
-            .target
-            .parse::<Target>()
-            .map_err(|e| ActError::Refused(e.to_string()))?
-        {
-            Target::InferenceService { namespace, name } => Ok((namespace, name)),
-            other => Err(ActError::Refused(format!(
-                "{} needs an InferenceService target, not {other}",
-                a.kind
-            ))),
-        }
     }
 
     /// Values the action changes, as they are now (recorded before the change, for rollback),
@@ -382,27 +319,7 @@ impl Cluster {
             }
             ActionKind::ArgocdSync => {
                 let name = app_name(a)?;
-                let argo = self.argo()?;
-                let url = format!("{}/api/v1/applications/{name}/sync", argo.url);
-                let body = json!({"dryRun": dry_run, "prune": false});
-                let response = argo
-                    .http
-                    .post(&url)
-                    .bearer_auth(argo.token.get().as_str())
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| ActError::Transient(format!("argocd sync {name}: {e}")))?;
-                let status = response.status();
-                if !status.is_success() {
-                    let text = response.text().await.unwrap_or_default();
-                    let msg = format!("argocd sync {name}: {status}: {text}");
-                    return Err(if status.is_server_error() || status.as_u16() == 429 {
-                        ActError::Transient(msg)
-                    } else {
-                        ActError::Refused(msg)
-                    });
-                }
+                self.argo_sync(&name, dry_run).await?;
                 Ok(format!("{mode}: ArgoCD sync of application {name}"))
             }
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
@@ -485,275 +402,6 @@ impl Cluster {
             kind => Err(ActError::Refused(format!("{kind} has no inverse"))),
         }
     }
-
-    /// The health of what `a` acted on.
-    pub async fn check(&self, a: &ActionRecord) -> Result<Health, ActError> {
-        match a.kind {
-            ActionKind::PatchMemoryLimit
-            | ActionKind::RollbackImage
-            | ActionKind::ScaleInferenceService
-            | ActionKind::RestartInferenceService => {
-                let (ns, name) = Self::isvc_target(a)?;
-                let isvc = self.get_isvc(&ns, &name).await?;
-                let ready = isvc["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .is_some_and(|c| c["status"] == "True");
-                let pods = Api::<Pod>::namespaced(self.client()?.clone(), &ns)
-                    .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
-                    .await
-                    .map_err(|e| kube_error("list pods", e))?;
-                let mut problems = Vec::new();
-                let mut ready_pods = 0;
-                for pod in &pods.items {
-                    let status = pod.status.as_ref();
-                    for cs in status
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .into_iter()
-                        .flatten()
-                    {
-                        if cs.ready {
-                            ready_pods += 1;
-                        }
-                        let terminated = [cs.state.as_ref(), cs.last_state.as_ref()]
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| s.terminated.as_ref())
-                            .filter_map(|t| t.reason.clone());
-                        for reason in terminated {
-                            if a.kind == ActionKind::PatchMemoryLimit && reason == "OOMKilled" {
-                                problems.push(format!("{} OOMKilled", cs.name));
-                            }
-                        }
-                        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
-                            && let Some(reason) = &w.reason
-                            && reason != "ContainerCreating"
-                        {
-                            problems.push(format!("{} waiting: {reason}", cs.name));
-                        }
-                        if a.kind == ActionKind::RollbackImage
-                            && let Some(want) = param_str(a, "image")
-                            && cs.image != want
-                        {
-                            problems.push(format!("{} runs {}", cs.name, cs.image));
-                        }
-                    }
-                }
-                problems.sort();
-                problems.dedup();
-                let healthy = ready && problems.is_empty();
-                Ok(Health {
-                    healthy,
-                    detail: format!(
-                        "{ns}/{name}: Ready={}, {ready_pods}/{} predictor containers ready{}",
-                        if ready { "True" } else { "False" },
-                        pods.items.len(),
-                        if problems.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {}", problems.join(", "))
-                        }
-                    ),
-                })
-            }
-            ActionKind::ApplyResourceQuota => {
-                let ns = namespace_of(a)?;
-                let present = self.is_done(a, "").await?;
-                Ok(Health {
-                    healthy: present,
-                    detail: format!(
-                        "{ns}: {QUOTA_NAME} and {LIMIT_RANGE_NAME} {}",
-                        if present {
-                            "present"
-                        } else {
-                            "missing or different"
-                        }
-                    ),
-                })
-            }
-            ActionKind::ArgocdSync => {
-                let app = self.argo_app(a).await?;
-                let sync = app["status"]["sync"]["status"]
-                    .as_str()
-                    .unwrap_or("Unknown");
-                let health = app["status"]["health"]["status"]
-                    .as_str()
-                    .unwrap_or("Unknown");
-                Ok(Health {
-                    healthy: sync == "Synced" && health == "Healthy",
-                    detail: format!("{}: sync {sync}, health {health}", a.target),
-                })
-            }
-            ActionKind::SuggestPolicyFix | ActionKind::Escalate => Ok(Health {
-                healthy: true,
-                detail: "nothing to check".into(),
-            }),
-        }
-    }
-
-    async fn json_patch(
-        &self,
-        ns: &str,
-        name: &str,
-        ops: Value,
-        dry_run: bool,
-    ) -> Result<(), ActError> {
-        let patch: json_patch::Patch =
-            serde_json::from_value(ops).map_err(|e| ActError::Refused(e.to_string()))?;
-        self.isvc_api(ns)?
-            .patch(name, &self.params(dry_run), &Patch::Json::<()>(patch))
-            .await
-            .map_err(|e| kube_error(&format!("patch inferenceservice {ns}/{name}"), e))?;
-        Ok(())
-    }
-
-    async fn merge_patch(
-        &self,
-        ns: &str,
-        name: &str,
-        patch: &Value,
-        dry_run: bool,
-    ) -> Result<(), ActError> {
-        self.isvc_api(ns)?
-            .patch(name, &self.params(dry_run), &Patch::Merge(patch))
-            .await
-            .map_err(|e| kube_error(&format!("patch inferenceservice {ns}/{name}"), e))?;
-        Ok(())
-    }
-
-    fn apply_params(&self, dry_run: bool) -> PatchParams {
-        let mut p = PatchParams::apply(&self.field_manager).force();
-        p.dry_run = dry_run;
-        p
-    }
-
-    async fn apply_quota(
-        &self,
-        ns: &str,
-        hard: Option<Value>,
-        dry_run: bool,
-    ) -> Result<(), ActError> {
-        let body = json!({
-            "apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": {"name": QUOTA_NAME, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "opsmesh"}},
-            "spec": {"hard": hard.unwrap_or_else(|| json!({}))},
-        });
-        Api::<ResourceQuota>::namespaced(self.client()?.clone(), ns)
-            .patch(
-                QUOTA_NAME,
-                &self.apply_params(dry_run),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| kube_error(&format!("apply resourcequota {ns}/{QUOTA_NAME}"), e))?;
-        Ok(())
-    }
-
-    async fn apply_limit_range(
-        &self,
-        ns: &str,
-        limits: Option<Value>,
-        dry_run: bool,
-    ) -> Result<(), ActError> {
-        let body = json!({
-            "apiVersion": "v1", "kind": "LimitRange",
-            "metadata": {"name": LIMIT_RANGE_NAME, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "opsmesh"}},
-            "spec": {"limits": limits.unwrap_or_else(|| json!([]))},
-        });
-        Api::<LimitRange>::namespaced(self.client()?.clone(), ns)
-            .patch(
-                LIMIT_RANGE_NAME,
-                &self.apply_params(dry_run),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(|e| kube_error(&format!("apply limitrange {ns}/{LIMIT_RANGE_NAME}"), e))?;
-        Ok(())
-    }
-
-    fn argo(&self) -> Result<&ArgoCd, ActError> {
-        self.argocd.as_ref().ok_or_else(|| {
-            ActError::Refused("no ArgoCD API configured (remediator.argocd.url and token)".into())
-        })
-    }
-
-    async fn argo_app(&self, a: &ActionRecord) -> Result<Value, ActError> {
-        let name = app_name(a)?;
-        let argo = self.argo()?;
-        let response = argo
-            .http
-            .get(format!("{}/api/v1/applications/{name}", argo.url))
-            .bearer_auth(argo.token.get().as_str())
-            .send()
-            .await
-            .map_err(|e| ActError::Transient(format!("argocd get {name}: {e}")))?;
-        let status = response.status();
-        if !status.is_success() {
-            let msg = format!("argocd get {name}: {status}");
-            return Err(if status.is_server_error() {
-                ActError::Transient(msg)
-            } else {
-                ActError::Refused(msg)
-            });
-        }
-        response
-            .json()
-            .await
-            .map_err(|e| ActError::Transient(format!("argocd get {name}: {e}")))
-    }
-}
-
-/// The pods a namespace settles at under its current specs, as a pod quota counts them: pods
-/// not finished (`Succeeded`, `Failed`) and not being deleted, with an InferenceService's
-/// predictor pods counted up to its `maxReplicas` at most. Observed right after a scale-down,
-/// the pods above the new maximum are still on their way out; counting them would refuse a
-/// quota sized for the namespace after the scale-down.
-fn settled_pods(pods: &[Pod], max_replicas: &BTreeMap<String, u64>) -> u64 {
-    let mut per_isvc: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut other = 0;
-    for pod in pods {
-        let finished = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|p| p == "Succeeded" || p == "Failed");
-        if finished || pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        match pod.metadata.labels.as_ref().and_then(|l| l.get(ISVC_LABEL)) {
-            Some(isvc) => *per_isvc.entry(isvc).or_default() += 1,
-            None => other += 1,
-        }
-    }
-    other
-        + per_isvc
-            .into_iter()
-            .map(|(isvc, n)| max_replicas.get(isvc).map_or(n, |max| n.min(*max)))
-            .sum::<u64>()
-}
-
-/// Every namespace an ArgoCD application deploys to: its destination, and the namespace of
-/// each resource it manages (a manifest may name its own).
-fn app_namespaces(app: &Value) -> Vec<String> {
-    let destination = app["spec"]["destination"]["namespace"].as_str();
-    let managed = app["status"]["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["namespace"].as_str());
-    let mut namespaces: Vec<String> = destination
-        .into_iter()
-        .chain(managed)
-        .filter(|ns| !ns.is_empty())
-        .map(str::to_owned)
-        .collect();
-    namespaces.sort_unstable();
-    namespaces.dedup();
-    namespaces
-}
-
-fn default_limits() -> Value {
-    json!([{"type": "Container", "default": {"memory": "1Gi"}, "defaultRequest": {"memory": "512Mi"}}])
 }
 
 fn namespace_of(a: &ActionRecord) -> Result<String, ActError> {
@@ -768,78 +416,6 @@ fn namespace_of(a: &ActionRecord) -> Result<String, ActError> {
             a.kind
         ))),
     }
-}
-
-fn app_name(a: &ActionRecord) -> Result<String, ActError> {
-    match a
-        .target
-        .parse::<Target>()
-        .map_err(|e| ActError::Refused(e.to_string()))?
-    {
-        Target::Application { name, .. } => Ok(name),
-        other => Err(ActError::Refused(format!(
-            "{} needs an application target, not {other}",
-            a.kind
-        ))),
-    }
-}
-
-/// The predictor's model-server container (`kserve-container`, else the first) and its index.
-fn container_of(isvc: &Value) -> (usize, Option<&Value>) {
-    let containers = isvc["spec"]["predictor"]["containers"].as_array();
-    let Some(list) = containers else {
-        return (0, None);
-    };
-    match list.iter().position(|c| c["name"] == CONTAINER) {
-        Some(i) => (i, list.get(i)),
-        None => (0, list.first()),
-    }
-}
-
-/// A JSON patch setting the model-server container's memory limit (containers form), or the
-/// model's (model form); the `test` op pins the container it meant.
-fn memory_patch(isvc: &Value, limit: &str) -> Result<Value, ActError> {
-    let (index, container) = container_of(isvc);
-    if let Some(c) = container {
-        let base = format!("/spec/predictor/containers/{index}");
-        let mut ops =
-            vec![json!({"op": "test", "path": format!("{base}/name"), "value": c["name"]})];
-        if c.get("resources").is_none_or(Value::is_null) {
-            ops.push(json!({"op": "add", "path": format!("{base}/resources"), "value": {"limits": {"memory": limit}}}));
-        } else if c["resources"].get("limits").is_none_or(Value::is_null) {
-            ops.push(json!({"op": "add", "path": format!("{base}/resources/limits"), "value": {"memory": limit}}));
-        } else {
-            ops.push(json!({"op": "add", "path": format!("{base}/resources/limits/memory"), "value": limit}));
-        }
-        return Ok(Value::Array(ops));
-    }
-    let model = &isvc["spec"]["predictor"]["model"];
-    if model.is_null() {
-        return Err(ActError::Refused(
-            "the InferenceService has neither predictor containers nor a model".into(),
-        ));
-    }
-    let base = "/spec/predictor/model";
-    let op = if model.get("resources").is_none_or(Value::is_null) {
-        json!({"op": "add", "path": format!("{base}/resources"), "value": {"limits": {"memory": limit}}})
-    } else if model["resources"].get("limits").is_none_or(Value::is_null) {
-        json!({"op": "add", "path": format!("{base}/resources/limits"), "value": {"memory": limit}})
-    } else {
-        json!({"op": "add", "path": format!("{base}/resources/limits/memory"), "value": limit})
-    };
-    Ok(json!([op]))
-}
-
-/// Absolute replica counts: minReplicas, and maxReplicas when it would exceed them (or its
-/// recorded value on rollback).
-fn scale_patch(isvc: &Value, replicas: u64, max: Option<u64>) -> Value {
-    let mut predictor = json!({"minReplicas": replicas});
-    match (max, isvc["spec"]["predictor"]["maxReplicas"].as_u64()) {
-        (Some(m), _) => predictor["maxReplicas"] = json!(m),
-        (None, Some(m)) if m > replicas => predictor["maxReplicas"] = json!(replicas),
-        _ => {}
-    }
-    json!({"spec": {"predictor": predictor}})
 }
 
 #[cfg(test)]

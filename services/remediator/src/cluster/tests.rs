@@ -1,4 +1,4 @@
-use super::*;
+use super::{inference_service::ISVC_LABEL, *};
 
 #[test]
 fn memory_patch_targets_the_model_server_container() {
