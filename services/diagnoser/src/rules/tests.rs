@@ -3,10 +3,13 @@ use std::time::Duration;
 use opsmesh_proto::{
     Severity,
     alert::{AlertSourceKind, AlertStatus, Entity},
-    telemetry::{CostAllocation, GitOpsStatus, PolicyStatus, Telemetry, TelemetryRecord},
+    quantity::parse_bytes,
+    telemetry::{
+        CostAllocation, GitOpsStatus, ModelHealth, PolicyStatus, Telemetry, TelemetryRecord,
+    },
 };
 
-use super::*;
+use super::{model::round_up_mib, *};
 
 #[test]
 fn memory_rounds_up_to_the_step() {
