@@ -34,44 +34,30 @@
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use strum::{Display, VariantArray};
 use uuid::Uuid;
 
-use crate::{IncidentState, Payload, topics};
+use crate::{IncidentState, Payload, topics, vocabulary::vocabulary};
 
-/// `open`, or the outcome that closed the incident. Records written before outcomes existed
-/// say `resolved` for every close; they read as closed with outcome `resolved`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum IncidentStatus {
-    Open,
-    /// The remediation was verified healthy.
-    Resolved,
-    /// Humans were told; nothing safe to do automatically.
-    Escalated,
-    /// Policy said no.
-    Refused,
-    /// A fix was handed to a developer; nothing changed in the cluster.
-    Advised,
-    /// The planned action was validated with a dry run and not applied.
-    DryRun,
-    /// Nothing was wrong.
-    NoAction,
-    /// The sender said the condition ended (Alertmanager `status: resolved`).
-    Cleared,
+vocabulary! {
+    /// `open`, or the outcome that closed the incident. Records written before outcomes existed
+    /// say `resolved` for every close; they read as closed with outcome `resolved`.
+    pub enum IncidentStatus {
+        Open,
+        /// The remediation was verified healthy.
+        Resolved,
+        /// Humans were told; nothing safe to do automatically.
+        Escalated,
+        /// Policy said no.
+        Refused,
+        /// A fix was handed to a developer; nothing changed in the cluster.
+        Advised,
+        /// The planned action was validated with a dry run and not applied.
+        DryRun,
+        /// Nothing was wrong.
+        NoAction,
+        /// The sender said the condition ended (Alertmanager `status: resolved`).
+        Cleared,
+    }
 }
 
 impl IncidentStatus {
@@ -148,6 +134,8 @@ impl Payload for IncidentRecord {
 
 #[cfg(test)]
 mod tests {
+    use strum::VariantArray;
+
     use super::*;
 
     #[test]

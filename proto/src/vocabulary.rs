@@ -1,34 +1,41 @@
 //! Shared vocabulary (root causes, actions, incident states), as in the scenario contract.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use strum::{Display, EnumString, IntoStaticStr, VariantArray};
+/// Declares a closed set of names, spelled in snake_case alike on the wire, in the schemas and
+/// in text (`Display`, `FromStr`, `&'static str`), with every value listed (`VARIANTS`).
+macro_rules! vocabulary {
+    ($(#[$attr:meta])* pub enum $name:ident { $($variants:tt)* }) => {
+        $(#[$attr])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            ::serde::Serialize,
+            ::serde::Deserialize,
+            ::schemars::JsonSchema,
+            ::strum::Display,
+            ::strum::EnumString,
+            ::strum::IntoStaticStr,
+            ::strum::VariantArray,
+        )]
+        #[serde(rename_all = "snake_case")]
+        #[strum(serialize_all = "snake_case")]
+        pub enum $name { $($variants)* }
+    };
+}
+pub(crate) use vocabulary;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Low,
-    Medium,
-    High,
-    Critical,
+vocabulary! {
+    #[derive(PartialOrd, Ord)]
+    pub enum Severity {
+        Info,
+        Low,
+        Medium,
+        High,
+        Critical,
+    }
 }
 
 impl Severity {
@@ -45,93 +52,48 @@ impl Severity {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum RootCause {
-    OomKilled,
-    CrashLoop,
-    ImagePullError,
-    PolicyViolation,
-    CostOverrun,
-    GitopsDrift,
-    Unknown,
-    None,
+vocabulary! {
+    pub enum RootCause {
+        OomKilled,
+        CrashLoop,
+        ImagePullError,
+        PolicyViolation,
+        CostOverrun,
+        GitopsDrift,
+        Unknown,
+        None,
+    }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum ActionKind {
-    PatchMemoryLimit,
-    RestartInferenceService,
-    ScaleInferenceService,
-    ArgocdSync,
-    ApplyResourceQuota,
-    RollbackImage,
-    SuggestPolicyFix,
-    Escalate,
+vocabulary! {
+    pub enum ActionKind {
+        PatchMemoryLimit,
+        RestartInferenceService,
+        ScaleInferenceService,
+        ArgocdSync,
+        ApplyResourceQuota,
+        RollbackImage,
+        SuggestPolicyFix,
+        Escalate,
+    }
 }
 
-/// Where an incident stands in the remediator's state machine.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    Display,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum IncidentState {
-    Received,
-    Planned,
-    AwaitingApproval,
-    Executing,
-    Verifying,
-    Resolved,
-    RolledBack,
-    Escalated,
-    Refused,
-    Advised,
-    DryRun,
-    NoAction,
+vocabulary! {
+    /// Where an incident stands in the remediator's state machine.
+    pub enum IncidentState {
+        Received,
+        Planned,
+        AwaitingApproval,
+        Executing,
+        Verifying,
+        Resolved,
+        RolledBack,
+        Escalated,
+        Refused,
+        Advised,
+        DryRun,
+        NoAction,
+    }
 }
 
 impl IncidentState {
@@ -151,6 +113,9 @@ impl IncidentState {
 
 #[cfg(test)]
 mod tests {
+    use serde::Serialize;
+    use strum::VariantArray;
+
     use super::*;
 
     /// strum and serde must agree on every wire name.

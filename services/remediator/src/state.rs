@@ -57,28 +57,7 @@ pub fn transition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strum_like::all_states;
-
-    mod strum_like {
-        use opsmesh_proto::IncidentState;
-        pub fn all_states() -> Vec<IncidentState> {
-            use IncidentState::*;
-            vec![
-                Received,
-                Planned,
-                AwaitingApproval,
-                Executing,
-                Verifying,
-                Resolved,
-                RolledBack,
-                Escalated,
-                Refused,
-                Advised,
-                DryRun,
-                NoAction,
-            ]
-        }
-    }
+    use strum::VariantArray;
 
     #[test]
     fn the_happy_paths_are_legal() {
@@ -122,9 +101,9 @@ mod tests {
 
     #[test]
     fn terminal_states_have_no_way_out_and_nothing_skips_the_plan() {
-        for s in all_states() {
+        for &s in IncidentState::VARIANTS {
             if s.is_terminal() && s != DryRun {
-                for t in all_states() {
+                for &t in IncidentState::VARIANTS {
                     assert!(transition(Some(s), t).is_err(), "{s} -> {t}");
                 }
             }
