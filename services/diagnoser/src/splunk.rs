@@ -63,20 +63,11 @@ impl SplunkConfig {
 
 impl Validate for SplunkConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.url"),
-                    "must be an http(s) URL",
-                ));
-            }
-            if self.token.is_none() && self.token_file.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.token"),
-                    "required with url (or token_file)",
-                ));
-            }
-        }
+        validate_url_and_token(
+            prefix,
+            self.url.as_deref(),
+            self.token.is_some() || self.token_file.is_some(),
+        )?;
         if !matches!(self.scheme.as_str(), "bearer" | "splunk") {
             return Err(ConfigError::invalid(
                 format!("{prefix}.scheme"),
@@ -97,6 +88,29 @@ impl Validate for SplunkConfig {
         }
         Ok(())
     }
+}
+
+/// A Splunk endpoint, when set, is an http(s) URL with a token (inline or a file).
+pub(crate) fn validate_url_and_token(
+    prefix: &str,
+    url: Option<&str>,
+    has_token: bool,
+) -> Result<(), ConfigError> {
+    if let Some(url) = url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.url"),
+                "must be an http(s) URL",
+            ));
+        }
+        if !has_token {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.token"),
+                "required with url (or token_file)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_safe_token(value: &str) -> bool {

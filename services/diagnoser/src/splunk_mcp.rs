@@ -18,7 +18,7 @@ use opsmesh_runtime::{
     secret::{InlineSecret, Secret, SecretSource},
 };
 
-use crate::splunk::{Results, Search, SearchError, load_token};
+use crate::splunk::{Results, Search, SearchError, load_token, validate_url_and_token};
 
 /// Search tools, newest names first.
 pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
@@ -59,20 +59,11 @@ impl McpConfig {
 
 impl Validate for McpConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.url"),
-                    "must be an http(s) URL",
-                ));
-            }
-            if self.token.is_none() && self.token_file.is_none() {
-                return Err(ConfigError::invalid(
-                    format!("{prefix}.token"),
-                    "required with url (or token_file)",
-                ));
-            }
-        }
+        validate_url_and_token(
+            prefix,
+            self.url.as_deref(),
+            self.token.is_some() || self.token_file.is_some(),
+        )?;
         if self.max_rows == 0 {
             return Err(ConfigError::invalid(
                 format!("{prefix}.max_rows"),
