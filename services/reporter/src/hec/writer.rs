@@ -28,7 +28,12 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use opsmesh_runtime::{Context, Publisher, bus::BusError, metrics::BusMetrics};
+use opsmesh_runtime::{
+    Context, Publisher,
+    backoff::{self, Interrupted},
+    bus::{BusError, DeadLetters},
+    metrics::BusMetrics,
+};
 
 use super::{
     HecConfig, HecError, HecSink,
@@ -54,6 +59,7 @@ pub struct HecWriter {
     config: HecConfig,
     publisher: Publisher,
     bus_metrics: BusMetrics,
+    dead_letters: DeadLetters,
     metrics: WriterMetrics,
     health: Arc<HecHealth>,
     group: String,
@@ -73,6 +79,13 @@ impl HecWriter {
             config: config.clone(),
             publisher: ctx.publisher.clone(),
             bus_metrics: ctx.bus_metrics.clone(),
+            dead_letters: DeadLetters::new(
+                ctx.publisher.clone(),
+                ctx.bus_metrics.clone(),
+                group.clone(),
+                config.retry_backoff,
+                config.retry_backoff_max,
+            ),
             metrics: WriterMetrics::new(&ctx.registry),
             health,
             group,
@@ -144,19 +157,13 @@ impl HecWriter {
     }
 
     /// Exponential backoff with jitter; `Err` when `stop` interrupts it.
-    async fn pause(&self, attempt: u32, stop: &CancellationToken) -> Result<(), Stopped> {
-        let delay = opsmesh_runtime::backoff::delay(
+    async fn pause(&self, attempt: u32, stop: &CancellationToken) -> Result<(), Interrupted> {
+        backoff::pause(
             self.config.retry_backoff,
             self.config.retry_backoff_max,
             attempt,
-        );
-        tokio::select! {
-            () = stop.cancelled() => Err(Stopped),
-            () = tokio::time::sleep(delay) => Ok(()),
-        }
+            stop,
+        )
+        .await
     }
 }
-
-/// The shutdown deadline passed before the work finished.
-#[derive(Debug)]
-struct Stopped;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusError, Publisher, Received};
+use super::{BusError, DeadLetters, Publisher, Received};
 use crate::{
     config::{ConfigError, Validate},
     metrics::BusMetrics,
@@ -178,7 +178,13 @@ pub async fn consume(
         "consumer started"
     );
     let worker = Arc::new(Worker {
-        publisher: publisher.clone(),
+        dead_letters: DeadLetters::new(
+            publisher.clone(),
+            metrics.clone(),
+            group.to_owned(),
+            settings.retry_backoff,
+            settings.retry_backoff_max,
+        ),
         metrics: metrics.clone(),
         settings: settings.clone(),
         group: group.to_owned(),

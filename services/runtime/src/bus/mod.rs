@@ -2,6 +2,7 @@
 //! `opsmesh up` / `opsmesh demo` and fast tests, with the same consumer-group semantics.
 
 mod consumer;
+mod dead_letter;
 mod kafka;
 mod kafka_reader;
 mod memory;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 pub use consumer::{
     ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
 };
+pub use dead_letter::DeadLetters;
 pub use kafka::{
     KafkaBus, KafkaSecurity, KafkaSettings, SaslMechanism, SaslSettings, SecurityProtocol,
     TlsSettings, TopicDescription,

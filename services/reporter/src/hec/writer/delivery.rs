@@ -10,12 +10,12 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
-use opsmesh_runtime::Received;
+use opsmesh_runtime::{Received, backoff::Interrupted};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    HecWriter, Stopped,
+    HecWriter,
     batch::{Batch, Entry, Fate, Kind, Settled},
 };
 use crate::hec::{HecError, ack::AckTracker};
@@ -53,7 +53,7 @@ impl HecWriter {
         fates: &mut [Fate],
         acks: Option<&AckTracker>,
         stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    ) -> Result<(), Interrupted> {
         for (i, entry) in batch.entries.iter().enumerate() {
             if let Kind::Poison(reason) = &entry.kind {
                 self.dead_letter(&entry.message, "poison", reason, stop)
@@ -90,13 +90,13 @@ impl HecWriter {
         work: &mut VecDeque<Vec<usize>>,
         acks: Option<&AckTracker>,
         stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    ) -> Result<(), Interrupted> {
         let mut attempt = 0u32;
         while !chunk.is_empty() {
             let lines: Vec<&[u8]> = chunk.iter().map(|&i| entries[i].line()).collect();
             let started = std::time::Instant::now();
             let result = tokio::select! {
-                () = stop.cancelled() => return Err(Stopped),
+                () = stop.cancelled() => return Err(Interrupted),
                 result = self.sink.post(&lines) => result,
             };
             self.metrics
@@ -218,12 +218,12 @@ impl HecWriter {
         tracker: &AckTracker,
         id: u64,
         stop: &CancellationToken,
-    ) -> Result<bool, Stopped> {
+    ) -> Result<bool, Interrupted> {
         let waiter = tracker.register(id);
         tokio::select! {
             () = stop.cancelled() => {
                 tracker.forget(id);
-                Err(Stopped)
+                Err(Interrupted)
             }
             answer = tokio::time::timeout(self.config.ack.timeout, waiter) => match answer {
                 Ok(Ok(())) => Ok(true),
@@ -237,47 +237,24 @@ impl HecWriter {
         }
     }
 
-    /// Forwards the original bytes and headers to `<topic>.dlq`, adding why and from where.
-    /// Keeps trying while the bus is down: dropping the message would lose it.
+    /// Forwards `message` to its DLQ, counted by reason; `Err` when `stop` comes first.
     async fn dead_letter(
         &self,
         message: &Received,
         reason: &str,
         error: &str,
         stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        let outgoing = message.dead_letter(reason, error, &self.group);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let published = tokio::select! {
-                () = stop.cancelled() => return Err(Stopped),
-                published = self.publisher.publish_raw(outgoing.clone()) => published,
-            };
-            match published {
-                Ok(_) => {
-                    self.metrics
-                        .dead_lettered
-                        .with_label_values(&[reason])
-                        .inc();
-                    self.bus_metrics
-                        .dead_lettered
-                        .with_label_values(&[&self.group, &message.topic, reason])
-                        .inc();
-                    tracing::warn!(
-                        group = %self.group,
-                        topic = %message.topic,
-                        partition = message.partition,
-                        offset = message.offset,
-                        reason,
-                        error,
-                        "message sent to DLQ instead of HEC"
-                    );
-                    return Ok(());
-                }
-                Err(_) => self.pause(attempt, stop).await?,
-            }
+    ) -> Result<(), Interrupted> {
+        // A publish may hang while the bus is down: the flush deadline does not wait for it.
+        tokio::select! {
+            () = stop.cancelled() => return Err(Interrupted),
+            forwarded = self.dead_letters.forward(message, reason, error, stop) => forwarded?,
         }
+        self.metrics
+            .dead_lettered
+            .with_label_values(&[reason])
+            .inc();
+        Ok(())
     }
 }
 

@@ -14,7 +14,8 @@ use super::{
     dedup::{EnvelopeId, RecentIds},
 };
 use crate::{
-    bus::{Publisher, Received},
+    backoff::{self, Interrupted},
+    bus::{DeadLetters, Received},
     metrics::BusMetrics,
 };
 
@@ -39,7 +40,7 @@ impl Outcome {
 }
 
 pub(super) struct Worker {
-    pub(super) publisher: Publisher,
+    pub(super) dead_letters: DeadLetters,
     pub(super) metrics: BusMetrics,
     pub(super) settings: ConsumerSettings,
     pub(super) group: String,
@@ -47,8 +48,6 @@ pub(super) struct Worker {
     pub(super) shutdown: CancellationToken,
     pub(super) recent: Mutex<RecentIds>,
 }
-
-pub(super) struct Cancelled;
 
 impl Worker {
     fn seen(&self, id: &Uuid) -> bool {
@@ -150,51 +149,31 @@ impl Worker {
         }
     }
 
-    /// Forwards the original bytes and headers to `<topic>.dlq`, adding why and from where.
-    /// Keeps trying while the bus is down: dropping the message would lose it.
+    /// Forwards `message` to its DLQ; `Abandoned` when shutdown interrupts the retries.
     pub(super) async fn dead_letter(
         &self,
         message: &Received,
         reason: &str,
         error: &str,
     ) -> Outcome {
-        let outgoing = message.dead_letter(reason, error, &self.group);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.publisher.publish_raw(outgoing.clone()).await {
-                Ok(_) => {
-                    self.metrics
-                        .dead_lettered
-                        .with_label_values(&[&self.group, &message.topic, reason])
-                        .inc();
-                    tracing::warn!(
-                        group = %self.group,
-                        topic = %message.topic,
-                        partition = message.partition,
-                        offset = message.offset,
-                        reason,
-                        error,
-                        "message sent to DLQ"
-                    );
-                    return Outcome::DeadLettered;
-                }
-                Err(_) if self.pause(attempt).await.is_err() => return Outcome::Abandoned,
-                Err(_) => {}
-            }
+        match self
+            .dead_letters
+            .forward(message, reason, error, &self.shutdown)
+            .await
+        {
+            Ok(()) => Outcome::DeadLettered,
+            Err(Interrupted) => Outcome::Abandoned,
         }
     }
 
     /// Exponential backoff with jitter; `Err` when shutdown interrupts it.
-    pub(super) async fn pause(&self, attempt: u32) -> Result<(), Cancelled> {
-        let delay = crate::backoff::delay(
+    pub(super) async fn pause(&self, attempt: u32) -> Result<(), Interrupted> {
+        backoff::pause(
             self.settings.retry_backoff,
             self.settings.retry_backoff_max,
             attempt,
-        );
-        tokio::select! {
-            () = self.shutdown.cancelled() => Err(Cancelled),
-            () = tokio::time::sleep(delay) => Ok(()),
-        }
+            &self.shutdown,
+        )
+        .await
     }
 }
