@@ -1,19 +1,16 @@
 //! Test support shared by the end-to-end tests: a real Kafka-protocol broker (tansu), the
-//! opsmesh binaries as OS processes, and a Splunk HEC test server that speaks the protocol.
+//! opsmesh binaries as OS processes; the Splunk HEC test server and [`eventually`] come from
+//! opsmesh-testkit.
 
 pub mod broker;
 pub mod chaos;
-pub mod hec;
 pub mod keys;
 pub mod mesh;
 pub mod process;
 
-use std::{
-    future::Future,
-    net::TcpListener,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+pub use opsmesh_testkit::{eventually, hec};
+
+use std::{net::TcpListener, path::PathBuf};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -45,25 +42,6 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Polls `probe` until it returns `Some`, failing the test with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The checkout's root directory.

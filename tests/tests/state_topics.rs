@@ -4,17 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig};
-use opsmesh_proto::{
-    Envelope, Severity,
-    alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
-    incident::IncidentRecord,
-    topics,
-};
+use opsmesh_proto::{Envelope, alert::Alert, incident::IncidentRecord, topics};
 use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     Application, Bus, Component, Context, Publisher, Received, Settings,
@@ -25,30 +19,7 @@ use opsmesh_tests::{broker::Broker, eventually};
 const LIMIT: Duration = Duration::from_secs(90);
 
 fn alert(fingerprint: &str) -> Envelope<Alert> {
-    let alert = Alert {
-        source_kind: AlertSourceKind::SplunkAlertAction,
-        source: "splunk".into(),
-        name: "KServe model error rate above 5%".into(),
-        status: AlertStatus::Firing,
-        severity: Severity::High,
-        fingerprint: fingerprint.into(),
-        sid: None,
-        app: None,
-        owner: None,
-        results_link: None,
-        rows: vec![],
-        rows_truncated: false,
-        labels: Default::default(),
-        annotations: Default::default(),
-        entity: Entity {
-            namespace: Some("ml-team-a".into()),
-            kind: Some(EntityKind::Inferenceservice),
-            name: Some(fingerprint.into()),
-            ..Entity::default()
-        },
-        starts_at: None,
-        received_at: Utc::now(),
-    };
+    let alert = opsmesh_testkit::firing_alert(fingerprint, "ml-team-a", fingerprint);
     Envelope::new("test", "default", Some(fingerprint.into()), alert)
 }
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use opsmesh_diagnoser::DiagnoserConfig;
 use opsmesh_proto::{Envelope, alert::Alert, topics};
+use opsmesh_testkit::eventually;
 use support::*;
+
+const LIMIT: Duration = Duration::from_secs(5);
 
 /// The value of `opsmesh_<name>{table="<table>"}`, as `/metrics` shows it.
 fn metric(running: &Running, name: &str, table: &str) -> Option<f64> {
@@ -19,16 +22,6 @@ fn metric(running: &Running, name: &str, table: &str) -> Option<f64> {
     let series = format!("opsmesh_{name}{{table=\"{table}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&series)?.parse().ok())
-}
-
-async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never: {what}");
 }
 
 #[tokio::test]
@@ -42,8 +35,9 @@ async fn a_full_incident_table_dead_letters_the_new_alert_and_telemetry_stays_bo
     for name in ["m1", "m2", "m3", "m4", "m5"] {
         publish_oom_telemetry(&running.ctx, name).await;
     }
-    eventually("five resources seen, three kept", || {
-        metric(&running, "diagnoser_table_evictions_total", "telemetry") == Some(2.0)
+    eventually("five resources seen, three kept", LIMIT, || async {
+        (metric(&running, "diagnoser_table_evictions_total", "telemetry") == Some(2.0))
+            .then_some(())
     })
     .await;
     assert_eq!(
@@ -63,8 +57,8 @@ async fn a_full_incident_table_dead_letters_the_new_alert_and_telemetry_stays_bo
             .unwrap();
     }
     let dlq = topics::dlq(topics::ALERTS);
-    eventually("the third alert dead-lettered", || {
-        running.bus.snapshot(&dlq).len() == 1
+    eventually("the third alert dead-lettered", LIMIT, || async {
+        (running.bus.snapshot(&dlq).len() == 1).then_some(())
     })
     .await;
     let found = diagnoses(&running.bus, 2).await;

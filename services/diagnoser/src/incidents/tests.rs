@@ -1,37 +1,11 @@
-use opsmesh_proto::{
-    IncidentState, Severity,
-    alert::{AlertSourceKind, Entity, EntityKind},
-};
+use opsmesh_proto::IncidentState;
 use proptest::prelude::*;
 use strum::VariantArray;
 
 use super::*;
 
 fn alert(fingerprint: &str, name: &str) -> Alert {
-    Alert {
-        source_kind: AlertSourceKind::SplunkAlertAction,
-        source: "splunk".into(),
-        name: "n".into(),
-        status: AlertStatus::Firing,
-        severity: Severity::High,
-        fingerprint: fingerprint.into(),
-        sid: None,
-        app: None,
-        owner: None,
-        results_link: None,
-        rows: vec![],
-        rows_truncated: false,
-        labels: Default::default(),
-        annotations: Default::default(),
-        entity: Entity {
-            namespace: Some("a".into()),
-            kind: Some(EntityKind::Inferenceservice),
-            name: Some(name.into()),
-            ..Entity::default()
-        },
-        starts_at: None,
-        received_at: Utc::now(),
-    }
+    opsmesh_testkit::firing_alert(fingerprint, "a", name)
 }
 
 fn cleared(fingerprint: &str, name: &str) -> Alert {

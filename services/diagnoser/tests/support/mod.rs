@@ -7,8 +7,8 @@ use chrono::Utc;
 
 use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig, llm::Advisor, splunk::SplunkClient};
 use opsmesh_proto::{
-    Envelope, Severity,
-    alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
+    Envelope,
+    alert::Alert,
     diagnosis::Diagnosis,
     telemetry::{ModelHealth, Telemetry, TelemetryRecord},
     topics,
@@ -21,28 +21,8 @@ use opsmesh_runtime::{
 
 pub fn alert(name: &str) -> Alert {
     Alert {
-        source_kind: AlertSourceKind::SplunkAlertAction,
-        source: "splunk".into(),
-        name: "KServe model error rate above 5%".into(),
-        status: AlertStatus::Firing,
-        severity: Severity::High,
-        fingerprint: format!("fp-{name}"),
         sid: Some("sid".into()),
-        app: None,
-        owner: None,
-        results_link: None,
-        rows: vec![],
-        rows_truncated: false,
-        labels: Default::default(),
-        annotations: Default::default(),
-        entity: Entity {
-            namespace: Some("ml-team-a".into()),
-            kind: Some(EntityKind::Inferenceservice),
-            name: Some(name.into()),
-            ..Entity::default()
-        },
-        starts_at: None,
-        received_at: Utc::now(),
+        ..opsmesh_testkit::firing_alert(&format!("fp-{name}"), "ml-team-a", name)
     }
 }
 

@@ -1,20 +1,13 @@
-//! What the reporter's tests share: the HEC test server, incidents to publish, and the
-//! reporter run through its library API on the in-memory bus.
+//! What the reporter's tests share: the HEC test server (from opsmesh-testkit), incidents to
+//! publish, and the reporter run through its library API on the in-memory bus.
 
 #![allow(dead_code)]
 
 pub mod console;
-pub mod hec;
 pub mod incident;
 pub mod receivers;
 
-use std::{
-    collections::HashSet,
-    future::Future,
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc};
 
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -29,7 +22,10 @@ use opsmesh_runtime::{
 };
 
 #[allow(unused_imports)]
-pub use hec::{HecServer, Mode};
+pub use opsmesh_testkit::{
+    eventually,
+    hec::{HecServer, Mode},
+};
 
 /// The reporter's consumer group with the default prefix.
 pub const GROUP: &str = "opsmesh-reporter";
@@ -232,25 +228,6 @@ impl RunningReporter {
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
-    }
-}
-
-/// Polls `probe` until it yields, or panics naming `what` after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

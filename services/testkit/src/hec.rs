@@ -171,6 +171,35 @@ impl HecServer {
         self.lock().indexed.clone()
     }
 
+    /// Indexed events from position `start` on (what arrived since an earlier call), so a
+    /// watcher does not copy everything on every poll.
+    pub fn events_from(&self, start: usize) -> Vec<Value> {
+        self.lock()
+            .indexed
+            .get(start..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Indexed events whose indexed field `incident_id` is `incident`, like
+    /// `index=opsmesh incident_id=<id>`.
+    pub fn incident(&self, incident: &str) -> Vec<Value> {
+        self.lock()
+            .indexed
+            .iter()
+            .filter(|e| e["fields"]["incident_id"] == incident)
+            .cloned()
+            .collect()
+    }
+
+    /// Sourcetypes of an incident's events, in arrival order.
+    pub fn sourcetypes(&self, incident: &str) -> Vec<String> {
+        self.incident(incident)
+            .iter()
+            .map(|e| e["sourcetype"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     pub fn indexed_count(&self) -> usize {
         self.lock().indexed.len()
     }

@@ -1,0 +1,63 @@
+//! Test support shared by the services' tests and the end-to-end tests (`opsmesh-tests`): a
+//! Splunk HEC test server that speaks the protocol, a firing alert to start an incident with,
+//! and [`eventually`].
+
+pub mod hec;
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use opsmesh_proto::{
+    Severity,
+    alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
+};
+
+/// Polls `probe` until it returns `Some`, failing the test with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Splunk alert action's alert, firing now about InferenceService `namespace/name`.
+pub fn firing_alert(fingerprint: &str, namespace: &str, name: &str) -> Alert {
+    Alert {
+        source_kind: AlertSourceKind::SplunkAlertAction,
+        source: "splunk".into(),
+        name: "KServe model error rate above 5%".into(),
+        status: AlertStatus::Firing,
+        severity: Severity::High,
+        fingerprint: fingerprint.into(),
+        sid: None,
+        app: None,
+        owner: None,
+        results_link: None,
+        rows: vec![],
+        rows_truncated: false,
+        labels: Default::default(),
+        annotations: Default::default(),
+        entity: Entity {
+            namespace: Some(namespace.into()),
+            kind: Some(EntityKind::Inferenceservice),
+            name: Some(name.into()),
+            ..Entity::default()
+        },
+        starts_at: None,
+        received_at: Utc::now(),
+    }
+}
