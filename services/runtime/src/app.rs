@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     body_deadline::BodyDeadline,
     bus::{Bus, BusError, Handler, Publisher, consume},
-    config::{ConfigError, ConfigTree, HttpSettings, Settings},
+    config::{ConfigError, ConfigTree},
     health::{Health, ReadinessCheck},
     metrics::{BusMetrics, new_registry},
+    settings::{HttpSettings, Settings},
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

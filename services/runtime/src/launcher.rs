@@ -7,7 +7,8 @@ use clap::Parser;
 use crate::{
     app::{Application, Component, Context, ServiceDef, StartError},
     bus::{self, Bus},
-    config::{ConfigTree, Settings},
+    config::ConfigTree,
+    settings::Settings,
     shutdown, telemetry,
 };
 

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings};
 
 /// Installs the global subscriber once; later calls (several services in one process,
 /// tests) keep the first. `RUST_LOG` overrides `log.level`. Logs go to stderr so that

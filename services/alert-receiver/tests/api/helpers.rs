@@ -17,7 +17,7 @@ use opsmesh_proto::topics;
 use opsmesh_runtime::{
     Application, Bus, Context, Settings,
     bus::{BusError, Delivered, MemoryBus, MemorySettings, Outgoing, Subscription},
-    config::HttpSettings,
+    settings::HttpSettings,
 };
 
 pub const SECRET: &str = "splunk-secret-current";
