@@ -41,8 +41,8 @@ use crate::{
     keys::Keys,
     ledger::{self, IncidentLedger, LedgerView, is_invertible, is_mutating},
     metrics::Metrics,
-    plan::{self, History, Plan, idempotency_key},
-    policy::SLOT_REFUSAL,
+    plan::{self, Plan, idempotency_key},
+    policy::{History, SLOT_REFUSAL},
     state::transition,
 };
 

@@ -20,7 +20,7 @@ use crate::{
     config::PolicyConfig,
     guards::{self, Checked},
     ledger::is_mutating,
-    policy,
+    policy::{self, History},
 };
 
 /// A refusal: a stable code (metrics label) and the reason in words (ledger).
@@ -56,16 +56,6 @@ pub enum Plan {
         mode: ActionMode,
         runbook: String,
     },
-}
-
-/// What the policy needs to know about actions already taken (from the ledger).
-#[derive(Debug, Clone, Default)]
-pub struct History {
-    /// Incidents executing or verifying now (other than this one).
-    pub in_flight: usize,
-    /// Cluster-changing actions of other incidents within the rate-limit window: when and on
-    /// which target.
-    pub recent: Vec<(DateTime<Utc>, String)>,
 }
 
 pub fn idempotency_key(incident: &str, kind: ActionKind, target: &str) -> String {

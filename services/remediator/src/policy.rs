@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use opsmesh_proto::{ActionKind, Target, remediation::ActionMode};
 
-use crate::{config::PolicyConfig, plan::History};
+use crate::config::PolicyConfig;
 
 /// The code of a refusal because every action slot is taken: not a verdict on the action,
 /// so the incident waits for a slot (up to `policy.queue_timeout`) before it is refused.
@@ -18,6 +18,16 @@ pub const SLOT_REFUSAL: &str = "max_concurrent_actions";
 /// The param [`Cluster::observe`](crate::cluster::Cluster::observe) records for an ArgoCD
 /// application: every namespace it deploys to (destination and managed resources).
 pub const OBSERVED_NAMESPACES: &str = "observed_namespaces";
+
+/// What the policy needs to know about actions already taken (from the ledger).
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Incidents executing or verifying now (other than this one).
+    pub in_flight: usize,
+    /// Cluster-changing actions of other incidents within the rate-limit window: when and on
+    /// which target.
+    pub recent: Vec<(DateTime<Utc>, String)>,
+}
 
 /// Why the policy refused an action: a stable code (metrics label) and the reason in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
