@@ -11,9 +11,7 @@ use crate::{
     world::{Block, PodLife, SimPod, Workload, World},
 };
 
-use super::{
-    CONTAINER, Demand, ISVC_LABEL, NODE, event, event_name, kyverno::rule_name, pod_demand,
-};
+use super::{CONTAINER, Demand, ISVC_LABEL, NODE, event, event_name, pod_demand, rule_name};
 
 const RESTART_ANNOTATIONS: &[&str] = &[
     "kubectl.kubernetes.io/restartedAt",

@@ -12,7 +12,7 @@ use crate::{
     world::World,
 };
 
-use super::{event, event_name, kserve::template_of};
+use super::{event, event_name, kserve::template_of, rule_name};
 
 impl World {
     pub(crate) fn add_policy(&mut self, name: &str, action: PolicyAction) {
@@ -117,13 +117,5 @@ impl World {
                 );
             }
         }
-    }
-}
-
-pub(super) fn rule_name(policy: &str) -> String {
-    if policy.contains("root") {
-        "check-runasnonroot".into()
-    } else {
-        format!("validate-{policy}")
     }
 }

@@ -67,6 +67,16 @@ fn event_name(object: &str, reason: &str) -> String {
     format!("{object}.{h}")
 }
 
+/// The rule of a Kyverno policy that denies: named alike in admission denials and in the
+/// policy reports.
+fn rule_name(policy: &str) -> String {
+    if policy.contains("root") {
+        "check-runasnonroot".into()
+    } else {
+        format!("validate-{policy}")
+    }
+}
+
 impl World {
     fn ts(&self, at: Duration) -> String {
         timestamp(self.clock.at(at))
