@@ -19,8 +19,10 @@ SPLUNK_APP = os.path.dirname(HERE)
 APP_ID = "opsmesh_app"
 APP_DIR = os.path.join(SPLUNK_APP, APP_ID)
 SCRIPT = os.path.join(APP_DIR, "bin", "opsmesh.py")
-# Real-format Splunk payloads (the alert action's stdin, a results file), kept in the repo.
+# Real-format Splunk payloads (the alert action's stdin, a results file): copies of some of
+# the repository's samples, so the app's tests run from splunk-app/ alone.
 FIXTURES = os.path.join(HERE, "fixtures")
+SAMPLES = os.path.join(os.path.dirname(SPLUNK_APP), "tests", "samples")
 # The repository's scenarios: the rows the detections must produce.
 SCENARIOS = os.path.join(os.path.dirname(SPLUNK_APP), "tests", "scenarios")
 SAMPLE_PAYLOAD = os.path.join(FIXTURES, "splunk-alert-action-stdin.json")

@@ -86,6 +86,14 @@ def balanced(text):
     return depth == 0 and not in_quote and text.count("`") % 2 == 0
 
 
+class FixturesTest(unittest.TestCase):
+    def test_fixtures_are_copies_of_the_repository_samples(self):
+        for name in sorted(os.listdir(support.FIXTURES)):
+            with open(os.path.join(support.FIXTURES, name), "rb") as fixture, \
+                    open(os.path.join(support.SAMPLES, name), "rb") as sample:
+                self.assertEqual(fixture.read(), sample.read(), "%s drifted from tests/samples/" % name)
+
+
 class SavedSearchesTest(unittest.TestCase):
     def setUp(self):
         self.searches = {k: v for k, v in read_conf(os.path.join(DEFAULT, "savedsearches.conf")).items()
