@@ -208,10 +208,11 @@ pub fn name_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// `pairs` as the environment [`ConfigTree::load_with_env`] takes.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
