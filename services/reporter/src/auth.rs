@@ -108,6 +108,18 @@ impl TokenSet {
         Ok(set)
     }
 
+    /// As [`TokenSet::load`], or `None` when neither `file` nor `env` is configured.
+    pub fn load_configured(
+        file: Option<&Path>,
+        env: Option<&str>,
+        key: &str,
+    ) -> Result<Option<Self>, ConfigError> {
+        if file.is_none() && env.is_none() {
+            return Ok(None);
+        }
+        Self::load(file, env, key).map(Some)
+    }
+
     /// The current entries (a file emptied later revokes every token it held).
     fn entries(&self) -> Vec<Entry> {
         [&self.from_file, &self.from_env]

@@ -399,15 +399,11 @@ impl McpHttp {
         shutdown: CancellationToken,
         failed_auth: &FailedAuthMetrics,
     ) -> Result<Self, ConfigError> {
-        let tokens = if config.tokens_file.is_some() || config.tokens_env.is_some() {
-            Some(TokenSet::load(
-                config.tokens_file.as_deref(),
-                config.tokens_env.as_deref(),
-                "reporter.mcp.tokens",
-            )?)
-        } else {
-            None
-        };
+        let tokens = TokenSet::load_configured(
+            config.tokens_file.as_deref(),
+            config.tokens_env.as_deref(),
+            "reporter.mcp.tokens",
+        )?;
         let http_config = StreamableHttpServerConfig::default()
             .with_legacy_session_mode(false)
             .with_json_response(true)

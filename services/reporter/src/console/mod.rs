@@ -114,15 +114,11 @@ impl Console {
         registry: &prometheus::Registry,
         failed_auth: &FailedAuthMetrics,
     ) -> Result<Self, ConfigError> {
-        let users = if config.users_file.is_some() || config.users_env.is_some() {
-            Some(TokenSet::load(
-                config.users_file.as_deref(),
-                config.users_env.as_deref(),
-                "reporter.console.users",
-            )?)
-        } else {
-            None
-        };
+        let users = TokenSet::load_configured(
+            config.users_file.as_deref(),
+            config.users_env.as_deref(),
+            "reporter.console.users",
+        )?;
         let keys = match &config.session_key_file {
             Some(path) => Keys::new(
                 std::fs::read(path)
