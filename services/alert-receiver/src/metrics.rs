@@ -2,7 +2,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use opsmesh_runtime::metrics::{latency_buckets, register};
+use opsmesh_runtime::metrics::{counter_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct ReceiverMetrics {
@@ -29,12 +29,8 @@ pub struct TableMetrics {
 
 impl ReceiverMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
-            )
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter_vec(registry, name, help, labels);
         Self {
             received: counter(
                 "receiver_requests_total",

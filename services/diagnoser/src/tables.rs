@@ -11,7 +11,7 @@ use std::{
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use opsmesh_runtime::metrics::register;
+use opsmesh_runtime::metrics::{counter_vec, register};
 
 /// The metrics every table reports, labelled by table.
 #[derive(Clone)]
@@ -32,12 +32,7 @@ pub struct TableMetrics {
 
 impl DiagnoserMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), &["table"]).expect("valid counter"),
-            )
-        };
+        let counter = |name: &str, help: &str| counter_vec(registry, name, help, &["table"]);
         Self {
             entries: register(
                 registry,

@@ -13,6 +13,14 @@ pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) 
     metric
 }
 
+/// Registers a counter family (see [`register`]).
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+    )
+}
+
 /// Latency buckets from 100 µs to 30 s.
 pub fn latency_buckets() -> Vec<f64> {
     vec![
@@ -48,12 +56,8 @@ impl BusMetrics {
                 .expect("valid histogram"),
             )
         };
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
-            )
-        };
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| counter_vec(registry, name, help, labels);
         Self {
             published: counter(
                 "bus_published_total",

@@ -20,7 +20,10 @@ use std::{
 use actix_web::{HttpRequest, http::StatusCode};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use opsmesh_runtime::{metrics::register, problem::Problem};
+use opsmesh_runtime::{
+    metrics::{counter_vec, register},
+    problem::Problem,
+};
 
 /// How many bad tokens a peer may give, within what window, and how many peers are tracked.
 #[derive(Debug, Clone)]
@@ -42,12 +45,7 @@ pub struct FailedAuthMetrics {
 
 impl FailedAuthMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), &["door"]).expect("valid counter"),
-            )
-        };
+        let counter = |name: &str, help: &str| counter_vec(registry, name, help, &["door"]);
         Self {
             throttled: counter(
                 "reporter_failed_auth_throttled_total",

@@ -1,10 +1,8 @@
 //! The HEC writer's metrics (registered once per application, names prefixed `opsmesh_`).
 
-use prometheus::{
-    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Registry};
 
-use opsmesh_runtime::metrics::{latency_buckets, register};
+use opsmesh_runtime::metrics::{self, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct WriterMetrics {
@@ -48,10 +46,7 @@ impl WriterMetrics {
             )
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
-            )
+            metrics::counter_vec(registry, name, help, labels)
         };
         let gauge =
             |name: &str, help: &str| register(registry, IntGauge::new(name, help).expect("gauge"));
