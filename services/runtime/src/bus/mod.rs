@@ -4,7 +4,6 @@
 mod consumer;
 mod dead_letter;
 mod kafka;
-mod kafka_reader;
 mod memory;
 mod publisher;
 mod reader;

@@ -428,7 +428,7 @@ impl Subscription for KafkaSubscription {
                 }
             };
             let message = message.map_err(|e| BusError::Consume(e.to_string()))?;
-            return Ok(crate::bus::kafka_reader::received(&message));
+            return Ok(super::reader::received(&message));
         }
     }
 

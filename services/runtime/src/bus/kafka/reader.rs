@@ -13,7 +13,8 @@ use rdkafka::{
 };
 
 use super::{
-    BusError, EndOffsets, KafkaSettings, ReadEvent, Received, TopicReader, kafka::base_config,
+    super::{BusError, EndOffsets, ReadEvent, Received, TopicReader},
+    KafkaSettings, base_config,
 };
 
 /// Each partition of `topic`, with its low and high watermark, asked of the broker now.
