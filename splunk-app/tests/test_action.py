@@ -164,12 +164,12 @@ class ResultsFileTest(unittest.TestCase):
         self.assertEqual({"name": "alpha", "raw": big}, rows[0])
 
     def test_load_rows_modes_and_fallback(self):
-        cfg = action.parse_config({"receiver_url": "https://r.example.com/x"})
+        cfg = action.parse_config({"receiver_url": "https://r.example.com/x", "fields": "*"})
         path = write_results(os.path.join(self.tmp, "r.csv.gz"), ["n"], [[str(i)] for i in range(4)])
         first, rows, more = action.load_rows({"results_file": path}, cfg, quiet_log())
         self.assertEqual(({"n": "0"}, 4, False), (first, len(rows), more))
 
-        cfg = action.parse_config({"receiver_url": "https://r.example.com/x", "send_rows": "first"})
+        cfg = action.parse_config({"receiver_url": "https://r.example.com/x", "send_rows": "first", "fields": "*"})
         first, rows, more = action.load_rows({"results_file": path}, cfg, quiet_log())
         self.assertEqual(({"n": "0"}, [{"n": "0"}], True), (first, rows, more))
 
@@ -189,7 +189,7 @@ class ResultsFileTest(unittest.TestCase):
         path = os.path.join(self.tmp, "plain.csv.gz")
         with open(path, "w") as fh:
             fh.write("a,b\n1,2\n")
-        cfg = action.parse_config({"receiver_url": "https://r.example.com/x"})
+        cfg = action.parse_config({"receiver_url": "https://r.example.com/x", "fields": "*"})
         first, rows, _ = action.load_rows({"results_file": path, "result": {"a": "1"}}, cfg, quiet_log())
         self.assertEqual({"a": "1"}, first)
 
@@ -209,6 +209,11 @@ class ConfigTest(unittest.TestCase):
                 if line.startswith("param."):
                     key, _, value = line.partition("=")
                     conf[key.strip()[len("param."):]] = value.strip()
+        overrides = dict((k, v) for k, v in conf.items() if k.endswith(action.OVERRIDE_SUFFIX))
+        self.assertEqual({name + action.OVERRIDE_SUFFIX: "" for name in action.OVERRIDABLE}, overrides,
+                         "every site setting has an empty *_override twin")
+        for key in overrides:
+            del conf[key]
         self.assertEqual(set(action.DEFAULTS), set(conf))
         for key, value in conf.items():
             self.assertEqual(action.DEFAULTS[key], value, key)
@@ -274,6 +279,110 @@ class ConfigTest(unittest.TestCase):
         self.assertRegex(maxtime, r"^\d+m$")
         seconds = int(maxtime[:-1]) * 60
         self.assertLessEqual(action.MAX_RETRY_BUDGET + action.SPLUNKD_BUDGET / 2, seconds - 20)
+
+
+class FieldAllowListTest(unittest.TestCase):
+    URL = "https://r.example.com/x"
+    ROW = {"_raw": "secret-bearing raw event", "_time": "1718035200", "namespace": "ml-team-a",
+           "model_name": "m", "error_rate": "0.31", "owner_email": "a@example.com"}
+
+    def rows(self, **conf):
+        conf.setdefault("receiver_url", self.URL)
+        log = quiet_log()
+        first, rows, _ = action.load_rows({"result": dict(self.ROW)}, action.parse_config(conf), log)
+        return first, rows, log.stream.text
+
+    def test_default_sends_only_the_entity_fields(self):
+        first, rows, log = self.rows(entity_fields="namespace,model_name")
+        self.assertEqual({"namespace": "ml-team-a", "model_name": "m"}, first)
+        self.assertEqual([first], rows)
+        self.assertIn("INFO fields kept in Splunk (not in entity_fields or the fields allow-list): "
+                      "_raw, _time, error_rate, owner_email", log)
+        self.assertNotIn("secret-bearing", log)
+        self.assertNotIn("a@example.com", log)
+
+    def test_site_list_and_alert_override(self):
+        first, _, _ = self.rows(entity_fields="namespace", fields="error_rate,_time")
+        self.assertEqual({"namespace": "ml-team-a", "error_rate": "0.31", "_time": "1718035200"}, first)
+        # the alert's own list replaces the site list; entity fields stay
+        first, _, _ = self.rows(entity_fields="namespace", fields="error_rate", fields_override="owner_email")
+        self.assertEqual({"namespace": "ml-team-a", "owner_email": "a@example.com"}, first)
+
+    def test_star_sends_everything_but_raw(self):
+        for conf in ({"fields": "*"}, {"fields_override": " * "}):
+            first, _, _ = self.rows(**conf)
+            expected = dict(self.ROW)
+            del expected["_raw"]
+            self.assertEqual(expected, first)
+
+    def test_raw_can_never_be_allowed(self):
+        for conf in ({"fields": "_raw"}, {"fields_override": "namespace,_raw"}, {"entity_fields": "_raw"}):
+            conf["receiver_url"] = self.URL
+            with self.assertRaises(action.ActionError) as ctx:
+                action.parse_config(conf)
+            self.assertEqual(action.EXIT_CONFIG, ctx.exception.code)
+            self.assertIn("never leaves Splunk", ctx.exception.message)
+            self.assertIn("param.%s" % sorted(k for k in conf if k != "receiver_url")[0], ctx.exception.message)
+
+    def test_bad_field_name_names_the_parameter(self):
+        with self.assertRaises(action.ActionError) as ctx:
+            action.parse_config({"receiver_url": self.URL, "fields_override": "a\x01b"})
+        self.assertIn("param.fields_override has an invalid field name", ctx.exception.message)
+        with self.assertRaises(action.ActionError) as ctx:
+            action.parse_config({"receiver_url": self.URL, "fields": ",".join("f%d" % i for i in range(257))})
+        self.assertIn("param.fields lists more than 256 fields", ctx.exception.message)
+
+
+class OverrideTest(unittest.TestCase):
+    SITE = {"receiver_url": "https://site.example.com/v1/alerts/splunk", "credential": "site", "cluster": "site-1",
+            "fields": "a", "max_rows": "10", "max_body_bytes": "8192", "timeout": "5", "retry_budget": "60"}
+
+    @staticmethod
+    def settings(cfg):
+        return (cfg.receiver_url, cfg.credential, cfg.cluster, cfg.fields, cfg.max_rows, cfg.max_body_bytes,
+                cfg.timeout, cfg.retry_budget)
+
+    def test_empty_overrides_follow_the_site_settings(self):
+        conf = dict(self.SITE)
+        conf.update(("%s_override" % name, "") for name in action.OVERRIDABLE)
+        conf["cluster_override"] = "   "
+        self.assertEqual(("https://site.example.com/v1/alerts/splunk", "site", "site-1", ["a"], 10, 8192, 5.0, 60.0),
+                         self.settings(action.parse_config(conf)))
+        # the site changes later: the same saved alert follows it
+        conf["cluster"] = "site-2"
+        self.assertEqual("site-2", action.parse_config(conf).cluster)
+
+    def test_overrides_win(self):
+        conf = dict(self.SITE, receiver_url_override="https://alert.example.com/x", credential_override="alert",
+                    cluster_override="alert-1", fields_override="b", max_rows_override="20",
+                    max_body_bytes_override="16384", timeout_override="7", retry_budget_override="30")
+        self.assertEqual(("https://alert.example.com/x", "alert", "alert-1", ["b"], 20, 16384, 7.0, 30.0),
+                         self.settings(action.parse_config(conf)))
+
+    def test_ca_bundle_override(self):
+        with self.assertRaises(action.ActionError) as ctx:
+            action.parse_config(dict(self.SITE, ca_bundle_override="/nonexistent/ca.pem"), environ={})
+        self.assertIn("param.ca_bundle_override /nonexistent/ca.pem does not exist", ctx.exception.message)
+
+    def test_errors_name_the_override(self):
+        bad = [("receiver_url_override", "http://remote.example.com/x", "param.receiver_url_override must use https"),
+               ("credential_override", "a:b", "param.credential_override must be"),
+               ("cluster_override", "a b", "param.cluster_override is not a valid cluster name"),
+               ("max_rows_override", "0", "param.max_rows_override must be between"),
+               ("max_body_bytes_override", "x", "param.max_body_bytes_override must be an integer"),
+               ("timeout_override", "100", "param.timeout_override must be between"),
+               ("retry_budget_override", "999", "param.retry_budget_override must be between")]
+        for key, value, message in bad:
+            with self.assertRaises(action.ActionError, msg=key) as ctx:
+                action.parse_config(dict(self.SITE, **{key: value}), environ={})
+            self.assertEqual(action.EXIT_CONFIG, ctx.exception.code)
+            self.assertIn(message, ctx.exception.message)
+
+    def test_per_alert_settings_have_no_override(self):
+        for name in ("severity", "entity_fields", "send_rows"):
+            self.assertNotIn(name, action.OVERRIDABLE)
+        cfg = action.parse_config(dict(self.SITE, severity_override="critical"))
+        self.assertEqual("medium", cfg.severity)
 
 
 class BodyTest(unittest.TestCase):
@@ -473,7 +582,8 @@ class ExitCodeTest(unittest.TestCase):
 class EndToEndTest(ServersMixin, unittest.TestCase):
     def test_sample_payload_is_delivered_signed(self):
         before = int(time.time())
-        result = run_script(self.payload(cluster="prod-eu-1", entity_fields="namespace,model_name"))
+        result = run_script(self.payload(cluster="prod-eu-1", entity_fields="namespace,model_name",
+                                            fields_override="_time,error_rate,restarts"))
         self.assertEqual(0, result.code, result.stderr)
         self.assert_clean_stderr(result)
         self.assertIn("INFO delivered to http://127.0.0.1:%d/v1/alerts/splunk: HTTP 202 incident_key=ik-1"
@@ -526,7 +636,7 @@ class EndToEndTest(ServersMixin, unittest.TestCase):
         path = write_results(os.path.join(self.tmp, "results.csv.gz"),
                              ["namespace", "pods", "__mv_namespace", "__mv_pods"],
                              [["ml-team-a", "a\nb", "", "$a$;$b$"], ["ml-team-b", "c", "", ""]])
-        payload = self.payload()
+        payload = self.payload(fields="*")
         payload["results_file"] = path
         result = run_script(payload)
         self.assertEqual(0, result.code, result.stderr)
@@ -538,7 +648,7 @@ class EndToEndTest(ServersMixin, unittest.TestCase):
     def test_rows_are_bounded(self):
         path = write_results(os.path.join(self.tmp, "results.csv.gz"), ["n", "pad"],
                              [[str(i), "p" * 100] for i in range(3000)])
-        payload = self.payload(max_body_bytes="65536")
+        payload = self.payload(max_body_bytes="65536", fields="*")
         payload["results_file"] = path
         result = run_script(payload)
         self.assertEqual(0, result.code, result.stderr)
@@ -548,13 +658,27 @@ class EndToEndTest(ServersMixin, unittest.TestCase):
         self.assertTrue(doc["rows_truncated"])
         self.assertLess(len(doc["rows"]), 1000)
 
-        payload = self.payload()
+        payload = self.payload(fields="*")
         payload["results_file"] = path
         result = run_script(payload)
         doc = json.loads(self.receiver.requests[1]["body"].decode("utf-8"))
         self.assertEqual(1000, len(doc["rows"]))
         self.assertTrue(doc["rows_truncated"])
         self.assertLess(len(self.receiver.requests[1]["body"]), 1024 * 1024)
+
+    def test_raw_never_reaches_the_receiver(self):
+        path = write_results(os.path.join(self.tmp, "results.csv.gz"), ["_raw", "namespace", "error_rate", "note"],
+                             [["raw event text", "ml-team-a", "0.31", "internal"]])
+        for conf, expected in (({}, {"namespace": "ml-team-a"}),
+                               ({"fields_override": "error_rate"}, {"namespace": "ml-team-a", "error_rate": "0.31"}),
+                               ({"fields": "*"}, {"namespace": "ml-team-a", "error_rate": "0.31", "note": "internal"})):
+            payload = self.payload(entity_fields="namespace", **conf)
+            payload["results_file"] = path
+            result = run_script(payload)
+            self.assertEqual(0, result.code, result.stderr)
+            body = self.receiver.requests[-1]["body"].decode("utf-8")
+            self.assertNotIn("raw event text", body)
+            self.assertEqual([expected], json.loads(body)["rows"], conf)
 
     def test_send_first_row_only(self):
         result = run_script(self.payload(send_rows="first"))
@@ -564,7 +688,7 @@ class EndToEndTest(ServersMixin, unittest.TestCase):
         self.assertTrue(doc["rows_truncated"])
 
     def test_missing_results_file_falls_back_to_result(self):
-        payload = self.payload()
+        payload = self.payload(entity_fields="namespace,model_name")
         payload["results_file"] = os.path.join(self.tmp, "gone.csv.gz")
         result = run_script(payload)
         self.assertEqual(0, result.code, result.stderr)

@@ -223,7 +223,15 @@ class AlertFormTest(unittest.TestCase):
         root = ET.fromstring(html)
         names = {el.get("name") for el in root.iter() if el.tag in ("input", "select", "textarea")}
         self.assertEqual({"action.opsmesh.param.%s" % p for p in
-                          ("receiver_url", "credential", "cluster", "severity", "entity_fields", "send_rows")}, names)
+                          ("receiver_url_override", "credential_override", "cluster_override", "severity",
+                           "entity_fields", "fields_override", "send_rows")}, names)
+        for name in names:
+            param = name[len("action.opsmesh.param."):]
+            if param.endswith(action.OVERRIDE_SUFFIX):
+                self.assertIn(param[:-len(action.OVERRIDE_SUFFIX)], action.OVERRIDABLE, name)
+            else:
+                self.assertNotIn(param, action.OVERRIDABLE,
+                                 "%s would freeze the site setting into every alert saved with it" % name)
         severities = {el.get("value") for el in root.iter("option")
                       if el.get("value") in action.SEVERITIES}
         self.assertEqual(set(action.SEVERITIES), severities)

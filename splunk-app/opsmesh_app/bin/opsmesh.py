@@ -84,6 +84,7 @@ DEFAULTS = {
     "cluster": "default",
     "severity": "medium",
     "entity_fields": "",
+    "fields": "",
     "send_rows": "all",
     "max_rows": "1000",
     "max_body_bytes": "900000",
@@ -91,11 +92,23 @@ DEFAULTS = {
     "timeout": "10",
     "retry_budget": "120",
 }
+# Site-wide settings (setup page, alert_actions.conf). An alert changes one only through
+# param.<name>_override, which is empty by default: a saved alert then keeps following the
+# site value instead of freezing the value the alert editor showed when it was saved.
+OVERRIDABLE = ("receiver_url", "credential", "cluster", "fields", "max_rows", "max_body_bytes",
+               "ca_bundle", "timeout", "retry_budget")
+OVERRIDE_SUFFIX = "_override"
+# param.fields value that lets every result field leave Splunk (still never _raw).
+ALL_FIELDS = "*"
+# The raw event text never leaves Splunk, whatever the allow-list says.
+NEVER_SENT = frozenset(("_raw",))
 
 CREDENTIAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$")
 FIELD_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f,]{1,128}$")
 SESSION_KEY_RE = re.compile(r"^[\x21-\x7e]{1,4096}$")
+MAX_ENTITY_FIELDS = 32
+MAX_ALLOWED_FIELDS = 256
 
 # Result fields that Splunk adds for its own bookkeeping; they say nothing about the entity.
 INTERNAL_FIELDS = frozenset(("_si", "_cd", "_bkt", "_serial", "_kv", "_eventtype_color", "_sourcetype"))
@@ -166,6 +179,8 @@ class Config(object):
         self.cluster = "default"
         self.severity = "medium"
         self.entity_fields = []
+        # None: every field (param.fields = *); else the allow-list beside entity_fields
+        self.fields = []
         self.send_rows = "all"
         self.max_rows = 1000
         self.max_body_bytes = 900000
@@ -175,6 +190,12 @@ class Config(object):
 
     def receiver_display(self):
         return display_url(self.receiver_url)
+
+    def allows(self, field):
+        """Whether a result field may leave Splunk: never _raw; else entity fields and the allow-list."""
+        if field in NEVER_SENT:
+            return False
+        return self.fields is None or field in self.entity_fields or field in self.fields
 
 
 # ---------------------------------------------------------------------------
@@ -263,22 +284,31 @@ def _float_param(raw, name, low, high):
     return value
 
 
-def parse_entity_fields(raw):
+def parse_field_list(raw, param, limit):
     fields = []
     for item in ("%s" % raw).split(","):
         name = item.strip()
         if not name:
             continue
         if not FIELD_NAME_RE.match(name):
-            raise ActionError(EXIT_CONFIG, "param.entity_fields has an invalid field name %r" % name[:60])
+            raise ActionError(EXIT_CONFIG, "param.%s has an invalid field name %r" % (param, name[:60]))
+        if name in NEVER_SENT:
+            raise ActionError(EXIT_CONFIG, "param.%s lists %s: the raw event never leaves Splunk" % (param, name))
         if name not in fields:
             fields.append(name)
-    if len(fields) > 32:
-        raise ActionError(EXIT_CONFIG, "param.entity_fields lists more than 32 fields")
+    if len(fields) > limit:
+        raise ActionError(EXIT_CONFIG, "param.%s lists more than %d fields" % (param, limit))
     return fields
 
 
-def resolve_ca_bundle(raw, environ):
+def parse_allowed_fields(raw, param):
+    """None for "*" (every field but _raw), else the listed field names."""
+    if ("%s" % raw).strip() == ALL_FIELDS:
+        return None
+    return parse_field_list(raw, param, MAX_ALLOWED_FIELDS)
+
+
+def resolve_ca_bundle(raw, param, environ):
     path = ("%s" % raw).strip()
     if not path:
         return ""
@@ -286,14 +316,14 @@ def resolve_ca_bundle(raw, environ):
     if not os.path.isabs(path):
         splunk_home = environ.get("SPLUNK_HOME", "")
         if not splunk_home:
-            raise ActionError(EXIT_CONFIG, "param.ca_bundle must be an absolute path (SPLUNK_HOME is not set)")
+            raise ActionError(EXIT_CONFIG, "param.%s must be an absolute path (SPLUNK_HOME is not set)" % param)
         path = os.path.join(splunk_home, path)
     if not os.path.isfile(path):
-        raise ActionError(EXIT_CONFIG, "param.ca_bundle %s does not exist or is not a file" % path)
+        raise ActionError(EXIT_CONFIG, "param.%s %s does not exist or is not a file" % (param, path))
     try:
         ssl.create_default_context(cafile=path)
     except (ssl.SSLError, OSError, ValueError) as err:
-        raise ActionError(EXIT_CONFIG, "param.ca_bundle %s cannot be loaded: %s" % (path, err))
+        raise ActionError(EXIT_CONFIG, "param.%s %s cannot be loaded: %s" % (param, path, err))
     return path
 
 
@@ -304,39 +334,60 @@ def parse_config(raw, environ=None):
     if not isinstance(raw, dict):
         raise ActionError(EXIT_CONFIG, "payload 'configuration' is not an object")
 
-    def get(name):
+    def present(name):
         value = raw.get(name)
-        if value is None or ("%s" % value).strip() == "":
-            return DEFAULTS[name]
-        return "%s" % value
+        return value is not None and ("%s" % value).strip() != ""
+
+    def get(name):
+        """(value, parameter it came from): a non-empty override wins over the site value."""
+        override = name + OVERRIDE_SUFFIX
+        if name in OVERRIDABLE and present(override):
+            return "%s" % raw[override], override
+        return ("%s" % raw[name] if present(name) else DEFAULTS[name]), name
 
     cfg = Config()
-    cfg.receiver_url = validate_url(get("receiver_url").strip(), "param.receiver_url")
-    cfg.credential = get("credential").strip()
+    url, param = get("receiver_url")
+    cfg.receiver_url = validate_url(url.strip(), "param." + param)
+    credential, param = get("credential")
+    cfg.credential = credential.strip()
     if not CREDENTIAL_RE.match(cfg.credential):
         raise ActionError(
             EXIT_CONFIG,
-            "param.credential must be 1-128 characters of letters, digits, '.', '_' or '-', got %r"
-            % cfg.credential[:60],
+            "param.%s must be 1-128 characters of letters, digits, '.', '_' or '-', got %r"
+            % (param, cfg.credential[:60]),
         )
-    cfg.cluster = get("cluster").strip()
+    cluster, param = get("cluster")
+    cfg.cluster = cluster.strip()
     if not CLUSTER_RE.match(cfg.cluster):
-        raise ActionError(EXIT_CONFIG, "param.cluster is not a valid cluster name: %r" % cfg.cluster[:60])
-    cfg.severity = get("severity").strip().lower()
+        raise ActionError(EXIT_CONFIG, "param.%s is not a valid cluster name: %r" % (param, cfg.cluster[:60]))
+    cfg.severity = get("severity")[0].strip().lower()
     if cfg.severity not in SEVERITIES:
         raise ActionError(
             EXIT_CONFIG, "param.severity must be one of %s, got %r" % (", ".join(SEVERITIES), cfg.severity[:40])
         )
-    cfg.entity_fields = parse_entity_fields(get("entity_fields"))
-    cfg.send_rows = get("send_rows").strip().lower()
+    cfg.entity_fields = parse_field_list(get("entity_fields")[0], "entity_fields", MAX_ENTITY_FIELDS)
+    cfg.fields = parse_allowed_fields(*get("fields"))
+    cfg.send_rows = get("send_rows")[0].strip().lower()
     if cfg.send_rows not in SEND_ROWS:
         raise ActionError(EXIT_CONFIG, "param.send_rows must be 'all' or 'first', got %r" % cfg.send_rows[:40])
-    cfg.max_rows = _int_param(get("max_rows"), "max_rows", 1, 100000)
-    cfg.max_body_bytes = _int_param(get("max_body_bytes"), "max_body_bytes", 4096, 16 * 1024 * 1024)
-    cfg.ca_bundle = resolve_ca_bundle(get("ca_bundle"), environ)
-    cfg.timeout = _float_param(get("timeout"), "timeout", 1.0, 60.0)
-    cfg.retry_budget = _float_param(get("retry_budget"), "retry_budget", 1.0, MAX_RETRY_BUDGET)
+    cfg.max_rows = _int_param(*get("max_rows"), low=1, high=100000)
+    cfg.max_body_bytes = _int_param(*get("max_body_bytes"), low=4096, high=16 * 1024 * 1024)
+    cfg.ca_bundle = resolve_ca_bundle(*get("ca_bundle"), environ=environ)
+    cfg.timeout = _float_param(*get("timeout"), low=1.0, high=60.0)
+    cfg.retry_budget = _float_param(*get("retry_budget"), low=1.0, high=MAX_RETRY_BUDGET)
     return cfg
+
+
+def allowed_only(row, cfg):
+    return dict((name, value) for name, value in row.items() if cfg.allows(name))
+
+
+def left_out_fields(rows, cfg):
+    """Names of the fields the allow-list keeps in Splunk (for the log, never their values)."""
+    names = set()
+    for row in rows:
+        names.update(name for name in row if not cfg.allows(name))
+    return sorted(names)
 
 
 # ---------------------------------------------------------------------------
@@ -467,7 +518,7 @@ def read_results_file(path, max_rows, log):
 
 
 def load_rows(payload, cfg, log):
-    """Return (first_row, rows_to_send, rows_truncated)."""
+    """Return (first_row, rows_to_send, rows_truncated), each row cut to the allowed fields."""
     limit = 1 if cfg.send_rows == "first" else cfg.max_rows
     rows = None
     more = False
@@ -483,8 +534,13 @@ def load_rows(payload, cfg, log):
     if not rows:
         # without the file (or with an empty one) the payload's first row is all there is
         first = normalize_row(payload.get("result"))
-        return first, ([first] if first else []), more
-    return rows[0], rows, more
+        rows = [first] if first else []
+    left_out = left_out_fields(rows, cfg)
+    if left_out:
+        log.info("fields kept in Splunk (not in entity_fields or the fields allow-list): %s"
+                 % ", ".join(left_out[:50]))
+    rows = [allowed_only(row, cfg) for row in rows]
+    return (rows[0] if rows else {}), rows, more
 
 
 # ---------------------------------------------------------------------------
