@@ -16,6 +16,10 @@ pub struct ConsoleConfig {
     pub users_file: Option<PathBuf>,
     /// Environment variable holding `name:token[:role],name:token[:role]`.
     pub users_env: Option<String>,
+    /// One-time sign-in links: `name:token[:role]` lines; `GET /console/login?token=<token>`
+    /// opens a session for `name` once, then that token signs nobody in again (its session
+    /// lasts while the line stays in the file). `opsmesh demo` writes one and prints the link.
+    pub signin_link_file: Option<PathBuf>,
     /// Header an authenticating proxy sets to the signed-in user (e.g. `X-Forwarded-User`,
     /// `X-Auth-Request-Email`). Needs `trusted_proxies`.
     pub trusted_user_header: Option<String>,
@@ -55,6 +59,7 @@ impl Default for ConsoleConfig {
             enabled: false,
             users_file: None,
             users_env: None,
+            signin_link_file: None,
             trusted_user_header: None,
             trusted_proxies: Vec::new(),
             proxy_approvers: Vec::new(),
@@ -79,11 +84,12 @@ impl Validate for ConsoleConfig {
         }
         if self.users_file.is_none()
             && self.users_env.is_none()
+            && self.signin_link_file.is_none()
             && self.trusted_user_header.is_none()
         {
             return Err(invalid(
                 "users_file",
-                "the console needs users_file, users_env or trusted_user_header",
+                "the console needs users_file, users_env, signin_link_file or trusted_user_header",
             ));
         }
         if let Some(header) = &self.trusted_user_header

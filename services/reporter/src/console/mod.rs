@@ -2,7 +2,8 @@
 //! server-sent events) and the incident API.
 //!
 //! Authentication: a session after signing in with a named token (`users_file` /
-//! `users_env`), held server-side and re-checked against the users file on every request,
+//! `users_env`) or a one-time sign-in link (`signin_link_file`), held server-side and
+//! re-checked against the file it came from on every request,
 //! `Authorization: Bearer <token>` (API clients), or the user header of an authenticating
 //! proxy (`trusted_user_header`, from `trusted_proxies` only). State-changing requests made
 //! with ambient credentials (cookie, proxy) must carry the CSRF token bound to the user and
@@ -20,7 +21,8 @@ mod sessions;
 mod signin;
 
 use std::{
-    sync::Arc,
+    collections::HashSet,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -44,7 +46,7 @@ use sessions::SessionTable;
 
 use crate::{
     approvals::{DecideError, Decider},
-    auth::{Holder, Role, TokenSet, bearer},
+    auth::{Credential, Holder, Role, TokenSet, bearer, credential_of},
     timeline::IncidentStore,
 };
 
@@ -89,6 +91,9 @@ pub struct Identity {
 pub struct Console {
     config: ConsoleConfig,
     users: Option<TokenSet>,
+    /// One-time sign-in link tokens, and those already used (each signs in once).
+    links: Option<TokenSet>,
+    spent_links: Mutex<HashSet<Credential>>,
     keys: Keys,
     sessions: SessionTable,
     /// Bad tokens per peer, at the sign-in form and as bearer tokens.
@@ -119,6 +124,11 @@ impl Console {
             config.users_env.as_deref(),
             "reporter.console.users",
         )?;
+        let links = TokenSet::load_configured(
+            config.signin_link_file.as_deref(),
+            None,
+            "reporter.console.signin_link",
+        )?;
         let keys = match &config.session_key_file {
             Some(path) => Keys::new(
                 std::fs::read(path)
@@ -136,6 +146,8 @@ impl Console {
         Ok(Self {
             config: config.clone(),
             users,
+            links,
+            spent_links: Mutex::new(HashSet::new()),
             keys,
             sessions: SessionTable::new(config.max_sessions, registry),
             failed_auth: FailedAuthLimiter::new(
@@ -220,13 +232,10 @@ impl Console {
                     via: Via::Bearer,
                 });
             }
-            if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-                return self
-                    .session_identity(users, cookie.value())
-                    .ok_or(Refusal::Unauthenticated);
-            }
         }
-        Err(Refusal::Unauthenticated)
+        req.cookie(SESSION_COOKIE)
+            .and_then(|cookie| self.session_identity(cookie.value()))
+            .ok_or(Refusal::Unauthenticated)
     }
 
     /// The holder of `token` (sign-in form or bearer), unless its peer must wait first; a
@@ -253,16 +262,38 @@ impl Console {
         })
     }
 
+    /// The holder of a one-time sign-in link token, once: the token is spent by this call.
+    fn redeem_link(&self, req: &HttpRequest, token: &str) -> Result<Holder, Refusal> {
+        let links = self.links.as_ref().ok_or(Refusal::Unauthenticated)?;
+        let holder = self.check_token(req, links, token)?;
+        let fresh = self
+            .spent_links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(credential_of(token));
+        if fresh {
+            Ok(holder)
+        } else {
+            tracing::info!(user = %holder.name, "console sign-in link refused: already used");
+            Err(Refusal::Unauthenticated)
+        }
+    }
+
     /// The identity of a session cookie: signed by us, open in the session table, and its
-    /// user still holding the same token in the users file (with the role it has there now).
-    fn session_identity(&self, users: &TokenSet, cookie: &str) -> Option<Identity> {
+    /// user still holding the same token in the users file or the sign-in link file (with the
+    /// role it has there now).
+    fn session_identity(&self, cookie: &str) -> Option<Identity> {
         let now = unix_now();
         let sealed = self.keys.open(cookie, now)?;
         let open = self.sessions.get(&sealed.nonce, now)?;
         if open.user != sealed.user {
             return None;
         }
-        let Some(holder) = users.holder_of(&open.user, &open.credential) else {
+        let holder = [&self.users, &self.links]
+            .into_iter()
+            .flatten()
+            .find_map(|set| set.holder_of(&open.user, &open.credential));
+        let Some(holder) = holder else {
             tracing::info!(user = %open.user, "console session ended: its token left the users file");
             self.sessions.close(&sealed.nonce);
             return None;

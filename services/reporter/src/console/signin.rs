@@ -1,4 +1,5 @@
-//! Signing in with a named token (throttled per peer with the bearer tokens) and out.
+//! Signing in with a named token or a one-time sign-in link (both throttled per peer with
+//! the bearer tokens) and out.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use super::{
     Console, Refusal, SESSION_COOKIE, Via, html, page, see_other, session::random_nonce,
     sessions::OpenSession, unix_now,
 };
-use crate::auth::credential_of;
+use crate::auth::{Holder, credential_of};
 
 /// Only local console paths are followed after signing in.
 fn safe_next(next: Option<&str>) -> String {
@@ -25,13 +26,23 @@ fn safe_next(next: Option<&str>) -> String {
 pub(super) struct NextQuery {
     next: Option<String>,
     error: Option<String>,
+    /// A one-time sign-in link's token (`signin_link_file`).
+    token: Option<String>,
 }
 
+/// The sign-in form, or with `?token=` a one-time sign-in link: a session once, then spent.
 pub(super) async fn login_page(
     console: web::Data<Console>,
+    req: HttpRequest,
     query: web::Query<NextQuery>,
 ) -> HttpResponse {
     let next = safe_next(query.next.as_deref());
+    if let Some(token) = query.token.as_deref().map(str::trim) {
+        return match console.redeem_link(&req, token) {
+            Ok(holder) => open_session(&console, &holder, token, &next),
+            Err(refusal) => refused(refusal, &next),
+        };
+    }
     page(
         StatusCode::OK,
         html::login(
@@ -60,16 +71,25 @@ pub(super) async fn login(
     let next = safe_next(form.next.as_deref());
     let token = form.token.trim();
     let users = console.users.as_ref().ok_or(Refusal::Unauthenticated);
-    let holder = match users.and_then(|users| console.check_token(&req, users, token)) {
-        Ok(holder) => holder,
-        Err(refusal @ Refusal::Throttled(_)) => return refusal.response(),
-        Err(Refusal::Unauthenticated) => {
-            return see_other(&format!(
-                "/console/login?error=1&next={}",
-                html::url_encode(&next)
-            ));
-        }
-    };
+    match users.and_then(|users| console.check_token(&req, users, token)) {
+        Ok(holder) => open_session(&console, &holder, token, &next),
+        Err(refusal) => refused(refusal, &next),
+    }
+}
+
+/// A failed sign-in: `429` when throttled, else back to the form saying so.
+fn refused(refusal: Refusal, next: &str) -> HttpResponse {
+    match refusal {
+        Refusal::Throttled(_) => refusal.response(),
+        Refusal::Unauthenticated => see_other(&format!(
+            "/console/login?error=1&next={}",
+            html::url_encode(next)
+        )),
+    }
+}
+
+/// Opens a session for `holder`, who signed in with `token`, and goes on to `next`.
+fn open_session(console: &Console, holder: &Holder, token: &str, next: &str) -> HttpResponse {
     let ttl = console.config.session_ttl;
     let (now, nonce) = (unix_now(), random_nonce());
     let expires = now + ttl.as_secs();
@@ -84,7 +104,7 @@ pub(super) async fn login(
         now,
     );
     tracing::info!(user = %holder.name, role = %holder.role, "console sign-in");
-    let mut response = see_other(&next);
+    let mut response = see_other(next);
     let _ = response.add_cookie(&console.cookie(SESSION_COOKIE, sealed, ttl));
     response
 }
