@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# splunk-app check: package the Splunk app, run AppInspect (cloud precert) and the tests.
+# splunk-app check: package the Splunk app, run AppInspect (precert with the cloud,
+# private_victoria and future tags) and the tests.
 #
 #   bash splunk-app/check.sh
 #
@@ -82,11 +83,12 @@ if command -v node >/dev/null 2>&1; then
 fi
 
 # --- AppInspect -----------------------------------------------------------------------
-log "splunk-appinspect inspect $(basename "$package") --mode precert --included-tags cloud"
+APPINSPECT_TAGS=(--included-tags cloud --included-tags private_victoria --included-tags future)
+log "splunk-appinspect inspect $(basename "$package") --mode precert ${APPINSPECT_TAGS[*]}"
 report="$here/dist/appinspect-report.json"
 rm -f "$report"
 set +e
-"$VENV/bin/splunk-appinspect" inspect "$package" --mode precert --included-tags cloud \
+"$VENV/bin/splunk-appinspect" inspect "$package" --mode precert "${APPINSPECT_TAGS[@]}" \
     --data-format json --output-file "$report" >"$here/dist/appinspect-output.txt" 2>&1
 ai_rc=$?
 set -e

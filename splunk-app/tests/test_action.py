@@ -680,6 +680,16 @@ class EndToEndTest(ServersMixin, unittest.TestCase):
             self.assertNotIn("raw event text", body)
             self.assertEqual([expected], json.loads(body)["rows"], conf)
 
+    def test_send_the_triggering_result_only(self):
+        # a per-result alert: results_file holds both sample rows, the payload's result is the trigger
+        payload = self.payload(send_rows="result", entity_fields="namespace,model_name", fields_override="error_rate")
+        payload["result"] = {"model_name": "llama-3-8b", "namespace": "ml-team-b", "error_rate": "0.07", "_raw": "x"}
+        result = run_script(payload)
+        self.assertEqual(0, result.code, result.stderr)
+        doc = json.loads(self.receiver.requests[0]["body"].decode("utf-8"))
+        expected = {"model_name": "llama-3-8b", "namespace": "ml-team-b", "error_rate": "0.07"}
+        self.assertEqual((expected, [expected], False), (doc["result"], doc["rows"], doc["rows_truncated"]))
+
     def test_send_first_row_only(self):
         result = run_script(self.payload(send_rows="first"))
         self.assertEqual(0, result.code, result.stderr)

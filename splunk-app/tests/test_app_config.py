@@ -22,6 +22,7 @@ REQUIRED_DETECTIONS = {
     "Kyverno DENY events": "opsmesh:policies",
     "Namespace hourly cost above budget": "opsmesh:costs",
     "ArgoCD application OutOfSync": "opsmesh:argocd",
+    "KServe model OOMKilled": "opsmesh:models",
 }
 REQUIRED_SOURCETYPES = ["opsmesh:models", "opsmesh:policies", "opsmesh:costs", "opsmesh:argocd", "opsmesh:alert",
                         "opsmesh:diagnosis", "opsmesh:remediation"]
@@ -111,7 +112,6 @@ class SavedSearchesTest(unittest.TestCase):
             self.assertEqual("1", conf.get("enableSched"), name)
             self.assertEqual("1", conf.get("action.opsmesh"), name)
             self.assertIn("opsmesh", [a.strip() for a in conf.get("actions", "").split(",")], name)
-            self.assertEqual("1", conf.get("alert.digest_mode"), name)
             self.assertIn(conf["action.opsmesh.param.severity"], action.SEVERITIES, name)
             self.assertTrue(conf.get("dispatch.earliest_time") and conf.get("dispatch.latest_time"), name)
             self.assertRegex(conf.get("cron_schedule", ""), r"^\*/(5|10|15|30) \* \* \* \*$", name)

@@ -64,7 +64,10 @@ EXIT_REFUSED = 6
 EXIT_UNREACHABLE = 7
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-SEND_ROWS = ("all", "first")
+# all: every row of results_file; first: its first row; result: only the payload's result,
+# the row that triggered a per-result alert ("Trigger: For each result"), whose
+# results_file still holds every row.
+SEND_ROWS = ("all", "first", "result")
 
 # alert_actions.conf sets maxtime = 3m (180 s); the whole run (secret look-up, every
 # attempt and every pause) must end before that, with a margin for process start-up.
@@ -369,7 +372,8 @@ def parse_config(raw, environ=None):
     cfg.fields = parse_allowed_fields(*get("fields"))
     cfg.send_rows = get("send_rows")[0].strip().lower()
     if cfg.send_rows not in SEND_ROWS:
-        raise ActionError(EXIT_CONFIG, "param.send_rows must be 'all' or 'first', got %r" % cfg.send_rows[:40])
+        raise ActionError(EXIT_CONFIG, "param.send_rows must be one of %s, got %r"
+                          % (", ".join(SEND_ROWS), cfg.send_rows[:40]))
     cfg.max_rows = _int_param(*get("max_rows"), low=1, high=100000)
     cfg.max_body_bytes = _int_param(*get("max_body_bytes"), low=4096, high=16 * 1024 * 1024)
     cfg.ca_bundle = resolve_ca_bundle(*get("ca_bundle"), environ=environ)
@@ -523,16 +527,17 @@ def load_rows(payload, cfg, log):
     rows = None
     more = False
     path = payload.get("results_file")
-    if isinstance(path, str) and path:
+    if cfg.send_rows == "result":
+        pass  # a per-result alert: the triggering row below is the whole alert
+    elif isinstance(path, str) and path:
         try:
             rows, more = read_results_file(path, limit, log)
         except (OSError, EOFError, csv.Error, UnicodeError, ValueError) as err:
             log.warn("cannot read results_file (%s: %s); falling back to the first result row" % (type(err).__name__, err))
-            rows = None
     else:
         log.warn("payload has no results_file; sending the first result row only")
     if not rows:
-        # without the file (or with an empty one) the payload's first row is all there is
+        # without the file (or with an empty one) the payload's row is all there is
         first = normalize_row(payload.get("result"))
         rows = [first] if first else []
     left_out = left_out_fields(rows, cfg)
