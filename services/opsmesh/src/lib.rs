@@ -45,9 +45,16 @@ enum Command {
     /// http.admin_listen (default 127.0.0.1:9090); HEC events
     /// go to reporter.hec.file (default ./opsmesh.hec.jsonl) unless reporter.hec.url is set.
     Up,
-    /// Run the mesh in memory and play example incidents as Splunk would send them,
-    /// printing each incident's timeline as it happens.
+    /// Play example incidents through the simulator and the mesh as Splunk would send them,
+    /// printing each incident's timeline; then serve the operator console with them.
+    ///
+    /// Service logs go to opsmesh-demo/opsmesh.log (stderr with --verbose). The console
+    /// listens on http.listen (default 127.0.0.1:8080) and opens with the one-time sign-in
+    /// link printed at the end; --once exits after the incidents instead.
     Demo(commands::demo::DemoArgs),
+    /// The mesh's health at a glance from each process's admin endpoints (http.admin_listen):
+    /// readiness, consumer lag, open incidents by state, dead-lettered messages, HEC backlog.
+    Status(commands::status::StatusArgs),
     /// Run one or several services in one process against Kafka (bus.kafka.brokers).
     ///
     /// Services: collector, alert-receiver, diagnoser, remediator, reporter.
@@ -105,6 +112,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Up => commands::up::run(config),
         Command::Demo(args) => commands::demo::run(config, args),
+        Command::Status(args) => commands::status::run(config, args),
         Command::Run { services } => commands::run::run(config, &services),
         Command::Tail(args) => commands::tail::run(config, args),
         Command::Topics { command } => commands::topics::run(config, command),

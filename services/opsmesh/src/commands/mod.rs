@@ -6,6 +6,7 @@ pub mod mcp;
 pub mod run;
 pub mod scenario;
 pub mod sim;
+pub mod status;
 pub mod tail;
 pub mod topics;
 pub mod up;
