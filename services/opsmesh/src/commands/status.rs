@@ -178,15 +178,6 @@ fn print_endpoint(endpoint: &Endpoint) {
             "no consumer groups"
         )
     );
-    let open = m.sum_by("opsmesh_reporter_open_incidents", "state");
-    println!(
-        "   incidents   {}",
-        if m.has("opsmesh_reporter_open_incidents") {
-            format!("open: {}", listing(&open, "none"))
-        } else {
-            "- (no reporter in this process)".into()
-        }
-    );
     println!(
         "   DLQ         {} (dead-lettered since start, by topic)",
         listing(
@@ -194,15 +185,29 @@ fn print_endpoint(endpoint: &Endpoint) {
             "none"
         )
     );
-    if m.has("opsmesh_reporter_hec_unsent_events") {
-        println!(
-            "   HEC backlog {} events unsent, oldest {:.0} s",
-            m.sum("opsmesh_reporter_hec_unsent_events"),
-            m.sum("opsmesh_reporter_hec_oldest_unsent_seconds")
-        );
-    } else {
+    // The reporter is the process that writes to HEC; only it knows the incidents.
+    if !m.has("opsmesh_reporter_hec_unsent_events") {
+        println!("   incidents   - (no reporter in this process)");
         println!("   HEC backlog - (no reporter in this process)");
+        return;
     }
+    let open = if m.has("opsmesh_reporter_open_incidents") {
+        format!(
+            "open: {}",
+            listing(
+                &m.sum_by("opsmesh_reporter_open_incidents", "state"),
+                "none"
+            )
+        )
+    } else {
+        "- (this reporter does not export opsmesh_reporter_open_incidents)".into()
+    };
+    println!("   incidents   {open}");
+    println!(
+        "   HEC backlog {} events unsent, oldest {:.0} s",
+        m.sum("opsmesh_reporter_hec_unsent_events"),
+        m.sum("opsmesh_reporter_hec_oldest_unsent_seconds")
+    );
 }
 
 /// The total and its non-zero parts (`3 (a 1, b 2)`), or `none` when there is nothing.
