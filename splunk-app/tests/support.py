@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit, parse_qs
+from urllib.parse import unquote, urlsplit, parse_qs, parse_qsl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPLUNK_APP = os.path.dirname(HERE)
@@ -38,6 +38,17 @@ def load_action():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_broker():
+    """bin/opsmesh_credential.py, the credential broker splunkd runs as a REST handler."""
+    sys.dont_write_bytecode = True
+    bin_dir = os.path.dirname(SCRIPT)
+    if bin_dir not in sys.path:
+        sys.path.insert(0, bin_dir)
+    import opsmesh_credential  # pylint: disable=import-outside-toplevel
+
+    return opsmesh_credential
 
 
 # ---------------------------------------------------------------------------
@@ -121,15 +132,25 @@ class _QuietHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+SYSTEM_TOKEN = "system-auth-token-splunkd-hands-the-broker-0123456789"
+BROKER_CAPABILITY = "opsmesh_read_credential"
+
+
 class SplunkdStub(_Server):
-    """The subset of splunkd's REST API the action uses: storage/passwords."""
+    """The subset of splunkd's REST API the action uses: storage/passwords, the app's
+    credential broker (restmap.conf: capability check, then the real bin/opsmesh_credential.py
+    with a system token) and authentication/current-context."""
 
     def __init__(self, session_key=SESSION_KEY, credentials=None, app=APP_ID, mode="ok"):
         _Server.__init__(self, _SplunkdHandler)
         self.session_key = session_key
+        self.app = app
         # {(app, realm, username): clear_password}
         self.credentials = credentials if credentials is not None else {(app, "opsmesh", "default"): SECRET}
-        self.mode = mode  # ok | forbidden | error
+        # ok | forbidden (the owner lacks list_storage_passwords) | error (500 everywhere)
+        self.mode = mode
+        self.broker = True  # False: an app version without the broker (endpoint not found)
+        self.capabilities = {BROKER_CAPABILITY}  # the alert owner's capabilities
         self.requests = []
 
 
@@ -170,13 +191,19 @@ class _SplunkdHandler(_QuietHandler):
     def do_GET(self):
         stub = self.server.owner
         stub.requests.append({"path": self.path, "headers": dict(self.headers)})
-        if self.headers.get("Authorization") != "Splunk %s" % stub.session_key:
+        system = self.headers.get("Authorization") == "Splunk %s" % SYSTEM_TOKEN
+        if self.headers.get("Authorization") != "Splunk %s" % stub.session_key and not system:
             return self._send(401, {"messages": [{"type": "WARN", "text": "call not properly authenticated"}]})
-        if stub.mode == "forbidden":
+        parts = urlsplit(self.path)
+        if parts.path == "/services/authentication/current-context":
+            return self._send(200, _feed([{"name": "alice", "content": {
+                "username": "alice", "roles": ["user"], "capabilities": sorted(stub.capabilities)}}]))
+        if parts.path == "/servicesNS/nobody/%s/opsmesh/credential" % stub.app and stub.broker and not system:
+            return self._broker(stub, parts)
+        if stub.mode == "forbidden" and not system and "/storage/passwords" in parts.path:
             return self._send(403, {"messages": [{"type": "ERROR", "text": "You (user=alice) do not have permission to perform this operation (requires capability: list_storage_passwords)."}]})
         if stub.mode == "error":
             return self._send(500, {"messages": [{"type": "ERROR", "text": "internal error"}]})
-        parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         if query.get("output_mode") != ["json"]:
             return self._send(400, {"messages": [{"type": "ERROR", "text": "expected output_mode=json"}]})
@@ -196,6 +223,20 @@ class _SplunkdHandler(_QuietHandler):
         entries = [_password_entry(a, r, u, p) for (a, r, u), p in sorted(stub.credentials.items())
                    if app in ("-", a)]
         return self._send(200, _feed(entries))
+
+    def _broker(self, stub, parts):
+        """What splunkd does for restmap.conf [script:opsmesh_credential]."""
+        if stub.mode == "error":
+            return self._send(500, {"messages": [{"type": "ERROR", "text": "internal error"}]})
+        if BROKER_CAPABILITY not in stub.capabilities:
+            return self._send(403, {"messages": [{"type": "ERROR", "text": "You (user=alice) do not have "
+                                                  "permission to perform this operation (requires capability: "
+                                                  "%s)." % BROKER_CAPABILITY}]})
+        request = {"method": "GET", "query": [list(p) for p in parse_qsl(parts.query)],
+                   "session": {"user": "alice", "authtoken": stub.session_key},
+                   "system_authtoken": SYSTEM_TOKEN, "server": {"rest_uri": stub.base_url}}
+        reply = load_broker().handle(request, stub.app)
+        return self._send(reply["status"], reply["payload"])
 
 
 class ReceiverStub(_Server):

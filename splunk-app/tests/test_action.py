@@ -818,11 +818,31 @@ class SecretEndToEndTest(ServersMixin, unittest.TestCase):
         self.assertEqual([], self.receiver.requests)
         self.assert_clean_stderr(result)
 
-    def test_missing_capability(self):
+    def test_owner_without_list_storage_passwords_reads_the_secret_through_the_broker(self):
+        self.splunkd.mode = "forbidden"  # storage/passwords refuses the owner's session key
+        result = run_script(self.payload())
+        self.assertEqual(0, result.code, result.stderr)
+        self.assert_clean_stderr(result)
+        owner_paths = [r["path"] for r in self.splunkd.requests
+                       if r["headers"].get("Authorization") == "Splunk %s" % SESSION_KEY]
+        self.assertTrue(owner_paths[0].startswith("/servicesNS/nobody/opsmesh_app/opsmesh/credential?"))
+        self.assertFalse([p for p in owner_paths if "storage/passwords" in p], owner_paths)
+        self.assertEqual(1, len(self.receiver.requests))
+
+    def test_owner_without_the_broker_capability(self):
+        self.splunkd.capabilities = set()
+        result = run_script(self.payload())
+        self.assertEqual(action.EXIT_SECRET, result.code, result.stderr)
+        self.assertIn("requires capability: opsmesh_read_credential", result.stderr)
+        self.assertIn("grant the role 'opsmesh_alert_sender' (capability opsmesh_read_credential)", result.stderr)
+        self.assertEqual([], self.receiver.requests)
+
+    def test_without_broker_the_owner_needs_list_storage_passwords(self):
+        self.splunkd.broker = False
         self.splunkd.mode = "forbidden"
         result = run_script(self.payload())
         self.assertEqual(action.EXIT_SECRET, result.code, result.stderr)
-        self.assertIn("list_storage_passwords", result.stderr)
+        self.assertIn("WARN no credential broker", result.stderr)
         self.assertIn("opsmesh_alert_sender", result.stderr)
         self.assertEqual([], self.receiver.requests)
 
@@ -847,11 +867,13 @@ class SecretEndToEndTest(ServersMixin, unittest.TestCase):
         self.splunkd.credentials.clear()
         self.splunkd.credentials[("search", "opsmesh", "prod")] = SECRET
         self.splunkd.credentials[("search", "other", "prod")] = "wrong-realm-secret"
+        self.splunkd.broker = False
         result = run_script(self.payload(credential="prod"))
         self.assertEqual(0, result.code, result.stderr)
         paths = [r["path"] for r in self.splunkd.requests]
-        self.assertTrue(paths[0].startswith("/servicesNS/nobody/opsmesh_app/storage/passwords/opsmesh%3Aprod%3A?"))
-        self.assertTrue(paths[1].startswith("/servicesNS/-/-/storage/passwords?"))
+        self.assertTrue(paths[0].startswith("/servicesNS/nobody/opsmesh_app/opsmesh/credential?"))
+        self.assertTrue(paths[1].startswith("/servicesNS/nobody/opsmesh_app/storage/passwords/opsmesh%3Aprod%3A?"))
+        self.assertTrue(paths[2].startswith("/servicesNS/-/-/storage/passwords?"))
 
     def test_missing_session_key(self):
         payload = self.payload()

@@ -195,9 +195,26 @@ class AppConfTest(unittest.TestCase):
         self.assertEqual("system", meta["alert_actions/opsmesh"]["export"])
         self.assertEqual("system", meta["props"]["export"])
 
-    def test_role_grants_list_storage_passwords(self):
+    def test_role_grants_the_broker_capability_not_list_storage_passwords(self):
         conf = read_conf(os.path.join(DEFAULT, "authorize.conf"))
-        self.assertEqual("enabled", conf["role_opsmesh_alert_sender"]["list_storage_passwords"])
+        self.assertIn("capability::opsmesh_read_credential", conf)
+        for role in ("role_opsmesh_alert_sender", "role_admin", "role_sc_admin"):
+            self.assertEqual({"opsmesh_read_credential": "enabled"}, conf[role], role)
+        for name, stanza in conf.items():
+            self.assertNotIn("list_storage_passwords", stanza, name)
+
+    def test_broker_endpoint_requires_the_capability(self):
+        stanza = read_conf(os.path.join(DEFAULT, "restmap.conf"))["script:opsmesh_credential"]
+        self.assertEqual("/opsmesh/credential", stanza["match"])
+        self.assertEqual(action.BROKER_PATH, stanza["match"].lstrip("/"))
+        self.assertEqual(action.BROKER_CAPABILITY, stanza["capability"])
+        self.assertEqual("true", stanza["requireAuthentication"])
+        self.assertEqual("true", stanza["passSystemAuth"])
+        self.assertEqual("persist", stanza["scripttype"])
+        module, _, cls = stanza["handler"].partition(".")
+        self.assertEqual(stanza["script"], module + ".py")
+        self.assertTrue(hasattr(support.load_broker(), cls))
+        self.assertEqual(action.BROKER_CAPABILITY, support.load_broker().CAPABILITY)
 
     def test_specs_document_every_parameter(self):
         for spec in ("alert_actions.conf.spec", "savedsearches.conf.spec"):

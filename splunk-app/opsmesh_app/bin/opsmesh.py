@@ -6,8 +6,9 @@ to its standard input (``payload_format = json`` in alert_actions.conf).  The sc
 
 * reads every result row from ``results_file`` (gzipped CSV, ``__mv_`` columns decoded
   into lists), falling back to the payload's ``result`` (first row only);
-* reads the signing secret from ``storage/passwords`` through ``server_uri`` and the
-  alert owner's ``session_key``;
+* reads the signing secret through the app's credential broker (bin/opsmesh_credential.py)
+  at ``server_uri`` with the alert owner's ``session_key`` (capability
+  opsmesh_read_credential), or ``storage/passwords`` when there is no broker;
 * posts a bounded JSON document to the opsmesh alert receiver, signed with
   ``X-Opsmesh-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` over verified
   TLS, retrying network errors, 429 and 5xx with exponential backoff and jitter (honouring
@@ -25,7 +26,7 @@ Exit codes (see README.md):
     3  configuration: receiver URL, credential name, parameters, CA bundle, missing
        credential in storage/passwords, or an alert that cannot fit in max_body_bytes
     4  secret unavailable: splunkd refused or failed to return the credential
-       (the alert owner lacks list_storage_passwords or read access to it)
+       (the alert owner lacks the capability opsmesh_read_credential)
     5  receiver authentication failed (401/403: wrong secret, clock skew)
     6  receiver refused the alert (400, 404, 413, 415, 422 and other non-retryable codes)
     7  receiver unreachable: network/TLS errors, 429 or 5xx until the budget ran out
@@ -76,6 +77,11 @@ MIN_ATTEMPT_SECONDS = 1.0
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 20.0
 SPLUNKD_BUDGET = 20.0
+SPLUNKD_TIMEOUT = 10.0
+# The credential broker (bin/opsmesh_credential.py, restmap.conf): alert owners need only
+# the capability opsmesh_read_credential, not list_storage_passwords.
+BROKER_PATH = "opsmesh/credential"
+BROKER_CAPABILITY = "opsmesh_read_credential"
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 16 * 1024 * 1024
 SHRUNK_VALUE_CHARS = 1024
@@ -744,37 +750,78 @@ def fetch_secret(payload, cfg, app_id, log, deadline, clock, sleep, environ, tra
         "Accept": "application/json",
         "User-Agent": "opsmesh-splunk-alert-action/%s" % VERSION,
     }
+    app = urlparse.quote(app_id, safe="")
+    local_deadline = min(deadline, clock() + SPLUNKD_BUDGET)
+    broker = "%s/servicesNS/nobody/%s/%s?output_mode=json&name=%s" % (
+        base, app, BROKER_PATH, urlparse.quote(cfg.credential, safe=""))
+    status, data = _splunkd_get(broker, headers, context, log, local_deadline, clock, sleep, transport)
+    doc = _json_or_none(data)
+    if status == 200:
+        secret = doc.get("secret") if isinstance(doc, dict) else None
+        if isinstance(secret, str) and secret:
+            return secret
+        raise ActionError(EXIT_SECRET, "the credential broker answered without a secret")
+    if status == 404 and isinstance(doc, dict) and doc.get("credential_missing"):
+        raise _no_credential(cfg)
+    if status != 404:
+        raise ActionError(EXIT_SECRET, _refusal(status, doc, cfg))
+    # 404 without the broker's answer: no broker (an older app version on a search head
+    # cluster member during an upgrade); read storage/passwords, which needs
+    # list_storage_passwords.
+    log.warn("no credential broker at %s; reading storage/passwords directly" % display_url(broker))
     entity = urlparse.quote("%s:%s:" % (REALM, cfg.credential), safe="")
     urls = [
-        "%s/servicesNS/nobody/%s/storage/passwords/%s?output_mode=json"
-        % (base, urlparse.quote(app_id, safe=""), entity),
+        "%s/servicesNS/nobody/%s/storage/passwords/%s?output_mode=json" % (base, app, entity),
         "%s/servicesNS/-/-/storage/passwords?output_mode=json&count=0&search=%s"
         % (base, urlparse.quote("realm=%s" % REALM, safe="")),
     ]
-    local_deadline = min(deadline, clock() + SPLUNKD_BUDGET)
     for url in urls:
         status, data = _splunkd_get(url, headers, context, log, local_deadline, clock, sleep, transport)
         if status == 404:
             continue
-        if status == 401:
-            raise ActionError(EXIT_SECRET, "splunkd rejected the session key while reading storage/passwords (HTTP 401)")
-        if status == 403:
-            raise ActionError(
-                EXIT_SECRET,
-                "the alert owner may not read storage/passwords (HTTP 403): grant the role "
-                "'opsmesh_alert_sender' (capability list_storage_passwords) and read access to "
-                "credential %s:%s:" % (REALM, cfg.credential),
-            )
         if status != 200:
-            raise ActionError(EXIT_SECRET, "splunkd answered HTTP %d while reading storage/passwords" % status)
-        secret = _find_password(data, cfg.credential)
+            raise ActionError(EXIT_SECRET, _refusal(status, _json_or_none(data), cfg))
+        secret = find_password(_json_or_none(data), cfg.credential)
         if secret:
             return secret
-    raise ActionError(
+    raise _no_credential(cfg)
+
+
+def _json_or_none(data):
+    try:
+        return json.loads(data.decode("utf-8", "replace")) if data else None
+    except ValueError:
+        return None
+
+
+def _no_credential(cfg):
+    return ActionError(
         EXIT_CONFIG,
         "no credential '%s' in realm '%s' in storage/passwords (run the opsmesh setup page, "
         "or check param.credential)" % (cfg.credential, REALM),
     )
+
+
+def _splunkd_message(doc):
+    """The broker's "error", or the text of splunkd's own "messages"."""
+    if not isinstance(doc, dict):
+        return ""
+    if isinstance(doc.get("error"), str):
+        return doc["error"]
+    messages = doc.get("messages") if isinstance(doc.get("messages"), list) else []
+    return " ".join("%s" % m.get("text") for m in messages if isinstance(m, dict) and m.get("text"))
+
+
+def _refusal(status, doc, cfg):
+    detail = _splunkd_message(doc)
+    detail = (" (%s)" % detail[:200]) if detail else ""
+    if status == 401:
+        return "splunkd rejected the session key while reading the secret (HTTP 401)%s" % detail
+    if status == 403:
+        return ("the alert owner may not read the opsmesh secret (HTTP 403)%s: grant the role "
+                "'opsmesh_alert_sender' (capability %s) and read access to credential %s:%s:"
+                % (detail, BROKER_CAPABILITY, REALM, cfg.credential))
+    return "splunkd answered HTTP %d while reading the secret%s" % (status, detail)
 
 
 def _splunkd_get(url, headers, context, log, deadline, clock, sleep, transport):
@@ -783,7 +830,7 @@ def _splunkd_get(url, headers, context, log, deadline, clock, sleep, transport):
         attempt += 1
         remaining = deadline - clock()
         try:
-            status, _, data = transport("GET", url, headers, None, max(1.0, min(10.0, remaining)), context)
+            status, _, data = transport("GET", url, headers, None, max(1.0, min(SPLUNKD_TIMEOUT, remaining)), context)
         except TransportError as err:
             problem = "cannot reach splunkd: %s" % err
             if err.permanent:
@@ -799,11 +846,8 @@ def _splunkd_get(url, headers, context, log, deadline, clock, sleep, transport):
         sleep(delay)
 
 
-def _find_password(data, credential):
-    try:
-        doc = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
-        return None
+def find_password(doc, credential):
+    """The clear password of credential in realm opsmesh from a storage/passwords feed."""
     entries = doc.get("entry") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         return None
@@ -811,9 +855,7 @@ def _find_password(data, credential):
         content = entry.get("content") if isinstance(entry, dict) else None
         if not isinstance(content, dict):
             continue
-        realm = content.get("realm")
-        username = content.get("username")
-        if realm == REALM and username == credential:
+        if content.get("realm") == REALM and content.get("username") == credential:
             secret = content.get("clear_password")
             if isinstance(secret, str) and secret:
                 return secret
