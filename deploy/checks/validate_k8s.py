@@ -8,7 +8,9 @@ For every rendered kustomization (base and overlays):
   * schema: every object against the Kubernetes OpenAPI-derived JSON schemas
     shipped in the PyPI package kubernetes-validate (strict: unknown fields
     are errors), for each Kubernetes version asked; KEDA ScaledObjects
-    against deploy/k8s/schemas/scaledobject-keda.sh-v1alpha1.json (strict);
+    against deploy/k8s/schemas/scaledobject-keda.sh-v1alpha1.json (strict),
+    KafkaUsers, ServiceMonitors and PrometheusRules against their schema
+    there (strict);
     any other kind is an error (no silent skip);
   * policy: the opsmesh deployment rules (probes, resources, drain, security
     context, secrets never inlined, autoscaling, PDBs, NetworkPolicies,
@@ -51,7 +53,9 @@ SECTION_OWNER = {"receiver": "alert-receiver", "collector": "collector", "diagno
 # Shared-section settings whose value differs per service by design.
 PER_SERVICE_SHARED = {"OPSMESH__BUS__KAFKA__SECURITY__SASL__USERNAME"}
 CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda.sh-v1alpha1.json",
-               ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json"}
+               ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json",
+               ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
+               ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json"}
 
 
 class Report:
@@ -236,7 +240,9 @@ def svc_of(dep: dict) -> str:
 def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool) -> None:
     deps = {svc_of(d): d for d in by_kind(objs, "Deployment")
             if (d["spec"]["template"]["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") == "opsmesh"}
-    cms = {c["metadata"]["name"]: c for c in by_kind(objs, "ConfigMap")}
+    # Service configuration; Grafana dashboards (components/monitoring) are for Grafana.
+    cms = {c["metadata"]["name"]: c for c in by_kind(objs, "ConfigMap")
+           if "grafana_dashboard" not in (c["metadata"].get("labels") or {})}
     common = next((c for n, c in cms.items() if n.startswith("opsmesh-common")), None)
 
     # namespaces explicit everywhere (the base sets no kustomize namespace)

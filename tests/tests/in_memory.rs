@@ -1,61 +1,18 @@
 //! The same flow in one process on the in-memory bus, and the demo command.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use opsmesh_runtime::{ConfigTree, bus::MemoryBus, launcher};
 use opsmesh_tests::{
-    eventually,
-    hec::HecServer,
-    mesh::{incident_complete, signed_post},
+    eventually, hec::HecServer, in_process::InProcessMesh, mesh::incident_complete,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
     let hec = HecServer::start().await;
-    let secrets = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secrets.path(), format!("{}\n", opsmesh_tests::mesh::SECRET)).unwrap();
-    let env = vec![
-        (
-            "OPSMESH__RECEIVER__SOURCES__SPLUNK__SECRETS_FILE".to_owned(),
-            secrets.path().display().to_string(),
-        ),
-        ("OPSMESH__BUS__KIND".to_owned(), "memory".to_owned()),
-        ("OPSMESH__HTTP__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
-        (
-            "OPSMESH__HTTP__ADMIN_LISTEN".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ),
-        (
-            "OPSMESH__REPORTER__HEC__URL".to_owned(),
-            hec.url().to_owned(),
-        ),
-        (
-            "OPSMESH__REPORTER__HEC__TOKEN".to_owned(),
-            HecServer::TOKEN.to_owned(),
-        ),
-    ];
-    let tree = ConfigTree::load_with_env(None, env).unwrap();
-    let settings = tree.settings().unwrap();
-    let bus = Arc::new(MemoryBus::new(&settings.bus.memory));
-    let app = launcher::build(&tree, settings, opsmesh::SERVICES, Some(bus))
-        .await
-        .expect("mesh builds");
-    let addr = app.local_addr();
-    let stop = app.shutdown_token();
-    let running = tokio::spawn(app.run_until_stopped());
-
-    let sample = std::fs::read_to_string(opsmesh_tests::sample("splunk-webhook.json")).unwrap();
-    let body: Value = serde_json::from_str(&sample).unwrap();
-    let url = format!("http://{addr}/v1/alerts/splunk");
-    let response = signed_post(&reqwest::Client::new(), &url, &body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let reply: Value = response.json().await.unwrap();
-    let incident = reply["incident_key"].as_str().unwrap().to_owned();
+    let mesh = InProcessMesh::start(&hec, &[]).await;
+    let incident = mesh.post_sample_alert().await;
     eventually(
         "alert, diagnosis and decision in HEC",
         Duration::from_secs(20),
@@ -73,9 +30,7 @@ async fn a_splunk_alert_crosses_the_mesh_in_one_process() {
         count("opsmesh:remediation") >= 1,
         "the remediator's ledger: {types:?}"
     );
-
-    stop.cancel();
-    running.await.unwrap().expect("clean shutdown");
+    mesh.stop().await;
 }
 
 #[test]

@@ -2,13 +2,13 @@
 //! receiver accepts it (202), the diagnoser escalates it with root cause `unknown` naming the
 //! quoted values, and the remediator changes nothing — no target is ever built from them.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use opsmesh_proto::topics;
-use opsmesh_runtime::{ConfigTree, bus::MemoryBus, launcher};
-use opsmesh_tests::{eventually, hec::HecServer, mesh::signed_post};
+use opsmesh_runtime::bus::MemoryBus;
+use opsmesh_tests::{eventually, hec::HecServer, in_process::InProcessMesh, mesh::signed_post};
 
 /// Every envelope on `topic` about `incident`.
 fn about(bus: &MemoryBus, topic: &str, incident: &str) -> Vec<Value> {
@@ -26,38 +26,16 @@ fn about(bus: &MemoryBus, topic: &str, incident: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_entity_is_escalated_as_unknown_and_nothing_acts_on_it() {
     let hec = HecServer::start().await;
-    let secrets = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(secrets.path(), format!("{}\n", opsmesh_tests::mesh::SECRET)).unwrap();
-    let env: Vec<(String, String)> = [
-        (
-            "OPSMESH__RECEIVER__SOURCES__SPLUNK__SECRETS_FILE",
-            secrets.path().display().to_string(),
-        ),
-        ("OPSMESH__BUS__KIND", "memory".into()),
-        ("OPSMESH__HTTP__LISTEN", "127.0.0.1:0".into()),
-        ("OPSMESH__HTTP__ADMIN_LISTEN", "127.0.0.1:0".into()),
-        ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT", "0s".into()),
-        ("OPSMESH__REMEDIATOR__POLICY__MODE", "auto".into()),
-        ("OPSMESH__REPORTER__HEC__URL", hec.url().to_owned()),
-        ("OPSMESH__REPORTER__HEC__TOKEN", HecServer::TOKEN.to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let tree = ConfigTree::load_with_env(None, env).unwrap();
-    let settings = tree.settings().unwrap();
-    let bus = MemoryBus::new(&settings.bus.memory);
-    let app = launcher::build(
-        &tree,
-        settings,
-        opsmesh::SERVICES,
-        Some(Arc::new(bus.clone())),
+    let mesh = InProcessMesh::start(
+        &hec,
+        &[
+            ("OPSMESH__DIAGNOSER__TELEMETRY_WAIT", "0s"),
+            ("OPSMESH__REMEDIATOR__POLICY__MODE", "auto"),
+        ],
     )
-    .await
-    .expect("mesh builds");
-    let url = format!("http://{}/v1/alerts/splunk", app.local_addr());
-    let stop = app.shutdown_token();
-    let running = tokio::spawn(app.run_until_stopped());
+    .await;
+    let bus = &mesh.bus;
+    let url = format!("http://{}/v1/alerts/splunk", mesh.addr);
 
     let body = json!({
         "sid": "scheduler__admin__search__unusable_at_1718035500_1",
@@ -77,7 +55,7 @@ async fn an_unusable_entity_is_escalated_as_unknown_and_nothing_acts_on_it() {
     let incident = reply["incident_key"].as_str().unwrap().to_owned();
 
     let diagnosis = eventually("the diagnosis", Duration::from_secs(20), || async {
-        about(&bus, topics::DIAGNOSES, &incident).pop()
+        about(bus, topics::DIAGNOSES, &incident).pop()
     })
     .await;
     let d = &diagnosis["payload"];
@@ -103,7 +81,7 @@ async fn an_unusable_entity_is_escalated_as_unknown_and_nothing_acts_on_it() {
         "the remediator's terminal record",
         Duration::from_secs(20),
         || async {
-            let records = about(&bus, topics::REMEDIATIONS, &incident);
+            let records = about(bus, topics::REMEDIATIONS, &incident);
             records
                 .iter()
                 .any(|r| matches!(r["payload"]["state"].as_str(), Some("escalated")))
@@ -121,6 +99,5 @@ async fn an_unusable_entity_is_escalated_as_unknown_and_nothing_acts_on_it() {
         );
     }
 
-    stop.cancel();
-    running.await.unwrap().expect("clean shutdown");
+    mesh.stop().await;
 }

@@ -9,6 +9,8 @@ pub struct ReceiverMetrics {
     pub received: IntCounterVec,
     pub accepted: IntCounterVec,
     pub rejected: IntCounterVec,
+    /// Alert requests answered, by HTTP status code (5xx: the bus did not take the alerts).
+    pub responses: IntCounterVec,
     pub duplicates: IntCounterVec,
     /// Alerts accepted whose entity fields were not usable names.
     pub unusable_entities: IntCounterVec,
@@ -46,6 +48,11 @@ impl ReceiverMetrics {
                 "receiver_requests_rejected_total",
                 "Alert requests refused, by source and reason",
                 &["format", "source", "reason"],
+            ),
+            responses: counter(
+                "receiver_responses_total",
+                "Alert requests answered, by HTTP status code",
+                &["format", "code"],
             ),
             duplicates: counter(
                 "receiver_alerts_duplicate_total",

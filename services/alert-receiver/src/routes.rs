@@ -169,6 +169,10 @@ async fn accept(
                 .duplicates
                 .with_label_values(&[format.label(), source])
                 .inc_by((accepted.len() - fresh) as u64);
+            metrics
+                .responses
+                .with_label_values(&[format.label(), StatusCode::ACCEPTED.as_str()])
+                .inc();
             HttpResponse::Accepted().json(AcceptedBody {
                 alert_ids: accepted.iter().map(|a| a.alert_id).collect(),
                 incident_key: accepted.first().map(|a| a.incident_key.as_str()),
@@ -179,6 +183,10 @@ async fn accept(
             metrics
                 .rejected
                 .with_label_values(&[format.label(), source, reason])
+                .inc();
+            metrics
+                .responses
+                .with_label_values(&[format.label(), &problem.status.to_string()])
                 .inc();
             tracing::info!(format = format.label(), %source, reason, detail = %problem.detail, "alert refused");
             problem.response()

@@ -148,7 +148,7 @@ fn build<'a>(
         tracing::info!(runbooks = library.runbooks().len(), "runbooks loaded");
         let splunk = splunk::SplunkClient::new(&config.splunk)
             .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
-        let advisor = llm::Advisor::new(&config.llm)?;
+        let advisor = llm::Advisor::new(&config.llm, &ctx.registry)?;
         let mcp = splunk_mcp::SplunkMcp::new(&config.splunk_mcp)
             .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?;
         let diagnoser = Diagnoser::new(config, library, splunk, ctx.clone())

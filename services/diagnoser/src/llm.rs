@@ -3,7 +3,10 @@
 //! runbook section allows. It never decides alone: output that is not valid JSON of the
 //! expected shape, cites evidence that does not exist or names an action the section does not
 //! allow is discarded, and the discard is recorded. Tokens and cost are counted per incident,
-//! and per-incident and per-hour budgets are hard caps.
+//! and per-incident and per-hour budgets are hard caps; the metrics count calls by outcome,
+//! tokens and cost.
+
+mod metrics;
 
 use std::{
     path::PathBuf,
@@ -20,6 +23,7 @@ use async_openai::{
         CreateChatCompletionRequestArgs, ResponseFormat,
     },
 };
+use prometheus::Registry;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,6 +35,8 @@ use opsmesh_runtime::{
     ConfigError, Validate,
     secret::{Secret, SecretSource},
 };
+
+use metrics::{LlmMetrics, Outcome};
 
 /// `[diagnoser.llm]`; off by default.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,10 +164,12 @@ pub struct Advisor {
     config: LlmConfig,
     /// Spend in the current hour: (start of the hour window, USD).
     hour: Mutex<(Instant, f64)>,
+    metrics: LlmMetrics,
 }
 
 impl Advisor {
-    pub fn new(config: &LlmConfig) -> Result<Option<Self>, ConfigError> {
+    /// The advisor when `config` enables it, its metrics registered in `registry`.
+    pub fn new(config: &LlmConfig, registry: &Registry) -> Result<Option<Self>, ConfigError> {
         if !config.enabled {
             return Ok(None);
         }
@@ -184,6 +192,7 @@ impl Advisor {
             client: Mutex::new((key, client)),
             config: config.clone(),
             hour: Mutex::new((Instant::now(), 0.0)),
+            metrics: LlmMetrics::new(registry),
         }))
     }
 
@@ -265,6 +274,7 @@ impl Advisor {
             u64::from(self.config.max_completion_tokens),
         );
         if let Err(why) = self.reserve(worst) {
+            self.metrics.over_budget();
             advice.usage.used = false;
             advice.usage.discarded.push(format!("not called: {why}"));
             return advice;
@@ -290,15 +300,20 @@ impl Advisor {
         // One bound over the whole exchange: the client retries 429s and 5xx honouring
         // Retry-After, which must not hold the incident beyond the configured timeout.
         let client = self.client();
+        let started = Instant::now();
         let response =
             match tokio::time::timeout(self.config.timeout, client.chat().create(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => {
+                    self.metrics
+                        .called(Outcome::Failed, started.elapsed(), 0, 0, 0.0);
                     self.settle(worst, 0.0);
                     advice.usage.discarded.push(describe(&err));
                     return advice;
                 }
                 Err(_) => {
+                    self.metrics
+                        .called(Outcome::TimedOut, started.elapsed(), 0, 0, 0.0);
                     self.settle(worst, 0.0);
                     advice.usage.discarded.push(format!(
                         "discarded: no answer within {:?}",
@@ -319,13 +334,24 @@ impl Advisor {
             .first()
             .and_then(|c| c.message.content.clone())
             .unwrap_or_default();
-        match validate(&content, evidence, allowed, may_choose) {
+        let outcome = match validate(&content, evidence, allowed, may_choose) {
             Ok(reply) => {
                 advice.narrative = Some(reply.narrative);
                 advice.chosen_action = reply.choose_action;
+                Outcome::Accepted
             }
-            Err(why) => advice.usage.discarded.push(why),
-        }
+            Err(why) => {
+                advice.usage.discarded.push(why);
+                Outcome::Rejected
+            }
+        };
+        self.metrics.called(
+            outcome,
+            started.elapsed(),
+            advice.usage.prompt_tokens,
+            advice.usage.completion_tokens,
+            advice.usage.cost_usd,
+        );
         advice
     }
 }

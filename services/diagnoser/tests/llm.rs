@@ -11,6 +11,7 @@ use std::{
 mod support;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 
 use opsmesh_diagnoser::llm::{Advisor, LlmConfig};
@@ -89,6 +90,11 @@ async fn start(script: Script) -> (String, Arc<Server>) {
 }
 
 fn advisor(url: &str, adjust: impl FnOnce(&mut LlmConfig)) -> Advisor {
+    advisor_in(&Registry::new(), url, adjust)
+}
+
+/// An advisor whose metrics are registered in `registry`.
+fn advisor_in(registry: &Registry, url: &str, adjust: impl FnOnce(&mut LlmConfig)) -> Advisor {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
     std::fs::write(&key, KEY).unwrap();
@@ -101,7 +107,7 @@ fn advisor(url: &str, adjust: impl FnOnce(&mut LlmConfig)) -> Advisor {
         ..LlmConfig::default()
     };
     adjust(&mut config);
-    Advisor::new(&config).unwrap().expect("enabled")
+    Advisor::new(&config, registry).unwrap().expect("enabled")
 }
 
 fn evidence() -> Vec<Evidence> {
@@ -151,6 +157,83 @@ async fn valid_advice_is_kept_and_costed() {
     let request = &server.requests.lock().unwrap()[0];
     assert_eq!(request["model"], "test-model");
     assert_eq!(request["response_format"]["type"], "json_object");
+}
+
+/// The value of the sample `series` (name and labels as exposed) in `registry`.
+fn sample(registry: &Registry, series: &str) -> f64 {
+    let mut text = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .unwrap();
+    let prefix = format!("{series} ");
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series}"))
+}
+
+#[tokio::test]
+async fn calls_by_outcome_tokens_and_cost_are_on_the_metrics() {
+    let (url, server) = start(reply(
+        json!({"narrative": "OOMKilled (ev1).", "evidence_ids": ["ev1"]}),
+    ))
+    .await;
+    let registry = Registry::new();
+    // An hourly budget for two calls: the third is not made.
+    let advisor = advisor_in(&registry, &url, |c| c.budget_per_hour_usd = 0.0008);
+    assert!(
+        advisor
+            .advise("s", &evidence(), ALLOWED, false)
+            .await
+            .narrative
+            .is_some()
+    );
+    *server.script.lock().unwrap() =
+        reply(json!({"narrative": "see ev7", "evidence_ids": ["ev7"]}));
+    assert!(
+        advisor
+            .advise("s", &evidence(), ALLOWED, false)
+            .await
+            .narrative
+            .is_none()
+    );
+    let third = advisor.advise("s", &evidence(), ALLOWED, false).await;
+    assert!(!third.usage.used, "{:?}", third.usage.discarded);
+
+    let calls = |outcome: &str| {
+        sample(
+            &registry,
+            &format!("diagnoser_llm_calls_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            calls("accepted"),
+            calls("rejected"),
+            calls("over_budget"),
+            calls("failed")
+        ),
+        (1.0, 1.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        sample(&registry, "diagnoser_llm_tokens_total{kind=\"prompt\"}"),
+        2400.0
+    );
+    assert_eq!(
+        sample(&registry, "diagnoser_llm_tokens_total{kind=\"completion\"}"),
+        300.0
+    );
+    // 2 × (1200 × $0.15/M + 150 × $0.60/M)
+    let cost = sample(&registry, "diagnoser_llm_cost_usd_total");
+    assert!((cost - 0.00054).abs() < 1e-9, "{cost}");
+    assert_eq!(
+        sample(
+            &registry,
+            "diagnoser_llm_call_seconds_count{outcome=\"accepted\"}"
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -115,6 +115,15 @@ impl BusMetrics {
             ),
         }
     }
+
+    /// Gives a consumer group's dead-letter series of each topic a 0, so that alerting on
+    /// `increase(bus_consumed_total{outcome="dead_lettered"})` sees its first dead letter.
+    pub fn consumer_started(&self, group: &str, topics: &[&str]) {
+        for topic in topics {
+            self.consumed
+                .with_label_values(&[group, topic, "dead_lettered"]);
+        }
+    }
 }
 
 /// A fresh registry whose metric names are prefixed `opsmesh_`.

@@ -30,6 +30,14 @@ async fn bus_down_answers_503_with_retry_after_and_the_retry_is_stored_once() {
     let published = app.published();
     assert_eq!(published.len(), 1);
     assert_eq!(reply["alert_ids"][0], published[0]["id"]);
+
+    // Both answers are counted by status code, which the receiver 5xx alert reads.
+    let text = app.metrics().await;
+    for code in ["503", "202"] {
+        let series =
+            format!(r#"opsmesh_receiver_responses_total{{code="{code}",format="splunk"}} 1"#);
+        assert!(text.lines().any(|l| l == series), "{series} in {text}");
+    }
 }
 
 #[tokio::test]

@@ -106,6 +106,7 @@ impl HecWriter {
         shutdown: CancellationToken,
     ) -> Result<(), WriterError> {
         let mut subscription = self.publisher.bus().subscribe(&self.group, topics).await?;
+        self.bus_metrics.consumer_started(&self.group, topics);
         tracing::info!(
             group = %self.group,
             ?topics,

@@ -7,6 +7,7 @@ mod chain;
 mod config;
 mod feed;
 mod incident;
+mod open;
 mod store;
 mod view;
 

@@ -1,6 +1,9 @@
 //! The in-memory store behind the timeline, the console and the MCP tools.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use prometheus::Registry;
 use serde::Serialize;
@@ -16,6 +19,7 @@ use super::{
     TimelineConfig,
     bounded::{InsertionOrdered, Table, TimelineMetrics},
     incident::Incident,
+    open::OpenIncidents,
     view::{IncidentDetail, IncidentSummary, PendingApproval},
 };
 
@@ -31,15 +35,16 @@ pub struct Update {
 /// Every incident's timeline, bounded by `max_incidents` (least recently updated forgotten
 /// first), `max_events_per_incident` (see [`Incident`]), `max_dropped_ids_per_incident` and
 /// `max_alert_ids`; what each cap drops is counted in `reporter_timeline_evictions_total`.
+/// The open incidents are counted at each scrape (see [`OpenIncidents`]).
 pub struct IncidentStore {
     config: TimelineConfig,
-    inner: RwLock<Inner>,
+    inner: Arc<RwLock<Inner>>,
     updates: broadcast::Sender<Update>,
     metrics: TimelineMetrics,
 }
 
-struct Inner {
-    incidents: HashMap<String, Incident>,
+pub(super) struct Inner {
+    pub(super) incidents: HashMap<String, Incident>,
     /// Alert envelope id → the incident it belongs to (placed, or claimed by a diagnosis),
     /// the most recent `max_alert_ids`. An entry outliving its incident is harmless (the
     /// incident is gone either way) and ages out.
@@ -51,14 +56,16 @@ struct Inner {
 impl IncidentStore {
     /// The store, its metrics registered in `registry`.
     pub fn new(config: &TimelineConfig, registry: &Registry) -> Self {
+        let inner = Arc::new(RwLock::new(Inner {
+            incidents: HashMap::new(),
+            alert_owner: InsertionOrdered::new(config.max_alert_ids),
+            tick: 0,
+            evicted: 0,
+        }));
+        opsmesh_runtime::metrics::register(registry, OpenIncidents::new(inner.clone()));
         Self {
             config: config.clone(),
-            inner: RwLock::new(Inner {
-                incidents: HashMap::new(),
-                alert_owner: InsertionOrdered::new(config.max_alert_ids),
-                tick: 0,
-                evicted: 0,
-            }),
+            inner,
             updates: broadcast::channel(1024).0,
             metrics: TimelineMetrics::new(registry),
         }

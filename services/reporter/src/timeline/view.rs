@@ -139,6 +139,10 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// The statuses of an incident the remediator has recorded nothing for yet: alerts only, and
+/// diagnosed.
+pub(super) const NOT_YET_REMEDIATED: [&str; 2] = ["received", "diagnosed"];
+
 impl Incident {
     fn latest_diagnosis(&self) -> Option<&Envelope<Diagnosis>> {
         self.diagnoses.last()
@@ -149,14 +153,15 @@ impl Incident {
     }
 
     pub fn status(&self) -> String {
+        let [received, diagnosed] = NOT_YET_REMEDIATED;
         match (self.latest_record(), self.latest_diagnosis()) {
             (Some(record), _) => record.payload.state.to_string(),
-            (None, Some(_)) => "diagnosed".into(),
-            (None, None) => "received".into(),
+            (None, Some(_)) => diagnosed.into(),
+            (None, None) => received.into(),
         }
     }
 
-    fn opened_at(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn opened_at(&self) -> Option<DateTime<Utc>> {
         let alerts = self.alerts.iter().map(|a| a.payload.received_at);
         alerts.min().or(self.first_occurred_at)
     }

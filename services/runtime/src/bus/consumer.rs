@@ -170,6 +170,7 @@ pub async fn consume(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let mut subscription = publisher.bus().subscribe(group, topics).await?;
+    metrics.consumer_started(group, topics);
     tracing::info!(
         group,
         ?topics,
