@@ -17,13 +17,15 @@ const TOPIC: &str = topics::APPROVALS;
 const KEY: &str = "incident-7f3a";
 const GROUP: &str = "opsmesh-approver";
 
-/// Runs the opsmesh binary against `broker`; reading stops after 6 s without a message.
+/// Runs `opsmesh dlq` against `broker`; `replay` stops after 6 s without a message (`list`
+/// reads up to the end offsets and needs no such wait).
 async fn opsmesh(broker: &Broker, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(opsmesh_tests::binary("opsmesh"));
+    command.arg("dlq").args(args);
+    if args.first() == Some(&"replay") {
+        command.args(["--idle", "6s"]);
+    }
     command
-        .arg("dlq")
-        .args(args)
-        .args(["--idle", "6s"])
         .env_clear()
         .env("OPSMESH__BUS__KAFKA__BROKERS", broker.address())
         .env("OPSMESH__LOG__LEVEL", "warn");

@@ -17,7 +17,7 @@ use opsmesh_runtime::{
     ConfigError, ConfigTree, Settings,
     bus::{
         self, BusError, BusKind, HEADER_DLQ_ERROR, HEADER_DLQ_GROUP, HEADER_DLQ_ORIGIN, Outgoing,
-        Received, Subscription,
+        ReadEvent, Received, Subscription,
     },
     launcher, shutdown, telemetry,
 };
@@ -27,15 +27,16 @@ pub const HEADER_REPLAYED_FROM: &str = "opsmesh-replayed-from";
 /// Prefix of the headers dead-lettering adds (and replay removes).
 const DLQ_HEADER_PREFIX: &str = "opsmesh-dlq-";
 
-const READ_END_HELP: &str = "Kafka has no \"end\" for a consumer to stop at and the bus \
-client offers no end offsets, so reading stops once no message arrived for --idle (as \
-`opsmesh audit verify` does): keep it above the broker's group-join time (a few seconds).";
+const REPLAY_END_HELP: &str = "The replayer reads as a member of its consumer group (that is \
+how it remembers what it replayed), and a group member has no \"end\" to stop at: replay \
+stops once no message arrived for --idle. Keep it above the broker's group-join time (a few \
+seconds). `list` reads the DLQ up to its end offsets instead and needs no such wait.";
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Print every message of <topic>.dlq: where it came from, which group gave up on it and
-    /// why, its key and envelope. Reads in a throwaway group: nobody's offsets move.
-    #[command(after_help = READ_END_HELP)]
+    /// why, its key and envelope. Reads every partition up to the end it had at start, outside
+    /// any consumer group: nobody's offsets move.
     List(ListArgs),
     /// Re-publish the messages of <topic>.dlq not replayed yet onto <topic>, with their
     /// original key, bytes and headers (minus opsmesh-dlq-*, plus opsmesh-replayed-from).
@@ -44,7 +45,7 @@ pub enum DlqCommand {
     /// each publish was acknowledged: a second run replays nothing already replayed. The
     /// consumers of <topic> deduplicate on the envelope id, so a message they already handled
     /// (rather than dead-lettered) is dropped again.
-    #[command(after_help = READ_END_HELP)]
+    #[command(after_help = REPLAY_END_HELP)]
     Replay(ReplayArgs),
 }
 
@@ -52,9 +53,6 @@ pub enum DlqCommand {
 pub struct ListArgs {
     /// The topic whose DLQ to read, e.g. opsmesh.remediations.v1 (or its .dlq name).
     topic: String,
-    /// Stop reading after no message arrived for this long.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    idle: Duration,
     /// One JSON object per message instead of text.
     #[arg(long)]
     json: bool,
@@ -238,16 +236,21 @@ fn print_text(d: &Value) {
 fn list(config: Option<&Path>, args: &ListArgs) -> Result<(), DlqError> {
     let settings = settings(config)?;
     let (_, dlq) = names(&args.topic);
-    // A throwaway group that never commits: listing must not move the replayer's offsets.
-    let group = format!("opsmesh-dlq-list-{}", uuid::Uuid::now_v7());
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         let bus = bus::connect(&settings.bus, "opsmesh-dlq")?;
-        let mut subscription = bus.subscribe(&group, &[&dlq]).await?;
+        let mut reader = bus.read_topic(&dlq).await?;
         let stop = CancellationToken::new();
         shutdown::cancel_on_signal(stop.clone());
         let mut count = 0u64;
-        while let Some(message) = next(&mut subscription, args.idle, &stop).await? {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => break,
+                event = reader.next() => event?,
+            };
+            let ReadEvent::Record(message) = event else {
+                break;
+            };
             let d = describe(&message);
             if args.json {
                 println!("{d}");
