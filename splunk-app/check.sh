@@ -20,7 +20,7 @@ APPINSPECT_VERSION="${OPSMESH_APPINSPECT_VERSION:-4.3.1}"
 VENV="${OPSMESH_VENV:-$HOME/.cache/opsmesh/venv}"
 PYTHON="${PYTHON:-python3}"
 # Warnings that stay, each explained in README.md. Anything else fails the check.
-KNOWN_WARNINGS="check_for_splunk_js check_for_python_script_existence"
+KNOWN_WARNINGS="check_for_splunk_js check_for_python_script_existence check_for_updates_disabled"
 
 log() { printf '== %s\n' "$*" >&2; }
 

@@ -4,7 +4,9 @@
 # One top-level folder named like [package] id; directories 755, files 644 (Splunk runs
 # bin/opsmesh.py through its interpreter, so nothing needs an execute bit); owner 0:0;
 # no local/, local.meta, __pycache__, *.pyc or dot-files; reproducible (sorted entries,
-# fixed mtimes, gzip header without a timestamp). Prints the package path on stdout.
+# fixed mtimes, gzip header without a timestamp). The package also carries the admin
+# documentation splunk-app/README.md as README.md and the repository's LICENSE (one source
+# each, nothing copied into the app folder). Prints the package path on stdout.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +52,15 @@ with open(os.path.join(app_dir, "app.manifest"), encoding="utf-8") as fh:
 if manifest["info"]["id"]["name"] != app_id or manifest["info"]["id"]["version"] != version:
     sys.exit("package.sh: app.manifest info.id (%s %s) differs from app.conf (%s %s)"
              % (manifest["info"]["id"]["name"], manifest["info"]["id"]["version"], app_id, version))
+
+# Files from outside the app folder (inside the repository) placed at the package root.
+EXTRA_FILES = [("README.md", os.path.join(here, "README.md")),
+               ("LICENSE", os.path.join(os.path.dirname(here), "LICENSE"))]
+for name, path in EXTRA_FILES:
+    if os.path.exists(os.path.join(app_dir, name)):
+        sys.exit("package.sh: %s/%s would shadow %s; remove it" % (folder, name, path))
+    if not os.path.isfile(path):
+        sys.exit("package.sh: %s is missing" % path)
 
 SKIP_DIRS = {"local", "__pycache__"}
 def wanted(rel):
@@ -106,12 +117,14 @@ with open(tmp, "wb") as raw:
     with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             tar.addfile(info(app_id, True))
-            for rel, is_dir in final:
+            files = sorted([(rel, is_dir, os.path.join(app_dir, rel)) for rel, is_dir in final]
+                           + [(name, False, path) for name, path in EXTRA_FILES])
+            for rel, is_dir, path in files:
                 name = "%s/%s" % (app_id, rel.replace(os.sep, "/"))
                 if is_dir:
                     tar.addfile(info(name, True))
                 else:
-                    with open(os.path.join(app_dir, rel), "rb") as fh:
+                    with open(path, "rb") as fh:
                         data = fh.read()
                     tar.addfile(info(name, False, len(data)), io.BytesIO(data))
 os.chmod(tmp, 0o644)

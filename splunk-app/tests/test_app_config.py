@@ -164,6 +164,67 @@ class PropsTest(unittest.TestCase):
             self.assertNotIn("INDEXED_EXTRACTIONS", stanza, sourcetype)
 
 
+class KnowledgeObjectsTest(unittest.TestCase):
+    def test_fields_conf_lists_the_reporters_indexed_fields(self):
+        with open(os.path.join(os.path.dirname(support.SPLUNK_APP), "services", "reporter", "src", "hec",
+                               "event.rs"), encoding="utf-8") as fh:
+            indexed = set(re.findall(r'put\(\s*"([a-z_]+)"', fh.read()))
+        self.assertIn("incident_id", indexed)
+        fields = {k: v for k, v in read_conf(os.path.join(DEFAULT, "fields.conf")).items() if k != "default"}
+        self.assertEqual(indexed, set(fields))
+        for name, stanza in fields.items():
+            self.assertEqual({"INDEXED": "true"}, stanza, name)
+
+    def test_cim_eventtypes_are_tagged(self):
+        eventtypes = {k: v for k, v in read_conf(os.path.join(DEFAULT, "eventtypes.conf")).items() if k != "default"}
+        tags = {k: v for k, v in read_conf(os.path.join(DEFAULT, "tags.conf")).items() if k != "default"}
+        self.assertEqual({"eventtype=opsmesh_alert": {"alert": "enabled"},
+                          "eventtype=opsmesh_change": {"change": "enabled"}}, tags)
+        for name in eventtypes:
+            self.assertIn("eventtype=%s" % name, tags)
+            self.assertNotIn("|", eventtypes[name]["search"])
+            self.assertNotIn("`", eventtypes[name]["search"], "event types cannot use macros")
+        self.assertIn('sourcetype="opsmesh:alert"', eventtypes["opsmesh_alert"]["search"])
+        self.assertIn('sourcetype="opsmesh:remediation"', eventtypes["opsmesh_change"]["search"])
+        props = read_conf(os.path.join(DEFAULT, "props.conf"))
+        for field in ("signature", "severity", "type", "dest", "app", "vendor_product"):
+            self.assertIn("EVAL-%s" % field, props["opsmesh:alert"], field)
+        for field in ("change_type", "command", "object", "object_category", "status", "dest", "user",
+                      "vendor_product"):
+            self.assertIn("EVAL-%s" % field, props["opsmesh:remediation"], field)
+        self.assertNotIn("EVAL-action", props["opsmesh:remediation"], "action stays the indexed action kind")
+        meta = read_conf(os.path.join(support.APP_DIR, "metadata", "default.meta"))
+        self.assertEqual("system", meta["eventtypes"]["export"])
+        self.assertEqual("system", meta["tags"]["export"])
+
+
+class SplunkbaseReadinessTest(unittest.TestCase):
+    def test_manifest_license_author_and_updates(self):
+        import json
+        with open(os.path.join(support.APP_DIR, "app.manifest"), encoding="utf-8") as fh:
+            info = json.load(fh)["info"]
+        self.assertEqual("Apache License 2.0", info["license"]["name"])
+        self.assertEqual("LICENSE", info["license"]["text"])
+        self.assertTrue(info["license"]["uri"])
+        self.assertTrue(info["author"] and all(a["name"] for a in info["author"]))
+        app = read_conf(os.path.join(DEFAULT, "app.conf"))
+        self.assertEqual("true", app["package"]["check_for_updates"])
+
+    def test_package_carries_readme_and_license(self):
+        import subprocess
+        import tarfile
+        out = subprocess.run(["bash", os.path.join(support.SPLUNK_APP, "package.sh")], check=True,
+                             stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+        with tarfile.open(out) as tar:
+            names = tar.getnames()
+            license_text = tar.extractfile("%s/LICENSE" % support.APP_ID).read().decode("utf-8")
+            readme = tar.extractfile("%s/README.md" % support.APP_ID).read().decode("utf-8")
+        self.assertIn("Apache License", license_text)
+        self.assertIn("Version 2.0", license_text)
+        self.assertTrue(readme.startswith("# opsmesh Splunk app"))
+        self.assertEqual(len(names), len(set(names)))
+
+
 class AppConfTest(unittest.TestCase):
     def test_app_conf(self):
         app = read_conf(os.path.join(DEFAULT, "app.conf"))
