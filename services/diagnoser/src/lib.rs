@@ -5,6 +5,7 @@
 
 mod incidents;
 pub mod llm;
+mod metrics;
 mod policy_fixes;
 pub mod rules;
 pub mod splunk;
@@ -12,7 +13,12 @@ pub mod splunk_mcp;
 mod tables;
 pub mod telemetry;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -175,6 +181,7 @@ struct Inner {
     /// Serialises alerts about one target (see `on_alert`).
     targets: KeyedLocks,
     telemetry: TelemetryStore,
+    diagnoses: metrics::DiagnosisMetrics,
 }
 
 impl Diagnoser {
@@ -198,6 +205,7 @@ impl Diagnoser {
                     metrics.table("incidents"),
                 )),
                 targets: KeyedLocks::default(),
+                diagnoses: metrics::DiagnosisMetrics::new(&ctx.registry),
                 telemetry: TelemetryStore::new(
                     config.telemetry_window,
                     config.telemetry_per_resource,
@@ -343,6 +351,7 @@ impl Inner {
             }
             Decision::Attach(record) | Decision::Clear(record) => record,
             Decision::Open(record) => {
+                let started = Instant::now();
                 let diagnosis = self.diagnose(&alert, &record).await;
                 let mut envelope = Envelope::derive(
                     &alert,
@@ -354,6 +363,8 @@ impl Inner {
                 // The diagnosis first: if we stop before recording the incident, the
                 // redelivered alert opens it again and re-publishes the same diagnosis id.
                 self.publish(&record.incident_id, &envelope).await?;
+                self.diagnoses
+                    .published(envelope.payload.root_cause, started.elapsed());
                 tracing::info!(
                     incident = %record.incident_id,
                     recurrence_of = ?record.recurrence_of,

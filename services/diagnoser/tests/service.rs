@@ -49,6 +49,17 @@ async fn a_storm_of_fifty_alerts_yields_one_incident_and_one_diagnosis() {
     let states = running.bus.snapshot(topics::INCIDENTS);
     let last: serde_json::Value = serde_json::from_slice(&states.last().unwrap().payload).unwrap();
     assert_eq!(last["payload"]["alert_count"], 50);
+    // One diagnosis on the metrics, by root cause; the other causes' series are there at 0.
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&running.ctx.registry.gather())
+        .unwrap();
+    for series in [
+        r#"opsmesh_diagnoser_diagnoses_total{root_cause="oom_killed"} 1"#,
+        r#"opsmesh_diagnoser_diagnoses_total{root_cause="crash_loop"} 0"#,
+        "opsmesh_diagnoser_diagnosis_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in {text}");
+    }
 }
 
 #[tokio::test]
