@@ -82,6 +82,14 @@ if command -v node >/dev/null 2>&1; then
     done
 fi
 
+# deploy/compose/smoke.sh needs Docker to run; here only its syntax (and shellcheck, when
+# installed) is checked.
+smoke="$here/../deploy/compose/smoke.sh"
+bash -n "$smoke" || { echo "check.sh: syntax error in $smoke" >&2; status=1; }
+if command -v shellcheck >/dev/null 2>&1; then
+    shellcheck "$smoke" || { echo "check.sh: shellcheck findings in $smoke" >&2; status=1; }
+fi
+
 # --- AppInspect -----------------------------------------------------------------------
 APPINSPECT_TAGS=(--included-tags cloud --included-tags private_victoria --included-tags future)
 log "splunk-appinspect inspect $(basename "$package") --mode precert ${APPINSPECT_TAGS[*]}"
