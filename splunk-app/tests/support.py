@@ -40,15 +40,18 @@ def load_action():
     return module
 
 
-def load_broker():
-    """bin/opsmesh_credential.py, the credential broker splunkd runs as a REST handler."""
+def load_module(name):
+    """A module of the app's bin/ (opsmesh_config, opsmesh_results, opsmesh_credential)."""
     sys.dont_write_bytecode = True
     bin_dir = os.path.dirname(SCRIPT)
     if bin_dir not in sys.path:
         sys.path.insert(0, bin_dir)
-    import opsmesh_credential  # pylint: disable=import-outside-toplevel
+    return importlib.import_module(name)
 
-    return opsmesh_credential
+
+def load_broker():
+    """bin/opsmesh_credential.py, the credential broker splunkd runs as a REST handler."""
+    return load_module("opsmesh_credential")
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from support import (  # noqa: E402
 )
 
 action = support.load_action()
+config = support.load_module("opsmesh_config")
+results = support.load_module("opsmesh_results")
 
 LEVEL_LINE = re.compile(r"^(DEBUG|INFO|WARN|ERROR|FATAL) ")
 CONTRACT_KEYS = {"sid", "search_name", "app", "owner", "results_link", "server_host", "cluster", "severity",
@@ -88,18 +90,18 @@ class ServersMixin(object):
 
 class DecodeMultivalueTest(unittest.TestCase):
     def test_values(self):
-        self.assertEqual(["a", "b"], action.decode_mv("$a$;$b$"))
-        self.assertEqual(["only"], action.decode_mv("$only$"))
-        self.assertEqual(["pod-1", "pod 2", "x;y"], action.decode_mv("$pod-1$;$pod 2$;$x;y$"))
+        self.assertEqual(["a", "b"], results.decode_mv("$a$;$b$"))
+        self.assertEqual(["only"], results.decode_mv("$only$"))
+        self.assertEqual(["pod-1", "pod 2", "x;y"], results.decode_mv("$pod-1$;$pod 2$;$x;y$"))
 
     def test_dollar_escape_and_empty_values(self):
-        self.assertEqual(["cost $5", "$", ""], action.decode_mv("$cost $$5$;$$$$;$$"))
-        self.assertEqual(["a$"], action.decode_mv("$a$$$"))
+        self.assertEqual(["cost $5", "$", ""], results.decode_mv("$cost $$5$;$$$$;$$"))
+        self.assertEqual(["a$"], results.decode_mv("$a$$$"))
 
     def test_malformed(self):
         for bad in ("a", "$a", "$a$b", "$a$;", "$a$,$b$"):
             with self.assertRaises(ValueError, msg=bad):
-                action.decode_mv(bad)
+                results.decode_mv(bad)
 
 
 class ResultsFileTest(unittest.TestCase):
@@ -209,14 +211,14 @@ class ConfigTest(unittest.TestCase):
                 if line.startswith("param."):
                     key, _, value = line.partition("=")
                     conf[key.strip()[len("param."):]] = value.strip()
-        overrides = dict((k, v) for k, v in conf.items() if k.endswith(action.OVERRIDE_SUFFIX))
-        self.assertEqual({name + action.OVERRIDE_SUFFIX: "" for name in action.OVERRIDABLE}, overrides,
+        overrides = dict((k, v) for k, v in conf.items() if k.endswith(config.OVERRIDE_SUFFIX))
+        self.assertEqual({name + config.OVERRIDE_SUFFIX: "" for name in config.OVERRIDABLE}, overrides,
                          "every site setting has an empty *_override twin")
         for key in overrides:
             del conf[key]
-        self.assertEqual(set(action.DEFAULTS), set(conf))
+        self.assertEqual(set(config.DEFAULTS), set(conf))
         for key, value in conf.items():
-            self.assertEqual(action.DEFAULTS[key], value, key)
+            self.assertEqual(config.DEFAULTS[key], value, key)
 
     def test_values(self):
         cfg = action.parse_config({
@@ -278,7 +280,7 @@ class ConfigTest(unittest.TestCase):
                     maxtime = line.split("=", 1)[1].strip()
         self.assertRegex(maxtime, r"^\d+m$")
         seconds = int(maxtime[:-1]) * 60
-        self.assertLessEqual(action.MAX_RETRY_BUDGET + action.SPLUNKD_BUDGET / 2, seconds - 20)
+        self.assertLessEqual(config.MAX_RETRY_BUDGET + action.SPLUNKD_BUDGET / 2, seconds - 20)
 
 
 class FieldAllowListTest(unittest.TestCase):
@@ -344,7 +346,7 @@ class OverrideTest(unittest.TestCase):
 
     def test_empty_overrides_follow_the_site_settings(self):
         conf = dict(self.SITE)
-        conf.update(("%s_override" % name, "") for name in action.OVERRIDABLE)
+        conf.update(("%s_override" % name, "") for name in config.OVERRIDABLE)
         conf["cluster_override"] = "   "
         self.assertEqual(("https://site.example.com/v1/alerts/splunk", "site", "site-1", ["a"], 10, 8192, 5.0, 60.0),
                          self.settings(action.parse_config(conf)))
@@ -380,7 +382,7 @@ class OverrideTest(unittest.TestCase):
 
     def test_per_alert_settings_have_no_override(self):
         for name in ("severity", "entity_fields", "send_rows"):
-            self.assertNotIn(name, action.OVERRIDABLE)
+            self.assertNotIn(name, config.OVERRIDABLE)
         cfg = action.parse_config(dict(self.SITE, severity_override="critical"))
         self.assertEqual("medium", cfg.severity)
 

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import support  # noqa: E402
 
 action = support.load_action()
+config = support.load_module("opsmesh_config")
 DEFAULT = os.path.join(support.APP_DIR, "default")
 SCENARIOS = support.SCENARIOS
 REQUIRED_DETECTIONS = {
@@ -112,7 +113,7 @@ class SavedSearchesTest(unittest.TestCase):
             self.assertEqual("1", conf.get("enableSched"), name)
             self.assertEqual("1", conf.get("action.opsmesh"), name)
             self.assertIn("opsmesh", [a.strip() for a in conf.get("actions", "").split(",")], name)
-            self.assertIn(conf["action.opsmesh.param.severity"], action.SEVERITIES, name)
+            self.assertIn(conf["action.opsmesh.param.severity"], config.SEVERITIES, name)
             self.assertTrue(conf.get("dispatch.earliest_time") and conf.get("dispatch.latest_time"), name)
             self.assertRegex(conf.get("cron_schedule", ""), r"^\*/(5|10|15|30) \* \* \* \*$", name)
             self.assertTrue(conf["search"].startswith("`opsmesh_index` "), name)
@@ -281,7 +282,7 @@ class AppConfTest(unittest.TestCase):
         for spec in ("alert_actions.conf.spec", "savedsearches.conf.spec"):
             with open(os.path.join(support.APP_DIR, "README", spec), encoding="utf-8") as fh:
                 text = fh.read()
-            for param in action.DEFAULTS:
+            for param in config.DEFAULTS:
                 self.assertIn("param.%s" % param, text, spec)
 
     def test_no_local_or_secrets_in_app(self):
@@ -305,14 +306,14 @@ class AlertFormTest(unittest.TestCase):
                            "entity_fields", "fields_override", "send_rows")}, names)
         for name in names:
             param = name[len("action.opsmesh.param."):]
-            if param.endswith(action.OVERRIDE_SUFFIX):
-                self.assertIn(param[:-len(action.OVERRIDE_SUFFIX)], action.OVERRIDABLE, name)
+            if param.endswith(config.OVERRIDE_SUFFIX):
+                self.assertIn(param[:-len(config.OVERRIDE_SUFFIX)], config.OVERRIDABLE, name)
             else:
-                self.assertNotIn(param, action.OVERRIDABLE,
+                self.assertNotIn(param, config.OVERRIDABLE,
                                  "%s would freeze the site setting into every alert saved with it" % name)
         severities = {el.get("value") for el in root.iter("option")
-                      if el.get("value") in action.SEVERITIES}
-        self.assertEqual(set(action.SEVERITIES), severities)
+                      if el.get("value") in config.SEVERITIES}
+        self.assertEqual(set(config.SEVERITIES), severities)
         for el in root.iter("input"):
             self.assertNotEqual("password", el.get("type"), "the form must never take the secret")
 

@@ -17,9 +17,9 @@ from urllib import parse as urlparse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from opsmesh import (  # noqa: E402  pylint: disable=wrong-import-position
-    CREDENTIAL_RE, REALM, SPLUNKD_TIMEOUT, TransportError, app_id_from_path, find_password, http_request,
-    splunkd_tls_context,
+    REALM, SPLUNKD_TIMEOUT, TransportError, app_id_from_path, find_password, http_request, splunkd_tls_context,
 )
+from opsmesh_config import CREDENTIAL_RE  # noqa: E402  pylint: disable=wrong-import-position
 
 try:
     from splunk.persistconn.application import PersistentServerConnectionApplication
