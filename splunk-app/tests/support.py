@@ -330,3 +330,36 @@ def run_script(payload, args=("--execute",), timeout=60, raw_stdin=None, env=Non
                           stderr=subprocess.PIPE, timeout=timeout, env=environ, cwd=os.path.dirname(SCRIPT))
     return Result(proc.returncode, proc.stderr.decode("utf-8", "replace"), proc.stdout.decode("utf-8", "replace"),
                   time.monotonic() - started)
+
+
+def read_conf(path):
+    """Splunk .conf: [stanza], key = value, '\\' at line end continues the value."""
+    stanzas = {}
+    current = stanzas.setdefault("default", {})
+    key = None
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stanzas.setdefault(stripped[1:-1], {})
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise AssertionError("%s: bad line %r" % (path, line))
+        value = value.strip()
+        while value.endswith("\\"):
+            value = value[:-1] + "\n" + lines[i].strip()
+            i += 1
+        current[key.strip()] = value
+    return stanzas
+
+
+def shipped_detection(name):
+    """The settings of one of the app's detections (default/savedsearches.conf)."""
+    return read_conf(os.path.join(APP_DIR, "default", "savedsearches.conf"))[name]

@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import support  # noqa: E402
+from support import read_conf  # noqa: E402
 
 action = support.load_action()
 config = support.load_module("opsmesh_config")
@@ -27,34 +28,6 @@ REQUIRED_DETECTIONS = {
 }
 REQUIRED_SOURCETYPES = ["opsmesh:models", "opsmesh:policies", "opsmesh:costs", "opsmesh:argocd", "opsmesh:alert",
                         "opsmesh:diagnosis", "opsmesh:remediation"]
-
-
-def read_conf(path):
-    """Splunk .conf: [stanza], key = value, '\\' at line end continues the value."""
-    stanzas = {}
-    current = stanzas.setdefault("default", {})
-    key = None
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            current = stanzas.setdefault(stripped[1:-1], {})
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise AssertionError("%s: bad line %r" % (path, line))
-        value = value.strip()
-        while value.endswith("\\"):
-            value = value[:-1] + "\n" + lines[i].strip()
-            i += 1
-        current[key.strip()] = value
-    return stanzas
 
 
 def scenario_rows():

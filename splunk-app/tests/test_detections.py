@@ -18,7 +18,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import support  # noqa: E402
-from test_app_config import DEFAULT, read_conf  # noqa: E402
+from support import read_conf  # noqa: E402
+from test_app_config import DEFAULT  # noqa: E402
 
 REPO = os.path.dirname(support.SPLUNK_APP)
 SAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "detections")

@@ -35,7 +35,7 @@ from urllib import request as urlrequest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import support  # noqa: E402
-from support import SESSION_KEY, SplunkdStub, run_script, sample_payload  # noqa: E402
+from support import SESSION_KEY, SplunkdStub, run_script, sample_payload, shipped_detection  # noqa: E402
 
 action = support.load_action()
 
@@ -70,6 +70,12 @@ class ReceiverInteropTest(unittest.TestCase):
         if self.ca:
             conf.setdefault("ca_bundle", self.ca)
         conf.setdefault("retry_budget", "30")
+        # the fields allow-list of the shipped detection the sample alert comes from, so its
+        # rows reach the receiver as that detection would send them
+        with open(support.SAMPLE_PAYLOAD) as fh:
+            detection = shipped_detection(json.load(fh)["search_name"])
+        for param in ("entity_fields", "fields_override"):
+            conf.setdefault(param, detection["action.opsmesh.param.%s" % param])
         return sample_payload(self.url, self.splunkd.base_url, **conf)
 
     def body(self):
