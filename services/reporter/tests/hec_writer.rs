@@ -559,8 +559,15 @@ async fn with_nothing_in_flight_events_go_at_once_instead_of_lingering() {
     let hec = HecServer::start().await;
     let bus = memory_bus();
     // A linger no test could wait for: only the idle rule can send these.
-    let reporter =
-        RunningReporter::start(&bus, &hec, &[("OPSMESH__REPORTER__HEC__LINGER", "1h")]).await;
+    let reporter = RunningReporter::start(
+        &bus,
+        &hec,
+        &[
+            ("OPSMESH__REPORTER__HEC__LINGER", "1h"),
+            ("OPSMESH__REPORTER__HEC__RETRY_BACKOFF_MAX", "1s"),
+        ],
+    )
+    .await;
     for round in 0..3 {
         let messages = incidents(1);
         publish(&bus, &messages).await;
@@ -570,6 +577,24 @@ async fn with_nothing_in_flight_events_go_at_once_instead_of_lingering() {
         })
         .await;
     }
+    // Events that arrive while a batch is on its way go as soon as it settles.
+    hec.set_mode(Mode::Busy);
+    let first = incidents(1);
+    publish(&bus, &first).await;
+    eventually(
+        "the first batch refused (and being retried)",
+        SETTLE,
+        || async { hec.requests().iter().any(|r| r.status == 503).then_some(()) },
+    )
+    .await;
+    let second = incidents(1);
+    publish(&bus, &second).await;
+    hec.set_mode(Mode::Normal);
+    let both: HashSet<String> = ids(&first).into_iter().chain(ids(&second)).collect();
+    eventually("both indexed", SETTLE, || async {
+        (missing_and_duplicates(&hec, &both).0 == 0).then_some(())
+    })
+    .await;
     eventually("every offset committed", SETTLE, || async {
         (bus.lag(GROUP) == 0).then_some(())
     })

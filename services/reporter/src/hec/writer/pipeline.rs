@@ -86,9 +86,6 @@ impl Pipeline {
                     receive_failures = 0;
                     self.accept(message);
                     self.accept_ready(subscription);
-                    if self.in_flight.is_empty() && self.ready.is_empty() {
-                        self.seal();
-                    }
                 }
                 Step::Received(Err(err)) => {
                     receive_failures += 1;
@@ -107,6 +104,11 @@ impl Pipeline {
                 }
                 Step::Linger => self.seal(),
                 Step::Tick => {}
+            }
+            // An idle pipe sends what it holds at once: after a receive, and after the last
+            // delivery settled with events that came in while it was on its way.
+            if self.in_flight.is_empty() && self.ready.is_empty() {
+                self.seal();
             }
             self.dispatch(false);
             let full = !self.ready.is_empty();
