@@ -150,8 +150,8 @@ PY="$VENV/bin/python"
 # ----------------------------------------------------------- scripts -----
 
 step "shellcheck: deploy scripts" \
-    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/splunk/splunk-init.sh" \
-        "$DEPLOY/checks/install-promtool.sh"
+    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/smoke.sh" \
+        "$DEPLOY/compose/splunk/splunk-init.sh" "$DEPLOY/checks/install-promtool.sh"
 
 # ----------------------------------------------------------- image -------
 
