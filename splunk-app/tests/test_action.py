@@ -493,8 +493,8 @@ class DeliverLoopTest(unittest.TestCase):
         fake = FakeClock()
         calls = []
 
-        def transport(method, url, headers, body, timeout, context):
-            calls.append({"timeout": timeout, "headers": headers, "at": fake.now})
+        def transport(method, url, headers, body, timeout, context, proxy_url):
+            calls.append({"timeout": timeout, "headers": headers, "at": fake.now, "proxy_url": proxy_url})
             fake.now += min(cost, timeout)  # a real transport gives up at its timeout
             answer = answers[min(len(calls) - 1, len(answers) - 1)]
             if isinstance(answer, Exception):
@@ -1003,6 +1003,52 @@ class InteropTestSelfTest(unittest.TestCase):
         finally:
             receiver.stop()
         self.assertGreaterEqual(len(result.failures), 4)
+
+
+class LogLevelTest(unittest.TestCase):
+    def test_lines_below_the_level_are_dropped(self):
+        log = quiet_log()
+        log.set_level("WARN")
+        log.debug("d")
+        log.info("i")
+        log.warn("w")
+        log.error("e")
+        log.fatal("f")
+        self.assertEqual(["WARN w", "ERROR e", "FATAL f"], log.stream.text.splitlines())
+
+    def test_parse_config_checks_the_level(self):
+        site = {"receiver_url": "https://r.example.com/"}
+        self.assertEqual("DEBUG", action.parse_config(dict(site, log_level="debug")).log_level)
+        with self.assertRaises(action.ActionError) as ctx:
+            action.parse_config(dict(site, log_level="TRACE"))
+        self.assertIn("param.log_level must be one of DEBUG, INFO, WARN, ERROR", ctx.exception.message)
+
+
+class ProxyTest(unittest.TestCase):
+    """param.proxy_url: the request goes to the proxy with the receiver's absolute URL."""
+
+    def test_request_goes_through_the_proxy(self):
+        proxy = ReceiverStub(verify=False)
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        status, _, _ = action.http_request("POST", "http://opsmesh-receiver.example/v1/alerts/splunk",
+                                           {"Content-Type": "application/json"}, b"{}", 5,
+                                           action.receiver_tls_context(""), proxy.base_url)
+        self.assertEqual(202, status)
+        self.assertEqual("http://opsmesh-receiver.example/v1/alerts/splunk", proxy.requests[0]["path"])
+
+    def test_loopback_receivers_bypass_the_proxy(self):
+        receiver = ReceiverStub(verify=False)
+        receiver.start()
+        self.addCleanup(receiver.stop)
+        status, _, _ = action.http_request("POST", receiver.url, {}, b"{}", 5, action.receiver_tls_context(""),
+                                           "http://proxy.invalid:3128")
+        self.assertEqual((202, "/v1/alerts/splunk"), (status, receiver.requests[0]["path"]))
+
+    def test_proxy_url_is_validated(self):
+        with self.assertRaises(action.ActionError) as ctx:
+            action.parse_config({"receiver_url": "https://r.example.com/", "proxy_url": "proxy:3128"})
+        self.assertIn("param.proxy_url must look like http://", ctx.exception.message)
 
 
 if __name__ == "__main__":

@@ -259,6 +259,21 @@ class AppConfTest(unittest.TestCase):
         self.assertTrue(hasattr(support.load_broker(), cls))
         self.assertEqual(action.BROKER_CAPABILITY, support.load_broker().CAPABILITY)
 
+    def test_settings_endpoints_are_for_administrators_only(self):
+        restmap = read_conf(os.path.join(DEFAULT, "restmap.conf"))
+        handler = support.load_module("opsmesh_settings")
+        for name, match in (("script:opsmesh_settings", "/opsmesh/settings"),
+                            ("script:opsmesh_test_alert", "/opsmesh/test_alert")):
+            stanza = restmap[name]
+            self.assertEqual(match, stanza["match"])
+            self.assertEqual("admin_all_objects", stanza["capability"])
+            self.assertEqual("true", stanza["requireAuthentication"])
+            self.assertEqual("true", stanza["passPayload"])
+            self.assertNotIn("passSystemAuth", stanza, "the handler acts with the caller's session only")
+            module, _, cls = stanza["handler"].partition(".")
+            self.assertEqual(stanza["script"], module + ".py")
+            self.assertTrue(hasattr(handler, cls))
+
     def test_specs_document_every_parameter(self):
         for spec in ("alert_actions.conf.spec", "savedsearches.conf.spec"):
             with open(os.path.join(support.APP_DIR, "README", spec), encoding="utf-8") as fh:
@@ -325,9 +340,11 @@ class ViewsTest(unittest.TestCase):
         path = os.path.join(support.APP_DIR, "appserver", "static", script)
         with open(path, encoding="utf-8") as fh:
             js = fh.read()
-        self.assertIn('"storage/passwords"', js)
-        self.assertIn("configs/conf-alert_actions/", js)
-        self.assertIn("configured", js)
+        # the handler (bin/opsmesh_settings.py) validates, stores and masks; the page calls only it
+        self.assertIn('"opsmesh/settings"', js)
+        self.assertIn('"opsmesh/test_alert"', js)
+        self.assertNotIn('"storage/passwords', js)
+        self.assertNotIn("clear_password", js)
         self.assertNotIn("console.log", js)
         self.assertNotIn("param.secret", js)
 

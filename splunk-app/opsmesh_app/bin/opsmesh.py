@@ -52,8 +52,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from opsmesh_config import (  # noqa: E402  pylint: disable=wrong-import-position
     EXIT_AUTH, EXIT_CONFIG, EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, EXIT_SECRET, EXIT_UNREACHABLE, EXIT_USAGE,
-    SESSION_KEY_RE, ActionError, allowed_only, display_url, is_loopback_host, left_out_fields, parse_config,
-    validate_url,
+    LOG_LEVELS, SESSION_KEY_RE, ActionError, allowed_only, display_url, is_loopback_host, is_pem_text,
+    left_out_fields, parse_config, validate_url,
 )
 from opsmesh_results import (  # noqa: E402  pylint: disable=wrong-import-position
     as_text, normalize_row, read_results_file,
@@ -94,6 +94,12 @@ class Log(object):
     def __init__(self, stream=None):
         self.stream = stream if stream is not None else sys.stderr
         self._redact = []
+        # everything until param.log_level is known
+        self.threshold = 0
+
+    def set_level(self, level):
+        """Drop lines below level (one of LOG_LEVELS); FATAL is always written."""
+        self.threshold = LOG_LEVELS.index(level)
 
     def redact(self, value):
         if value and len(value) >= 4 and value not in self._redact:
@@ -101,6 +107,8 @@ class Log(object):
             self._redact.sort(key=len, reverse=True)
 
     def _emit(self, level, message):
+        if level in LOG_LEVELS and LOG_LEVELS.index(level) < self.threshold:
+            return
         text = "%s" % (message,)
         for value in self._redact:
             text = text.replace(value, "<redacted>")
@@ -227,8 +235,11 @@ class _NoRedirect(urlrequest.HTTPRedirectHandler):
 
 
 def receiver_tls_context(ca_bundle):
-    """Verified TLS: system trust store, or only the given CA bundle. No way to turn it off."""
-    if ca_bundle:
+    """Verified TLS: system trust store, or only the given CA bundle (PEM text or file).
+    No way to turn it off."""
+    if is_pem_text(ca_bundle):
+        context = ssl.create_default_context(cadata=ca_bundle)
+    elif ca_bundle:
         context = ssl.create_default_context(cafile=ca_bundle)
     else:
         context = ssl.create_default_context()
@@ -262,12 +273,17 @@ def splunkd_tls_context(server_uri, environ):
     return context
 
 
-def http_request(method, url, headers, body, timeout, context):
-    """One HTTP exchange. Returns (status, headers, body bytes); raises TransportError."""
+def http_request(method, url, headers, body, timeout, context, proxy_url=""):
+    """One HTTP exchange. Returns (status, headers, body bytes); raises TransportError.
+
+    proxy_url: forward proxy for non-loopback hosts (https through CONNECT); without it the
+    https_proxy / no_proxy environment applies."""
     host = urlparse.urlsplit(url).hostname
     handlers = [_NoRedirect(), urlrequest.HTTPSHandler(context=context)]
     if is_loopback_host(host):
         handlers.append(urlrequest.ProxyHandler({}))
+    elif proxy_url:
+        handlers.append(urlrequest.ProxyHandler({"http": proxy_url, "https": proxy_url}))
     opener = urlrequest.build_opener(*handlers)
     req = urlrequest.Request(url, data=body, headers=headers, method=method)
     try:
@@ -493,9 +509,11 @@ def deliver(cfg, body, secret, log, deadline, clock=time.monotonic, sleep=time.s
             SIGNATURE_HEADER: sign(secret, timestamp, body),
         }
         retry_after = None
+        log.debug("attempt %d to %s, timeout %.1fs%s" % (attempt, target, attempt_timeout,
+                                                       " via proxy " + display_url(cfg.proxy_url) if cfg.proxy_url else ""))
         try:
             status, resp_headers, data = transport("POST", cfg.receiver_url, headers, body,
-                                                   attempt_timeout, context)
+                                                   attempt_timeout, context, cfg.proxy_url)
         except TransportError as err:
             if err.permanent:
                 log.error("cannot deliver to %s: %s (set param.ca_bundle if the receiver uses a private CA)"
@@ -572,6 +590,7 @@ def run(payload, log, environ=None, clock=time.monotonic, sleep=time.sleep, rand
     if isinstance(session_key, str):
         log.redact(session_key)
     cfg = parse_config(payload.get("configuration"), environ)
+    log.set_level(cfg.log_level)
     deadline = started + cfg.retry_budget
 
     first, rows, more = load_rows(payload, cfg, log)

@@ -23,6 +23,11 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 # the row that triggered a per-result alert ("Trigger: For each result"), whose
 # results_file still holds every row.
 SEND_ROWS = ("all", "first", "result")
+# The action's stderr lines below this level are not written (splunkd logs them under
+# sendmodalert; DEBUG adds per-attempt detail).
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR")
+PEM_CERTIFICATE_BEGIN = "-----BEGIN CERTIFICATE-----"
+PEM_CERTIFICATE_END = "-----END CERTIFICATE-----"
 
 # alert_actions.conf sets maxtime = 3m (180 s); the whole run (secret look-up, every
 # attempt and every pause) must end before that, with a margin for process start-up.
@@ -41,6 +46,8 @@ DEFAULTS = {
     "ca_bundle": "",
     "timeout": "10",
     "retry_budget": "120",
+    "proxy_url": "",
+    "log_level": "INFO",
 }
 # Site-wide settings (setup page, alert_actions.conf). An alert changes one only through
 # param.<name>_override, which is empty by default: a saved alert then keeps following the
@@ -88,6 +95,8 @@ class Config(object):
         self.ca_bundle = ""
         self.timeout = 10.0
         self.retry_budget = 120.0
+        self.proxy_url = ""
+        self.log_level = "INFO"
 
     def receiver_display(self):
         return display_url(self.receiver_url)
@@ -163,7 +172,7 @@ def validate_url(url, what):
     raise ActionError(EXIT_CONFIG, "%s must be an https URL: %s" % (what, display_url(url)))
 
 
-def _int_param(raw, name, low, high):
+def int_param(raw, name, low, high):
     text = ("%s" % raw).strip()
     try:
         value = int(text)
@@ -174,7 +183,7 @@ def _int_param(raw, name, low, high):
     return value
 
 
-def _float_param(raw, name, low, high):
+def float_param(raw, name, low, high):
     text = ("%s" % raw).strip()
     try:
         value = float(text)
@@ -209,10 +218,53 @@ def parse_allowed_fields(raw, param):
     return parse_field_list(raw, param, MAX_ALLOWED_FIELDS)
 
 
+def validate_proxy_url(url, what):
+    """An http(s)://host[:port] forward proxy URL, or "" for none (then https_proxy applies)."""
+    url = url.strip()
+    if not url:
+        return ""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ActionError(EXIT_CONFIG, "%s contains whitespace or control characters" % what)
+    try:
+        parts = urlparse.urlsplit(url)
+        parts.port  # raises ValueError for a malformed port  # pylint: disable=pointless-statement
+    except ValueError as err:
+        raise ActionError(EXIT_CONFIG, "%s is not a valid URL: %s" % (what, err))
+    if (parts.scheme or "").lower() not in ("http", "https") or not parts.hostname:
+        raise ActionError(EXIT_CONFIG, "%s must look like http://proxy.example.com:3128, got %s"
+                          % (what, display_url(url)))
+    if parts.username is not None or parts.password is not None:
+        raise ActionError(EXIT_CONFIG, "%s must not carry credentials (they would be stored in clear text)" % what)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ActionError(EXIT_CONFIG, "%s must be scheme://host[:port] without a path or query" % what)
+    return url
+
+
+def is_pem_text(value):
+    return PEM_CERTIFICATE_BEGIN in value
+
+
+def validate_pem_bundle(text, what):
+    """PEM text with one or more CA certificates that Python's ssl module loads."""
+    text = text.strip()
+    if not is_pem_text(text) or PEM_CERTIFICATE_END not in text:
+        raise ActionError(EXIT_CONFIG, "%s must be the CA certificate(s) as PEM text (%s ... %s), "
+                          "not a file path" % (what, PEM_CERTIFICATE_BEGIN, PEM_CERTIFICATE_END))
+    try:
+        ssl.create_default_context(cadata=text + "\n")
+    except (ssl.SSLError, ValueError) as err:
+        raise ActionError(EXIT_CONFIG, "%s is not a loadable PEM CA bundle: %s" % (what, err))
+    return text + "\n"
+
+
 def resolve_ca_bundle(raw, param, environ):
+    """PEM text (as the setup page stores it; works on Splunk Cloud) or, on Splunk
+    Enterprise, the path of a PEM file."""
     path = ("%s" % raw).strip()
     if not path:
         return ""
+    if is_pem_text(path):
+        return validate_pem_bundle(path, "param." + param)
     path = os.path.expanduser(path)
     if not os.path.isabs(path):
         splunk_home = environ.get("SPLUNK_HOME", "")
@@ -272,11 +324,16 @@ def parse_config(raw, environ=None):
     if cfg.send_rows not in SEND_ROWS:
         raise ActionError(EXIT_CONFIG, "param.send_rows must be one of %s, got %r"
                           % (", ".join(SEND_ROWS), cfg.send_rows[:40]))
-    cfg.max_rows = _int_param(*get("max_rows"), low=1, high=100000)
-    cfg.max_body_bytes = _int_param(*get("max_body_bytes"), low=4096, high=16 * 1024 * 1024)
+    cfg.max_rows = int_param(*get("max_rows"), low=1, high=100000)
+    cfg.max_body_bytes = int_param(*get("max_body_bytes"), low=4096, high=16 * 1024 * 1024)
     cfg.ca_bundle = resolve_ca_bundle(*get("ca_bundle"), environ=environ)
-    cfg.timeout = _float_param(*get("timeout"), low=1.0, high=60.0)
-    cfg.retry_budget = _float_param(*get("retry_budget"), low=1.0, high=MAX_RETRY_BUDGET)
+    cfg.timeout = float_param(*get("timeout"), low=1.0, high=60.0)
+    cfg.retry_budget = float_param(*get("retry_budget"), low=1.0, high=MAX_RETRY_BUDGET)
+    cfg.proxy_url = validate_proxy_url(get("proxy_url")[0], "param.proxy_url")
+    cfg.log_level = get("log_level")[0].strip().upper()
+    if cfg.log_level not in LOG_LEVELS:
+        raise ActionError(EXIT_CONFIG, "param.log_level must be one of %s, got %r"
+                          % (", ".join(LOG_LEVELS), cfg.log_level[:40]))
     return cfg
 
 

@@ -29,7 +29,7 @@ except ImportError:  # outside splunkd (the tests): the logic below needs nothin
 CAPABILITY = "opsmesh_read_credential"
 
 
-def _reply(status, **payload):
+def reply(status, **payload):
     return {"status": status, "headers": {"Content-Type": "application/json"}, "payload": payload}
 
 
@@ -58,32 +58,32 @@ def handle(request, app_id, transport=http_request):
     query = dict(pair for pair in request.get("query") or [] if isinstance(pair, list) and len(pair) == 2)
     name = ("%s" % query.get("name", "")).strip()
     if not CREDENTIAL_RE.match(name):
-        return _reply(400, error="query parameter 'name' must be a credential name: 1-128 letters, "
+        return reply(400, error="query parameter 'name' must be a credential name: 1-128 letters, "
                                  "digits, '.', '_' or '-'")
     user_token = (request.get("session") or {}).get("authtoken")
     system_token = request.get("system_authtoken")
     base = ((request.get("server") or {}).get("rest_uri") or "").rstrip("/")
     if not user_token or not system_token or not base:
-        return _reply(500, error="splunkd passed no session, system token or rest_uri "
+        return reply(500, error="splunkd passed no session, system token or rest_uri "
                                  "(restmap.conf needs passSystemAuth = true)")
     try:
         user, capabilities = capabilities_of(transport, base, user_token)
         if capabilities is None:
-            return _reply(401, error="splunkd did not confirm the caller's session")
+            return reply(401, error="splunkd did not confirm the caller's session")
         if CAPABILITY not in capabilities:
-            return _reply(403, error="user %s lacks the capability %s (role opsmesh_alert_sender grants it)"
+            return reply(403, error="user %s lacks the capability %s (role opsmesh_alert_sender grants it)"
                                      % (user, CAPABILITY))
         entity = urlparse.quote("%s:%s:" % (REALM, name), safe="")
         status, doc = _get_json(transport, base, "/servicesNS/nobody/%s/storage/passwords/%s"
                                 % (urlparse.quote(app_id, safe=""), entity), system_token)
     except TransportError as err:
-        return _reply(502, error="cannot reach splunkd: %s" % err)
+        return reply(502, error="cannot reach splunkd: %s" % err)
     secret = find_password(doc, name) if status == 200 else None
     if status == 404 or (status == 200 and not secret):
-        return _reply(404, error="no credential '%s' in realm '%s'" % (name, REALM), credential_missing=True)
+        return reply(404, error="no credential '%s' in realm '%s'" % (name, REALM), credential_missing=True)
     if status != 200:
-        return _reply(502, error="splunkd answered HTTP %d reading the credential" % status)
-    return _reply(200, name=name, realm=REALM, secret=secret)
+        return reply(502, error="splunkd answered HTTP %d reading the credential" % status)
+    return reply(200, name=name, realm=REALM, secret=secret)
 
 
 class CredentialHandler(PersistentServerConnectionApplication):
@@ -96,9 +96,9 @@ class CredentialHandler(PersistentServerConnectionApplication):
         try:
             request = json.loads(in_string)
         except (ValueError, TypeError):
-            return _reply(400, error="the request is not JSON")
+            return reply(400, error="the request is not JSON")
         if not isinstance(request, dict) or request.get("method", "GET") != "GET":
-            return _reply(405, error="only GET is supported")
+            return reply(405, error="only GET is supported")
         return handle(request, app_id_from_path())
 
     def done(self):

@@ -1,11 +1,11 @@
 /*
  * opsmesh setup page.
  *
- * Stores the signing secret in storage/passwords (realm "opsmesh", user name = the
- * credential name) through splunkd's REST API, writes the non-secret defaults of the
- * "Send to opsmesh" alert action (receiver URL, credential name, cluster, CA bundle) to
- * alert_actions.conf, and marks the app as configured. The secret never goes to a .conf
- * file and is never read back into the page.
+ * Reads and saves the site settings of the "Send to opsmesh" alert action through the app's
+ * REST handler (bin/opsmesh_settings.py, opsmesh/settings), which validates every field on
+ * save, stores the signing secret in storage/passwords (never in a .conf file) and never
+ * returns it: the page only learns whether one is stored. "Send test alert" asks the handler
+ * (opsmesh/test_alert) to deliver a signed test alert with the saved settings.
  */
 require([
     "jquery",
@@ -14,12 +14,9 @@ require([
 ], function ($, mvc) {
     "use strict";
 
-    var REALM = "opsmesh";
-    var ACTION = "opsmesh";
-    var READ_ROLES = "admin,sc_admin,opsmesh_alert_sender";
-    var WRITE_ROLES = "admin,sc_admin";
-    var CREDENTIAL_RE = /^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$/;
-    var CLUSTER_RE = /^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}$/;
+    var SECRET_MASK = "********";
+    var FIELDS = ["receiver_url", "credential", "cluster", "timeout", "retry_budget", "proxy_url", "log_level",
+        "ca_bundle"];
 
     var match = window.location.pathname.match(/\/app\/([^\/]+)\//);
     var APP = match ? decodeURIComponent(match[1]) : "opsmesh_app";
@@ -55,35 +52,24 @@ require([
         return err.status ? "HTTP " + err.status : String(err.error || err.message || err);
     }
 
-    function credentialPath(name) {
-        return "storage/passwords/" + encodeURIComponent(REALM + ":" + name + ":");
-    }
-
-    function isLoopback(host) {
-        host = host.replace(/^\[|\]$/g, "").toLowerCase();
-        return host === "localhost" || /\.localhost$/.test(host) || /^127\./.test(host) || host === "::1";
-    }
-
-    function validateUrl(value) {
-        var a = document.createElement("a");
-        if (!/^https?:\/\/[^\s]+$/i.test(value)) {
-            return "The receiver URL must start with https://";
-        }
-        a.href = value;
-        if (/@/.test(value.split("/")[2] || "")) {
-            return "The receiver URL must not contain a user name or password; the secret goes in the secret field.";
-        }
-        if (/^http:/i.test(value) && !isLoopback(a.hostname)) {
-            return "The receiver URL must use https (http is accepted only for localhost).";
-        }
-        return null;
-    }
-
-    function field(id, label, type, help) {
+    function field(name, label, type, help) {
         var wrap = $("<div/>").addClass("opsmesh-field");
+        var id = "opsmesh-" + name;
+        var input;
         $("<label/>").attr("for", id).text(label).appendTo(wrap);
-        $("<input/>").attr({ id: id, type: type, autocomplete: "off", spellcheck: "false" }).appendTo(wrap);
+        if (type === "textarea") {
+            input = $("<textarea/>").attr({ rows: 6 });
+        } else if ($.isArray(type)) {
+            input = $("<select/>");
+            $.each(type, function (_, option) {
+                $("<option/>").attr("value", option).text(option).appendTo(input);
+            });
+        } else {
+            input = $("<input/>").attr({ type: type });
+        }
+        input.attr({ id: id, name: name, autocomplete: "off", spellcheck: "false" }).appendTo(wrap);
         $("<div/>").addClass("opsmesh-help").text(help).appendTo(wrap);
+        $("<div/>").addClass("opsmesh-field-error").hide().appendTo(wrap);
         return wrap;
     }
 
@@ -92,130 +78,108 @@ require([
         box.removeClass("opsmesh-ok opsmesh-warn opsmesh-error").addClass("opsmesh-" + kind).text(text).show();
     }
 
+    function showFieldErrors(errors) {
+        root.find(".opsmesh-field-error").hide().text("");
+        $.each(errors || {}, function (name, message) {
+            root.find("#opsmesh-" + name).closest(".opsmesh-field").find(".opsmesh-field-error").text(message).show();
+        });
+    }
+
     function render() {
         root.empty();
         $("<p/>").text(
             "Alerts that use the \"Send to opsmesh\" action are posted to the receiver below and signed " +
             "with the secret (HMAC-SHA256). Enter the same secret the opsmesh alert receiver is configured with."
         ).appendTo(root);
-        field("opsmesh-url", "Receiver URL", "text",
-            "For example https://opsmesh.example.com/v1/alerts/splunk. TLS is always verified.").appendTo(root);
-        field("opsmesh-secret", "Signing secret", "password",
-            "Stored encrypted in storage/passwords. Leave empty to keep the stored secret.").appendTo(root);
-        field("opsmesh-secret2", "Signing secret (again)", "password", "").appendTo(root);
-        field("opsmesh-credential", "Credential name", "text",
+        field("receiver_url", "Receiver URL", "text",
+            "For example https://opsmesh.example.com/v1/alerts/splunk. https only (http only for localhost); " +
+            "TLS is always verified.").appendTo(root);
+        field("secret", "Signing secret", "password",
+            "16-1024 characters, stored encrypted in storage/passwords. Leave as is to keep the stored secret.")
+            .appendTo(root);
+        field("secret2", "Signing secret (again)", "password", "").appendTo(root);
+        field("credential", "Credential name", "text",
             "Name of the secret in storage/passwords (realm opsmesh). Alerts refer to it by this name.").appendTo(root);
-        field("opsmesh-cluster", "Cluster", "text",
+        field("cluster", "Cluster", "text",
             "Cluster name sent with every alert unless the alert overrides it.").appendTo(root);
-        field("opsmesh-ca", "CA bundle (optional)", "text",
-            "PEM file on the search head that signs the receiver's certificate, if it is not publicly trusted.").appendTo(root);
+        field("timeout", "Timeout per attempt (seconds)", "text", "1-60. Default 10.").appendTo(root);
+        field("retry_budget", "Retry budget (seconds)", "text",
+            "1-150: how long one alert may keep retrying. Default 120.").appendTo(root);
+        field("proxy_url", "Proxy (optional)", "text",
+            "http://proxy.example.com:3128 (no user name or password). Empty: splunkd's https_proxy applies.")
+            .appendTo(root);
+        field("log_level", "Log level", ["INFO", "DEBUG", "WARN", "ERROR"],
+            "Lowest level of the action's lines in splunkd's log (sendmodalert).").appendTo(root);
+        field("ca_bundle", "CA bundle (optional, PEM text)", "textarea",
+            "Paste the PEM certificate(s) (-----BEGIN CERTIFICATE-----) of the CA that signs the receiver's " +
+            "certificate, if it is not publicly trusted. File paths are not accepted (they do not work on Splunk Cloud).")
+            .appendTo(root);
         $("<div/>").addClass("opsmesh-status").hide().appendTo(root);
         $("<button/>").addClass("btn btn-primary").attr("id", "opsmesh-save").text("Save").appendTo(root);
-        root.find("#opsmesh-credential").val("default");
-        root.find("#opsmesh-cluster").val("default");
+        $("<button/>").addClass("btn").attr("id", "opsmesh-test").text("Send test alert").appendTo(root);
         root.find("#opsmesh-save").on("click", function (event) {
             event.preventDefault();
             save();
         });
+        root.find("#opsmesh-test").on("click", function (event) {
+            event.preventDefault();
+            sendTestAlert();
+        });
+    }
+
+    function fill(payload) {
+        $.each(FIELDS, function (_, name) {
+            root.find("#opsmesh-" + name).val(payload.settings[name] || "");
+        });
+        root.find("#opsmesh-credential").val(payload.settings.credential || "default");
+        root.find("#opsmesh-cluster").val(payload.settings.cluster || "default");
+        root.find("#opsmesh-log_level").val(payload.settings.log_level || "INFO");
+        root.find("#opsmesh-secret, #opsmesh-secret2").val(payload.secret_stored ? SECRET_MASK : "");
     }
 
     function load() {
-        call("GET", "configs/conf-alert_actions/" + ACTION).then(function (response) {
-            var entry = response && response.data && response.data.entry && response.data.entry[0];
-            var content = (entry && entry.content) || {};
-            root.find("#opsmesh-url").val(content["param.receiver_url"] || "");
-            root.find("#opsmesh-credential").val(content["param.credential"] || "default");
-            root.find("#opsmesh-cluster").val(content["param.cluster"] || "default");
-            root.find("#opsmesh-ca").val(content["param.ca_bundle"] || "");
-            return call("GET", credentialPath(root.find("#opsmesh-credential").val()));
-        }).then(function () {
-            status("ok", "A secret is stored for this credential. Leave the secret fields empty to keep it.");
-            root.data("has-secret", true);
-        }, function (err) {
-            root.data("has-secret", false);
-            if (err && err.status && err.status !== 404) {
-                status("warn", "Could not read the current settings (" + errorText(err) + ").");
+        call("GET", "opsmesh/settings").then(function (response) {
+            fill(response.data);
+            if (response.data.secret_stored) {
+                status("ok", "A secret is stored for this credential. Leave the secret fields as they are to keep it.");
             }
+        }, function (err) {
+            status("warn", "Could not read the current settings (" + errorText(err) + ").");
         });
     }
 
     function save() {
-        var url = $.trim(root.find("#opsmesh-url").val());
-        var secret = root.find("#opsmesh-secret").val();
-        var secret2 = root.find("#opsmesh-secret2").val();
-        var credential = $.trim(root.find("#opsmesh-credential").val()) || "default";
-        var cluster = $.trim(root.find("#opsmesh-cluster").val()) || "default";
-        var caBundle = $.trim(root.find("#opsmesh-ca").val());
-        var problem = validateUrl(url);
-        if (!problem && !CREDENTIAL_RE.test(credential)) {
-            problem = "The credential name may use letters, digits, '.', '_' and '-' (at most 128).";
-        }
-        if (!problem && !CLUSTER_RE.test(cluster)) {
-            problem = "The cluster name may use letters, digits, '.', '_' and '-'.";
-        }
-        if (!problem && secret !== secret2) {
-            problem = "The two secrets differ.";
-        }
-        if (!problem && secret && secret.length < 16) {
-            problem = "Use a secret of at least 16 characters.";
-        }
-        if (!problem && secret && secret !== $.trim(secret)) {
-            problem = "The secret must not start or end with whitespace.";
-        }
-        if (problem) {
-            status("error", problem);
+        var form = {};
+        $.each(FIELDS, function (_, name) {
+            form[name] = $.trim(root.find("#opsmesh-" + name).val() || "");
+        });
+        form.secret = root.find("#opsmesh-secret").val();
+        showFieldErrors({});
+        if (form.secret !== root.find("#opsmesh-secret2").val()) {
+            showFieldErrors({ secret2: "The two secrets differ." });
+            status("error", "Not saved: the two secrets differ.");
             return;
         }
-        var warnings = [];
         var button = root.find("#opsmesh-save").prop("disabled", true);
         status("warn", "Saving...");
-
-        var storeSecret;
-        if (secret) {
-            storeSecret = call("POST", "storage/passwords", { name: credential, realm: REALM, password: secret })
-                .catch(function (err) {
-                    if (err && err.status === 409) {
-                        return call("POST", credentialPath(credential), { password: secret });
-                    }
-                    throw err;
-                });
-        } else {
-            storeSecret = call("GET", credentialPath(credential)).catch(function () {
-                throw { status: 0, message: "No secret is stored for credential '" + credential + "': enter one." };
-            });
-        }
-
-        storeSecret.then(function () {
-            return call("POST", credentialPath(credential) + "/acl", {
-                sharing: "app",
-                owner: "nobody",
-                "perms.read": READ_ROLES,
-                "perms.write": WRITE_ROLES
-            }).catch(function (err) {
-                warnings.push("could not restrict who may read the secret (" + errorText(err) + ")");
-            });
-        }).then(function () {
-            return call("POST", "configs/conf-alert_actions/" + ACTION, {
-                "param.receiver_url": url,
-                "param.credential": credential,
-                "param.cluster": cluster,
-                "param.ca_bundle": caBundle
-            });
-        }).then(function () {
-            return call("POST", "/services/apps/local/" + encodeURIComponent(APP), { configured: "true" })
-                .catch(function (err) {
-                    warnings.push("could not mark the app as configured (" + errorText(err) + ")");
-                });
-        }).then(function () {
-            root.find("#opsmesh-secret").val("");
-            root.find("#opsmesh-secret2").val("");
-            if (warnings.length) {
-                status("warn", "Saved, but " + warnings.join("; ") + ".");
-            } else {
-                status("ok", "Saved. Give the owners of opsmesh alerts the role opsmesh_alert_sender, then enable the detections.");
-            }
+        call("POST", "opsmesh/settings", form).then(function (response) {
+            fill(response.data);
+            status("ok", "Saved. Give the owners of opsmesh alerts the role opsmesh_alert_sender, then enable the detections.");
         }, function (err) {
-            status("error", "Not saved: " + errorText(err));
+            showFieldErrors(err && err.data && err.data.errors);
+            status("error", "Not saved: " + ((err && err.data && err.data.error) || errorText(err)));
+        }).then(function () {
+            button.prop("disabled", false);
+        });
+    }
+
+    function sendTestAlert() {
+        var button = root.find("#opsmesh-test").prop("disabled", true);
+        status("warn", "Sending a test alert with the saved settings...");
+        call("POST", "opsmesh/test_alert", {}).then(function (response) {
+            status("ok", "The receiver at " + response.data.receiver + " accepted the signed test alert.");
+        }, function (err) {
+            status("error", "Test alert failed: " + ((err && err.data && err.data.error) || errorText(err)));
         }).then(function () {
             button.prop("disabled", false);
         });
