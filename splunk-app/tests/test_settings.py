@@ -220,6 +220,15 @@ class SettingsEndpointTest(unittest.TestCase):
         self.assertIn("no secret is stored", reply["payload"]["errors"]["secret"])
 
 
+class HandlerClassTest(unittest.TestCase):
+    def test_splunkd_request_json(self):
+        handler = settings.SettingsHandler()
+        self.assertEqual(400, handler.handle("not json")["status"])
+        self.assertEqual(400, handler.handle("[]")["status"])
+        # no session: splunkd always passes one when requireAuthentication = true
+        self.assertEqual(500, handler.handle(json.dumps({"method": "GET"}))["status"])
+
+
 class TestAlertEndpointTest(unittest.TestCase):
     def setUp(self):
         self.receiver = support.ReceiverStub()

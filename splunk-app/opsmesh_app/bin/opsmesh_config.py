@@ -137,10 +137,8 @@ def display_url(url):
         return "<invalid url>"
 
 
-def validate_url(url, what):
-    """Return the URL if it is https (or http to a loopback address), else raise."""
-    if not url:
-        raise ActionError(EXIT_CONFIG, "%s is not set" % what)
+def split_url(url, what):
+    """urlsplit() of a URL without whitespace or control characters and with a valid port."""
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise ActionError(EXIT_CONFIG, "%s contains whitespace or control characters" % what)
     try:
@@ -148,6 +146,14 @@ def validate_url(url, what):
         parts.port  # raises ValueError for a malformed port  # pylint: disable=pointless-statement
     except ValueError as err:
         raise ActionError(EXIT_CONFIG, "%s is not a valid URL: %s" % (what, err))
+    return parts
+
+
+def validate_url(url, what):
+    """Return the URL if it is https (or http to a loopback address), else raise."""
+    if not url:
+        raise ActionError(EXIT_CONFIG, "%s is not set" % what)
+    parts = split_url(url, what)
     scheme = (parts.scheme or "").lower()
     host = parts.hostname
     if not host:
@@ -223,13 +229,7 @@ def validate_proxy_url(url, what):
     url = url.strip()
     if not url:
         return ""
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise ActionError(EXIT_CONFIG, "%s contains whitespace or control characters" % what)
-    try:
-        parts = urlparse.urlsplit(url)
-        parts.port  # raises ValueError for a malformed port  # pylint: disable=pointless-statement
-    except ValueError as err:
-        raise ActionError(EXIT_CONFIG, "%s is not a valid URL: %s" % (what, err))
+    parts = split_url(url, what)
     if (parts.scheme or "").lower() not in ("http", "https") or not parts.hostname:
         raise ActionError(EXIT_CONFIG, "%s must look like http://proxy.example.com:3128, got %s"
                           % (what, display_url(url)))

@@ -86,20 +86,33 @@ def handle(request, app_id, transport=http_request):
     return reply(200, name=name, realm=REALM, secret=secret)
 
 
-class CredentialHandler(PersistentServerConnectionApplication):
-    """restmap.conf: scripttype = persist, handler = opsmesh_credential.CredentialHandler."""
+class JsonRequestHandler(PersistentServerConnectionApplication):
+    """A persistent REST handler: splunkd's request JSON in, reply dict out.
+    Subclasses set respond(request) to the function that answers a parsed request."""
 
     def __init__(self, _command_line=None, _command_arg=None):
         PersistentServerConnectionApplication.__init__(self)
+
+    def respond(self, request):
+        raise NotImplementedError
 
     def handle(self, in_string):
         try:
             request = json.loads(in_string)
         except (ValueError, TypeError):
             return reply(400, error="the request is not JSON")
-        if not isinstance(request, dict) or request.get("method", "GET") != "GET":
-            return reply(405, error="only GET is supported")
-        return handle(request, app_id_from_path())
+        if not isinstance(request, dict):
+            return reply(400, error="the request is not a JSON object")
+        return self.respond(request)
 
     def done(self):
         pass
+
+
+class CredentialHandler(JsonRequestHandler):
+    """restmap.conf: scripttype = persist, handler = opsmesh_credential.CredentialHandler."""
+
+    def respond(self, request):
+        if request.get("method", "GET") != "GET":
+            return reply(405, error="only GET is supported")
+        return handle(request, app_id_from_path())

@@ -29,12 +29,7 @@ from opsmesh_config import (  # noqa: E402  pylint: disable=wrong-import-positio
     CLUSTER_RE, CREDENTIAL_RE, EXIT_CONFIG, LOG_LEVELS, MAX_RETRY_BUDGET, ActionError, float_param, parse_config,
     validate_pem_bundle, validate_proxy_url, validate_url,
 )
-from opsmesh_credential import reply as _reply  # noqa: E402  pylint: disable=wrong-import-position
-
-try:
-    from splunk.persistconn.application import PersistentServerConnectionApplication
-except ImportError:  # outside splunkd (the tests): the logic below needs nothing from it
-    PersistentServerConnectionApplication = object
+from opsmesh_credential import JsonRequestHandler, reply as _reply  # noqa: E402  pylint: disable=wrong-import-position
 
 # What GET returns in place of a stored secret, and what POST takes as "keep the stored one".
 SECRET_MASK = "********"
@@ -245,21 +240,8 @@ def handle(request, app_id, transport=http_request):
         return _reply(502, error="cannot reach splunkd: %s" % err)
 
 
-class SettingsHandler(PersistentServerConnectionApplication):
+class SettingsHandler(JsonRequestHandler):
     """restmap.conf: scripttype = persist, handler = opsmesh_settings.SettingsHandler."""
 
-    def __init__(self, _command_line=None, _command_arg=None):
-        PersistentServerConnectionApplication.__init__(self)
-
-    def handle(self, in_string):
-        try:
-            request = json.loads(in_string)
-        except (ValueError, TypeError):
-            return _reply(400, error="the request is not JSON")
-        if not isinstance(request, dict):
-            return _reply(400, error="the request is not a JSON object")
+    def respond(self, request):
         return handle(request, app_id_from_path())
-
-    def done(self):
-        pass
-
