@@ -74,75 +74,34 @@ fn route<'a>(segs: &[&'a str]) -> Result<Option<Target<'a>>, ApiError> {
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return Ok(None),
     };
-    let find = |plural: &str| {
-        resources::find(group, version, plural)
-            .ok_or_else(|| ApiError::path_not_found(&segs.join("/")))
-    };
-    let t = match rest {
+    let not_found = || ApiError::path_not_found(&segs.join("/"));
+    let (namespace, plural, tail): (Option<&str>, &str, &[&'a str]) = match rest {
         [] => return Ok(None),
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
-            let def = find(plural)?;
-            if !def.namespaced {
-                return Err(ApiError::path_not_found(&segs.join("/")));
-            }
-            match tail {
-                [] => Target {
-                    def,
-                    namespace: Some((*ns).into()),
-                    name: None,
-                    subresource: None,
-                },
-                [name] => Target {
-                    def,
-                    namespace: Some((*ns).into()),
-                    name: Some((*name).into()),
-                    subresource: None,
-                },
-                [name, sub] => Target {
-                    def,
-                    namespace: Some((*ns).into()),
-                    name: Some((*name).into()),
-                    subresource: Some(*sub),
-                },
-                _ => return Err(ApiError::path_not_found(&segs.join("/"))),
-            }
+            (Some(ns), plural, tail)
         }
-        [plural] => Target {
-            def: find(plural)?,
-            namespace: None,
-            name: None,
-            subresource: None,
-        },
-        [plural, name] => {
-            let def = find(plural)?;
-            if def.namespaced {
-                return Err(ApiError::path_not_found(&segs.join("/")));
-            }
-            Target {
-                def,
-                namespace: None,
-                name: Some((*name).into()),
-                subresource: None,
-            }
-        }
-        [plural, name, sub] => {
-            let def = find(plural)?;
-            if def.namespaced {
-                return Err(ApiError::path_not_found(&segs.join("/")));
-            }
-            Target {
-                def,
-                namespace: None,
-                name: Some((*name).into()),
-                subresource: Some(*sub),
-            }
-        }
-        _ => return Err(ApiError::path_not_found(&segs.join("/"))),
+        [plural, tail @ ..] => (None, plural, tail),
+    };
+    let def = resources::find(group, version, plural).ok_or_else(not_found)?;
+    // A namespaced kind is named only inside its namespace (listing it across all namespaces
+    // is allowed); a cluster-scoped kind never has one.
+    let misplaced = match namespace {
+        Some(_) => !def.namespaced,
+        None => def.namespaced && !tail.is_empty(),
+    };
+    if misplaced || tail.len() > 2 {
+        return Err(not_found());
+    }
+    let t = Target {
+        def,
+        namespace: namespace.map(str::to_owned),
+        name: tail.first().map(|name| (*name).to_owned()),
+        subresource: tail.get(1).copied(),
     };
     if let Some(sub) = t.subresource
         && !(sub == "status" && t.def.status_subresource)
     {
-        return Err(ApiError::path_not_found(&segs.join("/")));
+        return Err(not_found());
     }
     Ok(Some(t))
 }
