@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from validate_k8s import Report
+
 PLACEHOLDERS = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
 # In-cluster Services whose pods listen on another port than the Service's (a
 # NetworkPolicy sees the pod port): argocd-server serves 80/443 from 8080.
@@ -181,7 +183,7 @@ def main() -> int:
     ap.add_argument("--pinned", action="append", default=[], help="a render whose egress must be pinned")
     ap.add_argument("--release", action="store_true", help="placeholder CIDRs are errors")
     a = ap.parse_args()
-    passed = failed = 0
+    rep = Report()
     for spec in a.render:
         name, _, path = spec.partition("=")
         objs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
@@ -204,20 +206,13 @@ def main() -> int:
         if a.release:
             checks.append((f"{name}: no placeholder CIDR left (--release)", left))
         elif left:
-            print(f"ok   {name}: {len(left)} egress CIDR(s) are placeholders; replace them "
-                  f"(overlays/prod/egress-cidrs.yaml) - `deploy/check.sh --release` refuses them")
-            passed += 1
+            checks.append((f"{name}: {len(left)} egress CIDR(s) are placeholders; replace them "
+                           f"(overlays/prod/egress-cidrs.yaml) - `deploy/check.sh --release` refuses them",
+                           []))
         for title, problems in checks:
-            if problems:
-                failed += 1
-                print(f"FAIL {title}")
-                for p in problems:
-                    print(f"       - {p}")
-            else:
-                passed += 1
-                print(f"ok   {title}")
-    print(f"egress: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+            rep.check(title, problems)
+    print(f"egress: {rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":

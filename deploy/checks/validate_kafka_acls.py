@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from validate_k8s import Report
+
 PRINCIPAL_OF = {"alert-receiver": "opsmesh-alert-receiver", "collector": "opsmesh-collector",
                 "diagnoser": "opsmesh-diagnoser", "remediator": "opsmesh-remediator",
                 "reporter": "opsmesh-reporter", "topics": "opsmesh-admin"}
@@ -112,22 +114,15 @@ def main() -> int:
     ap.add_argument("--render", action="append", required=True, help="NAME=FILE")
     a = ap.parse_args()
     expected = sorted(json.dumps(r, sort_keys=True) for r in json.loads(a.expected.read_text()))
-    passed = failed = 0
+    rep = Report()
     for spec in a.render:
         name, _, path = spec.partition("=")
         with open(path) as f:
             objs = [d for d in yaml.safe_load_all(f) if d]
         for check, probs in check_render(name, objs, expected):
-            if probs:
-                failed += 1
-                print(f"FAIL {check}")
-                for p in probs[:40]:
-                    print(f"       - {p}")
-            else:
-                passed += 1
-                print(f"ok   {check}")
-    print(f"kafka acls: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+            rep.check(check, probs)
+    print(f"kafka acls: {rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":
