@@ -83,6 +83,16 @@ def check(path, validator, seen_ids):
             text = dict(body_sections)[h]
             kinds = [a.get("kind") for s in fm["sections"] if s.get("heading") == h for a in s.get("actions", [])]
             report.append((h, kinds, hashlib.sha256(text.encode()).hexdigest()[:12]))
+    for s in fm.get("sections", []):
+        if not isinstance(s, dict) or not isinstance(s.get("ladder"), dict):
+            continue
+        allowed = [(a.get("kind"), a.get("target")) for a in s.get("actions", []) if isinstance(a, dict)]
+        for i, step in enumerate(s["ladder"].get("steps", [])):
+            if isinstance(step, dict) and (step.get("kind"), step.get("target")) not in allowed:
+                errors.append(
+                    f"{path.name}: section {s.get('heading')!r}: ladder.steps[{i}]: "
+                    f"{step.get('kind')} on a {step.get('target')} is not among the section's actions"
+                )
     return errors, report
 
 

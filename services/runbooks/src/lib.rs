@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use opsmesh_proto::{ActionKind, RootCause, diagnosis::RunbookRef};
 
+mod ladder;
+pub use ladder::{Ladder, LadderStep, MAX_LADDER_STEPS};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunbookError {
     #[error("reading runbooks from {path}: {source}")]
@@ -49,6 +52,9 @@ pub struct SectionSpec {
     pub verification: Option<Verification>,
     #[serde(default)]
     pub rollback: Option<String>,
+    /// What the remediator tries next when the section's actions do not verify healthy.
+    #[serde(default)]
+    pub ladder: Option<Ladder>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +133,11 @@ impl Runbook {
         }
         let mut sections = split_sections(body);
         for spec in &front.sections {
+            if let Some(ladder) = &spec.ladder {
+                ladder
+                    .validate(spec)
+                    .map_err(|e| invalid(format!("section {:?}: {e}", spec.heading)))?;
+            }
             let section = sections
                 .iter_mut()
                 .find(|s| s.heading == spec.heading)
