@@ -125,7 +125,7 @@ pub fn fingerprint_of_splunk_body(
     };
     normalizer
         .splunk(&body.to_string(), "splunk")
-        .map(|alert| alert.fingerprint)
+        .map(|splunk| splunk.alert.fingerprint)
 }
 
 /// Runs every parser of untrusted input on `bytes`, and checks that the Splunk body's fast

@@ -80,6 +80,7 @@ struct SplunkBody {
     rows_truncated: Option<bool>,
     cluster: Option<Value>,
     severity: Option<Value>,
+    opsmesh_test: Option<bool>,
 }
 
 /// The same body once every field has its type, parsed straight from the text when it can be
@@ -98,6 +99,7 @@ struct SplunkFields<R = Row> {
     rows_truncated: Option<bool>,
     cluster: Option<String>,
     severity: Option<String>,
+    opsmesh_test: Option<bool>,
 }
 
 impl SplunkFields {
@@ -133,6 +135,7 @@ impl SplunkFields {
             rows_truncated: body.rows_truncated,
             cluster: optional_string(body.cluster, "/cluster")?,
             severity: optional_string(body.severity, "/severity")?,
+            opsmesh_test: body.opsmesh_test,
         }
         .read_result(|result| parse_row(result, || "/result".to_owned()))
     }
@@ -157,14 +160,29 @@ impl<R> SplunkFields<R> {
             rows_truncated: self.rows_truncated,
             cluster: self.cluster,
             severity: self.severity,
+            opsmesh_test: self.opsmesh_test,
         })
     }
 }
 
+/// A Splunk body, normalised.
+#[derive(Debug)]
+pub struct SplunkAlert {
+    pub alert: Alert,
+    /// The body carried `"opsmesh_test": true` (the app's "send test alert"): validate and
+    /// answer, but open no incident.
+    pub test: bool,
+}
+
 impl Normalizer<'_> {
     /// `body` is the request's JSON text; `source` is the authenticated sender's name.
-    pub fn splunk(&self, body: &str, source: &str) -> Result<Alert, Problem> {
-        self.splunk_alert(SplunkFields::parse(body)?, source)
+    pub fn splunk(&self, body: &str, source: &str) -> Result<SplunkAlert, Problem> {
+        let fields = SplunkFields::parse(body)?;
+        let test = fields.opsmesh_test.unwrap_or(false);
+        Ok(SplunkAlert {
+            alert: self.splunk_alert(fields, source)?,
+            test,
+        })
     }
 
     fn splunk_alert(&self, body: SplunkFields, source: &str) -> Result<Alert, Problem> {
@@ -237,6 +255,7 @@ impl Normalizer<'_> {
         let slow = parse_body(text, "a Splunk alert body")
             .and_then(SplunkFields::from_values)
             .unwrap_or_else(|p| panic!("fast path accepted what the slow path refuses: {p:?}"));
+        assert_eq!(fast.opsmesh_test, slow.opsmesh_test);
         match (self.splunk_alert(fast, "s"), self.splunk_alert(slow, "s")) {
             (Ok(mut fast), Ok(slow)) => {
                 fast.received_at = slow.received_at;

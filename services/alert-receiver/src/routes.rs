@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use opsmesh_proto::{
     Envelope,
-    alert::{Alert, AlertSourceKind, FieldValue},
+    alert::{Alert, AlertSourceKind, Entity, FieldValue},
 };
 use opsmesh_runtime::{
     Publisher,
@@ -20,7 +20,7 @@ use opsmesh_runtime::{
 };
 
 use crate::{
-    auth::Authenticator,
+    auth::{Authenticator, SignatureId},
     config::ReceiverConfig,
     dedup::{Accepted, Claim, Deliveries, DeliveryKey, alert_id},
     failed_auth::FailedAuth,
@@ -82,6 +82,28 @@ struct AcceptedBody<'a> {
     alert_ids: Vec<uuid::Uuid>,
     incident_key: Option<&'a str>,
     incident_keys: Vec<&'a str>,
+}
+
+/// The `200` answer to a test alert: what the alert would be, and that nothing was opened.
+#[derive(Serialize)]
+struct TestBody<'a> {
+    test: bool,
+    incident_opened: bool,
+    alert_name: &'a str,
+    incident_key: &'a str,
+    entity: &'a Entity,
+}
+
+/// What an authenticated, valid request led to.
+enum Outcome {
+    /// Published (or found already published): every alert's ids, and how many of them this
+    /// request published (the rest were duplicates of earlier deliveries).
+    Published {
+        accepted: Vec<Accepted>,
+        fresh: usize,
+    },
+    /// A test alert (`"opsmesh_test": true`): validated, not published.
+    Test(Box<Alert>),
 }
 
 /// Why a request was refused: a metrics label and the problem body sent back.
@@ -156,7 +178,21 @@ async fn accept(
     let result = handle(state, format, credentials, request, payload, &mut source).await;
     metrics.in_flight.dec();
     match result {
-        Ok((accepted, fresh)) => {
+        Ok(Outcome::Test(alert)) => {
+            metrics
+                .responses
+                .with_label_values(&[format.label(), StatusCode::OK.as_str()])
+                .inc();
+            tracing::info!(format = format.label(), %source, alert = %alert.name, "test alert validated; no incident opened");
+            HttpResponse::Ok().json(TestBody {
+                test: true,
+                incident_opened: false,
+                alert_name: &alert.name,
+                incident_key: &alert.fingerprint,
+                entity: &alert.entity,
+            })
+        }
+        Ok(Outcome::Published { accepted, fresh }) => {
             metrics
                 .publish_seconds
                 .with_label_values(&[format.label()])
@@ -194,8 +230,6 @@ async fn accept(
     }
 }
 
-/// Returns every alert's ids and how many of them were published by this request (the rest
-/// were duplicates of earlier deliveries).
 async fn handle<'s>(
     state: &'s State,
     format: Format,
@@ -203,7 +237,7 @@ async fn handle<'s>(
     request: &HttpRequest,
     payload: web::Payload,
     source: &mut &'s str,
-) -> Result<(Vec<Accepted>, usize), Refusal> {
+) -> Result<Outcome, Refusal> {
     // Before anything is read: a peer guessing credentials is turned away cheaply.
     let peer = state.failed_auth.peer_of(request);
     if let Err(locked) = state.failed_auth.check(peer) {
@@ -272,9 +306,13 @@ async fn handle<'s>(
         max_unusable_chars: state.config.max_unusable_value_chars,
         default_cluster: &state.cluster,
     };
-    let alerts = match format {
-        Format::Splunk => normalizer.splunk(text, source).map(|alert| vec![alert]),
-        Format::Alertmanager => normalizer.alertmanager(text, source),
+    let (mut alerts, test) = match format {
+        Format::Splunk => normalizer
+            .splunk(text, source)
+            .map(|splunk| (vec![splunk.alert], splunk.test)),
+        Format::Alertmanager => normalizer
+            .alertmanager(text, source)
+            .map(|alerts| (alerts, false)),
     }
     .map_err(|problem| {
         let reason = match StatusCode::from_u16(problem.status) {
@@ -284,6 +322,10 @@ async fn handle<'s>(
         };
         refuse(reason, problem)
     })?;
+    if test && let Some(alert) = alerts.pop() {
+        remember(state, authenticated.signature);
+        return Ok(Outcome::Test(Box::new(alert)));
+    }
     for alert in alerts.iter().filter(|a| a.entity.is_unusable()) {
         state
             .metrics
@@ -298,11 +340,16 @@ async fn handle<'s>(
             "alert names no usable entity: accepted, to be escalated without action"
         );
     }
-    let delivered = deliver(state, alerts).await?;
-    if let Some(signature) = authenticated.signature {
+    let (accepted, fresh) = deliver(state, alerts).await?;
+    remember(state, authenticated.signature);
+    Ok(Outcome::Published { accepted, fresh })
+}
+
+/// A signature that was accepted cannot be replayed within the window, test alert or not.
+fn remember(state: &State, signature: Option<SignatureId>) {
+    if let Some(signature) = signature {
         state.auth.remember(signature);
     }
-    Ok(delivered)
 }
 
 /// Identity of one delivery: a retry of the same alert has the same key.

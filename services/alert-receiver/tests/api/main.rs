@@ -8,5 +8,6 @@ mod helpers;
 mod limits;
 mod replicas;
 mod splunk;
+mod test_mode;
 mod unusable;
 mod validation;
