@@ -252,6 +252,7 @@ class TestAlertEndpointTest(unittest.TestCase):
         doc = json.loads(sent["body"])
         self.assertEqual(("opsmesh setup test alert", "prod-eu", "info"),
                          (doc["search_name"], doc["cluster"], doc["severity"]))
+        self.assertIs(True, doc["opsmesh_test"], "the receiver's test mode: no incident is opened")
         self.assertNotIn(STORED_SECRET, json.dumps(reply))
 
     def test_wrong_secret_reports_the_receivers_refusal(self):

@@ -197,10 +197,12 @@ def send_test_alert(splunkd, transport=http_request, wallclock=time.time, clock=
     if secret is None:
         return _reply(400, error="no secret is stored for credential '%s'" % cfg.credential, delivered=False)
     now = int(wallclock())
-    row = {"opsmesh_test": "1", "message": "test alert from the opsmesh setup page"}
+    row = {"message": "test alert from the opsmesh setup page"}
+    # opsmesh_test (inside the signed body): the receiver validates and answers 200 but opens
+    # no incident.
     meta = {"sid": "opsmesh_setup_test_%d" % now, "search_name": "opsmesh setup test alert", "app": None,
             "owner": None, "results_link": None, "server_host": None, "cluster": cfg.cluster,
-            "severity": "info", "entity_fields": [], "sent_at": now}
+            "severity": "info", "entity_fields": [], "sent_at": now, "opsmesh_test": True}
     body = build_body(meta, row, [row], False, cfg.max_body_bytes)[0]
     cfg.retry_budget = min(cfg.retry_budget, TEST_ALERT_BUDGET)
     stream = io.StringIO()
