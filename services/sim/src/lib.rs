@@ -35,10 +35,6 @@ use crate::{controller::ARGO_INSTANCE_LABEL, scenario::ClusterState};
 
 /// Annotation on a namespace with its hourly budget in USD.
 pub const BUDGET_ANNOTATION: &str = "opsmesh.dev/hourly-budget-usd";
-/// Annotation on an InferenceService with its last known good image.
-pub const LAST_GOOD_IMAGE_ANNOTATION: &str = "opsmesh.dev/last-known-good-image";
-/// The replica count the owners declared normal (the scenario's `replicas`, before faults).
-pub const EXPECTED_REPLICAS_ANNOTATION: &str = "opsmesh.dev/expected-replicas";
 
 /// A simulated cluster, shared by the HTTP server and the test or runner driving it.
 #[derive(Clone)]
@@ -155,11 +151,6 @@ impl Simulator {
                     "containers": [{"name": "kserve-container", "image": image, "resources": resources}],
                 }},
             });
-            if let Some(prev) = &s.previous_image {
-                obj["metadata"]["annotations"][LAST_GOOD_IMAGE_ANNOTATION] = json!(prev);
-            }
-            obj["metadata"]["annotations"][EXPECTED_REPLICAS_ANNOTATION] =
-                json!(s.replicas.to_string());
             if let Some(app) = &s.argocd_app {
                 obj["metadata"]["labels"][ARGO_INSTANCE_LABEL] = json!(app);
                 obj["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = json!(format!(
@@ -170,6 +161,18 @@ impl Simulator {
             if let Some(price) = s.hourly_cost_usd {
                 w.pricing
                     .insert((s.namespace.clone(), s.name.clone()), price);
+            }
+            if let Some(previous) = &s.previous_image {
+                // Deployed before the current image: its ReplicaSet is the older revision.
+                let mut before = obj.clone();
+                before["spec"]["predictor"]["containers"][0]["image"] = json!(previous);
+                w.put(
+                    &resources::INFERENCE_SERVICES,
+                    &s.namespace,
+                    &s.name,
+                    before,
+                );
+                w.reconcile();
             }
             w.put(&resources::INFERENCE_SERVICES, &s.namespace, &s.name, obj);
         }

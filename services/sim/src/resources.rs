@@ -112,6 +112,28 @@ pub const LIMIT_RANGES: ResourceDef = res!(
     false,
     &["limits"]
 );
+pub const SECRETS: ResourceDef = res!(
+    "",
+    "v1",
+    "secrets",
+    "secret",
+    "Secret",
+    true,
+    false,
+    false,
+    &[]
+);
+pub const CONFIG_MAPS: ResourceDef = res!(
+    "",
+    "v1",
+    "configmaps",
+    "configmap",
+    "ConfigMap",
+    true,
+    false,
+    false,
+    &["cm"]
+);
 pub const INFERENCE_SERVICES: ResourceDef = res!(
     "serving.kserve.io",
     "v1beta1",
@@ -168,17 +190,46 @@ pub const APPLICATIONS: ResourceDef = res!(
     &["app", "apps"]
 );
 
+/// KServe's raw-deployment mode runs each predictor as a Deployment (`<isvc>-predictor`).
+pub const DEPLOYMENTS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "deployments",
+    "deployment",
+    "Deployment",
+    true,
+    true,
+    false,
+    &["deploy"]
+);
+/// One per revision of a Deployment's pod template: the revision history.
+pub const REPLICA_SETS: ResourceDef = res!(
+    "apps",
+    "v1",
+    "replicasets",
+    "replicaset",
+    "ReplicaSet",
+    true,
+    true,
+    false,
+    &["rs"]
+);
+
 pub const ALL: &[ResourceDef] = &[
     NAMESPACES,
     PODS,
     EVENTS,
     RESOURCE_QUOTAS,
     LIMIT_RANGES,
+    DEPLOYMENTS,
+    REPLICA_SETS,
     INFERENCE_SERVICES,
     POLICY_REPORTS,
     CLUSTER_POLICY_REPORTS,
     CLUSTER_POLICIES,
     APPLICATIONS,
+    SECRETS,
+    CONFIG_MAPS,
 ];
 
 /// Namespace ArgoCD Applications live in.

@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Event, Pod},
+};
 use kube::{
     Api, Client,
     api::{
@@ -283,8 +286,31 @@ async fn image_pull_error_needs_a_rollback_not_a_restart() {
         "a restart does not help"
     );
 
-    let live = api.get("gpt-oss-120b").await.unwrap();
-    let previous = live.metadata.annotations.unwrap()["opsmesh.dev/last-known-good-image"].clone();
+    // The image before the failing one: the Deployment's previous ReplicaSet revision.
+    let sets = Api::<ReplicaSet>::namespaced(r.client.clone(), "ml-team-a")
+        .list(&ListParams::default().labels("serving.kserve.io/inferenceservice=gpt-oss-120b"))
+        .await
+        .unwrap();
+    let first = sets
+        .items
+        .iter()
+        .find(|rs| {
+            rs.metadata.annotations.as_ref().unwrap()["deployment.kubernetes.io/revision"] == "1"
+        })
+        .expect("revision 1");
+    let previous = first
+        .spec
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(previous, "registry.example.com/kserve/gpt-oss:1.4.1");
     api.patch(
         "gpt-oss-120b",
         &PatchParams::default(),

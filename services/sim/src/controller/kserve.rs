@@ -11,19 +11,25 @@ use crate::{
     world::{Block, PodLife, SimPod, Workload, World},
 };
 
-use super::{CONTAINER, Demand, ISVC_LABEL, NODE, event, event_name, pod_demand, rule_name};
+use super::{
+    CONTAINER, Demand, NODE,
+    deployment::{pod_labels, replica_set_name},
+    event, event_name, pod_demand, rule_name,
+};
 
-const RESTART_ANNOTATIONS: &[&str] = &[
-    "kubectl.kubernetes.io/restartedAt",
-    "serving.kserve.io/restartedAt",
-    "opsmesh.dev/restartedAt",
-];
+/// What `kubectl rollout restart` writes on a pod template. KServe carries the
+/// InferenceService's annotations and the predictor's `annotations` to its pods, so either
+/// place restarts them.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// The predictor pod an InferenceService asks for.
 #[derive(Debug, Clone)]
 pub(super) struct Template {
     pub container: Value,
     pub security_context: Option<Value>,
+    /// The pod template's annotations: the predictor's, and a restart stamp on the
+    /// InferenceService.
+    pub pod_annotations: Value,
     pub image: String,
     pub replicas: u32,
     pub hash: String,
@@ -63,21 +69,20 @@ pub(super) fn template_of(isvc: &Value) -> Template {
             m.remove(f);
         }
     }
-    let restart: Vec<Value> = RESTART_ANNOTATIONS
-        .iter()
-        .map(|a| {
-            isvc["metadata"]["annotations"]
-                .get(*a)
-                .cloned()
-                .unwrap_or(Value::Null)
-        })
-        .collect();
+    let mut pod_annotations = match &predictor["annotations"] {
+        Value::Object(a) => Value::Object(a.clone()),
+        _ => json!({}),
+    };
+    if let Some(at) = isvc["metadata"]["annotations"].get(RESTARTED_AT_ANNOTATION) {
+        pod_annotations[RESTARTED_AT_ANNOTATION] = at.clone();
+    }
     let digest = Sha256::new()
         .chain_update(shape.to_string())
-        .chain_update(json!(restart).to_string())
+        .chain_update(pod_annotations.to_string())
         .finalize();
     let hash = hex::encode(&digest[..5]);
     Template {
+        pod_annotations,
         security_context: predictor.get("securityContext").cloned(),
         container,
         image,
@@ -178,9 +183,10 @@ impl World {
                 self.delete_pod(ns, &p, now);
             }
         }
+        let replica_set_uid = self.roll_out(ns, name, &isvc, &template);
         let mut block = None;
         while wl.pods.len() < template.replicas as usize {
-            match self.create_predictor_pod(ns, name, &isvc, &template, &mut wl, now) {
+            match self.create_predictor_pod(ns, name, &replica_set_uid, &template, &mut wl, now) {
                 Ok(()) => {}
                 Err(b) => {
                     block = Some(b);
@@ -207,7 +213,8 @@ impl World {
                 reasons.push(r);
             }
         }
-        let rs_name = format!("{name}-predictor-{}", template.hash);
+        self.report_rollout(ns, name, &template, wl.pods.len() as u32, ready);
+        let rs_name = replica_set_name(name, &template.hash);
         if let Some((b, since)) = &wl.blocked {
             let attempts = 1 + ((now.saturating_sub(*since)).as_secs() / 30) as u32;
             let msg = match b {
@@ -267,7 +274,7 @@ impl World {
         &mut self,
         ns: &str,
         name: &str,
-        isvc: &Value,
+        replica_set_uid: &str,
         t: &Template,
         wl: &mut Workload,
         now: Duration,
@@ -291,19 +298,22 @@ impl World {
             .chain_update(format!("{ns}/{name}/{}/{}", t.hash, wl.next_index))
             .finalize();
         let suffix = hex::encode(&digest[..3])[..5].to_owned();
-        let pod_name = format!("{name}-predictor-{}-{suffix}", t.hash);
+        let rs = replica_set_name(name, &t.hash);
+        let pod_name = format!("{rs}-{suffix}");
         let mut spec = json!({"containers": [t.container.clone()], "nodeName": NODE, "restartPolicy": "Always"});
         if let Some(sc) = &t.security_context {
             spec["securityContext"] = sc.clone();
         }
+        let mut labels = pod_labels(name);
+        labels["pod-template-hash"] = json!(t.hash);
         let mut pod = json!({
             "metadata": {
-                "labels": {ISVC_LABEL: name, "component": "predictor", "app": format!("{name}-predictor"), "pod-template-hash": t.hash},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-predictor-{}", t.hash), "uid": isvc["metadata"]["uid"], "controller": true}],
+                "labels": labels,
+                "annotations": t.pod_annotations,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": replica_set_uid, "controller": true, "blockOwnerDeletion": true}],
             },
             "spec": spec,
         });
-        let rs = format!("{name}-predictor-{}", t.hash);
         self.admit_pod(ns, &mut pod)
             .map_err(|msg| Block::Admission(format!("pods \"{rs}-\" is forbidden: {msg}")))?;
         let demand = pod_demand(&pod);
@@ -381,6 +391,7 @@ impl World {
             r.contains("OOMKilled")
                 || r.contains("exited")
                 || r.contains("ImagePull")
+                || r.contains("CreateContainerConfigError")
                 || r.contains("denied")
                 || r.contains("forbidden")
         });

@@ -11,10 +11,12 @@
 
 mod admission;
 mod argocd;
+mod deployment;
 mod faults;
 mod kserve;
 mod kubelet;
 mod kyverno;
+mod references;
 
 use std::time::Duration;
 
@@ -30,6 +32,8 @@ const CONTAINER: &str = "kserve-container";
 const NODE: &str = "sim-node-1";
 pub const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
 pub const ARGO_INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub use deployment::REVISION_ANNOTATION;
+pub use kserve::RESTARTED_AT_ANNOTATION;
 
 #[allow(clippy::too_many_arguments)]
 fn event(
@@ -102,11 +106,12 @@ impl World {
             .cloned()
             .collect();
         for (ns, name) in gone {
-            if let Some(wl) = self.workloads.remove(&(ns.clone(), name)) {
+            if let Some(wl) = self.workloads.remove(&(ns.clone(), name.clone())) {
                 for pod in wl.pods {
                     self.delete_pod(&ns, &pod, now);
                 }
             }
+            self.remove_deployment(&ns, &name);
         }
         for (ns, name) in isvcs {
             self.reconcile_isvc(&ns, &name, now);
