@@ -12,9 +12,11 @@ use actix_web::{
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use opsmesh_proto::envelope::HEADER_TRACEPARENT;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     body_deadline::BodyDeadline,
@@ -23,6 +25,7 @@ use crate::{
     health::{Health, ReadinessCheck},
     metrics::{BusMetrics, new_registry},
     settings::{HttpSettings, Settings},
+    telemetry::{self, context},
 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,6 +45,7 @@ impl Context {
         let registry = new_registry();
         let bus_metrics = BusMetrics::new(&registry);
         bus.register_metrics(&registry);
+        telemetry::register_metrics(&registry);
         let health = Health::default();
         health.register(Arc::new(BusReadiness(bus.clone())));
         Self {
@@ -212,6 +216,30 @@ impl Application {
                         payload: Box::pin(body),
                     });
                     service.call(request)
+                })
+                .wrap_fn(|request, service| {
+                    // One server span per request, under the caller's span if it sent one.
+                    let route = request.match_pattern();
+                    let span = context::server_span(
+                        request.method().as_str(),
+                        route.as_deref().unwrap_or("unmatched"),
+                        request
+                            .headers()
+                            .get(HEADER_TRACEPARENT)
+                            .map(|value| value.as_bytes()),
+                    );
+                    let response = span.in_scope(|| service.call(request));
+                    let recorded = span.clone();
+                    async move {
+                        let response = response.await;
+                        let status = match &response {
+                            Ok(response) => response.status(),
+                            Err(err) => err.as_response_error().status_code(),
+                        };
+                        context::record_status(&recorded, status.as_u16());
+                        response
+                    }
+                    .instrument(span)
                 })
                 .configure(move |config| {
                     for component in &routes {

@@ -114,7 +114,7 @@ impl ConfigTree {
     }
 
     fn check_top_level(&self) -> Result<(), ConfigError> {
-        const SHARED: &[&str] = &["cluster", "http", "log", "shutdown", "bus"];
+        const SHARED: &[&str] = &["cluster", "http", "log", "shutdown", "bus", "telemetry"];
         for key in self.sections.keys() {
             if !SHARED.contains(&key.as_str()) && !SERVICE_SECTIONS.contains(&key.as_str()) {
                 return Err(ConfigError::invalid(

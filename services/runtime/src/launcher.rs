@@ -47,7 +47,14 @@ pub fn run_to_exit(
         Ok(settings) => settings,
         Err(err) => return fail(&err),
     };
-    telemetry::init(&settings.log);
+    let service_name = match services.as_slice() {
+        [service] => format!("opsmesh-{}", service.name),
+        _ => "opsmesh".to_owned(),
+    };
+    let tracing = match telemetry::init_service(&settings, &service_name) {
+        Ok(tracing) => tracing,
+        Err(err) => return fail(&err),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err),
@@ -58,7 +65,10 @@ pub fn run_to_exit(
             Err(err) => return fail(&err),
         };
         shutdown::cancel_on_signal(app.shutdown_token());
-        match app.run_until_stopped().await {
+        let stopped = app.run_until_stopped().await;
+        // After the drain: the spans of the last messages handled go out too.
+        tracing.shutdown().await;
+        match stopped {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&err),
         }

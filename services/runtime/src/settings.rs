@@ -1,5 +1,5 @@
-//! The settings every service shares (`cluster`, `http`, `log`, `shutdown`, `bus`): the
-//! top-level tables of the configuration that no service owns.
+//! The settings every service shares (`cluster`, `http`, `log`, `shutdown`, `bus`,
+//! `telemetry`): the top-level tables of the configuration that no service owns.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::{
     bus::BusSettings,
     config::{ConfigError, ConfigTree, Validate},
+    telemetry::TelemetrySettings,
 };
 
 /// Settings every service shares.
@@ -20,6 +21,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub shutdown: ShutdownSettings,
     pub bus: BusSettings,
+    /// Span export (`telemetry.otlp`).
+    pub telemetry: TelemetrySettings,
 }
 
 impl Default for Settings {
@@ -30,6 +33,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             shutdown: ShutdownSettings::default(),
             bus: BusSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -46,7 +50,8 @@ impl Validate for Settings {
                 "must be longer than 0s",
             ));
         }
-        self.bus.validate("bus")
+        self.bus.validate("bus")?;
+        self.telemetry.validate("telemetry")
     }
 }
 

@@ -7,8 +7,10 @@ use opsmesh_proto::{
     envelope::{CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, HEADER_SCHEMA, HEADER_TRACEPARENT},
 };
 
+use tracing::Instrument;
+
 use super::{Bus, BusError, Delivered, Outgoing};
-use crate::metrics::BusMetrics;
+use crate::{metrics::BusMetrics, telemetry::context};
 
 /// Publishes envelopes on their schema's topic, keyed by incident (or an explicit key).
 #[derive(Clone)]
@@ -22,17 +24,22 @@ impl Publisher {
         Self { bus, metrics }
     }
 
-    /// Publishes on `P::SCHEMA`'s topic, keyed by `key`; returns once acknowledged.
+    /// Publishes on `P::SCHEMA`'s topic, keyed by `key`, in a producer span; returns once
+    /// acknowledged.
     pub async fn publish<P: Payload>(
         &self,
         key: &str,
         envelope: &Envelope<P>,
     ) -> Result<Delivered, BusError> {
-        self.publish_raw(Self::message(key, envelope)).await
+        let span = context::producer_span(P::SCHEMA, &envelope.trace);
+        let message = span.in_scope(|| Self::message(key, envelope));
+        self.publish_raw(message).instrument(span).await
     }
 
     /// The message [`Publisher::publish`] sends: the envelope's bytes and headers on
     /// `P::SCHEMA`'s topic. For callers that check every message's size before sending any.
+    /// Its `traceparent` header names the current span when that is in the envelope's trace
+    /// (see [`context::traceparent_for`]), so the consumer's span becomes its child.
     pub fn message<P: Payload>(key: &str, envelope: &Envelope<P>) -> Outgoing {
         let schema = if envelope.schema == P::SCHEMA {
             Cow::Borrowed(P::SCHEMA.as_bytes())
@@ -47,7 +54,10 @@ impl Publisher {
             (HEADER_SCHEMA.into(), schema),
             (
                 HEADER_TRACEPARENT.into(),
-                envelope.trace.traceparent.as_bytes().to_vec().into(),
+                context::traceparent_for(&envelope.trace)
+                    .into_owned()
+                    .into_bytes()
+                    .into(),
             ),
         ];
         Outgoing {

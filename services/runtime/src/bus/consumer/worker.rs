@@ -6,7 +6,9 @@ use std::{
     time::Instant,
 };
 
+use opsmesh_proto::envelope::HEADER_TRACEPARENT;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
@@ -17,6 +19,7 @@ use crate::{
     backoff::{self, Interrupted},
     bus::{DeadLetters, Received},
     metrics::BusMetrics,
+    telemetry::context,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +67,17 @@ impl Worker {
             .insert(id);
     }
 
+    /// Handles `message` in its consumer span, a child of the span that published it.
     pub(super) async fn process(&self, message: &Received) -> (Outcome, Option<Pending>) {
+        let span = context::consumer_span(
+            &message.topic,
+            &self.group,
+            message.header(HEADER_TRACEPARENT),
+        );
+        self.process_in_span(message).instrument(span).await
+    }
+
+    async fn process_in_span(&self, message: &Received) -> (Outcome, Option<Pending>) {
         let id = match serde_json::from_slice::<EnvelopeId>(&message.payload) {
             Ok(envelope) => envelope.id,
             Err(err) => {
