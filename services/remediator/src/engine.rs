@@ -54,6 +54,7 @@ mod approval;
 mod background;
 mod drive;
 mod heads;
+mod ladder;
 
 use act::escalate_record;
 use approval::approval_incident;
@@ -293,9 +294,19 @@ impl Engine {
             .checked_sub_signed(self.lookback())
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let recent = view.executions_since(since, incident);
+        let own = view
+            .incident(incident)
+            .map(|l| {
+                l.executions()
+                    .filter(|(at, a)| *at >= since && is_mutating(a.kind))
+                    .map(|(at, a)| (at, a.target.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         History {
             in_flight: view.in_flight(incident),
             recent,
+            own,
         }
     }
 

@@ -20,7 +20,7 @@ mod tests;
 use opsmesh_proto::ActionKind;
 
 pub use execute::check_execute;
-pub use plan::check_plan;
+pub use plan::{check_plan, known_checks};
 
 /// One machine-checked guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -259,9 +259,22 @@ pub fn plan(
             downgraded,
         });
     }
+    // A section with a ladder: its cluster-changing actions are the ladder's first step.
+    let rung = spec.ladder.as_ref().map(|l| ladder::Rung {
+        runbook: cited.id.clone(),
+        version: cited.version.clone(),
+        section: cited.section.clone(),
+        step: 1,
+        max_steps: l.max_steps,
+    });
     for a in &mut actions {
         if is_mutating(a.record.kind) {
             a.record.mode = mode;
+            if let Some(rung) = &rung {
+                a.record
+                    .params
+                    .insert(ladder::LADDER.into(), rung.to_param());
+            }
         }
     }
     Plan::Act {
@@ -364,6 +377,12 @@ fn params_valid(p: &ActionProposal) -> Result<(), String> {
     if let Some(name) = p.params.keys().find(|k| k.starts_with("observed_")) {
         return Err(format!(
             "param {name} is recorded by the remediator from the cluster, not proposed"
+        ));
+    }
+    if p.params.contains_key(ladder::LADDER) {
+        return Err(format!(
+            "param {} is recorded by the remediator from the runbook, not proposed",
+            ladder::LADDER
         ));
     }
     match p.kind {
@@ -499,5 +518,6 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
     }
 }
 
+pub mod ladder;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,9 @@ pub struct History {
     /// Cluster-changing actions of other incidents within the rate-limit window: when and on
     /// which target.
     pub recent: Vec<(DateTime<Utc>, String)>,
+    /// This incident's own earlier cluster-changing actions (a ladder's earlier steps): they
+    /// count against the rate limits, never against the cooldown, which is between incidents.
+    pub own: Vec<(DateTime<Utc>, String)>,
 }
 
 /// Why the policy refused an action: a stable code (metrics label) and the reason in words.
@@ -145,6 +148,7 @@ pub fn allows(
     let recent: Vec<&(DateTime<Utc>, String)> = history
         .recent
         .iter()
+        .chain(&history.own)
         .filter(|(at, _)| now - *at < window)
         .collect();
     if recent.len() >= policy.rate_limit.global as usize {

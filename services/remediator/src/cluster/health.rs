@@ -16,6 +16,9 @@ use super::{
 pub struct Health {
     pub healthy: bool,
     pub detail: String,
+    /// Ready predictor containers (InferenceService actions): what a remediation ladder
+    /// compares before and after a step to tell whether it made things worse.
+    pub ready_containers: Option<u64>,
 }
 
 impl Cluster {
@@ -77,6 +80,7 @@ impl Cluster {
                 let healthy = ready && problems.is_empty();
                 Ok(Health {
                     healthy,
+                    ready_containers: Some(ready_pods),
                     detail: format!(
                         "{ns}/{name}: Ready={}, {ready_pods}/{} predictor containers ready{}",
                         if ready { "True" } else { "False" },
@@ -94,6 +98,7 @@ impl Cluster {
                 let present = self.is_done(a, "").await?;
                 Ok(Health {
                     healthy: present,
+                    ready_containers: None,
                     detail: format!(
                         "{ns}: {QUOTA_NAME} and {LIMIT_RANGE_NAME} {}",
                         if present {
@@ -114,11 +119,13 @@ impl Cluster {
                     .unwrap_or("Unknown");
                 Ok(Health {
                     healthy: sync == "Synced" && health == "Healthy",
+                    ready_containers: None,
                     detail: format!("{}: sync {sync}, health {health}", a.target),
                 })
             }
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => Ok(Health {
                 healthy: true,
+                ready_containers: None,
                 detail: "nothing to check".into(),
             }),
         }

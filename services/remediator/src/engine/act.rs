@@ -3,6 +3,7 @@
 //! putting changes back when they did not help.
 
 use super::*;
+use crate::plan::ladder::{READY_BEFORE, Rung, step_of};
 
 impl Engine {
     /// Records the intent of the next planned action, after its guards and the policy passed
@@ -24,6 +25,32 @@ impl Engine {
             return Ok(None);
         };
         next.approved_by = approvals.get(&next.idempotency_key).cloned();
+        if Rung::of(&next).is_some() {
+            // The first step of a ladder: how it stands now, to tell later whether it helped.
+            match self.cluster.check(&next).await {
+                Ok(h) => {
+                    if let Some(ready) = h.ready_containers {
+                        next.params.insert(READY_BEFORE.into(), ready.into());
+                    }
+                }
+                Err(ActError::Transient(e)) => return Err(HandlerError::Transient(e)),
+                Err(ActError::Refused(_)) => {}
+            }
+        }
+        self.begin(incident, ledger, next, None).await
+    }
+
+    /// Records the intent of `next` once its guards and the policy passed again on what the
+    /// cluster shows now and its server-side dry run passed; `after` says what led to it (a
+    /// failed step of a ladder, with its verification). `Some(Step::NoSlot)` when it must
+    /// wait for a free action slot.
+    pub(super) async fn begin(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        mut next: ActionRecord,
+        after: Option<(String, Verification)>,
+    ) -> Result<Option<Step>, HandlerError> {
         if next.kind == ActionKind::RestartInferenceService {
             next.params.insert(
                 "restarted_at".into(),
@@ -62,10 +89,14 @@ impl Engine {
             .as_deref()
             .map(|a| format!(" approved by {a};"))
             .unwrap_or_default();
+        let (why, verification) = match after {
+            Some((why, v)) => (format!("{why}; "), Some(v)),
+            None => (String::new(), None),
+        };
         self.record(incident, Decision::new(IncidentState::Executing, format!(
-                    "intent: {} on {} ({});{who} guards and policy passed again on the cluster as it is now; server-side {detail}; applying with field manager {}",
+                    "{why}intent: {} on {} ({});{who} guards and policy passed again on the cluster as it is now; server-side {detail}; applying with field manager {}",
                     next.kind, next.target, next.idempotency_key, self.config.field_manager
-                )).action(Some(next.clone())))
+                )).action(Some(next.clone())).extra(Extra { verification, ..Extra::default() }))
             .await
             .map(|()| None)
     }
@@ -184,14 +215,23 @@ impl Engine {
         if elapsed < due_after {
             return Ok(Some(Instant::now() + (due_after - elapsed)));
         }
+        // The actions of the step being verified (a ladder's earlier steps already failed).
         let applied = ledger.applied();
+        let step = applied.iter().map(step_of).max().unwrap_or(1);
+        let current: Vec<ActionRecord> =
+            applied.into_iter().filter(|a| step_of(a) == step).collect();
         let mut healthy = true;
         let mut details = Vec::new();
-        for a in &applied {
+        let mut ready_after: Option<u64> = None;
+        for a in &current {
             match self.cluster.check(a).await {
                 Ok(h) => {
                     healthy &= h.healthy;
                     details.push(h.detail);
+                    ready_after = match (ready_after, h.ready_containers) {
+                        (Some(r), Some(n)) => Some(r.min(n)),
+                        (r, n) => r.or(n),
+                    };
                 }
                 Err(ActError::Transient(e)) => {
                     return Err(HandlerError::Transient(format!(
@@ -223,21 +263,25 @@ impl Engine {
             healthy,
             detail: last.clone(),
         };
-        self.conclude(incident, ledger, &applied, verification, last)
+        // Whatever comes next (a verdict, or a ladder's next step) is checked afresh.
+        progress.checks_done = None;
+        self.conclude(incident, ledger, &current, verification, ready_after)
             .await
             .map(|()| None)
     }
 
-    /// Records the verdict of the health checks.
+    /// Records the verdict of the health checks of `current` (the step just verified), and on
+    /// failure what follows: the ladder's next step, or rollback and escalation.
     pub(super) async fn conclude(
         &self,
         incident: &str,
         ledger: &IncidentLedger,
-        applied: &[ActionRecord],
+        current: &[ActionRecord],
         verification: Verification,
-        last: String,
+        ready_after: Option<u64>,
     ) -> Result<(), HandlerError> {
         let (healthy, attempts) = (verification.healthy, verification.attempts);
+        let last = verification.detail.clone();
         if healthy {
             if let Some(escalate) = ledger
                 .planned()
@@ -266,6 +310,25 @@ impl Engine {
                 .await;
         }
         let why = format!("verification failed after {attempts} check(s): {last}");
+        match current.iter().rev().find(|a| Rung::of(a).is_some()) {
+            Some(laddered) => {
+                self.climb(incident, ledger, laddered, verification, why, ready_after)
+                    .await
+            }
+            None => self.give_up(incident, ledger, verification, why).await,
+        }
+    }
+
+    /// Rolls back every invertible change the incident made (all its steps) and escalates, or
+    /// escalates alone when nothing can be undone.
+    pub(super) async fn give_up(
+        &self,
+        incident: &str,
+        ledger: &IncidentLedger,
+        verification: Verification,
+        why: String,
+    ) -> Result<(), HandlerError> {
+        let applied = ledger.applied();
         if applied.iter().any(|a| is_invertible(a.kind)) {
             self.roll_back_with(incident, ledger, why, Some(verification))
                 .await

@@ -23,7 +23,7 @@ use super::{
 
 /// Every check a runbook section lists for the action must be one the remediator implements
 /// for that action: a runbook counting on a protection that does not exist is refused.
-pub(super) fn known_checks(kind: ActionKind, spec: &ActionSpec) -> Result<(), GuardViolation> {
+pub fn known_checks(kind: ActionKind, spec: &ActionSpec) -> Result<(), GuardViolation> {
     match spec
         .checks
         .iter()

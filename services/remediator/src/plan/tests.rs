@@ -187,6 +187,61 @@ fn a_proposal_cannot_pass_off_values_as_observed() {
 }
 
 #[test]
+fn a_section_with_a_ladder_puts_its_actions_on_step_one_and_no_proposal_may_claim_a_rung() {
+    let library = Library::built_in().unwrap();
+    let d = oom(
+        &library,
+        json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
+        json!({"namespace": "ml", "name": "llama", "memory_limit": "256Mi"}),
+    );
+    let Plan::Act { actions, .. } = run(&library, &d) else {
+        panic!("planned");
+    };
+    let rung = ladder::Rung::of(&actions[0].record).expect("on the ladder");
+    assert_eq!(
+        (
+            rung.runbook.as_str(),
+            rung.section.as_str(),
+            rung.step,
+            rung.max_steps
+        ),
+        ("oom-killed", "Raise the memory limit", 1, 4)
+    );
+    assert_eq!(
+        actions[0].record.idempotency_key,
+        format!("inc:patch_memory_limit:{ISVC}")
+    );
+    let claimed = oom(
+        &library,
+        json!({"memory_limit": "640Mi", "ladder": rung.to_param()}),
+        json!({"namespace": "ml", "name": "llama"}),
+    );
+    assert_eq!(
+        refusal(run(&library, &claimed)),
+        (
+            "invalid_params",
+            "param ladder is recorded by the remediator from the runbook, not proposed".into()
+        )
+    );
+    // A section without a ladder plans as before: no rung.
+    let image = cited(
+        &library,
+        ("image-pull-error", "Roll back to the last known good image"),
+        RootCause::ImagePullError,
+        vec![(ActionKind::RollbackImage, ISVC, json!({"image": "r/m:1"}))],
+        vec![evidence(
+            "ev1",
+            EvidenceSource::Telemetry,
+            json!({"namespace": "ml", "name": "llama"}),
+        )],
+    );
+    let Plan::Act { actions, .. } = run(&library, &image) else {
+        panic!("planned");
+    };
+    assert_eq!(ladder::Rung::of(&actions[0].record), None);
+}
+
+#[test]
 fn a_runbook_naming_a_check_the_remediator_lacks_is_refused() {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks/oom-killed.md"),
