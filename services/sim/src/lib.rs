@@ -195,5 +195,9 @@ impl Simulator {
             );
         }
         w.reconcile();
+        let history = w.config.seeded_history;
+        for life in w.pod_lives.iter_mut().filter(|l| l.end.is_none()) {
+            life.ran_before = history;
+        }
     }
 }

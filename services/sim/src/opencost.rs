@@ -1,7 +1,8 @@
-//! OpenCost's allocation API: `GET /allocation/compute?window=…&aggregate=namespace|pod`,
-//! computed from the lives of the simulated pods and their prices.
+//! OpenCost's allocation API: `GET /allocation/compute?window=…&aggregate=namespace|pod|controller
+//! &step=…&accumulate=true|false`, computed from the lives of the simulated pods and their
+//! prices on the virtual clock; the initial state's pods ran before it began (history).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -21,21 +22,18 @@ struct Acc {
     ram_byte_hours: f64,
 }
 
-/// Parses an OpenCost window relative to `now`: `10m`, `1h`, `24h`, `7d`, `today`, or
-/// `<start>,<end>` (RFC 3339 or unix seconds). Returns virtual offsets from the base.
-fn window(text: &str, world: &World) -> Result<(Duration, Duration), String> {
-    let now = world.elapsed();
-    let base = world.clock.base();
-    let offset = |t: DateTime<Utc>| -> Duration { (t - base).to_std().unwrap_or_default() };
+/// Parses an OpenCost window relative to now: `10m`, `1h`, `24h`, `7d`, `today`, or
+/// `<start>,<end>` (RFC 3339 or unix seconds). It may reach before the simulation began (the
+/// initial state's history).
+fn window(text: &str, world: &World) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+    let now = world.clock.now();
     if text == "today" {
-        let midnight = world
-            .clock
-            .now()
+        let midnight = now
             .date_naive()
             .and_hms_opt(0, 0, 0)
             .expect("midnight")
             .and_utc();
-        return Ok((offset(midnight), now));
+        return Ok((midnight, now));
     }
     if let Some((a, b)) = text.split_once(',') {
         let parse = |s: &str| -> Result<DateTime<Utc>, String> {
@@ -50,15 +48,27 @@ fn window(text: &str, world: &World) -> Result<(Duration, Duration), String> {
         if b <= a {
             return Err("window end must be after its start".into());
         }
-        return Ok((offset(a), offset(b)));
+        return Ok((a, b));
     }
     let d = parse_duration(text).map_err(|_| {
         format!("invalid window {text:?}: use 10m, 1h, 24h, 7d, today or start,end")
     })?;
-    Ok((now.saturating_sub(d), now))
+    Ok((now - chrono::Duration::from_std(d).unwrap_or_default(), now))
 }
 
-/// The JSON OpenCost answers (status code, body).
+/// Whether `accumulate` sums the steps into one set: `true`/`false`, as OpenCost takes it.
+fn accumulate(query: &BTreeMap<String, String>) -> Result<bool, String> {
+    match query.get("accumulate").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(format!(
+            "invalid accumulate {other:?}: the simulator supports true and false"
+        )),
+    }
+}
+
+/// The JSON OpenCost answers (status code, body): one allocation set per `step` of the window
+/// (the whole window without a step), or one set summing them with `accumulate=true`.
 pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, Value) {
     world.reconcile();
     let bad = |m: String| (400, json!({"code": 400, "status": "error", "message": m}));
@@ -75,6 +85,18 @@ pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, 
             "invalid aggregate {aggregate:?}: the simulator supports namespace, pod and controller"
         ));
     }
+    let accumulate = match accumulate(query) {
+        Ok(a) => a,
+        Err(e) => return bad(e),
+    };
+    let step = match query.get("step").map(|s| parse_duration(s)) {
+        None => end - start,
+        Some(Ok(d)) if !d.is_zero() => chrono::Duration::from_std(d).unwrap_or_default(),
+        Some(_) => return bad(format!("invalid step {:?}: use 10m, 1h, 1d", query["step"])),
+    };
+    if (end - start).num_seconds() / step.num_seconds().max(1) > MAX_STEPS {
+        return bad(format!("window {w:?} has more than {MAX_STEPS} steps"));
+    }
     let filter: Option<Vec<String>> = query
         .get("filterNamespaces")
         .map(|s| s.split(',').map(str::to_owned).collect())
@@ -87,21 +109,52 @@ pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, 
                 })
             })
         });
-    let now = world.elapsed();
+    let steps: Vec<(DateTime<Utc>, DateTime<Utc>)> = if accumulate {
+        vec![(start, end)]
+    } else {
+        let mut out = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = (from + step).min(end);
+            out.push((from, to));
+            from = to;
+        }
+        out
+    };
+    let sets: Vec<Value> = steps
+        .into_iter()
+        .map(|(from, to)| Value::Object(set(world, aggregate, filter.as_deref(), from, to)))
+        .collect();
+    (200, json!({"code": 200, "status": "success", "data": sets}))
+}
+
+/// Most sets one query may ask for.
+const MAX_STEPS: i64 = 1000;
+
+/// The allocations of one set: what each pod (namespace, controller) cost in `[start, end)`.
+fn set(
+    world: &World,
+    aggregate: &str,
+    filter: Option<&[String]>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> serde_json::Map<String, Value> {
+    let now = world.clock.now();
     let mut sets: BTreeMap<String, Acc> = BTreeMap::new();
     for life in &world.pod_lives {
-        if filter
-            .as_ref()
-            .is_some_and(|f| !f.contains(&life.namespace))
-        {
+        if filter.is_some_and(|f| !f.contains(&life.namespace)) {
             continue;
         }
-        let from = life.start.max(start);
-        let to = life.end.unwrap_or(now).min(end);
+        let began = world.clock.at(life.start)
+            - chrono::Duration::from_std(life.ran_before).unwrap_or_default();
+        let ended = life.end.map_or(now, |e| world.clock.at(e));
+        let from = began.max(start);
+        let to = ended.min(end).min(now);
         if to <= from {
             continue;
         }
-        let hours = (to - from).as_secs_f64() / 3600.0;
+        let seconds = (to - from).num_milliseconds() as f64 / 1000.0;
+        let hours = seconds / 3600.0;
         let cost = life.hourly_usd * hours;
         let (gpu_share, cpu_share) = if life.gpu > 0 {
             (0.85, 0.10)
@@ -125,16 +178,17 @@ pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, 
             controller: life.controller.clone(),
             ..Acc::default()
         });
-        acc.minutes = acc.minutes.max((to - from).as_secs_f64() / 60.0);
+        acc.minutes = acc.minutes.max(seconds / 60.0);
         acc.gpu += cost * gpu_share;
         acc.cpu += cost * cpu_share;
         acc.ram += cost * (1.0 - gpu_share - cpu_share);
         acc.gpu_hours += f64::from(life.gpu) * hours;
         acc.ram_byte_hours += life.memory_bytes as f64 * hours;
     }
-    let start_ts = timestamp(world.clock.at(start));
-    let end_ts = timestamp(world.clock.at(end));
+    let start_ts = timestamp(start);
+    let end_ts = timestamp(end);
     let round = |v: f64| (v * 1e5).round() / 1e5;
+    let window_hours = (end - start).num_seconds() as f64 / 3600.0;
     let mut set = serde_json::Map::new();
     for (key, a) in sets {
         let total = a.cpu + a.gpu + a.ram;
@@ -148,7 +202,6 @@ pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, 
             props["controller"] = json!(format!("{c}-predictor"));
             props["controllerKind"] = json!("deployment");
         }
-        let window_hours = (end - start).as_secs_f64() / 3600.0;
         set.insert(
             key.clone(),
             json!({
@@ -180,8 +233,5 @@ pub fn allocation(world: &mut World, query: &BTreeMap<String, String>) -> (u16, 
             }),
         );
     }
-    (
-        200,
-        json!({"code": 200, "status": "success", "data": [Value::Object(set)]}),
-    )
+    set
 }

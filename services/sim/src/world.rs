@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub rbac: Option<Rbac>,
     /// How long a healthy predictor container takes to become ready.
     pub pod_startup: Duration,
+    /// How long the scenario's initial state ran before the simulation began: OpenCost's
+    /// history reaches that far back.
+    pub seeded_history: Duration,
 }
 
 impl Default for SimConfig {
@@ -55,6 +58,7 @@ impl Default for SimConfig {
             kube_token: None,
             rbac: None,
             pod_startup: Duration::from_secs(10),
+            seeded_history: Duration::from_secs(24 * 3600),
         }
     }
 }

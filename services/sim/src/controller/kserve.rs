@@ -328,6 +328,7 @@ impl World {
             controller: Some(name.to_owned()),
             start: now,
             end: None,
+            ran_before: Duration::ZERO,
             hourly_usd: hourly,
             gpu: demand.gpu as u32,
             memory_bytes: demand.memory_request,

@@ -97,6 +97,7 @@ impl World {
                 controller: None,
                 start: now,
                 end: None,
+                ran_before: Duration::ZERO,
                 hourly_usd: default_hourly(&demand),
                 gpu: demand.gpu as u32,
                 memory_bytes: demand.memory_request,

@@ -20,6 +20,9 @@ pub struct PodLife {
     pub controller: Option<String>,
     pub start: Duration,
     pub end: Option<Duration>,
+    /// How long before `start` the pod's slot already ran (a pod of the scenario's initial
+    /// state stands for a workload that ran before the simulation began).
+    pub ran_before: Duration,
     pub hourly_usd: f64,
     pub gpu: u32,
     pub memory_bytes: u64,
