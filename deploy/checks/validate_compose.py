@@ -14,7 +14,10 @@
     long-running opsmesh service has a /readyz healthcheck and a stop grace
     longer than the 20 s drain, hardening, ports bound to 127.0.0.1, bind
     mounts exist, secrets are files that up.sh generates into a git-ignored
-    folder, every required ${VAR:?} is in .env.example.
+    folder, every required ${VAR:?} is in .env.example;
+  * TLS: the receiver's https door (receiver-tls) and splunkd serve certificates from the
+    stack's CA (tls.sh) naming the hosts they are reached by; splunk-init gives the app the
+    https receiver URL and the CA, the diagnoser verifies splunkd with the CA.
 """
 from __future__ import annotations
 
@@ -23,12 +26,16 @@ import json
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
 
 OPSMESH_SERVICES = ["alert-receiver", "collector", "diagnoser", "remediator", "reporter"]
-EXPECTED = set(OPSMESH_SERVICES) | {"kafka", "topics", "sim", "splunk", "splunk-init"}
+EXPECTED = set(OPSMESH_SERVICES) | {"kafka", "topics", "sim", "splunk", "splunk-init", "receiver-tls"}
+CA_SECRET = "/run/secrets/ca-cert"
+# The receiver's Splunk endpoint (services/alert-receiver/src/routes.rs).
+RECEIVER_PATH = "/v1/alerts/splunk"
 ONE_SHOTS = {"topics", "splunk-init"}
 
 
@@ -59,6 +66,56 @@ def duration_s(v) -> float:
     return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
 
 
+def tls_problems(here: Path, svcs: dict) -> list[str]:
+    probs = []
+    tls_sh = (here / "tls.sh").read_text()
+    sans = dict(re.findall(r'^(RECEIVER_SANS|SPLUNKD_SANS)="([^"]*)"', tls_sh, re.M))
+
+    def names(var):
+        return {entry.split(":", 1)[1] for entry in sans.get(var, "").split(",") if ":" in entry}
+
+    def secrets(name):
+        return set(svcs.get(name, {}).get("secrets") or [])
+
+    door = svcs.get("receiver-tls", {})
+    if not door.get("read_only") or "ALL" not in (door.get("cap_drop") or []):
+        probs.append("receiver-tls: not hardened (read_only, cap_drop ALL)")
+    if not {"receiver-tls-cert", "receiver-tls-key"} <= secrets("receiver-tls"):
+        probs.append("receiver-tls: needs the secrets receiver-tls-cert and receiver-tls-key")
+    nginx = (here / "receiver-tls/nginx.conf").read_text()
+    for needle in ("listen 8443 ssl;", "ssl_certificate /run/secrets/receiver-tls-cert;",
+                   "ssl_certificate_key /run/secrets/receiver-tls-key;", "location /v1/alerts/ {",
+                   "proxy_pass http://alert-receiver:8080;"):
+        if needle not in nginx:
+            probs.append(f"receiver-tls/nginx.conf: missing `{needle}`")
+    init = (svcs.get("splunk-init", {}).get("environment") or {})
+    receiver = urlsplit(str(init.get("RECEIVER_URL", "")))
+    if (receiver.scheme, receiver.port, receiver.path) != ("https", 8443, RECEIVER_PATH):
+        probs.append(f"splunk-init: RECEIVER_URL {init.get('RECEIVER_URL')} (want https://<door>:8443{RECEIVER_PATH})")
+    if receiver.hostname not in svcs or receiver.hostname not in names("RECEIVER_SANS"):
+        probs.append(f"splunk-init: the receiver host {receiver.hostname} is not a service named in tls.sh RECEIVER_SANS")
+    splunkd = urlsplit(str(init.get("SPLUNK_URL", "")))
+    diag = (svcs.get("diagnoser", {}).get("environment") or {})
+    for who, url in (("splunk-init", splunkd), ("diagnoser", urlsplit(str(diag.get("OPSMESH__DIAGNOSER__SPLUNK__URL", ""))))):
+        if url.scheme != "https" or url.hostname not in names("SPLUNKD_SANS"):
+            probs.append(f"{who}: splunkd URL {url.geturl()} is not https to a host in tls.sh SPLUNKD_SANS")
+    for key in ("SPLUNK_CA_FILE", "RECEIVER_CA_FILE"):
+        if init.get(key) != CA_SECRET:
+            probs.append(f"splunk-init: {key} must be {CA_SECRET}")
+    if diag.get("OPSMESH__DIAGNOSER__SPLUNK__CA_FILE") != CA_SECRET:
+        probs.append(f"diagnoser: OPSMESH__DIAGNOSER__SPLUNK__CA_FILE must be {CA_SECRET}")
+    for name, wanted in (("splunk-init", {"ca-cert", "receiver-hmac", "hec-token"}), ("diagnoser", {"ca-cert"}),
+                         ("splunk", {"ca-cert", "splunkd-cert"})):
+        if not wanted <= secrets(name):
+            probs.append(f"{name}: needs the secrets {', '.join(sorted(wanted - secrets(name)))}")
+    defaults = yaml.safe_load((here / "splunk/default.yml").read_text()).get("splunk", {})
+    server = next((c.get("value", {}) for c in defaults.get("conf") or [] if c.get("key") == "server"), {})
+    ssl_config = (server.get("content") or {}).get("sslConfig") or {}
+    if ssl_config.get("serverCert") != "/run/secrets/splunkd-cert":
+        probs.append("splunk/default.yml: server.conf [sslConfig] serverCert is not /run/secrets/splunkd-cert")
+    return probs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--compose", required=True, type=Path)
@@ -86,7 +143,7 @@ def main() -> int:
                   schema_errors(validator, yaml.safe_load(n.read_text())))
 
     svcs = doc.get("services", {})
-    rep.check("compose: services kafka, topics, sim, splunk, splunk-init and the five opsmesh services",
+    rep.check("compose: services kafka, topics, sim, splunk, splunk-init, receiver-tls and the five opsmesh services",
               [f"missing {s}" for s in sorted(EXPECTED - set(svcs))] +
               [f"unexpected {s}" for s in sorted(set(svcs) - EXPECTED)])
 
@@ -136,8 +193,10 @@ def main() -> int:
     for s in ("reporter", "diagnoser"):
         if "splunk-init" not in graph.get(s, []):
             probs.append(f"{s} must wait for splunk-init (index, search token)")
-    if graph.get("splunk-init") != ["splunk"]:
-        probs.append("splunk-init must wait for splunk to be healthy")
+    if sorted(graph.get("splunk-init", [])) != ["receiver-tls", "splunk"]:
+        probs.append("splunk-init must wait for splunk and receiver-tls to be healthy (it sends a test alert)")
+    if graph.get("receiver-tls") != ["alert-receiver"]:
+        probs.append("receiver-tls must wait for alert-receiver to be healthy")
     rep.check("compose: health-gated start order (depends_on conditions, no cycles)", probs)
 
     # ---- opsmesh containers
@@ -188,18 +247,22 @@ def main() -> int:
     if not str(sp.get("image", "")).split(":-")[-1].startswith("splunk/splunk:"):
         probs.append(f"splunk: image {sp.get('image')} (want the official splunk/splunk)")
     senv = sp.get("environment") or {}
-    for key in ("SPLUNK_START_ARGS", "SPLUNK_PASSWORD", "SPLUNK_HEC_TOKEN", "SPLUNK_APPS_URL", "SPLUNK_GENERAL_TERMS"):
+    for key in ("SPLUNK_START_ARGS", "SPLUNK_PASSWORD", "SPLUNK_APPS_URL", "SPLUNK_GENERAL_TERMS"):
         if key not in senv:
             probs.append(f"splunk: {key} not set")
     if not any(str(v).endswith(":/opt/opsmesh/apps:ro") for v in sp.get("volumes", [])):
         probs.append("splunk: the opsmesh app package folder is not mounted at /opt/opsmesh/apps")
     if "${OPSMESH_SPLUNK_APP_PACKAGE" not in str(senv.get("SPLUNK_APPS_URL")):
         probs.append("splunk: SPLUNK_APPS_URL does not reference the app package")
-    rep.check("compose: Apache Kafka (KRaft) and Splunk (HEC token, opsmesh app)", probs)
+    if "SPLUNK_HEC_TOKEN" in senv:
+        probs.append("splunk: SPLUNK_HEC_TOKEN would make a second input with the token splunk-init creates")
+    rep.check("compose: Apache Kafka (KRaft) and Splunk (opsmesh app)", probs)
+    rep.check("compose: TLS from the stack's CA (receiver-tls, splunkd, splunk-init, diagnoser)", tls_problems(here, svcs))
 
     # ---- files, ports, secrets, env
     probs = []
     up = (here / "up.sh").read_text()
+    tls_sh = (here / "tls.sh").read_text()
     gitignore = (here / ".gitignore").read_text()
     for name, s in svcs.items():
         for p in s.get("ports", []) or []:
@@ -216,8 +279,9 @@ def main() -> int:
         f = str(spec.get("file", ""))
         if not f.startswith("./.secrets/"):
             probs.append(f"secret {sec}: file {f} is not under the git-ignored ./.secrets/")
-        elif f".secrets/{Path(f).name}" not in up:
-            probs.append(f"secret {sec}: up.sh does not generate {f}")
+        elif f".secrets/{Path(f).name}" not in up and not (
+                '"$here/tls.sh" .secrets' in up and Path(f).name.split(".")[0] in tls_sh):
+            probs.append(f"secret {sec}: neither up.sh nor tls.sh generates {f}")
     if "/.secrets/" not in gitignore or "/.env" not in gitignore:
         probs.append(".gitignore must exclude .env and .secrets/")
     example = dict(line.split("=", 1) for line in a.env_file.read_text().splitlines()

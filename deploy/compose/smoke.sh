@@ -49,11 +49,9 @@ else
     fail "needs Docker Compose (the 'docker compose' plugin or docker-compose)"
 fi
 
-# splunkd's certificate in this stack is the container's own; the CA that up.sh leaves in
-# .secrets/ca.pem verifies it when present.
-tls=(--insecure)
-[ -s .secrets/ca.pem ] && tls=(--cacert .secrets/ca.pem)
-splunkd() { curl --silent --show-error --max-time 30 "${tls[@]}" -u "admin:$password" "$@"; }
+# splunkd's certificate is signed by the stack's CA (up.sh → tls.sh) for 127.0.0.1 too.
+[ -s .secrets/ca.pem ] || fail "no deploy/compose/.secrets/ca.pem: run deploy/compose/up.sh first"
+splunkd() { curl --silent --show-error --max-time 30 --cacert .secrets/ca.pem -u "admin:$password" "$@"; }
 urlencode() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 
 # until <what> <command...>: runs the command every $POLL s until it succeeds or $TIMEOUT s pass

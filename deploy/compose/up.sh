@@ -3,10 +3,13 @@
 #
 #   deploy/compose/up.sh [extra `compose up` arguments]
 #
-# First run: generates the local secrets (.secrets/, git-ignored) and .env
-# (Splunk admin password, HEC token, app package name), finds or packages the
-# opsmesh Splunk app, builds the image and starts everything, waiting until
-# every service is healthy.
+# First run: generates the local secrets (.secrets/, git-ignored: HMAC secret,
+# HEC token, signing keys, a local CA and the certificates it signs for the
+# receiver's TLS door and splunkd) and .env (Splunk admin password, app
+# package name), finds or packages the opsmesh Splunk app, builds the image and
+# starts everything, waiting until every service is healthy. splunk-init then
+# configures Splunk (index, HEC token, the app's settings and secret, the
+# detections) through its REST API.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +49,8 @@ ed25519_pair() { # <private key file> <public key file>
 }
 ed25519_pair .secrets/approvals.key.pem .secrets/approvals.pub.pem
 ed25519_pair .secrets/ledger.key.pem .secrets/ledger.pub.pem
+# The stack's CA and certificates: .secrets/ca.pem, receiver-tls.crt/.key, splunkd.pem.
+"$here/tls.sh" .secrets
 
 # --- the opsmesh Splunk app package
 app_dir="$repo/splunk-app/dist"
@@ -89,7 +94,6 @@ set_env() {
 }
 grep -q '^COMPOSE_PROJECT_NAME=' .env || set_env COMPOSE_PROJECT_NAME opsmesh
 grep -q '^SPLUNK_PASSWORD=' .env || set_env SPLUNK_PASSWORD "Om-$(rand_hex 12)"
-set_env OPSMESH_HEC_TOKEN "$(cat .secrets/hec-token)"
 set_env OPSMESH_SPLUNK_APP_DIR "$app_dir"
 set_env OPSMESH_SPLUNK_APP_PACKAGE "$(basename "$pkg")"
 
@@ -111,11 +115,14 @@ fi
 cat <<MSG
 
 opsmesh is up (project $(sed -n 's/^COMPOSE_PROJECT_NAME=//p' .env)):
-  alert receiver   http://127.0.0.1:8080   (HMAC secret: deploy/compose/.secrets/receiver-hmac)
+  alert receiver   https://127.0.0.1:8443/v1/alerts/splunk   (CA: deploy/compose/.secrets/ca.pem,
+                   HMAC secret: deploy/compose/.secrets/receiver-hmac; plain http on 8080)
   operator console http://127.0.0.1:8090
   Splunk Web       http://127.0.0.1:8000   (admin / SPLUNK_PASSWORD in deploy/compose/.env)
-  Splunk HEC       http://127.0.0.1:8088
+  Splunk HEC       http://127.0.0.1:8088   (token: deploy/compose/.secrets/hec-token)
+  splunkd REST     https://127.0.0.1:8089  (CA: deploy/compose/.secrets/ca.pem)
   simulator        http://127.0.0.1:8081
   Kafka            localhost:29092
+Check the loop: deploy/compose/smoke.sh
 Stop: docker compose -f deploy/compose/compose.yaml down   (add -v to drop data)
 MSG

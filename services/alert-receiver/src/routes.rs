@@ -17,6 +17,7 @@ use opsmesh_runtime::{
     body_deadline::BodyDeadline,
     bus::{BusError, Outgoing},
     problem::Problem,
+    telemetry,
 };
 
 use crate::{
@@ -408,6 +409,10 @@ async fn deliver(state: &State, alerts: Vec<Alert>) -> Result<(Vec<Accepted>, us
                 let mut envelope =
                     Envelope::new("opsmesh-alert-receiver", cluster, Some(incident), alert);
                 envelope.id = alert_id(&key, received, state.config.dedup_window);
+                // The incident's trace is the request's: the sender's, if it sent a traceparent.
+                if let Some(trace) = telemetry::current_trace() {
+                    envelope.trace = trace;
+                }
                 owned.push((index, ownership, envelope));
             }
         }

@@ -243,6 +243,7 @@ impl Advisor {
     }
 
     /// Asks for a narrative (and, if `may_choose`, a choice among `allowed`).
+    #[tracing::instrument(name = "llm.advise", skip_all, fields(otel.kind = "client", gen_ai.request.model = %self.config.model))]
     pub async fn advise(
         &self,
         summary: &str,

@@ -280,6 +280,7 @@ impl SplunkClient {
     }
 
     /// Runs `search`, reading at most `max_rows` rows, within `timeout`.
+    #[tracing::instrument(name = "splunk.search", skip_all, fields(otel.kind = "client", db.system.name = "splunk", db.query.text = %search.spl))]
     pub async fn run(&self, search: &Search) -> Result<Results, SearchError> {
         tokio::time::timeout(self.config.timeout, self.stream(search))
             .await

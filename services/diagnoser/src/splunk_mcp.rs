@@ -95,6 +95,7 @@ impl SplunkMcp {
     }
 
     /// Runs `search` through the server's search tool, bounded by the timeout.
+    #[tracing::instrument(name = "splunk.mcp.search", skip_all, fields(otel.kind = "client", db.system.name = "splunk", db.query.text = %search.spl))]
     pub async fn run(&self, search: &Search) -> Result<Results, SearchError> {
         tokio::time::timeout(self.config.timeout, self.call(search))
             .await

@@ -102,6 +102,7 @@ impl Cluster {
     /// Values the action changes, as they are now (recorded before the change, for rollback),
     /// and the values its guards are checked against just before it runs
     /// ([`guards::check_execute`](crate::guards::check_execute)).
+    #[tracing::instrument(name = "kubernetes.observe", skip_all, fields(otel.kind = "client", action = %a.kind))]
     pub async fn observe(&self, a: &ActionRecord) -> Result<Observed, ActError> {
         let mut out = Observed::new();
         match a.kind {
@@ -190,6 +191,7 @@ impl Cluster {
     }
 
     /// Whether the target already is in the state the action produces.
+    #[tracing::instrument(name = "kubernetes.check", skip_all, fields(otel.kind = "client", action = %a.kind))]
     pub async fn is_done(&self, a: &ActionRecord, incident: &str) -> Result<bool, ActError> {
         Ok(match a.kind {
             ActionKind::PatchMemoryLimit => {
@@ -245,6 +247,7 @@ impl Cluster {
 
     /// The change itself: a server-side dry run (`dry_run`) or the real request. Returns what
     /// was done, in words.
+    #[tracing::instrument(name = "kubernetes.execute", skip_all, fields(otel.kind = "client", action = %a.kind, dry_run))]
     pub async fn execute(
         &self,
         a: &ActionRecord,
@@ -329,6 +332,7 @@ impl Cluster {
     }
 
     /// Puts back what `a` changed, from the values recorded before the change (`observed_*`).
+    #[tracing::instrument(name = "kubernetes.undo", skip_all, fields(otel.kind = "client", action = %a.kind))]
     pub async fn undo(&self, a: &ActionRecord) -> Result<String, ActError> {
         let observed = |k: &str| a.params.get(k).cloned().unwrap_or(Value::Null);
         match a.kind {

@@ -245,8 +245,10 @@ impl Engine {
             ledger.last_hash(),
             self.keys.ledger.as_ref(),
         );
-        self.publisher
-            .publish(incident, &envelope)
+        // One span per ledger step, in the incident's trace even when a timer took the step.
+        let step = tracing::info_span!("ledger.record", %incident, seq, %state);
+        opsmesh_runtime::telemetry::context::join_trace(&step, &parent.trace);
+        tracing::Instrument::instrument(self.publisher.publish(incident, &envelope), step)
             .await
             .map_err(transient)?;
         self.observe(&envelope);

@@ -154,10 +154,12 @@ impl Engine {
                     return;
                 };
                 let engine = self.clone();
-                tokio::spawn(async move {
+                let span = engine.step_span(&incident);
+                let step = async move {
                     engine.step(&incident, task).await;
                     drop(permit);
-                });
+                };
+                tokio::spawn(tracing::Instrument::instrument(step, span));
             }
             self.publish_agenda_metrics();
             let next = self
@@ -184,6 +186,16 @@ impl Engine {
                 .with_label_values(&[label])
                 .set(count as i64);
         }
+    }
+
+    /// The span of a background step, in the incident's trace (that of its latest record).
+    fn step_span(&self, incident: &str) -> tracing::Span {
+        let span = tracing::info_span!(parent: None, "remediation.step", %incident);
+        let view = self.view.lock().expect("ledger view lock");
+        if let Some(last) = view.incident(incident).and_then(|l| l.entries.last()) {
+            opsmesh_runtime::telemetry::context::join_trace(&span, &last.envelope.trace);
+        }
+        span
     }
 
     /// One background step of an incident.

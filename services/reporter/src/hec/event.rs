@@ -87,6 +87,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed, EncodeError> {
     put("incident_id", envelope.incident_id.as_deref());
     put("cluster", Some(&envelope.cluster));
     put("event_id", Some(&envelope.id.to_string()));
+    // The trace id of `00-<trace id>-<span id>-<flags>`: the id a trace viewer shows.
+    put("trace_id", envelope.trace.traceparent.get(3..35));
     put(
         "namespace",
         str_at(payload, &["entity", "namespace"]).or(str_at(payload, &["record", "namespace"])),
@@ -192,6 +194,8 @@ mod tests {
         assert!(event.fields.values().all(Value::is_string));
         assert!(event.fields.contains_key("incident_id"));
         assert!(event.fields.contains_key("root_cause"));
+        let traceparent = event.event["trace"]["traceparent"].as_str().unwrap();
+        assert_eq!(event.fields["trace_id"], traceparent[3..35]);
     }
 
     #[test]
