@@ -6,7 +6,9 @@
 # 1. waits until every compose service is healthy and Splunk's HEC answers;
 # 2. indexes a synthetic OOMKilled telemetry event through HEC (the sample of the
 #    "KServe model OOMKilled" detection, splunk-app/tests/detections/kserve-oomkilled.json,
-#    stamped two minutes ago so it lies in the detection's -6m@m..-1m@m window);
+#    stamped two minutes ago so it lies in the detection's -6m@m..-1m@m window, about the
+#    stack's cluster and a model named for this run, so the detection's per-model throttle
+#    cannot hold its alert back);
 # 3. runs that detection at once (saved search dispatch with trigger_actions=1) instead of
 #    waiting for its schedule: the "Send to opsmesh" action sends the alert to the receiver;
 # 4. waits until opsmesh wrote the alert back (opsmesh:alert with the search's sid) and then
@@ -102,11 +104,19 @@ esac
 
 # --- 2. a synthetic OOMKilled event through HEC
 step "indexing a synthetic OOMKilled event through HEC"
-event="$(python3 - "$SAMPLE" <<'PY'
+cluster="$(sed -n 's/^OPSMESH_CLUSTER=//p' .env)"
+event="$(python3 - "$SAMPLE" "${cluster:-compose-sim}" <<'PY'
 import json, sys, time, uuid
 from datetime import datetime, timezone
 sample = json.load(open(sys.argv[1]))
 event = sample["hec_events"][0]
+# The stack's cluster: the remediator acts only on its own (the sample says prod-eu-1).
+event["fields"]["cluster"] = event["event"]["cluster"] = sys.argv[2]
+# A model of its own: the detection throttles per cluster, namespace and model for 30
+# minutes, and the simulator's OOM-looping gpt-oss-120b may have alerted already.
+record = event["event"]["payload"]["record"]
+record["name"] = "smoke-" + uuid.uuid4().hex[:8]
+event["event"]["payload"]["resource"] = "inferenceservice/%s/%s" % (record["namespace"], record["name"])
 now = time.time() - 120  # inside -6m@m..-1m@m when the detection runs within the minute
 stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 event_id = str(uuid.uuid4())

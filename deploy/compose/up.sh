@@ -95,6 +95,8 @@ set_env() {
 grep -q '^COMPOSE_PROJECT_NAME=' .env || set_env COMPOSE_PROJECT_NAME opsmesh
 grep -q '^SPLUNK_PASSWORD=' .env || set_env SPLUNK_PASSWORD "Om-$(rand_hex 12)"
 set_env OPSMESH_SPLUNK_APP_DIR "$app_dir"
+# The simulator's Argo CD API takes its token on the command line.
+set_env OPSMESH_SIM_ARGOCD_TOKEN "$(cat .secrets/argocd-token)"
 set_env OPSMESH_SPLUNK_APP_PACKAGE "$(basename "$pkg")"
 
 # --- up
