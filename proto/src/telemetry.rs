@@ -82,6 +82,35 @@ pub struct ModelHealth {
     pub peak_working_set_bytes: Option<u64>,
     #[serde(default)]
     pub warning_events: Vec<String>,
+    /// A Secret or ConfigMap the predictor pods reference that the kubelet cannot find.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_reference: Option<MissingReference>,
+}
+
+/// What kind of object a pod references for its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReferenceKind {
+    Secret,
+    ConfigMap,
+}
+
+/// A referenced object the kubelet reported missing (`secret "hf-token" not found`), with the
+/// pod spec's references to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct MissingReference {
+    pub kind: ReferenceKind,
+    /// In the pods' namespace.
+    pub name: String,
+    /// Keys the pod spec reads from it (`secretKeyRef.key`, volume `items[].key`); empty when
+    /// it takes the whole object (`envFrom`, a volume without items).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Where the pod spec references it: `env HF_TOKEN`, `envFrom`, `volume creds`.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+    /// The kubelet's words (container waiting message or `FailedMount` event).
+    pub message: String,
 }
 
 /// A Kyverno policy result or denial.

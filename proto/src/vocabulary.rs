@@ -60,6 +60,8 @@ vocabulary! {
         PolicyViolation,
         CostOverrun,
         GitopsDrift,
+        // The predictor references a Secret or ConfigMap that does not exist.
+        MissingReference,
         Unknown,
         None,
     }

@@ -5,6 +5,7 @@
 //! configuration points at: a real cluster or the simulator alike.
 
 pub mod config;
+mod references;
 pub mod sources;
 
 use std::{sync::Arc, time::Instant};

@@ -252,6 +252,9 @@ impl Source for Models {
                 if oom {
                     health.oom_killed += 1;
                 }
+                if health.missing_reference.is_none() {
+                    health.missing_reference = crate::references::missing_in(pod, &events);
+                }
             }
             health.last_termination_reason =
                 last_termination.map(|(_, r)| r).filter(|r| !r.is_empty());

@@ -1,11 +1,13 @@
 //! Deterministic root-cause rules. Every claim names the evidence it rests on; the LLM, when
 //! enabled, never changes what these rules decide. One module per rule family: [`model`]
-//! (InferenceService), [`policy`] (Kyverno), [`gitops`] (ArgoCD), [`cost`] (budgets).
+//! (InferenceService), [`reference`] (its missing Secrets and ConfigMaps), [`policy`]
+//! (Kyverno), [`gitops`] (ArgoCD), [`cost`] (budgets).
 
 mod cost;
 mod gitops;
 mod model;
 mod policy;
+mod reference;
 
 use std::collections::BTreeMap;
 

@@ -10,7 +10,10 @@ use opsmesh_proto::{
     telemetry::ModelHealth,
 };
 
-use super::{EvidenceLog, Finding, RuleSettings, isvc_target, none_finding, proposal, row_value};
+use super::{
+    EvidenceLog, Finding, RuleSettings, isvc_target, none_finding, proposal,
+    reference::missing_reference, row_value,
+};
 use crate::telemetry::TelemetryStore;
 
 pub(super) fn model_rule(
@@ -33,6 +36,14 @@ pub(super) fn model_rule(
     let waiting = m.waiting_reason.as_deref().unwrap_or("");
     if matches!(waiting, "ImagePullBackOff" | "ErrImagePull") {
         return Some(image_pull(&target, m, &[alert_ev, &ev]));
+    }
+    if let Some(missing) = &m.missing_reference {
+        return Some(missing_reference(
+            &target,
+            namespace,
+            missing,
+            &[alert_ev, &ev],
+        ));
     }
     if oom {
         return Some(oom_finding(&target, m, settings, &[alert_ev, &ev]));

@@ -418,3 +418,64 @@ fn cost_figures_from_alert_fields_only_advise() {
         );
     }
 }
+
+fn missing_secret(keys: &[&str]) -> opsmesh_proto::telemetry::MissingReference {
+    opsmesh_proto::telemetry::MissingReference {
+        kind: opsmesh_proto::telemetry::ReferenceKind::Secret,
+        name: "hf-token".into(),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        used_by: vec!["env HF_TOKEN of container kserve-container".into()],
+        message: "secret \"hf-token\" not found".into(),
+    }
+}
+
+#[test]
+fn a_missing_secret_is_escalated_naming_the_object_its_keys_and_the_fix() {
+    let s = store();
+    let mut m = model("ml", "llm");
+    m.ready = false;
+    m.ready_replicas = 0;
+    m.waiting_reason = Some("CreateContainerConfigError".into());
+    m.missing_reference = Some(missing_secret(&["token"]));
+    observe(&s, "inferenceservice/ml/llm", TelemetryRecord::Models(m));
+    let f = run(&alert(isvc("ml", "llm"), &[]), &s);
+    assert_eq!(f.root_cause, RootCause::MissingReference);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::Escalate]);
+    let params = &f.actions[0].params;
+    assert_eq!(params["missing_object"], "Secret ml/hf-token");
+    assert_eq!(
+        params["fix"],
+        "kubectl create secret generic hf-token -n ml --from-literal=token=<value>"
+    );
+    assert_eq!(f.actions[0].evidence_ids, ["ev1", "ev2"]);
+    let fix = f.developer_fix.expect("the YAML fix");
+    assert!(fix.contains("kind: Secret\n"), "{fix}");
+    assert!(fix.contains("  name: hf-token\n  namespace: ml\n"), "{fix}");
+    assert!(fix.contains("stringData:\n  token: <value>\n"), "{fix}");
+    assert!(f.summary.contains("Secret ml/hf-token"), "{}", f.summary);
+}
+
+#[test]
+fn a_missing_config_map_read_whole_gets_a_placeholder_key() {
+    let s = store();
+    let mut m = model("ml", "llm");
+    m.ready = false;
+    m.missing_reference = Some(opsmesh_proto::telemetry::MissingReference {
+        kind: opsmesh_proto::telemetry::ReferenceKind::ConfigMap,
+        used_by: vec!["envFrom of container kserve-container".into()],
+        message: "configmap \"model-cfg\" not found".into(),
+        ..missing_secret(&[])
+    });
+    observe(&s, "inferenceservice/ml/llm", TelemetryRecord::Models(m));
+    let f = run(&alert(isvc("ml", "llm"), &[]), &s);
+    assert_eq!(f.root_cause, RootCause::MissingReference);
+    assert_eq!(
+        f.actions[0].params["fix"],
+        "kubectl create configmap hf-token -n ml --from-literal=<key>=<value>"
+    );
+    let fix = f.developer_fix.expect("the YAML fix");
+    assert!(fix.contains("kind: ConfigMap\n"), "{fix}");
+    assert!(!fix.contains("type: Opaque"), "{fix}");
+    assert!(fix.contains("data:\n  <key>: <value>\n"), "{fix}");
+}

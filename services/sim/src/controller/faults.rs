@@ -112,6 +112,12 @@ impl World {
                         self.drift(app);
                     }
                 }
+                Fault::MissingReference {
+                    kind,
+                    name: object,
+                    key,
+                    env,
+                } => self.reference_missing_object(&ns, &name, (*kind, object, key, env)),
                 Fault::ApiOutage { .. }
                 | Fault::OomLoop { .. }
                 | Fault::CrashLoop { .. }

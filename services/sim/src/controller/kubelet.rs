@@ -61,6 +61,10 @@ enum Mode {
     ImagePull {
         since: Duration,
     },
+    /// A Secret or ConfigMap the container reads is missing (the kubelet's message).
+    ConfigError {
+        message: String,
+    },
     Crash {
         since: Duration,
         oom: bool,
@@ -114,6 +118,12 @@ impl World {
             .contains(&(ns.to_owned(), isvc.to_owned(), pod.image.clone()))
         {
             return Mode::ImagePull { since: pod.created };
+        }
+        if let Some(message) = self
+            .get_obj(&resources::PODS, ns, &pod.name)
+            .and_then(|obj| self.missing_config(ns, obj))
+        {
+            return Mode::ConfigError { message };
         }
         for f in &self.faults {
             if !f.applied || !f.targets_isvc(ns, isvc) {
@@ -221,6 +231,17 @@ impl World {
                     json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image {:?}", pod.image)}}),
                     json!({}),
                     Some("ImagePullBackOff".to_owned()),
+                )
+            }
+            Mode::ConfigError { message } => {
+                let state = self.config_error(ns, &pod.name, &involved, pod.created, &message, now);
+                (
+                    "Pending",
+                    false,
+                    0,
+                    state,
+                    json!({}),
+                    Some(format!("CreateContainerConfigError: {message}")),
                 )
             }
             Mode::Crash {

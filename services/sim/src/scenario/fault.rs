@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::Deserialize;
 use serde_json::Value;
 
-use opsmesh_proto::{Target, quantity::parse_bytes};
+use opsmesh_proto::{Target, quantity::parse_bytes, telemetry::ReferenceKind};
 
 use crate::duration::parse_duration;
 
@@ -22,6 +22,7 @@ pub enum FaultKindName {
     CostSpike,
     GitopsDrift,
     ApiOutage,
+    MissingReference,
     None,
 }
 
@@ -66,6 +67,14 @@ pub enum Fault {
         /// depends on wall-clock latency, so a fixed time could not aim at verification.
         after_write: bool,
     },
+    /// A rollout makes the predictor read `key` of a Secret or ConfigMap that does not exist,
+    /// into the env variable `env`: the kubelet cannot create the container.
+    MissingReference {
+        kind: ReferenceKind,
+        name: String,
+        key: String,
+        env: String,
+    },
     None,
 }
 
@@ -100,6 +109,7 @@ impl Fault {
             Self::CostSpike { .. } => "cost_spike",
             Self::GitopsDrift => "gitops_drift",
             Self::ApiOutage { .. } => "api_outage",
+            Self::MissingReference { .. } => "missing_reference",
             Self::None => "none",
         }
     }
@@ -134,6 +144,7 @@ impl FaultSpec {
             FaultKindName::PolicyDenial => &["policy", "resource", "reason"],
             FaultKindName::CostSpike => &["replicas"],
             FaultKindName::ApiOutage => &["duration", "apis", "after_write"],
+            FaultKindName::MissingReference => &["secret", "config_map", "key", "env"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -225,6 +236,35 @@ impl FaultSpec {
                     }
                 },
             },
+            FaultKindName::MissingReference => {
+                let (kind, name) = match (text("secret"), text("config_map")) {
+                    (Some(n), None) => (ReferenceKind::Secret, n),
+                    (None, Some(n)) => (ReferenceKind::ConfigMap, n),
+                    _ => {
+                        return Err(
+                            "missing_reference needs exactly one of params.secret and params.config_map (the object's name)"
+                                .into(),
+                        );
+                    }
+                };
+                if !opsmesh_proto::name::is_dns_subdomain(&name) {
+                    return Err(format!(
+                        "params.{}: {name:?} is not a valid object name",
+                        if kind == ReferenceKind::Secret {
+                            "secret"
+                        } else {
+                            "config_map"
+                        }
+                    ));
+                }
+                Fault::MissingReference {
+                    env: text("env")
+                        .unwrap_or_else(|| name.to_uppercase().replace(['-', '.'], "_")),
+                    key: text("key").unwrap_or_else(|| "value".into()),
+                    kind,
+                    name,
+                }
+            }
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {
