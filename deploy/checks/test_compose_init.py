@@ -11,14 +11,18 @@
   (feeds with entry/content, `messages` on errors, 201/409 on create) and runs the app's own
   setup handler (splunk-app/opsmesh_app/bin/opsmesh_settings.py) for opsmesh/settings and
   opsmesh/test_alert, the way splunkd runs a persistent REST handler. The test alert goes
-  over TLS (receiver-tls certificate, the CA as param.ca_bundle) to a loopback receiver that
+  over TLS (the CA as param.ca_bundle) through nginx running compose/receiver-tls/nginx.conf
+  (its ports, certificate paths and upstream pointed at loopback) to a loopback receiver that
   checks the signature independently.
 """
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -104,7 +108,6 @@ class Splunkd(BaseHTTPRequestHandler):
         if auth == f"Splunk {SESSION}":
             return True
         if auth.startswith("Basic "):
-            import base64
             return base64.b64decode(auth[6:]).decode() == f"admin:{PASSWORD}"
         return auth.startswith("Bearer ") and st.tokens_auth and auth[7:] in st.tokens
 
@@ -210,7 +213,7 @@ class Splunkd(BaseHTTPRequestHandler):
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """The receiver behind its TLS door: checks the signature, answers the test mode."""
+    """The receiver behind its TLS door (plain HTTP): checks the signature, answers the test mode."""
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *_):
@@ -233,14 +236,55 @@ class Receiver(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def serve(handler, cert, key=None):
+def serve(handler, cert=None):
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    if cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Door:
+    """nginx with compose/receiver-tls/nginx.conf, moved onto loopback ports and local files."""
+
+    def __init__(self, work: Path, secrets: Path, upstream_port: int):
+        self.port, self.health_port = free_port(), free_port()
+        conf = (COMPOSE / "receiver-tls" / "nginx.conf").read_text()
+        for old, new in ((" /tmp/", f" {work}/"),  # first: the paths below may lie under /tmp
+                         ("listen 8443 ssl;", f"listen 127.0.0.1:{self.port} ssl;"),
+                         ("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{self.health_port};"),
+                         ("/run/secrets/receiver-tls-cert", str(secrets / "receiver-tls.crt")),
+                         ("/run/secrets/receiver-tls-key", str(secrets / "receiver-tls.key")),
+                         ("http://alert-receiver:8080", f"http://127.0.0.1:{upstream_port}")):
+            assert old in conf, f"nginx.conf no longer has {old!r}"
+            conf = conf.replace(old, new)
+        (work / "nginx.conf").write_text(conf)
+        self.process = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(work), "-c",
+                                         str(work / "nginx.conf"), "-g", "daemon off;"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.health_port), timeout=0.1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise AssertionError("nginx did not start: " + self.process.stderr.read())
+                threading.Event().wait(0.05)
+        raise AssertionError("nginx did not listen within 10 s")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+        self.process.stderr.close()
 
 
 _GENERATED = Path(tempfile.mkdtemp())
@@ -308,13 +352,16 @@ class SplunkInitTest(unittest.TestCase):
         (self.secrets / "hec-token").write_text("6b1c3f0e-8d1a-4c55-9d0e-7f2a51c0ffee")
         self.splunkd = serve(Splunkd, str(self.secrets / "splunkd.pem"))
         self.splunkd.state = SplunkdState()
-        self.receiver = serve(Receiver, str(self.secrets / "receiver-tls.crt"), str(self.secrets / "receiver-tls.key"))
+        self.receiver = serve(Receiver)
         self.receiver.secret = "9f" * 32
         self.receiver.requests = []
         for server in (self.splunkd, self.receiver):
             self.addCleanup(server.server_close)
             self.addCleanup(server.shutdown)
-        self.receiver_url = f"https://localhost:{self.receiver.server_address[1]}/v1/alerts/splunk"
+        (self.tmp / "door").mkdir()
+        self.door = Door(self.tmp / "door", self.secrets, self.receiver.server_address[1])
+        self.addCleanup(self.door.stop)
+        self.receiver_url = f"https://localhost:{self.door.port}/v1/alerts/splunk"
         self.token_path = self.tmp / "search-token"
 
     def run_init(self, **overrides):
@@ -352,6 +399,7 @@ class SplunkInitTest(unittest.TestCase):
         self.assertEqual(0o400, self.token_path.stat().st_mode & 0o777)
         [(path, headers, body)] = self.receiver.requests
         self.assertEqual("/v1/alerts/splunk", path)
+        self.assertEqual("https", headers["X-Forwarded-Proto"], "through the TLS door")
         self.assertTrue(support.verify_signature("9f" * 32, headers["X-Opsmesh-Signature"], body))
         self.assertIs(True, json.loads(body)["opsmesh_test"])
         self.assertIn("test alert delivered", done.stdout)
@@ -384,6 +432,37 @@ class SplunkInitTest(unittest.TestCase):
         failed = self.run_init(SPLUNK_CA_FILE=str(other / "ca.pem"))
         self.assertNotEqual(0, failed.returncode)
         self.assertEqual([], self.splunkd.state.calls)
+
+
+class DoorTest(unittest.TestCase):
+    def test_the_door_forwards_only_the_alert_endpoints(self):
+        """receiver-tls/nginx.conf: https on the CA's certificate, /v1/alerts/ forwarded, the rest 404, health on loopback"""
+        tmp = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, tmp)
+        secrets = tls_material("stack", tmp / "secrets")
+        receiver = serve(Receiver)
+        receiver.secret, receiver.requests = "9f" * 32, []
+        self.addCleanup(receiver.server_close)
+        self.addCleanup(receiver.shutdown)
+        (tmp / "door").mkdir()
+        door = Door(tmp / "door", secrets, receiver.server_address[1])
+        self.addCleanup(door.stop)
+        context = ssl.create_default_context(cafile=str(secrets / "ca.pem"))
+        for host in ("localhost", "127.0.0.1"):
+            conn = http.client.HTTPSConnection(host, door.port, context=context, timeout=10)
+            conn.request("POST", "/v1/alerts/splunk", body=b"{}", headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            self.assertEqual(403, response.status, "forwarded: the receiver checked the signature")
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            response.read()
+            self.assertEqual(404, response.status)
+            conn.close()
+        self.assertEqual(2, len(receiver.requests))
+        health = http.client.HTTPConnection("127.0.0.1", door.health_port, timeout=10)
+        health.request("GET", "/healthz")
+        self.assertEqual(200, health.getresponse().status)
 
 
 class _Lines(unittest.TextTestResult):
