@@ -110,13 +110,21 @@ pub fn producer_span(topic: &str, trace: &Trace) -> Span {
         messaging.system = "kafka",
         messaging.destination.name = topic,
     );
+    join_trace(&span, trace);
+    span
+}
+
+/// Puts `span` (not yet entered) in `trace`, as a child of the span the trace's
+/// `traceparent` names, unless the current span already belongs to that trace: background
+/// work about an incident (a timer, a retry) joins the incident's trace instead of starting
+/// its own.
+pub fn join_trace(span: &Span, trace: &Trace) {
     let same_trace = current_span_context().is_some_and(|context| {
         trace.traceparent.get(3..35) == Some(context.trace_id().to_string().as_str())
     });
     if !same_trace {
-        adopt_parent(&span, Some(trace.traceparent.as_bytes()));
+        adopt_parent(span, Some(trace.traceparent.as_bytes()));
     }
-    span
 }
 
 /// The span serving one HTTP request: a child of the caller's span when the request carries
