@@ -479,3 +479,30 @@ fn a_missing_config_map_read_whole_gets_a_placeholder_key() {
     assert!(!fix.contains("type: Opaque"), "{fix}");
     assert!(fix.contains("data:\n  <key>: <value>\n"), "{fix}");
 }
+
+#[test]
+fn alert_rows_that_claim_a_failure_do_not_outweigh_healthy_telemetry() {
+    let s = store();
+    observe(
+        &s,
+        "inferenceservice/a/m",
+        TelemetryRecord::Models(model("a", "m")),
+    );
+    for reason in [
+        "OOMKilled",
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "CreateContainerConfigError",
+    ] {
+        let row = [
+            ("reason", reason),
+            ("restarts", "9"),
+            ("error_rate", "0.41"),
+            ("ready", "false"),
+            ("memory_limit", "256Mi"),
+        ];
+        let f = run(&alert(isvc("a", "m"), &row), &s);
+        assert_eq!(f.root_cause, RootCause::None, "{reason}: {}", f.summary);
+        assert!(f.actions.is_empty(), "{reason}: {:?}", f.actions);
+    }
+}
