@@ -63,15 +63,12 @@ fn speed_for(options: &Options, scenario: &Scenario) -> f64 {
         .unwrap_or_else(|| scenario.speed.unwrap_or(DEFAULT_SPEED))
 }
 
-/// The scenario files at `path`: the file itself, or every `*.yaml` / `*.yml` in a directory,
-/// sorted.
+/// The scenario files at `path`: the file itself, or every `*.yaml` / `*.yml` in a directory
+/// and its subdirectories (`tests/scenarios/public/`), sorted by path.
 pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
+        let mut files = Vec::new();
+        collect_yaml(path, &mut files)?;
         files.sort();
         if files.is_empty() {
             return Err(format!("{}: no *.yaml scenario files", path.display()));
@@ -82,6 +79,20 @@ pub fn scenario_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     } else {
         Err(format!("{}: no such file or directory", path.display()))
     }
+}
+
+fn collect_yaml(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Not through symbolic links: a link to a parent would never end.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_yaml(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            files.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Runs one scenario end to end and judges it.

@@ -23,7 +23,7 @@ use opsmesh_proto::{Target, alert::AlertStatus, quantity::parse_bytes};
 use crate::duration::parse_duration;
 
 pub use alert::{AlertSpec, Via};
-pub use expect::{Expect, ExpectedAction, OUTCOMES, Outcome, PolicySpec};
+pub use expect::{Expect, ExpectedAction, ExpectedOutcome, OUTCOMES, Outcome, PolicySpec};
 pub use fault::{Api, Fault, FaultKindName, FaultSpec};
 pub use state::{
     ArgoAppSpec, ClusterState, HealthStatus, InferenceServiceSpec, NamespaceSpec, PolicyAction,
@@ -209,13 +209,25 @@ impl Scenario {
                 ));
             }
         }
-        if let Some(outcome) = self.expect.outcome
-            && !outcome.is_final()
-        {
-            return Err((
-                line_of_key(text, "outcome"),
-                format!("expect.outcome: `{outcome}` is not an outcome"),
-            ));
+        if let Some(expected) = &self.expect.outcome {
+            if let Some(outcome) = expected.outcomes().iter().find(|o| !o.is_final()) {
+                return Err((
+                    line_of_key(text, "outcome"),
+                    format!("expect.outcome: `{outcome}` is not an outcome"),
+                ));
+            }
+            if let (ExpectedOutcome::PerIncident(list), Some(incidents)) =
+                (expected, self.expect.incidents)
+                && list.len() != incidents as usize
+            {
+                return Err((
+                    line_of_key(text, "outcome"),
+                    format!(
+                        "expect.outcome: {} outcomes listed for {incidents} incidents (one per incident, in the order opened)",
+                        list.len()
+                    ),
+                ));
+            }
         }
         if let Some(speed) = self.speed
             && !(speed.is_finite() && speed > 0.0)

@@ -13,7 +13,11 @@ fn scenarios_dir() -> std::path::PathBuf {
 #[test]
 fn every_scenario_in_the_repository_loads_and_seeds() {
     let mut n = 0;
-    for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
+    let dir = scenarios_dir();
+    let entries = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("public")).unwrap());
+    for entry in entries {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -23,19 +23,19 @@ use crate::harness::{Options, run_one};
 
 use print::Style;
 
-/// The seed incidents (also in `tests/scenarios/`).
+/// The seed incidents (the public scenarios of `tests/scenarios/public/`).
 const SEEDS: &[(&str, &str)] = &[
     (
         "oom-loop.yaml",
-        include_str!("../../../../tests/scenarios/oom-loop.yaml"),
+        include_str!("../../../../tests/scenarios/public/oom-loop.yaml"),
     ),
     (
         "policy-denial.yaml",
-        include_str!("../../../../tests/scenarios/policy-denial.yaml"),
+        include_str!("../../../../tests/scenarios/public/policy-denial.yaml"),
     ),
     (
         "cost-spike.yaml",
-        include_str!("../../../../tests/scenarios/cost-spike.yaml"),
+        include_str!("../../../../tests/scenarios/public/cost-spike.yaml"),
     ),
 ];
 

@@ -61,14 +61,7 @@ pub(super) fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Resul
             .policy
             .as_ref()
             .map_or("auto", |p| opsmesh_remediator::plan::mode_name(p.mode)),
-        allowed = match scenario
-            .policy
-            .as_ref()
-            .and_then(|p| p.allowed_namespaces.as_ref())
-        {
-            Some(list) => format!("allowed_namespaces = {list:?}\n"),
-            None => String::new(),
-        },
+        allowed = allowed_namespaces(scenario),
     );
     Ok(Files {
         _dir: dir,
@@ -78,4 +71,35 @@ pub(super) fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Resul
         bearer,
         toml,
     })
+}
+
+/// The remediator's allow-list line for `scenario`: the policy's `allowed_namespaces`, else
+/// every namespace its simulated cluster declares. The contract makes `allowed_namespaces`
+/// optional and a scenario under `mode: auto` expects auto to act; the product's own default
+/// (no allow-list: every action waits for approval) is for real clusters, not for this one.
+pub(super) fn allowed_namespaces(scenario: &Scenario) -> String {
+    let list = match scenario
+        .policy
+        .as_ref()
+        .and_then(|p| p.allowed_namespaces.clone())
+    {
+        Some(list) => list,
+        None => {
+            let state = &scenario.state;
+            let mut declared: Vec<String> = Vec::new();
+            let names = state
+                .namespaces
+                .iter()
+                .map(|n| &n.name)
+                .chain(state.inference_services.iter().map(|s| &s.namespace))
+                .chain(state.argocd_apps.iter().map(|a| &a.namespace));
+            for name in names {
+                if !declared.contains(name) {
+                    declared.push(name.clone());
+                }
+            }
+            declared
+        }
+    };
+    format!("allowed_namespaces = {list:?}\n")
 }

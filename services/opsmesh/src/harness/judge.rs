@@ -2,12 +2,16 @@
 //! the scenario's expectations (incidents, root cause, actions, an unchanged cluster, outcome,
 //! time to outcome).
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use serde_json::{Value, json};
 
 use opsmesh_proto::{ActionKind, IncidentState, remediation::ActionMode};
-use opsmesh_sim::{Scenario, Simulator, duration::format_duration, scenario::Outcome};
+use opsmesh_sim::{
+    Scenario, Simulator,
+    duration::format_duration,
+    scenario::{ExpectedAction, Outcome},
+};
 
 use super::{
     observe::Observed,
@@ -66,82 +70,31 @@ pub(super) fn judge(
         actual.dedup();
         check("root_cause", json!(rc), json!(actual.join(",")), all);
     }
-    // Executed actions per incident, in order; dry runs, plans and refusals are not executed.
-    let mut actions: Vec<ActionSeen> = Vec::new();
-    let mut keys: Vec<String> = Vec::new();
-    for i in &incidents {
-        let mut last_target = None;
-        for (at, r) in o
-            .remediations
-            .iter()
-            .filter(|(_, r)| r.incident_id.as_deref() == Some(i.as_str()))
-        {
-            let Some(a) = &r.payload.action else { continue };
-            last_target = Some(a.target.clone());
-            let executed = a.mode != ActionMode::DryRun
-                && !matches!(
-                    r.payload.state,
-                    IncidentState::Planned
-                        | IncidentState::AwaitingApproval
-                        | IncidentState::Refused
-                        | IncidentState::DryRun
-                );
-            if executed && !keys.contains(&a.idempotency_key) {
-                keys.push(a.idempotency_key.clone());
-                actions.push(ActionSeen {
-                    kind: a.kind,
-                    target: a.target.clone(),
-                    at: format_duration(*at),
-                });
-            }
-        }
-        // Escalated means humans were told: that is the incident's last action.
-        if let Some((at, Outcome::State(IncidentState::Escalated))) = o.final_state(i)
-            && actions
-                .last()
-                .is_none_or(|a| a.kind != ActionKind::Escalate)
-        {
-            let target = last_target
-                .or_else(|| {
-                    o.diagnoses
-                        .iter()
-                        .rev()
-                        .find(|(_, d)| d.incident_id.as_deref() == Some(i.as_str()))
-                        .and_then(|(_, d)| d.payload.target.clone())
-                })
-                .unwrap_or_default();
-            actions.push(ActionSeen {
-                kind: ActionKind::Escalate,
-                target,
-                at: format_duration(at),
-            });
-        }
-    }
+    let executed: Vec<Vec<ActionSeen>> = incidents.iter().map(|i| executed_actions(o, i)).collect();
     if let Some(expected) = &expect.actions {
-        let matches = expected.len() == actions.len()
-            && expected
-                .iter()
-                .zip(&actions)
-                .all(|(e, a)| e.kind == a.kind && e.target.as_ref().is_none_or(|t| *t == a.target));
         let exp: Vec<Value> = expected
             .iter()
             .map(|e| json!({"kind": e.kind, "target": e.target}))
             .collect();
-        let act: Vec<Value> = actions
+        let act: Vec<Vec<Value>> = executed
             .iter()
-            .map(|a| json!({"kind": a.kind, "target": a.target}))
+            .map(|list| {
+                list.iter()
+                    .map(|a| json!({"kind": a.kind, "target": a.target}))
+                    .collect()
+            })
             .collect();
-        check("actions", json!(exp), json!(act), matches);
+        check(
+            "actions",
+            json!(exp),
+            json!(act),
+            is_merge(expected, &executed),
+        );
         let mutating = expected
             .iter()
             .any(|e| !matches!(e.kind, ActionKind::SuggestPolicyFix | ActionKind::Escalate));
         if !mutating {
-            let changes: Vec<String> = sim
-                .requests()
-                .into_iter()
-                .filter(|r| !r.dry_run && (200..300).contains(&r.status))
-                .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
-                .collect();
+            let changes = cluster_changes(sim);
             check(
                 "cluster_unchanged",
                 json!([]),
@@ -154,20 +107,18 @@ pub(super) fn judge(
         .iter()
         .map(|i| o.final_state(i).map(|(_, s)| s))
         .collect();
-    let outcome = match outcomes.last() {
-        Some(Some(s)) => Some(s.to_string()),
-        _ => None,
-    };
-    if let Some(expected) = expect.outcome {
-        // The outcome of the last incident (a recurrence's differs from its predecessor's);
-        // every earlier one must have reached an outcome too.
-        let passed = outcomes.last() == Some(&Some(expected))
-            && outcomes.iter().all(|s| s.is_some_and(Outcome::is_final));
+    let outcome = summary(&outcomes);
+    if let Some(expected) = &expect.outcome {
         let actual: Vec<String> = outcomes
             .iter()
             .map(|s| s.map_or("none".into(), |s| s.to_string()))
             .collect();
-        check("outcome", json!(expected), json!(actual.join(",")), passed);
+        check(
+            "outcome",
+            json!(expected),
+            json!(actual),
+            expected.met_by(&outcomes),
+        );
     }
     // When the last incident reached its outcome (as observed on the bus, in virtual time).
     let time_to_outcome = outcome_at
@@ -197,10 +148,145 @@ pub(super) fn judge(
         error: None,
         checks,
         incidents: incidents.len(),
-        actions,
+        actions: executed.into_iter().flatten().collect(),
         outcome,
         time_to_outcome: time_to_outcome.map(format_duration),
         llm_tokens,
         hec_events,
     }
+}
+
+/// The actions executed for `incident`, in order: dry runs, plans and refusals are not
+/// executed; an escalated incident ends with `escalate` (humans were told).
+fn executed_actions(o: &Observed, incident: &str) -> Vec<ActionSeen> {
+    let mut actions: Vec<ActionSeen> = Vec::new();
+    let mut keys: Vec<&str> = Vec::new();
+    let mut last_target = None;
+    for (at, r) in o
+        .remediations
+        .iter()
+        .filter(|(_, r)| r.incident_id.as_deref() == Some(incident))
+    {
+        let Some(a) = &r.payload.action else { continue };
+        last_target = Some(a.target.clone());
+        let executed = a.mode != ActionMode::DryRun
+            && !matches!(
+                r.payload.state,
+                IncidentState::Planned
+                    | IncidentState::AwaitingApproval
+                    | IncidentState::Refused
+                    | IncidentState::DryRun
+            );
+        if executed && !keys.contains(&a.idempotency_key.as_str()) {
+            keys.push(&a.idempotency_key);
+            actions.push(ActionSeen {
+                kind: a.kind,
+                target: a.target.clone(),
+                at: format_duration(*at),
+            });
+        }
+    }
+    if let Some((at, Outcome::State(IncidentState::Escalated))) = o.final_state(incident)
+        && actions
+            .last()
+            .is_none_or(|a| a.kind != ActionKind::Escalate)
+    {
+        let target = last_target
+            .or_else(|| {
+                o.diagnoses
+                    .iter()
+                    .rev()
+                    .find(|(_, d)| d.incident_id.as_deref() == Some(incident))
+                    .and_then(|(_, d)| d.payload.target.clone())
+            })
+            .unwrap_or_default();
+        actions.push(ActionSeen {
+            kind: ActionKind::Escalate,
+            target,
+            at: format_duration(at),
+        });
+    }
+    actions
+}
+
+/// Every accepted, non-dry-run write the cluster received.
+pub(super) fn cluster_changes(sim: &Simulator) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| !r.dry_run && (200..300).contains(&r.status))
+        .map(|r| format!("{} {} {}/{}", r.verb, r.resource, r.namespace, r.name))
+        .collect()
+}
+
+/// The run's outcome in a word: the incidents' outcome when they share one, else each in the
+/// order opened; none while an incident has not reached one.
+fn summary(outcomes: &[Option<Outcome>]) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    for outcome in outcomes {
+        let name = (*outcome)?.to_string();
+        names.push(name);
+    }
+    if names.is_empty() {
+        return None;
+    }
+    names.dedup();
+    Some(names.join(","))
+}
+
+/// Whether `expected` is the incidents' executed actions merged: each incident's in the
+/// order it executed them, the incidents in any order (the mesh handles them concurrently).
+/// An expected action without a target matches any target.
+pub(super) fn is_merge(expected: &[ExpectedAction], incidents: &[Vec<ActionSeen>]) -> bool {
+    let total: usize = incidents.iter().map(Vec::len).sum();
+    total == expected.len()
+        && merge_from(
+            expected,
+            incidents,
+            &mut vec![0; incidents.len()],
+            &mut HashSet::new(),
+        )
+}
+
+/// Depth-first over which incident supplies the next expected action. States that failed
+/// are remembered by what is left of each incident (sorted), so incidents with the same
+/// actions are not tried in every order.
+fn merge_from(
+    expected: &[ExpectedAction],
+    incidents: &[Vec<ActionSeen>],
+    next: &mut Vec<usize>,
+    dead: &mut HashSet<Vec<String>>,
+) -> bool {
+    let Some(want) = expected.get(next.iter().sum::<usize>()) else {
+        return true;
+    };
+    let mut left: Vec<String> = incidents
+        .iter()
+        .zip(next.iter())
+        .map(|(list, n)| {
+            list[*n..]
+                .iter()
+                .map(|a| format!("{} {}", a.kind, a.target))
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+        .collect();
+    left.sort();
+    if dead.contains(&left) {
+        return false;
+    }
+    for i in 0..incidents.len() {
+        let Some(action) = incidents[i].get(next[i]) else {
+            continue;
+        };
+        if action.kind == want.kind && want.target.as_ref().is_none_or(|t| *t == action.target) {
+            next[i] += 1;
+            let found = merge_from(expected, incidents, next, dead);
+            next[i] -= 1;
+            if found {
+                return true;
+            }
+        }
+    }
+    dead.insert(left);
+    false
 }

@@ -1,7 +1,9 @@
 use serde_json::{Value, json};
 
-use opsmesh_proto::{Envelope, IncidentState, incident::IncidentRecord, remediation::Remediation};
-use opsmesh_sim::scenario::Outcome;
+use opsmesh_proto::{
+    ActionKind, Envelope, IncidentState, incident::IncidentRecord, remediation::Remediation,
+};
+use opsmesh_sim::scenario::{ExpectedAction, Outcome};
 
 use super::*;
 
@@ -15,7 +17,7 @@ fn options() -> Options {
 
 fn public(name: &str) -> Scenario {
     let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("../../tests/scenarios")
+        .join("../../tests/scenarios/public")
         .join(name);
     Scenario::load(&path).unwrap()
 }
@@ -148,4 +150,114 @@ fn a_bad_file_is_a_failed_verdict_not_a_crash() {
     assert!(!v.passed);
     assert!(v.error.unwrap().contains(":3"));
     assert!(scenario_files(Path::new("/nonexistent")).is_err());
+}
+
+fn seen(kind: ActionKind, target: &str) -> ActionSeen {
+    ActionSeen {
+        kind,
+        target: target.into(),
+        at: "0s".into(),
+    }
+}
+
+fn wanted(kind: ActionKind, target: Option<&str>) -> ExpectedAction {
+    ExpectedAction {
+        kind,
+        target: target.map(str::to_owned),
+    }
+}
+
+#[test]
+fn actions_compare_in_order_within_an_incident_and_in_any_order_across_incidents() {
+    use ActionKind::{
+        ApplyResourceQuota as Quota, PatchMemoryLimit as Patch, ScaleInferenceService as Scale,
+    };
+    let a = "inferenceservice/ns/a";
+    let b = "inferenceservice/ns/b";
+    // Two incidents handled b first: the contract's order across incidents is free.
+    let incidents = vec![vec![seen(Patch, b)], vec![seen(Patch, a)]];
+    assert!(judge::is_merge(
+        &[wanted(Patch, Some(a)), wanted(Patch, Some(b))],
+        &incidents
+    ));
+    assert!(!judge::is_merge(&[wanted(Patch, Some(a))], &incidents));
+    assert!(!judge::is_merge(
+        &[wanted(Patch, Some(a)), wanted(Patch, Some(a))],
+        &incidents
+    ));
+    // Within an incident the order is the order executed.
+    let ns = "namespace/ns";
+    let one = vec![vec![seen(Scale, a), seen(Quota, ns)]];
+    assert!(judge::is_merge(
+        &[wanted(Scale, Some(a)), wanted(Quota, Some(ns))],
+        &one
+    ));
+    assert!(!judge::is_merge(
+        &[wanted(Quota, Some(ns)), wanted(Scale, Some(a))],
+        &one
+    ));
+    // An expected action without a target takes any: the match must not be greedy.
+    let two = vec![vec![seen(Patch, a)], vec![seen(Patch, b), seen(Scale, b)]];
+    assert!(judge::is_merge(
+        &[
+            wanted(Patch, None),
+            wanted(Patch, Some(a)),
+            wanted(Scale, Some(b))
+        ],
+        &two
+    ));
+    // Many incidents with the same actions, in any order, are judged quickly.
+    let many: Vec<Vec<ActionSeen>> = (0..24)
+        .map(|n| {
+            vec![
+                seen(Patch, &format!("inferenceservice/ns/m{n}")),
+                seen(Scale, a),
+            ]
+        })
+        .collect();
+    let mut expected: Vec<ExpectedAction> = (0..24)
+        .rev()
+        .flat_map(|n| {
+            [
+                wanted(Patch, Some(&format!("inferenceservice/ns/m{n}"))),
+                wanted(Scale, None),
+            ]
+        })
+        .collect();
+    assert!(judge::is_merge(&expected, &many));
+    expected.pop();
+    expected.push(wanted(Patch, None));
+    assert!(!judge::is_merge(&expected, &many));
+}
+
+#[test]
+fn without_an_allow_list_the_run_allows_the_namespaces_its_cluster_declares() {
+    let yaml = "name: x\nstate:\n  namespaces: [{name: a}]\n  inference_services: [{namespace: b, name: m}, {namespace: a, name: n}]\n  argocd_apps: [{name: app, namespace: c}]\nexpect: {}\n";
+    let open = Scenario::parse(yaml, "x.yaml").unwrap();
+    assert_eq!(
+        files::allowed_namespaces(&open),
+        "allowed_namespaces = [\"a\", \"b\", \"c\"]\n"
+    );
+    let listed = Scenario::parse(
+        &format!("{yaml}policy: {{mode: auto, allowed_namespaces: [b]}}\n"),
+        "x.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        files::allowed_namespaces(&listed),
+        "allowed_namespaces = [\"b\"]\n"
+    );
+}
+
+#[test]
+fn a_directory_s_scenarios_include_its_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    for name in ["b.yaml", "public/a.yml", "notes.md"] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    assert_eq!(
+        scenario_files(dir.path()).unwrap(),
+        [dir.path().join("b.yaml"), dir.path().join("public/a.yml")]
+    );
 }

@@ -39,15 +39,20 @@ fn splunk_alerts_cannot_be_resolved() {
 #[test]
 fn cleared_is_an_outcome_alongside_the_remediator_states() {
     let s = parse("name: x\nexpect:\n  outcome: cleared\n").unwrap();
-    assert_eq!(s.expect.outcome, Some(Outcome::Cleared));
+    assert_eq!(
+        s.expect.outcome,
+        Some(ExpectedOutcome::Every(Outcome::Cleared))
+    );
     assert_eq!(Outcome::Cleared.to_string(), "cleared");
     let s = parse("name: x\nexpect:\n  outcome: awaiting_approval\n").unwrap();
     assert_eq!(
         s.expect.outcome,
-        Some(Outcome::State(IncidentState::AwaitingApproval))
+        Some(ExpectedOutcome::Every(Outcome::State(
+            IncidentState::AwaitingApproval
+        )))
     );
     assert_eq!(
-        serde_json::to_value(s.expect.outcome).unwrap(),
+        serde_json::to_value(&s.expect.outcome).unwrap(),
         serde_json::json!("awaiting_approval")
     );
     // A state the remediator passes through is not an outcome; a word it never uses is
@@ -77,4 +82,37 @@ fn speed_is_optional_and_positive() {
     }
     let e = parse("name: x\nspeed: fast\nexpect: {}\n").unwrap_err();
     assert!(e.contains("t.yaml:2"), "{e}");
+}
+
+#[test]
+fn outcome_may_list_one_outcome_per_incident() {
+    let s = parse("name: x\nexpect:\n  incidents: 2\n  outcome: [advised, escalated]\n").unwrap();
+    let expected = s.expect.outcome.unwrap();
+    let advised = Outcome::State(IncidentState::Advised);
+    let escalated = Outcome::State(IncidentState::Escalated);
+    assert_eq!(
+        expected,
+        ExpectedOutcome::PerIncident(vec![advised, escalated])
+    );
+    assert!(expected.met_by(&[Some(advised), Some(escalated)]));
+    assert!(!expected.met_by(&[Some(escalated), Some(advised)]));
+    assert!(!expected.met_by(&[Some(advised)]));
+    // A single outcome is every incident's.
+    let every = ExpectedOutcome::Every(escalated);
+    assert!(every.met_by(&[Some(escalated), Some(escalated)]));
+    assert!(!every.met_by(&[Some(advised), Some(escalated)]));
+    assert!(!every.met_by(&[Some(escalated), None]));
+    assert!(!every.met_by(&[]));
+    for (bad, needle) in [
+        ("[advised]", "1 outcomes listed for 2 incidents"),
+        ("[]", "empty list"),
+        ("[advised, verifying]", "verifying"),
+        ("[advised, vanished]", "vanished"),
+    ] {
+        let e = parse(&format!(
+            "name: x\nexpect:\n  incidents: 2\n  outcome: {bad}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("t.yaml:4") && e.contains(needle), "{bad}: {e}");
+    }
 }
