@@ -22,6 +22,7 @@ impl World {
             target,
             applied: false,
             cleared_at: None,
+            crashing_image: None,
             began: None,
         });
     }
@@ -118,6 +119,14 @@ impl World {
                     key,
                     env,
                 } => self.reference_missing_object(&ns, &name, (*kind, object, key, env)),
+                Fault::CrashLoop {
+                    persistent: true, ..
+                } => {
+                    let image = self
+                        .get_obj(&resources::INFERENCE_SERVICES, &ns, &name)
+                        .map(|isvc| template_of(isvc).image);
+                    self.faults[i].crashing_image = image;
+                }
                 Fault::ApiOutage { .. }
                 | Fault::OomLoop { .. }
                 | Fault::CrashLoop { .. }

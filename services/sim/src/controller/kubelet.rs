@@ -133,7 +133,9 @@ impl World {
                 Fault::CrashLoop {
                     persistent,
                     exit_code,
-                } if *persistent || f.cleared_at.is_none_or(|c| pod.created < c) => {
+                } if (*persistent && f.crashing_image.as_ref().is_none_or(|i| *i == pod.image))
+                    || (!*persistent && f.cleared_at.is_none_or(|c| pod.created < c)) =>
+                {
                     return Mode::Crash {
                         since: pod.created.max(f.at),
                         oom: false,

@@ -38,6 +38,9 @@ pub struct FaultState {
     pub applied: bool,
     /// A transient crash loop ends at the first restart after its onset.
     pub cleared_at: Option<Duration>,
+    /// The image a persistent crash loop belongs to (the one running when it began): pods of
+    /// another image start cleanly, so rolling back to an earlier image ends it.
+    pub crashing_image: Option<String>,
     /// When an `after_write` `api_outage` began: the first accepted write at or after `at`.
     pub began: Option<Duration>,
 }
