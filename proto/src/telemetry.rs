@@ -1,5 +1,7 @@
 //! `opsmesh.telemetry.v1`: normalised cluster state, one record per resource per interval.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -54,18 +56,14 @@ pub struct ModelHealth {
     pub ready: bool,
     pub replicas: u32,
     pub ready_replicas: u32,
-    /// The size the owners declared normal (annotation `opsmesh.dev/expected-replicas`), the
-    /// baseline a cost remediation scales back to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_request: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Last image known to run, for rollbacks (annotation `opsmesh.dev/last-known-good-image`,
-    /// or the image of the previous ready revision).
+    /// The image a rollback goes back to: that of the newest older revision of the predictor
+    /// Deployment (its ReplicaSets, `deployment.kubernetes.io/revision`) running another image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_known_good_image: Option<String>,
     /// Sum of container restarts over the predictor pods.
@@ -152,6 +150,12 @@ pub struct CostAllocation {
     /// Namespace budget from its annotation or configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hourly_budget_usd: Option<f64>,
+    /// On the namespace record: the replicas each workload usually runs, from OpenCost's
+    /// allocation history (median over the history's steps of its pod-minutes per step), by
+    /// OpenCost controller name (`<inferenceservice>-predictor`). The size a cost remediation
+    /// scales back to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baseline_replicas: BTreeMap<String, u32>,
 }
 
 /// ArgoCD Application sync and health.

@@ -99,6 +99,10 @@ pub struct OpenCostConfig {
     pub url: Option<String>,
     /// Allocation window; costs are reported per hour over it (`10m`, `1h`, `1d`).
     pub window: String,
+    /// How far back each workload's usual size is read from OpenCost's allocation history
+    /// (the size a cost remediation scales back to), in sets of `history_step`.
+    pub history: String,
+    pub history_step: String,
 }
 
 impl Default for OpenCostConfig {
@@ -106,6 +110,8 @@ impl Default for OpenCostConfig {
         Self {
             url: None,
             window: "1h".into(),
+            history: "24h".into(),
+            history_step: "1h".into(),
         }
     }
 }
@@ -207,10 +213,23 @@ impl Validate for CollectorConfig {
         if let Some(u) = &self.opencost.url {
             check_url(&key("opencost.url"), u)?;
         }
-        if window_hours(&self.opencost.window).is_none() {
+        let windows = [
+            ("opencost.window", &self.opencost.window),
+            ("opencost.history", &self.opencost.history),
+            ("opencost.history_step", &self.opencost.history_step),
+        ];
+        for (name, window) in windows {
+            if window_hours(window).is_none() {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    "must be a window like 10m, 1h or 1d",
+                ));
+            }
+        }
+        if window_hours(&self.opencost.history_step) > window_hours(&self.opencost.history) {
             return Err(ConfigError::invalid(
-                key("opencost.window"),
-                "must be a window like 10m, 1h or 1d",
+                key("opencost.history_step"),
+                "must not be longer than opencost.history",
             ));
         }
         if let Some(u) = &self.argocd.url {

@@ -55,6 +55,7 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
     read("", "events", false),
     read("", "namespaces", true),
     read("", "pods", false),
+    read("apps", "replicasets", false),
     read("kyverno.io", "clusterpolicies", true),
     read("serving.kserve.io", "inferenceservices", false),
     read("wgpolicyk8s.io", "clusterpolicyreports", true),
@@ -216,6 +217,8 @@ impl Collector {
                 http: http.clone(),
                 url: url.clone(),
                 window: config.opencost.window.clone(),
+                history: config.opencost.history.clone(),
+                history_step: config.opencost.history_step.clone(),
                 // Only for the namespaces' budget annotations, a cluster-scoped read.
                 client: client.clone().filter(|_| cluster_reads),
                 namespaces: config.namespaces.clone(),

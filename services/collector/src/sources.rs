@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Event, Pod},
+};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind, ListParams},
@@ -14,23 +17,23 @@ use serde_json::Value;
 
 use opsmesh_proto::{
     Target,
-    telemetry::{CostAllocation, GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord},
+    revisions::previous_image,
+    telemetry::{GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord},
 };
 
 use opsmesh_runtime::secret::Secret;
 
-use crate::config::window_hours;
-
 /// Annotation on a namespace with its hourly budget in USD.
 pub const BUDGET_ANNOTATION: &str = "opsmesh.dev/hourly-budget-usd";
-/// Annotation on an InferenceService with the replica count its owners declared normal.
-pub const EXPECTED_REPLICAS_ANNOTATION: &str = "opsmesh.dev/expected-replicas";
-/// Annotation on an InferenceService with its last known good image.
-pub const LAST_GOOD_IMAGE_ANNOTATION: &str = "opsmesh.dev/last-known-good-image";
 const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
+/// KServe's model-server container in the predictor pod.
+const MODEL_CONTAINER: &str = "kserve-container";
 const MAX_EVENTS: usize = 10;
 
 pub type Records = Vec<(String, TelemetryRecord)>;
+
+mod costs;
+pub use costs::Costs;
 
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -167,6 +170,17 @@ impl Source for Models {
             "events",
         )
         .await?;
+        // The predictor Deployments' revision history (KServe raw-deployment mode).
+        let replica_sets: Vec<Value> = list_typed::<ReplicaSet>(
+            &self.client,
+            &self.namespaces,
+            &ListParams::default().labels(ISVC_LABEL),
+            "replicasets",
+        )
+        .await?
+        .iter()
+        .filter_map(|rs| serde_json::to_value(rs).ok())
+        .collect();
         let since = Utc::now() - chrono::Duration::from_std(self.event_window).unwrap_or_default();
         let mut out = Vec::new();
         for isvc in isvcs {
@@ -174,8 +188,14 @@ impl Source for Models {
             let name = isvc.metadata.name.clone().unwrap_or_default();
             let predictor = &isvc.data["spec"]["predictor"];
             let container = predictor["containers"]
-                .get(0)
+                .as_array()
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c["name"] == MODEL_CONTAINER)
+                        .or(cs.first())
+                })
                 .unwrap_or(&predictor["model"]);
+            let image = container["image"].as_str().map(str::to_owned);
             let resources = &container["resources"];
             let ready = isvc.data["status"]["conditions"]
                 .as_array()
@@ -188,19 +208,17 @@ impl Source for Models {
                 replicas: predictor["minReplicas"].as_u64().unwrap_or(1) as u32,
                 memory_limit: text(&resources["limits"]["memory"]),
                 memory_request: text(&resources["requests"]["memory"]),
-                image: container["image"].as_str().map(str::to_owned),
-                last_known_good_image: isvc
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(LAST_GOOD_IMAGE_ANNOTATION))
-                    .cloned(),
-                expected_replicas: isvc
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(EXPECTED_REPLICAS_ANNOTATION))
-                    .and_then(|v| v.parse().ok()),
+                last_known_good_image: image.as_deref().and_then(|current| {
+                    previous_image(
+                        replica_sets
+                            .iter()
+                            .filter(|rs| rs["metadata"]["namespace"] == ns.as_str()),
+                        &format!("{name}-predictor"),
+                        MODEL_CONTAINER,
+                        current,
+                    )
+                }),
+                image,
                 ..ModelHealth::default()
             };
             let mut last_termination: Option<(DateTime<Utc>, String)> = None;
@@ -446,150 +464,6 @@ impl Source for Policies {
         }
         Ok(out)
     }
-}
-
-// ---- costs ----
-
-pub struct Costs {
-    pub http: reqwest::Client,
-    pub url: String,
-    pub window: String,
-    /// For the namespaces' budget annotations; `None`: budgets from the configuration only.
-    pub client: Option<Client>,
-    pub namespaces: Vec<String>,
-    pub budgets: BTreeMap<String, f64>,
-    pub default_budget: Option<f64>,
-}
-
-impl Costs {
-    async fn allocation(&self, aggregate: &str) -> Result<serde_json::Map<String, Value>, String> {
-        let url = url::Url::parse_with_params(
-            &format!("{}/allocation/compute", self.url.trim_end_matches('/')),
-            &[
-                ("window", self.window.as_str()),
-                ("aggregate", aggregate),
-                ("accumulate", "true"),
-            ],
-        )
-        .map_err(|e| format!("opencost url: {e}"))?;
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("opencost {aggregate}: {e}"))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("opencost {aggregate}: {status}: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "opencost {aggregate}: {status}: {}",
-                body["message"].as_str().unwrap_or("")
-            ));
-        }
-        let mut merged = serde_json::Map::new();
-        for set in body["data"].as_array().into_iter().flatten() {
-            for (k, v) in set.as_object().into_iter().flatten() {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-        Ok(merged)
-    }
-
-    async fn annotated_budgets(&self) -> Result<BTreeMap<String, f64>, String> {
-        let Some(client) = &self.client else {
-            return Ok(BTreeMap::new());
-        };
-        let list = Api::<Namespace>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| kube_err("namespaces", e))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|ns| {
-                let budget = ns
-                    .metadata
-                    .annotations
-                    .as_ref()?
-                    .get(BUDGET_ANNOTATION)?
-                    .trim()
-                    .parse()
-                    .ok()?;
-                Some((ns.metadata.name?, budget))
-            })
-            .collect())
-    }
-}
-
-#[async_trait]
-impl Source for Costs {
-    fn name(&self) -> &'static str {
-        "costs"
-    }
-
-    async fn collect(&self) -> Result<Records, String> {
-        let hours = window_hours(&self.window).unwrap_or(1.0);
-        let (namespaces, pods, annotated) = tokio::try_join!(
-            self.allocation("namespace"),
-            self.allocation("pod"),
-            self.annotated_budgets()
-        )?;
-        let budget = |ns: &str| {
-            annotated
-                .get(ns)
-                .or_else(|| self.budgets.get(ns))
-                .copied()
-                .or(self.default_budget)
-        };
-        let wanted =
-            |ns: &str| self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == ns);
-        let record = |ns: String, pod: Option<String>, a: &Value| CostAllocation {
-            hourly_budget_usd: if pod.is_none() { budget(&ns) } else { None },
-            namespace: ns,
-            pod,
-            window: self.window.clone(),
-            hourly_cost_usd: round(a["totalCost"].as_f64().unwrap_or(0.0) / hours),
-            cpu_cost_usd: round(a["cpuCost"].as_f64().unwrap_or(0.0) / hours),
-            gpu_cost_usd: round(a["gpuCost"].as_f64().unwrap_or(0.0) / hours),
-            ram_cost_usd: round(a["ramCost"].as_f64().unwrap_or(0.0) / hours),
-        };
-        let mut out = Vec::new();
-        for (key, a) in &namespaces {
-            let ns = a["properties"]["namespace"]
-                .as_str()
-                .unwrap_or(key)
-                .to_owned();
-            if key.starts_with("__") || !wanted(&ns) {
-                continue;
-            }
-            out.push((
-                format!("cost/{ns}"),
-                TelemetryRecord::Costs(record(ns, None, a)),
-            ));
-        }
-        for (key, a) in &pods {
-            let ns = a["properties"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let pod = a["properties"]["pod"].as_str().unwrap_or(key).to_owned();
-            if key.starts_with("__") || ns.is_empty() || !wanted(&ns) {
-                continue;
-            }
-            out.push((
-                format!("cost/{ns}/{pod}"),
-                TelemetryRecord::Costs(record(ns, Some(pod), a)),
-            ));
-        }
-        Ok(out)
-    }
-}
-
-fn round(v: f64) -> f64 {
-    (v * 10_000.0).round() / 10_000.0
 }
 
 // ---- gitops ----

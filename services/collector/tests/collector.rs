@@ -20,7 +20,7 @@ state:
       hourly_budget_usd: 40
     - name: ml-team-b
   inference_services:
-    - {namespace: ml-team-a, name: gpt-oss-120b, replicas: 2, gpu: 1, memory_limit: 256Mi, hourly_cost_usd: 12.5, image: "registry.example.com/kserve/gpt-oss:1.4.2"}
+    - {namespace: ml-team-a, name: gpt-oss-120b, replicas: 2, gpu: 1, memory_limit: 256Mi, hourly_cost_usd: 12.5, image: "registry.example.com/kserve/gpt-oss:1.4.2", previous_image: "registry.example.com/kserve/gpt-oss:1.4.1"}
     - {namespace: ml-team-a, name: embedder, memory_limit: 512Mi, hourly_cost_usd: 2.0}
     - {namespace: ml-team-b, name: llama-3-8b, image: "registry.example.com/kserve/llama:3.8.0", argocd_app: ml-team-b-models, hourly_cost_usd: 4.0}
     - {namespace: ml-team-b, name: whisper, argocd_app: ml-team-b-models}
@@ -105,6 +105,11 @@ async fn multi_namespace_cluster_telemetry() {
         gpt.image.as_deref(),
         Some("registry.example.com/kserve/gpt-oss:1.4.2")
     );
+    // The image of the predictor Deployment's previous ReplicaSet revision.
+    assert_eq!(
+        gpt.last_known_good_image.as_deref(),
+        Some("registry.example.com/kserve/gpt-oss:1.4.1")
+    );
     assert!(
         gpt.warning_events
             .iter()
@@ -117,6 +122,7 @@ async fn multi_namespace_cluster_telemetry() {
         panic!()
     };
     assert!(embedder.ready && embedder.restarts == 0 && embedder.warning_events.is_empty());
+    assert_eq!(embedder.last_known_good_image, None, "a single revision");
     let TelemetryRecord::Models(llama) = &records["inferenceservice/ml-team-b/llama-3-8b"] else {
         panic!()
     };
@@ -145,10 +151,15 @@ async fn multi_namespace_cluster_telemetry() {
         panic!("{keys:?}")
     };
     assert_eq!(team_a.hourly_budget_usd, Some(40.0));
-    // Five minutes of 2 x 12.5 + 2.0 per hour, over a one-hour window.
-    assert!(
-        (team_a.hourly_cost_usd - 27.0 * 5.0 / 60.0).abs() < 0.01,
-        "{team_a:?}"
+    // 2 x 12.5 + 2.0 per hour: the initial state ran before the simulation began.
+    assert!((team_a.hourly_cost_usd - 27.0).abs() < 0.01, "{team_a:?}");
+    // Each workload's usual size, from OpenCost's history in steps.
+    assert_eq!(
+        team_a.baseline_replicas,
+        BTreeMap::from([
+            ("embedder-predictor".to_owned(), 1),
+            ("gpt-oss-120b-predictor".to_owned(), 2)
+        ])
     );
     assert!(team_a.gpu_cost_usd > team_a.cpu_cost_usd);
     let TelemetryRecord::Costs(team_b) = &records["cost/ml-team-b"] else {

@@ -346,7 +346,7 @@ mod tests {
                 cpu_cost_usd: 0.0,
                 gpu_cost_usd: 1.0,
                 ram_cost_usd: 0.0,
-                hourly_budget_usd: None,
+                ..CostAllocation::default()
             }),
         }
     }

@@ -23,14 +23,13 @@ use opsmesh_runtime::secret::Secret;
 use crate::{plan::valid_image, policy::OBSERVED_NAMESPACES};
 use argocd::{ArgoCd, app_name, app_namespaces};
 pub use health::Health;
-use inference_service::{container_of, memory_patch, scale_patch};
+use inference_service::{
+    RESTARTED_AT, container_of, memory_patch, restart_patch, restarted_at, scale_patch,
+};
 use quota::{default_limits, settled_pods};
 
 pub const QUOTA_NAME: &str = "opsmesh-cost-guard";
 pub const LIMIT_RANGE_NAME: &str = "opsmesh-default-limits";
-pub const RESTARTED_AT: &str = "opsmesh.dev/restartedAt";
-pub const RESTART_INCIDENT: &str = "opsmesh.dev/restarted-by-incident";
-pub const LAST_GOOD_IMAGE: &str = "opsmesh.dev/last-known-good-image";
 
 /// Why an action could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +121,7 @@ impl Cluster {
                 if let Some(i) = container.and_then(|c| c["image"].as_str()) {
                     out.insert("observed_image".into(), json!(i));
                 }
-                if let Some(good) = isvc["metadata"]["annotations"][LAST_GOOD_IMAGE].as_str() {
+                if let Some(good) = self.previous_image(&ns, &name, &isvc).await? {
                     out.insert("observed_last_known_good_image".into(), json!(good));
                 }
                 let predictor = &isvc["spec"]["predictor"];
@@ -192,7 +191,9 @@ impl Cluster {
 
     /// Whether the target already is in the state the action produces.
     #[tracing::instrument(name = "kubernetes.check", skip_all, fields(otel.kind = "client", action = %a.kind))]
-    pub async fn is_done(&self, a: &ActionRecord, incident: &str) -> Result<bool, ActError> {
+    /// (`_incident` is unused since the restart stamp identifies a restart; kept while the
+    /// engine's callers are being reworked for #23.)
+    pub async fn is_done(&self, a: &ActionRecord, _incident: &str) -> Result<bool, ActError> {
         Ok(match a.kind {
             ActionKind::PatchMemoryLimit => {
                 let (ns, name) = Self::isvc_target(a)?;
@@ -217,7 +218,8 @@ impl Cluster {
             ActionKind::RestartInferenceService => {
                 let (ns, name) = Self::isvc_target(a)?;
                 let isvc = self.get_isvc(&ns, &name).await?;
-                isvc["metadata"]["annotations"][RESTART_INCIDENT].as_str() == Some(incident)
+                let at = param_str(a, "restarted_at");
+                at.is_some() && restarted_at(&isvc) == at
             }
             ActionKind::ApplyResourceQuota => {
                 let ns = namespace_of(a)?;
@@ -251,7 +253,7 @@ impl Cluster {
     pub async fn execute(
         &self,
         a: &ActionRecord,
-        incident: &str,
+        _incident: &str,
         dry_run: bool,
     ) -> Result<String, ActError> {
         let mode = if dry_run { "dry run" } else { "applied" };
@@ -273,11 +275,13 @@ impl Cluster {
                     .filter(|i| valid_image(i))
                     .ok_or_else(|| ActError::Refused("no valid image".into()))?;
                 let isvc = self.get_isvc(&ns, &name).await?;
-                let known_good = isvc["metadata"]["annotations"][LAST_GOOD_IMAGE].as_str();
-                if known_good != Some(image) {
+                let known_good = self.previous_image(&ns, &name, &isvc).await?;
+                if known_good.as_deref() != Some(image) {
                     return Err(ActError::Refused(format!(
-                        "{image} is not the InferenceService's last known good image ({LAST_GOOD_IMAGE} = {})",
-                        known_good.unwrap_or("unset")
+                        "{image} is not the image of {ns}/{name}'s previous revision ({})",
+                        known_good
+                            .as_deref()
+                            .unwrap_or("no earlier ReplicaSet revision with another image")
                     )));
                 }
                 let (index, container) = container_of(&isvc);
@@ -301,11 +305,12 @@ impl Cluster {
             }
             ActionKind::RestartInferenceService => {
                 let (ns, name) = Self::isvc_target(a)?;
-                let at = param_str(a, "restarted_at").unwrap_or("unknown");
-                let patch = json!({"metadata": {"annotations": {RESTARTED_AT: at, RESTART_INCIDENT: incident}}});
-                self.merge_patch(&ns, &name, &patch, dry_run).await?;
+                let at = param_str(a, "restarted_at")
+                    .ok_or_else(|| ActError::Refused("no restarted_at".into()))?;
+                self.merge_patch(&ns, &name, &restart_patch(at), dry_run)
+                    .await?;
                 Ok(format!(
-                    "{mode}: rollout restart of {ns}/{name} ({RESTART_INCIDENT} = {incident})"
+                    "{mode}: rollout restart of {ns}/{name} (predictor pod template {RESTARTED_AT} = {at})"
                 ))
             }
             ActionKind::ApplyResourceQuota => {

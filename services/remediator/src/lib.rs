@@ -79,6 +79,11 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
         verbs: &["create", "get", "patch"],
     },
     Permission {
+        api_group: "apps",
+        resource: "replicasets",
+        verbs: &["list"],
+    },
+    Permission {
         api_group: "serving.kserve.io",
         resource: "inferenceservices",
         verbs: &["get", "list", "patch"],

@@ -54,7 +54,12 @@ pub(super) fn cost_rule(
             &refs,
         ));
     }
-    // Workloads by cost share, with the replicas they had at the start of the window.
+    // Workloads by cost share, with the replicas they usually run: OpenCost's history, else
+    // the smallest size seen in the telemetry window.
+    let usual = total
+        .as_ref()
+        .map(|t| t.record.baseline_replicas.clone())
+        .unwrap_or_default();
     let models = store.models_in(namespace);
     let mut workloads: Vec<(String, f64, u32, u32)> = models
         .iter()
@@ -75,10 +80,9 @@ pub(super) fn cost_rule(
                 name,
                 cost,
                 latest.record.replicas,
-                // The declared normal size, else the smallest size seen in the window.
-                latest
-                    .record
-                    .expected_replicas
+                usual
+                    .get(&prefix)
+                    .copied()
                     .unwrap_or(oldest.record.replicas)
                     .min(latest.record.replicas),
             )
@@ -93,7 +97,7 @@ pub(super) fn cost_rule(
         .iter()
         .map(|(n, c, r, b)| {
             format!(
-                "{n} ${c:.2}/h ({:.0}%, {r} replicas, {b} at the start of the window)",
+                "{n} ${c:.2}/h ({:.0}%, {r} replicas, usually {b})",
                 c / hourly * 100.0
             )
         })

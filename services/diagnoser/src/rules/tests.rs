@@ -401,6 +401,56 @@ fn cost_overrun_scales_the_spiking_workload_then_caps_the_namespace() {
     assert!(f.explanation.contains("Δ = k·r·t"), "{}", f.explanation);
 }
 
+/// The size to scale back to is the workload's usual one from OpenCost's history, even when
+/// the telemetry window saw only the spike.
+#[test]
+fn cost_baseline_comes_from_opencost_history() {
+    let s = store();
+    let mut spiked = model("a", "big");
+    spiked.replicas = 8;
+    observe(
+        &s,
+        "inferenceservice/a/big",
+        TelemetryRecord::Models(spiked),
+    );
+    for i in 0..8 {
+        observe(
+            &s,
+            &format!("cost/a/big-predictor-{i}"),
+            TelemetryRecord::Costs(CostAllocation {
+                namespace: "a".into(),
+                pod: Some(format!("big-predictor-{i}")),
+                window: "1h".into(),
+                hourly_cost_usd: 12.5,
+                ..CostAllocation::default()
+            }),
+        );
+    }
+    let scale_to = |history: &[(&str, u32)]| {
+        let mut t = total(Some(40.0));
+        t.baseline_replicas = history.iter().map(|(c, r)| (c.to_string(), *r)).collect();
+        observe(&s, "cost/a", TelemetryRecord::Costs(t));
+        let f = run(&alert(namespace_a(), &[]), &s);
+        f.actions
+            .iter()
+            .find(|a| a.kind == ActionKind::ScaleInferenceService)
+            .map(|a| (a.params["replicas"].clone(), f.explanation.clone()))
+    };
+    let (replicas, explanation) = scale_to(&[("big-predictor", 3)]).expect("a scale-down");
+    assert_eq!(replicas, 3);
+    assert!(explanation.contains("usually 3"), "{explanation}");
+    assert_eq!(
+        scale_to(&[]),
+        None,
+        "no history and a window that saw only 8 replicas: nothing to scale back to"
+    );
+    assert_eq!(
+        scale_to(&[("other-predictor", 1)]),
+        None,
+        "another workload's history"
+    );
+}
+
 #[test]
 fn cost_figures_from_alert_fields_only_advise() {
     let row = [("hourly_cost", "102.0"), ("budget", "40")];

@@ -1,18 +1,24 @@
-//! The InferenceService: reading it, patching it (JSON patch for a container's fields, merge
-//! patch for replicas and annotations), and the patches the actions send.
+//! The InferenceService: reading it and its revision history (KServe raw-deployment mode: the
+//! predictor Deployment's ReplicaSets), patching it (JSON patch for a container's fields,
+//! merge patch for replicas and the pod template's annotations), and the patches the actions
+//! send.
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
 };
 use serde_json::{Value, json};
 
-use opsmesh_proto::{Target, remediation::ActionRecord};
+use opsmesh_proto::{Target, remediation::ActionRecord, revisions};
 
 use super::{ActError, Cluster, kube_error};
 
 pub(super) const ISVC_LABEL: &str = "serving.kserve.io/inferenceservice";
 const CONTAINER: &str = "kserve-container";
+/// What `kubectl rollout restart` writes on a pod template (RFC 3339); KServe carries the
+/// predictor's `annotations` to its pods, so a new value rolls them.
+pub(super) const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 fn isvc_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -45,6 +51,34 @@ impl Cluster {
             .await
             .map_err(|e| kube_error(&format!("get inferenceservice {ns}/{name}"), e))?;
         serde_json::to_value(obj).map_err(|e| ActError::Refused(e.to_string()))
+    }
+
+    /// The image the predictor ran before its current one: that of the newest older revision
+    /// of its Deployment (`<name>-predictor`) with another image. `None` without one.
+    pub(super) async fn previous_image(
+        &self,
+        ns: &str,
+        name: &str,
+        isvc: &Value,
+    ) -> Result<Option<String>, ActError> {
+        let Some(current) = container_of(isvc).1.and_then(|c| c["image"].as_str()) else {
+            return Ok(None);
+        };
+        let sets = Api::<ReplicaSet>::namespaced(self.client()?.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
+            .await
+            .map_err(|e| kube_error(&format!("list replicasets of {ns}/{name}"), e))?;
+        let sets: Vec<Value> = sets
+            .items
+            .iter()
+            .filter_map(|rs| serde_json::to_value(rs).ok())
+            .collect();
+        Ok(revisions::previous_image(
+            &sets,
+            &format!("{name}-predictor"),
+            CONTAINER,
+            current,
+        ))
     }
 
     pub(super) fn isvc_target(a: &ActionRecord) -> Result<(String, String), ActError> {
@@ -148,4 +182,14 @@ pub(super) fn scale_patch(isvc: &Value, replicas: u64, max: Option<u64>) -> Valu
         _ => {}
     }
     json!({"spec": {"predictor": predictor}})
+}
+
+/// `kubectl rollout restart` on the predictor: its pod template's restart stamp.
+pub(super) fn restart_patch(at: &str) -> Value {
+    json!({"spec": {"predictor": {"annotations": {RESTARTED_AT: at}}}})
+}
+
+/// The predictor pod template's restart stamp, if any.
+pub(super) fn restarted_at(isvc: &Value) -> Option<&str> {
+    isvc["spec"]["predictor"]["annotations"][RESTARTED_AT].as_str()
 }
