@@ -18,7 +18,8 @@ What is checked:
 * a correctly signed request answers 202 {"alert_ids": [...], "incident_key": "..."};
 * the same request with a tampered body, a wrong secret, a stale timestamp or no signature is
   refused with 401/403 and an RFC 9457 problem document;
-* the script exits 5 (authentication) when its secret does not match the receiver's.
+* the script exits 5 (authentication) when its secret does not match the receiver's;
+* the setup page's test alert (opsmesh/test_alert) is answered 200 in the receiver's test mode.
 """
 import hashlib
 import hmac
@@ -150,6 +151,24 @@ class ReceiverInteropTest(unittest.TestCase):
 
     def test_missing_signature_is_refused(self):
         self.assert_refused(*self.post(self.body(), None), what="no signature")
+
+    def test_the_setup_pages_test_alert_is_answered_in_test_mode(self):
+        """opsmesh/test_alert: the receiver validates it and answers 200 without an incident
+        (the Rust side checks that no alert of it reached the mesh)."""
+        settings = support.load_module("opsmesh_settings")
+        params = {"receiver_url": self.url, "credential": "default", "ca_bundle": self.ca, "retry_budget": "30"}
+
+        def transport(method, url, headers, body, timeout, context, proxy_url=""):
+            if url.startswith(self.splunkd.base_url) and "/configs/conf-alert_actions/" in url:
+                content = dict(("param.%s" % k, v) for k, v in params.items())
+                return 200, {}, json.dumps({"entry": [{"name": "opsmesh", "content": content}]}).encode()
+            return action.http_request(method, url, headers, body, timeout, context, proxy_url)
+
+        splunkd = settings.Splunkd(self.splunkd.base_url, SESSION_KEY, support.APP_ID, transport)
+        reply = settings.send_test_alert(splunkd, transport)
+        self.assertEqual(200, reply["status"], reply)
+        self.assertTrue(reply["payload"]["delivered"])
+        self.assertRegex("\n".join(reply["payload"]["log"]), r"delivered to \S+: HTTP 200")
 
     def test_script_with_wrong_secret_exits_5(self):
         self.splunkd.credentials[(support.APP_ID, "opsmesh", "default")] = self.secret + "-wrong"

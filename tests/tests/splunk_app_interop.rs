@@ -1,7 +1,8 @@
 //! The Splunk app's alert action, run exactly as Splunk runs it, against the real receiver:
 //! `python3 bin/opsmesh.py --execute < payload` with the reference payload and gzipped
 //! results file must be accepted; tampered, stale, unsigned or wrongly signed requests must be
-//! refused (splunk-app/tests/test_interop_receiver.py, driven from here).
+//! refused, and the setup page's test alert must be answered without reaching the mesh
+//! (splunk-app/tests/test_interop_receiver.py, driven from here).
 
 use std::{process::Command, time::Duration};
 
@@ -72,4 +73,10 @@ async fn the_splunk_alert_action_delivers_to_the_real_receiver() {
     assert_eq!(rows.len(), 2, "both rows of results.csv.gz: {alert}");
     assert_eq!(rows[1]["model_name"], "llama-3-8b");
     assert_eq!(alert["event"]["payload"]["source"], "splunk");
+    // The setup page's test alert was answered in test mode: it never reached the mesh.
+    let written = std::fs::read_to_string(&hec_file).unwrap_or_default();
+    assert!(
+        !written.contains("opsmesh setup test alert"),
+        "the test alert opened an incident:\n{written}"
+    );
 }
