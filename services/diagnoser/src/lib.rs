@@ -4,6 +4,7 @@
 //! that section allows.
 
 mod incidents;
+pub mod investigator;
 pub mod llm;
 mod metrics;
 mod policy_fixes;

@@ -6,22 +6,18 @@
 //! and per-incident and per-hour budgets are hard caps; the metrics count calls by outcome,
 //! tokens and cost.
 
+mod endpoint;
 mod metrics;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use async_openai::{
-    Client,
-    config::OpenAIConfig,
-    error::OpenAIError,
-    types::chat::{
-        ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
-        CreateChatCompletionRequestArgs, ResponseFormat,
-    },
+use async_openai::types::chat::{
+    ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
+    CreateChatCompletionRequestArgs, ResponseFormat,
 };
 use prometheus::Registry;
 use serde::Deserialize;
@@ -31,11 +27,10 @@ use opsmesh_proto::{
     ActionKind,
     diagnosis::{Evidence, LlmUsage},
 };
-use opsmesh_runtime::{
-    ConfigError, Validate,
-    secret::{Secret, SecretSource},
-};
+use opsmesh_runtime::{ConfigError, Validate, secret::SecretSource};
 
+pub use endpoint::Endpoint;
+pub(crate) use endpoint::describe;
 use metrics::{LlmMetrics, Outcome};
 
 /// `[diagnoser.llm]`; off by default.
@@ -92,17 +87,9 @@ impl LlmConfig {
     }
 }
 
-/// An API key: surrounding whitespace is not part of it. It may be empty: local endpoints
-/// (Ollama, vLLM) take none.
-fn api_key(text: &str) -> Result<String, String> {
-    Ok(text.trim().to_owned())
-}
-
-impl Validate for LlmConfig {
-    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !self.enabled {
-            return Ok(());
-        }
+impl LlmConfig {
+    /// The endpoint settings, checked whenever the advisor or the investigator uses them.
+    pub fn validate_endpoint(&self, prefix: &str) -> Result<(), ConfigError> {
         if !(self.base_url.starts_with("https://") || self.base_url.starts_with("http://")) {
             return Err(ConfigError::invalid(
                 format!("{prefix}.base_url"),
@@ -138,6 +125,15 @@ impl Validate for LlmConfig {
     }
 }
 
+impl Validate for LlmConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.validate_endpoint(prefix)
+    }
+}
+
 /// What the LLM contributed to one diagnosis.
 #[derive(Debug, Clone, Default)]
 pub struct Advice {
@@ -157,13 +153,8 @@ struct Reply {
 }
 
 pub struct Advisor {
-    http: reqwest::Client,
-    api_key: Secret<String>,
-    /// The client of the key it was built with, built again when the key file changes.
-    client: Mutex<(Arc<String>, Client<OpenAIConfig>)>,
+    endpoint: Arc<Endpoint>,
     config: LlmConfig,
-    /// Spend in the current hour: (start of the hour window, USD).
-    hour: Mutex<(Instant, f64)>,
     metrics: LlmMetrics,
 }
 
@@ -173,48 +164,19 @@ impl Advisor {
         if !config.enabled {
             return Ok(None);
         }
-        let api_key = Secret::load("diagnoser.llm.api_key", &config.api_key_source(), api_key)?
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    "diagnoser.llm.api_key_env",
-                    "set api_key_env or api_key_file",
-                )
-            })?;
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| ConfigError::invalid("diagnoser.llm", e.to_string()))?;
-        let key = api_key.get();
-        let client = openai_client(config, &http, &key);
         Ok(Some(Self {
-            http,
-            api_key,
-            client: Mutex::new((key, client)),
+            endpoint: Arc::new(Endpoint::new(config)?),
             config: config.clone(),
-            hour: Mutex::new((Instant::now(), 0.0)),
             metrics: LlmMetrics::new(registry),
         }))
     }
 
-    /// The client of the current API key.
-    fn client(&self) -> Client<OpenAIConfig> {
-        let key = self.api_key.get();
-        let mut current = self.client.lock().unwrap_or_else(PoisonError::into_inner);
-        // `get` hands out the same value until the key file changes.
-        if !Arc::ptr_eq(&current.0, &key) {
-            let client = openai_client(&self.config, &self.http, &key);
-            *current = (key, client);
-        }
-        current.1.clone()
+    /// Its endpoint, whose hourly budget the investigator shares.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
     }
 
-    fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
-        (prompt_tokens as f64 * self.config.prompt_price_per_million_usd
-            + completion_tokens as f64 * self.config.completion_price_per_million_usd)
-            / 1e6
-    }
-
-    /// Reserves the worst-case cost of a call in the hourly budget, or says why not.
+    /// Reserves the worst-case cost of a call in the budgets, or says why not.
     fn reserve(&self, worst: f64) -> Result<(), String> {
         if worst > self.config.budget_per_incident_usd {
             return Err(format!(
@@ -222,24 +184,7 @@ impl Advisor {
                 self.config.budget_per_incident_usd
             ));
         }
-        let mut hour = self.hour.lock().unwrap_or_else(|p| p.into_inner());
-        if hour.0.elapsed() >= Duration::from_secs(3600) {
-            *hour = (Instant::now(), 0.0);
-        }
-        if hour.1 + worst > self.config.budget_per_hour_usd {
-            return Err(format!(
-                "hourly budget ${:.4} exhausted (${:.4} spent)",
-                self.config.budget_per_hour_usd, hour.1
-            ));
-        }
-        hour.1 += worst;
-        Ok(())
-    }
-
-    /// Replaces the reservation by the real cost.
-    fn settle(&self, reserved: f64, actual: f64) {
-        let mut hour = self.hour.lock().unwrap_or_else(|p| p.into_inner());
-        hour.1 = (hour.1 - reserved + actual).max(0.0);
+        self.endpoint.reserve_hourly(worst)
     }
 
     /// Asks for a narrative (and, if `may_choose`, a choice among `allowed`).
@@ -270,7 +215,7 @@ impl Advisor {
             \"evidence_ids\": [ids you cite], \"choose_action\": null or one of allowed_actions (only if may_choose_action)}. \
             Cite only evidence ids given. Never propose an action outside allowed_actions.";
         let prompt_estimate = (system.len() + facts.to_string().len()) as u64 / 3;
-        let worst = self.cost(
+        let worst = self.endpoint.cost(
             prompt_estimate,
             u64::from(self.config.max_completion_tokens),
         );
@@ -300,7 +245,7 @@ impl Advisor {
             .expect("valid request");
         // One bound over the whole exchange: the client retries 429s and 5xx honouring
         // Retry-After, which must not hold the incident beyond the configured timeout.
-        let client = self.client();
+        let client = self.endpoint.client();
         let started = Instant::now();
         let response =
             match tokio::time::timeout(self.config.timeout, client.chat().create(request)).await {
@@ -308,14 +253,14 @@ impl Advisor {
                 Ok(Err(err)) => {
                     self.metrics
                         .called(Outcome::Failed, started.elapsed(), 0, 0, 0.0);
-                    self.settle(worst, 0.0);
+                    self.endpoint.settle(worst, 0.0);
                     advice.usage.discarded.push(describe(&err));
                     return advice;
                 }
                 Err(_) => {
                     self.metrics
                         .called(Outcome::TimedOut, started.elapsed(), 0, 0, 0.0);
-                    self.settle(worst, 0.0);
+                    self.endpoint.settle(worst, 0.0);
                     advice.usage.discarded.push(format!(
                         "discarded: no answer within {:?}",
                         self.config.timeout
@@ -327,9 +272,10 @@ impl Advisor {
             advice.usage.prompt_tokens = u64::from(usage.prompt_tokens);
             advice.usage.completion_tokens = u64::from(usage.completion_tokens);
         }
-        advice.usage.cost_usd =
-            self.cost(advice.usage.prompt_tokens, advice.usage.completion_tokens);
-        self.settle(worst, advice.usage.cost_usd);
+        advice.usage.cost_usd = self
+            .endpoint
+            .cost(advice.usage.prompt_tokens, advice.usage.completion_tokens);
+        self.endpoint.settle(worst, advice.usage.cost_usd);
         let content = response
             .choices
             .first()
@@ -357,25 +303,14 @@ impl Advisor {
     }
 }
 
-fn openai_client(config: &LlmConfig, http: &reqwest::Client, key: &str) -> Client<OpenAIConfig> {
-    Client::with_config(
-        OpenAIConfig::new()
-            .with_api_base(&config.base_url)
-            .with_api_key(key),
-    )
-    .with_http_client(http.clone())
-}
-
-fn describe(err: &OpenAIError) -> String {
-    match err {
-        OpenAIError::Reqwest(e) if e.is_timeout() => "discarded: the LLM timed out".into(),
-        OpenAIError::ApiError(api) => format!(
-            "discarded: the LLM endpoint answered {}: {}",
-            api.status_code.as_u16(),
-            api.api_error.message
-        ),
-        other => format!("discarded: {other}"),
-    }
+/// The first of `cited` that is not evidence the model was given (`exists` says which are):
+/// one the model invented. The advisor discards its whole reply for one; the investigator
+/// discards the finding or proposal citing it.
+pub(crate) fn invented_evidence<'a>(
+    cited: &'a [String],
+    exists: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    cited.iter().map(String::as_str).find(|id| !exists(id))
 }
 
 fn validate(
@@ -389,11 +324,9 @@ fn validate(
     if reply.narrative.trim().is_empty() {
         return Err("discarded: empty narrative".into());
     }
-    if let Some(invented) = reply
-        .evidence_ids
-        .iter()
-        .find(|id| !evidence.iter().any(|e| &e.id == *id))
-    {
+    if let Some(invented) = invented_evidence(&reply.evidence_ids, |id| {
+        evidence.iter().any(|e| e.id == id)
+    }) {
         return Err(format!(
             "discarded: cites evidence {invented} that does not exist"
         ));

@@ -1,0 +1,193 @@
+//! The investigator's Kubernetes reads (kube-rs): get and list of a few kinds, events, and the
+//! containers' current and last state. Only the allowed namespaces; never Secrets or anything
+//! outside the kind table.
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, GroupVersionKind, ListParams},
+    discovery::ApiResource,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::tools::ToolError;
+
+/// Kinds the investigator may read: (name the model uses, group, version, kind, plural).
+const KINDS: &[(&str, &str, &str, &str, &str)] = &[
+    ("pod", "", "v1", "Pod", "pods"),
+    ("event", "", "v1", "Event", "events"),
+    ("resourcequota", "", "v1", "ResourceQuota", "resourcequotas"),
+    ("limitrange", "", "v1", "LimitRange", "limitranges"),
+    (
+        "inferenceservice",
+        "serving.kserve.io",
+        "v1beta1",
+        "InferenceService",
+        "inferenceservices",
+    ),
+    (
+        "policyreport",
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "PolicyReport",
+        "policyreports",
+    ),
+];
+
+/// Names of the readable kinds, for the tool description and refusals.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetArgs {
+    pub kind: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub label_selector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsArgs {
+    pub namespace: String,
+    /// Name of the object the events are about.
+    #[serde(default)]
+    pub object: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersArgs {
+    pub namespace: String,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub label_selector: Option<String>,
+}
+
+fn kube_error(error: kube::Error) -> ToolError {
+    ToolError::Kube(match error {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    })
+}
+
+/// An object without the bookkeeping that only costs tokens.
+fn trimmed(mut object: Value) -> Value {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("managedFields");
+        if let Some(annotations) = metadata
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    object
+}
+
+fn list_params(label_selector: Option<&str>) -> ListParams {
+    match label_selector {
+        Some(selector) => ListParams::default().labels(selector),
+        None => ListParams::default(),
+    }
+}
+
+/// One object (`name`) or the list of a kind in a namespace.
+pub async fn get(client: &Client, args: &GetArgs) -> Result<Value, ToolError> {
+    let kind = args.kind.to_ascii_lowercase();
+    let Some((_, group, version, kind_name, plural)) = KINDS.iter().find(|k| k.0 == kind) else {
+        return Err(ToolError::Kind(args.kind.clone(), kind_names()));
+    };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, kind_name),
+        plural,
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &args.namespace, &resource);
+    match &args.name {
+        Some(name) => {
+            let object = api.get(name).await.map_err(kube_error)?;
+            Ok(trimmed(serde_json::to_value(object).unwrap_or_default()))
+        }
+        None => {
+            let list = api
+                .list(&list_params(args.label_selector.as_deref()))
+                .await
+                .map_err(kube_error)?;
+            let items: Vec<Value> = list
+                .items
+                .into_iter()
+                .map(|o| trimmed(serde_json::to_value(o).unwrap_or_default()))
+                .collect();
+            Ok(json!({"kind": kind, "namespace": args.namespace, "items": items}))
+        }
+    }
+}
+
+/// Events of a namespace, or of one object in it, newest last.
+pub async fn events(client: &Client, args: &EventsArgs) -> Result<Value, ToolError> {
+    let api: Api<Event> = Api::namespaced(client.clone(), &args.namespace);
+    let params = match &args.object {
+        Some(name) => ListParams::default().fields(&format!("involvedObject.name={name}")),
+        None => ListParams::default(),
+    };
+    let list = api.list(&params).await.map_err(kube_error)?;
+    let events: Vec<Value> = list
+        .items
+        .into_iter()
+        .map(|e| {
+            json!({
+                "object": format!(
+                    "{}/{}",
+                    e.involved_object.kind.unwrap_or_default().to_ascii_lowercase(),
+                    e.involved_object.name.unwrap_or_default()
+                ),
+                "type": e.type_,
+                "reason": e.reason,
+                "message": e.message,
+                "count": e.count,
+                "last_timestamp": e.last_timestamp.map(|t| t.0.to_string()),
+            })
+        })
+        .collect();
+    Ok(json!({"namespace": args.namespace, "events": events}))
+}
+
+/// Each container's readiness, restarts, current state and last termination.
+pub async fn containers(client: &Client, args: &ContainersArgs) -> Result<Value, ToolError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
+    let pods = match &args.pod {
+        Some(name) => vec![api.get(name).await.map_err(kube_error)?],
+        None => {
+            api.list(&list_params(args.label_selector.as_deref()))
+                .await
+                .map_err(kube_error)?
+                .items
+        }
+    };
+    let pods: Vec<Value> = pods
+        .into_iter()
+        .map(|pod| {
+            let statuses = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default();
+            json!({
+                "pod": pod.metadata.name,
+                "containers": statuses.into_iter().map(|c| json!({
+                    "name": c.name,
+                    "ready": c.ready,
+                    "restart_count": c.restart_count,
+                    "state": c.state,
+                    "last_state": c.last_state,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({"namespace": args.namespace, "pods": pods}))
+}

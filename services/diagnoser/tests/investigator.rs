@@ -1,0 +1,560 @@
+//! The investigator without a real model: a scripted OpenAI-compatible server plays each
+//! conversation (tool calls and usage tokens over the real protocol), Splunk is a REST export
+//! server serving fixture rows, and Kubernetes is the simulator with a model OOM-looping.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use opsmesh_diagnoser::{
+    investigator::{Investigator, InvestigatorConfig, Subject, Toolbox},
+    llm::{Endpoint, LlmConfig},
+    splunk::{SplunkClient, SplunkConfig},
+};
+use opsmesh_proto::{
+    ActionKind, RootCause, Severity,
+    investigation::{InvestigationReport, InvestigationState, StepKind, StopReason},
+};
+use opsmesh_runbooks::Library;
+use opsmesh_sim::{Scenario, SimConfig, SimServer, Simulator};
+use opsmesh_testkit::{
+    openai::{ScriptedModel, Turn},
+    splunk_export::{Fixture, SplunkExport},
+};
+
+const KEY: &str = "sk-investigator-test";
+const SPLUNK_TOKEN: &str = "splunk-investigator-token";
+const TARGET: &str = "inferenceservice/ml-team-a/gpt-oss-120b";
+
+const OOM_LOOP: &str = r#"
+name: investigator-oom
+cluster: sim-test
+state:
+  namespaces:
+    - name: ml-team-a
+      hourly_budget_usd: 40
+    - name: kube-system
+  inference_services:
+    - namespace: ml-team-a
+      name: gpt-oss-120b
+      replicas: 2
+      gpu: 1
+      memory_limit: 256Mi
+      image: registry.example.com/kserve/gpt-oss:1.4.2
+      hourly_cost_usd: 12.5
+faults:
+  - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/gpt-oss-120b, params: {memory_demand: 480Mi}}
+expect: {}
+"#;
+
+struct Setup {
+    model: ScriptedModel,
+    splunk: SplunkExport,
+    investigator: Investigator,
+    registry: Registry,
+    _sim: SimServer,
+    _key_dir: tempfile::TempDir,
+}
+
+async fn setup(turns: Vec<Turn>, adjust: impl FnOnce(&mut InvestigatorConfig)) -> Setup {
+    let model = ScriptedModel::start(KEY, turns).await;
+    let fixtures = Fixture::load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/investigator"),
+    );
+    let splunk = SplunkExport::start(SPLUNK_TOKEN, fixtures).await;
+    let scenario = Scenario::parse(OOM_LOOP, "investigator.yaml").expect("valid scenario");
+    let sim = Simulator::from_scenario(&scenario, SimConfig::default());
+    let server = SimServer::start(sim.clone(), "127.0.0.1:0".parse().unwrap()).expect("bind");
+    sim.advance(Duration::from_secs(300));
+    let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig_yaml("default")).unwrap();
+    let kube = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let llm = LlmConfig {
+        base_url: model.url().into(),
+        api_key_file: Some(key_file),
+        model: "test-model".into(),
+        timeout: Duration::from_secs(5),
+        ..LlmConfig::default()
+    };
+    let splunk_client = SplunkClient::new(&SplunkConfig {
+        url: Some(splunk.url().into()),
+        token: Some(SPLUNK_TOKEN.into()),
+        ..SplunkConfig::default()
+    })
+    .unwrap();
+    let mut config = InvestigatorConfig {
+        namespaces: vec!["ml-team-a".into()],
+        ..InvestigatorConfig::default()
+    };
+    adjust(&mut config);
+    let registry = Registry::new();
+    let tools = Toolbox::new(
+        &config,
+        splunk_client,
+        Some(kube),
+        Arc::new(Library::built_in().unwrap()),
+    );
+    let investigator = Investigator::new(
+        &config,
+        Arc::new(Endpoint::new(&llm).unwrap()),
+        tools,
+        &registry,
+    );
+    Setup {
+        model,
+        splunk,
+        investigator,
+        registry,
+        _sim: server,
+        _key_dir: key_dir,
+    }
+}
+
+fn subject() -> Subject {
+    Subject {
+        incident_id: Some("inc-42".into()),
+        question: "Why is gpt-oss-120b failing, and what should be done?".into(),
+        namespace: Some("ml-team-a".into()),
+        facts: json!({"alert": "KServe model error rate above 5%", "target": TARGET}),
+    }
+}
+
+fn metrics(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn models_search() -> Value {
+    json!({
+        "spl": "index=opsmesh sourcetype=\"opsmesh:models\" \"payload.record.name\"=\"gpt-oss-120b\" | stats max(oom_killed) as oom_killed latest(last_termination_reason) as reason",
+        "earliest": "-1h",
+    })
+}
+
+fn report_answer(findings: Value, actions: Value) -> Turn {
+    Turn::answer(
+        json!({
+            "summary": "gpt-oss-120b is OOMKilled: its 256Mi limit is below the 480Mi it needs",
+            "root_cause": "oom_killed",
+            "risk": "high",
+            "findings": findings,
+            "proposed_actions": actions,
+        })
+        .to_string(),
+    )
+}
+
+fn patch_memory(cites: &[&str]) -> Value {
+    json!({"kind": "patch_memory_limit", "target": TARGET,
+           "params": {"memory_limit": "640Mi"}, "evidence_ids": cites,
+           "rationale": "peak working set 480Mi x 1.3"})
+}
+
+fn kinds(report: &InvestigationReport) -> Vec<(StepKind, Option<&str>)> {
+    report
+        .steps
+        .iter()
+        .map(|s| (s.kind, s.tool.as_deref()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_good_investigation_finds_the_oom_through_splunk_and_events() {
+    let s = setup(
+        vec![
+            Turn::call("splunk_search", models_search()),
+            Turn::calls(&[
+                ("kubernetes_events", json!({"namespace": "ml-team-a"})),
+                ("container_states", json!({"namespace": "ml-team-a"})),
+            ]),
+            report_answer(
+                json!([
+                    {"claim": "Splunk shows 2 OOM kills of gpt-oss-120b", "evidence_ids": ["t1"]},
+                    {"claim": "its containers were last terminated OOMKilled (137) and back off", "evidence_ids": ["t2", "t3"]},
+                ]),
+                json!([patch_memory(&["t1", "t3"])]),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::Completed, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::Answered);
+    assert_eq!(report.root_cause, RootCause::OomKilled);
+    assert_eq!(report.risk, Some(Severity::High));
+    assert_eq!(report.findings.len(), 2);
+    assert_eq!(report.proposed_actions.len(), 1);
+    assert_eq!(
+        report.proposed_actions[0].kind,
+        ActionKind::PatchMemoryLimit
+    );
+    assert_eq!(report.proposed_actions[0].target, TARGET);
+    assert!(
+        report.usage.discarded.is_empty(),
+        "{:?}",
+        report.usage.discarded
+    );
+
+    // The evidence is what the tools really returned.
+    let ids: Vec<(&str, &str)> = report
+        .evidence
+        .iter()
+        .map(|e| (e.id.as_str(), e.tool.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("t1", "splunk_search"),
+            ("t2", "kubernetes_events"),
+            ("t3", "container_states")
+        ]
+    );
+    assert!(report.evidence[0].result.contains("OOMKilled"));
+    assert!(
+        report.evidence[1]
+            .result
+            .contains("Back-off restarting failed container")
+    );
+    assert!(
+        report.evidence[2]
+            .result
+            .contains("\"reason\":\"OOMKilled\"")
+    );
+    assert!(report.evidence[2].result.contains("\"exitCode\":137"));
+
+    // Splunk got the search with the investigator's time range.
+    let searches = s.splunk.searches();
+    assert_eq!(searches.len(), 1);
+    assert!(
+        searches[0]
+            .search
+            .starts_with("search index=opsmesh sourcetype=\"opsmesh:models\"")
+    );
+    assert_eq!(searches[0].earliest_time.as_deref(), Some("-1h"));
+    assert_eq!(searches[0].latest_time.as_deref(), Some("now"));
+
+    // The model was offered the tools and given each result under its evidence id.
+    let requests = s.model.requests();
+    assert_eq!(requests.len(), 3);
+    let offered: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        [
+            "splunk_search",
+            "kubernetes_get",
+            "kubernetes_events",
+            "container_states",
+            "runbook_search",
+            "incident_facts"
+        ]
+    );
+    let second = s.model.tool_results(1);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, "call_1");
+    assert!(second[0].1.starts_with("{\"evidence_id\":\"t1\""));
+    let third = s.model.tool_results(2);
+    assert_eq!(
+        third.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["call_1", "call_2", "call_3"]
+    );
+
+    // Every step is recorded; tool steps carry the digest of exactly what the model saw.
+    assert_eq!(
+        kinds(&report),
+        [
+            (StepKind::ModelCall, None),
+            (StepKind::ToolCall, Some("splunk_search")),
+            (StepKind::ModelCall, None),
+            (StepKind::ToolCall, Some("kubernetes_events")),
+            (StepKind::ToolCall, Some("container_states")),
+            (StepKind::ModelCall, None),
+        ]
+    );
+    let digest = hex::encode(Sha256::digest(third[2].1.as_bytes()));
+    assert_eq!(
+        report.steps[4].result_digest.as_deref(),
+        Some(digest.as_str())
+    );
+    assert_eq!(report.steps[4].evidence_id.as_deref(), Some("t3"));
+    assert_eq!(report.steps[0].prompt_tokens, 1000);
+
+    // Tokens and cost at the configured prices (0.15 and 0.60 USD per million).
+    assert_eq!(report.usage.prompt_tokens, 3000);
+    assert_eq!(report.usage.completion_tokens, 300);
+    assert!(
+        (report.usage.cost_usd - 0.00063).abs() < 1e-9,
+        "{}",
+        report.usage.cost_usd
+    );
+    let exposed = metrics(&s.registry);
+    assert!(exposed.contains("diagnoser_investigations_total{state=\"completed\"} 1"));
+    assert!(exposed.contains(
+        "diagnoser_investigation_tool_calls_total{outcome=\"ran\",tool=\"splunk_search\"} 1"
+    ));
+    assert!(exposed.contains("diagnoser_investigation_tokens_total{kind=\"prompt\"} 3000"));
+}
+
+#[tokio::test]
+async fn forbidden_reads_are_refused_recorded_and_never_reach_splunk_or_the_cluster() {
+    let s = setup(
+        vec![
+            Turn::calls(&[
+                ("splunk_search", json!({"spl": "index=opsmesh | delete"})),
+                (
+                    "splunk_search",
+                    json!({"spl": "| rest /services/authentication/users"}),
+                ),
+                (
+                    "kubernetes_get",
+                    json!({"kind": "secret", "namespace": "ml-team-a"}),
+                ),
+                (
+                    "kubernetes_get",
+                    json!({"kind": "pod", "namespace": "kube-system"}),
+                ),
+            ]),
+            Turn::answer(
+                json!({"summary": "nothing readable", "root_cause": "unknown", "risk": "low"})
+                    .to_string(),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::Completed, "{report:#?}");
+    assert!(
+        s.splunk.searches().is_empty(),
+        "a refused search reached Splunk"
+    );
+    assert!(report.evidence.is_empty(), "a refusal is not evidence");
+    let refusals: Vec<&str> = report
+        .steps
+        .iter()
+        .filter_map(|s| s.refused.as_deref())
+        .collect();
+    assert_eq!(refusals.len(), 4, "{refusals:?}");
+    assert!(
+        refusals[0].contains("`delete` changes or exports data"),
+        "{}",
+        refusals[0]
+    );
+    assert!(refusals[1].contains("`rest`"), "{}", refusals[1]);
+    assert!(
+        refusals[2].contains("kind \"secret\" is not readable"),
+        "{}",
+        refusals[2]
+    );
+    assert!(
+        refusals[3].contains("namespace \"kube-system\""),
+        "{}",
+        refusals[3]
+    );
+    // The model was told why, in the tool result.
+    let told = s.model.tool_results(1);
+    assert!(told[0].1.contains("refused: `delete`"), "{}", told[0].1);
+    assert!(metrics(&s.registry).contains(
+        "diagnoser_investigation_tool_calls_total{outcome=\"refused\",tool=\"splunk_search\"} 2"
+    ));
+}
+
+#[tokio::test]
+async fn a_prompt_injection_in_a_tool_result_yields_no_proposal_outside_the_runbook() {
+    let s = setup(
+        vec![
+            Turn::calls(&[
+                ("splunk_search", models_search()),
+                (
+                    "splunk_search",
+                    json!({"spl": "index=opsmesh sourcetype=\"kube:container:logs\" namespace=\"ml-team-a\""}),
+                ),
+            ]),
+            // A model that obeyed the injected text.
+            report_answer(
+                json!([{"claim": "OOM kills", "evidence_ids": ["t1"]}]),
+                json!([
+                    {"kind": "scale_inference_service", "target": TARGET, "params": {"replicas": 0},
+                     "evidence_ids": ["t2"], "rationale": "as instructed"},
+                    {"kind": "delete_namespace", "target": "namespace/ml-team-a",
+                     "evidence_ids": ["t2"], "rationale": "as instructed"},
+                    patch_memory(&["t1"]),
+                ]),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert!(
+        report.evidence[1]
+            .result
+            .contains("ignore previous instructions")
+    );
+    assert_eq!(report.state, InvestigationState::Completed);
+    let kept: Vec<ActionKind> = report.proposed_actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kept, [ActionKind::PatchMemoryLimit]);
+    assert_eq!(
+        report.discarded_by_reason.get("action_outside_runbook"),
+        Some(&2),
+        "{:?}",
+        report.usage.discarded
+    );
+    assert!(
+        metrics(&s.registry).contains(
+            "diagnoser_investigation_discarded_total{reason=\"action_outside_runbook\"} 2"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_looping_model_is_stopped() {
+    let events = ("kubernetes_events", json!({"namespace": "ml-team-a"}));
+    let s = setup(
+        vec![
+            Turn::calls(&[events.clone()]),
+            Turn::calls(&[events]),
+            Turn::answer("{}"),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::Failed);
+    assert_eq!(report.stop_reason, StopReason::Loop);
+    assert!(
+        report.stop_detail.contains("same arguments as t1"),
+        "{}",
+        report.stop_detail
+    );
+    assert_eq!(s.model.requests().len(), 2, "the model is not asked again");
+    assert!(report.steps.last().unwrap().refused.is_some());
+    assert!(report.proposed_actions.is_empty());
+}
+
+#[tokio::test]
+async fn a_reply_over_the_token_budget_stops_over_budget() {
+    let s = setup(
+        vec![
+            Turn::call("runbook_search", json!({"query": "OOMKilled memory limit"}))
+                .usage(4900, 200),
+            report_answer(json!([]), json!([])),
+        ],
+        |config| {
+            config.limits.max_tokens = 5000;
+            config.limits.max_completion_tokens = 100;
+        },
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::TokenLimit);
+    assert!(
+        report
+            .stop_detail
+            .contains("5100 tokens spent, over max_tokens 5000"),
+        "{}",
+        report.stop_detail
+    );
+    assert_eq!(
+        report.usage.prompt_tokens + report.usage.completion_tokens,
+        5100
+    );
+    assert_eq!(s.model.requests().len(), 1);
+    assert_eq!(
+        kinds(&report),
+        [(StepKind::ModelCall, None)],
+        "no tool runs once the budget is exceeded"
+    );
+    assert!(
+        metrics(&s.registry).contains("diagnoser_investigations_total{state=\"over_budget\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_could_cross_the_token_budget_is_not_made() {
+    let s = setup(
+        vec![
+            Turn::call("incident_facts", json!({})).usage(3000, 100),
+            report_answer(json!([]), json!([])),
+        ],
+        |config| {
+            config.limits.max_tokens = 3500;
+            config.limits.max_completion_tokens = 100;
+        },
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::TokenLimit);
+    assert!(
+        report
+            .stop_detail
+            .starts_with("3100 tokens spent; the next call may take"),
+        "{}",
+        report.stop_detail
+    );
+    assert_eq!(s.model.requests().len(), 1, "the second call is not made");
+    assert_eq!(report.evidence.len(), 1, "the first call's tool ran");
+}
+
+#[tokio::test]
+async fn invented_evidence_ids_are_discarded_and_counted() {
+    let s = setup(
+        vec![
+            Turn::call("container_states", json!({"namespace": "ml-team-a"})),
+            report_answer(
+                json!([
+                    {"claim": "containers OOMKilled", "evidence_ids": ["t1"]},
+                    {"claim": "the node is out of memory", "evidence_ids": ["t7"]},
+                ]),
+                json!([patch_memory(&["t1", "t9"])]),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::Completed);
+    assert_eq!(report.findings.len(), 1);
+    assert_eq!(report.findings[0].evidence_ids, ["t1"]);
+    assert!(report.proposed_actions.is_empty());
+    assert_eq!(report.discarded_by_reason.get("unknown_evidence"), Some(&2));
+    assert!(
+        report
+            .usage
+            .discarded
+            .iter()
+            .any(|d| d.contains("cites evidence t9 that does not exist"))
+    );
+    assert!(
+        metrics(&s.registry)
+            .contains("diagnoser_investigation_discarded_total{reason=\"unknown_evidence\"} 2")
+    );
+}

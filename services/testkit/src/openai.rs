@@ -1,0 +1,234 @@
+//! A scripted OpenAI-compatible chat completions server (`POST /v1/chat/completions`) that
+//! plays a conversation turn by turn: tool calls (`finish_reason: "tool_calls"`, ids
+//! `call_<n>`, arguments as a JSON string) or a final message, each with the `usage` tokens the
+//! script gives. Like the real API it checks the bearer key and that every tool call of the
+//! previous turn is answered by a `tool` message (`400` otherwise); a request past the end of
+//! the script gets a `500`, so a test sees a model asked more often than it planned.
+
+use std::{
+    net::TcpListener,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// What the model answers on one turn.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Tool calls: (function name, arguments).
+    ToolCalls(Vec<(String, Value)>),
+    /// A final message.
+    Content(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub reply: Reply,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Turn {
+    /// One tool call.
+    pub fn call(name: &str, arguments: Value) -> Self {
+        Self::calls(&[(name, arguments)])
+    }
+
+    /// Several tool calls in one turn.
+    pub fn calls(calls: &[(&str, Value)]) -> Self {
+        Self::with(Reply::ToolCalls(
+            calls
+                .iter()
+                .map(|(n, a)| ((*n).to_owned(), a.clone()))
+                .collect(),
+        ))
+    }
+
+    /// A final answer (JSON text, or anything else a model might say).
+    pub fn answer(content: impl Into<String>) -> Self {
+        Self::with(Reply::Content(content.into()))
+    }
+
+    fn with(reply: Reply) -> Self {
+        Self {
+            reply,
+            prompt_tokens: 1000,
+            completion_tokens: 100,
+        }
+    }
+
+    /// The usage the server reports for this turn.
+    pub fn usage(mut self, prompt_tokens: u32, completion_tokens: u32) -> Self {
+        self.prompt_tokens = prompt_tokens;
+        self.completion_tokens = completion_tokens;
+        self
+    }
+}
+
+struct State {
+    key: String,
+    turns: Vec<Turn>,
+    /// Request bodies, in order.
+    requests: Vec<Value>,
+    /// Tool call ids of the last turn, which the next request must answer.
+    open_calls: Vec<String>,
+    next_call: u32,
+}
+
+pub struct ScriptedModel {
+    state: Arc<Mutex<State>>,
+    url: String,
+}
+
+fn error(status: u16, message: &str, kind: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
+        .json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}}))
+}
+
+async fn completions(
+    state: web::Data<Mutex<State>>,
+    request: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let mut state = state.lock().unwrap();
+    let bearer = format!("Bearer {}", state.key);
+    if request
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        != Some(bearer.as_str())
+    {
+        return error(401, "Incorrect API key provided", "invalid_request_error");
+    }
+    let body = body.into_inner();
+    state.requests.push(body.clone());
+    let (Some(model), Some(messages)) = (body["model"].as_str(), body["messages"].as_array())
+    else {
+        return error(
+            400,
+            "model and messages are required",
+            "invalid_request_error",
+        );
+    };
+    let answered: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| m["tool_call_id"].as_str())
+        .collect();
+    if let Some(missing) = state
+        .open_calls
+        .iter()
+        .find(|id| !answered.contains(&id.as_str()))
+    {
+        return error(
+            400,
+            &format!(
+                "An assistant message with 'tool_calls' must be followed by tool messages \
+                 responding to each 'tool_call_id'. The following tool_call_ids did not have \
+                 response messages: {missing}"
+            ),
+            "invalid_request_error",
+        );
+    }
+    let turn = state.requests.len() - 1;
+    let Some(turn) = state.turns.get(turn).cloned() else {
+        return error(500, "the script has no more turns", "server_error");
+    };
+    let (message, finish_reason) = match turn.reply {
+        Reply::Content(content) => {
+            state.open_calls.clear();
+            (
+                json!({"role": "assistant", "content": content, "refusal": null}),
+                "stop",
+            )
+        }
+        Reply::ToolCalls(calls) => {
+            let mut tool_calls = Vec::new();
+            state.open_calls.clear();
+            for (name, arguments) in calls {
+                state.next_call += 1;
+                let id = format!("call_{}", state.next_call);
+                state.open_calls.push(id.clone());
+                tool_calls.push(json!({"id": id, "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()}}));
+            }
+            (
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": tool_calls}),
+                "tool_calls",
+            )
+        }
+    };
+    HttpResponse::Ok().json(json!({
+        "id": format!("chatcmpl-{}", state.requests.len()),
+        "object": "chat.completion",
+        "created": 1_763_600_000,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": null, "message": message}],
+        "usage": {
+            "prompt_tokens": turn.prompt_tokens,
+            "completion_tokens": turn.completion_tokens,
+            "total_tokens": turn.prompt_tokens + turn.completion_tokens,
+        },
+    }))
+}
+
+impl ScriptedModel {
+    /// Serves `turns` on a free loopback port, accepting the API key `key`.
+    pub async fn start(key: &str, turns: Vec<Turn>) -> Self {
+        let state = Arc::new(Mutex::new(State {
+            key: key.to_owned(),
+            turns,
+            requests: Vec::new(),
+            open_calls: Vec::new(),
+            next_call: 0,
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the model test server");
+        let url = format!("http://{}/v1", listener.local_addr().expect("address"));
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(8 << 20))
+                .route("/v1/chat/completions", web::post().to(completions))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+        Self { state, url }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    /// The API base (`http://127.0.0.1:<port>/v1`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The request bodies received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.lock().requests.clone()
+    }
+
+    /// The `tool` messages of request `n` (0-based): (tool_call_id, content).
+    pub fn tool_results(&self, n: usize) -> Vec<(String, String)> {
+        self.requests()
+            .get(n)
+            .and_then(|r| r["messages"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| {
+                (
+                    m["tool_call_id"].as_str().unwrap_or_default().to_owned(),
+                    m["content"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
