@@ -104,17 +104,23 @@ fn oom_finding(target: &str, m: &ModelHealth, settings: &RuleSettings, ev: &[&st
     let ceiling = parse_bytes(&settings.max_memory_limit).unwrap_or(u64::MAX);
     let from_limit = |limit: u64| (limit as f64 * settings.memory_factor_without_peak) as u64;
     let (basis, wanted) = match (m.peak_working_set_bytes, limit) {
-        // Killed at the limit means the demand is above it: a peak sampled at or below the
-        // limit missed the spike, so the limit is the better basis.
-        (Some(peak), Some(limit)) if (peak as f64 * settings.memory_headroom) as u64 <= limit => (
-            format!(
-                "peak working set {} × {} is not above the current limit: current limit × {}",
-                round_up_mib(peak, 1),
-                settings.memory_headroom,
-                settings.memory_factor_without_peak
-            ),
-            from_limit(limit),
-        ),
+        // Killed at the limit means the demand is above it, and a container killed at its
+        // limit reports usage near the limit, never its demand: the peak is the basis only
+        // when it says more than the limit does (sampled under a higher limit).
+        (Some(peak), Some(limit))
+            if (peak as f64 * settings.memory_headroom) as u64 <= from_limit(limit) =>
+        {
+            (
+                format!(
+                    "peak working set {} × {} is not above the current limit × {}: current limit × {}",
+                    round_up_mib(peak, 1),
+                    settings.memory_headroom,
+                    settings.memory_factor_without_peak,
+                    settings.memory_factor_without_peak
+                ),
+                from_limit(limit),
+            )
+        }
         (Some(peak), _) => (
             format!(
                 "peak working set {} × {}",

@@ -154,6 +154,21 @@ fn oom_raises_from_the_limit_when_the_peak_was_sampled_below_it() {
     assert!(f.explanation.contains("not above the current limit"));
 }
 
+/// Kubernetes reports a container killed at its limit with usage near the limit: that peak
+/// says nothing of the demand above it, so the limit × factor is the basis, not peak × headroom.
+#[test]
+fn oom_with_usage_near_the_limit_raises_from_the_limit() {
+    let f = oom_at(Some("256Mi"), Some(250 << 20));
+    assert_eq!(
+        f.actions[0].params["memory_limit"], "512Mi",
+        "{}",
+        f.explanation
+    );
+    // A peak above what the limit says (sampled under a higher limit) still counts.
+    let f = oom_at(Some("256Mi"), Some(480 << 20));
+    assert_eq!(f.actions[0].params["memory_limit"], "640Mi");
+}
+
 #[test]
 fn oom_at_the_ceiling_escalates_instead_of_lowering_the_limit() {
     let f = oom_at(Some("32Gi"), None);
