@@ -54,6 +54,11 @@ fn observed(values: Value) -> Observed {
         .collect::<BTreeMap<_, _>>()
 }
 
+/// The step after `current` when the cluster shows `seen`.
+fn after(current: &ActionRecord, seen: Value, policy: &PolicyConfig) -> Next {
+    next_step("inc", &library(), current, &observed(seen), policy)
+}
+
 fn run(next: Next) -> ActionRecord {
     match next {
         Next::Run(record) => record,
@@ -101,11 +106,9 @@ fn worse_means_fewer_ready_containers_than_before_the_step() {
 fn an_oom_step_raises_the_current_limit_by_the_step_factor() {
     let library = library();
     let current = on_ladder(&library, "oom-killed", ActionKind::PatchMemoryLimit, 1);
-    let next = run(next_step(
-        "inc",
-        &library,
+    let next = run(after(
         &current,
-        &observed(json!({"observed_memory_limit": "512Mi"})),
+        json!({"observed_memory_limit": "512Mi"}),
         &policy(),
     ));
     assert_eq!(next.kind, ActionKind::PatchMemoryLimit);
@@ -118,11 +121,9 @@ fn an_oom_step_raises_the_current_limit_by_the_step_factor() {
     );
     assert_eq!(Rung::of(&next).unwrap().step, 2);
     // 700Mi × 1.5 = 1050Mi, rounded up to a multiple of 64Mi.
-    let next = run(next_step(
-        "inc",
-        &library,
+    let next = run(after(
         &current,
-        &observed(json!({"observed_memory_limit": "700Mi"})),
+        json!({"observed_memory_limit": "700Mi"}),
         &policy(),
     ));
     assert_eq!(next.params["memory_limit"], json!("1088Mi"));
@@ -136,11 +137,9 @@ fn an_oom_step_stops_at_the_ceiling_and_ends_the_ladder_there() {
         memory_ceiling: "1Gi".into(),
         ..policy()
     };
-    let capped = run(next_step(
-        "inc",
-        &library,
+    let capped = run(after(
         &current,
-        &observed(json!({"observed_memory_limit": "800Mi"})),
+        json!({"observed_memory_limit": "800Mi"}),
         &ceiling,
     ));
     assert_eq!(
@@ -148,11 +147,9 @@ fn an_oom_step_stops_at_the_ceiling_and_ends_the_ladder_there() {
         json!("1Gi"),
         "never above the ceiling"
     );
-    let at_ceiling = end(next_step(
-        "inc",
-        &library,
+    let at_ceiling = end(after(
         &current,
-        &observed(json!({"observed_memory_limit": "1Gi"})),
+        json!({"observed_memory_limit": "1Gi"}),
         &ceiling,
     ));
     assert_eq!(
@@ -164,11 +161,9 @@ fn an_oom_step_stops_at_the_ceiling_and_ends_the_ladder_there() {
         memory_ceiling: "64Gi".into(),
         ..policy()
     };
-    let next = run(next_step(
-        "inc",
-        &library,
+    let next = run(after(
         &current,
-        &observed(json!({"observed_memory_limit": "12Gi"})),
+        json!({"observed_memory_limit": "12Gi"}),
         &generous,
     ));
     assert_eq!(next.params["memory_limit"], json!("16Gi"));
@@ -178,11 +173,9 @@ fn an_oom_step_stops_at_the_ceiling_and_ends_the_ladder_there() {
 fn the_ladder_ends_after_max_steps() {
     let library = library();
     let last = on_ladder(&library, "oom-killed", ActionKind::PatchMemoryLimit, 4);
-    let why = end(next_step(
-        "inc",
-        &library,
+    let why = end(after(
         &last,
-        &observed(json!({"observed_memory_limit": "512Mi"})),
+        json!({"observed_memory_limit": "512Mi"}),
         &policy(),
     ));
     assert_eq!(why, "the ladder is exhausted after 4 step(s) (max_steps 4)");
@@ -197,48 +190,34 @@ fn a_persistent_crash_loop_rolls_back_to_the_last_good_image_when_one_is_known()
         ActionKind::RestartInferenceService,
         1,
     );
-    let next = run(next_step(
-        "inc",
-        &library,
+    let next = run(after(
         &restart,
-        &observed(json!({"observed_image": "r/m:2", "observed_last_known_good_image": "r/m:1"})),
+        json!({"observed_image": "r/m:2", "observed_last_known_good_image": "r/m:1"}),
         &policy(),
     ));
     assert_eq!(next.kind, ActionKind::RollbackImage);
     assert_eq!(next.params["image"], json!("r/m:1"));
     assert_eq!(next.params["failing_image"], json!("r/m:2"));
     assert_eq!(
-        end(next_step(
-            "inc",
-            &library,
+        end(after(
             &restart,
-            &observed(json!({"observed_image": "r/m:2"})),
+            json!({"observed_image": "r/m:2"}),
             &policy()
         )),
         "step 2 (rollback_image): no last known good image is known for the InferenceService"
     );
     assert!(
-        end(next_step(
-            "inc",
-            &library,
+        end(after(
             &restart,
-            &observed(
-                json!({"observed_image": "r/m:1", "observed_last_known_good_image": "r/m:1"})
-            ),
+            json!({"observed_image": "r/m:1", "observed_last_known_good_image": "r/m:1"}),
             &policy(),
         ))
         .contains("already runs its last known good image r/m:1")
     );
     let rollback = on_ladder(&library, "crash-loop", ActionKind::RollbackImage, 2);
     assert!(
-        end(next_step(
-            "inc",
-            &library,
-            &rollback,
-            &observed(json!({})),
-            &policy()
-        ))
-        .starts_with("the ladder is exhausted after 2 step(s)")
+        end(after(&rollback, json!({}), &policy()))
+            .starts_with("the ladder is exhausted after 2 step(s)")
     );
 }
 
@@ -246,25 +225,25 @@ fn a_persistent_crash_loop_rolls_back_to_the_last_good_image_when_one_is_known()
 fn the_ladder_follows_only_the_runbook_version_it_started_with_and_never_asks_for_approval() {
     let library = library();
     let mut current = on_ladder(&library, "oom-killed", ActionKind::PatchMemoryLimit, 1);
-    let seen = observed(json!({"observed_memory_limit": "512Mi"}));
+    let seen = || json!({"observed_memory_limit": "512Mi"});
     let approve = PolicyConfig {
         mode: ActionMode::Approve,
         ..policy()
     };
     assert_eq!(
-        end(next_step("inc", &library, &current, &seen, &approve)),
+        end(after(&current, seen(), &approve)),
         "step 2 (patch_memory_limit) would need a human's approval (mode approve)"
     );
     let mut rung = Rung::of(&current).unwrap();
     rung.version = "0.9.0".into();
     current.params.insert(LADDER.into(), rung.to_param());
     assert!(
-        end(next_step("inc", &library, &current, &seen, &policy()))
+        end(after(&current, seen(), &policy()))
             .starts_with("runbook oom-killed changed from v0.9.0 to v"),
     );
     current.params.remove(LADDER);
     assert_eq!(
-        end(next_step("inc", &library, &current, &seen, &policy())),
+        end(after(&current, seen(), &policy())),
         "patch_memory_limit is not on a ladder"
     );
 }
