@@ -16,7 +16,12 @@ use opentelemetry_sdk::{
 };
 use serde::Deserialize;
 use tracing::{Level, Metadata};
-use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, prelude::*};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, filter_fn},
+    fmt,
+    prelude::*,
+};
 
 use crate::{
     config::{ConfigError, Validate},
@@ -235,9 +240,12 @@ fn install<W>(settings: &LogSettings, provider: &SdkTracerProvider, writer: W, a
 where
     W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env()
+    let level = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Lines show events only: the ids say which span a line belongs to, and the spans' names
+    // and fields would repeat on every line.
+    let filter = level.and(filter_fn(|metadata| metadata.is_event()));
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("opsmesh"))
         // Thread names and busy/idle timings would cost an allocation or a clock read per span.
