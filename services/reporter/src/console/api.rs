@@ -12,7 +12,16 @@ pub(super) async fn api_list(console: web::Data<Console>, req: HttpRequest) -> H
     if let Err(refusal) = console.authenticate(&req) {
         return refusal.response();
     }
-    HttpResponse::Ok().json(serde_json::json!({ "incidents": console.store.list() }))
+    match console.list(req.query_string()) {
+        Ok(incidents) => HttpResponse::Ok().json(serde_json::json!({ "incidents": incidents })),
+        Err(err) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-filter",
+            "Invalid incident filter",
+            err.to_string(),
+        )
+        .response(),
+    }
 }
 
 pub(super) async fn api_detail(

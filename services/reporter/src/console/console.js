@@ -21,8 +21,10 @@
         var fresh = doc.getElementById("main");
         var main = document.getElementById("main");
         var active = document.activeElement;
-        // Do not wipe a comment the operator is typing.
-        if (fresh && main && !(active && active.name === "comment" && active.value)) {
+        // Do not wipe a comment or a filter the operator is typing.
+        var typing = active && ((active.name === "comment" && active.value) ||
+          (active.form && active.form.id === "filters"));
+        if (fresh && main && !typing) {
           main.replaceWith(fresh);
           body.setAttribute("data-updated", String(Date.now()));
         }

@@ -4,6 +4,9 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
+use opsmesh_proto::diagnosis::LlmUsage;
+
+use super::filter::{self, FilterError};
 use crate::timeline::{ChainStatus, IncidentDetail, IncidentSummary, PendingApproval};
 
 pub const SCRIPT: &str = include_str!("console.js");
@@ -183,9 +186,49 @@ fn approval_form(chrome: &Chrome, p: &PendingApproval) -> String {
     out
 }
 
+/// The incident list: the incidents the filters let through, or why the filters were refused.
+pub enum List {
+    Shown(Vec<IncidentSummary>),
+    Refused(FilterError),
+}
+
+/// The filter form, showing back what was `given`.
+fn filter_form(given: &[(String, String)], namespaces: &[String]) -> String {
+    let value = |param: &str| {
+        given
+            .iter()
+            .find(|(p, _)| p == param)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let mut states = String::from("<option value=\"\">any</option>");
+    for state in filter::statuses() {
+        let selected = if value("state") == state {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            states,
+            "<option value=\"{0}\"{selected}>{0}</option>",
+            esc(&state)
+        );
+    }
+    let mut known = String::new();
+    for namespace in namespaces {
+        let _ = write!(known, "<option value=\"{}\">", esc(namespace));
+    }
+    format!(
+        "<form method=\"get\" action=\"/console/incidents\" id=\"filters\" class=\"filters\"><label>State <select name=\"state\" id=\"filter-state\">{states}</select></label><label>Namespace <input type=\"text\" name=\"namespace\" id=\"filter-namespace\" list=\"namespaces\" maxlength=\"63\" value=\"{namespace}\"></label><datalist id=\"namespaces\">{known}</datalist><label>Opened since <input type=\"text\" name=\"since\" id=\"filter-since\" placeholder=\"24h or 2026-01-31T08:00:00Z\" maxlength=\"64\" value=\"{since}\"></label><label>until <input type=\"text\" name=\"until\" id=\"filter-until\" placeholder=\"now\" maxlength=\"64\" value=\"{until}\"></label><button type=\"submit\" id=\"apply-filters\">Filter</button> <a href=\"/console/incidents\" id=\"clear-filters\">clear</a></form>",
+        namespace = esc(value("namespace")),
+        since = esc(value("since")),
+        until = esc(value("until")),
+    )
+}
+
 pub fn incidents(
     chrome: &Chrome,
-    incidents: &[IncidentSummary],
+    list: &List,
+    given: &[(String, String)],
     pending: &[PendingApproval],
 ) -> String {
     let mut content = String::from("<h1>Incidents</h1>");
@@ -214,15 +257,46 @@ pub fn incidents(
         }
         content.push_str("</tbody></table>");
     }
-    content.push_str("</section><section id=\"incidents\"><h2>All incidents</h2>");
-    if incidents.is_empty() {
-        content.push_str("<p class=\"muted\">No incidents yet.</p>");
+    let filtered = given.iter().any(|(_, v)| !v.trim().is_empty());
+    let incidents = match list {
+        List::Shown(incidents) => incidents.as_slice(),
+        List::Refused(_) => &[],
+    };
+    let mut namespaces: Vec<String> = incidents
+        .iter()
+        .filter_map(|i| i.namespace.clone())
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let _ = write!(
+        content,
+        "</section><section id=\"incidents\"><h2>{} ({})</h2>{}",
+        if filtered {
+            "Matching incidents"
+        } else {
+            "All incidents"
+        },
+        incidents.len(),
+        filter_form(given, &namespaces)
+    );
+    if let List::Refused(err) = list {
+        let _ = write!(
+            content,
+            "<p class=\"error\" id=\"filter-error\">{}</p>",
+            esc(&err.to_string())
+        );
+    } else if incidents.is_empty() {
+        content.push_str(if filtered {
+            "<p class=\"muted\" id=\"no-match\">No incident matches these filters.</p>"
+        } else {
+            "<p class=\"muted\">No incidents yet.</p>"
+        });
     } else {
-        content.push_str("<table><thead><tr><th>incident</th><th>status</th><th>root cause</th><th>summary</th><th>target</th><th>severity</th><th>opened</th><th>time to outcome</th><th>audit chain</th></tr></thead><tbody>");
+        content.push_str("<table><thead><tr><th>incident</th><th>status</th><th>root cause</th><th>summary</th><th>namespace</th><th>target</th><th>severity</th><th>opened</th><th>time to outcome</th><th>audit chain</th></tr></thead><tbody>");
         for i in incidents {
             let _ = write!(
                 content,
-                "<tr class=\"incident-row\" data-incident=\"{id}\"><td><a href=\"/console/incidents/{link}\">{id}</a></td><td>{status}</td><td>{cause}</td><td>{summary}</td><td><code>{target}</code></td><td>{severity}</td><td>{opened}</td><td>{tto}</td><td>{chain}</td></tr>",
+                "<tr class=\"incident-row\" data-incident=\"{id}\"><td><a href=\"/console/incidents/{link}\">{id}</a></td><td>{status}</td><td>{cause}</td><td>{summary}</td><td class=\"namespace\">{namespace}</td><td><code>{target}</code></td><td>{severity}</td><td>{opened}</td><td>{tto}</td><td>{chain}</td></tr>",
                 id = esc(&i.id),
                 link = esc(&url_encode(&i.id)),
                 status = status_badge(&i.status),
@@ -231,6 +305,7 @@ pub fn incidents(
                     .map(|c| esc(&c.to_string()))
                     .unwrap_or_else(|| "—".into()),
                 summary = esc(i.summary.as_deref().unwrap_or("")),
+                namespace = esc(i.namespace.as_deref().unwrap_or("")),
                 target = esc(i.target.as_deref().unwrap_or("")),
                 severity = i.severity.map(|s| esc(&s.to_string())).unwrap_or_default(),
                 opened = time(i.opened_at),
@@ -364,6 +439,16 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
             );
         }
         None => c.push_str("<p class=\"muted\">Not diagnosed yet.</p>"),
+    }
+    if let Some(narrative) = &d.narrative {
+        let _ = write!(
+            c,
+            "<h4>Narrative (written by the LLM, checked against the evidence)</h4><pre class=\"narrative\" id=\"narrative\">{}</pre>",
+            esc(narrative)
+        );
+    }
+    if let Some(llm) = &d.llm {
+        c.push_str(&llm_usage(llm));
     }
     // 4. Runbook
     c.push_str("<h3>4. Runbook section</h3>");
@@ -511,6 +596,32 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
     c.push_str("</tbody></table></section>");
     let attrs = format!(" data-page=\"incident\" data-incident=\"{}\"", esc(&s.id));
     layout(&format!("Incident {}", s.id), Some(chrome), &attrs, &c)
+}
+
+/// Tokens and cost the diagnosis spent on the LLM, and output it discarded.
+fn llm_usage(llm: &LlmUsage) -> String {
+    if !llm.used {
+        return "<p class=\"muted\" id=\"llm-usage\" data-llm=\"unused\">LLM: not used for this diagnosis.</p>".into();
+    }
+    let mut out = format!(
+        "<p id=\"llm-usage\" data-llm=\"used\">LLM{model}: <span id=\"llm-tokens\">{prompt} prompt + {completion} completion tokens</span> · <span id=\"llm-cost\">${cost:.4}</span></p>",
+        model = llm
+            .model
+            .as_deref()
+            .map(|m| format!(" <code>{}</code>", esc(m)))
+            .unwrap_or_default(),
+        prompt = llm.prompt_tokens,
+        completion = llm.completion_tokens,
+        cost = llm.cost_usd,
+    );
+    if !llm.discarded.is_empty() {
+        out.push_str("<p>Discarded LLM output:</p><ul class=\"error\" id=\"llm-discarded\">");
+        for reason in &llm.discarded {
+            let _ = write!(out, "<li>{}</li>", esc(reason));
+        }
+        out.push_str("</ul>");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 mod api;
 mod config;
 mod events;
+mod filter;
 mod html;
 pub mod login_limit;
 mod session;
@@ -47,7 +48,7 @@ use sessions::SessionTable;
 use crate::{
     approvals::{DecideError, Decider},
     auth::{Credential, Holder, Role, TokenSet, bearer, credential_of},
-    timeline::IncidentStore,
+    timeline::{IncidentStore, IncidentSummary},
 };
 
 /// How a request was authenticated.
@@ -196,6 +197,14 @@ impl Console {
 
     /// Who is asking, if anyone we trust. A bearer token counts against its peer's failed
     /// authentications: a peer that gave too many bad ones is refused before it is looked at.
+    /// The incidents the query's filters (see [`filter`]) let through, newest first.
+    fn list(&self, query: &str) -> Result<Vec<IncidentSummary>, filter::FilterError> {
+        let filter = filter::ListFilter::parse(query, chrono::Utc::now())?;
+        let mut incidents = self.store.list();
+        incidents.retain(|incident| filter.matches(incident));
+        Ok(incidents)
+    }
+
     pub fn authenticate(&self, req: &HttpRequest) -> Result<Identity, Refusal> {
         if let Some(header_name) = &self.config.trusted_user_header
             && let Some(value) = req.headers().get(header_name.as_str())
@@ -503,10 +512,14 @@ async fn incidents_page(console: web::Data<Console>, req: HttpRequest) -> HttpRe
         Ok(identity) => identity,
         Err(redirect) => return *redirect,
     };
-    let incidents = console.store.list();
+    let (status, list) = match console.list(req.query_string()) {
+        Ok(incidents) => (StatusCode::OK, html::List::Shown(incidents)),
+        Err(err) => (StatusCode::BAD_REQUEST, html::List::Refused(err)),
+    };
     let pending = console.store.pending_approvals();
-    render(&console, &identity, StatusCode::OK, |chrome| {
-        html::incidents(chrome, &incidents, &pending)
+    let given = filter::given(req.query_string());
+    render(&console, &identity, status, |chrome| {
+        html::incidents(chrome, &list, &given, &pending)
     })
 }
 

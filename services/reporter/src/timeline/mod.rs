@@ -15,4 +15,5 @@ pub use chain::{AuditChain, ChainStatus};
 pub use config::TimelineConfig;
 pub use feed::TimelineFeed;
 pub use store::{IncidentStore, Update};
+pub(crate) use view::NOT_YET_REMEDIATED;
 pub use view::{IncidentDetail, IncidentSummary, PendingApproval, TimelineEntry};

@@ -11,7 +11,7 @@ use opsmesh_proto::{
     ActionKind, Envelope, IncidentState, RootCause, Severity,
     alert::Alert,
     approval::{Approval, ApprovalDecision},
-    diagnosis::{Diagnosis, Evidence, RunbookRef},
+    diagnosis::{Diagnosis, Evidence, LlmUsage, RunbookRef},
     remediation::{ActionRecord, Remediation, Verification},
 };
 
@@ -32,6 +32,8 @@ pub struct IncidentSummary {
     pub root_cause: Option<RootCause>,
     pub summary: Option<String>,
     pub target: Option<String>,
+    /// The namespace of the alerted entity, else of the diagnosed target.
+    pub namespace: Option<String>,
     pub severity: Option<Severity>,
     pub alert_names: Vec<String>,
     pub alert_count: u64,
@@ -127,6 +129,10 @@ pub struct IncidentDetail {
     pub runbook_section: Option<SectionText>,
     pub recommended_actions: Vec<opsmesh_proto::diagnosis::ActionProposal>,
     pub developer_fix: Option<String>,
+    /// The LLM's narrative for the on-call engineer, when the diagnosis has one.
+    pub narrative: Option<String>,
+    /// What the diagnosis spent on the LLM (tokens, cost, discarded output).
+    pub llm: Option<LlmUsage>,
     /// The remediator's latest decision.
     pub decision: Option<DecisionView>,
     /// Every remediation record, in ledger order.
@@ -141,7 +147,7 @@ pub struct IncidentDetail {
 
 /// The statuses of an incident the remediator has recorded nothing for yet: alerts only, and
 /// diagnosed.
-pub(super) const NOT_YET_REMEDIATED: [&str; 2] = ["received", "diagnosed"];
+pub(crate) const NOT_YET_REMEDIATED: [&str; 2] = ["received", "diagnosed"];
 
 impl Incident {
     fn latest_diagnosis(&self) -> Option<&Envelope<Diagnosis>> {
@@ -188,15 +194,21 @@ impl Incident {
         let mut alert_names: Vec<String> =
             self.alerts.iter().map(|a| a.payload.name.clone()).collect();
         alert_names.dedup();
+        let target = diagnosis
+            .and_then(|d| d.payload.target.clone())
+            .or_else(|| self.alerts.first().and_then(|a| a.payload.entity.target()));
         IncidentSummary {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
             status: self.status(),
             root_cause: diagnosis.map(|d| d.payload.root_cause),
             summary: diagnosis.map(|d| d.payload.summary.clone()),
-            target: diagnosis
-                .and_then(|d| d.payload.target.clone())
-                .or_else(|| self.alerts.first().and_then(|a| a.payload.entity.target())),
+            namespace: self
+                .alerts
+                .iter()
+                .find_map(|a| a.payload.entity.namespace.clone())
+                .or_else(|| target_namespace(target.as_deref())),
+            target,
             severity: self.alerts.iter().map(|a| a.payload.severity).max(),
             alert_names,
             alert_count: self.alert_count,
@@ -268,6 +280,8 @@ impl Incident {
                 .map(|d| d.payload.recommended_actions.clone())
                 .unwrap_or_default(),
             developer_fix: diagnosis.and_then(|d| d.payload.developer_fix.clone()),
+            narrative: diagnosis.and_then(|d| d.payload.narrative.clone()),
+            llm: diagnosis.map(|d| d.payload.llm.clone()),
             decision: actions.last().cloned(),
             verification: self
                 .remediations
@@ -359,6 +373,15 @@ impl Incident {
         }
         entries.sort_by_key(|e| e.at);
         entries
+    }
+}
+
+/// `<kind>/<namespace>/<name>` → the namespace.
+fn target_namespace(target: Option<&str>) -> Option<String> {
+    let mut parts = target?.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(namespace), Some(_)) if !namespace.is_empty() => Some(namespace.to_owned()),
+        _ => None,
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Mesh {
     pub linger: bool,
     pub stop: tokio_util::sync::CancellationToken,
     pub running: tokio::task::JoinHandle<Result<(), opsmesh_runtime::app::StopError>>,
+    /// Logging and spans as a service process has them (exported with
+    /// `OPSMESH__TELEMETRY__OTLP__ENDPOINT`), so their cost is in the figures.
+    pub tracing: opsmesh_runtime::telemetry::Tracing,
     pub _dir: tempfile::TempDir,
 }
 
@@ -74,6 +77,8 @@ impl Mesh {
             (None, "kafka (tansu)".into())
         };
         let linger = tree.contains("reporter.hec.linger");
+        let tracing =
+            opsmesh_runtime::telemetry::init_service(&settings, "opsmesh").expect("telemetry");
         let app = opsmesh_runtime::launcher::build(&tree, settings, opsmesh::SERVICES, bus)
             .await
             .expect("mesh builds");
@@ -100,6 +105,7 @@ impl Mesh {
             linger,
             stop,
             running,
+            tracing,
             _dir: dir,
         }
     }
@@ -107,6 +113,7 @@ impl Mesh {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.running.await;
+        self.tracing.shutdown().await;
     }
 
     pub async fn post_alert(&self, client: &reqwest::Client, body: Vec<u8>) -> serde_json::Value {
