@@ -727,9 +727,13 @@ async fn an_approved_action_runs_once_and_nothing_changes_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_verification_rolls_back_and_escalates() {
+    // The ceiling is the limit proposed: the runbook's ladder has no higher step to take.
     let (rig, mut ledger) = one_oom_model(
         "too-small",
-        &[("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "6")],
+        &[
+            ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "6"),
+            ("OPSMESH__REMEDIATOR__POLICY__MEMORY_CEILING", "320Mi"),
+        ],
     )
     .await;
     let incident = "rollback".to_owned();
@@ -759,12 +763,99 @@ async fn a_failed_verification_rolls_back_and_escalates() {
     assert!(!failed.healthy);
     assert_eq!(failed.attempts, 6);
     assert!(failed.detail.contains("OOMKilled"), "{failed:?}");
+    let escalated = records.last().expect("records");
+    assert!(
+        escalated.reason.contains(
+            "ladder ends after step 1: step 2 (patch_memory_limit): the memory limit 320Mi cannot be raised: × 1.5 is 512Mi, above the ceiling 320Mi"
+        ),
+        "the escalation gives the numbers: {}",
+        escalated.reason
+    );
     // The limit went to 320Mi and back to what it was.
     let limits: Vec<Value> = rig.mutations().iter().map(|m| m.body.clone()).collect();
     assert_eq!(limits.len(), 2, "{limits:?}");
     assert!(limits[0].to_string().contains("320Mi"), "{limits:?}");
     assert!(limits[1].to_string().contains("256Mi"), "{limits:?}");
     assert_eq!(rig.memory_limit("ml-team-a", "too-small"), "256Mi");
+}
+
+/// A model that needs 700Mi under 256Mi, diagnosed to 320Mi: the oom-killed runbook's ladder
+/// raises × 1.5 (to a multiple of 64Mi) to 512Mi, then 768Mi, and the model is healthy. The replica is SIGKILLed while it
+/// verifies the second step and restarted: it resumes the ladder from the ledger, and every
+/// step reached the cluster exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ladder_climbs_to_a_healthy_limit_and_a_sigkill_mid_ladder_repeats_no_step() {
+    let mut rig = Rig::start(&models_yaml(
+        &["climbing"],
+        &[("climbing", "kind: oom_loop, params: {memory_demand: 700Mi}")],
+    ))
+    .await;
+    // The diagnosis stays uncommitted, so the restarted replica gets it again.
+    let replica = rig
+        .add_replica(&[("OPSMESH__BUS__KAFKA__COMMIT_INTERVAL", "60s")])
+        .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    let incident = "ladder".to_owned();
+    rig.publish(
+        topics::DIAGNOSES,
+        &incident,
+        oom_diagnosis(&incident, "climbing", "320Mi"),
+    )
+    .await;
+    eventually("the ladder's second step applied", LIMIT, || async {
+        (rig.mutations().len() >= 2).then_some(())
+    })
+    .await;
+    rig.replicas[replica].kill();
+    rig.replicas[replica].start();
+    rig.replicas[replica].wait_ready().await;
+    let resolved = ledger.until_state(&incident, IncidentState::Resolved).await;
+    assert!(resolved.verification.is_some_and(|v| v.healthy));
+
+    let limits: Vec<String> = rig.mutations().iter().map(|m| m.body.to_string()).collect();
+    assert_eq!(limits.len(), 3, "one patch per step: {limits:#?}");
+    for (limit, want) in limits.iter().zip(["320Mi", "512Mi", "768Mi"]) {
+        assert!(limit.contains(want), "{want}: {limit}");
+    }
+    assert_eq!(rig.memory_limit("ml-team-a", "climbing"), "768Mi");
+    let records = ledger.incident(&incident);
+    let steps: Vec<(&str, String)> = records
+        .iter()
+        .filter(|r| r.state == IncidentState::Executing)
+        .filter_map(|r| r.action.as_ref())
+        .map(|a| {
+            (
+                a.idempotency_key.rsplit(':').next().unwrap_or_default(),
+                a.params["memory_limit"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("inferenceservice/ml-team-a/climbing", "320Mi".to_owned()),
+            ("inferenceservice/ml-team-a/climbing#2", "512Mi".to_owned()),
+            ("inferenceservice/ml-team-a/climbing#3", "768Mi".to_owned()),
+        ],
+        "one intent per step, each under its own key"
+    );
+    let climbed = records
+        .iter()
+        .filter(|r| r.state == IncidentState::Executing)
+        .nth(1)
+        .expect("step 2");
+    assert!(
+        climbed.verification.as_ref().is_some_and(|v| !v.healthy)
+            && climbed.reason.contains(
+                "step 1 did not help and did not make things worse: ladder step 2 of at most 4"
+            ),
+        "step 2 records why: {climbed:?}"
+    );
+    let report = opsmesh_remediator::ledger::verify(&ledger.records);
+    assert!(report.ok(), "the hash chain holds: {:?}", report.breaks);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -781,7 +872,7 @@ async fn every_kubernetes_action_stays_within_the_declared_rbac() {
     - {namespace: ml-team-b, name: gpu-model, replicas: 2, gpu: 1, memory_limit: 1Gi, hourly_cost_usd: 12.5}
 faults:
   - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/oom, params: {memory_demand: 480Mi}}
-  - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/undersized, params: {memory_demand: 480Mi}}
+  - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/undersized, params: {memory_demand: 64Gi}}
   - {at: 0s, kind: crash_loop, target: inferenceservice/ml-team-a/crashing, params: {exit_code: 1}}
   - {at: 0s, kind: image_pull_error, target: inferenceservice/ml-team-a/bad-image}
   - {at: 0s, kind: cost_spike, target: inferenceservice/ml-team-b/gpu-model, params: {replicas: 8}}
