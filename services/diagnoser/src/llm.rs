@@ -306,10 +306,7 @@ impl Advisor {
 /// The first of `cited` that is not evidence the model was given (`exists` says which are):
 /// one the model invented. The advisor discards its whole reply for one; the investigator
 /// discards the finding or proposal citing it.
-pub(crate) fn invented_evidence<'a>(
-    cited: &'a [String],
-    exists: impl Fn(&str) -> bool,
-) -> Option<&'a str> {
+pub(crate) fn invented_evidence(cited: &[String], exists: impl Fn(&str) -> bool) -> Option<&str> {
     cited.iter().map(String::as_str).find(|id| !exists(id))
 }
 

@@ -45,6 +45,10 @@ state:
       memory_limit: 256Mi
       image: registry.example.com/kserve/gpt-oss:1.4.2
       hourly_cost_usd: 12.5
+      argocd_app: ml-team-a-models
+  argocd_apps:
+    - name: ml-team-a-models
+      namespace: ml-team-a
 faults:
   - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/gpt-oss-120b, params: {memory_demand: 480Mi}}
 expect: {}
@@ -94,7 +98,8 @@ async fn setup(turns: Vec<Turn>, adjust: impl FnOnce(&mut InvestigatorConfig)) -
     })
     .unwrap();
     let mut config = InvestigatorConfig {
-        namespaces: vec!["ml-team-a".into()],
+        namespaces: vec!["ml-team-a".into(), "argocd".into()],
+        opencost_url: Some(server.opencost_url()),
         ..InvestigatorConfig::default()
     };
     adjust(&mut config);
@@ -104,7 +109,8 @@ async fn setup(turns: Vec<Turn>, adjust: impl FnOnce(&mut InvestigatorConfig)) -
         splunk_client,
         Some(kube),
         Arc::new(Library::built_in().unwrap()),
-    );
+    )
+    .unwrap();
     let investigator = Investigator::new(
         &config,
         Arc::new(Endpoint::new(&llm).unwrap()),
@@ -265,6 +271,7 @@ async fn a_good_investigation_finds_the_oom_through_splunk_and_events() {
             "kubernetes_get",
             "kubernetes_events",
             "container_states",
+            "opencost_allocation",
             "runbook_search",
             "incident_facts"
         ]
@@ -434,7 +441,7 @@ async fn a_looping_model_is_stopped() {
     let events = ("kubernetes_events", json!({"namespace": "ml-team-a"}));
     let s = setup(
         vec![
-            Turn::calls(&[events.clone()]),
+            Turn::calls(std::slice::from_ref(&events)),
             Turn::calls(&[events]),
             Turn::answer("{}"),
         ],
@@ -455,24 +462,39 @@ async fn a_looping_model_is_stopped() {
     assert!(report.proposed_actions.is_empty());
 }
 
-#[tokio::test]
-async fn a_reply_over_the_token_budget_stops_over_budget() {
+/// One tool call whose reply reports `usage` tokens, under `max_tokens` (and 100 completion
+/// tokens per call), then an answer.
+async fn under_token_budget(
+    tool: (&str, Value),
+    usage: (u32, u32),
+    max_tokens: u64,
+) -> (Setup, InvestigationReport) {
     let s = setup(
         vec![
-            Turn::call("runbook_search", json!({"query": "OOMKilled memory limit"}))
-                .usage(4900, 200),
+            Turn::call(tool.0, tool.1).usage(usage.0, usage.1),
             report_answer(json!([]), json!([])),
         ],
         |config| {
-            config.limits.max_tokens = 5000;
+            config.limits.max_tokens = max_tokens;
             config.limits.max_completion_tokens = 100;
         },
     )
     .await;
     let report = s.investigator.investigate(&subject()).await;
-
     assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
     assert_eq!(report.stop_reason, StopReason::TokenLimit);
+    assert_eq!(s.model.requests().len(), 1);
+    (s, report)
+}
+
+#[tokio::test]
+async fn a_reply_over_the_token_budget_stops_over_budget() {
+    let (s, report) = under_token_budget(
+        ("runbook_search", json!({"query": "OOMKilled memory limit"})),
+        (4900, 200),
+        5000,
+    )
+    .await;
     assert!(
         report
             .stop_detail
@@ -484,7 +506,6 @@ async fn a_reply_over_the_token_budget_stops_over_budget() {
         report.usage.prompt_tokens + report.usage.completion_tokens,
         5100
     );
-    assert_eq!(s.model.requests().len(), 1);
     assert_eq!(
         kinds(&report),
         [(StepKind::ModelCall, None)],
@@ -497,21 +518,7 @@ async fn a_reply_over_the_token_budget_stops_over_budget() {
 
 #[tokio::test]
 async fn a_call_that_could_cross_the_token_budget_is_not_made() {
-    let s = setup(
-        vec![
-            Turn::call("incident_facts", json!({})).usage(3000, 100),
-            report_answer(json!([]), json!([])),
-        ],
-        |config| {
-            config.limits.max_tokens = 3500;
-            config.limits.max_completion_tokens = 100;
-        },
-    )
-    .await;
-    let report = s.investigator.investigate(&subject()).await;
-
-    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
-    assert_eq!(report.stop_reason, StopReason::TokenLimit);
+    let (_s, report) = under_token_budget(("incident_facts", json!({})), (3000, 100), 3500).await;
     assert!(
         report
             .stop_detail
@@ -519,7 +526,6 @@ async fn a_call_that_could_cross_the_token_budget_is_not_made() {
         "{}",
         report.stop_detail
     );
-    assert_eq!(s.model.requests().len(), 1, "the second call is not made");
     assert_eq!(report.evidence.len(), 1, "the first call's tool ran");
 }
 
@@ -556,5 +562,55 @@ async fn invented_evidence_ids_are_discarded_and_counted() {
     assert!(
         metrics(&s.registry)
             .contains("diagnoser_investigation_discarded_total{reason=\"unknown_evidence\"} 2")
+    );
+}
+
+#[tokio::test]
+async fn a_cost_question_reads_opencost_and_the_argocd_application() {
+    let s = setup(
+        vec![
+            Turn::calls(&[
+                (
+                    "opencost_allocation",
+                    json!({"namespace": "ml-team-a", "window": "1h", "aggregate": "controller"}),
+                ),
+                ("opencost_allocation", json!({"namespace": "ml-team-a", "window": "30d"})),
+                (
+                    "kubernetes_get",
+                    json!({"kind": "application", "namespace": "argocd", "name": "ml-team-a-models"}),
+                ),
+            ]),
+            Turn::answer(
+                json!({"summary": "gpt-oss-120b is the namespace's cost", "root_cause": "unknown",
+                       "risk": "low", "findings": [
+                           {"claim": "gpt-oss-120b carries the namespace's cost", "evidence_ids": ["t1"]},
+                           {"claim": "its application is managed by Argo CD", "evidence_ids": ["t2"]}]})
+                .to_string(),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::Completed, "{report:#?}");
+    assert_eq!(report.findings.len(), 2);
+    let cost = &report.evidence[0];
+    assert_eq!(cost.tool, "opencost_allocation");
+    assert!(cost.result.contains("totalCost"), "{}", cost.result);
+    assert!(cost.result.contains("gpt-oss-120b"), "{}", cost.result);
+    let refused = report.steps[2].refused.as_deref().unwrap_or_default();
+    assert!(refused.contains("window \"30d\""), "{refused}");
+    let application = &report.evidence[1];
+    assert_eq!(application.tool, "kubernetes_get");
+    assert!(
+        application.result.contains("\"sync\""),
+        "{}",
+        application.result
+    );
+    assert!(
+        application.result.contains("\"health\""),
+        "{}",
+        application.result
     );
 }

@@ -36,15 +36,7 @@ pub struct SectionText {
 
 /// The text of the section `reference` names, from the built-in runbooks.
 pub fn section(reference: &RunbookRef) -> Option<SectionText> {
-    let library = library()?;
-    let runbook = library
-        .runbooks()
-        .iter()
-        .find(|r| r.front.id == reference.id)?;
-    let section = runbook
-        .sections
-        .iter()
-        .find(|s| s.heading == reference.section)?;
+    let (runbook, section) = library()?.find(reference)?;
     let current = runbook.reference(section);
     Some(SectionText {
         runbook_id: runbook.front.id.clone(),

@@ -366,6 +366,16 @@ impl Library {
         })
     }
 
+    /// The runbook and section `reference` names, if loaded (whatever their version).
+    pub fn find(&self, reference: &RunbookRef) -> Option<(&Runbook, &Section)> {
+        let runbook = self.runbooks.iter().find(|r| r.front.id == reference.id)?;
+        let section = runbook
+            .sections
+            .iter()
+            .find(|s| s.heading == reference.section)?;
+        Some((runbook, section))
+    }
+
     /// Full-text search over every section (operators, the MCP `search_runbooks` tool).
     pub fn search(&self, query: &str, limit: usize) -> Vec<(RunbookRef, f32)> {
         self.engine

@@ -18,6 +18,26 @@ use opsmesh_proto::{
     alert::{Alert, AlertSourceKind, AlertStatus, Entity, EntityKind},
 };
 
+/// Serves the routes `configure` adds on a free loopback port (one worker, on the current
+/// Tokio runtime, for the rest of the test); the base URL. `what` names it in a bind failure.
+pub(crate) fn serve_on_loopback(
+    what: &str,
+    configure: impl Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind the {what}: {e}"));
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .expect("listen")
+            .run();
+    tokio::spawn(server);
+    url
+}
+
 /// Polls `probe` until it returns `Some`, failing the test with `what` after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where

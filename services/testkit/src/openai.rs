@@ -5,12 +5,9 @@
 //! previous turn is answered by a `tool` message (`400` otherwise); a request past the end of
 //! the script gets a `500`, so a test sees a model asked more often than it planned.
 
-use std::{
-    net::TcpListener,
-    sync::{Arc, Mutex, MutexGuard},
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
 /// What the model answers on one turn.
@@ -183,21 +180,13 @@ impl ScriptedModel {
             open_calls: Vec::new(),
             next_call: 0,
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the model test server");
-        let url = format!("http://{}/v1", listener.local_addr().expect("address"));
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
+        let url = crate::serve_on_loopback("model test server", move |routes| {
+            routes
                 .app_data(data.clone())
                 .app_data(web::JsonConfig::default().limit(8 << 20))
-                .route("/v1/chat/completions", web::post().to(completions))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        tokio::spawn(server);
+                .route("/v1/chat/completions", web::post().to(completions));
+        }) + "/v1";
         Self { state, url }
     }
 

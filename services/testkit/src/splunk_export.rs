@@ -6,12 +6,11 @@
 //! Splunk does; every search is recorded.
 
 use std::{
-    net::TcpListener,
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -125,20 +124,12 @@ impl SplunkExport {
             fixtures,
             searches: Vec::new(),
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Splunk test server");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
+        let url = crate::serve_on_loopback("Splunk test server", move |routes| {
+            routes
                 .app_data(data.clone())
-                .route("/services/search/v2/jobs/export", web::post().to(export))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .expect("listen")
-        .run();
-        tokio::spawn(server);
+                .route("/services/search/v2/jobs/export", web::post().to(export));
+        });
         Self { state, url }
     }
 

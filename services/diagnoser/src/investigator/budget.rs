@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_completion_tokens: u32,
     /// A tool result longer than this is cut (and says so) before the model sees it.
     pub max_result_chars: usize,
+    /// Each tool call (a search, an API read) ends after this, as a failed call.
+    #[serde(with = "humantime_serde")]
+    pub tool_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_wall_time: Duration::from_secs(120),
             max_completion_tokens: 800,
             max_result_chars: 4_000,
+            tool_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -49,6 +53,7 @@ impl Validate for Limits {
             ("max_completion_tokens", self.max_completion_tokens == 0),
             ("max_result_chars", self.max_result_chars < 200),
             ("max_wall_time", self.max_wall_time.is_zero()),
+            ("tool_timeout", self.tool_timeout.is_zero()),
         ] {
             if zero {
                 return Err(ConfigError::invalid(
@@ -113,6 +118,10 @@ impl Budget {
 
     pub fn deadline(&self) -> tokio::time::Instant {
         self.deadline
+    }
+
+    pub fn tool_timeout(&self) -> Duration {
+        self.limits.tool_timeout
     }
 
     pub fn wall_time_stop(&self) -> Stop {

@@ -1,5 +1,6 @@
-//! The investigator's Kubernetes reads (kube-rs): get and list of a few kinds, events, and the
-//! containers' current and last state. Only the allowed namespaces; never Secrets or anything
+//! The investigator's Kubernetes reads (kube-rs): get and list of a few kinds (Argo CD
+//! Applications among them: their sync and health status), events, and the containers' current
+//! and last state. Only the allowed namespaces; never Secrets or anything
 //! outside the kind table.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -32,6 +33,14 @@ const KINDS: &[(&str, &str, &str, &str, &str)] = &[
         "v1alpha2",
         "PolicyReport",
         "policyreports",
+    ),
+    // Argo CD's sync and health status, as its Application resource carries it.
+    (
+        "application",
+        "argoproj.io",
+        "v1alpha1",
+        "Application",
+        "applications",
     ),
 ];
 

@@ -1,8 +1,9 @@
 //! The investigator: a bounded, tool-using agent on `[diagnoser.llm]`'s OpenAI-compatible
 //! endpoint. It reads (Splunk searches through the guard, Kubernetes objects, events and
-//! container states, runbooks, what opsmesh already knows) and ends with a report whose every
-//! finding cites a tool result; it changes nothing. Steps, tokens, cost and wall time are hard
-//! limits, and a repeated call ends the loop.
+//! container states, Argo CD Applications, OpenCost allocations, runbooks, what opsmesh
+//! already knows) and ends with a report whose every finding cites a tool result; it changes
+//! nothing. Steps, tokens, cost and wall time are hard limits, and a repeated call ends the
+//! loop.
 
 mod budget;
 mod kube_reads;
@@ -27,23 +28,15 @@ pub use spl_guard::SplGuardConfig;
 pub use tools::{ToolError, Toolbox};
 
 /// `[diagnoser.investigator]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InvestigatorConfig {
-    /// Namespaces the Kubernetes reads may touch (and proposals may target).
+    /// Namespaces the Kubernetes and OpenCost reads may touch (and proposals may target).
     pub namespaces: Vec<String>,
+    /// OpenCost API base (e.g. `http://opencost.opencost:9003`); unset: no cost tool.
+    pub opencost_url: Option<String>,
     pub limits: Limits,
     pub splunk: SplGuardConfig,
-}
-
-impl Default for InvestigatorConfig {
-    fn default() -> Self {
-        Self {
-            namespaces: Vec::new(),
-            limits: Limits::default(),
-            splunk: SplGuardConfig::default(),
-        }
-    }
 }
 
 impl Validate for InvestigatorConfig {
@@ -56,6 +49,14 @@ impl Validate for InvestigatorConfig {
             return Err(ConfigError::invalid(
                 format!("{prefix}.namespaces"),
                 format!("{bad:?} is not a namespace name"),
+            ));
+        }
+        if let Some(url) = &self.opencost_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.opencost_url"),
+                "must be an http(s) URL",
             ));
         }
         self.limits.validate(&format!("{prefix}.limits"))?;

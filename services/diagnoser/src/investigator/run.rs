@@ -219,11 +219,13 @@ impl Run<'_> {
         let started = Instant::now();
         let outcome = match arguments {
             Value::Object(_) => {
+                let limit = self.budget.tool_timeout();
                 tokio::time::timeout_at(
                     self.budget.deadline(),
-                    inv.tools.call(name, &arguments, self.subject),
+                    tokio::time::timeout(limit, inv.tools.call(name, &arguments, self.subject)),
                 )
                 .await
+                .map(|ran| ran.unwrap_or(Err(ToolError::Timeout(limit))))
             }
             _ => Ok(Err(ToolError::Arguments(
                 "the arguments are not a JSON object".into(),
@@ -252,7 +254,13 @@ impl Run<'_> {
                 text
             }
             Ok(Err(error)) => {
-                let failed = matches!(error, ToolError::Splunk(_) | ToolError::Kube(_));
+                let failed = matches!(
+                    error,
+                    ToolError::Splunk(_)
+                        | ToolError::Kube(_)
+                        | ToolError::OpenCost(_)
+                        | ToolError::Timeout(_)
+                );
                 inv.metrics.tool_call(
                     name,
                     if failed {

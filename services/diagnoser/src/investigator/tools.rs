@@ -20,12 +20,14 @@ pub const KUBERNETES_GET: &str = "kubernetes_get";
 pub const KUBERNETES_EVENTS: &str = "kubernetes_events";
 pub const CONTAINER_STATES: &str = "container_states";
 pub const RUNBOOK_SEARCH: &str = "runbook_search";
+pub const OPENCOST_ALLOCATION: &str = "opencost_allocation";
 pub const INCIDENT_FACTS: &str = "incident_facts";
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     SPLUNK_SEARCH,
     KUBERNETES_GET,
     KUBERNETES_EVENTS,
     CONTAINER_STATES,
+    OPENCOST_ALLOCATION,
     RUNBOOK_SEARCH,
     INCIDENT_FACTS,
 ];
@@ -49,6 +51,10 @@ pub enum ToolError {
     Splunk(#[from] SearchError),
     #[error("Kubernetes: {0}")]
     Kube(String),
+    #[error("OpenCost: {0}")]
+    OpenCost(String),
+    #[error("no result within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,12 +71,31 @@ struct RunbookArgs {
     query: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllocationArgs {
+    namespace: String,
+    /// OpenCost window (`1h`, `24h`, `7d`).
+    #[serde(default)]
+    window: Option<String>,
+    /// `namespace`, `controller` or `pod`.
+    #[serde(default)]
+    aggregate: Option<String>,
+}
+
+/// The OpenCost allocation API (`GET /allocation/compute`).
+struct OpenCost {
+    http: reqwest::Client,
+    url: String,
+}
+
 /// The backends the tools read from.
 pub struct Toolbox {
     splunk: Option<SplunkClient>,
     guard: SplGuardConfig,
     kube: Option<kube::Client>,
-    /// Namespaces Kubernetes reads may touch.
+    opencost: Option<OpenCost>,
+    /// Namespaces Kubernetes and OpenCost reads may touch.
     namespaces: Vec<String>,
     library: Arc<Library>,
 }
@@ -95,21 +120,32 @@ fn parse<T: serde::de::DeserializeOwned>(arguments: &Value) -> Result<T, ToolErr
 }
 
 impl Toolbox {
-    /// Tools over these backends (`None`: that backend's tools are not offered), limited as
-    /// `config` says.
+    /// Tools over these backends (`None`: that backend's tools are not offered) and OpenCost
+    /// when `config` names it, limited as `config` says.
     pub fn new(
         config: &InvestigatorConfig,
         splunk: Option<SplunkClient>,
         kube: Option<kube::Client>,
         library: Arc<Library>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ToolError> {
+        let opencost = match &config.opencost_url {
+            Some(url) => Some(OpenCost {
+                http: reqwest::Client::builder()
+                    .timeout(config.limits.tool_timeout)
+                    .build()
+                    .map_err(|e| ToolError::OpenCost(e.to_string()))?,
+                url: url.trim_end_matches('/').to_owned(),
+            }),
+            None => None,
+        };
+        Ok(Self {
             splunk,
             guard: config.splunk.clone(),
             kube,
+            opencost,
             namespaces: config.namespaces.clone(),
             library,
-        }
+        })
     }
 
     pub fn library(&self) -> &Library {
@@ -176,6 +212,22 @@ impl Toolbox {
                 ),
             ));
         }
+        if self.opencost.is_some() {
+            specs.push(function(
+                OPENCOST_ALLOCATION,
+                format!(
+                    "OpenCost allocation (cost, CPU, GPU, memory) of a namespace over a window \
+                     (e.g. 1h, 24h; at most {} back), by namespace, controller or pod. \
+                     Namespaces: {namespaces}.",
+                    humantime::format_duration(self.guard.max_lookback)
+                ),
+                object(
+                    json!({"namespace": {"type": "string"}, "window": {"type": "string"},
+                           "aggregate": {"type": "string", "enum": ["namespace", "controller", "pod"]}}),
+                    &["namespace"],
+                ),
+            ));
+        }
         specs.push(function(
             RUNBOOK_SEARCH,
             "Search the runbooks; returns sections with the actions they allow.".into(),
@@ -238,6 +290,11 @@ impl Toolbox {
                 self.allowed_namespace(&args.namespace)?;
                 kube_reads::containers(client, &args).await
             }
+            (OPENCOST_ALLOCATION, _, _) if self.opencost.is_some() => {
+                let args: AllocationArgs = parse(arguments)?;
+                self.allowed_namespace(&args.namespace)?;
+                self.allocation(&args).await
+            }
             (RUNBOOK_SEARCH, _, _) => {
                 let args: RunbookArgs = parse(arguments)?;
                 Ok(json!({"sections": self.runbook_sections(&args.query)}))
@@ -252,20 +309,60 @@ impl Toolbox {
         }
     }
 
+    async fn allocation(&self, args: &AllocationArgs) -> Result<Value, ToolError> {
+        let Some(opencost) = &self.opencost else {
+            return Err(ToolError::Unknown(OPENCOST_ALLOCATION.into()));
+        };
+        let window = args.window.as_deref().unwrap_or("1h");
+        if spl_guard::relative_lookback(&format!("-{window}"))
+            .is_none_or(|back| back > self.guard.max_lookback)
+        {
+            return Err(ToolError::Arguments(format!(
+                "window {window:?} must be a duration such as 1h or 24h, at most {}",
+                humantime::format_duration(self.guard.max_lookback)
+            )));
+        }
+        let aggregate = args.aggregate.as_deref().unwrap_or("controller");
+        if !matches!(aggregate, "namespace" | "controller" | "pod") {
+            return Err(ToolError::Arguments(format!(
+                "aggregate {aggregate:?} must be namespace, controller or pod"
+            )));
+        }
+        let response = opencost
+            .http
+            .get(format!("{}/allocation/compute", opencost.url))
+            .query(&[
+                ("window", window),
+                ("aggregate", aggregate),
+                ("accumulate", "true"),
+                ("filterNamespaces", args.namespace.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| ToolError::OpenCost(e.to_string()))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| ToolError::OpenCost(format!("{status}: {e}")))?;
+        if !status.is_success() {
+            return Err(ToolError::OpenCost(format!(
+                "{status}: {}",
+                body["message"].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(
+            json!({"namespace": args.namespace, "window": window, "aggregate": aggregate,
+                  "allocations": body["data"]}),
+        )
+    }
+
     fn runbook_sections(&self, query: &str) -> Vec<Value> {
         self.library
             .search(query, 5)
             .into_iter()
             .filter_map(|(reference, score)| {
-                let runbook = self
-                    .library
-                    .runbooks()
-                    .iter()
-                    .find(|r| r.front.id == reference.id)?;
-                let section = runbook
-                    .sections
-                    .iter()
-                    .find(|s| s.heading == reference.section)?;
+                let (runbook, section) = self.library.find(&reference)?;
                 Some(json!({
                     "runbook": reference.id,
                     "root_causes": runbook.front.root_causes,
