@@ -858,6 +858,100 @@ async fn a_ladder_climbs_to_a_healthy_limit_and_a_sigkill_mid_ladder_repeats_no_
     assert!(report.ok(), "the hash chain holds: {:?}", report.breaks);
 }
 
+/// A healthy model with a known good image is restarted (the crash-loop runbook's first step)
+/// and then crash-loops for good: the restart left fewer containers ready than before it, so
+/// the ladder ends there — escalated, its rollback step never taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_that_leaves_fewer_containers_ready_ends_the_ladder() {
+    let mut rig = Rig::start(&models_yaml(&["steady"], &[])).await;
+    // Checks 3 s apart: the crash loop below begins well before the first.
+    rig.add_replica(&[
+        ("OPSMESH__REMEDIATOR__VERIFICATION__ATTEMPTS", "3"),
+        ("OPSMESH__REMEDIATOR__VERIFICATION__INTERVAL", "3s"),
+    ])
+    .await;
+    let mut ledger = LedgerReader::new(&rig.broker).await;
+    let ready = || {
+        rig.sim.with_world(|w| {
+            w.get(&INFERENCE_SERVICES, "ml-team-a", "steady")
+                .ok()
+                .is_some_and(|isvc| {
+                    isvc["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+        })
+    };
+    eventually("the model is ready", LIMIT, || async {
+        ready().then_some(())
+    })
+    .await;
+    let incident = "worse".to_owned();
+    rig.publish(
+        topics::DIAGNOSES,
+        &incident,
+        diagnosis(
+            &incident,
+            "crash_loop",
+            "crash-loop",
+            "Restart the InferenceService once",
+            json!([{"kind": "restart_inference_service", "target": "inferenceservice/ml-team-a/steady"}]),
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !ledger.states(&incident).contains(&IncidentState::Executing) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            ledger.states(&incident)
+        );
+        ledger.poll(Duration::from_millis(100)).await;
+    }
+    rig.sim.inject(
+        Duration::ZERO,
+        opsmesh_sim::scenario::Fault::CrashLoop {
+            persistent: true,
+            exit_code: 1,
+        },
+        "inferenceservice/ml-team-a/steady".parse().ok(),
+    );
+    ledger.until_terminal(std::slice::from_ref(&incident)).await;
+
+    let records = ledger.incident(&incident);
+    let restart = records
+        .iter()
+        .find(|r| r.state == IncidentState::Executing)
+        .and_then(|r| r.action.as_ref())
+        .expect("the restart");
+    assert_eq!(
+        restart.params["observed_ready_containers"],
+        json!(2),
+        "{restart:?}"
+    );
+    let last = records.last().expect("records");
+    assert_eq!(last.state, IncidentState::Escalated);
+    assert!(
+        last.reason.contains(
+            "step 1 made things worse (0 predictor container(s) ready after it, 2 before)"
+        ),
+        "{}",
+        last.reason
+    );
+    let executed: Vec<_> = records
+        .iter()
+        .filter(|r| r.state == IncidentState::Executing)
+        .filter_map(|r| r.action.as_ref().map(|a| a.kind))
+        .collect();
+    assert_eq!(
+        executed,
+        [opsmesh_proto::ActionKind::RestartInferenceService],
+        "no rollback after a step that made things worse"
+    );
+    assert_eq!(rig.mutations().len(), 1, "{:?}", rig.mutations());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_kubernetes_action_stays_within_the_declared_rbac() {
     let state = "state:
