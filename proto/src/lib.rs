@@ -24,6 +24,7 @@ pub mod remediation;
 pub mod revisions;
 pub mod schema;
 pub mod signature;
+pub mod storage;
 pub mod target;
 pub mod telemetry;
 pub mod timestamp;

@@ -25,6 +25,8 @@ impl Payload for Telemetry {
 /// The record; `kind` matches the HEC sourcetype suffix (`opsmesh:models`, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Built once per resource per interval and serialized at once: a box would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TelemetryRecord {
     Models(ModelHealth),
     Policies(PolicyStatus),
@@ -83,6 +85,18 @@ pub struct ModelHealth {
     /// A Secret or ConfigMap the predictor pods reference that the kubelet cannot find.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_reference: Option<MissingReference>,
+    /// Where the model is loaded from: `spec.predictor.model.storageUri`, or the
+    /// `STORAGE_URI` env of a custom `kserve-container`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_uri: Option<String>,
+    /// The storage URI of the newest older revision of the predictor Deployment (its
+    /// ReplicaSets) that loaded from another URI: what a rollback goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_storage_uri: Option<String>,
+    /// Why the model does not load: KServe's `modelStatus.lastFailureInfo` (`ModelLoadFailed`)
+    /// or the storage initializer's termination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_failure: Option<String>,
 }
 
 /// What kind of object a pod references for its configuration.

@@ -62,6 +62,8 @@ vocabulary! {
         GitopsDrift,
         // The predictor references a Secret or ConfigMap that does not exist.
         MissingReference,
+        // The model cannot be loaded (bad `storageUri`): the storage initializer fails.
+        ModelLoadFailure,
         Unknown,
         None,
     }
@@ -75,6 +77,8 @@ vocabulary! {
         ArgocdSync,
         ApplyResourceQuota,
         RollbackImage,
+        // Back to the previous revision's `storageUri`.
+        RollbackStorageUri,
         SuggestPolicyFix,
         Escalate,
     }

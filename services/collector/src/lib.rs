@@ -7,6 +7,7 @@
 pub mod config;
 mod references;
 pub mod sources;
+mod storage;
 
 use std::{sync::Arc, time::Instant};
 

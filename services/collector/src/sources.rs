@@ -222,10 +222,14 @@ impl Source for Models {
                 ..ModelHealth::default()
             };
             let mut last_termination: Option<(DateTime<Utc>, String)> = None;
-            let mine = pods.iter().filter(|p| {
-                p.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && p.metadata.labels.as_ref().and_then(|l| l.get(ISVC_LABEL)) == Some(&name)
-            });
+            let mine: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| {
+                    p.metadata.namespace.as_deref() == Some(ns.as_str())
+                        && p.metadata.labels.as_ref().and_then(|l| l.get(ISVC_LABEL)) == Some(&name)
+                })
+                .collect();
+            crate::storage::observe(&mut health, &isvc.data, &mine, &replica_sets);
             let mut pod_names = Vec::new();
             for pod in mine {
                 pod_names.push(pod.metadata.name.clone().unwrap_or_default());

@@ -6,6 +6,7 @@
 mod cost;
 mod gitops;
 mod model;
+mod model_load;
 mod policy;
 mod reference;
 

@@ -10,6 +10,7 @@ mod argocd;
 mod health;
 mod inference_service;
 mod quota;
+mod storage_uri;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -184,6 +185,7 @@ impl Cluster {
                 let app = self.argo_app(a).await?;
                 out.insert(OBSERVED_NAMESPACES.into(), json!(app_namespaces(&app)));
             }
+            ActionKind::RollbackStorageUri => self.observe_storage_uri(a, &mut out).await?,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
         }
         Ok(out)
@@ -243,6 +245,7 @@ impl Cluster {
                 let app = self.argo_app(a).await?;
                 app["status"]["sync"]["status"] == "Synced"
             }
+            ActionKind::RollbackStorageUri => self.storage_uri_is(a, "storage_uri").await?,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => true,
         })
     }
@@ -330,6 +333,7 @@ impl Cluster {
                 self.argo_sync(&name, dry_run).await?;
                 Ok(format!("{mode}: ArgoCD sync of application {name}"))
             }
+            ActionKind::RollbackStorageUri => self.rollback_storage_uri(a, dry_run).await,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
                 Ok("nothing changes in the cluster".into())
             }
@@ -408,6 +412,7 @@ impl Cluster {
                     }
                 ))
             }
+            ActionKind::RollbackStorageUri => self.restore_storage_uri(a).await,
             kind => Err(ActError::Refused(format!("{kind} has no inverse"))),
         }
     }

@@ -514,6 +514,15 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
             ),
             None,
         ),
+        ActionKind::RollbackStorageUri => (
+            format!(
+                "{}: storage URI {} → {} (the previous revision's); predictor pods roll",
+                p.target,
+                s("failing_storage_uri"),
+                s("storage_uri")
+            ),
+            None,
+        ),
         ActionKind::Escalate => (format!("{}: humans are notified", p.target), None),
     }
 }

@@ -151,6 +151,10 @@ impl Simulator {
                     "containers": [{"name": "kserve-container", "image": image, "resources": resources}],
                 }},
             });
+            if let Some(uri) = &s.storage_uri {
+                obj["spec"]["predictor"]["containers"][0]["env"] =
+                    json!([{"name": opsmesh_proto::storage::STORAGE_URI_ENV, "value": uri}]);
+            }
             if let Some(app) = &s.argocd_app {
                 obj["metadata"]["labels"][ARGO_INSTANCE_LABEL] = json!(app);
                 obj["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = json!(format!(

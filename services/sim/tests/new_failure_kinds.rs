@@ -5,10 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Event, Pod, Secret},
+};
 use kube::{
     Api,
-    api::{ListParams, PostParams},
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    },
 };
 use opsmesh_sim::SimConfig;
 use serde_json::json;
@@ -141,4 +146,128 @@ async fn a_missing_secret_keeps_the_container_from_being_created_until_it_exists
 
 fn names(pods: &[Pod]) -> Vec<Option<String>> {
     pods.iter().map(|p| p.metadata.name.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_storage_uri_without_a_model_never_gets_ready_until_it_is_rolled_back() {
+    let yaml = scenario(
+        "  - {at: 1m, kind: model_load_failure, target: inferenceservice/ml-team-a/llama-guard, params: {storage_uri: gs://models/llama-guard/v3-typo}}",
+    )
+    .replace("      memory_limit: 2Gi\n", "      memory_limit: 2Gi\n      storage_uri: gs://models/llama-guard/v2\n");
+    let r = common::start(&yaml, SimConfig::default()).await;
+    r.sim.advance(Duration::from_secs(300));
+    let isvc = isvcs(&r.client).get("llama-guard").await.unwrap();
+    assert_eq!(
+        isvc.data["spec"]["predictor"]["containers"][0]["env"][0]["value"],
+        "gs://models/llama-guard/v3-typo"
+    );
+    assert_eq!(
+        isvc.data["status"]["modelStatus"]["lastFailureInfo"]["reason"],
+        "ModelLoadFailed"
+    );
+    let ready = &isvc.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["status"];
+    assert_eq!(*ready, "False");
+    let pods = predictor_pods(&r.client).await;
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let init = &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, "storage-initializer");
+        assert_eq!(
+            init.args.as_ref().unwrap()[0],
+            "gs://models/llama-guard/v3-typo"
+        );
+        let status = p.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        let init = &status.init_container_statuses.as_ref().unwrap()[0];
+        assert!(init.restart_count >= 3, "{init:?}");
+        assert_eq!(
+            init.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        let terminated = init
+            .last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(terminated.exit_code, 1);
+        assert!(
+            terminated
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("No model found in gs://models/llama-guard/v3-typo")
+        );
+        let main = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            main.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("PodInitializing")
+        );
+    }
+    // The previous revision still names the URI that held the model.
+    let sets: Vec<serde_json::Value> = Api::<ReplicaSet>::namespaced(r.client.clone(), "ml-team-a")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|rs| serde_json::to_value(rs).unwrap())
+        .collect();
+    assert_eq!(
+        opsmesh_proto::storage::previous_storage_uri(
+            &sets,
+            "llama-guard-predictor",
+            "gs://models/llama-guard/v3-typo"
+        )
+        .as_deref(),
+        Some("gs://models/llama-guard/v2")
+    );
+
+    // Back to the URI that holds the model: ready.
+    let patch = json!([{"op": "replace", "path": "/spec/predictor/containers/0/env/0/value", "value": "gs://models/llama-guard/v2"}]);
+    isvcs(&r.client)
+        .patch(
+            "llama-guard",
+            &PatchParams::default(),
+            &Patch::Json::<()>(serde_json::from_value(patch).unwrap()),
+        )
+        .await
+        .unwrap();
+    r.sim.advance(Duration::from_secs(30));
+    let isvc = isvcs(&r.client).get("llama-guard").await.unwrap();
+    let ready = &isvc.data["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["status"];
+    assert_eq!(*ready, "True");
+}
+
+fn isvcs(client: &kube::Client) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("serving.kserve.io", "v1beta1", "InferenceService"),
+        "inferenceservices",
+    );
+    Api::namespaced_with(client.clone(), "ml-team-a", &ar)
 }

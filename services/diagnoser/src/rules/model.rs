@@ -11,8 +11,8 @@ use opsmesh_proto::{
 };
 
 use super::{
-    EvidenceLog, Finding, RuleSettings, isvc_target, none_finding, proposal,
-    reference::missing_reference, row_value,
+    EvidenceLog, Finding, RuleSettings, isvc_target, model_load::model_load_failure, none_finding,
+    proposal, reference::missing_reference, row_value,
 };
 use crate::telemetry::TelemetryStore;
 
@@ -36,6 +36,9 @@ pub(super) fn model_rule(
     let waiting = m.waiting_reason.as_deref().unwrap_or("");
     if matches!(waiting, "ImagePullBackOff" | "ErrImagePull") {
         return Some(image_pull(&target, m, &[alert_ev, &ev]));
+    }
+    if let Some(failure) = &m.load_failure {
+        return Some(model_load_failure(&target, m, failure, &[alert_ev, &ev]));
     }
     if let Some(missing) = &m.missing_reference {
         return Some(missing_reference(

@@ -571,3 +571,45 @@ fn alert_rows_that_claim_a_failure_do_not_outweigh_healthy_telemetry() {
         assert!(f.actions.is_empty(), "{reason}: {:?}", f.actions);
     }
 }
+
+fn failing_to_load(previous: Option<&str>) -> Finding {
+    let s = store();
+    let mut m = model("ml", "llm");
+    m.ready = false;
+    m.ready_replicas = 0;
+    m.storage_uri = Some("gs://m/v3-typo".into());
+    m.previous_storage_uri = previous.map(str::to_owned);
+    m.load_failure = Some(
+        "storage-initializer exited with code 1: RuntimeError: Failed to fetch model. No model found in gs://m/v3-typo."
+            .into(),
+    );
+    observe(&s, "inferenceservice/ml/llm", TelemetryRecord::Models(m));
+    run(
+        &alert(isvc("ml", "llm"), &[("reason", "CrashLoopBackOff")]),
+        &s,
+    )
+}
+
+#[test]
+fn a_model_that_cannot_load_rolls_back_to_the_previous_storage_uri() {
+    let f = failing_to_load(Some("gs://m/v2"));
+    assert_eq!(f.root_cause, RootCause::ModelLoadFailure);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::RollbackStorageUri], "not a restart");
+    assert_eq!(f.actions[0].params["storage_uri"], "gs://m/v2");
+    assert_eq!(f.actions[0].params["failing_storage_uri"], "gs://m/v3-typo");
+    assert_eq!(f.actions[0].evidence_ids, ["ev1", "ev2"]);
+    assert!(
+        f.explanation.contains("No model found"),
+        "{}",
+        f.explanation
+    );
+}
+
+#[test]
+fn a_model_that_cannot_load_without_a_previous_uri_is_escalated() {
+    let f = failing_to_load(None);
+    assert_eq!(f.root_cause, RootCause::ModelLoadFailure);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::Escalate]);
+}

@@ -28,7 +28,8 @@ impl Cluster {
             ActionKind::PatchMemoryLimit
             | ActionKind::RollbackImage
             | ActionKind::ScaleInferenceService
-            | ActionKind::RestartInferenceService => {
+            | ActionKind::RestartInferenceService
+            | ActionKind::RollbackStorageUri => {
                 let (ns, name) = Self::isvc_target(a)?;
                 let isvc = self.get_isvc(&ns, &name).await?;
                 let ready = isvc["status"]["conditions"]

@@ -103,6 +103,7 @@ pub fn check_execute(a: &ActionRecord, policy: &PolicyConfig) -> Result<(), Guar
             Ok(())
         }
         ActionKind::RestartInferenceService
+        | ActionKind::RollbackStorageUri
         | ActionKind::ArgocdSync
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Ok(()),

@@ -194,6 +194,7 @@ pub fn check_plan(
             ]
         }
         ActionKind::RestartInferenceService
+        | ActionKind::RollbackStorageUri
         | ActionKind::ArgocdSync
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Vec::new(),

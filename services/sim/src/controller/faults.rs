@@ -113,6 +113,9 @@ impl World {
                         self.drift(app);
                     }
                 }
+                Fault::ModelLoadFailure { storage_uri } => {
+                    self.point_at_missing_model(&ns, &name, storage_uri)
+                }
                 Fault::MissingReference {
                     kind,
                     name: object,

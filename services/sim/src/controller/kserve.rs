@@ -314,6 +314,7 @@ impl World {
             },
             "spec": spec,
         });
+        super::storage::inject_initializer(&t.container, &mut pod);
         self.admit_pod(ns, &mut pod)
             .map_err(|msg| Block::Admission(format!("pods \"{rs}-\" is forbidden: {msg}")))?;
         let demand = pod_demand(&pod);

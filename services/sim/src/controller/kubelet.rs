@@ -18,21 +18,23 @@ use super::{CONTAINER, ISVC_LABEL, event, event_name, kserve::default_hourly, po
 const OOM_RUN: Duration = Duration::from_secs(20);
 const CRASH_RUN: Duration = Duration::from_secs(2);
 const PULL_ATTEMPT: Duration = Duration::from_secs(1);
+/// The storage initializer tries the download for this long before it gives up.
+const LOAD_ATTEMPT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// A kubelet restart loop: the container runs `run` then dies, waits a doubling back-off.
 #[derive(Debug, Clone, Copy, Default)]
-struct Cycle {
-    restarts: u32,
-    crashes: u32,
-    first_crash: Option<Duration>,
-    last_crash: Option<Duration>,
-    last_start: Duration,
-    backoff: Option<Duration>,
+pub(super) struct Cycle {
+    pub restarts: u32,
+    pub crashes: u32,
+    pub first_crash: Option<Duration>,
+    pub last_crash: Option<Duration>,
+    pub last_start: Duration,
+    pub backoff: Option<Duration>,
 }
 
-fn cycle(elapsed: Duration, run: Duration) -> Cycle {
+pub(super) fn cycle(elapsed: Duration, run: Duration) -> Cycle {
     let mut c = Cycle::default();
     let mut t = Duration::ZERO;
     loop {
@@ -60,6 +62,11 @@ enum Mode {
     Healthy,
     ImagePull {
         since: Duration,
+    },
+    /// The storage initializer fails: the storage URI holds no model.
+    LoadFailure {
+        since: Duration,
+        uri: String,
     },
     /// A Secret or ConfigMap the container reads is missing (the kubelet's message).
     ConfigError {
@@ -119,6 +126,15 @@ impl World {
         {
             return Mode::ImagePull { since: pod.created };
         }
+        if let Some(uri) = self
+            .get_obj(&resources::PODS, ns, &pod.name)
+            .and_then(|obj| self.missing_model(ns, isvc, obj))
+        {
+            return Mode::LoadFailure {
+                since: pod.created,
+                uri,
+            };
+        }
         if let Some(message) = self
             .get_obj(&resources::PODS, ns, &pod.name)
             .and_then(|obj| self.missing_config(ns, obj))
@@ -171,6 +187,7 @@ impl World {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
         let involved = json!({"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": ns, "uid": uid, "fieldPath": format!("spec.containers{{{CONTAINER}}}")});
         let startup = self.config.pod_startup;
+        let mut initializer = None;
         let (phase, ready, restarts, state, last_state, reason) = match self.mode_of(ns, isvc, pod)
         {
             Mode::Healthy => {
@@ -233,6 +250,23 @@ impl World {
                     json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image {:?}", pod.image)}}),
                     json!({}),
                     Some("ImagePullBackOff".to_owned()),
+                )
+            }
+            Mode::LoadFailure { since, uri } => {
+                let c = cycle(now.saturating_sub(since), LOAD_ATTEMPT);
+                initializer =
+                    Some(self.initializer_failure((ns, &pod.name, &uid), since, &c, &uri));
+                (
+                    "Pending",
+                    false,
+                    0,
+                    json!({"waiting": {"reason": "PodInitializing"}}),
+                    json!({}),
+                    Some(format!(
+                        "{} exited with code 1: {}",
+                        opsmesh_proto::storage::STORAGE_INITIALIZER,
+                        super::storage::fetch_error(&uri)
+                    )),
                 )
             }
             Mode::ConfigError { message } => {
@@ -324,6 +358,10 @@ impl World {
                 "lastState": last_state,
             }],
         });
+        if let Some(statuses) = initializer {
+            obj["status"]["initContainerStatuses"] = statuses;
+            obj["status"]["conditions"][1] = json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"});
+        }
         self.put(&resources::PODS, ns, &pod.name, obj);
         (ready, reason)
     }

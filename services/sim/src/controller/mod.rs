@@ -17,6 +17,7 @@ mod kserve;
 mod kubelet;
 mod kyverno;
 mod references;
+mod storage;
 
 use std::time::Duration;
 

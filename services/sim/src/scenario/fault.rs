@@ -23,6 +23,7 @@ pub enum FaultKindName {
     GitopsDrift,
     ApiOutage,
     MissingReference,
+    ModelLoadFailure,
     None,
 }
 
@@ -75,6 +76,11 @@ pub enum Fault {
         key: String,
         env: String,
     },
+    /// A rollout points the predictor at `storage_uri`, which holds no model: the storage
+    /// initializer fails until the URI changes.
+    ModelLoadFailure {
+        storage_uri: String,
+    },
     None,
 }
 
@@ -110,6 +116,7 @@ impl Fault {
             Self::GitopsDrift => "gitops_drift",
             Self::ApiOutage { .. } => "api_outage",
             Self::MissingReference { .. } => "missing_reference",
+            Self::ModelLoadFailure { .. } => "model_load_failure",
             Self::None => "none",
         }
     }
@@ -145,6 +152,7 @@ impl FaultSpec {
             FaultKindName::CostSpike => &["replicas"],
             FaultKindName::ApiOutage => &["duration", "apis", "after_write"],
             FaultKindName::MissingReference => &["secret", "config_map", "key", "env"],
+            FaultKindName::ModelLoadFailure => &["storage_uri"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -265,6 +273,11 @@ impl FaultSpec {
                     name,
                 }
             }
+            FaultKindName::ModelLoadFailure => Fault::ModelLoadFailure {
+                storage_uri: text("storage_uri")
+                    .filter(|u| u.contains("://"))
+                    .ok_or("params.storage_uri (a URI like gs://bucket/model) is required for model_load_failure")?,
+            },
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {

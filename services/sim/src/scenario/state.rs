@@ -47,6 +47,10 @@ pub struct InferenceServiceSpec {
     pub hourly_cost_usd: Option<f64>,
     #[serde(default)]
     pub argocd_app: Option<String>,
+    /// Where the model is loaded from (`STORAGE_URI` of `kserve-container`, which makes KServe
+    /// inject its storage initializer).
+    #[serde(default)]
+    pub storage_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
