@@ -7,14 +7,16 @@ use serde_json::Value;
 
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 
-fn revision(rs: &Value) -> Option<u64> {
+/// A ReplicaSet's revision number.
+pub fn revision(rs: &Value) -> Option<u64> {
     rs["metadata"]["annotations"][REVISION_ANNOTATION]
         .as_str()?
         .parse()
         .ok()
 }
 
-fn owned_by(rs: &Value, deployment: &str) -> bool {
+/// Whether a ReplicaSet belongs to the Deployment `deployment`.
+pub fn owned_by(rs: &Value, deployment: &str) -> bool {
     rs["metadata"]["ownerReferences"]
         .as_array()
         .into_iter()

@@ -92,6 +92,19 @@ async fn set_image(client: &Client, image: &str) {
         .unwrap();
 }
 
+/// `kubectl rollout restart`'s stamp on the predictor pod template.
+async fn restart(client: &Client, stamp: &str) {
+    let stamped = json!({"spec": {"predictor": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}});
+    isvcs(client)
+        .patch(
+            "gpt-oss-120b",
+            &PatchParams::default(),
+            &Patch::Merge(stamped),
+        )
+        .await
+        .unwrap();
+}
+
 const OLD: &str = "registry.example.com/kserve/gpt-oss:1.4.1";
 const NEW: &str = "registry.example.com/kserve/gpt-oss:1.4.2";
 
@@ -209,14 +222,7 @@ async fn rollout_restart_annotation_on_the_pod_template_replaces_the_pods() {
         .map(|p| p.metadata.name.unwrap())
         .collect();
     let stamp = "2026-01-01T00:00:00Z";
-    isvcs(&r.client)
-        .patch(
-            "gpt-oss-120b",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"predictor": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}})),
-        )
-        .await
-        .unwrap();
+    restart(&r.client, stamp).await;
     r.sim.advance(Duration::from_secs(1));
     let after = pods(&r.client).await;
     assert_eq!(after.len(), 2);
@@ -248,14 +254,7 @@ async fn rollout_restart_annotation_on_the_pod_template_replaces_the_pods() {
     );
 
     // Writing the same stamp again changes nothing.
-    isvcs(&r.client)
-        .patch(
-            "gpt-oss-120b",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"predictor": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}})),
-        )
-        .await
-        .unwrap();
+    restart(&r.client, stamp).await;
     r.sim.advance(Duration::from_secs(1));
     let again: Vec<String> = pods(&r.client)
         .await

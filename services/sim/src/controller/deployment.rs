@@ -5,11 +5,13 @@
 
 use serde_json::{Value, json};
 
+pub use opsmesh_proto::revisions::REVISION_ANNOTATION;
+use opsmesh_proto::revisions::{self, owned_by};
+
 use crate::{resources, world::World};
 
 use super::{ISVC_LABEL, kserve::Template};
 
-pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
 /// A Deployment's default `revisionHistoryLimit`: older scaled-down ReplicaSets are deleted.
 const HISTORY_LIMIT: usize = 10;
@@ -28,18 +30,7 @@ pub(super) fn pod_labels(isvc: &str) -> Value {
 }
 
 fn revision_of(rs: &Value) -> u64 {
-    rs["metadata"]["annotations"][REVISION_ANNOTATION]
-        .as_str()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
-
-fn owned_by(rs: &Value, deployment: &str) -> bool {
-    rs["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|o| o["kind"] == "Deployment" && o["name"] == deployment)
+    revisions::revision(rs).unwrap_or(0)
 }
 
 impl World {
