@@ -247,6 +247,26 @@ async fn transient_crash_loop_clears_on_restart_persistent_does_not() {
         "persistent: it does not"
     );
     assert!(restarts(&predictor_pods(&r.client, "ml-team-a", "embedder").await) > 0);
+
+    // A persistent crash comes with the image it began on: another image starts cleanly.
+    isvcs(&r.client, "ml-team-a")
+        .patch(
+            "embedder",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "replace", "path": "/spec/predictor/containers/0/image", "value": "registry.example.com/kserve/embedder:0.9.0"}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    r.sim.advance(Duration::from_secs(60));
+    assert!(
+        ready(&r.client, "ml-team-a", "embedder").await,
+        "persistent: a rollback to another image ends it"
+    );
 }
 
 #[tokio::test]
