@@ -32,7 +32,8 @@ pub struct CollectorConfig {
     /// Bound to namespaces it skips the cluster-scoped reads (namespace budget annotations,
     /// ClusterPolicyReports, Kyverno ClusterPolicies) instead of failing on them every interval.
     pub scope: Scope,
-    /// Warning events younger than this are reported with a model.
+    /// Warning events and container terminations (`OOMKilled`, …) younger than this are
+    /// reported with a model; an older `lastState` is history, not evidence.
     #[serde(with = "humantime_serde")]
     pub event_window: Duration,
     /// Hourly budget in USD per namespace, when the namespace has no

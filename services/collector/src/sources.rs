@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
-    core::v1::{Event, Pod},
+    core::v1::{ContainerStatus, Event, Pod},
 };
 use kube::{
     Api, Client,
@@ -245,19 +245,8 @@ impl Source for Models {
                 let mut oom = false;
                 for cs in status.container_statuses.iter().flatten() {
                     health.restarts += cs.restart_count.max(0) as u32;
-                    let terminated = cs
-                        .last_state
-                        .as_ref()
-                        .and_then(|s| s.terminated.as_ref())
-                        .or_else(|| cs.state.as_ref().and_then(|s| s.terminated.as_ref()));
-                    if let Some(t) = terminated {
-                        let reason = t.reason.clone().unwrap_or_default();
+                    if let Some((at, reason)) = recent_termination(cs, since) {
                         oom |= reason == "OOMKilled";
-                        let at = t
-                            .finished_at
-                            .as_ref()
-                            .map(|f| chrono_of(&f.0))
-                            .unwrap_or(DateTime::<Utc>::MIN_UTC);
                         if last_termination
                             .as_ref()
                             .is_none_or(|(when, _)| at >= *when)
@@ -318,6 +307,27 @@ impl Source for Models {
         }
         Ok(out)
     }
+}
+
+/// The container's latest termination (its current state, else `lastState`) unless it
+/// finished before `since`: `lastState` stays until the next termination, so an OOM kill of
+/// last week on a container running fine since is not evidence of anything now. Without a
+/// `finishedAt` its age is unknown and it counts.
+fn recent_termination(
+    cs: &ContainerStatus,
+    since: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, String)> {
+    [cs.state.as_ref(), cs.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref())
+        .map(|t| {
+            let at = t.finished_at.as_ref().map(|f| chrono_of(&f.0));
+            (at, t.reason.clone().unwrap_or_default())
+        })
+        .filter(|(at, _)| at.is_none_or(|at| at >= since))
+        .map(|(at, reason)| (at.unwrap_or(DateTime::<Utc>::MIN_UTC), reason))
+        .max_by_key(|(at, _)| *at)
 }
 
 // ---- policies ----
@@ -546,3 +556,6 @@ impl Source for GitOps {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;
