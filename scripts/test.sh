@@ -47,7 +47,12 @@ step "building the binaries the end-to-end tests run as processes"
 cargo build --workspace --bins --locked
 
 step "cargo test (unit, contract, and end-to-end over tansu; each e2e test starts its own broker)"
-cargo test --workspace --locked
+# The scenario evaluation runs as its own step below (its table goes to the log); skipping
+# its test here plays every scenario once, not twice.
+cargo test --workspace --locked -- --skip eval_over_every_scenario_has_no_miss
+
+step "opsmesh eval tests/scenarios (every scenario through the simulator and the mesh, scored; fails on any miss)"
+OPSMESH__LOG__LEVEL=error cargo run --locked --quiet -p opsmesh -- eval tests/scenarios
 
 step "fuzzing the receiver's parsers (cargo fuzz, ${OPSMESH_FUZZ_SECONDS:-30}s)"
 if [[ ! -x "$TOOLS/bin/cargo-fuzz" ]]; then

@@ -10,6 +10,8 @@ mod deliver;
 mod files;
 mod judge;
 mod observe;
+mod pace;
+mod score;
 #[cfg(test)]
 mod tests;
 mod verdict;
@@ -22,23 +24,30 @@ use std::{
 
 use opsmesh_proto::{
     alert::AlertStatus,
-    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS},
+    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS, TELEMETRY},
 };
 use opsmesh_runtime::{Bus, ConfigTree, bus::MemoryBus, launcher};
 use opsmesh_sim::{Scenario, SimConfig, SimServer, Simulator};
 
-pub use verdict::{ActionSeen, Check, Verdict};
+pub use score::{Mean, Metrics, Ratio, Report, ScenarioScore, score};
+pub use verdict::{ActionSeen, Check, IncidentSeen, Verdict};
 
 use deliver::{deliver, schedule};
 use files::prepare;
 use judge::judge;
 use observe::{Observed, watch};
+use pace::Pacer;
 
 /// Virtual seconds per real second when neither the options nor the scenario say.
 pub const DEFAULT_SPEED: f64 = 200.0;
 
+/// How long, by default, the clock waits per step for the mesh (see [`Options::mesh_wait`]).
+pub const DEFAULT_MESH_WAIT: Duration = Duration::from_secs(5);
+
 /// The alert source the harness configures on the receiver.
 const SOURCE: &str = "scenario";
+/// The harness's own consumer group on the bus.
+const RUNNER_GROUP: &str = "opsmesh-scenario-runner";
 /// Virtual step while waiting for outcomes, and the real pause that goes with it.
 const STEP: Duration = Duration::from_secs(5);
 const DEFAULT_WITHIN: Duration = Duration::from_secs(600);
@@ -51,6 +60,9 @@ pub struct Options {
     pub speed: Option<f64>,
     /// Wall-clock bound on one scenario.
     pub timeout: Duration,
+    /// The longest the virtual clock waits, per step, for the mesh to take up what was
+    /// published (see [`pace`]).
+    pub mesh_wait: Duration,
     /// Copy each scenario's HEC events (what Splunk would index) to DIR/<scenario>.hec.jsonl.
     pub hec_out: Option<PathBuf>,
 }
@@ -145,8 +157,8 @@ async fn play(
     let seen = Arc::new(Mutex::new(Observed::default()));
     let sub = shared
         .subscribe(
-            "opsmesh-scenario-runner",
-            &[ALERTS, DIAGNOSES, REMEDIATIONS, INCIDENTS],
+            RUNNER_GROUP,
+            &[ALERTS, DIAGNOSES, REMEDIATIONS, INCIDENTS, TELEMETRY],
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -159,28 +171,33 @@ async fn play(
         .within
         .map(|d| d.0)
         .unwrap_or(DEFAULT_WITHIN);
-    let pause = Duration::from_secs_f64(STEP.as_secs_f64() / speed_for(options, scenario));
-    let collector_pass = Duration::from_millis(400);
+    let pacer = Pacer {
+        sim: sim.clone(),
+        bus: bus.clone(),
+        seen: seen.clone(),
+        groups: vec![diagnoser_group.clone(), RUNNER_GROUP.to_owned()],
+        pause: Duration::from_secs_f64(STEP.as_secs_f64() / speed_for(options, scenario)),
+        mesh_wait: options.mesh_wait,
+    };
     let mut first_alert: Option<Duration> = None;
     let mut last_fresh = Duration::ZERO;
     let mut failure = None;
     // When each alert (by name and labels) began firing, for the `startsAt` of its resolution.
     let mut firing_since: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
         std::collections::HashMap::new();
-    tokio::time::sleep(collector_pass).await;
+    pacer.fresh_telemetry().await;
     for (at, index, n) in &plan {
         // Time passes towards the next alert as it would for a live mesh: step by step while
         // incidents are still being handled, so an alert forty virtual minutes later finds the
         // earlier incident closed (a recurrence), not still open. Once everything settled
         // nothing moves, and the clock jumps.
         while sim.elapsed() + STEP <= *at && !seen.lock().expect("observed lock").settled() {
-            sim.advance(STEP);
-            tokio::time::sleep(pause).await;
+            pacer.step(STEP).await;
         }
         sim.advance_to(*at);
         if *at > last_fresh + Duration::from_secs(30) {
-            // Let the collector see the cluster as it is now before Splunk would alert.
-            tokio::time::sleep(collector_pass).await;
+            // The collector sees the cluster as it is now before Splunk would alert.
+            pacer.fresh_telemetry().await;
             last_fresh = *at;
         }
         first_alert.get_or_insert(*at);
@@ -201,7 +218,7 @@ async fn play(
             failure = Some(e);
             break;
         }
-        tokio::time::sleep(pause).await;
+        pacer.settle().await;
     }
 
     // Advance the clock until every incident reached an outcome, or `within` passed.
@@ -222,8 +239,7 @@ async fn play(
             if sim.elapsed() >= start + within {
                 break;
             }
-            sim.advance(STEP);
-            tokio::time::sleep(pause).await;
+            pacer.step(STEP).await;
         }
         // Late records (verification, follow-up actions) without moving the clock much.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::scenario::ScenarioCommand,
     },
+    /// Play every scenario (N times) and score the runs: detection, localisation, root-cause
+    /// accuracy, mitigation success, false remediations, escalations, times, actions, LLM use.
+    ///
+    /// Exit status 0 only when every run passed and each scenario gave the same verdict
+    /// every time.
+    Eval(commands::eval::EvalArgs),
     /// Check the remediator's hash-chained audit ledger (from Kafka or an export).
     Audit {
         #[command(subcommand)]
@@ -120,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Mcp => commands::mcp::run(config),
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),
+        Command::Eval(args) => commands::eval::run(config, args),
         Command::Audit { command } => commands::audit::run(config, command),
         Command::Keys { command } => commands::keys::run(command),
     }

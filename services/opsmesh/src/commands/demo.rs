@@ -19,7 +19,7 @@ use clap::Args;
 use opsmesh_runtime::{launcher, telemetry};
 use opsmesh_sim::scenario::Scenario;
 
-use crate::harness::{Options, run_one};
+use crate::harness::{DEFAULT_MESH_WAIT, Options, run_one};
 
 use print::Style;
 
@@ -79,6 +79,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
     let options = Options {
         speed: Some(200.0),
         timeout: Duration::from_secs(args.timeout.as_secs().max(1)),
+        mesh_wait: DEFAULT_MESH_WAIT,
         hec_out: Some(out.clone()),
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");

@@ -1,6 +1,7 @@
 pub mod audit;
 pub mod demo;
 pub mod dlq;
+pub mod eval;
 pub mod keys;
 pub mod mcp;
 pub mod run;

@@ -25,11 +25,18 @@ pub enum ScenarioCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A scenario file, or a directory of them.
+    /// A scenario file, or a directory of them (subdirectories included).
     pub path: PathBuf,
     /// Print only JSON: the verdict for a file, an array of verdicts for a directory.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub play: PlayArgs,
+}
+
+/// How scenarios are played (`opsmesh scenario run` and `opsmesh eval`).
+#[derive(Debug, Args)]
+pub struct PlayArgs {
     /// Virtual seconds the clock advances per wall-clock second while waiting for outcomes
     /// [default: the scenario's `speed`, else 200].
     ///
@@ -39,20 +46,32 @@ pub struct RunArgs {
     /// Wall-clock bound on one scenario.
     #[arg(long, default_value = "120", value_name = "SECONDS")]
     pub timeout: u64,
+    /// The longest the virtual clock waits, per step, for the mesh to take up what was
+    /// published before it moves on anyway.
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_seconds)]
+    pub mesh_wait: f64,
     /// Copy each scenario's HEC events (what Splunk would index) to DIR/<scenario>.hec.jsonl.
     #[arg(long, value_name = "DIR")]
     pub hec_out: Option<PathBuf>,
 }
 
-impl RunArgs {
+impl PlayArgs {
     /// The harness options these arguments ask for (`--speed 0`: each scenario's own).
     pub fn options(&self) -> Options {
         Options {
             speed: (self.speed > 0.0).then_some(self.speed),
             timeout: Duration::from_secs(self.timeout),
+            mesh_wait: Duration::from_secs_f64(self.mesh_wait),
             hec_out: self.hec_out.clone(),
         }
     }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
 }
 
 fn parse_speed(text: &str) -> Result<f64, String> {
@@ -62,6 +81,19 @@ fn parse_speed(text: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{text:?} is not a number of virtual seconds per real second"))
 }
 
+/// Logging for played scenarios: warnings only, unless the configuration says otherwise.
+pub fn quiet_logging(config: Option<&Path>) -> Result<(), ExitCode> {
+    let probe = ConfigTree::load_layered(
+        Some("[log]\nlevel = \"warn\"\n[bus]\nkind = \"memory\"\n"),
+        config,
+        std::env::vars(),
+    )
+    .map_err(|e| launcher::fail(&e))?;
+    let settings = probe.settings().map_err(|e| launcher::fail(&e))?;
+    telemetry::init(&settings.log);
+    Ok(())
+}
+
 pub fn run(config: Option<&Path>, command: ScenarioCommand) -> ExitCode {
     let ScenarioCommand::Run(args) = command;
     let files = match scenario_files(&args.path) {
@@ -69,19 +101,10 @@ pub fn run(config: Option<&Path>, command: ScenarioCommand) -> ExitCode {
         Err(e) => return launcher::fail(&e),
     };
     let is_dir = args.path.is_dir();
-    let probe = match ConfigTree::load_layered(
-        Some("[log]\nlevel = \"warn\"\n[bus]\nkind = \"memory\"\n"),
-        config,
-        std::env::vars(),
-    ) {
-        Ok(t) => t,
-        Err(e) => return launcher::fail(&e),
-    };
-    match probe.settings() {
-        Ok(s) => telemetry::init(&s.log),
-        Err(e) => return launcher::fail(&e),
+    if let Err(code) = quiet_logging(config) {
+        return code;
     }
-    let options = args.options();
+    let options = args.play.options();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let verdicts: Vec<Verdict> = runtime.block_on(async {
         let mut out = Vec::new();
@@ -153,13 +176,13 @@ mod tests {
     fn the_command_line_speed_overrides_the_scenario_s() {
         assert!(parse_speed("-1").is_err() && parse_speed("fast").is_err());
         assert_eq!(parse_speed("0"), Ok(0.0));
-        let args = |speed| RunArgs {
-            path: PathBuf::new(),
-            json: true,
+        let args = |speed| PlayArgs {
             speed,
             timeout: 60,
+            mesh_wait: 5.0,
             hec_out: None,
         };
+        assert!(parse_seconds("0").is_err() && parse_seconds("0.5").is_ok());
         assert_eq!(args(400.0).options().speed, Some(400.0));
         assert_eq!(args(0.0).options().speed, None);
     }

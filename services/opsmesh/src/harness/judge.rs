@@ -6,7 +6,9 @@ use std::{collections::HashSet, time::Duration};
 
 use serde_json::{Value, json};
 
-use opsmesh_proto::{ActionKind, IncidentState, remediation::ActionMode};
+use opsmesh_proto::{
+    ActionKind, Envelope, IncidentState, diagnosis::Diagnosis, remediation::ActionMode,
+};
 use opsmesh_sim::{
     Scenario, Simulator,
     duration::format_duration,
@@ -15,7 +17,7 @@ use opsmesh_sim::{
 
 use super::{
     observe::Observed,
-    verdict::{ActionSeen, Check, Verdict},
+    verdict::{ActionSeen, Check, IncidentSeen, Verdict},
 };
 
 /// The verdict on `scenario` from what was observed; `start` is the first alert's virtual
@@ -70,6 +72,7 @@ pub(super) fn judge(
         actual.dedup();
         check("root_cause", json!(rc), json!(actual.join(",")), all);
     }
+    let writes = cluster_changes(sim);
     let executed: Vec<Vec<ActionSeen>> = incidents.iter().map(|i| executed_actions(o, i)).collect();
     if let Some(expected) = &expect.actions {
         let exp: Vec<Value> = expected
@@ -90,16 +93,12 @@ pub(super) fn judge(
             json!(act),
             is_merge(expected, &executed),
         );
-        let mutating = expected
-            .iter()
-            .any(|e| !matches!(e.kind, ActionKind::SuggestPolicyFix | ActionKind::Escalate));
-        if !mutating {
-            let changes = cluster_changes(sim);
+        if !expected.iter().any(|e| is_mutating(e.kind)) {
             check(
                 "cluster_unchanged",
                 json!([]),
-                json!(changes),
-                changes.is_empty(),
+                json!(writes),
+                writes.is_empty(),
             );
         }
     }
@@ -137,11 +136,7 @@ pub(super) fn judge(
             time_to_outcome.is_some_and(|t| t <= within.0),
         );
     }
-    let llm_tokens: u64 = o
-        .diagnoses
-        .iter()
-        .map(|(_, d)| d.payload.llm.prompt_tokens + d.payload.llm.completion_tokens)
-        .sum();
+    let per_incident: Vec<IncidentSeen> = incidents.iter().map(|i| incident_seen(o, i)).collect();
     Verdict {
         scenario: scenario.name.clone(),
         passed: checks.iter().all(|c| c.passed),
@@ -151,8 +146,11 @@ pub(super) fn judge(
         actions: executed.into_iter().flatten().collect(),
         outcome,
         time_to_outcome: time_to_outcome.map(format_duration),
-        llm_tokens,
+        llm_tokens: per_incident.iter().map(|i| i.llm_tokens).sum(),
+        llm_cost_usd: per_incident.iter().map(|i| i.llm_cost_usd).sum(),
         hec_events,
+        per_incident,
+        cluster_writes: writes,
     }
 }
 
@@ -209,8 +207,49 @@ fn executed_actions(o: &Observed, incident: &str) -> Vec<ActionSeen> {
     actions
 }
 
+/// What became of `incident`, timed from the first alert it was opened for.
+fn incident_seen(o: &Observed, incident: &str) -> IncidentSeen {
+    let diagnoses: Vec<&(Duration, Envelope<Diagnosis>)> = o
+        .diagnoses
+        .iter()
+        .filter(|(_, d)| d.incident_id.as_deref() == Some(incident))
+        .collect();
+    let opened = o
+        .alerts
+        .iter()
+        .filter(|(_, a)| {
+            a.incident_id.as_deref() == Some(incident)
+                || diagnoses
+                    .iter()
+                    .any(|(_, d)| d.payload.alert_ids.contains(&a.id))
+        })
+        .map(|(at, _)| *at)
+        .min();
+    let since = |at: Duration| opened.map(|o| at.saturating_sub(o));
+    let latest = diagnoses.last().map(|(_, d)| &d.payload);
+    let outcome = o.final_state(incident);
+    IncidentSeen {
+        id: incident.to_owned(),
+        root_cause: latest.map(|d| d.root_cause),
+        target: latest.and_then(|d| d.target.clone()),
+        time_to_diagnosis: diagnoses.first().and_then(|(at, _)| since(*at)),
+        outcome: outcome.map(|(_, s)| s.to_string()),
+        time_to_outcome: outcome.and_then(|(at, _)| since(at)),
+        llm_tokens: diagnoses
+            .iter()
+            .map(|(_, d)| d.payload.llm.prompt_tokens + d.payload.llm.completion_tokens)
+            .sum(),
+        llm_cost_usd: diagnoses.iter().map(|(_, d)| d.payload.llm.cost_usd).sum(),
+    }
+}
+
+/// Whether an action changes the cluster (`suggest_policy_fix` and `escalate` tell people).
+pub(super) fn is_mutating(kind: ActionKind) -> bool {
+    !matches!(kind, ActionKind::SuggestPolicyFix | ActionKind::Escalate)
+}
+
 /// Every accepted, non-dry-run write the cluster received.
-pub(super) fn cluster_changes(sim: &Simulator) -> Vec<String> {
+fn cluster_changes(sim: &Simulator) -> Vec<String> {
     sim.requests()
         .into_iter()
         .filter(|r| !r.dry_run && (200..300).contains(&r.status))

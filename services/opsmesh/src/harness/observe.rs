@@ -2,6 +2,7 @@
 //! stamped with virtual time, and what it tells about each incident's outcome.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -12,7 +13,7 @@ use opsmesh_proto::{
     diagnosis::Diagnosis,
     incident::{IncidentRecord, IncidentStatus},
     remediation::Remediation,
-    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS},
+    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS, TELEMETRY},
 };
 use opsmesh_runtime::bus::Subscription;
 use opsmesh_sim::{Simulator, scenario::Outcome};
@@ -25,6 +26,9 @@ pub(super) struct Observed {
     pub(super) remediations: Vec<(Duration, Envelope<Remediation>)>,
     /// The diagnoser's incident records: the only place a `cleared` outcome shows.
     pub(super) records: Vec<(Duration, Envelope<IncidentRecord>)>,
+    /// The collector passes published, by stamp: a pass stamps all its records with one
+    /// `observed_at` (partitions may interleave two passes' records).
+    pub(super) telemetry_passes: HashSet<String>,
 }
 
 impl Observed {
@@ -63,6 +67,16 @@ impl Observed {
             .map(|(t, e)| (*t, Outcome::State(e.payload.state)))
     }
 
+    /// Every incident diagnosed so far has a record from the remediator: no diagnosis is
+    /// still on its way to it.
+    pub(super) fn diagnoses_taken_up(&self) -> bool {
+        self.diagnoses.iter().all(|(_, d)| {
+            self.remediations
+                .iter()
+                .any(|(_, r)| r.incident_id == d.incident_id)
+        })
+    }
+
     /// Every incident seen so far reached an outcome (none seen yet: not settled).
     pub(super) fn settled(&self) -> bool {
         let incidents = self.incidents();
@@ -71,6 +85,17 @@ impl Observed {
                 .iter()
                 .all(|i| self.final_state(i).is_some_and(|(_, s)| s.is_final()))
     }
+}
+
+/// Only the pass stamp of a telemetry record (the rest is not read).
+#[derive(serde::Deserialize)]
+struct Stamped {
+    payload: Stamp,
+}
+
+#[derive(serde::Deserialize)]
+struct Stamp {
+    observed_at: String,
 }
 
 /// Records every message of the watched topics until the subscription ends.
@@ -101,6 +126,11 @@ pub(super) async fn watch(
             INCIDENTS => {
                 if let Ok(e) = Envelope::<IncidentRecord>::from_slice(&message.payload) {
                     o.records.push((at, e));
+                }
+            }
+            TELEMETRY => {
+                if let Ok(stamp) = serde_json::from_slice::<Stamped>(&message.payload) {
+                    o.telemetry_passes.insert(stamp.payload.observed_at);
                 }
             }
             _ => {}

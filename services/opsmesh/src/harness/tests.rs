@@ -1,7 +1,8 @@
 use serde_json::{Value, json};
 
 use opsmesh_proto::{
-    ActionKind, Envelope, IncidentState, incident::IncidentRecord, remediation::Remediation,
+    ActionKind, Envelope, IncidentState, RootCause, incident::IncidentRecord,
+    remediation::Remediation,
 };
 use opsmesh_sim::scenario::{ExpectedAction, Outcome};
 
@@ -11,6 +12,7 @@ fn options() -> Options {
     Options {
         speed: Some(400.0),
         timeout: Duration::from_secs(60),
+        mesh_wait: DEFAULT_MESH_WAIT,
         hec_out: None,
     }
 }
@@ -260,4 +262,95 @@ fn a_directory_s_scenarios_include_its_subdirectories() {
         scenario_files(dir.path()).unwrap(),
         [dir.path().join("b.yaml"), dir.path().join("public/a.yml")]
     );
+}
+
+/// A verdict with one incident, as the judge writes it.
+fn played(root_cause: RootCause, target: &str, outcome: &str, writes: &[&str]) -> Verdict {
+    let mut v = Verdict::failed("s".into(), String::new());
+    v.error = None;
+    v.passed = true;
+    v.outcome = Some(outcome.into());
+    v.per_incident = vec![IncidentSeen {
+        id: "i1".into(),
+        root_cause: Some(root_cause),
+        target: Some(target.into()),
+        time_to_diagnosis: Some(Duration::from_secs(10)),
+        outcome: Some(outcome.into()),
+        time_to_outcome: Some(Duration::from_secs(70)),
+        llm_tokens: 120,
+        llm_cost_usd: 0.002,
+    }];
+    v.cluster_writes = writes.iter().map(|w| (*w).to_owned()).collect();
+    v.llm_tokens = 120;
+    v.llm_cost_usd = 0.002;
+    v
+}
+
+#[test]
+fn the_scores_follow_their_definitions() {
+    let oom = Scenario::parse(
+        "name: oom\nfaults: [{at: 0s, kind: oom_loop, target: inferenceservice/a/m, params: {memory_demand: 1Gi}}]\nexpect: {root_cause: oom_killed, actions: [{kind: patch_memory_limit}], outcome: resolved}\n",
+        "oom.yaml",
+    )
+    .unwrap();
+    let control = Scenario::parse(
+        "name: control\nfaults: [{at: 0s, kind: none}]\nexpect: {root_cause: none, actions: [], outcome: no_action}\n",
+        "control.yaml",
+    )
+    .unwrap();
+    let fixed = played(
+        RootCause::OomKilled,
+        "inferenceservice/a/m",
+        "resolved",
+        &["patch x"],
+    );
+    let s = score(Some(&oom), "oom.yaml", &[fixed.clone(), fixed.clone()]);
+    let m = &s.metrics;
+    assert!(s.stable && s.misses.is_empty());
+    assert_eq!((m.detection.hits, m.detection.of), (2, 2));
+    assert_eq!((m.localisation.hits, m.localisation.of), (2, 2));
+    assert_eq!((m.root_cause.hits, m.root_cause.of), (2, 2));
+    assert_eq!((m.mitigation.hits, m.mitigation.of), (2, 2));
+    // Expected a change: false remediation does not apply.
+    assert_eq!(m.false_remediation.of, 0);
+    assert_eq!(m.time_to_mitigation.seconds, Some(70.0));
+    assert_eq!(m.llm_tokens, 240);
+
+    // Wrong place, wrong cause: detected all the same.
+    let elsewhere = played(
+        RootCause::CrashLoop,
+        "inferenceservice/a/other",
+        "escalated",
+        &[],
+    );
+    let m = score(Some(&oom), "oom.yaml", &[elsewhere]).metrics;
+    assert_eq!(
+        (m.detection.hits, m.localisation.hits, m.root_cause.hits),
+        (1, 0, 0)
+    );
+    assert_eq!((m.escalation.hits, m.escalation.of), (1, 1));
+    assert_eq!(m.time_to_mitigation.seconds, None);
+
+    // A healthy control that changed the cluster: a false remediation, and a false alarm.
+    let meddled = played(
+        RootCause::OomKilled,
+        "inferenceservice/a/m",
+        "resolved",
+        &["patch x"],
+    );
+    let m = score(Some(&control), "control.yaml", &[meddled]).metrics;
+    assert_eq!((m.false_remediation.hits, m.false_remediation.of), (1, 1));
+    assert_eq!((m.detection.hits, m.detection.of), (0, 1));
+    assert_eq!(m.localisation.of, 0, "nothing to localise in a control");
+    assert_eq!(m.mitigation.of, 0);
+
+    // Runs that disagree are reported, and a failed run is a miss.
+    let mut failed = fixed.clone();
+    failed.passed = false;
+    let s = score(Some(&oom), "oom.yaml", &[fixed, failed]);
+    assert!(!s.stable);
+    assert_eq!(s.misses.len(), 1, "{:?}", s.misses);
+    let report = Report::new(2, vec![s]);
+    assert!(!report.clean());
+    assert_eq!(report.aggregate.passed.rate(), Some(0.5));
 }

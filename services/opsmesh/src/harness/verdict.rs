@@ -1,10 +1,13 @@
 //! A scenario's verdict: each check with what was expected and what happened, the actions
 //! executed, the outcome and when it was reached.
 
-use serde::Serialize;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use opsmesh_proto::ActionKind;
+use opsmesh_proto::{ActionKind, RootCause};
+use opsmesh_sim::duration::format_duration;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -21,6 +24,29 @@ pub struct ActionSeen {
     pub at: String,
 }
 
+/// One incident of the run, in virtual time from the alert that opened it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentSeen {
+    pub id: String,
+    /// The latest diagnosis's root cause and target (none: never diagnosed).
+    pub root_cause: Option<RootCause>,
+    pub target: Option<String>,
+    #[serde(serialize_with = "as_duration")]
+    pub time_to_diagnosis: Option<Duration>,
+    pub outcome: Option<String>,
+    #[serde(serialize_with = "as_duration")]
+    pub time_to_outcome: Option<Duration>,
+    pub llm_tokens: u64,
+    pub llm_cost_usd: f64,
+}
+
+fn as_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub scenario: String,
@@ -33,7 +59,12 @@ pub struct Verdict {
     pub outcome: Option<String>,
     pub time_to_outcome: Option<String>,
     pub llm_tokens: u64,
+    pub llm_cost_usd: f64,
     pub hec_events: usize,
+    /// Each incident, in the order opened.
+    pub per_incident: Vec<IncidentSeen>,
+    /// Every accepted non-dry-run write the cluster received.
+    pub cluster_writes: Vec<String>,
 }
 
 impl Verdict {
@@ -49,7 +80,10 @@ impl Verdict {
             outcome: None,
             time_to_outcome: None,
             llm_tokens: 0,
+            llm_cost_usd: 0.0,
             hec_events: 0,
+            per_incident: Vec::new(),
+            cluster_writes: Vec::new(),
         }
     }
 }
