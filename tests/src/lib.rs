@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod chaos;
+pub mod demo;
 pub mod in_process;
 pub mod keys;
 pub mod mesh;

@@ -3,40 +3,17 @@
 //! health of a running mesh.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
 
-use opsmesh_tests::{binary, eventually, free_port};
-
-/// The demo (or `up`) as a child process, interrupted like Ctrl-C when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(self.0.id() as i32), Signal::SIGINT);
-        let _ = self.0.wait();
-    }
-}
-
-/// The lines of `child`'s stdout as they come.
-fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    received
-}
+use opsmesh_tests::{
+    binary,
+    demo::{Demo, Interrupted},
+    eventually, free_port,
+};
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -48,36 +25,8 @@ fn no_redirects() -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_leaves_its_incidents_in_a_console_opened_once_by_the_printed_link() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(binary("opsmesh"))
-        .args(["demo", "--timeout", "30s"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("OPSMESH__HTTP__LISTEN", "127.0.0.1:0")
-        .env("OPSMESH__HTTP__ADMIN_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = stdout_lines(&mut child);
-    let demo = Running(child);
-    let mut stdout = String::new();
-    let link = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("no sign-in link ({e}) in:\n{stdout}"));
-        stdout.push_str(&line);
-        stdout.push('\n');
-        if let Some(url) = line.trim().strip_prefix("http://")
-            && url.contains("/console/login?token=")
-        {
-            break format!("http://{url}");
-        }
-    };
-    let admin = lines
-        .recv_timeout(Duration::from_secs(5))
-        .ok()
-        .and_then(|l| l.split("--url ").nth(1).map(str::to_owned))
-        .unwrap_or_else(|| panic!("no status hint after the link:\n{stdout}"));
+    let demo = Demo::start(dir.path(), "30s", Duration::from_secs(120));
+    let (stdout, link, admin) = (demo.stdout.clone(), demo.link.clone(), demo.admin.clone());
 
     // Timelines and the decisive numbers on stdout; the services' logs in the file it names.
     let incidents: Vec<String> = stdout
@@ -200,7 +149,7 @@ fn status_reads_a_running_mesh_and_names_the_process_that_does_not_answer() {
     let admin = format!("http://127.0.0.1:{}", free_port());
     let silent = format!("http://127.0.0.1:{}", free_port());
     let dir = tempfile::tempdir().unwrap();
-    let mesh = Running(
+    let mesh = Interrupted(
         Command::new(binary("opsmesh"))
             .arg("up")
             .current_dir(dir.path())

@@ -1,7 +1,9 @@
 //! The operator console in headless Chromium (Debian `chromium`, driven by playwright-core
 //! from `tests/console/`): sign in, open an incident awaiting approval, approve, see the
-//! approval published and the page follow the remediator's records live. Screenshots are kept
-//! under `target/console-screenshots/` and their paths printed.
+//! approval published and the page follow the remediator's records live (a stand-in
+//! remediator: approving in the browser needs one that waits for it). Screenshots are kept
+//! under `target/console-screenshots/approval/` and their paths printed. The pages of a real
+//! run, with the real remediator's ledger: `tests/tests/console_browser.rs`.
 //!
 //! Fails — never skips — when Chromium or Node cannot be had: it tries
 //! `apt-get install -y chromium` and `npm ci` first.
@@ -10,7 +12,6 @@ mod support;
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,6 +20,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::approval::ApprovalDecision;
+use opsmesh_testkit::browser::{chromium, node_modules, record_screenshots, screenshot_dir};
 use support::{
     HecServer, RunningReporter,
     incident::{self, Incident, fake_remediator, publish_awaiting},
@@ -32,72 +34,11 @@ fn console_dir() -> PathBuf {
         .join("tests/console")
 }
 
-/// `/usr/bin/chromium` (or `OPSMESH_CHROMIUM`), installed from Debian when missing.
-fn chromium() -> PathBuf {
-    let path = PathBuf::from(
-        std::env::var("OPSMESH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-    );
-    if !path.exists() {
-        eprintln!("{} is missing; installing Debian chromium", path.display());
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        let mut apt = if root {
-            Command::new("apt-get")
-        } else {
-            let mut sudo = Command::new("sudo");
-            sudo.args(["-n", "apt-get"]);
-            sudo
-        };
-        let status = apt
-            .args(["install", "-y", "--no-install-recommends", "chromium"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-        eprintln!("apt-get install chromium: {status:?}");
-    }
-    assert!(
-        path.exists(),
-        "Chromium is required for the console test and could not be installed at {} \
-         (apt-get install -y chromium, or set OPSMESH_CHROMIUM)",
-        path.display()
-    );
-    path
-}
-
-/// `tests/console/node_modules` with playwright-core, from the lock file.
-fn node_modules() {
-    let dir = console_dir();
-    if dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm runs (Node.js is required for the console test)");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
-}
-
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> → target/console-screenshots/<unix time>
-    let target = exe.ancestors().nth(3).unwrap().to_owned();
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    target.join("console-screenshots").join(stamp.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     let started = Instant::now();
     let chromium = chromium();
-    node_modules();
+    node_modules(&console_dir());
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("console-users");
     std::fs::write(&users, format!("alice@example.com:{TOKEN}:approver\n")).unwrap();
@@ -120,7 +61,7 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     let remediator = fake_remediator(bus.clone(), incident.clone(), first, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let shots = screenshot_dir();
+    let shots = screenshot_dir("approval");
     let output = tokio::process::Command::new("node")
         .arg(console_dir().join("console.test.mjs"))
         .current_dir(console_dir())
@@ -145,13 +86,7 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    for shot in &paths {
-        eprintln!("console screenshot: {shot}");
-    }
-    // The newest run's screenshots, for whoever looks after the test.
-    if let Some(parent) = shots.parent() {
-        let _ = std::fs::write(parent.join("LATEST"), paths.join("\n") + "\n");
-    }
+    record_screenshots(&shots, &paths);
     assert!(
         output.status.success(),
         "browser test failed ({}):\nstdout: {stdout}\nstderr: {stderr}",

@@ -515,7 +515,7 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
     if d.actions.is_empty() {
         c.push_str("<p class=\"muted\">No records.</p>");
     } else {
-        c.push_str("<table id=\"ledger\"><thead><tr><th>#</th><th>at</th><th>state</th><th>action</th><th>reason</th><th>verification</th><th>hash</th></tr></thead><tbody>");
+        c.push_str("<table id=\"ledger\"><thead><tr><th>#</th><th>at</th><th>state</th><th>action</th><th>reason</th><th>verification</th><th>previous → hash</th></tr></thead><tbody>");
         for a in &d.actions {
             let action = a
                 .action
@@ -543,12 +543,16 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
                 .unwrap_or_default();
             let _ = write!(
                 c,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{action}</td><td>{}</td><td>{verification}</td><td><code>{}</code></td></tr>",
-                a.seq,
-                time(Some(a.at)),
-                status_badge(&a.state.to_string()),
-                esc(&a.reason),
-                esc(&a.hash[..a.hash.len().min(12)]),
+                "<tr class=\"ledger-row\" data-seq=\"{seq}\" data-state=\"{state}\" data-hash=\"{hash}\" data-prev-hash=\"{prev}\"><td>{seq}</td><td>{at}</td><td>{badge}</td><td>{action}</td><td>{reason}</td><td>{verification}</td><td><code title=\"{prev}\">{prev_short}</code> → <code title=\"{hash}\">{hash_short}</code></td></tr>",
+                seq = a.seq,
+                state = esc(&a.state.to_string()),
+                hash = esc(&a.hash),
+                prev = esc(&a.prev_hash),
+                at = time(Some(a.at)),
+                badge = status_badge(&a.state.to_string()),
+                reason = esc(&a.reason),
+                prev_short = esc(&a.prev_hash[..a.prev_hash.len().min(12)]),
+                hash_short = esc(&a.hash[..a.hash.len().min(12)]),
             );
         }
         c.push_str("</tbody></table>");

@@ -81,7 +81,9 @@ pub struct DecisionView {
     pub projected_effect: Option<String>,
     pub projected_saving_usd: Option<f64>,
     pub verification: Option<Verification>,
+    /// The record's hash and the hash of the record before it (the chain's link).
     pub hash: String,
+    pub prev_hash: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -414,6 +416,7 @@ fn decision_view(r: &Envelope<Remediation>) -> DecisionView {
         projected_saving_usd: r.payload.projected_saving_usd,
         verification: r.payload.verification.clone(),
         hash: r.payload.ledger.hash.clone(),
+        prev_hash: r.payload.ledger.prev_hash.clone(),
     }
 }
 
