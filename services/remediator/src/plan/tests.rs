@@ -93,6 +93,14 @@ fn run(library: &Library, d: &Diagnosis) -> Plan {
     )
 }
 
+/// The planned actions of `p`, which must be a plan to act (`what` says why it should be).
+fn planned(p: Plan, what: &str) -> Vec<PlannedAction> {
+    match p {
+        Plan::Act { actions, .. } => actions,
+        other => panic!("{what}: expected a plan to act, got {other:?}"),
+    }
+}
+
 fn refusal(p: Plan) -> (&'static str, String) {
     match p {
         Plan::Refused(r) => (r.code, r.reason),
@@ -148,9 +156,7 @@ fn planned_actions_record_their_guards() {
         json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
         json!({"namespace": "ml", "name": "llama", "memory_limit": "256Mi"}),
     );
-    let Plan::Act { actions, .. } = run(&library, &known) else {
-        panic!("planned");
-    };
+    let actions = planned(run(&library, &known), "planned");
     assert!(
         actions[0]
             .reason
@@ -163,9 +169,10 @@ fn planned_actions_record_their_guards() {
         json!({"memory_limit": "1Gi"}),
         json!({"namespace": "ml", "name": "llama"}),
     );
-    let Plan::Act { actions, .. } = run(&library, &unknown) else {
-        panic!("planned: only the cluster can tell");
-    };
+    let actions = planned(
+        run(&library, &unknown),
+        "planned: only the cluster can tell",
+    );
     assert!(
         actions[0]
             .reason
@@ -194,9 +201,7 @@ fn a_section_with_a_ladder_puts_its_actions_on_step_one_and_no_proposal_may_clai
         json!({"memory_limit": "640Mi", "previous_memory_limit": "256Mi"}),
         json!({"namespace": "ml", "name": "llama", "memory_limit": "256Mi"}),
     );
-    let Plan::Act { actions, .. } = run(&library, &d) else {
-        panic!("planned");
-    };
+    let actions = planned(run(&library, &d), "planned");
     let rung = ladder::Rung::of(&actions[0].record).expect("on the ladder");
     assert_eq!(
         (
@@ -235,9 +240,7 @@ fn a_section_with_a_ladder_puts_its_actions_on_step_one_and_no_proposal_may_clai
             json!({"namespace": "ml", "name": "llama"}),
         )],
     );
-    let Plan::Act { actions, .. } = run(&library, &image) else {
-        panic!("planned");
-    };
+    let actions = planned(run(&library, &image), "planned");
     assert_eq!(ladder::Rung::of(&actions[0].record), None);
 }
 
