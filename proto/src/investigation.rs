@@ -1,5 +1,6 @@
-//! The investigator's record of one investigation: every step it took (model calls and
-//! read-only tool calls, refusals included) and the validated report it ended with.
+//! `opsmesh.investigations.v1`: the investigator's record of one investigation, one message
+//! per step it took (model calls and read-only tool calls, refusals included), then the
+//! validated report it ended with.
 
 use std::collections::BTreeMap;
 
@@ -7,10 +8,36 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    RootCause, Severity,
+    Payload, RootCause, Severity,
     diagnosis::{ActionProposal, LlmUsage},
+    topics,
     vocabulary::vocabulary,
 };
+
+/// One message of an investigation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct InvestigationEvent {
+    /// `<incident id>/<generation>` for an incident's investigation.
+    pub investigation_id: String,
+    /// What the model was asked.
+    pub question: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub update: InvestigationUpdate,
+}
+
+impl Payload for InvestigationEvent {
+    const SCHEMA: &'static str = topics::INVESTIGATIONS;
+}
+
+/// A step or the report, flat under `type` (so `payload.update.tool` names a step's tool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InvestigationUpdate {
+    Step(InvestigationStep),
+    Report(Box<InvestigationReport>),
+}
 
 vocabulary! {
     /// Where an investigation stands: queued → running → completed | failed | over_budget.

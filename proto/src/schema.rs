@@ -4,7 +4,8 @@ use schemars::{JsonSchema, schema_for};
 
 use crate::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, telemetry::Telemetry,
+    incident::IncidentRecord, investigation::InvestigationEvent, ledger::LedgerHeads,
+    remediation::Remediation, telemetry::Telemetry,
 };
 
 fn envelope_schema<P: Payload + JsonSchema>() -> (String, String) {
@@ -22,6 +23,7 @@ pub fn all() -> Vec<(String, String)> {
         envelope_schema::<Remediation>(),
         envelope_schema::<LedgerHeads>(),
         envelope_schema::<Approval>(),
+        envelope_schema::<InvestigationEvent>(),
         envelope_schema::<IncidentRecord>(),
     ]
 }

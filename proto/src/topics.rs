@@ -8,6 +8,7 @@ pub const APPROVALS: &str = "opsmesh.approvals.v1";
 pub const INCIDENTS: &str = "opsmesh.incidents.v1";
 pub const LEDGER_HEADS: &str = "opsmesh.ledger-heads.v1";
 pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
+pub const INVESTIGATIONS: &str = "opsmesh.investigations.v1";
 
 /// Suffix of every topic's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -76,6 +77,15 @@ pub const TOPICS: &[TopicSpec] = &[
         name: APPROVALS,
         producer: "reporter (console, MCP)",
         consumers: &["remediator", "reporter"],
+        key: "incident id",
+        partitions: 6,
+        retention_ms: 7 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
+        name: INVESTIGATIONS,
+        producer: "diagnoser (the investigator: each step, then the report)",
+        consumers: &["reporter"],
         key: "incident id",
         partitions: 6,
         retention_ms: 7 * DAY_MS,

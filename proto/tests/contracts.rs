@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::{
     Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, ledger::LedgerHeads, remediation::Remediation, schema,
-    telemetry::Telemetry, topics,
+    incident::IncidentRecord, investigation::InvestigationEvent, ledger::LedgerHeads,
+    remediation::Remediation, schema, telemetry::Telemetry, topics,
 };
 
 fn root() -> PathBuf {
@@ -66,6 +66,7 @@ fn golden_examples_round_trip() {
     round_trip::<Approval>(&dir);
     round_trip::<LedgerHeads>(&dir);
     round_trip::<IncidentRecord>(&dir);
+    round_trip::<InvestigationEvent>(&dir);
 }
 
 #[test]
@@ -184,6 +185,7 @@ fn consumers_read_unknown_fields_as_the_same_value() {
     unknown_fields_are_ignored::<Approval>(&dir);
     unknown_fields_are_ignored::<LedgerHeads>(&dir);
     unknown_fields_are_ignored::<IncidentRecord>(&dir);
+    unknown_fields_are_ignored::<InvestigationEvent>(&dir);
 }
 
 /// Producers stay strict: the schemas close every struct (`additionalProperties: false`), so

@@ -43,7 +43,7 @@ const SERVICES: &[BusAccess] = &[
     },
     BusAccess {
         service: "diagnoser",
-        publishes: &[topics::DIAGNOSES, topics::INCIDENTS],
+        publishes: &[topics::DIAGNOSES, topics::INVESTIGATIONS, topics::INCIDENTS],
         // Alerts in the diagnoser group; telemetry and outcomes in per-replica groups.
         consumes: &[topics::ALERTS, topics::TELEMETRY, topics::REMEDIATIONS],
         reads: &[topics::INCIDENTS],
@@ -65,6 +65,7 @@ const SERVICES: &[BusAccess] = &[
             topics::DIAGNOSES,
             topics::REMEDIATIONS,
             topics::APPROVALS,
+            topics::INVESTIGATIONS,
             topics::NOTIFICATIONS,
         ],
         reads: &[],

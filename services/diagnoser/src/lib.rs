@@ -32,6 +32,7 @@ use opsmesh_proto::{
     alert::Alert,
     diagnosis::{Diagnosis, EvidenceSource},
     incident::IncidentRecord,
+    investigation::{InvestigationEvent, InvestigationUpdate},
     remediation::Remediation,
     telemetry::Telemetry,
     topics,
@@ -88,6 +89,7 @@ pub struct DiagnoserConfig {
     /// The Splunk MCP Server, used for evidence when `[diagnoser.splunk]` has no URL.
     pub splunk_mcp: splunk_mcp::McpConfig,
     pub llm: llm::LlmConfig,
+    pub investigator: investigator::InvestigatorConfig,
 }
 
 impl Default for DiagnoserConfig {
@@ -105,6 +107,7 @@ impl Default for DiagnoserConfig {
             splunk: splunk::SplunkConfig::default(),
             splunk_mcp: splunk_mcp::McpConfig::default(),
             llm: llm::LlmConfig::default(),
+            investigator: investigator::InvestigatorConfig::default(),
         }
     }
 }
@@ -137,7 +140,13 @@ impl Validate for DiagnoserConfig {
         }
         self.splunk.validate(&format!("{prefix}.splunk"))?;
         self.splunk_mcp.validate(&format!("{prefix}.splunk_mcp"))?;
-        self.llm.validate(&format!("{prefix}.llm"))
+        self.llm.validate(&format!("{prefix}.llm"))?;
+        if self.investigator.enabled {
+            // The investigator talks to [diagnoser.llm]'s endpoint even when the advisor is off.
+            self.llm.validate_endpoint(&format!("{prefix}.llm"))?;
+        }
+        self.investigator
+            .validate(&format!("{prefix}.investigator"))
     }
 }
 
@@ -158,11 +167,42 @@ fn build<'a>(
         let advisor = llm::Advisor::new(&config.llm, &ctx.registry)?;
         let mcp = splunk_mcp::SplunkMcp::new(&config.splunk_mcp)
             .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?;
+        let library = Arc::new(library);
+        let investigator = match config.investigator.enabled {
+            true => Some(build_investigator(&config, advisor.as_ref(), &library, ctx).await?),
+            false => None,
+        };
         let diagnoser = Diagnoser::new(config, library, splunk, ctx.clone())
             .with_advisor(advisor)
-            .with_mcp(mcp);
+            .with_mcp(mcp)
+            .with_investigator(investigator);
         Ok(Arc::new(diagnoser) as Arc<dyn Component>)
     })
+}
+
+/// The investigator of `[diagnoser.investigator]`: on the advisor's endpoint when there is one
+/// (one hourly budget), with its own Splunk export client and Kubernetes client.
+async fn build_investigator(
+    config: &DiagnoserConfig,
+    advisor: Option<&llm::Advisor>,
+    library: &Arc<Library>,
+    ctx: &Context,
+) -> Result<investigator::Investigator, ConfigError> {
+    let endpoint = match advisor {
+        Some(advisor) => advisor.endpoint(),
+        None => Arc::new(llm::Endpoint::new(&config.llm)?),
+    };
+    let splunk = splunk::SplunkClient::new(&config.splunk)
+        .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
+    let kube = investigator::kube_client(&config.investigator).await?;
+    let tools = investigator::Toolbox::new(&config.investigator, splunk, kube, library.clone())
+        .map_err(|e| ConfigError::invalid("diagnoser.investigator", e.to_string()))?;
+    Ok(investigator::Investigator::new(
+        &config.investigator,
+        endpoint,
+        tools,
+        &ctx.registry,
+    ))
 }
 
 pub struct Diagnoser {
@@ -172,9 +212,10 @@ pub struct Diagnoser {
 struct Inner {
     config: DiagnoserConfig,
     ctx: Context,
-    library: Library,
+    library: Arc<Library>,
     splunk: Option<splunk::SplunkClient>,
     advisor: Option<llm::Advisor>,
+    investigator: Option<investigator::Investigator>,
     mcp: Option<splunk_mcp::SplunkMcp>,
     /// Set once the start-up wait for telemetry is over.
     telemetry_warm: std::sync::atomic::AtomicBool,
@@ -188,7 +229,7 @@ struct Inner {
 impl Diagnoser {
     pub fn new(
         config: DiagnoserConfig,
-        library: Library,
+        library: impl Into<Arc<Library>>,
         splunk: Option<splunk::SplunkClient>,
         ctx: Context,
     ) -> Self {
@@ -197,6 +238,7 @@ impl Diagnoser {
             inner: Arc::new(Inner {
                 splunk,
                 advisor: None,
+                investigator: None,
                 mcp: None,
                 telemetry_warm: std::sync::atomic::AtomicBool::new(false),
                 incidents: Arc::new(Incidents::new(
@@ -214,7 +256,7 @@ impl Diagnoser {
                 .with_capacity(config.telemetry_max_resources, metrics.table("telemetry")),
                 config,
                 ctx,
-                library,
+                library: library.into(),
             }),
         }
     }
@@ -225,6 +267,16 @@ impl Diagnoser {
     pub fn with_advisor(mut self, advisor: Option<llm::Advisor>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.advisor = advisor;
+        }
+        self
+    }
+}
+
+impl Diagnoser {
+    /// Adds the investigator (before the service runs).
+    pub fn with_investigator(mut self, investigator: Option<investigator::Investigator>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.investigator = investigator;
         }
         self
     }
@@ -366,6 +418,9 @@ impl Inner {
                 self.publish(&record.incident_id, &envelope).await?;
                 self.diagnoses
                     .published(envelope.payload.root_cause, started.elapsed());
+                // Before the incident is recorded: a redelivered alert investigates again (the
+                // events keep their ids, so consumers drop the repeats).
+                self.investigate(&alert, &record, &envelope.payload).await?;
                 tracing::info!(
                     incident = %record.incident_id,
                     recurrence_of = ?record.recurrence_of,
@@ -386,6 +441,79 @@ impl Inner {
         self.publish(&record.fingerprint, &state).await?;
         self.incidents.apply(record);
         Ok(())
+    }
+
+    /// When the rules are not confident, the investigator looks further; each step, then the
+    /// report, goes to `opsmesh.investigations.v1` (the reporter mirrors them to Splunk). The
+    /// report is advice: its proposals are not handed to the remediator.
+    async fn investigate(
+        &self,
+        alert: &Envelope<Alert>,
+        record: &IncidentRecord,
+        diagnosis: &Diagnosis,
+    ) -> Result<(), HandlerError> {
+        let Some(investigator) = &self.investigator else {
+            return Ok(());
+        };
+        if !investigator.wanted(diagnosis.root_cause, diagnosis.confidence) {
+            return Ok(());
+        }
+        let a = &alert.payload;
+        let subject = investigator::Subject {
+            incident_id: Some(record.incident_id.clone()),
+            question: format!(
+                "Alert {:?} about {}: the rules concluded {} at confidence {:.2} ({}). Why is it \
+                 happening, and what should be done?",
+                a.name,
+                diagnosis.target.as_deref().unwrap_or("an unnamed target"),
+                diagnosis.root_cause,
+                diagnosis.confidence,
+                diagnosis.summary
+            ),
+            namespace: a.entity.namespace.clone(),
+            facts: serde_json::json!({
+                "alert": {"name": a.name, "severity": a.severity, "entity": a.entity,
+                          "rows": a.rows.iter().take(5).collect::<Vec<_>>()},
+                "diagnosis": diagnosis,
+            }),
+        };
+        let report = investigator.investigate(&subject).await;
+        tracing::info!(
+            incident = %record.incident_id,
+            state = %report.state,
+            stop = %report.stop_reason,
+            root_cause = %report.root_cause,
+            cost_usd = report.usage.cost_usd,
+            "investigation finished"
+        );
+        let investigation_id = format!("{}/{}", record.incident_id, record.generation);
+        let event = |name: String, update| {
+            let mut envelope = Envelope::derive(
+                alert,
+                "opsmesh-diagnoser",
+                &format!("investigation-{}-{name}", record.generation),
+                InvestigationEvent {
+                    investigation_id: investigation_id.clone(),
+                    question: subject.question.clone(),
+                    namespace: subject.namespace.clone(),
+                    update,
+                },
+            );
+            envelope.incident_id = Some(record.incident_id.clone());
+            envelope
+        };
+        for step in &report.steps {
+            let envelope = event(
+                format!("step-{}", step.step),
+                InvestigationUpdate::Step(step.clone()),
+            );
+            self.publish(&record.incident_id, &envelope).await?;
+        }
+        let envelope = event(
+            "report".into(),
+            InvestigationUpdate::Report(Box::new(report)),
+        );
+        self.publish(&record.incident_id, &envelope).await
     }
 
     /// Splunk searches about the alert's entity, each recorded as evidence (failures too:

@@ -2,6 +2,8 @@
 //! conversation (tool calls and usage tokens over the real protocol), Splunk is a REST export
 //! server serving fixture rows, and Kubernetes is the simulator with a model OOM-looping.
 
+mod support;
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -15,8 +17,12 @@ use opsmesh_diagnoser::{
     splunk::{SplunkClient, SplunkConfig},
 };
 use opsmesh_proto::{
-    ActionKind, RootCause, Severity,
-    investigation::{InvestigationReport, InvestigationState, StepKind, StopReason},
+    ActionKind, Envelope, RootCause, Severity,
+    investigation::{
+        InvestigationEvent, InvestigationReport, InvestigationState, InvestigationUpdate, StepKind,
+        StopReason,
+    },
+    topics,
 };
 use opsmesh_runbooks::Library;
 use opsmesh_sim::{Scenario, SimConfig, SimServer, Simulator};
@@ -612,5 +618,88 @@ async fn a_cost_question_reads_opencost_and_the_argocd_application() {
         application.result.contains("\"health\""),
         "{}",
         application.result
+    );
+}
+
+#[tokio::test]
+async fn an_incident_the_rules_are_unsure_of_is_investigated_and_every_step_published() {
+    let s = setup(
+        vec![
+            Turn::call("incident_facts", json!({})),
+            report_answer(
+                json!([{"claim": "the alert names gpt-oss-120b", "evidence_ids": ["t1"]}]),
+                json!([]),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let config = opsmesh_diagnoser::DiagnoserConfig {
+        investigator: InvestigatorConfig {
+            enabled: true,
+            namespaces: vec!["ml-team-a".into()],
+            ..InvestigatorConfig::default()
+        },
+        ..support::quick()
+    };
+    let investigator = s.investigator;
+    let running = support::start_adding(config, |d| d.with_investigator(Some(investigator))).await;
+    // No telemetry: the rules cannot tell what is wrong.
+    let alert = support::alert("gpt-oss-120b");
+    let envelope = Envelope::new("test", "default", Some("fp-gpt-oss-120b".into()), alert);
+    running
+        .ctx
+        .publisher
+        .publish("fp-gpt-oss-120b", &envelope)
+        .await
+        .unwrap();
+
+    let diagnosis = support::diagnoses(&running.bus, 1).await.remove(0);
+    assert_eq!(diagnosis.payload.root_cause, RootCause::Unknown);
+    let incident = diagnosis.incident_id.clone().unwrap();
+    let events: Vec<Envelope<InvestigationEvent>> = opsmesh_testkit::eventually(
+        "the investigation's report",
+        Duration::from_secs(10),
+        || async {
+            let events: Vec<_> = running
+                .bus
+                .snapshot(topics::INVESTIGATIONS)
+                .iter()
+                .map(|m| Envelope::<InvestigationEvent>::from_slice(&m.payload).unwrap())
+                .collect();
+            events
+                .iter()
+                .any(|e| matches!(e.payload.update, InvestigationUpdate::Report(_)))
+                .then_some(events)
+        },
+    )
+    .await;
+    assert_eq!(events.len(), 4, "three steps, then the report");
+    for event in &events {
+        assert_eq!(event.incident_id.as_deref(), Some(incident.as_str()));
+        assert!(event.payload.investigation_id.starts_with(&incident));
+        assert!(
+            event
+                .payload
+                .question
+                .contains("KServe model error rate above 5%")
+        );
+    }
+    let tool_step = match &events[1].payload.update {
+        InvestigationUpdate::Step(step) => step,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(tool_step.tool.as_deref(), Some("incident_facts"));
+    assert!(tool_step.result_digest.is_some());
+    let InvestigationUpdate::Report(report) = &events[3].payload.update else {
+        panic!("the last event is the report");
+    };
+    assert_eq!(report.state, InvestigationState::Completed);
+    assert_eq!(report.findings.len(), 1);
+    // The model saw what the rules concluded.
+    let facts = &s.model.tool_results(1)[0].1;
+    assert!(
+        facts.contains(&format!("{}", diagnosis.payload.root_cause)),
+        "{facts}"
     );
 }

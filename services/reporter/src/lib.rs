@@ -145,6 +145,7 @@ pub const MIRRORED_TOPICS: &[&str] = &[
     topics::DIAGNOSES,
     topics::REMEDIATIONS,
     topics::APPROVALS,
+    topics::INVESTIGATIONS,
 ];
 
 impl Component for Reporter {

@@ -7,12 +7,43 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::{
     Api, Client,
     api::{DynamicObject, GroupVersionKind, ListParams},
+    config::{KubeConfigOptions, Kubeconfig},
     discovery::ApiResource,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::tools::ToolError;
+use opsmesh_runtime::ConfigError;
+
+use super::{InvestigatorConfig, tools::ToolError};
+
+/// The client of `[diagnoser.investigator]`'s kubeconfig, or inferred (in-cluster, then the
+/// default kubeconfig); `None` when nothing is configured and nothing can be inferred.
+pub async fn client(config: &InvestigatorConfig) -> Result<Option<Client>, ConfigError> {
+    let invalid = |e: String| ConfigError::invalid("diagnoser.investigator.kubeconfig", e);
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| invalid(e.to_string()))?;
+            let options = KubeConfigOptions {
+                context: config.kube_context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| invalid(e.to_string()))?
+        }
+        None => match kube::Config::infer().await {
+            Ok(inferred) => inferred,
+            Err(error) => {
+                tracing::warn!(%error, "no Kubernetes configuration: the investigator has no Kubernetes tools");
+                return Ok(None);
+            }
+        },
+    };
+    Client::try_from(kube_config)
+        .map(Some)
+        .map_err(|e| invalid(e.to_string()))
+}
 
 /// Kinds the investigator may read: (name the model uses, group, version, kind, plural).
 const KINDS: &[(&str, &str, &str, &str, &str)] = &[

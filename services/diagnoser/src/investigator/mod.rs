@@ -13,24 +13,34 @@ mod run;
 pub mod spl_guard;
 mod tools;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use prometheus::Registry;
 use serde::Deserialize;
 
-use opsmesh_proto::investigation::InvestigationReport;
+use opsmesh_proto::{RootCause, investigation::InvestigationReport};
 use opsmesh_runtime::{ConfigError, Validate};
 
 use crate::llm::Endpoint;
 
 pub use budget::Limits;
+pub use kube_reads::client as kube_client;
 pub use spl_guard::SplGuardConfig;
 pub use tools::{ToolError, Toolbox};
 
-/// `[diagnoser.investigator]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[diagnoser.investigator]`; off by default.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InvestigatorConfig {
+    /// Investigate each new incident the rules are not confident about.
+    pub enabled: bool,
+    /// Rule confidence below which (or a root cause `unknown`) an incident is investigated.
+    pub below_confidence: f64,
+    /// kubeconfig for the Kubernetes reads; unset: in-cluster, then `KUBECONFIG` /
+    /// `~/.kube/config` (none of them: no Kubernetes tools).
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: the current one).
+    pub kube_context: Option<String>,
     /// Namespaces the Kubernetes and OpenCost reads may touch (and proposals may target).
     pub namespaces: Vec<String>,
     /// OpenCost API base (e.g. `http://opencost.opencost:9003`); unset: no cost tool.
@@ -39,8 +49,41 @@ pub struct InvestigatorConfig {
     pub splunk: SplGuardConfig,
 }
 
+impl Default for InvestigatorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            below_confidence: 0.6,
+            kubeconfig: None,
+            kube_context: None,
+            namespaces: Vec::new(),
+            opencost_url: None,
+            limits: Limits::default(),
+            splunk: SplGuardConfig::default(),
+        }
+    }
+}
+
 impl Validate for InvestigatorConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.below_confidence) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.below_confidence"),
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.kube_context.is_some() && self.kubeconfig.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.kube_context"),
+                "needs kubeconfig",
+            ));
+        }
+        if self.enabled && self.namespaces.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.namespaces"),
+                "name the namespaces the investigator may read",
+            ));
+        }
         if let Some(bad) = self
             .namespaces
             .iter()
@@ -80,6 +123,7 @@ pub struct Investigator {
     endpoint: Arc<Endpoint>,
     tools: Toolbox,
     limits: Limits,
+    below_confidence: f64,
     metrics: metrics::InvestigatorMetrics,
 }
 
@@ -96,8 +140,14 @@ impl Investigator {
             endpoint,
             tools,
             limits: config.limits.clone(),
+            below_confidence: config.below_confidence,
             metrics: metrics::InvestigatorMetrics::new(registry),
         }
+    }
+
+    /// Whether a diagnosis this unsure is worth an investigation.
+    pub fn wanted(&self, root_cause: RootCause, confidence: f64) -> bool {
+        root_cause == RootCause::Unknown || confidence < self.below_confidence
     }
 
     /// Runs one investigation to its end; never fails: how it ended is in the report.

@@ -37,13 +37,23 @@ pub async fn start(config: DiagnoserConfig) -> Running {
 }
 
 pub async fn start_with(config: DiagnoserConfig, advisor: Option<Advisor>) -> Running {
+    start_adding(config, |diagnoser| diagnoser.with_advisor(advisor)).await
+}
+
+/// A diagnoser of `config` with what `add` gives it (an advisor, an investigator).
+pub async fn start_adding(
+    config: DiagnoserConfig,
+    add: impl FnOnce(Diagnoser) -> Diagnoser,
+) -> Running {
     let bus = MemoryBus::new(&MemorySettings::default());
     let ctx = Context::new(Settings::default(), Arc::new(bus.clone()));
     let splunk = SplunkClient::new(&config.splunk).unwrap();
-    let diagnoser = Arc::new(
-        Diagnoser::new(config, Library::built_in().unwrap(), splunk, ctx.clone())
-            .with_advisor(advisor),
-    );
+    let diagnoser = Arc::new(add(Diagnoser::new(
+        config,
+        Library::built_in().unwrap(),
+        splunk,
+        ctx.clone(),
+    )));
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(diagnoser.run(stop.clone()));
     Running {

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use opsmesh_proto::{
     envelope::Envelope,
-    topics::{ALERTS, APPROVALS, DIAGNOSES, REMEDIATIONS, TELEMETRY},
+    topics::{ALERTS, APPROVALS, DIAGNOSES, INVESTIGATIONS, REMEDIATIONS, TELEMETRY},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, EncodeError> {
         DIAGNOSES => "opsmesh:diagnosis",
         REMEDIATIONS => "opsmesh:remediation",
         APPROVALS => "opsmesh:approval",
+        INVESTIGATIONS => "opsmesh:investigation",
         TELEMETRY => match str_at(payload, &["record", "kind"]) {
             Some("models") => "opsmesh:models",
             Some("policies") => "opsmesh:policies",
@@ -185,6 +186,15 @@ mod tests {
                 assert_eq!(encoded.sourcetype, typed.sourcetype);
             }
         }
+    }
+
+    #[test]
+    fn investigation_steps_have_their_sourcetype() {
+        let step = include_str!("../../../../proto/examples/opsmesh.investigations.v1.json");
+        let event = HecEvent::from_envelope(step.as_bytes(), "opsmesh", "h").unwrap();
+        assert_eq!(event.sourcetype, "opsmesh:investigation");
+        assert_eq!(event.event["payload"]["update"]["tool"], "splunk_search");
+        assert!(event.fields.contains_key("incident_id"));
     }
 
     #[test]
