@@ -215,6 +215,19 @@ pub const REPLICA_SETS: ResourceDef = res!(
     &["rs"]
 );
 
+/// metrics-server's samples of each pod's containers (`kubectl top pod`).
+pub const POD_METRICS: ResourceDef = res!(
+    "metrics.k8s.io",
+    "v1beta1",
+    "pods",
+    "pod",
+    "PodMetrics",
+    true,
+    false,
+    false,
+    &[]
+);
+
 pub const ALL: &[ResourceDef] = &[
     NAMESPACES,
     PODS,
@@ -223,6 +236,7 @@ pub const ALL: &[ResourceDef] = &[
     LIMIT_RANGES,
     DEPLOYMENTS,
     REPLICA_SETS,
+    POD_METRICS,
     INFERENCE_SERVICES,
     POLICY_REPORTS,
     CLUSTER_POLICY_REPORTS,

@@ -363,6 +363,13 @@ impl World {
             obj["status"]["conditions"][1] = json!({"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"});
         }
         self.put(&resources::PODS, ns, &pod.name, obj);
+        self.write_pod_metrics(
+            ns,
+            isvc,
+            pod,
+            phase == "Running" && state.get("running").is_some(),
+            now,
+        );
         (ready, reason)
     }
 }

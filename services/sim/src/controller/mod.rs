@@ -11,11 +11,13 @@
 
 mod admission;
 mod argocd;
+mod canary;
 mod deployment;
 mod faults;
 mod kserve;
 mod kubelet;
 mod kyverno;
+mod metrics;
 mod references;
 mod storage;
 
@@ -117,6 +119,7 @@ impl World {
         for (ns, name) in isvcs {
             self.reconcile_isvc(&ns, &name, now);
         }
+        self.prune_pod_metrics();
         self.reconcile_policy_reports(now);
         self.reconcile_quotas();
         self.reconcile_apps(now);
