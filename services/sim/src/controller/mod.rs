@@ -11,7 +11,6 @@
 
 mod admission;
 mod argocd;
-mod canary;
 mod deployment;
 mod faults;
 mod kserve;
