@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use serde_json::Value;
 
+use opsmesh_testkit::splunk_export::SplunkExport;
 use opsmesh_tests::{
     broker::Broker,
     eventually,
@@ -30,6 +31,7 @@ use opsmesh_tests::{
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
+const SPLUNK_TOKEN: &str = "splunk-search-token";
 
 /// One exported span, as the test needs it.
 #[derive(Debug, Clone)]
@@ -238,6 +240,14 @@ async fn one_alert_is_one_trace_across_the_services() {
     }
     // The alert's target has no telemetry: the diagnoser need not wait for it.
     extra.push(("diagnoser", "OPSMESH__DIAGNOSER__TELEMETRY_WAIT", "0s"));
+    // Its evidence searches go to a Splunk that finds nothing: each is a client span.
+    let splunk = SplunkExport::start(SPLUNK_TOKEN, Vec::new()).await;
+    extra.push(("diagnoser", "OPSMESH__DIAGNOSER__SPLUNK__URL", splunk.url()));
+    extra.push((
+        "diagnoser",
+        "OPSMESH__DIAGNOSER__SPLUNK__TOKEN",
+        SPLUNK_TOKEN,
+    ));
     let mesh = Mesh::start(&broker, &hec, &extra).await;
 
     let trace_id = format!("{:032x}", rand::random::<u128>());
@@ -288,6 +298,16 @@ async fn one_alert_is_one_trace_across_the_services() {
         spans.iter().any(|s| s.name == "ledger.record"),
         "a span per ledger step: {spans:#?}"
     );
+    let searches = spans
+        .iter()
+        .filter(|s| {
+            s.service == "opsmesh-diagnoser"
+                && s.name == "splunk.search"
+                && s.kind == SpanKind::Client
+        })
+        .count();
+    assert!(searches > 0, "a client span per Splunk search: {spans:#?}");
+    assert_eq!(searches, splunk.searches().len(), "{spans:#?}");
 
     // Splunk and the trace viewer meet on the same id.
     let events = hec.incident(&incident);
