@@ -97,6 +97,22 @@ pub struct ModelHealth {
     /// or the storage initializer's termination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_failure: Option<String>,
+    /// `spec.predictor.canaryTrafficPercent`, when a canary rollout is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_traffic_percent: Option<u32>,
+    /// How KServe splits the predictor's traffic (`status.components.predictor.traffic`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<RevisionTraffic>,
+}
+
+/// One revision's share of an InferenceService's traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RevisionTraffic {
+    pub revision: String,
+    pub percent: u32,
+    /// The latest revision (the canary while the split lasts).
+    pub latest: bool,
 }
 
 /// What kind of object a pod references for its configuration.

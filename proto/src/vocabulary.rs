@@ -64,6 +64,8 @@ vocabulary! {
         MissingReference,
         // The model cannot be loaded (bad `storageUri`): the storage initializer fails.
         ModelLoadFailure,
+        // A canary revision fails more requests than the stable one.
+        CanaryRegression,
         Unknown,
         None,
     }
@@ -79,6 +81,8 @@ vocabulary! {
         RollbackImage,
         // Back to the previous revision's `storageUri`.
         RollbackStorageUri,
+        // KServe `canaryTrafficPercent` (0: all traffic back to the stable revision).
+        SetCanaryTraffic,
         SuggestPolicyFix,
         Escalate,
     }

@@ -4,6 +4,7 @@
 //! record) and never stops the others. It uses kube-rs and reqwest against whatever the
 //! configuration points at: a real cluster or the simulator alike.
 
+mod canary;
 pub mod config;
 mod references;
 pub mod sources;

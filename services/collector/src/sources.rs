@@ -230,6 +230,7 @@ impl Source for Models {
                 })
                 .collect();
             crate::storage::observe(&mut health, &isvc.data, &mine, &replica_sets);
+            crate::canary::observe(&mut health, &isvc.data);
             let mut pod_names = Vec::new();
             for pod in mine {
                 pod_names.push(pod.metadata.name.clone().unwrap_or_default());

@@ -3,6 +3,7 @@
 //! (InferenceService), [`reference`] (its missing Secrets and ConfigMaps), [`policy`]
 //! (Kyverno), [`gitops`] (ArgoCD), [`cost`] (budgets).
 
+mod canary;
 mod cost;
 mod gitops;
 mod model;
@@ -38,6 +39,11 @@ pub struct RuleSettings {
     pub max_memory_limit: String,
     /// Without an observed peak, the limit is multiplied by this instead.
     pub memory_factor_without_peak: f64,
+    /// A canary regresses when its error rate is at least this many times the stable
+    /// revision's …
+    pub canary_error_ratio: f64,
+    /// … and at least this much above it (a fraction of requests).
+    pub canary_min_error_delta: f64,
 }
 
 impl Default for RuleSettings {
@@ -47,6 +53,8 @@ impl Default for RuleSettings {
             memory_step_mib: 64,
             max_memory_limit: "16Gi".into(),
             memory_factor_without_peak: 2.0,
+            canary_error_ratio: 2.0,
+            canary_min_error_delta: 0.01,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! checks after an action in [`health`].
 
 mod argocd;
+mod canary;
 mod health;
 mod inference_service;
 mod quota;
@@ -186,6 +187,7 @@ impl Cluster {
                 out.insert(OBSERVED_NAMESPACES.into(), json!(app_namespaces(&app)));
             }
             ActionKind::RollbackStorageUri => self.observe_storage_uri(a, &mut out).await?,
+            ActionKind::SetCanaryTraffic => self.observe_canary(a, &mut out).await?,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
         }
         Ok(out)
@@ -246,6 +248,7 @@ impl Cluster {
                 app["status"]["sync"]["status"] == "Synced"
             }
             ActionKind::RollbackStorageUri => self.storage_uri_is(a, "storage_uri").await?,
+            ActionKind::SetCanaryTraffic => self.canary_traffic_is(a).await?,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => true,
         })
     }
@@ -334,6 +337,7 @@ impl Cluster {
                 Ok(format!("{mode}: ArgoCD sync of application {name}"))
             }
             ActionKind::RollbackStorageUri => self.rollback_storage_uri(a, dry_run).await,
+            ActionKind::SetCanaryTraffic => self.set_canary_traffic(a, dry_run).await,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
                 Ok("nothing changes in the cluster".into())
             }
@@ -413,6 +417,7 @@ impl Cluster {
                 ))
             }
             ActionKind::RollbackStorageUri => self.restore_storage_uri(a).await,
+            ActionKind::SetCanaryTraffic => self.restore_canary_traffic(a).await,
             kind => Err(ActError::Refused(format!("{kind} has no inverse"))),
         }
     }

@@ -523,6 +523,15 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
             ),
             None,
         ),
+        ActionKind::SetCanaryTraffic => (
+            format!(
+                "{}: canary traffic {}% → {}%; the stable revision takes the rest",
+                p.target,
+                param_u32(p, "previous_traffic_percent").map_or("?".into(), |n| n.to_string()),
+                param_u32(p, "traffic_percent").map_or("?".into(), |n| n.to_string())
+            ),
+            None,
+        ),
         ActionKind::Escalate => (format!("{}: humans are notified", p.target), None),
     }
 }

@@ -271,3 +271,67 @@ fn isvcs(client: &kube::Client) -> Api<DynamicObject> {
     );
     Api::namespaced_with(client.clone(), "ml-team-a", &ar)
 }
+
+#[tokio::test]
+async fn a_canary_takes_its_share_of_the_traffic_and_zero_sends_all_back_to_stable() {
+    let r = common::start(
+        &scenario(
+            "  - {at: 1m, kind: canary_regression, target: inferenceservice/ml-team-a/llama-guard, params: {image: registry.example.com/kserve/llama-guard:2.0.0, traffic_percent: 20}}",
+        ),
+        SimConfig::default(),
+    )
+    .await;
+    r.sim.advance(Duration::from_secs(30));
+    let stable = isvcs(&r.client).get("llama-guard").await.unwrap().data["status"]["components"]
+        ["predictor"]["latestRolledoutRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    r.sim.advance(Duration::from_secs(120));
+    let isvc = isvcs(&r.client).get("llama-guard").await.unwrap();
+    let predictor = &isvc.data["status"]["components"]["predictor"];
+    let canary = predictor["latestCreatedRevision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(canary, stable);
+    assert_eq!(
+        predictor["traffic"],
+        json!([
+            {"tag": "latest", "revisionName": canary, "percent": 20, "latestRevision": true},
+            {"tag": "prev", "revisionName": stable, "percent": 80, "latestRevision": false},
+        ])
+    );
+
+    // The percentage routes traffic only: no new revision.
+    isvcs(&r.client)
+        .patch(
+            "llama-guard",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"predictor": {"canaryTrafficPercent": 0}}})),
+        )
+        .await
+        .unwrap();
+    r.sim.advance(Duration::from_secs(10));
+    let isvc = isvcs(&r.client).get("llama-guard").await.unwrap();
+    let predictor = &isvc.data["status"]["components"]["predictor"];
+    assert_eq!(predictor["latestCreatedRevision"], canary.as_str());
+    assert_eq!(predictor["traffic"][0]["percent"], 0);
+    assert_eq!(predictor["traffic"][1]["revisionName"], stable.as_str());
+    assert_eq!(predictor["traffic"][1]["percent"], 100);
+
+    // Without the field the latest revision is rolled out.
+    isvcs(&r.client)
+        .patch(
+            "llama-guard",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"predictor": {"canaryTrafficPercent": null}}})),
+        )
+        .await
+        .unwrap();
+    r.sim.advance(Duration::from_secs(10));
+    let isvc = isvcs(&r.client).get("llama-guard").await.unwrap();
+    let predictor = &isvc.data["status"]["components"]["predictor"];
+    assert_eq!(predictor["latestRolledoutRevision"], canary.as_str());
+    assert_eq!(predictor["previousRolledoutRevision"], stable.as_str());
+}

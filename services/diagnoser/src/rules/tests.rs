@@ -613,3 +613,55 @@ fn a_model_that_cannot_load_without_a_previous_uri_is_escalated() {
     let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
     assert_eq!(kinds, [ActionKind::Escalate]);
 }
+
+fn canary_split(rows: &[(&str, &str)]) -> Finding {
+    let s = store();
+    let mut m = model("ml", "llm");
+    m.canary_traffic_percent = Some(20);
+    m.traffic = vec![
+        opsmesh_proto::telemetry::RevisionTraffic {
+            revision: "llm-predictor-new".into(),
+            percent: 20,
+            latest: true,
+        },
+        opsmesh_proto::telemetry::RevisionTraffic {
+            revision: "llm-predictor-old".into(),
+            percent: 80,
+            latest: false,
+        },
+    ];
+    observe(&s, "inferenceservice/ml/llm", TelemetryRecord::Models(m));
+    run(&alert(isvc("ml", "llm"), rows), &s)
+}
+
+#[test]
+fn a_canary_erring_more_than_the_stable_revision_gets_no_traffic() {
+    let f = canary_split(&[("canary_error_rate", "0.12"), ("stable_error_rate", "0.01")]);
+    assert_eq!(f.root_cause, RootCause::CanaryRegression);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::SetCanaryTraffic]);
+    let params = &f.actions[0].params;
+    assert_eq!(params["traffic_percent"], 0);
+    assert_eq!(params["previous_traffic_percent"], 20);
+    assert_eq!(params["canary_revision"], "llm-predictor-new");
+    assert_eq!(f.actions[0].evidence_ids, ["ev1", "ev2"]);
+}
+
+#[test]
+fn a_canary_as_good_as_the_stable_revision_or_without_rates_is_left_alone() {
+    for rows in [
+        &[
+            ("canary_error_rate", "0.012"),
+            ("stable_error_rate", "0.01"),
+        ][..],
+        &[
+            ("canary_error_rate", "0.004"),
+            ("stable_error_rate", "0.001"),
+        ][..],
+        &[("error_rate", "0.3")][..],
+    ] {
+        let f = canary_split(rows);
+        assert_eq!(f.root_cause, RootCause::None, "{rows:?}: {}", f.summary);
+        assert!(f.actions.is_empty());
+    }
+}

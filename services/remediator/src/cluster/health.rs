@@ -124,6 +124,7 @@ impl Cluster {
                     detail: format!("{}: sync {sync}, health {health}", a.target),
                 })
             }
+            ActionKind::SetCanaryTraffic => self.canary_health(a).await,
             ActionKind::SuggestPolicyFix | ActionKind::Escalate => Ok(Health {
                 healthy: true,
                 ready_containers: None,

@@ -104,6 +104,7 @@ pub fn check_execute(a: &ActionRecord, policy: &PolicyConfig) -> Result<(), Guar
         }
         ActionKind::RestartInferenceService
         | ActionKind::RollbackStorageUri
+        | ActionKind::SetCanaryTraffic
         | ActionKind::ArgocdSync
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Ok(()),

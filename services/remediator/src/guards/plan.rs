@@ -195,6 +195,7 @@ pub fn check_plan(
         }
         ActionKind::RestartInferenceService
         | ActionKind::RollbackStorageUri
+        | ActionKind::SetCanaryTraffic
         | ActionKind::ArgocdSync
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Vec::new(),

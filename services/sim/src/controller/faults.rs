@@ -113,6 +113,10 @@ impl World {
                         self.drift(app);
                     }
                 }
+                Fault::CanaryRegression {
+                    image,
+                    traffic_percent,
+                } => self.start_canary(&ns, &name, image, *traffic_percent),
                 Fault::ModelLoadFailure { storage_uri } => {
                     self.point_at_missing_model(&ns, &name, storage_uri)
                 }

@@ -65,7 +65,13 @@ pub(super) fn template_of(isvc: &Value) -> Template {
         .unwrap_or(1) as u32;
     let mut shape = predictor.clone();
     if let Some(m) = shape.as_object_mut() {
-        for f in ["minReplicas", "maxReplicas", "scaleTarget", "scaleMetric"] {
+        for f in [
+            "minReplicas",
+            "maxReplicas",
+            "scaleTarget",
+            "scaleMetric",
+            "canaryTrafficPercent",
+        ] {
             m.remove(f);
         }
     }
@@ -413,6 +419,7 @@ impl World {
             components["predictor"]["url"] =
                 json!(format!("http://{name}-predictor.{ns}.example.com"));
         }
+        super::canary::route_traffic(isvc, &old, &mut components, &revision, is_ready);
         let status = json!({
             "observedGeneration": isvc["metadata"]["generation"],
             "url": format!("http://{name}.{ns}.example.com"),

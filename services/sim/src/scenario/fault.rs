@@ -24,6 +24,7 @@ pub enum FaultKindName {
     ApiOutage,
     MissingReference,
     ModelLoadFailure,
+    CanaryRegression,
     None,
 }
 
@@ -81,6 +82,12 @@ pub enum Fault {
     ModelLoadFailure {
         storage_uri: String,
     },
+    /// A new image rolled out as a KServe canary (`canaryTrafficPercent`); its error rate is
+    /// what the scenario's alert rows report (the simulator serves no request metrics).
+    CanaryRegression {
+        image: String,
+        traffic_percent: u32,
+    },
     None,
 }
 
@@ -117,6 +124,7 @@ impl Fault {
             Self::ApiOutage { .. } => "api_outage",
             Self::MissingReference { .. } => "missing_reference",
             Self::ModelLoadFailure { .. } => "model_load_failure",
+            Self::CanaryRegression { .. } => "canary_regression",
             Self::None => "none",
         }
     }
@@ -153,6 +161,7 @@ impl FaultSpec {
             FaultKindName::ApiOutage => &["duration", "apis", "after_write"],
             FaultKindName::MissingReference => &["secret", "config_map", "key", "env"],
             FaultKindName::ModelLoadFailure => &["storage_uri"],
+            FaultKindName::CanaryRegression => &["image", "traffic_percent"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -277,6 +286,17 @@ impl FaultSpec {
                 storage_uri: text("storage_uri")
                     .filter(|u| u.contains("://"))
                     .ok_or("params.storage_uri (a URI like gs://bucket/model) is required for model_load_failure")?,
+            },
+            FaultKindName::CanaryRegression => Fault::CanaryRegression {
+                image: text("image").ok_or("params.image (the canary's image) is required for canary_regression")?,
+                traffic_percent: match self.params.get("traffic_percent") {
+                    None => 10,
+                    Some(v) => v
+                        .as_u64()
+                        .filter(|p| (1..=99).contains(p))
+                        .map(|p| p as u32)
+                        .ok_or_else(|| format!("params.traffic_percent must be an integer from 1 to 99, got {v}"))?,
+                },
             },
             FaultKindName::None => Fault::None,
         };

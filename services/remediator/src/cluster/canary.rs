@@ -1,0 +1,130 @@
+//! `set_canary_traffic`: KServe's `spec.predictor.canaryTrafficPercent` (a merge patch), so a
+//! canary revision that fails more requests than the stable one takes no more traffic. It only
+//! ever lowers the canary's share; the health check reads the split KServe reports.
+
+use serde_json::{Value, json};
+
+use opsmesh_proto::remediation::ActionRecord;
+
+use super::{ActError, Cluster, Health, Observed, param_u64};
+
+/// The latest revision's share of the traffic, as `status.components.predictor.traffic`
+/// reports it.
+fn latest_share(isvc: &Value) -> Option<u64> {
+    isvc["status"]["components"]["predictor"]["traffic"]
+        .as_array()?
+        .iter()
+        .find(|t| t["latestRevision"] == true)?["percent"]
+        .as_u64()
+}
+
+fn configured(isvc: &Value) -> Option<u64> {
+    isvc["spec"]["predictor"]["canaryTrafficPercent"].as_u64()
+}
+
+impl Cluster {
+    pub(super) async fn observe_canary(
+        &self,
+        a: &ActionRecord,
+        out: &mut Observed,
+    ) -> Result<(), ActError> {
+        let (ns, name) = Self::isvc_target(a)?;
+        let isvc = self.get_isvc(&ns, &name).await?;
+        if let Some(p) = configured(&isvc) {
+            out.insert("observed_canary_traffic_percent".into(), json!(p));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn canary_traffic_is(&self, a: &ActionRecord) -> Result<bool, ActError> {
+        let (ns, name) = Self::isvc_target(a)?;
+        let isvc = self.get_isvc(&ns, &name).await?;
+        Ok(param_u64(a, "traffic_percent").is_some()
+            && configured(&isvc) == param_u64(a, "traffic_percent"))
+    }
+
+    /// Lowers the canary's share to the action's `traffic_percent`; refuses to raise it, and
+    /// refuses on an InferenceService without a canary rollout.
+    pub(super) async fn set_canary_traffic(
+        &self,
+        a: &ActionRecord,
+        dry_run: bool,
+    ) -> Result<String, ActError> {
+        let (ns, name) = Self::isvc_target(a)?;
+        let want = param_u64(a, "traffic_percent")
+            .filter(|p| *p <= 100)
+            .ok_or_else(|| ActError::Refused("no traffic_percent from 0 to 100".into()))?;
+        let isvc = self.get_isvc(&ns, &name).await?;
+        let now = configured(&isvc).ok_or_else(|| {
+            ActError::Refused(format!(
+                "{ns}/{name} has no canaryTrafficPercent: no canary rollout"
+            ))
+        })?;
+        if want > now {
+            return Err(ActError::Refused(format!(
+                "{ns}/{name}: canary traffic {now}% would rise to {want}%; only lowering is allowed"
+            )));
+        }
+        let patch = json!({"spec": {"predictor": {"canaryTrafficPercent": want}}});
+        self.merge_patch(&ns, &name, &patch, dry_run).await?;
+        Ok(format!(
+            "{}: canaryTrafficPercent of {ns}/{name} {now} → {want}",
+            if dry_run { "dry run" } else { "applied" }
+        ))
+    }
+
+    /// Puts back the share recorded before the change.
+    pub(super) async fn restore_canary_traffic(
+        &self,
+        a: &ActionRecord,
+    ) -> Result<String, ActError> {
+        let (ns, name) = Self::isvc_target(a)?;
+        let previous = param_u64(a, "observed_canary_traffic_percent")
+            .or_else(|| param_u64(a, "previous_traffic_percent"))
+            .ok_or_else(|| ActError::Refused("the previous canary traffic is unknown".into()))?;
+        let patch = json!({"spec": {"predictor": {"canaryTrafficPercent": previous}}});
+        self.merge_patch(&ns, &name, &patch, true).await?;
+        self.merge_patch(&ns, &name, &patch, false).await?;
+        Ok(format!(
+            "canaryTrafficPercent of {ns}/{name} restored to {previous}"
+        ))
+    }
+
+    /// Healthy when KServe routes the latest revision the share asked for and the
+    /// InferenceService is Ready.
+    pub(super) async fn canary_health(&self, a: &ActionRecord) -> Result<Health, ActError> {
+        let (ns, name) = Self::isvc_target(a)?;
+        let isvc = self.get_isvc(&ns, &name).await?;
+        let ready = isvc["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .is_some_and(|c| c["status"] == "True");
+        let share = latest_share(&isvc);
+        let want = param_u64(a, "traffic_percent");
+        Ok(Health {
+            healthy: ready && share.is_some() && share == want,
+            detail: format!(
+                "{ns}/{name}: Ready={}, latest revision takes {} of the traffic (wanted {})",
+                if ready { "True" } else { "False" },
+                share.map_or("unknown".into(), |s| format!("{s}%")),
+                want.map_or("unknown".into(), |w| format!("{w}%")),
+            ),
+            ready_containers: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_revision_share_comes_from_the_traffic_status() {
+        let isvc = json!({"status": {"components": {"predictor": {"traffic": [
+            {"revisionName": "m-2", "percent": 0, "latestRevision": true},
+            {"revisionName": "m-1", "percent": 100, "latestRevision": false},
+        ]}}}});
+        assert_eq!(latest_share(&isvc), Some(0));
+        assert_eq!(latest_share(&json!({})), None);
+    }
+}
