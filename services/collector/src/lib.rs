@@ -59,6 +59,7 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
     read("", "pods", false),
     read("apps", "replicasets", false),
     read("kyverno.io", "clusterpolicies", true),
+    read("metrics.k8s.io", "pods", false),
     read("serving.kserve.io", "inferenceservices", false),
     read("wgpolicyk8s.io", "clusterpolicyreports", true),
     read("wgpolicyk8s.io", "policyreports", false),

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use opsmesh_proto::{
     Target,
+    quantity::parse_bytes,
     revisions::previous_image,
     telemetry::{GitOpsStatus, ModelHealth, PolicyStatus, TelemetryRecord},
 };
@@ -114,6 +115,20 @@ fn isvc_resource() -> ApiResource {
     )
 }
 
+fn pod_metrics_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("metrics.k8s.io", "v1beta1", "PodMetrics"),
+        "pods",
+    )
+}
+
+/// The model server's working set in a PodMetrics sample, in bytes.
+fn model_server_memory(sample: &Value) -> Option<u64> {
+    let containers = sample["containers"].as_array()?;
+    let usage = &containers.iter().find(|c| c["name"] == MODEL_CONTAINER)?["usage"]["memory"];
+    parse_bytes(usage.as_str()?).ok()
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -168,6 +183,14 @@ impl Source for Models {
             &self.namespaces,
             &ListParams::default().fields("type=Warning"),
             "events",
+        )
+        .await?;
+        // metrics-server's samples (`kubectl top`); a cluster without it has none.
+        let usage = list_dynamic(
+            &self.client,
+            &pod_metrics_resource(),
+            &self.namespaces,
+            "pods.metrics.k8s.io",
         )
         .await?;
         // The predictor Deployments' revision history (KServe raw-deployment mode).
@@ -234,6 +257,16 @@ impl Source for Models {
             let mut pod_names = Vec::new();
             for pod in mine {
                 pod_names.push(pod.metadata.name.clone().unwrap_or_default());
+                let working_set = pod.metadata.name.as_deref().and_then(|pod| {
+                    usage
+                        .iter()
+                        .find(|m| {
+                            m.metadata.namespace.as_deref() == Some(ns.as_str())
+                                && m.metadata.name.as_deref() == Some(pod)
+                        })
+                        .and_then(|m| model_server_memory(&m.data))
+                });
+                health.peak_working_set_bytes = health.peak_working_set_bytes.max(working_set);
                 let Some(status) = &pod.status else { continue };
                 if status
                     .conditions

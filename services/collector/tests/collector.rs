@@ -123,6 +123,9 @@ async fn multi_namespace_cluster_telemetry() {
     };
     assert!(embedder.ready && embedder.restarts == 0 && embedder.warning_events.is_empty());
     assert_eq!(embedder.last_known_good_image, None, "a single revision");
+    // metrics-server's sample of the running model server; none of one waiting in back-off.
+    assert_eq!(embedder.peak_working_set_bytes, Some(256 << 20));
+    assert_eq!(gpt.peak_working_set_bytes, None, "in back-off: no sample");
     let TelemetryRecord::Models(llama) = &records["inferenceservice/ml-team-b/llama-3-8b"] else {
         panic!()
     };
