@@ -44,13 +44,27 @@ pub fn previous_image<'a>(
     container: &str,
     current_image: &str,
 ) -> Option<String> {
+    previous_value(replica_sets, deployment, current_image, |rs| {
+        image_of(rs, container)
+    })
+}
+
+/// What `value_of` reads from the newest revision of `deployment` whose value differs from
+/// `current` (ReplicaSets as JSON; those of other owners and those without the value are
+/// ignored).
+pub fn previous_value<'a>(
+    replica_sets: impl IntoIterator<Item = &'a Value>,
+    deployment: &str,
+    current: &str,
+    value_of: impl Fn(&'a Value) -> Option<&'a str>,
+) -> Option<String> {
     replica_sets
         .into_iter()
         .filter(|rs| owned_by(rs, deployment))
-        .filter_map(|rs| Some((revision(rs)?, image_of(rs, container)?)))
-        .filter(|(_, image)| *image != current_image)
+        .filter_map(|rs| Some((revision(rs)?, value_of(rs)?)))
+        .filter(|(_, value)| *value != current)
         .max_by_key(|(revision, _)| *revision)
-        .map(|(_, image)| image.to_owned())
+        .map(|(_, value)| value.to_owned())
 }
 
 #[cfg(test)]

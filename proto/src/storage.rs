@@ -64,25 +64,9 @@ pub fn previous_storage_uri<'a>(
     deployment: &str,
     current: &str,
 ) -> Option<String> {
-    replica_sets
-        .into_iter()
-        .filter(|rs| {
-            rs["metadata"]["ownerReferences"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|o| o["kind"] == "Deployment" && o["name"] == deployment)
-        })
-        .filter_map(|rs| {
-            let revision: u64 = rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
-                .as_str()?
-                .parse()
-                .ok()?;
-            Some((revision, pod_storage_uri(&rs["spec"]["template"])?))
-        })
-        .filter(|(_, uri)| *uri != current)
-        .max_by_key(|(revision, _)| *revision)
-        .map(|(_, uri)| uri.to_owned())
+    crate::revisions::previous_value(replica_sets, deployment, current, |rs| {
+        pod_storage_uri(&rs["spec"]["template"])
+    })
 }
 
 #[cfg(test)]

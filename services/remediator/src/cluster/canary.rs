@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use opsmesh_proto::remediation::ActionRecord;
 
-use super::{ActError, Cluster, Health, Observed, param_u64};
+use super::{ActError, Cluster, Health, Observed, health::is_ready, param_u64};
 
 /// The latest revision's share of the traffic, as `status.components.predictor.traffic`
 /// reports it.
@@ -95,10 +95,7 @@ impl Cluster {
     pub(super) async fn canary_health(&self, a: &ActionRecord) -> Result<Health, ActError> {
         let (ns, name) = Self::isvc_target(a)?;
         let isvc = self.get_isvc(&ns, &name).await?;
-        let ready = isvc["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .is_some_and(|c| c["status"] == "True");
+        let ready = is_ready(&isvc);
         let share = latest_share(&isvc);
         let want = param_u64(a, "traffic_percent");
         Ok(Health {

@@ -21,6 +21,14 @@ pub struct Health {
     pub ready_containers: Option<u64>,
 }
 
+/// Whether an InferenceService's `Ready` condition is `True`.
+pub(super) fn is_ready(isvc: &serde_json::Value) -> bool {
+    isvc["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True")
+}
+
 impl Cluster {
     /// The health of what `a` acted on.
     pub async fn check(&self, a: &ActionRecord) -> Result<Health, ActError> {
@@ -32,10 +40,7 @@ impl Cluster {
             | ActionKind::RollbackStorageUri => {
                 let (ns, name) = Self::isvc_target(a)?;
                 let isvc = self.get_isvc(&ns, &name).await?;
-                let ready = isvc["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .is_some_and(|c| c["status"] == "True");
+                let ready = is_ready(&isvc);
                 let pods = Api::<Pod>::namespaced(self.client()?.clone(), &ns)
                     .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
                     .await

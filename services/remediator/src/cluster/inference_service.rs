@@ -64,21 +64,26 @@ impl Cluster {
         let Some(current) = container_of(isvc).1.and_then(|c| c["image"].as_str()) else {
             return Ok(None);
         };
-        let sets = Api::<ReplicaSet>::namespaced(self.client()?.clone(), ns)
-            .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
-            .await
-            .map_err(|e| kube_error(&format!("list replicasets of {ns}/{name}"), e))?;
-        let sets: Vec<Value> = sets
-            .items
-            .iter()
-            .filter_map(|rs| serde_json::to_value(rs).ok())
-            .collect();
+        let sets = self.replica_sets(ns, name).await?;
         Ok(revisions::previous_image(
             &sets,
             &format!("{name}-predictor"),
             CONTAINER,
             current,
         ))
+    }
+
+    /// The ReplicaSets of the predictor's Deployment (its revision history), as JSON.
+    pub(super) async fn replica_sets(&self, ns: &str, name: &str) -> Result<Vec<Value>, ActError> {
+        let sets = Api::<ReplicaSet>::namespaced(self.client()?.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
+            .await
+            .map_err(|e| kube_error(&format!("list replicasets of {ns}/{name}"), e))?;
+        Ok(sets
+            .items
+            .iter()
+            .filter_map(|rs| serde_json::to_value(rs).ok())
+            .collect())
     }
 
     pub(super) fn isvc_target(a: &ActionRecord) -> Result<(String, String), ActError> {

@@ -3,13 +3,11 @@
 //! `storageUri` or, for a custom container, its `STORAGE_URI` env is patched with a JSON
 //! patch whose `test` op pins the field it meant.
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
 use opsmesh_proto::{remediation::ActionRecord, storage};
 
-use super::{ActError, Cluster, Observed, inference_service::ISVC_LABEL, kube_error, param_str};
+use super::{ActError, Cluster, Observed, param_str};
 
 impl Cluster {
     /// The storage URI of the predictor's previous revision (another URI than the current).
@@ -19,15 +17,7 @@ impl Cluster {
         name: &str,
         current: &str,
     ) -> Result<Option<String>, ActError> {
-        let sets = Api::<ReplicaSet>::namespaced(self.client()?.clone(), ns)
-            .list(&ListParams::default().labels(&format!("{ISVC_LABEL}={name}")))
-            .await
-            .map_err(|e| kube_error(&format!("list replicasets of {ns}/{name}"), e))?;
-        let sets: Vec<Value> = sets
-            .items
-            .iter()
-            .filter_map(|rs| serde_json::to_value(rs).ok())
-            .collect();
+        let sets = self.replica_sets(ns, name).await?;
         Ok(storage::previous_storage_uri(
             &sets,
             &format!("{name}-predictor"),
