@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use opentelemetry::{
     Context,
     propagation::{Extractor, TextMapPropagator},
-    trace::{SpanContext, TraceContextExt},
+    trace::{SpanContext, TraceContextExt, TraceId},
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opsmesh_proto::envelope::{HEADER_TRACEPARENT, Trace};
@@ -75,13 +75,16 @@ pub fn current_trace() -> Option<Trace> {
 /// that trace (the consumer's span handling the message the new one derives from), else the
 /// envelope's own.
 pub fn traceparent_for(trace: &Trace) -> Cow<'_, str> {
-    let trace_id = trace.traceparent.get(3..35);
-    match current_span_context() {
-        Some(context) if trace_id == Some(context.trace_id().to_string().as_str()) => {
-            Cow::Owned(format_traceparent(&context))
-        }
-        _ => Cow::Borrowed(&trace.traceparent),
+    match current_span_in(trace) {
+        Some(context) => Cow::Owned(format_traceparent(&context)),
+        None => Cow::Borrowed(&trace.traceparent),
     }
+}
+
+/// The current span, if it belongs to `trace`.
+fn current_span_in(trace: &Trace) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(trace.traceparent.get(3..35)?).ok()?;
+    current_span_context().filter(|context| context.trace_id() == trace_id)
 }
 
 /// The span handling one consumed message: a child of the span that published it (its
@@ -119,10 +122,7 @@ pub fn producer_span(topic: &str, trace: &Trace) -> Span {
 /// work about an incident (a timer, a retry) joins the incident's trace instead of starting
 /// its own.
 pub fn join_trace(span: &Span, trace: &Trace) {
-    let same_trace = current_span_context().is_some_and(|context| {
-        trace.traceparent.get(3..35) == Some(context.trace_id().to_string().as_str())
-    });
-    if !same_trace {
+    if current_span_in(trace).is_none() {
         adopt_parent(span, Some(trace.traceparent.as_bytes()));
     }
 }
@@ -169,6 +169,49 @@ mod tests {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let parent = remote_parent(good).expect("well-formed");
         assert_eq!(format_traceparent(parent.span().span_context()), good);
+    }
+
+    /// Runs `work` with spans recorded by an OpenTelemetry layer, as in a service.
+    fn traced(work: impl FnOnce()) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), work);
+    }
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_message_sent_while_handling_one_names_the_handling_span() {
+        traced(|| {
+            let consume = consumer_span("opsmesh.alerts.v1", "g", Some(CALLER.as_bytes()));
+            consume.in_scope(|| {
+                let handling = current_trace().expect("a current span");
+                assert_eq!(handling.traceparent[..36], CALLER[..36], "same trace");
+                assert_ne!(handling.traceparent, CALLER, "its own span id");
+                let derived = Trace {
+                    traceparent: CALLER.replace("00f067aa0ba902b7", "1111111111111111"),
+                };
+                assert_eq!(traceparent_for(&derived), handling.traceparent);
+                // A message of another trace keeps its own.
+                let other = Trace::new_root();
+                assert_eq!(traceparent_for(&other), other.traceparent.as_str());
+            });
+        });
+    }
+
+    #[test]
+    fn background_work_joins_the_trace_it_is_about() {
+        traced(|| {
+            let incident = Trace {
+                traceparent: CALLER.to_owned(),
+            };
+            let step = tracing::info_span!(parent: None, "step");
+            join_trace(&step, &incident);
+            let inside = step.in_scope(|| current_trace().expect("a current span"));
+            assert_eq!(inside.traceparent[..36], CALLER[..36]);
+        });
     }
 
     #[test]
