@@ -218,11 +218,13 @@ fn missing_links(spans: &[Span], caller_span: &str) -> Vec<String> {
     missing
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_alert_is_one_trace_across_the_services() {
-    let broker = Broker::memory();
-    let hec = HecServer::start().await;
-    let otlp = OtlpReceiver::default();
+/// The mesh exporting to `otlp` every `scheduled_delay`, and the Splunk its diagnoser searches.
+async fn traced_mesh(
+    broker: &Broker,
+    hec: &HecServer,
+    otlp: &OtlpReceiver,
+    scheduled_delay: &str,
+) -> (Mesh, SplunkExport) {
     let endpoint = format!("http://{}", otlp.start().await);
     let mut extra = Vec::new();
     for (service, _) in opsmesh_tests::mesh::SERVICES {
@@ -231,11 +233,10 @@ async fn one_alert_is_one_trace_across_the_services() {
             "OPSMESH__TELEMETRY__OTLP__ENDPOINT",
             endpoint.as_str(),
         ));
-        // Spans leave within a fifth of a second instead of the default 5 s.
         extra.push((
             *service,
             "OPSMESH__TELEMETRY__OTLP__SCHEDULED_DELAY",
-            "200ms",
+            scheduled_delay,
         ));
     }
     // The alert's target has no telemetry: the diagnoser need not wait for it.
@@ -248,17 +249,31 @@ async fn one_alert_is_one_trace_across_the_services() {
         "OPSMESH__DIAGNOSER__SPLUNK__TOKEN",
         SPLUNK_TOKEN,
     ));
-    let mesh = Mesh::start(&broker, &hec, &extra).await;
+    (Mesh::start(broker, hec, &extra).await, splunk)
+}
 
-    let trace_id = format!("{:032x}", rand::random::<u128>());
-    let caller_span = format!("{:016x}", rand::random::<u64>() | 1);
+/// A caller's trace context: `(trace id, span id)`.
+fn caller_context() -> (String, String) {
+    (
+        format!("{:032x}", rand::random::<u128>()),
+        format!("{:016x}", rand::random::<u64>() | 1),
+    )
+}
+
+/// Sends one alert as part of the caller's trace; returns its incident once HEC holds the
+/// alert, the diagnosis and the decision.
+async fn traced_alert(
+    mesh: &Mesh,
+    hec: &HecServer,
+    (trace_id, span_id): &(String, String),
+) -> String {
     let url = mesh.services["alert-receiver"].url("/v1/alerts/splunk");
     let response = signed_post(
         &reqwest::Client::new(),
         &url,
         &webhook_alert("traced-model"),
     )
-    .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+    .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
     .send()
     .await
     .expect("the receiver answers");
@@ -268,16 +283,29 @@ async fn one_alert_is_one_trace_across_the_services() {
         .as_str()
         .expect("incident key")
         .to_owned();
-
     eventually("alert, diagnosis and decision in HEC", LIMIT, || async {
-        incident_complete(&hec, &incident).then_some(())
+        incident_complete(hec, &incident).then_some(())
     })
     .await;
+    incident
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_alert_is_one_trace_across_the_services() {
+    let broker = Broker::memory();
+    let hec = HecServer::start().await;
+    let otlp = OtlpReceiver::default();
+    // Spans leave within a fifth of a second instead of the default 5 s.
+    let (mesh, splunk) = traced_mesh(&broker, &hec, &otlp, "200ms").await;
+    let caller = caller_context();
+    let (trace_id, caller_span) = &caller;
+    let incident = traced_alert(&mesh, &hec, &caller).await;
+
     // Polled by hand rather than with `eventually`: a failure names what is missing.
     let deadline = tokio::time::Instant::now() + LIMIT;
     let spans = loop {
-        let spans = otlp.trace(&trace_id);
-        let missing = missing_links(&spans, &caller_span);
+        let spans = otlp.trace(trace_id);
+        let missing = missing_links(&spans, caller_span);
         if missing.is_empty() {
             break spans;
         }
@@ -313,7 +341,7 @@ async fn one_alert_is_one_trace_across_the_services() {
     let events = hec.incident(&incident);
     assert!(!events.is_empty());
     for event in &events {
-        assert_eq!(event["fields"]["trace_id"], trace_id.as_str(), "{event}");
+        assert_eq!(event["fields"]["trace_id"], *trace_id, "{event}");
     }
     // And so do the logs (JSON lines in test meshes): the remediator's ledger lines carry it.
     let log = mesh.services["remediator"].log_text();
@@ -324,8 +352,34 @@ async fn one_alert_is_one_trace_across_the_services() {
         .collect();
     assert!(!ledger_lines.is_empty(), "{log}");
     for line in &ledger_lines {
-        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+        assert_eq!(line["trace_id"], *trace_id, "{line}");
         assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
     }
     drop(mesh);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_sends_the_spans_still_queued() {
+    let broker = Broker::memory();
+    let hec = HecServer::start().await;
+    let otlp = OtlpReceiver::default();
+    // Nothing leaves on schedule: what arrives was sent by the stop.
+    let (mut mesh, _splunk) = traced_mesh(&broker, &hec, &otlp, "1h").await;
+    let caller = caller_context();
+    let (trace_id, caller_span) = &caller;
+    traced_alert(&mesh, &hec, &caller).await;
+    assert!(otlp.trace(trace_id).is_empty(), "exported before the stop");
+
+    for service in mesh.services.values() {
+        service.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for (name, service) in mesh.services.iter_mut() {
+        let status = service
+            .wait_exit(LIMIT)
+            .unwrap_or_else(|| panic!("{name} did not stop"));
+        assert!(status.success(), "{name}: {status}\n{}", service.log_text());
+    }
+    let spans = otlp.trace(trace_id);
+    let missing = missing_links(&spans, caller_span);
+    assert!(missing.is_empty(), "{missing:#?}\nspans: {spans:#?}");
 }
