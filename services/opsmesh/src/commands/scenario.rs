@@ -143,19 +143,13 @@ pub fn run(config: Option<&Path>, command: ScenarioCommand) -> ExitCode {
             "scenario", "result", "outcome", "time"
         );
         for v in &verdicts {
-            let failed: Vec<&str> = v
-                .checks
-                .iter()
-                .filter(|c| !c.passed)
-                .map(|c| c.name.as_str())
-                .collect();
             println!(
                 "{:<40} {:<6} {:<18} {:<10} {}",
                 v.scenario,
                 if v.passed { "PASS" } else { "FAIL" },
                 v.outcome.as_deref().unwrap_or("-"),
                 v.time_to_outcome.as_deref().unwrap_or("-"),
-                v.error.clone().unwrap_or_else(|| failed.join(", "))
+                v.failure()
             );
         }
         let passed = verdicts.iter().filter(|v| v.passed).count();

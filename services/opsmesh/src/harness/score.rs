@@ -179,16 +179,7 @@ pub fn score(scenario: Option<&Scenario>, file: &str, runs: &[Verdict]) -> Scena
         metrics.runs += 1;
         metrics.passed.add(Some(verdict.passed));
         if !verdict.passed {
-            let why = verdict.error.clone().unwrap_or_else(|| {
-                let failed: Vec<&str> = verdict
-                    .checks
-                    .iter()
-                    .filter(|c| !c.passed)
-                    .map(|c| c.name.as_str())
-                    .collect();
-                format!("failed checks: {}", failed.join(", "))
-            });
-            misses.push(format!("run {}: {why}", n + 1));
+            misses.push(format!("run {}: {}", n + 1, verdict.failure()));
         }
         if let Some(scenario) = scenario {
             add_run(&mut metrics, scenario, verdict);

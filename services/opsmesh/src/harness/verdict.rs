@@ -68,6 +68,19 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Why it failed: the error that stopped the run, else the names of the failed checks.
+    pub fn failure(&self) -> String {
+        self.error.clone().unwrap_or_else(|| {
+            let failed: Vec<&str> = self
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.name.as_str())
+                .collect();
+            failed.join(", ")
+        })
+    }
+
     /// A scenario that could not be played (or loaded): `error` says why.
     pub fn failed(name: String, error: String) -> Self {
         Self {
