@@ -32,7 +32,6 @@ use opsmesh_proto::{
     alert::Alert,
     diagnosis::{Diagnosis, EvidenceSource},
     incident::IncidentRecord,
-    investigation::{InvestigationEvent, InvestigationUpdate},
     remediation::Remediation,
     telemetry::Telemetry,
     topics,
@@ -169,7 +168,7 @@ fn build<'a>(
             .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?;
         let library = Arc::new(library);
         let investigator = match config.investigator.enabled {
-            true => Some(build_investigator(&config, advisor.as_ref(), &library, ctx).await?),
+            true => Some(investigator::build(&config, advisor.as_ref(), &library, ctx).await?),
             false => None,
         };
         let diagnoser = Diagnoser::new(config, library, splunk, ctx.clone())
@@ -178,31 +177,6 @@ fn build<'a>(
             .with_investigator(investigator);
         Ok(Arc::new(diagnoser) as Arc<dyn Component>)
     })
-}
-
-/// The investigator of `[diagnoser.investigator]`: on the advisor's endpoint when there is one
-/// (one hourly budget), with its own Splunk export client and Kubernetes client.
-async fn build_investigator(
-    config: &DiagnoserConfig,
-    advisor: Option<&llm::Advisor>,
-    library: &Arc<Library>,
-    ctx: &Context,
-) -> Result<investigator::Investigator, ConfigError> {
-    let endpoint = match advisor {
-        Some(advisor) => advisor.endpoint(),
-        None => Arc::new(llm::Endpoint::new(&config.llm)?),
-    };
-    let splunk = splunk::SplunkClient::new(&config.splunk)
-        .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
-    let kube = investigator::kube_client(&config.investigator).await?;
-    let tools = investigator::Toolbox::new(&config.investigator, splunk, kube, library.clone())
-        .map_err(|e| ConfigError::invalid("diagnoser.investigator", e.to_string()))?;
-    Ok(investigator::Investigator::new(
-        &config.investigator,
-        endpoint,
-        tools,
-        &ctx.registry,
-    ))
 }
 
 pub struct Diagnoser {
@@ -441,79 +415,6 @@ impl Inner {
         self.publish(&record.fingerprint, &state).await?;
         self.incidents.apply(record);
         Ok(())
-    }
-
-    /// When the rules are not confident, the investigator looks further; each step, then the
-    /// report, goes to `opsmesh.investigations.v1` (the reporter mirrors them to Splunk). The
-    /// report is advice: its proposals are not handed to the remediator.
-    async fn investigate(
-        &self,
-        alert: &Envelope<Alert>,
-        record: &IncidentRecord,
-        diagnosis: &Diagnosis,
-    ) -> Result<(), HandlerError> {
-        let Some(investigator) = &self.investigator else {
-            return Ok(());
-        };
-        if !investigator.wanted(diagnosis.root_cause, diagnosis.confidence) {
-            return Ok(());
-        }
-        let a = &alert.payload;
-        let subject = investigator::Subject {
-            incident_id: Some(record.incident_id.clone()),
-            question: format!(
-                "Alert {:?} about {}: the rules concluded {} at confidence {:.2} ({}). Why is it \
-                 happening, and what should be done?",
-                a.name,
-                diagnosis.target.as_deref().unwrap_or("an unnamed target"),
-                diagnosis.root_cause,
-                diagnosis.confidence,
-                diagnosis.summary
-            ),
-            namespace: a.entity.namespace.clone(),
-            facts: serde_json::json!({
-                "alert": {"name": a.name, "severity": a.severity, "entity": a.entity,
-                          "rows": a.rows.iter().take(5).collect::<Vec<_>>()},
-                "diagnosis": diagnosis,
-            }),
-        };
-        let report = investigator.investigate(&subject).await;
-        tracing::info!(
-            incident = %record.incident_id,
-            state = %report.state,
-            stop = %report.stop_reason,
-            root_cause = %report.root_cause,
-            cost_usd = report.usage.cost_usd,
-            "investigation finished"
-        );
-        let investigation_id = format!("{}/{}", record.incident_id, record.generation);
-        let event = |name: String, update| {
-            let mut envelope = Envelope::derive(
-                alert,
-                "opsmesh-diagnoser",
-                &format!("investigation-{}-{name}", record.generation),
-                InvestigationEvent {
-                    investigation_id: investigation_id.clone(),
-                    question: subject.question.clone(),
-                    namespace: subject.namespace.clone(),
-                    update,
-                },
-            );
-            envelope.incident_id = Some(record.incident_id.clone());
-            envelope
-        };
-        for step in &report.steps {
-            let envelope = event(
-                format!("step-{}", step.step),
-                InvestigationUpdate::Step(step.clone()),
-            );
-            self.publish(&record.incident_id, &envelope).await?;
-        }
-        let envelope = event(
-            "report".into(),
-            InvestigationUpdate::Report(Box::new(report)),
-        );
-        self.publish(&record.incident_id, &envelope).await
     }
 
     /// Splunk searches about the alert's entity, each recorded as evidence (failures too:

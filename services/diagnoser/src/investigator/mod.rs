@@ -6,6 +6,7 @@
 //! loop.
 
 mod budget;
+mod incident;
 mod kube_reads;
 mod metrics;
 mod report;
@@ -24,7 +25,8 @@ use opsmesh_runtime::{ConfigError, Validate};
 use crate::llm::Endpoint;
 
 pub use budget::Limits;
-pub use kube_reads::client as kube_client;
+pub(crate) use incident::build;
+use kube_reads::client as kube_client;
 pub use spl_guard::SplGuardConfig;
 pub use tools::{ToolError, Toolbox};
 
@@ -153,5 +155,84 @@ impl Investigator {
     /// Runs one investigation to its end; never fails: how it ended is in the report.
     pub async fn investigate(&self, subject: &Subject) -> InvestigationReport {
         run::investigate(self, subject).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opsmesh_runtime::ConfigError;
+
+    use crate::DiagnoserConfig;
+
+    use super::*;
+
+    /// The key a configuration is refused for.
+    fn refused(adjust: impl FnOnce(&mut DiagnoserConfig)) -> String {
+        let mut config = DiagnoserConfig {
+            investigator: InvestigatorConfig {
+                enabled: true,
+                namespaces: vec!["ml-team-a".into()],
+                ..InvestigatorConfig::default()
+            },
+            ..DiagnoserConfig::default()
+        };
+        adjust(&mut config);
+        match config.validate("diagnoser") {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_setting_is_named() {
+        assert_eq!(
+            refused(|c| c.investigator.namespaces.clear()),
+            "diagnoser.investigator.namespaces"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.namespaces = vec!["Not_A_Namespace".into()]),
+            "diagnoser.investigator.namespaces"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.below_confidence = 1.5),
+            "diagnoser.investigator.below_confidence"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.kube_context = Some("prod".into())),
+            "diagnoser.investigator.kube_context"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.opencost_url = Some("opencost:9003".into())),
+            "diagnoser.investigator.opencost_url"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.limits.max_steps = 0),
+            "diagnoser.investigator.limits.max_steps"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.limits.max_cost_usd = f64::NAN),
+            "diagnoser.investigator.limits.max_cost_usd"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.splunk.indexes = vec!["*".into()]),
+            "diagnoser.investigator.splunk.indexes"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.splunk.default_earliest = "-30d".into()),
+            "diagnoser.investigator.splunk.default_earliest"
+        );
+        // The endpoint is checked even with the advisor off.
+        assert!(!DiagnoserConfig::default().llm.enabled);
+        assert_eq!(
+            refused(|c| c.llm.base_url = "localhost:11434".into()),
+            "diagnoser.llm.base_url"
+        );
+    }
+
+    #[test]
+    fn off_by_default_and_valid() {
+        let config = DiagnoserConfig::default();
+        assert!(!config.investigator.enabled);
+        config.validate("diagnoser").unwrap();
     }
 }
