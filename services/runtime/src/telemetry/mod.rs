@@ -225,15 +225,15 @@ fn provider(
     builder.build()
 }
 
-/// Spans at INFO and above become OpenTelemetry spans whatever `log.level` says; of events,
+/// opsmesh's spans at INFO and above become OpenTelemetry spans whatever `log.level` says
+/// (libraries' own spans do not: an MCP session's would stay open for hours); of events,
 /// only warnings and errors are added to their span.
 fn traced(metadata: &Metadata<'_>) -> bool {
-    let least = if metadata.is_span() {
-        Level::INFO
+    if metadata.is_span() {
+        metadata.target().starts_with("opsmesh") && *metadata.level() <= Level::INFO
     } else {
-        Level::WARN
-    };
-    *metadata.level() <= least
+        *metadata.level() <= Level::WARN
+    }
 }
 
 fn install<W>(settings: &LogSettings, provider: &SdkTracerProvider, writer: W, ansi: bool)
