@@ -703,3 +703,67 @@ async fn an_incident_the_rules_are_unsure_of_is_investigated_and_every_step_publ
         "{facts}"
     );
 }
+
+#[tokio::test]
+async fn the_step_limit_stops_it_over_budget() {
+    let s = setup(
+        vec![
+            Turn::calls(&[
+                ("incident_facts", json!({})),
+                ("runbook_search", json!({"query": "OOMKilled"})),
+            ]),
+            Turn::answer("{}"),
+        ],
+        |config| config.limits.max_steps = 1,
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::StepLimit);
+    assert_eq!(report.evidence.len(), 1, "the second call does not run");
+    assert_eq!(s.model.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_cost_limit_stops_it_over_budget() {
+    // At 0.15 / 0.60 USD per million tokens, 10 000 prompt tokens cost $0.0015.
+    let s = setup(
+        vec![
+            Turn::call("incident_facts", json!({})).usage(10_000, 100),
+            Turn::answer("{}"),
+        ],
+        |config| config.limits.max_cost_usd = 0.001,
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::CostLimit);
+    assert!(
+        report.stop_detail.contains("over max_cost_usd $0.0010"),
+        "{}",
+        report.stop_detail
+    );
+    assert!((report.usage.cost_usd - 0.00156).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn the_wall_time_stops_a_slow_model_over_budget() {
+    let s = setup(
+        vec![Turn::call("incident_facts", json!({})).delayed(Duration::from_secs(5))],
+        |config| config.limits.max_wall_time = Duration::from_millis(500),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert_eq!(report.state, InvestigationState::OverBudget, "{report:#?}");
+    assert_eq!(report.stop_reason, StopReason::WallTime);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(kinds(&report), [(StepKind::ModelCall, None)]);
+}

@@ -5,7 +5,10 @@
 //! previous turn is answered by a `tool` message (`400` otherwise); a request past the end of
 //! the script gets a `500`, so a test sees a model asked more often than it planned.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -24,6 +27,8 @@ pub struct Turn {
     pub reply: Reply,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// How long the server takes to answer.
+    pub delay: Duration,
 }
 
 impl Turn {
@@ -52,6 +57,7 @@ impl Turn {
             reply,
             prompt_tokens: 1000,
             completion_tokens: 100,
+            delay: Duration::ZERO,
         }
     }
 
@@ -59,6 +65,12 @@ impl Turn {
     pub fn usage(mut self, prompt_tokens: u32, completion_tokens: u32) -> Self {
         self.prompt_tokens = prompt_tokens;
         self.completion_tokens = completion_tokens;
+        self
+    }
+
+    /// A turn the server answers only after `delay`.
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 }
@@ -88,7 +100,14 @@ async fn completions(
     request: HttpRequest,
     body: web::Json<Value>,
 ) -> HttpResponse {
-    let mut state = state.lock().unwrap();
+    let (response, delay) = answer(&mut state.lock().unwrap(), &request, body.into_inner());
+    tokio::time::sleep(delay).await;
+    response
+}
+
+/// The answer to one request, and how long to wait before giving it.
+fn answer(state: &mut State, request: &HttpRequest, body: Value) -> (HttpResponse, Duration) {
+    let now = |response| (response, Duration::ZERO);
     let bearer = format!("Bearer {}", state.key);
     if request
         .headers()
@@ -96,17 +115,20 @@ async fn completions(
         .and_then(|v| v.to_str().ok())
         != Some(bearer.as_str())
     {
-        return error(401, "Incorrect API key provided", "invalid_request_error");
+        return now(error(
+            401,
+            "Incorrect API key provided",
+            "invalid_request_error",
+        ));
     }
-    let body = body.into_inner();
     state.requests.push(body.clone());
     let (Some(model), Some(messages)) = (body["model"].as_str(), body["messages"].as_array())
     else {
-        return error(
+        return now(error(
             400,
             "model and messages are required",
             "invalid_request_error",
-        );
+        ));
     };
     let answered: Vec<&str> = messages
         .iter()
@@ -118,7 +140,7 @@ async fn completions(
         .iter()
         .find(|id| !answered.contains(&id.as_str()))
     {
-        return error(
+        return now(error(
             400,
             &format!(
                 "An assistant message with 'tool_calls' must be followed by tool messages \
@@ -126,11 +148,11 @@ async fn completions(
                  response messages: {missing}"
             ),
             "invalid_request_error",
-        );
+        ));
     }
     let turn = state.requests.len() - 1;
     let Some(turn) = state.turns.get(turn).cloned() else {
-        return error(500, "the script has no more turns", "server_error");
+        return now(error(500, "the script has no more turns", "server_error"));
     };
     let (message, finish_reason) = match turn.reply {
         Reply::Content(content) => {
@@ -156,7 +178,7 @@ async fn completions(
             )
         }
     };
-    HttpResponse::Ok().json(json!({
+    let response = HttpResponse::Ok().json(json!({
         "id": format!("chatcmpl-{}", state.requests.len()),
         "object": "chat.completion",
         "created": 1_763_600_000,
@@ -167,7 +189,8 @@ async fn completions(
             "completion_tokens": turn.completion_tokens,
             "total_tokens": turn.prompt_tokens + turn.completion_tokens,
         },
-    }))
+    }));
+    (response, turn.delay)
 }
 
 impl ScriptedModel {
