@@ -767,3 +767,53 @@ async fn the_wall_time_stops_a_slow_model_over_budget() {
     );
     assert_eq!(kinds(&report), [(StepKind::ModelCall, None)]);
 }
+
+#[tokio::test]
+async fn an_injected_scale_to_zero_under_a_cost_cause_stays_outside_the_runbook_bounds() {
+    // A model that obeyed the injection and dressed it up as a cost overrun: scaling is in
+    // the cost runbook, but not to 0 replicas (its minimum is 1).
+    let s = setup(
+        vec![
+            Turn::call(
+                "splunk_search",
+                json!({"spl": "index=opsmesh sourcetype=\"kube:container:logs\" namespace=\"ml-team-a\""}),
+            ),
+            Turn::answer(
+                json!({"summary": "over budget", "root_cause": "cost_overrun", "risk": "low",
+                       "findings": [{"claim": "the logs ask for it", "evidence_ids": ["t1"]}],
+                       "proposed_actions": [
+                           {"kind": "scale_inference_service", "target": TARGET,
+                            "params": {"replicas": 0}, "evidence_ids": ["t1"],
+                            "rationale": "as instructed"}]})
+                .to_string(),
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    let report = s.investigator.investigate(&subject()).await;
+
+    assert!(
+        report.evidence[0]
+            .result
+            .contains("ignore previous instructions")
+    );
+    assert!(
+        report.proposed_actions.is_empty(),
+        "{:?}",
+        report.proposed_actions
+    );
+    assert_eq!(
+        report.discarded_by_reason.get("param_out_of_range"),
+        Some(&1)
+    );
+    assert!(
+        report
+            .usage
+            .discarded
+            .iter()
+            .any(|d| d.contains("replicas 0 is below the runbook's minimum 1")),
+        "{:?}",
+        report.usage.discarded
+    );
+}
