@@ -103,6 +103,13 @@ pub struct ModelHealth {
     /// How KServe splits the predictor's traffic (`status.components.predictor.traffic`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<RevisionTraffic>,
+    /// `spec.predictor.maxReplicas`: the autoscaler's upper bound, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    /// How many more pods the namespace's ResourceQuotas admit (`hard.pods - used.pods`,
+    /// the tightest quota); absent without a pod quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_quota_headroom: Option<u32>,
 }
 
 /// One revision's share of an InferenceService's traffic.

@@ -66,6 +66,8 @@ vocabulary! {
         ModelLoadFailure,
         // A canary revision fails more requests than the stable one.
         CanaryRegression,
+        // The autoscaler runs the predictor at its maxReplicas while latency rises.
+        AutoscalerSaturated,
         Unknown,
         None,
     }
@@ -83,6 +85,10 @@ vocabulary! {
         RollbackStorageUri,
         // KServe `canaryTrafficPercent` (0: all traffic back to the stable revision).
         SetCanaryTraffic,
+        // KServe `spec.predictor.maxReplicas`, only ever raised.
+        RaiseMaxReplicas,
+        // Capacity advice for the developer (no room to scale); changes nothing.
+        AdviseCapacity,
         SuggestPolicyFix,
         Escalate,
     }

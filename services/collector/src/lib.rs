@@ -4,6 +4,7 @@
 //! record) and never stops the others. It uses kube-rs and reqwest against whatever the
 //! configuration points at: a real cluster or the simulator alike.
 
+mod autoscale;
 mod canary;
 pub mod config;
 mod references;
@@ -57,6 +58,7 @@ pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
     read("", "events", false),
     read("", "namespaces", true),
     read("", "pods", false),
+    read("", "resourcequotas", false),
     read("apps", "replicasets", false),
     read("kyverno.io", "clusterpolicies", true),
     read("metrics.k8s.io", "pods", false),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
-    core::v1::{ContainerStatus, Event, Pod},
+    core::v1::{ContainerStatus, Event, Pod, ResourceQuota},
 };
 use kube::{
     Api, Client,
@@ -185,6 +185,14 @@ impl Source for Models {
             "events",
         )
         .await?;
+        // Pod quota headroom: whether the autoscaler's bound can be raised.
+        let quotas: Vec<ResourceQuota> = list_typed(
+            &self.client,
+            &self.namespaces,
+            &ListParams::default(),
+            "resourcequotas",
+        )
+        .await?;
         // metrics-server's samples (`kubectl top`); a cluster without it has none.
         let usage = list_dynamic(
             &self.client,
@@ -254,6 +262,11 @@ impl Source for Models {
                 .collect();
             crate::storage::observe(&mut health, &isvc.data, &mine, &replica_sets);
             crate::canary::observe(&mut health, &isvc.data);
+            let ns_quotas: Vec<&ResourceQuota> = quotas
+                .iter()
+                .filter(|q| q.metadata.namespace.as_deref() == Some(ns.as_str()))
+                .collect();
+            crate::autoscale::observe(&mut health, &isvc.data, &ns_quotas);
             let mut pod_names = Vec::new();
             for pod in mine {
                 pod_names.push(pod.metadata.name.clone().unwrap_or_default());

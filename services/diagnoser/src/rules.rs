@@ -3,6 +3,7 @@
 //! (InferenceService), [`reference`] (its missing Secrets and ConfigMaps), [`policy`]
 //! (Kyverno), [`gitops`] (ArgoCD), [`cost`] (budgets).
 
+mod autoscale;
 mod canary;
 mod cost;
 mod gitops;
@@ -44,6 +45,13 @@ pub struct RuleSettings {
     pub canary_error_ratio: f64,
     /// … and at least this much above it (a fraction of requests).
     pub canary_min_error_delta: f64,
+    /// An autoscaler at its bound is saturated when the latency in the alert's rows rose at
+    /// least this many times from the first row to the last.
+    pub latency_rise_ratio: f64,
+    /// A saturated autoscaler's maxReplicas is multiplied by this (rounded up) …
+    pub max_replicas_factor: f64,
+    /// … but never set above this (the remediator enforces its own ceiling too).
+    pub max_replicas_limit: u32,
 }
 
 impl Default for RuleSettings {
@@ -55,6 +63,9 @@ impl Default for RuleSettings {
             memory_factor_without_peak: 2.0,
             canary_error_ratio: 2.0,
             canary_min_error_delta: 0.01,
+            latency_rise_ratio: 1.2,
+            max_replicas_factor: 2.0,
+            max_replicas_limit: 20,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! checks after an action in [`health`].
 
 mod argocd;
+mod autoscale;
 mod canary;
 mod health;
 mod inference_service;
@@ -188,7 +189,8 @@ impl Cluster {
             }
             ActionKind::RollbackStorageUri => self.observe_storage_uri(a, &mut out).await?,
             ActionKind::SetCanaryTraffic => self.observe_canary(a, &mut out).await?,
-            ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
+            ActionKind::RaiseMaxReplicas => self.observe_max_replicas(a, &mut out).await?,
+            ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate => {}
         }
         Ok(out)
     }
@@ -249,7 +251,10 @@ impl Cluster {
             }
             ActionKind::RollbackStorageUri => self.storage_uri_is(a, "storage_uri").await?,
             ActionKind::SetCanaryTraffic => self.canary_traffic_is(a).await?,
-            ActionKind::SuggestPolicyFix | ActionKind::Escalate => true,
+            ActionKind::RaiseMaxReplicas => self.max_replicas_is(a).await?,
+            ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
+                true
+            }
         })
     }
 
@@ -338,7 +343,8 @@ impl Cluster {
             }
             ActionKind::RollbackStorageUri => self.rollback_storage_uri(a, dry_run).await,
             ActionKind::SetCanaryTraffic => self.set_canary_traffic(a, dry_run).await,
-            ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
+            ActionKind::RaiseMaxReplicas => self.raise_max_replicas(a, dry_run).await,
+            ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
                 Ok("nothing changes in the cluster".into())
             }
         }
@@ -418,6 +424,7 @@ impl Cluster {
             }
             ActionKind::RollbackStorageUri => self.restore_storage_uri(a).await,
             ActionKind::SetCanaryTraffic => self.restore_canary_traffic(a).await,
+            ActionKind::RaiseMaxReplicas => self.restore_max_replicas(a).await,
             kind => Err(ActError::Refused(format!("{kind} has no inverse"))),
         }
     }

@@ -119,6 +119,8 @@ pub struct PolicyConfig {
     pub memory_ceiling: String,
     /// Fewest replicas the remediator will scale an InferenceService to.
     pub replica_floor: u32,
+    /// Highest `maxReplicas` the remediator will give an InferenceService's autoscaler.
+    pub max_replicas_ceiling: u32,
 }
 
 impl Default for PolicyConfig {
@@ -139,6 +141,7 @@ impl Default for PolicyConfig {
             queue_timeout: Duration::from_secs(10 * 60),
             memory_ceiling: "16Gi".into(),
             replica_floor: 1,
+            max_replicas_ceiling: 20,
         }
     }
 }

@@ -39,10 +39,16 @@ pub enum Guard {
     ImageChanges,
     /// `rollback_image`: the image is the InferenceService's last known good image.
     ImageKnownGood,
+    /// `raise_max_replicas`: the new bound is above the current `maxReplicas`.
+    MaxReplicasRaised,
+    /// `raise_max_replicas`: the new bound is at or below the policy's `max_replicas_ceiling`.
+    MaxReplicasCeiling,
+    /// `raise_max_replicas`: the pods it may add fit the namespace's pod quota headroom.
+    MaxReplicasWithinQuota,
 }
 
 impl Guard {
-    pub const ALL: [Guard; 7] = [
+    pub const ALL: [Guard; 10] = [
         Guard::MemoryNotLowered,
         Guard::MemoryCeiling,
         Guard::ReplicaFloor,
@@ -50,6 +56,9 @@ impl Guard {
         Guard::QuotaCoversUsage,
         Guard::ImageChanges,
         Guard::ImageKnownGood,
+        Guard::MaxReplicasRaised,
+        Guard::MaxReplicasCeiling,
+        Guard::MaxReplicasWithinQuota,
     ];
 
     /// The stable code: refusal reason code, metrics label, runbook `checks:` entry.
@@ -62,6 +71,9 @@ impl Guard {
             Guard::QuotaCoversUsage => "quota_covers_usage",
             Guard::ImageChanges => "image_changes",
             Guard::ImageKnownGood => "image_known_good",
+            Guard::MaxReplicasRaised => "max_replicas_raised",
+            Guard::MaxReplicasCeiling => "max_replicas_ceiling",
+            Guard::MaxReplicasWithinQuota => "max_replicas_within_quota",
         }
     }
 
@@ -72,6 +84,9 @@ impl Guard {
             Guard::ReplicaFloor | Guard::BlastRadius => ActionKind::ScaleInferenceService,
             Guard::QuotaCoversUsage => ActionKind::ApplyResourceQuota,
             Guard::ImageChanges | Guard::ImageKnownGood => ActionKind::RollbackImage,
+            Guard::MaxReplicasRaised
+            | Guard::MaxReplicasCeiling
+            | Guard::MaxReplicasWithinQuota => ActionKind::RaiseMaxReplicas,
         }
     }
 
@@ -127,6 +142,19 @@ pub enum GuardViolation {
         image: String,
         known_good: Option<String>,
     },
+    #[error("maxReplicas {new} is not above the current {current}")]
+    MaxReplicasNotRaised { new: u64, current: u64 },
+    #[error("maxReplicas {new} is above the policy's max_replicas_ceiling {ceiling}")]
+    MaxReplicasAboveCeiling { new: u64, ceiling: u32 },
+    #[error(
+        "maxReplicas {current} → {new} may add {} pods; the namespace's pod quota admits {headroom} more",
+        new - current
+    )]
+    MaxReplicasAboveQuota {
+        new: u64,
+        current: u64,
+        headroom: u64,
+    },
     /// A value the guard needs is missing or garbled: the guard fails closed.
     #[error("{what}, so the guard cannot be checked")]
     Unverifiable { guard: Guard, what: String },
@@ -149,6 +177,9 @@ impl GuardViolation {
             Self::QuotaBelowUsage { .. } => Guard::QuotaCoversUsage,
             Self::ImageUnchanged { .. } => Guard::ImageChanges,
             Self::ImageNotKnownGood { .. } => Guard::ImageKnownGood,
+            Self::MaxReplicasNotRaised { .. } => Guard::MaxReplicasRaised,
+            Self::MaxReplicasAboveCeiling { .. } => Guard::MaxReplicasCeiling,
+            Self::MaxReplicasAboveQuota { .. } => Guard::MaxReplicasWithinQuota,
             Self::Unverifiable { guard, .. } => *guard,
             Self::UnknownCheck { .. } => return None,
         })

@@ -277,7 +277,10 @@ impl LedgerView {
 
 /// Actions that change the cluster (the others only tell people).
 pub fn is_mutating(kind: ActionKind) -> bool {
-    !matches!(kind, ActionKind::SuggestPolicyFix | ActionKind::Escalate)
+    !matches!(
+        kind,
+        ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate
+    )
 }
 
 /// Actions that have an inverse the remediator can apply.

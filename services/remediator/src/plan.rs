@@ -532,6 +532,19 @@ fn projected(p: &ActionProposal) -> (String, Option<f64>) {
             ),
             None,
         ),
+        ActionKind::RaiseMaxReplicas => (
+            format!(
+                "{}: maxReplicas {} → {}; the autoscaler may add pods up to the new bound",
+                p.target,
+                param_u32(p, "previous_max_replicas").map_or("?".into(), |n| n.to_string()),
+                param_u32(p, "max_replicas").map_or("?".into(), |n| n.to_string())
+            ),
+            None,
+        ),
+        ActionKind::AdviseCapacity => (
+            format!("{}: capacity advice for the developer", p.target),
+            None,
+        ),
         ActionKind::Escalate => (format!("{}: humans are notified", p.target), None),
     }
 }

@@ -89,6 +89,9 @@ pub struct World {
     pub(crate) bad_images: BTreeSet<(String, String, String)>,
     /// Per-replica hourly price of an InferenceService (namespace, name).
     pub(crate) pricing: BTreeMap<(String, String), f64>,
+    /// Replicas the load asks an InferenceService's autoscaler for (namespace, name); without
+    /// an entry it runs `minReplicas`.
+    pub(crate) demand: BTreeMap<(String, String), u32>,
     pub(crate) pod_lives: Vec<PodLife>,
     pub(crate) apps: BTreeMap<String, ArgoState>,
     pub(crate) policies: BTreeMap<String, PolicyAction>,
@@ -112,6 +115,7 @@ impl World {
             faults: Vec::new(),
             bad_images: BTreeSet::new(),
             pricing: BTreeMap::new(),
+            demand: BTreeMap::new(),
             pod_lives: Vec::new(),
             apps: BTreeMap::new(),
             policies: BTreeMap::new(),

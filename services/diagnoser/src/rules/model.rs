@@ -11,9 +11,9 @@ use opsmesh_proto::{
 };
 
 use super::{
-    EvidenceLog, Finding, RuleSettings, canary::canary_rule, isvc_target,
-    model_load::model_load_failure, none_finding, proposal, reference::missing_reference,
-    row_value,
+    EvidenceLog, Finding, RuleSettings, autoscale::autoscaler_rule, canary::canary_rule,
+    isvc_target, model_load::model_load_failure, none_finding, proposal,
+    reference::missing_reference, row_value,
 };
 use crate::telemetry::TelemetryStore;
 
@@ -56,6 +56,9 @@ pub(super) fn model_rule(
         return Some(crash_loop(&target, m, &[alert_ev, &ev]));
     }
     if let Some(f) = canary_rule(alert, &target, m, settings, &[alert_ev, &ev]) {
+        return Some(f);
+    }
+    if let Some(f) = autoscaler_rule(alert, &target, m, settings, &[alert_ev, &ev]) {
         return Some(f);
     }
     let restarted = m.restarts > oldest.record.restarts;

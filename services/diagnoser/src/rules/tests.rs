@@ -665,3 +665,53 @@ fn a_canary_as_good_as_the_stable_revision_or_without_rates_is_left_alone() {
         assert!(f.actions.is_empty());
     }
 }
+
+/// An InferenceService running 4 replicas at maxReplicas `max`, with alert rows (oldest
+/// first) carrying `p95_latency_ms`.
+fn saturated(max: u32, headroom: Option<u32>, latencies: &[&str]) -> Finding {
+    let s = store();
+    let mut m = model("ml", "llm");
+    (m.replicas, m.ready_replicas) = (1, 4);
+    m.max_replicas = Some(max);
+    m.pod_quota_headroom = headroom;
+    observe(&s, "inferenceservice/ml/llm", TelemetryRecord::Models(m));
+    let mut a = alert(isvc("ml", "llm"), &[]);
+    a.rows = latencies
+        .iter()
+        .map(|l| [("p95_latency_ms".to_string(), FieldValue::One(l.to_string()))].into())
+        .collect();
+    run(&a, &s)
+}
+
+#[test]
+fn an_autoscaler_at_its_bound_with_rising_latency_gets_a_higher_bound_within_the_quota() {
+    let f = saturated(4, None, &["180", "240", "420"]);
+    assert_eq!(
+        f.root_cause,
+        RootCause::AutoscalerSaturated,
+        "{}",
+        f.summary
+    );
+    assert_eq!(f.actions[0].kind, ActionKind::RaiseMaxReplicas);
+    assert_eq!(f.actions[0].params["max_replicas"], 8);
+    assert_eq!(f.actions[0].params["previous_max_replicas"], 4);
+    let f = saturated(4, Some(3), &["180", "420"]);
+    assert_eq!(f.actions[0].params["max_replicas"], 7);
+    assert_eq!(f.actions[0].params["pod_quota_headroom"], 3);
+}
+
+#[test]
+fn an_autoscaler_without_room_to_grow_is_advice_and_steady_latency_is_left_alone() {
+    let f = saturated(4, Some(0), &["180", "420"]);
+    assert_eq!(f.root_cause, RootCause::AutoscalerSaturated);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::AdviseCapacity]);
+    assert!(f.developer_fix.unwrap().contains("ResourceQuota"));
+    for rows in [&["200", "210"][..], &["420"][..]] {
+        let f = saturated(4, None, rows);
+        assert_eq!(f.root_cause, RootCause::None, "{rows:?}: {}", f.summary);
+    }
+    // Below its bound the autoscaler still has room: not this rule's case.
+    let f = saturated(8, None, &["180", "420"]);
+    assert_eq!(f.root_cause, RootCause::None, "{}", f.summary);
+}

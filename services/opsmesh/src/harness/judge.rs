@@ -245,7 +245,10 @@ fn incident_seen(o: &Observed, incident: &str) -> IncidentSeen {
 
 /// Whether an action changes the cluster (`suggest_policy_fix` and `escalate` tell people).
 pub(super) fn is_mutating(kind: ActionKind) -> bool {
-    !matches!(kind, ActionKind::SuggestPolicyFix | ActionKind::Escalate)
+    !matches!(
+        kind,
+        ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate
+    )
 }
 
 /// Every accepted, non-dry-run write the cluster received.

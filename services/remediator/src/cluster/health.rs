@@ -130,11 +130,14 @@ impl Cluster {
                 })
             }
             ActionKind::SetCanaryTraffic => self.canary_health(a).await,
-            ActionKind::SuggestPolicyFix | ActionKind::Escalate => Ok(Health {
-                healthy: true,
-                ready_containers: None,
-                detail: "nothing to check".into(),
-            }),
+            ActionKind::RaiseMaxReplicas => self.max_replicas_health(a).await,
+            ActionKind::AdviseCapacity | ActionKind::SuggestPolicyFix | ActionKind::Escalate => {
+                Ok(Health {
+                    healthy: true,
+                    ready_containers: None,
+                    detail: "nothing to check".into(),
+                })
+            }
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::config::PolicyConfig;
 use super::{
     Guard, GuardViolation,
     rules::{
-        above_floor, below_ceiling, count_param, not_lowered, quantity, required,
-        within_blast_radius,
+        above_floor, below_ceiling, count_param, max_replicas_raise_fits, new_max_replicas,
+        not_lowered, quantity, required, within_blast_radius,
     },
 };
 
@@ -102,10 +102,23 @@ pub fn check_execute(a: &ActionRecord, policy: &PolicyConfig) -> Result<(), Guar
             }
             Ok(())
         }
+        ActionKind::RaiseMaxReplicas => {
+            let new = new_max_replicas(params, policy)?;
+            let guard = Guard::MaxReplicasRaised;
+            let current = required(
+                count_param(params, "observed_max_replicas", guard)?,
+                guard,
+                "the InferenceService's maxReplicas was not observed",
+            )?;
+            let headroom =
+                count_param(params, "pod_quota_headroom", Guard::MaxReplicasWithinQuota)?;
+            max_replicas_raise_fits(new, current, headroom)
+        }
         ActionKind::RestartInferenceService
         | ActionKind::RollbackStorageUri
         | ActionKind::SetCanaryTraffic
         | ActionKind::ArgocdSync
+        | ActionKind::AdviseCapacity
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Ok(()),
     }

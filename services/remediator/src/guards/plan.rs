@@ -16,8 +16,8 @@ use crate::config::PolicyConfig;
 use super::{
     Checked, Guard, GuardViolation,
     rules::{
-        above_floor, below_ceiling, count, count_param, not_lowered, quantity, required,
-        within_blast_radius,
+        above_floor, below_ceiling, count, count_param, max_replicas_raise_fits, new_max_replicas,
+        not_lowered, quantity, required, within_blast_radius,
     },
 };
 
@@ -193,10 +193,30 @@ pub fn check_plan(
                 (Guard::ImageKnownGood, decided(!known_good.is_empty())),
             ]
         }
+        ActionKind::RaiseMaxReplicas => {
+            let new = new_max_replicas(&p.params, policy)?;
+            let guard = Guard::MaxReplicasRaised;
+            let current = count_param(&p.params, "previous_max_replicas", guard)?;
+            let headroom = count_param(
+                &p.params,
+                "pod_quota_headroom",
+                Guard::MaxReplicasWithinQuota,
+            )?;
+            if let Some(current) = current {
+                max_replicas_raise_fits(new, current, headroom)?;
+            }
+            // The bound is re-read from the cluster just before the patch.
+            vec![
+                (Guard::MaxReplicasCeiling, Checked::Passed),
+                (Guard::MaxReplicasRaised, Checked::Deferred),
+                (Guard::MaxReplicasWithinQuota, Checked::Passed),
+            ]
+        }
         ActionKind::RestartInferenceService
         | ActionKind::RollbackStorageUri
         | ActionKind::SetCanaryTraffic
         | ActionKind::ArgocdSync
+        | ActionKind::AdviseCapacity
         | ActionKind::SuggestPolicyFix
         | ActionKind::Escalate => Vec::new(),
     })

@@ -124,3 +124,42 @@ pub(super) fn within_blast_radius(
     }
     Ok(())
 }
+
+/// `raise_max_replicas`'s bound: present, and at or below the policy's ceiling.
+pub(super) fn new_max_replicas(
+    params: &BTreeMap<String, Value>,
+    policy: &PolicyConfig,
+) -> Result<u64, GuardViolation> {
+    let new = required(
+        count_param(params, "max_replicas", Guard::MaxReplicasCeiling)?,
+        Guard::MaxReplicasCeiling,
+        "the new max_replicas is missing",
+    )?;
+    if new > u64::from(policy.max_replicas_ceiling) {
+        return Err(GuardViolation::MaxReplicasAboveCeiling {
+            new,
+            ceiling: policy.max_replicas_ceiling,
+        });
+    }
+    Ok(new)
+}
+
+/// `raise_max_replicas` against the current bound and, when the namespace has a pod quota,
+/// its headroom: the autoscaler may add up to `new - current` pods.
+pub(super) fn max_replicas_raise_fits(
+    new: u64,
+    current: u64,
+    headroom: Option<u64>,
+) -> Result<(), GuardViolation> {
+    if new <= current {
+        return Err(GuardViolation::MaxReplicasNotRaised { new, current });
+    }
+    match headroom {
+        Some(headroom) if new - current > headroom => Err(GuardViolation::MaxReplicasAboveQuota {
+            new,
+            current,
+            headroom,
+        }),
+        _ => Ok(()),
+    }
+}

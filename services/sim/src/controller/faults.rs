@@ -117,6 +117,10 @@ impl World {
                     image,
                     traffic_percent,
                 } => self.start_canary(&ns, &name, image, *traffic_percent),
+                Fault::AutoscalerSaturated {
+                    max_replicas,
+                    demand,
+                } => self.saturate(&ns, &name, *max_replicas, *demand),
                 Fault::ModelLoadFailure { storage_uri } => {
                     self.point_at_missing_model(&ns, &name, storage_uri)
                 }

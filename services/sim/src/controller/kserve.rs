@@ -154,7 +154,8 @@ impl World {
         else {
             return;
         };
-        let template = template_of(&isvc);
+        let mut template = template_of(&isvc);
+        template.replicas = self.autoscaled_replicas(ns, name, &isvc, template.replicas);
         let wkey = (ns.to_owned(), name.to_owned());
         let mut wl = self.workloads.remove(&wkey).unwrap_or_default();
         let mut restart = false;

@@ -11,6 +11,7 @@
 
 mod admission;
 mod argocd;
+mod autoscaler;
 mod canary;
 mod deployment;
 mod faults;

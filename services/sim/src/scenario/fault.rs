@@ -25,6 +25,7 @@ pub enum FaultKindName {
     MissingReference,
     ModelLoadFailure,
     CanaryRegression,
+    AutoscalerSaturated,
     None,
 }
 
@@ -88,6 +89,13 @@ pub enum Fault {
         image: String,
         traffic_percent: u32,
     },
+    /// The load asks the autoscaler for `demand` replicas, more than `spec.predictor.maxReplicas`
+    /// (set to `max_replicas`): it runs at the bound. Latency is what the scenario's alert rows
+    /// report (the simulator serves no request metrics).
+    AutoscalerSaturated {
+        max_replicas: u32,
+        demand: u32,
+    },
     None,
 }
 
@@ -125,6 +133,7 @@ impl Fault {
             Self::MissingReference { .. } => "missing_reference",
             Self::ModelLoadFailure { .. } => "model_load_failure",
             Self::CanaryRegression { .. } => "canary_regression",
+            Self::AutoscalerSaturated { .. } => "autoscaler_saturated",
             Self::None => "none",
         }
     }
@@ -162,6 +171,7 @@ impl FaultSpec {
             FaultKindName::MissingReference => &["secret", "config_map", "key", "env"],
             FaultKindName::ModelLoadFailure => &["storage_uri"],
             FaultKindName::CanaryRegression => &["image", "traffic_percent"],
+            FaultKindName::AutoscalerSaturated => &["max_replicas", "demand"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -298,6 +308,27 @@ impl FaultSpec {
                         .ok_or_else(|| format!("params.traffic_percent must be an integer from 1 to 99, got {v}"))?,
                 },
             },
+            FaultKindName::AutoscalerSaturated => {
+                let count = |k: &str| -> Result<u32, String> {
+                    let v = self.params.get(k).ok_or_else(|| {
+                        format!("params.{k} is required for autoscaler_saturated")
+                    })?;
+                    v.as_u64()
+                        .filter(|n| *n >= 1)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| format!("params.{k} must be a positive integer, got {v}"))
+                };
+                let (max_replicas, demand) = (count("max_replicas")?, count("demand")?);
+                if demand <= max_replicas {
+                    return Err(format!(
+                        "params.demand ({demand}) must be above params.max_replicas ({max_replicas}): the autoscaler is saturated only when the load asks for more"
+                    ));
+                }
+                Fault::AutoscalerSaturated {
+                    max_replicas,
+                    demand,
+                }
+            }
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {
