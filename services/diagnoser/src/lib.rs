@@ -362,12 +362,12 @@ impl Inner {
         // Alerts of one fingerprint arrive in order (it is their key); alerts of different
         // fingerprints about the same target are handled concurrently, and must not both
         // open an incident: deciding and recording is one step per target.
-        let _target = match alert.payload.entity.target() {
+        let target = match alert.payload.entity.target() {
             Some(target) => Some(self.targets.lock(&target).await),
             None => None,
         };
         let now = incidents::alert_time(&alert.payload);
-        let record = match self.incidents.on_alert(alert.id, &alert.payload, now) {
+        let (record, opened) = match self.incidents.on_alert(alert.id, &alert.payload, now) {
             Decision::Ignore => return Ok(()),
             Decision::Full => {
                 return Err(HandlerError::Permanent(format!(
@@ -376,7 +376,7 @@ impl Inner {
                     self.config.max_incidents, alert.id
                 )));
             }
-            Decision::Attach(record) | Decision::Clear(record) => record,
+            Decision::Attach(record) | Decision::Clear(record) => (record, None),
             Decision::Open(record) => {
                 let started = Instant::now();
                 let diagnosis = self.diagnose(&alert, &record).await;
@@ -392,9 +392,6 @@ impl Inner {
                 self.publish(&record.incident_id, &envelope).await?;
                 self.diagnoses
                     .published(envelope.payload.root_cause, started.elapsed());
-                // Before the incident is recorded: a redelivered alert investigates again (the
-                // events keep their ids, so consumers drop the repeats).
-                self.investigate(&alert, &record, &envelope.payload).await?;
                 tracing::info!(
                     incident = %record.incident_id,
                     recurrence_of = ?record.recurrence_of,
@@ -407,13 +404,19 @@ impl Inner {
                 // returns, and an outcome for an incident not yet known would be lost. If the
                 // record's publish fails, the redelivered alert opens the same incident again.
                 self.incidents.apply(record.clone());
-                record
+                (record, Some(envelope.payload))
             }
         };
         let mut state = Envelope::derive(&alert, "opsmesh-diagnoser", "incident", record.clone());
         state.incident_id = Some(record.incident_id.clone());
         self.publish(&record.fingerprint, &state).await?;
-        self.incidents.apply(record);
+        self.incidents.apply(record.clone());
+        // Only once the incident is recorded (an outcome arriving meanwhile finds it) and the
+        // target is free again; a restart during an investigation does not run it again.
+        drop(target);
+        if let Some(diagnosis) = opened {
+            self.investigate(&alert, &record, &diagnosis).await?;
+        }
         Ok(())
     }
 

@@ -817,3 +817,70 @@ async fn an_injected_scale_to_zero_under_a_cost_cause_stays_outside_the_runbook_
         report.usage.discarded
     );
 }
+
+#[tokio::test]
+async fn an_outcome_arriving_during_an_investigation_closes_the_incident() {
+    let s = setup(
+        vec![
+            Turn::call("incident_facts", json!({})).delayed(Duration::from_millis(1500)),
+            Turn::answer("{}"),
+        ],
+        |_| {},
+    )
+    .await;
+    let config = opsmesh_diagnoser::DiagnoserConfig {
+        investigator: InvestigatorConfig {
+            enabled: true,
+            namespaces: vec!["ml-team-a".into()],
+            ..InvestigatorConfig::default()
+        },
+        ..support::quick()
+    };
+    let investigator = s.investigator;
+    let running = support::start_adding(config, |d| d.with_investigator(Some(investigator))).await;
+    let alert = support::alert("gpt-oss-120b");
+    let envelope = Envelope::new("test", "default", Some("fp-gpt-oss-120b".into()), alert);
+    running
+        .ctx
+        .publisher
+        .publish("fp-gpt-oss-120b", &envelope)
+        .await
+        .unwrap();
+    let diagnosis = support::diagnoses(&running.bus, 1).await.remove(0);
+    let incident = diagnosis.incident_id.clone().unwrap();
+
+    // The remediator escalates while the model is still thinking.
+    let mut outcome: Envelope<opsmesh_proto::remediation::Remediation> = Envelope::from_slice(
+        include_bytes!("../../../proto/examples/opsmesh.remediations.v1.json"),
+    )
+    .unwrap();
+    outcome.id = uuid::Uuid::now_v7();
+    outcome.incident_id = Some(incident.clone());
+    outcome.occurred_at = chrono::Utc::now();
+    outcome.payload.diagnosis_id = diagnosis.id;
+    outcome.payload.state = opsmesh_proto::IncidentState::Escalated;
+    running
+        .ctx
+        .publisher
+        .publish(&incident, &outcome)
+        .await
+        .unwrap();
+
+    let status = opsmesh_testkit::eventually(
+        "the incident's last record after the investigation",
+        Duration::from_secs(10),
+        || async {
+            let reported = running
+                .bus
+                .snapshot(topics::INVESTIGATIONS)
+                .iter()
+                .any(|m| String::from_utf8_lossy(&m.payload).contains("\"type\":\"report\""));
+            let last: Value =
+                serde_json::from_slice(&running.bus.snapshot(topics::INCIDENTS).last()?.payload)
+                    .unwrap();
+            reported.then(|| last["payload"]["status"].clone())
+        },
+    )
+    .await;
+    assert_eq!(status, "escalated");
+}
