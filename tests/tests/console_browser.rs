@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use opsmesh_testkit::browser::{chromium, node_modules, record_screenshots, screenshot_dir};
+use opsmesh_testkit::browser::run_script;
 use opsmesh_tests::{demo::Demo, workspace_root};
 
 /// What the demo wrote to HEC about one incident.
@@ -69,9 +69,7 @@ fn played(dir: &Path) -> BTreeMap<String, Played> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_real_runs_incidents_and_the_remediators_ledger() {
     let started = Instant::now();
-    let chromium = chromium();
     let scripts = workspace_root().join("services/reporter/tests/console");
-    node_modules(&scripts);
     let dir = tempfile::tempdir().unwrap();
     let demo = Demo::start(dir.path(), "60s", Duration::from_secs(240));
     let incidents = played(&dir.path().join("opsmesh-demo"));
@@ -81,43 +79,24 @@ async fn the_console_shows_a_real_runs_incidents_and_the_remediators_ledger() {
         .unwrap_or_else(|| panic!("no OOM incident played:\n{}", demo.stdout));
     let filter_namespace = "ml-team-b";
 
-    let shots = screenshot_dir("real-run");
-    let output = tokio::process::Command::new("node")
-        .arg(scripts.join("console_pages.test.mjs"))
-        .current_dir(&scripts)
-        .env("CONSOLE_LINK", &demo.link)
-        .env("INCIDENT_ID", oom)
-        .env("FILTER_NAMESPACE", filter_namespace)
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .expect("the browser finishes within 2 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let report: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or(Value::Null);
-    let paths: Vec<&str> = report["screenshots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    record_screenshots(&shots, &paths);
-    assert!(
-        output.status.success(),
-        "browser test failed ({}):\nstdout: {stdout}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let run = run_script(
+        &scripts.join("console_pages.test.mjs"),
+        "real-run",
+        &[
+            ("CONSOLE_LINK", demo.link.as_str()),
+            ("INCIDENT_ID", oom.as_str()),
+            ("FILTER_NAMESPACE", filter_namespace),
+        ],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report = &run.report;
     assert_eq!(
-        paths.len(),
+        run.screenshots.len(),
         3,
-        "list, filtered list and incident screenshots"
+        "list, filtered list and incident: {report}"
     );
-    assert!(paths.iter().all(|p| Path::new(p).exists()));
+    assert!(run.screenshots.iter().all(|p| p.exists()));
 
     // The list: every played incident, each with the state of its last ledger record.
     let final_state = |id: &str| incidents[id].ledger.last().map(|r| r["state"].clone());

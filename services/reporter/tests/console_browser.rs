@@ -16,11 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::approval::ApprovalDecision;
-use opsmesh_testkit::browser::{chromium, node_modules, record_screenshots, screenshot_dir};
+use opsmesh_testkit::browser::run_script;
 use support::{
     HecServer, RunningReporter,
     incident::{self, Incident, fake_remediator, publish_awaiting},
@@ -37,8 +36,6 @@ fn console_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     let started = Instant::now();
-    let chromium = chromium();
-    node_modules(&console_dir());
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("console-users");
     std::fs::write(&users, format!("alice@example.com:{TOKEN}:approver\n")).unwrap();
@@ -61,37 +58,19 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     let remediator = fake_remediator(bus.clone(), incident.clone(), first, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let shots = screenshot_dir("approval");
-    let output = tokio::process::Command::new("node")
-        .arg(console_dir().join("console.test.mjs"))
-        .current_dir(console_dir())
-        .env("CONSOLE_URL", format!("http://{}", reporter.addr))
-        .env("CONSOLE_TOKEN", TOKEN)
-        .env("INCIDENT_ID", &incident.id)
-        .env("SCREENSHOT_DIR", &shots)
-        .env("CHROMIUM", &chromium)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), output)
-        .await
-        .expect("the browser test finishes within 3 minutes")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or(Value::Null);
-    let paths: Vec<&str> = report["screenshots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    record_screenshots(&shots, &paths);
-    assert!(
-        output.status.success(),
-        "browser test failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
-    );
+    let base = format!("http://{}", reporter.addr);
+    let run = run_script(
+        &console_dir().join("console.test.mjs"),
+        "approval",
+        &[
+            ("CONSOLE_URL", base.as_str()),
+            ("CONSOLE_TOKEN", TOKEN),
+            ("INCIDENT_ID", incident.id.as_str()),
+        ],
+        Duration::from_secs(180),
+    )
+    .await;
+    let report = &run.report;
     assert_eq!(report["user"], "alice@example.com");
     assert_eq!(report["final_status"], "resolved");
 

@@ -4,49 +4,18 @@
 // any failed expectation.
 //
 // Environment: CONSOLE_URL (http://127.0.0.1:PORT), CONSOLE_TOKEN, INCIDENT_ID,
-// SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+// SCREENSHOT_DIR and CHROMIUM as in browser.mjs.
+import { expect, run } from "./browser.mjs";
 
 const base = process.env.CONSOLE_URL;
 const token = process.env.CONSOLE_TOKEN;
 const incident = process.env.INCIDENT_ID;
-const shots = process.env.SCREENSHOT_DIR ?? mkdtempSync(join(tmpdir(), "opsmesh-console-shots-"));
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 if (!base || !token || !incident) {
   console.error("CONSOLE_URL, CONSOLE_TOKEN and INCIDENT_ID are required");
   process.exit(2);
 }
-mkdirSync(shots, { recursive: true });
 
-function expect(condition, message) {
-  if (!condition) throw new Error(`expectation failed: ${message}`);
-}
-
-const profile = mkdtempSync(join(tmpdir(), "opsmesh-chromium-profile-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-  ],
-});
-const report = { screenshots: [] };
-const consoleErrors = [];
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
-  page.setDefaultTimeout(15000);
-
+await run(async ({ page, report, shoot, consoleErrors }) => {
   // Not signed in: the incident link leads to the sign-in form, then back to the incident.
   await page.goto(`${base}/console/incidents/${encodeURIComponent(incident)}`);
   expect(page.url().includes("/console/login"), `redirected to sign in, at ${page.url()}`);
@@ -62,9 +31,7 @@ try {
   expect((await page.textContent("#root-cause")).includes("oom_killed"), "root cause");
   await page.waitForSelector("body[data-live=on]");
   report.user = (await page.textContent("#user")).trim();
-  const before = join(shots, "1-awaiting-approval.png");
-  await page.screenshot({ path: before, fullPage: true });
-  report.screenshots.push(before);
+  await shoot("1-awaiting-approval.png");
 
   // Approve.
   await page.fill("input[name=comment]", "approved from the browser test");
@@ -87,32 +54,13 @@ try {
   const timeline = await page.textContent("#timeline");
   expect(timeline.includes("approved opsmesh") || timeline.includes(" approved "), "approval in the timeline");
   report.final_status = await page.getAttribute("h1 .badge", "data-status");
-  const after = join(shots, "2-resolved.png");
-  await page.screenshot({ path: after, fullPage: true });
-  report.screenshots.push(after);
+  await shoot("2-resolved.png");
 
   // The list shows the outcome and the time to it.
   await page.goto(`${base}/console/incidents`);
   const row = page.locator(`tr.incident-row[data-incident="${incident}"]`);
   expect((await row.textContent()).includes("resolved"), "list shows resolved");
   expect(await page.$$eval("#pending tr.pending-row", (r) => r.length) === 0, "nothing pending");
-  const list = join(shots, "3-incidents.png");
-  await page.screenshot({ path: list, fullPage: true });
-  report.screenshots.push(list);
+  await shoot("3-incidents.png");
   expect(consoleErrors.length === 0, `browser console errors: ${consoleErrors.join("; ")}`);
-  report.ok = true;
-} catch (error) {
-  report.ok = false;
-  report.error = String(error);
-  try {
-    const page = context.pages()[0];
-    const failure = join(shots, "failure.png");
-    await page.screenshot({ path: failure, fullPage: true });
-    report.screenshots.push(failure);
-  } catch {}
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-console.log(JSON.stringify(report));
-process.exit(report.ok ? 0 : 1);
+});

@@ -6,27 +6,17 @@
 // Rust side to check against the remediator's own records. Exits 1 on a failed expectation.
 //
 // Environment: CONSOLE_LINK (the one-time sign-in link), INCIDENT_ID (the incident page to
-// read), FILTER_NAMESPACE, SCREENSHOT_DIR, CHROMIUM (default /usr/bin/chromium).
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+// read), FILTER_NAMESPACE; SCREENSHOT_DIR and CHROMIUM as in browser.mjs.
+import { expect, run } from "./browser.mjs";
 
 const link = process.env.CONSOLE_LINK;
 const incident = process.env.INCIDENT_ID;
 const namespace = process.env.FILTER_NAMESPACE;
-const shots = process.env.SCREENSHOT_DIR ?? mkdtempSync(join(tmpdir(), "opsmesh-console-shots-"));
-const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 if (!link || !incident || !namespace) {
   console.error("CONSOLE_LINK, INCIDENT_ID and FILTER_NAMESPACE are required");
   process.exit(2);
 }
-mkdirSync(shots, { recursive: true });
 const base = new URL(link).origin;
-
-function expect(condition, message) {
-  if (!condition) throw new Error(`expectation failed: ${message}`);
-}
 
 // The incident rows of the list page: id, status, namespace.
 async function rows(page) {
@@ -37,33 +27,13 @@ async function rows(page) {
   })));
 }
 
-async function shoot(page, name) {
-  const path = join(shots, name);
-  await page.screenshot({ path, fullPage: true });
-  report.screenshots.push(path);
-}
-
-const profile = mkdtempSync(join(tmpdir(), "opsmesh-chromium-profile-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run"],
-});
-const report = { screenshots: [] };
-const consoleErrors = [];
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
-  page.setDefaultTimeout(15000);
-
+await run(async ({ page, report, shoot, consoleErrors }) => {
   // The link signs in once and lands on the list.
   await page.goto(link);
   expect(page.url() === `${base}/console/incidents`, `signed in onto the list, at ${page.url()}`);
   await page.waitForSelector(`tr.incident-row[data-incident="${incident}"]`);
   report.list = await rows(page);
-  await shoot(page, "1-incidents.png");
+  await shoot("1-incidents.png");
 
   // Filters, through the form: state, then namespace.
   await page.selectOption("#filter-state", "resolved");
@@ -74,7 +44,7 @@ try {
   await Promise.all([page.waitForURL(`**namespace=${namespace}*`), page.click("#apply-filters")]);
   report.in_namespace = await rows(page);
   expect((await page.inputValue("#filter-namespace")) === namespace, "the form keeps the namespace");
-  await shoot(page, "2-incidents-filtered.png");
+  await shoot("2-incidents-filtered.png");
   // One incident's page.
   await page.goto(`${base}/console/incidents/${encodeURIComponent(incident)}`);
   await page.waitForSelector("#ledger");
@@ -93,23 +63,11 @@ try {
       prev_hash: tr.getAttribute("data-prev-hash"),
     }))),
   };
-  await shoot(page, "3-incident.png");
+  await shoot("3-incident.png");
   expect(consoleErrors.length === 0, `browser console errors: ${consoleErrors.join("; ")}`);
 
   // Last (Chromium logs the 400 as a failed resource): a bad filter is refused on the page,
   // naming the parameter.
   const refused = await page.goto(`${base}/console/incidents?since=last-tuesday`);
   report.bad_filter = { status: refused.status(), error: (await page.textContent("#filter-error")).trim() };
-  report.ok = true;
-} catch (error) {
-  report.ok = false;
-  report.error = String(error);
-  try {
-    await shoot(context.pages()[0], "failure.png");
-  } catch {}
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
-console.log(JSON.stringify(report));
-process.exit(report.ok ? 0 : 1);
+});
