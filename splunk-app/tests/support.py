@@ -243,7 +243,8 @@ class _SplunkdHandler(_QuietHandler):
 
 
 class ReceiverStub(_Server):
-    """An alert receiver: scripted answers, records every request, verifies signatures."""
+    """An alert receiver: scripted answers, records every request, verifies signatures, and
+    answers a test alert ("opsmesh_test": true) 200 as the real receiver's test mode does."""
 
     def __init__(self, responses=None, secret=SECRET, verify=True, delay=0.0):
         _Server.__init__(self, _ReceiverHandler)
@@ -275,8 +276,19 @@ class _ReceiverHandler(_QuietHandler):
         if stub.verify and not verify_signature(stub.secret, self.headers.get("X-Opsmesh-Signature"), body):
             return self._send(401, {"type": "about:blank", "title": "Unauthorized", "status": 401,
                                     "detail": "signature mismatch"}, content_type="application/problem+json")
+        if _is_test_alert(body):
+            # the receiver's test mode: validated, answered 200, no incident opened
+            return self._send(200, {"test": True, "incident_opened": False})
         ctype = "application/problem+json" if status >= 400 else "application/json"
         return self._send(status, doc, headers, content_type=ctype)
+
+
+def _is_test_alert(body):
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("opsmesh_test") is True
 
 
 # ---------------------------------------------------------------------------

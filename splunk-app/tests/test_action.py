@@ -985,13 +985,13 @@ class InteropTestSelfTest(unittest.TestCase):
             receiver.stop()
         problems = [(str(t), tb) for t, tb in result.failures + result.errors]
         self.assertEqual([], problems)
-        self.assertEqual(7, result.testsRun)
+        self.assertEqual(8, result.testsRun)
         self.assertEqual([], result.skipped)
 
     def test_fails_without_environment(self):
         result = self.run_interop({})
-        self.assertEqual(7, result.testsRun)
-        self.assertEqual(7, len(result.failures))
+        self.assertEqual(8, result.testsRun)
+        self.assertEqual(8, len(result.failures))
         self.assertEqual([], result.skipped)
         self.assertIn("OPSMESH_RECEIVER_URL", result.failures[0][1])
 
