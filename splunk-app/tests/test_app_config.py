@@ -35,12 +35,13 @@ REQUIRED_SOURCETYPES = ["opsmesh:models", "opsmesh:policies", "opsmesh:costs", "
 def scenario_rows():
     """search_name -> field names of the first row, from tests/scenarios (splunk_alert_action)."""
     found = {}
-    for path in glob.glob(os.path.join(SCENARIOS, "*.yaml")):
+    for path in glob.glob(os.path.join(SCENARIOS, "**", "*.yaml"), recursive=True):
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
         for match in re.finditer(r"via:\s*splunk_alert_action\s*\n\s*search_name:\s*\"?([^\"\n]+)\"?"
                                  r"[\s\S]*?rows:\s*\n\s*-\s*\{([^}]*)\}", text):
-            keys = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*:", match.group(2))
+            # keys only: a quoted value may hold a colon ("Init:CrashLoopBackOff")
+            keys = re.findall(r"(?:^|,)\s*([A-Za-z_][A-Za-z0-9_]*)\s*:", match.group(2))
             found.setdefault(match.group(1).strip(), set()).update(keys)
     return found
 
