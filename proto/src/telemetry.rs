@@ -110,6 +110,13 @@ pub struct ModelHealth {
     /// the tightest quota); absent without a pod quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_quota_headroom: Option<u32>,
+    /// GPUs one predictor pod requests (`nvidia.com/gpu`), when it requests any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_per_replica: Option<u32>,
+    /// Why the scheduler cannot place a predictor pod (`PodScheduled=False`, reason
+    /// `Unschedulable`: "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<String>,
 }
 
 /// One revision's share of an InferenceService's traffic.

@@ -68,6 +68,8 @@ vocabulary! {
         CanaryRegression,
         // The autoscaler runs the predictor at its maxReplicas while latency rises.
         AutoscalerSaturated,
+        // Predictor pods stay Pending: no node has the GPUs they request.
+        GpuUnschedulable,
         Unknown,
         None,
     }

@@ -8,6 +8,7 @@ mod autoscale;
 mod canary;
 pub mod config;
 mod references;
+mod scheduling;
 pub mod sources;
 mod storage;
 

@@ -267,6 +267,7 @@ impl Source for Models {
                 .filter(|q| q.metadata.namespace.as_deref() == Some(ns.as_str()))
                 .collect();
             crate::autoscale::observe(&mut health, &isvc.data, &ns_quotas);
+            crate::scheduling::observe(&mut health, resources, &mine);
             let mut pod_names = Vec::new();
             for pod in mine {
                 pod_names.push(pod.metadata.name.clone().unwrap_or_default());

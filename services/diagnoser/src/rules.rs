@@ -7,6 +7,7 @@ mod autoscale;
 mod canary;
 mod cost;
 mod gitops;
+mod gpu;
 mod model;
 mod model_load;
 mod policy;

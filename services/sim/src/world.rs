@@ -92,6 +92,10 @@ pub struct World {
     /// Replicas the load asks an InferenceService's autoscaler for (namespace, name); without
     /// an entry it runs `minReplicas`.
     pub(crate) demand: BTreeMap<(String, String), u32>,
+    /// GPU nodes and GPUs per node, once a `gpu_shortage` bounds them (else unbounded).
+    pub(crate) gpu_nodes: Option<(u32, u32)>,
+    /// Pod lives (indices into `pod_lives`) the scheduler bound to GPUs.
+    pub(crate) gpu_bound: BTreeSet<usize>,
     pub(crate) pod_lives: Vec<PodLife>,
     pub(crate) apps: BTreeMap<String, ArgoState>,
     pub(crate) policies: BTreeMap<String, PolicyAction>,
@@ -116,6 +120,8 @@ impl World {
             bad_images: BTreeSet::new(),
             pricing: BTreeMap::new(),
             demand: BTreeMap::new(),
+            gpu_nodes: None,
+            gpu_bound: BTreeSet::new(),
             pod_lives: Vec::new(),
             apps: BTreeMap::new(),
             policies: BTreeMap::new(),

@@ -12,7 +12,7 @@ use opsmesh_proto::{
 
 use super::{
     EvidenceLog, Finding, RuleSettings, autoscale::autoscaler_rule, canary::canary_rule,
-    isvc_target, model_load::model_load_failure, none_finding, proposal,
+    gpu::gpu_unschedulable, isvc_target, model_load::model_load_failure, none_finding, proposal,
     reference::missing_reference, row_value,
 };
 use crate::telemetry::TelemetryStore;
@@ -48,6 +48,14 @@ pub(super) fn model_rule(
             missing,
             &[alert_ev, &ev],
         ));
+    }
+    let namespace_models: Vec<ModelHealth> = store
+        .models_in(namespace)
+        .into_iter()
+        .map(|(latest, _)| latest.record)
+        .collect();
+    if let Some(f) = gpu_unschedulable(&target, m, &namespace_models, &[alert_ev, &ev]) {
+        return Some(f);
     }
     if oom {
         return Some(oom_finding(&target, m, settings, &[alert_ev, &ev]));

@@ -715,3 +715,36 @@ fn an_autoscaler_without_room_to_grow_is_advice_and_steady_latency_is_left_alone
     let f = saturated(8, None, &["180", "420"]);
     assert_eq!(f.root_cause, RootCause::None, "{}", f.summary);
 }
+
+#[test]
+fn pods_pending_for_gpus_get_advice_naming_the_namespace_gpu_use_and_candidates() {
+    let s = store();
+    let gpu_model = |name: &str, replicas: u32, ready: u32| {
+        let mut m = model("ml", name);
+        (m.replicas, m.ready_replicas, m.gpus_per_replica) = (replicas, ready, Some(1));
+        m
+    };
+    let mut llm = gpu_model("llm", 3, 1);
+    llm.ready = false;
+    llm.unschedulable = Some(
+        "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod.".into(),
+    );
+    for m in [llm, gpu_model("embedder", 2, 2), gpu_model("ranker", 1, 1)] {
+        let resource = format!("inferenceservice/ml/{}", m.name);
+        observe(&s, &resource, TelemetryRecord::Models(m));
+    }
+    let f = run(&alert(isvc("ml", "llm"), &[]), &s);
+    assert_eq!(f.root_cause, RootCause::GpuUnschedulable, "{}", f.summary);
+    let kinds: Vec<ActionKind> = f.actions.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [ActionKind::AdviseCapacity]);
+    let params = &f.actions[0].params;
+    assert_eq!(params["pending_replicas"], 2);
+    assert_eq!(params["namespace_gpus_in_use"], 4);
+    assert_eq!(params["scale_down_candidates"], json!(["embedder"]));
+    let fix = f.developer_fix.unwrap();
+    assert!(
+        fix.contains("embedder (2 → 1 replicas frees 1 GPUs)"),
+        "{fix}"
+    );
+    assert!(fix.contains("ranker 1 GPUs"), "{fix}");
+}

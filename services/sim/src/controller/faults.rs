@@ -65,6 +65,21 @@ impl World {
         }
     }
 
+    /// Someone scales the InferenceService to `replicas` (`minReplicas`, and `maxReplicas`
+    /// when it is lower).
+    fn scale_to(&mut self, ns: &str, name: &str, replicas: u32) {
+        if let Some(mut isvc) = self
+            .get_obj(&resources::INFERENCE_SERVICES, ns, name)
+            .cloned()
+        {
+            isvc["spec"]["predictor"]["minReplicas"] = json!(replicas);
+            if let Some(max) = isvc["spec"]["predictor"]["maxReplicas"].as_u64() {
+                isvc["spec"]["predictor"]["maxReplicas"] = json!(max.max(u64::from(replicas)));
+            }
+            self.put(&resources::INFERENCE_SERVICES, ns, name, isvc);
+        }
+    }
+
     pub(super) fn activate_faults(&mut self, now: Duration) {
         for i in 0..self.faults.len() {
             if self.faults[i].applied || self.faults[i].at > now {
@@ -95,19 +110,7 @@ impl World {
                         self.force_rollout(&ns, &name);
                     }
                 }
-                Fault::CostSpike { replicas } => {
-                    if let Some(mut isvc) = self
-                        .get_obj(&resources::INFERENCE_SERVICES, &ns, &name)
-                        .cloned()
-                    {
-                        isvc["spec"]["predictor"]["minReplicas"] = json!(replicas);
-                        if let Some(max) = isvc["spec"]["predictor"]["maxReplicas"].as_u64() {
-                            isvc["spec"]["predictor"]["maxReplicas"] =
-                                json!(max.max(u64::from(*replicas)));
-                        }
-                        self.put(&resources::INFERENCE_SERVICES, &ns, &name, isvc);
-                    }
-                }
+                Fault::CostSpike { replicas } => self.scale_to(&ns, &name, *replicas),
                 Fault::GitopsDrift => {
                     if let Some(Target::Application { name: app, .. }) = &f.target {
                         self.drift(app);
@@ -121,6 +124,14 @@ impl World {
                     max_replicas,
                     demand,
                 } => self.saturate(&ns, &name, *max_replicas, *demand),
+                Fault::GpuShortage {
+                    nodes,
+                    gpus_per_node,
+                    replicas,
+                } => {
+                    self.limit_gpus(*nodes, *gpus_per_node);
+                    self.scale_to(&ns, &name, *replicas);
+                }
                 Fault::ModelLoadFailure { storage_uri } => {
                     self.point_at_missing_model(&ns, &name, storage_uri)
                 }

@@ -184,6 +184,10 @@ impl World {
         let Some(mut obj) = self.get_obj(&resources::PODS, ns, &pod.name).cloned() else {
             return (false, None);
         };
+        if let Some(message) = self.schedule(ns, &mut obj, pod.life, pod.created, now) {
+            self.put(&resources::PODS, ns, &pod.name, obj);
+            return (false, Some(format!("Unschedulable: {message}")));
+        }
         let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
         let involved = json!({"apiVersion": "v1", "kind": "Pod", "name": pod.name, "namespace": ns, "uid": uid, "fieldPath": format!("spec.containers{{{CONTAINER}}}")});
         let startup = self.config.pod_startup;

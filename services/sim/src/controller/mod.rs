@@ -20,6 +20,7 @@ mod kubelet;
 mod kyverno;
 mod metrics;
 mod references;
+mod scheduler;
 mod storage;
 
 use std::time::Duration;

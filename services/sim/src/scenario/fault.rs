@@ -26,6 +26,7 @@ pub enum FaultKindName {
     ModelLoadFailure,
     CanaryRegression,
     AutoscalerSaturated,
+    GpuShortage,
     None,
 }
 
@@ -96,6 +97,14 @@ pub enum Fault {
         max_replicas: u32,
         demand: u32,
     },
+    /// From now the cluster has `nodes` GPU nodes of `gpus_per_node` GPUs each (pods already
+    /// running keep theirs) and the target asks for `replicas`: pods that find no free GPU stay
+    /// Pending, unschedulable, with the scheduler's `FailedScheduling` event.
+    GpuShortage {
+        nodes: u32,
+        gpus_per_node: u32,
+        replicas: u32,
+    },
     None,
 }
 
@@ -134,6 +143,7 @@ impl Fault {
             Self::ModelLoadFailure { .. } => "model_load_failure",
             Self::CanaryRegression { .. } => "canary_regression",
             Self::AutoscalerSaturated { .. } => "autoscaler_saturated",
+            Self::GpuShortage { .. } => "gpu_shortage",
             Self::None => "none",
         }
     }
@@ -172,6 +182,7 @@ impl FaultSpec {
             FaultKindName::ModelLoadFailure => &["storage_uri"],
             FaultKindName::CanaryRegression => &["image", "traffic_percent"],
             FaultKindName::AutoscalerSaturated => &["max_replicas", "demand"],
+            FaultKindName::GpuShortage => &["nodes", "gpus_per_node", "replicas"],
             _ => &[],
         };
         if let Some(unknown) = self.params.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -189,6 +200,16 @@ impl FaultSpec {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             })
+        };
+        let count = |k: &str| -> Result<u32, String> {
+            let v = self
+                .params
+                .get(k)
+                .ok_or_else(|| format!("params.{k} (a positive integer) is required"))?;
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("params.{k} must be a positive integer, got {v}"))
         };
         let fault = match self.kind {
             FaultKindName::OomLoop => Fault::OomLoop {
@@ -309,15 +330,6 @@ impl FaultSpec {
                 },
             },
             FaultKindName::AutoscalerSaturated => {
-                let count = |k: &str| -> Result<u32, String> {
-                    let v = self.params.get(k).ok_or_else(|| {
-                        format!("params.{k} is required for autoscaler_saturated")
-                    })?;
-                    v.as_u64()
-                        .filter(|n| *n >= 1)
-                        .and_then(|n| u32::try_from(n).ok())
-                        .ok_or_else(|| format!("params.{k} must be a positive integer, got {v}"))
-                };
                 let (max_replicas, demand) = (count("max_replicas")?, count("demand")?);
                 if demand <= max_replicas {
                     return Err(format!(
@@ -329,6 +341,11 @@ impl FaultSpec {
                     demand,
                 }
             }
+            FaultKindName::GpuShortage => Fault::GpuShortage {
+                nodes: count("nodes")?,
+                gpus_per_node: count("gpus_per_node")?,
+                replicas: count("replicas")?,
+            },
             FaultKindName::None => Fault::None,
         };
         let target = match (&fault, self.target.as_deref()) {
