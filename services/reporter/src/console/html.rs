@@ -51,7 +51,7 @@ pub fn url_encode(text: &str) -> String {
     out
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
+pub(super) fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
         || "—".into(),
         |t| esc(&t.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
@@ -67,7 +67,7 @@ fn duration(secs: Option<f64>) -> String {
     }
 }
 
-fn status_badge(status: &str) -> String {
+pub(super) fn status_badge(status: &str) -> String {
     format!(
         "<span class=\"badge status-{0}\" data-status=\"{0}\">{0}</span>",
         esc(status)
@@ -586,6 +586,9 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
         c.push_str("</ul>");
     }
     c.push_str("</section>");
+    if let Some(report) = &d.investigation {
+        c.push_str(&super::investigation::section(report));
+    }
 
     c.push_str("<section id=\"timeline\"><h2>Timeline</h2><table><thead><tr><th>at</th><th>topic</th><th>event</th></tr></thead><tbody>");
     for e in &d.timeline {

@@ -16,6 +16,7 @@ mod config;
 mod events;
 mod filter;
 mod html;
+mod investigation;
 pub mod login_limit;
 mod session;
 mod sessions;

@@ -17,6 +17,7 @@ pub const TIMELINE_TOPICS: &[&str] = &[
     topics::DIAGNOSES,
     topics::REMEDIATIONS,
     topics::APPROVALS,
+    topics::INVESTIGATIONS,
 ];
 
 pub struct TimelineFeed {

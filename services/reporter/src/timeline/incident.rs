@@ -10,7 +10,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use opsmesh_proto::{
-    Envelope, alert::Alert, approval::Approval, diagnosis::Diagnosis, remediation::Remediation,
+    Envelope,
+    alert::Alert,
+    approval::Approval,
+    diagnosis::Diagnosis,
+    investigation::{InvestigationEvent, InvestigationUpdate},
+    remediation::Remediation,
 };
 
 use super::{
@@ -30,6 +35,8 @@ pub(super) struct Incident {
     /// Ordered by ledger position, after the folded ones.
     pub remediations: Vec<Envelope<Remediation>>,
     pub approvals: Vec<Envelope<Approval>>,
+    /// The investigator's latest report (its steps are inside it; step messages are not kept).
+    pub investigation: Option<Envelope<InvestigationEvent>>,
     /// The records dropped from memory, as the chain check needs them.
     pub folded: FoldedChain,
     /// The earliest diagnosis or record time seen (opened, for incidents without alerts).
@@ -52,6 +59,7 @@ impl Incident {
             diagnoses: Vec::new(),
             remediations: Vec::new(),
             approvals: Vec::new(),
+            investigation: None,
             folded: FoldedChain::new(config.max_events_per_incident),
             first_occurred_at: None,
             held: HashSet::new(),
@@ -66,6 +74,7 @@ impl Incident {
             && self.diagnoses.is_empty()
             && self.remediations.is_empty()
             && self.approvals.is_empty()
+            && self.investigation.is_none()
     }
 
     pub fn events(&self) -> usize {
@@ -163,6 +172,23 @@ impl Incident {
         self.approvals.sort_by_key(|a| a.occurred_at);
         self.trim(metrics);
         true
+    }
+
+    /// Keeps `event` if it is a report newer than the one held (a redelivered or older report
+    /// changes nothing).
+    pub fn add_investigation(&mut self, event: Envelope<InvestigationEvent>) -> bool {
+        if !matches!(event.payload.update, InvestigationUpdate::Report(_)) {
+            return false;
+        }
+        let newer = self
+            .investigation
+            .as_ref()
+            .is_none_or(|held| held.id != event.id && held.occurred_at <= event.occurred_at);
+        if newer {
+            self.noticed(event.occurred_at);
+            self.investigation = Some(event);
+        }
+        newer
     }
 
     /// Drops messages until at most `max_events` are held: storm alerts but the first, then

@@ -16,4 +16,6 @@ pub use config::TimelineConfig;
 pub use feed::TimelineFeed;
 pub use store::{IncidentStore, Update};
 pub(crate) use view::NOT_YET_REMEDIATED;
-pub use view::{IncidentDetail, IncidentSummary, PendingApproval, TimelineEntry};
+pub use view::{
+    IncidentDetail, IncidentSummary, InvestigationView, PendingApproval, TimelineEntry,
+};

@@ -11,8 +11,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use opsmesh_proto::{
-    Envelope, alert::Alert, approval::Approval, diagnosis::Diagnosis, remediation::Remediation,
-    topics,
+    Envelope, alert::Alert, approval::Approval, diagnosis::Diagnosis,
+    investigation::InvestigationEvent, remediation::Remediation, topics,
 };
 
 use super::{
@@ -27,7 +27,7 @@ use super::{
 #[derive(Debug, Clone, Serialize)]
 pub struct Update {
     pub incident_id: String,
-    /// `alert`, `diagnosis`, `remediation` or `approval`.
+    /// `alert`, `diagnosis`, `remediation`, `approval` or `investigation`.
     pub kind: &'static str,
     pub status: String,
 }
@@ -90,6 +90,8 @@ impl IncidentStore {
             topics::APPROVALS => {
                 Envelope::<Approval>::from_slice(payload).map(|e| self.apply_approval(e))
             }
+            topics::INVESTIGATIONS => Envelope::<InvestigationEvent>::from_slice(payload)
+                .map(|e| self.apply_investigation(e)),
             _ => return false,
         };
         match result {
@@ -181,6 +183,22 @@ impl IncidentStore {
         });
         if changed {
             self.notify(&inner, &id, "approval");
+        }
+        changed
+    }
+
+    /// Keeps an incident's latest investigation report; steps and on-demand investigations
+    /// (no incident) are not part of any timeline.
+    pub fn apply_investigation(&self, envelope: Envelope<InvestigationEvent>) -> bool {
+        let Some(id) = envelope.incident_id.clone() else {
+            return false;
+        };
+        let mut inner = self.write();
+        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+            incident.add_investigation(envelope)
+        });
+        if changed {
+            self.notify(&inner, &id, "investigation");
         }
         changed
     }

@@ -12,6 +12,7 @@ use opsmesh_proto::{
     alert::Alert,
     approval::{Approval, ApprovalDecision},
     diagnosis::{Diagnosis, Evidence, LlmUsage, RunbookRef},
+    investigation::{InvestigationEvent, InvestigationReport, InvestigationUpdate},
     remediation::{ActionRecord, Remediation, Verification},
 };
 
@@ -115,6 +116,17 @@ pub struct PendingApproval {
     pub decided: Option<ApprovalView>,
 }
 
+/// The investigator's latest report on an incident: findings citing tool results, proposals
+/// (advice: they go through the remediator's plan and policy), steps, tokens and cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvestigationView {
+    pub investigation_id: String,
+    pub question: String,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub report: InvestigationReport,
+}
+
 /// `GET /api/incidents/{id}`: the whole reasoning chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct IncidentDetail {
@@ -144,6 +156,8 @@ pub struct IncidentDetail {
     pub pending_approval: Option<PendingApproval>,
     pub approvals: Vec<ApprovalView>,
     pub audit_chain: AuditChain,
+    /// The investigator's latest report, when it investigated this incident.
+    pub investigation: Option<InvestigationView>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -294,6 +308,7 @@ impl Incident {
             pending_approval: self.pending_approval(),
             approvals: self.approvals.iter().map(approval_view).collect(),
             audit_chain: self.folded.verify(&self.remediations),
+            investigation: self.investigation.as_ref().and_then(investigation_view),
             timeline: self.timeline(),
         }
     }
@@ -373,8 +388,40 @@ impl Incident {
                 ),
             });
         }
+        if let Some(event) = &self.investigation
+            && let Some(i) = investigation_view(event)
+        {
+            entries.push(TimelineEntry {
+                at: i.at,
+                topic: opsmesh_proto::topics::INVESTIGATIONS,
+                envelope_id: event.id,
+                source: event.source.clone(),
+                text: format!(
+                    "investigation {}: {} ({}), {} findings, {} steps, ${:.4}",
+                    i.investigation_id,
+                    i.report.state,
+                    i.report.stop_reason,
+                    i.report.findings.len(),
+                    i.report.steps.len(),
+                    i.report.usage.cost_usd
+                ),
+            });
+        }
         entries.sort_by_key(|e| e.at);
         entries
+    }
+}
+
+/// The report an investigation message carries (steps carry none).
+fn investigation_view(event: &Envelope<InvestigationEvent>) -> Option<InvestigationView> {
+    match &event.payload.update {
+        InvestigationUpdate::Report(report) => Some(InvestigationView {
+            investigation_id: event.payload.investigation_id.clone(),
+            question: event.payload.question.clone(),
+            at: event.occurred_at,
+            report: (**report).clone(),
+        }),
+        InvestigationUpdate::Step(_) => None,
     }
 }
 

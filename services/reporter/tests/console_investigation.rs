@@ -1,0 +1,203 @@
+//! The incident page shows the investigator's report taken off `opsmesh.investigations.v1`:
+//! findings with their cited tool results (tool, SPL, result digest), root cause, risk,
+//! proposals marked as advice, steps, tokens, cost and why it stopped.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use opsmesh_proto::{
+    ActionKind, Envelope, RootCause, Severity,
+    diagnosis::{ActionProposal, LlmUsage},
+    investigation::{
+        Finding, InvestigationEvent, InvestigationReport, InvestigationState, InvestigationStep,
+        InvestigationUpdate, StepKind, StopReason, ToolEvidence,
+    },
+};
+use support::{
+    HecServer, RunningReporter,
+    console::{client, get_page, sign_in, write_lines},
+    eventually,
+    incident::{Incident, publish},
+    memory_bus,
+};
+
+const TOKEN: &str = "dave-token-0123456789abcdef";
+const SPL: &str =
+    "index=opsmesh sourcetype=\"opsmesh:models\" | where oom_killed > 0 | stats count";
+const DIGEST: &str = "5c1b0f6f5d3a3e8f0b7a9d2c4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f";
+
+fn step(step: u32, tool: Option<&str>, evidence_id: Option<&str>) -> InvestigationStep {
+    InvestigationStep {
+        step,
+        kind: if tool.is_some() {
+            StepKind::ToolCall
+        } else {
+            StepKind::ModelCall
+        },
+        tool: tool.map(str::to_owned),
+        arguments: tool.map(|_| json!({ "spl": SPL })),
+        evidence_id: evidence_id.map(str::to_owned),
+        result_digest: evidence_id.map(|_| DIGEST.to_owned()),
+        refused: None,
+        prompt_tokens: if tool.is_some() { 0 } else { 900 },
+        completion_tokens: if tool.is_some() { 0 } else { 120 },
+        latency_ms: 40,
+        cost_usd: if tool.is_some() { 0.0 } else { 0.0021 },
+    }
+}
+
+/// The investigator's messages for `incident`: one step, then the report.
+fn investigation(incident: &Incident) -> [Envelope<InvestigationEvent>; 2] {
+    let target = incident.target();
+    let steps = vec![
+        step(1, None, None),
+        step(2, Some("splunk_search"), Some("t1")),
+        step(3, None, None),
+    ];
+    let report = InvestigationReport {
+        state: InvestigationState::Completed,
+        stop_reason: StopReason::Answered,
+        stop_detail: "the model answered after 3 steps".into(),
+        summary: Some("The predictor runs out of memory.".into()),
+        findings: vec![Finding {
+            claim: "The predictor was OOMKilled 7 times in the last hour.".into(),
+            evidence_ids: vec!["t1".into()],
+        }],
+        root_cause: RootCause::OomKilled,
+        risk: Some(Severity::High),
+        proposed_actions: vec![ActionProposal {
+            kind: ActionKind::PatchMemoryLimit,
+            target,
+            params: BTreeMap::from([("memory_limit".into(), json!("512Mi"))]),
+            evidence_ids: vec!["t1".into()],
+            rationale: "peaks at 480Mi under a 256Mi limit".into(),
+        }],
+        evidence: vec![ToolEvidence {
+            id: "t1".into(),
+            tool: "splunk_search".into(),
+            arguments: json!({ "spl": SPL, "earliest": "-1h" }),
+            result: "count=7".into(),
+        }],
+        steps: steps.clone(),
+        usage: LlmUsage {
+            used: true,
+            model: Some("gpt-4o-mini".into()),
+            prompt_tokens: 1800,
+            completion_tokens: 240,
+            cost_usd: 0.0042,
+            discarded: Vec::new(),
+        },
+        discarded_by_reason: BTreeMap::from([("unknown_evidence".into(), 1)]),
+    };
+    let event = |update| {
+        Envelope::new(
+            "opsmesh-diagnoser",
+            "prod-eu-1",
+            Some(incident.id.clone()),
+            InvestigationEvent {
+                investigation_id: format!("{}/0", incident.id),
+                question: "why is the predictor failing?".into(),
+                namespace: Some("ml-team-a".into()),
+                update,
+            },
+        )
+    };
+    [
+        event(InvestigationUpdate::Step(steps[1].clone())),
+        event(InvestigationUpdate::Report(Box::new(report))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_page_shows_the_investigation_report_its_citations_and_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_lines(
+        dir.path(),
+        "users",
+        &[format!("dave@example.com:{TOKEN}:viewer")],
+    );
+    let users = users.display().to_string();
+    let (hec, bus) = (HecServer::start().await, memory_bus());
+    let reporter = RunningReporter::start(
+        &bus,
+        &hec,
+        &[
+            ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
+            ("OPSMESH__REPORTER__CONSOLE__USERS_FILE", users.as_str()),
+            ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
+        ],
+    )
+    .await;
+    let base = format!("http://{}", reporter.addr);
+    let (investigated, plain) = (Incident::oom("ml-team-a"), Incident::oom("ml-team-a"));
+    for incident in [&investigated, &plain] {
+        publish(&bus, &incident.alert).await;
+        publish(&bus, &incident.diagnosis).await;
+    }
+    for message in investigation(&investigated) {
+        publish(&bus, &message).await;
+    }
+    let cookie = sign_in(&base, TOKEN).await;
+    let page_of = |id: &str| format!("{base}/console/incidents/{id}");
+    let page = eventually(
+        "the report on the page",
+        Duration::from_secs(10),
+        || async {
+            let (status, page) = get_page(&page_of(&investigated.id), &cookie).await;
+            (status == StatusCode::OK && page.contains("id=\"investigation\"")).then_some(page)
+        },
+    )
+    .await;
+
+    assert!(
+        page.contains("data-state=\"completed\" data-stop-reason=\"answered\""),
+        "{page}"
+    );
+    assert!(page.contains("<p>The predictor was OOMKilled 7 times in the last hour.</p>"));
+    assert!(
+        page.contains(
+            "<pre class=\"spl\"><code>index=opsmesh sourcetype=&quot;opsmesh:models&quot; | where oom_killed &gt; 0 | stats count</code></pre>"
+        ),
+        "the cited SPL, escaped: {page}"
+    );
+    assert!(page.contains("<code>splunk_search</code> · result sha256 <code title=\"5c1b0f6f5d3a3e8f0b7a9d2c4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f\">5c1b0f6f5d3a</code>"));
+    assert!(page.contains("id=\"investigation-root-cause\">oom_killed</dd>"));
+    assert!(page.contains("id=\"investigation-risk\">high</dd>"));
+    assert!(page.contains("id=\"investigation-steps-count\">3</dd>"));
+    assert!(page.contains("id=\"investigation-tokens\">1800 prompt + 240 completion</dd>"));
+    assert!(page.contains("id=\"investigation-cost\">$0.0042</dd>"));
+    assert!(page.contains(
+        "<li class=\"advice\"><span class=\"badge\">advice</span> <strong>patch_memory_limit</strong>"
+    ));
+    assert!(page.contains("<li>unknown_evidence: 1</li>"));
+    let steps = &page[page.find("id=\"investigation-steps\"").unwrap()..];
+    let steps = &steps[..steps.find("</table>").unwrap()];
+    assert_eq!(steps.matches("<tr><td>").count(), 3, "one row a step");
+    assert!(page.contains(&format!(
+        "investigation {}/0: completed (answered), 1 findings, 3 steps, $0.0042",
+        investigated.id
+    )));
+
+    let (_, page) = get_page(&page_of(&plain.id), &cookie).await;
+    assert!(
+        !page.contains("id=\"investigation\""),
+        "no report, no section"
+    );
+
+    let detail: Value = client()
+        .get(format!("{base}/api/incidents/{}", investigated.id))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["investigation"]["stop_reason"], "answered");
+    assert_eq!(detail["investigation"]["usage"]["cost_usd"], 0.0042);
+    reporter.stop().await.unwrap();
+}
