@@ -18,8 +18,8 @@ use opsmesh_proto::{
     },
 };
 use support::{
-    HecServer, RunningReporter,
-    console::{client, get_page, sign_in, write_lines},
+    HecServer,
+    console::{client, console_reporter, get_page, sign_in},
     eventually,
     incident::{Incident, publish},
     memory_bus,
@@ -114,24 +114,9 @@ fn investigation(incident: &Incident) -> [Envelope<InvestigationEvent>; 2] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_page_shows_the_investigation_report_its_citations_and_cost() {
-    let dir = tempfile::tempdir().unwrap();
-    let users = write_lines(
-        dir.path(),
-        "users",
-        &[format!("dave@example.com:{TOKEN}:viewer")],
-    );
-    let users = users.display().to_string();
     let (hec, bus) = (HecServer::start().await, memory_bus());
-    let reporter = RunningReporter::start(
-        &bus,
-        &hec,
-        &[
-            ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
-            ("OPSMESH__REPORTER__CONSOLE__USERS_FILE", users.as_str()),
-            ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
-        ],
-    )
-    .await;
+    let (reporter, _dir) =
+        console_reporter(&bus, &hec, &format!("dave@example.com:{TOKEN}:viewer")).await;
     let base = format!("http://{}", reporter.addr);
     let (investigated, plain) = (Incident::oom("ml-team-a"), Incident::oom("ml-team-a"));
     for incident in [&investigated, &plain] {

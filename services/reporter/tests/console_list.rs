@@ -12,7 +12,7 @@ use serde_json::Value;
 use opsmesh_proto::diagnosis::LlmUsage;
 use support::{
     HecServer, RunningReporter,
-    console::{client, get_page, sign_in, write_lines},
+    console::{client, console_reporter, get_page, sign_in},
     eventually,
     incident::{Incident, publish, publish_awaiting},
     memory_bus,
@@ -30,24 +30,9 @@ struct Console {
 /// A console with three incidents: awaiting approval in ml-team-a, diagnosed (with an LLM
 /// narrative) in ml-team-b, and diagnosed without the LLM in ml-team-b.
 async fn console_with_incidents() -> (Console, [Incident; 3]) {
-    let dir = tempfile::tempdir().unwrap();
-    let users = write_lines(
-        dir.path(),
-        "users",
-        &[format!("carol@example.com:{TOKEN}:viewer")],
-    );
-    let users = users.display().to_string();
     let (hec, bus) = (HecServer::start().await, memory_bus());
-    let reporter = RunningReporter::start(
-        &bus,
-        &hec,
-        &[
-            ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
-            ("OPSMESH__REPORTER__CONSOLE__USERS_FILE", users.as_str()),
-            ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
-        ],
-    )
-    .await;
+    let (reporter, dir) =
+        console_reporter(&bus, &hec, &format!("carol@example.com:{TOKEN}:viewer")).await;
     let awaiting = Incident::oom("ml-team-a");
     publish_awaiting(&bus, &awaiting).await;
     let mut narrated = Incident::oom("ml-team-b");

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
 
-use opsmesh_proto::diagnosis::LlmUsage;
+use opsmesh_proto::diagnosis::{ActionProposal, LlmUsage};
 
 use super::filter::{self, FilterError};
 use crate::timeline::{ChainStatus, IncidentDetail, IncidentSummary, PendingApproval};
@@ -479,15 +479,7 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
     if !d.recommended_actions.is_empty() {
         c.push_str("<p>Recommended:</p><ul>");
         for a in &d.recommended_actions {
-            let _ = write!(
-                c,
-                "<li><strong>{}</strong> <code>{}</code> <code>{}</code> — {} (evidence {})</li>",
-                esc(&a.kind.to_string()),
-                esc(&a.target),
-                esc(&serde_json::to_string(&a.params).unwrap_or_default()),
-                esc(&a.rationale),
-                esc(&a.evidence_ids.join(", "))
-            );
+            let _ = write!(c, "<li>{}</li>", proposal(a));
         }
         c.push_str("</ul>");
     }
@@ -603,6 +595,18 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
     c.push_str("</tbody></table></section>");
     let attrs = format!(" data-page=\"incident\" data-incident=\"{}\"", esc(&s.id));
     layout(&format!("Incident {}", s.id), Some(chrome), &attrs, &c)
+}
+
+/// A proposed action: kind, target, parameters, why, and the evidence it cites.
+pub(super) fn proposal(a: &ActionProposal) -> String {
+    format!(
+        "<strong>{}</strong> <code>{}</code> <code>{}</code> — {} (evidence {})",
+        esc(&a.kind.to_string()),
+        esc(&a.target),
+        esc(&serde_json::to_string(&a.params).unwrap_or_default()),
+        esc(&a.rationale),
+        esc(&a.evidence_ids.join(", "))
+    )
 }
 
 /// Tokens and cost the diagnosis spent on the LLM, and output it discarded.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use opsmesh_proto::investigation::{InvestigationReport, InvestigationStep, ToolEvidence};
 
-use super::html::{esc, status_badge, time};
+use super::html::{esc, proposal, status_badge, time};
 use crate::timeline::InvestigationView;
 
 /// Hex digests are shown this long (the full digest is in the title).
@@ -128,12 +128,8 @@ fn proposals(c: &mut String, r: &InvestigationReport) {
     for a in &r.proposed_actions {
         let _ = write!(
             c,
-            "<li class=\"advice\"><span class=\"badge\">advice</span> <strong>{}</strong> <code>{}</code> <code>{}</code> — {} (evidence {})</li>",
-            esc(&a.kind.to_string()),
-            esc(&a.target),
-            esc(&serde_json::to_string(&a.params).unwrap_or_default()),
-            esc(&a.rationale),
-            esc(&a.evidence_ids.join(", "))
+            "<li class=\"advice\"><span class=\"badge\">advice</span> {}</li>",
+            proposal(a)
         );
     }
     c.push_str("</ul>");

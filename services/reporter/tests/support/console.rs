@@ -61,3 +61,26 @@ pub fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
+
+/// A reporter on `bus` serving the console to the one user `user` (`name:token:role`), and
+/// the directory holding its users file (kept as long as the reporter runs).
+pub async fn console_reporter(
+    bus: &super::MemoryBus,
+    hec: &super::HecServer,
+    user: &str,
+) -> (super::RunningReporter, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write_lines(dir.path(), "users", &[user.to_owned()]);
+    let users = users.display().to_string();
+    let reporter = super::RunningReporter::start(
+        bus,
+        hec,
+        &[
+            ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
+            ("OPSMESH__REPORTER__CONSOLE__USERS_FILE", users.as_str()),
+            ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
+        ],
+    )
+    .await;
+    (reporter, dir)
+}
