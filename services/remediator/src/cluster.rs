@@ -11,6 +11,7 @@ mod autoscale;
 mod canary;
 mod health;
 mod inference_service;
+mod predictor_count;
 mod quota;
 mod storage_uri;
 

@@ -2,11 +2,21 @@
 //! canary revision that fails more requests than the stable one takes no more traffic. It only
 //! ever lowers the canary's share; the health check reads the split KServe reports.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use opsmesh_proto::remediation::ActionRecord;
 
-use super::{ActError, Cluster, Health, Observed, health::is_ready, param_u64};
+use super::{
+    ActError, Cluster, Health, Observed, health::is_ready, param_u64,
+    predictor_count::PredictorCount,
+};
+
+const CANARY_TRAFFIC: PredictorCount = PredictorCount {
+    field: "canaryTrafficPercent",
+    param: "traffic_percent",
+    observed: "observed_canary_traffic_percent",
+    previous: "previous_traffic_percent",
+};
 
 /// The latest revision's share of the traffic, as `status.components.predictor.traffic`
 /// reports it.
@@ -18,29 +28,17 @@ fn latest_share(isvc: &Value) -> Option<u64> {
         .as_u64()
 }
 
-fn configured(isvc: &Value) -> Option<u64> {
-    isvc["spec"]["predictor"]["canaryTrafficPercent"].as_u64()
-}
-
 impl Cluster {
     pub(super) async fn observe_canary(
         &self,
         a: &ActionRecord,
         out: &mut Observed,
     ) -> Result<(), ActError> {
-        let (ns, name) = Self::isvc_target(a)?;
-        let isvc = self.get_isvc(&ns, &name).await?;
-        if let Some(p) = configured(&isvc) {
-            out.insert("observed_canary_traffic_percent".into(), json!(p));
-        }
-        Ok(())
+        self.observe_count(a, &CANARY_TRAFFIC, out).await.map(drop)
     }
 
     pub(super) async fn canary_traffic_is(&self, a: &ActionRecord) -> Result<bool, ActError> {
-        let (ns, name) = Self::isvc_target(a)?;
-        let isvc = self.get_isvc(&ns, &name).await?;
-        Ok(param_u64(a, "traffic_percent").is_some()
-            && configured(&isvc) == param_u64(a, "traffic_percent"))
+        self.count_is(a, &CANARY_TRAFFIC).await
     }
 
     /// Lowers the canary's share to the action's `traffic_percent`; refuses to raise it, and
@@ -51,11 +49,11 @@ impl Cluster {
         dry_run: bool,
     ) -> Result<String, ActError> {
         let (ns, name) = Self::isvc_target(a)?;
-        let want = param_u64(a, "traffic_percent")
+        let want = param_u64(a, CANARY_TRAFFIC.param)
             .filter(|p| *p <= 100)
             .ok_or_else(|| ActError::Refused("no traffic_percent from 0 to 100".into()))?;
         let isvc = self.get_isvc(&ns, &name).await?;
-        let now = configured(&isvc).ok_or_else(|| {
+        let now = CANARY_TRAFFIC.of(&isvc).ok_or_else(|| {
             ActError::Refused(format!(
                 "{ns}/{name} has no canaryTrafficPercent: no canary rollout"
             ))
@@ -65,8 +63,8 @@ impl Cluster {
                 "{ns}/{name}: canary traffic {now}% would rise to {want}%; only lowering is allowed"
             )));
         }
-        let patch = json!({"spec": {"predictor": {"canaryTrafficPercent": want}}});
-        self.merge_patch(&ns, &name, &patch, dry_run).await?;
+        self.set_count((&ns, &name), &CANARY_TRAFFIC, want, dry_run)
+            .await?;
         Ok(format!(
             "{}: canaryTrafficPercent of {ns}/{name} {now} → {want}",
             if dry_run { "dry run" } else { "applied" }
@@ -78,16 +76,7 @@ impl Cluster {
         &self,
         a: &ActionRecord,
     ) -> Result<String, ActError> {
-        let (ns, name) = Self::isvc_target(a)?;
-        let previous = param_u64(a, "observed_canary_traffic_percent")
-            .or_else(|| param_u64(a, "previous_traffic_percent"))
-            .ok_or_else(|| ActError::Refused("the previous canary traffic is unknown".into()))?;
-        let patch = json!({"spec": {"predictor": {"canaryTrafficPercent": previous}}});
-        self.merge_patch(&ns, &name, &patch, true).await?;
-        self.merge_patch(&ns, &name, &patch, false).await?;
-        Ok(format!(
-            "canaryTrafficPercent of {ns}/{name} restored to {previous}"
-        ))
+        self.restore_count(a, &CANARY_TRAFFIC).await
     }
 
     /// Healthy when KServe routes the latest revision the share asked for and the
@@ -97,7 +86,7 @@ impl Cluster {
         let isvc = self.get_isvc(&ns, &name).await?;
         let ready = is_ready(&isvc);
         let share = latest_share(&isvc);
-        let want = param_u64(a, "traffic_percent");
+        let want = param_u64(a, CANARY_TRAFFIC.param);
         Ok(Health {
             healthy: ready && share.is_some() && share == want,
             detail: format!(
@@ -113,6 +102,8 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
