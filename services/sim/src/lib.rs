@@ -125,6 +125,12 @@ impl Simulator {
             }
             w.put(&resources::NAMESPACES, "", &name, ns);
         }
+        for n in &state.namespaces {
+            if let Some(pods) = n.pod_quota {
+                let quota = json!({"spec": {"hard": {"pods": pods.to_string()}}});
+                w.put(&resources::RESOURCE_QUOTAS, &n.name, "team-quota", quota);
+            }
+        }
         for p in &state.policies {
             w.add_policy(&p.name, p.action);
         }

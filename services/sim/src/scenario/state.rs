@@ -24,6 +24,9 @@ pub struct NamespaceSpec {
     pub name: String,
     #[serde(default)]
     pub hourly_budget_usd: Option<f64>,
+    /// A ResourceQuota `team-quota` with `hard.pods` this many (the team's own quota).
+    #[serde(default)]
+    pub pod_quota: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
