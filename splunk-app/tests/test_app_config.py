@@ -29,7 +29,7 @@ REQUIRED_DETECTIONS = {
 # The one saved search that is not a detection: it watches the alert action itself.
 ACTION_FAILURES_ALERT = "opsmesh alert action delivery failures"
 REQUIRED_SOURCETYPES = ["opsmesh:models", "opsmesh:policies", "opsmesh:costs", "opsmesh:argocd", "opsmesh:alert",
-                        "opsmesh:diagnosis", "opsmesh:remediation"]
+                        "opsmesh:diagnosis", "opsmesh:remediation", "opsmesh:investigation"]
 
 
 def scenario_rows():

@@ -110,7 +110,7 @@ class DashboardStudioTest(unittest.TestCase):
 
     def test_drilldown_sets_the_token_the_timeline_uses(self):
         timeline_viz = [v for v in self.visualizations.values()
-                        if "$%s$" % TIMELINE_TOKEN in self.full_query(v["dataSources"]["primary"])]
+                        if "opsmesh_incident_timeline" in self.full_query(v["dataSources"]["primary"])]
         self.assertEqual(1, len(timeline_viz), "one panel shows the incident timeline")
         timeline_query = self.full_query(timeline_viz[0]["dataSources"]["primary"])
         self.assertIn('incident_id="$%s$"' % TIMELINE_TOKEN, expand_macros(timeline_query))
@@ -130,6 +130,25 @@ class DashboardStudioTest(unittest.TestCase):
         queries = [q.text for q in simple.iter("query") if "opsmesh_incident_timeline" in q.text]
         self.assertEqual(['`opsmesh_incident_timeline("$incident$")`'], queries)
         self.assertEqual('`opsmesh_incident_timeline("$incident_id$")`', self.sources["ds_timeline"]["options"]["query"])
+
+    def test_investigation_steps_panel_lists_the_selected_incidents_steps(self):
+        steps_viz = [v for v in self.visualizations.values()
+                     if 'sourcetype="opsmesh:investigation"' in self.full_query(v["dataSources"]["primary"])]
+        self.assertEqual(1, len(steps_viz), "one panel shows the investigation steps")
+        spl = expand_macros(self.full_query(steps_viz[0]["dataSources"]["primary"]))
+        self.assertTrue(spl.startswith('index=opsmesh sourcetype="opsmesh:investigation" incident_id="$%s$" '
+                                       '"payload.update.type"=step ' % TIMELINE_TOKEN), spl[:120])
+        columns = spl.split("| table ")[-1].split()
+        for column in ("step", "tool", "result_digest", "tokens", "cost_usd"):
+            self.assertIn(column, columns)
+        # the step events carry these fields (the golden example the reporter mirrors)
+        with open(os.path.join(os.path.dirname(support.SPLUNK_APP), "proto", "examples",
+                               "opsmesh.investigations.v1.json"), encoding="utf-8") as fh:
+            step = json.load(fh)["payload"]["update"]
+        self.assertEqual("step", step["type"])
+        for field in ("step", "kind", "tool", "result_digest", "prompt_tokens", "completion_tokens",
+                      "latency_ms", "cost_usd"):
+            self.assertIn(field, step)
 
     def test_failures_panel_searches_the_alert_actions_own_log(self):
         failure_viz = [v for v in self.visualizations.values()
