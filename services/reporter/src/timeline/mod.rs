@@ -1,6 +1,7 @@
-//! The incident read model: every alert, diagnosis, remediation and approval joined into one
-//! timeline per incident, kept in memory and bounded. Each reporter replica feeds its own copy
-//! from a consumer group of its own (it needs every partition, not a share of them).
+//! The incident read model: every alert, diagnosis, remediation and approval, and the latest
+//! investigation report, joined into one timeline per incident, kept in memory and bounded.
+//! Each reporter replica feeds its own copy from a consumer group of its own (it needs every
+//! partition, not a share of them).
 
 mod bounded;
 mod chain;
@@ -13,7 +14,7 @@ mod view;
 
 pub use chain::{AuditChain, ChainStatus};
 pub use config::TimelineConfig;
-pub use feed::TimelineFeed;
+pub use feed::{TIMELINE_TOPICS, TimelineFeed};
 pub use store::{IncidentStore, Update};
 pub(crate) use view::NOT_YET_REMEDIATED;
 pub use view::{

@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use opsmesh_proto::topics::{ALERTS, APPROVALS, DIAGNOSES, REMEDIATIONS};
+use opsmesh_reporter::timeline::TIMELINE_TOPICS;
 use opsmesh_runtime::{
     Bus, ConfigError, ConfigTree,
     bus::{MemoryBus, Outgoing},
@@ -21,9 +21,6 @@ use opsmesh_runtime::{
 
 /// The user the sign-in link signs in.
 const LINK_USER: &str = "demo";
-
-/// The topics the console's timeline is built from.
-const TIMELINE_TOPICS: &[&str] = &[ALERTS, DIAGNOSES, REMEDIATIONS, APPROVALS];
 
 /// A one-time sign-in link's token, written where the console reads it.
 pub(super) struct SigninLink {
