@@ -19,8 +19,9 @@ const LIMIT: Duration = Duration::from_secs(90);
 const OUTAGE: Duration = Duration::from_secs(20);
 const MAX_POLL_INTERVAL: &str = "8s";
 
-/// Partitions of the writer's group: five topics of three.
-const PARTITIONS: usize = 15;
+/// Partitions of the writer's group: every mirrored topic, three partitions each
+/// (`mesh::base_env`).
+const PARTITIONS: usize = opsmesh_reporter::MIRRORED_TOPICS.len() * 3;
 
 /// The writer group's `bus_consumer_lag` series a replica exports (one per partition it
 /// holds) and their sum.
@@ -77,7 +78,7 @@ async fn an_hec_outage_longer_than_max_poll_interval_loses_and_repeats_nothing()
     for replica in &mut replicas {
         replica.wait_ready().await;
     }
-    // The group is settled (each replica holds partitions, all 15 are held) before the
+    // The group is settled (each replica holds partitions, all of them are held) before the
     // outage: a rebalance while messages are in hand legitimately redelivers them.
     eventually("both replicas hold partitions", LIMIT, || async {
         let a = lag_series(&replicas[0]).await;
