@@ -34,6 +34,35 @@ pub(super) struct Cycle {
     pub backoff: Option<Duration>,
 }
 
+impl World {
+    /// The kubelet's `BackOff` event for `container` of pod `(ns, name, uid)` (`involved`)
+    /// once its restart loop `c`, begun at `since`, has crashed at least once.
+    pub(super) fn put_backoff_event(
+        &mut self,
+        (ns, pod, uid): (&str, &str, &str),
+        container: &str,
+        involved: serde_json::Value,
+        since: Duration,
+        c: &Cycle,
+    ) {
+        let (Some(first), Some(last)) = (c.first_crash, c.last_crash) else {
+            return;
+        };
+        let ev = event(
+            ns,
+            involved,
+            "BackOff",
+            format!("Back-off restarting failed container {container} in pod {pod}_{ns}({uid})"),
+            "Warning",
+            c.crashes,
+            self.ts(since + first),
+            self.ts(since + last),
+            "kubelet",
+        );
+        self.put(&resources::EVENTS, ns, &event_name(pod, "BackOff"), ev);
+    }
+}
+
 pub(super) fn cycle(elapsed: Duration, run: Duration) -> Cycle {
     let mut c = Cycle::default();
     let mut t = Duration::ZERO;
@@ -310,28 +339,13 @@ impl World {
                     }
                     None => json!({"running": {"startedAt": self.ts(since + c.last_start)}}),
                 };
-                if let (Some(first), Some(last)) = (c.first_crash, c.last_crash) {
-                    let ev = event(
-                        ns,
-                        involved.clone(),
-                        "BackOff",
-                        format!(
-                            "Back-off restarting failed container {CONTAINER} in pod {}_{ns}({uid})",
-                            pod.name
-                        ),
-                        "Warning",
-                        c.crashes,
-                        self.ts(since + first),
-                        self.ts(since + last),
-                        "kubelet",
-                    );
-                    self.put(
-                        &resources::EVENTS,
-                        ns,
-                        &event_name(&pod.name, "BackOff"),
-                        ev,
-                    );
-                }
+                self.put_backoff_event(
+                    (ns, &pod.name, &uid),
+                    CONTAINER,
+                    involved.clone(),
+                    since,
+                    &c,
+                );
                 let why = if c.crashes == 0 {
                     "predictor starting".to_owned()
                 } else if oom {

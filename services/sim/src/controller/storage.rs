@@ -117,28 +117,8 @@ impl World {
             )}}),
             None => json!({"running": {"startedAt": self.ts(since + c.last_start)}}),
         };
-        if let (Some(first), Some(last)) = (c.first_crash, c.last_crash) {
-            let involved = json!({"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": ns, "uid": uid, "fieldPath": format!("spec.initContainers{{{STORAGE_INITIALIZER}}}")});
-            let ev = super::event(
-                ns,
-                involved,
-                "BackOff",
-                format!(
-                    "Back-off restarting failed container {STORAGE_INITIALIZER} in pod {pod}_{ns}({uid})"
-                ),
-                "Warning",
-                c.crashes,
-                self.ts(since + first),
-                self.ts(since + last),
-                "kubelet",
-            );
-            self.put(
-                &resources::EVENTS,
-                ns,
-                &super::event_name(pod, "BackOff"),
-                ev,
-            );
-        }
+        let involved = json!({"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": ns, "uid": uid, "fieldPath": format!("spec.initContainers{{{STORAGE_INITIALIZER}}}")});
+        self.put_backoff_event((ns, pod, uid), STORAGE_INITIALIZER, involved, since, c);
         json!([{
             "name": STORAGE_INITIALIZER,
             "image": INITIALIZER_IMAGE,
