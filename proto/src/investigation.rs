@@ -1,6 +1,8 @@
-//! `opsmesh.investigations.v1`: the investigator's record of one investigation, one message
-//! per step it took (model calls and read-only tool calls, refusals included), then the
-//! validated report it ended with.
+//! `opsmesh.investigation-requests.v1`: the queue of investigations to run (from the diagnoser
+//! for an unsure diagnosis, `opsmesh investigate`, the console and the MCP server), and
+//! `opsmesh.investigations.v1`: the investigator's record of one investigation — when it
+//! started running, one message per step it took (model calls and read-only tool calls,
+//! refusals included), then the validated report it ended with.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,69 @@ use crate::{
     topics,
     vocabulary::vocabulary,
 };
+
+/// Longest question a request may ask (characters).
+pub const MAX_QUESTION_CHARS: usize = 2000;
+
+/// An investigation to run: queued until the diagnoser's investigator takes it up. Every
+/// request is answered on `opsmesh.investigations.v1` under the same `investigation_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct InvestigationRequest {
+    /// `<incident id>/<generation>` for an unsure diagnosis, `inv-<uuid>` on demand.
+    pub investigation_id: String,
+    /// The incident to investigate (its alert, diagnosis and history are the facts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// What to find out; absent for an incident: why it happened and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
+    /// The namespace the question is about (one the investigator may read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Who asked: `diagnoser`, `cli:<user>`, `console:<user>`, `mcp:<token holder>`.
+    pub requested_by: String,
+    /// What the requester already knows (the alert, the rules' diagnosis), served to the model
+    /// by the `incident_facts` tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<serde_json::Value>,
+}
+
+impl Payload for InvestigationRequest {
+    const SCHEMA: &'static str = topics::INVESTIGATION_REQUESTS;
+}
+
+impl InvestigationRequest {
+    /// Checks what a requester controls; the error names the field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.investigation_id.trim().is_empty() {
+            return Err("investigation_id: must not be empty".into());
+        }
+        if self.incident_id.is_none() && self.question.is_none() {
+            return Err("question: needed when no incident_id is given".into());
+        }
+        if let Some(question) = &self.question {
+            if question.trim().is_empty() {
+                return Err("question: must not be empty".into());
+            }
+            let chars = question.chars().count();
+            if chars > MAX_QUESTION_CHARS {
+                return Err(format!(
+                    "question: {chars} characters, at most {MAX_QUESTION_CHARS}"
+                ));
+            }
+        }
+        if let Some(ns) = &self.namespace
+            && !crate::name::is_dns_label(ns)
+        {
+            return Err(format!("namespace: {ns:?} is not a namespace name"));
+        }
+        if self.requested_by.trim().is_empty() {
+            return Err("requested_by: must not be empty".into());
+        }
+        Ok(())
+    }
+}
 
 /// One message of an investigation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -31,10 +96,13 @@ impl Payload for InvestigationEvent {
     const SCHEMA: &'static str = topics::INVESTIGATIONS;
 }
 
-/// A step or the report, flat under `type` (so `payload.update.tool` names a step's tool).
+/// A state change, a step or the report, flat under `type` (so `payload.update.tool` names a
+/// step's tool).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InvestigationUpdate {
+    /// The investigator took the request up (`running`), or could not run it (`failed`).
+    Status(InvestigationStatus),
     Step(InvestigationStep),
     Report(Box<InvestigationReport>),
 }
@@ -48,6 +116,17 @@ vocabulary! {
         Failed,
         OverBudget,
     }
+}
+
+/// Where a request stands before its report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct InvestigationStatus {
+    pub state: InvestigationState,
+    /// Who asked (from the request).
+    pub requested_by: String,
+    /// Why (a failure's cause; `attempt 2` when a restart re-runs it).
+    pub detail: String,
 }
 
 vocabulary! {
@@ -161,4 +240,51 @@ pub struct InvestigationReport {
     /// Discarded items by reason (`unknown_evidence`, `action_outside_runbook`, …).
     #[serde(default)]
     pub discarded_by_reason: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> InvestigationRequest {
+        InvestigationRequest {
+            investigation_id: "inv-1".into(),
+            incident_id: None,
+            question: Some("Why does ml-team-a cost so much?".into()),
+            namespace: Some("ml-team-a".into()),
+            requested_by: "cli:alice".into(),
+            facts: None,
+        }
+    }
+
+    /// The field a bad request is refused for.
+    fn refused(adjust: impl FnOnce(&mut InvestigationRequest)) -> String {
+        let mut r = request();
+        adjust(&mut r);
+        let e = r.validate().expect_err("accepted");
+        e.split(':').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_bad_request_names_its_field() {
+        request().validate().unwrap();
+        assert_eq!(refused(|r| r.question = None), "question");
+        assert_eq!(refused(|r| r.question = Some("  ".into())), "question");
+        assert_eq!(refused(|r| r.question = Some("x".repeat(2001))), "question");
+        assert_eq!(
+            refused(|r| r.namespace = Some("Not_NS".into())),
+            "namespace"
+        );
+        assert_eq!(
+            refused(|r| r.investigation_id = String::new()),
+            "investigation_id"
+        );
+        assert_eq!(refused(|r| r.requested_by = " ".into()), "requested_by");
+        let by_incident = InvestigationRequest {
+            incident_id: Some("abc".into()),
+            question: None,
+            ..request()
+        };
+        by_incident.validate().unwrap();
+    }
 }

@@ -3,9 +3,15 @@
 use schemars::{JsonSchema, schema_for};
 
 use crate::{
-    Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, investigation::InvestigationEvent, ledger::LedgerHeads,
-    remediation::Remediation, telemetry::Telemetry,
+    Envelope, Payload,
+    alert::Alert,
+    approval::Approval,
+    diagnosis::Diagnosis,
+    incident::IncidentRecord,
+    investigation::{InvestigationEvent, InvestigationRequest},
+    ledger::LedgerHeads,
+    remediation::Remediation,
+    telemetry::Telemetry,
 };
 
 fn envelope_schema<P: Payload + JsonSchema>() -> (String, String) {
@@ -24,6 +30,7 @@ pub fn all() -> Vec<(String, String)> {
         envelope_schema::<LedgerHeads>(),
         envelope_schema::<Approval>(),
         envelope_schema::<InvestigationEvent>(),
+        envelope_schema::<InvestigationRequest>(),
         envelope_schema::<IncidentRecord>(),
     ]
 }

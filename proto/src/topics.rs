@@ -9,6 +9,7 @@ pub const INCIDENTS: &str = "opsmesh.incidents.v1";
 pub const LEDGER_HEADS: &str = "opsmesh.ledger-heads.v1";
 pub const NOTIFICATIONS: &str = "opsmesh.notifications.v1";
 pub const INVESTIGATIONS: &str = "opsmesh.investigations.v1";
+pub const INVESTIGATION_REQUESTS: &str = "opsmesh.investigation-requests.v1";
 
 /// Suffix of every topic's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
@@ -83,10 +84,19 @@ pub const TOPICS: &[TopicSpec] = &[
         cleanup_policy: "delete",
     },
     TopicSpec {
+        name: INVESTIGATION_REQUESTS,
+        producer: "diagnoser (unsure diagnoses), `opsmesh investigate`, reporter (console, MCP)",
+        consumers: &["diagnoser (the investigator)", "reporter (queued)"],
+        key: "investigation id",
+        partitions: 6,
+        retention_ms: 7 * DAY_MS,
+        cleanup_policy: "delete",
+    },
+    TopicSpec {
         name: INVESTIGATIONS,
-        producer: "diagnoser (the investigator: each step, then the report)",
-        consumers: &["reporter"],
-        key: "incident id",
+        producer: "diagnoser (the investigator: running, each step, then the report)",
+        consumers: &["reporter", "remediator (proposals of incident reports)"],
+        key: "incident id, else investigation id",
         partitions: 6,
         retention_ms: 7 * DAY_MS,
         cleanup_policy: "delete",

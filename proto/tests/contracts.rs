@@ -7,9 +7,17 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use opsmesh_proto::{
-    Envelope, Payload, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    incident::IncidentRecord, investigation::InvestigationEvent, ledger::LedgerHeads,
-    remediation::Remediation, schema, telemetry::Telemetry, topics,
+    Envelope, Payload,
+    alert::Alert,
+    approval::Approval,
+    diagnosis::Diagnosis,
+    incident::IncidentRecord,
+    investigation::{InvestigationEvent, InvestigationRequest},
+    ledger::LedgerHeads,
+    remediation::Remediation,
+    schema,
+    telemetry::Telemetry,
+    topics,
 };
 
 fn root() -> PathBuf {
@@ -67,6 +75,7 @@ fn golden_examples_round_trip() {
     round_trip::<LedgerHeads>(&dir);
     round_trip::<IncidentRecord>(&dir);
     round_trip::<InvestigationEvent>(&dir);
+    round_trip::<InvestigationRequest>(&dir);
 }
 
 #[test]
@@ -186,6 +195,7 @@ fn consumers_read_unknown_fields_as_the_same_value() {
     unknown_fields_are_ignored::<LedgerHeads>(&dir);
     unknown_fields_are_ignored::<IncidentRecord>(&dir);
     unknown_fields_are_ignored::<InvestigationEvent>(&dir);
+    unknown_fields_are_ignored::<InvestigationRequest>(&dir);
 }
 
 /// Producers stay strict: the schemas close every struct (`additionalProperties: false`), so

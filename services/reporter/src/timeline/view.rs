@@ -421,7 +421,7 @@ fn investigation_view(event: &Envelope<InvestigationEvent>) -> Option<Investigat
             at: event.occurred_at,
             report: (**report).clone(),
         }),
-        InvestigationUpdate::Step(_) => None,
+        InvestigationUpdate::Step(_) | InvestigationUpdate::Status(_) => None,
     }
 }
 
