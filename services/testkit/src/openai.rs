@@ -2,8 +2,12 @@
 //! plays a conversation turn by turn: tool calls (`finish_reason: "tool_calls"`, ids
 //! `call_<n>`, arguments as a JSON string) or a final message, each with the `usage` tokens the
 //! script gives. Like the real API it checks the bearer key and that every tool call of the
-//! previous turn is answered by a `tool` message (`400` otherwise); a request past the end of
-//! the script gets a `500`, so a test sees a model asked more often than it planned.
+//! conversation's last assistant turn is answered by a `tool` message (`400` otherwise); a
+//! request past the end of the script gets a `500`, so a test sees a model asked more often
+//! than it planned. [`ScriptedModel::investigator`] plays any number of investigations at
+//! once instead, each from its own conversation (see [`investigator`]).
+
+pub mod investigator;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -75,13 +79,21 @@ impl Turn {
     }
 }
 
+/// What the server answers.
+enum Script {
+    /// These turns, one per request, in order.
+    Turns(Vec<Turn>),
+    /// Each request's next investigation step, read from its conversation.
+    Investigator,
+}
+
 struct State {
     key: String,
-    turns: Vec<Turn>,
+    script: Script,
     /// Request bodies, in order.
     requests: Vec<Value>,
-    /// Tool call ids of the last turn, which the next request must answer.
-    open_calls: Vec<String>,
+    /// The `usage` of every answer given, in order: (prompt, completion) tokens.
+    usage: Vec<(u32, u32)>,
     next_call: u32,
 }
 
@@ -130,16 +142,7 @@ fn answer(state: &mut State, request: &HttpRequest, body: Value) -> (HttpRespons
             "invalid_request_error",
         ));
     };
-    let answered: Vec<&str> = messages
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .filter_map(|m| m["tool_call_id"].as_str())
-        .collect();
-    if let Some(missing) = state
-        .open_calls
-        .iter()
-        .find(|id| !answered.contains(&id.as_str()))
-    {
+    if let Some(missing) = unanswered_call(messages) {
         return now(error(
             400,
             &format!(
@@ -150,25 +153,23 @@ fn answer(state: &mut State, request: &HttpRequest, body: Value) -> (HttpRespons
             "invalid_request_error",
         ));
     }
-    let turn = state.requests.len() - 1;
-    let Some(turn) = state.turns.get(turn).cloned() else {
+    let turn = match &state.script {
+        Script::Turns(turns) => turns.get(state.requests.len() - 1).cloned(),
+        Script::Investigator => Some(investigator::next_turn(&body)),
+    };
+    let Some(turn) = turn else {
         return now(error(500, "the script has no more turns", "server_error"));
     };
     let (message, finish_reason) = match turn.reply {
-        Reply::Content(content) => {
-            state.open_calls.clear();
-            (
-                json!({"role": "assistant", "content": content, "refusal": null}),
-                "stop",
-            )
-        }
+        Reply::Content(content) => (
+            json!({"role": "assistant", "content": content, "refusal": null}),
+            "stop",
+        ),
         Reply::ToolCalls(calls) => {
             let mut tool_calls = Vec::new();
-            state.open_calls.clear();
             for (name, arguments) in calls {
                 state.next_call += 1;
                 let id = format!("call_{}", state.next_call);
-                state.open_calls.push(id.clone());
                 tool_calls.push(json!({"id": id, "type": "function",
                     "function": {"name": name, "arguments": arguments.to_string()}}));
             }
@@ -178,6 +179,9 @@ fn answer(state: &mut State, request: &HttpRequest, body: Value) -> (HttpRespons
             )
         }
     };
+    state
+        .usage
+        .push((turn.prompt_tokens, turn.completion_tokens));
     let response = HttpResponse::Ok().json(json!({
         "id": format!("chatcmpl-{}", state.requests.len()),
         "object": "chat.completion",
@@ -193,14 +197,41 @@ fn answer(state: &mut State, request: &HttpRequest, body: Value) -> (HttpRespons
     (response, turn.delay)
 }
 
+/// The first tool call of the conversation's last assistant message that no later `tool`
+/// message answers.
+fn unanswered_call(messages: &[Value]) -> Option<String> {
+    let last = messages.iter().rposition(|m| m["role"] == "assistant")?;
+    let answered: Vec<&str> = messages[last + 1..]
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .filter_map(|m| m["tool_call_id"].as_str())
+        .collect();
+    messages[last]["tool_calls"]
+        .as_array()?
+        .iter()
+        .filter_map(|call| call["id"].as_str())
+        .find(|id| !answered.contains(id))
+        .map(str::to_owned)
+}
+
 impl ScriptedModel {
     /// Serves `turns` on a free loopback port, accepting the API key `key`.
     pub async fn start(key: &str, turns: Vec<Turn>) -> Self {
+        Self::serve(key, Script::Turns(turns)).await
+    }
+
+    /// Serves [`investigator`]'s investigation of whatever incident each conversation is
+    /// about, any number of conversations at once, accepting the API key `key`.
+    pub async fn investigator(key: &str) -> Self {
+        Self::serve(key, Script::Investigator).await
+    }
+
+    async fn serve(key: &str, script: Script) -> Self {
         let state = Arc::new(Mutex::new(State {
             key: key.to_owned(),
-            turns,
+            script,
             requests: Vec::new(),
-            open_calls: Vec::new(),
+            usage: Vec::new(),
             next_call: 0,
         }));
         let data = web::Data::from(state.clone());
@@ -225,6 +256,11 @@ impl ScriptedModel {
     /// The request bodies received, in order.
     pub fn requests(&self) -> Vec<Value> {
         self.lock().requests.clone()
+    }
+
+    /// The `usage` of every answer given, in order: (prompt, completion) tokens.
+    pub fn usage(&self) -> Vec<(u32, u32)> {
+        self.lock().usage.clone()
     }
 
     /// The `tool` messages of request `n` (0-based): (tool_call_id, content).

@@ -1,0 +1,255 @@
+//! A deterministic investigator for any incident, played from the conversation alone (so any
+//! number run at once): it asks `incident_facts`, then `kubernetes_events` of the incident's
+//! namespace when that tool is offered, then answers with a report that keeps the rules' root
+//! cause and cites the results it got. It proposes nothing. Usage is counted as a real server
+//! would, roughly: a token per four characters of the request, and of the answer.
+
+use serde_json::{Value, json};
+
+use super::{Reply, Turn};
+
+const INCIDENT_FACTS: &str = "incident_facts";
+const KUBERNETES_EVENTS: &str = "kubernetes_events";
+
+/// One tool result of the conversation.
+struct ToolResult {
+    tool: String,
+    /// The result, parsed (`{"evidence_id": .., "result": ..}`, or `{"error": ..}`).
+    content: Value,
+}
+
+impl ToolResult {
+    fn evidence_id(&self) -> Option<&str> {
+        self.content["evidence_id"].as_str()
+    }
+}
+
+/// The tool results so far, each with the tool the assistant called for it.
+fn tool_results(messages: &[Value]) -> Vec<ToolResult> {
+    let mut called: Vec<(&str, &str)> = Vec::new();
+    let mut results = Vec::new();
+    for message in messages {
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(name)) = (call["id"].as_str(), call["function"]["name"].as_str())
+            {
+                called.push((id, name));
+            }
+        }
+        if message["role"] == "tool"
+            && let Some((_, tool)) = called
+                .iter()
+                .find(|(id, _)| message["tool_call_id"].as_str() == Some(id))
+        {
+            let text = message["content"].as_str().unwrap_or_default();
+            results.push(ToolResult {
+                tool: (*tool).to_owned(),
+                content: serde_json::from_str(text).unwrap_or_else(|_| json!({"error": text})),
+            });
+        }
+    }
+    results
+}
+
+/// What `incident_facts` told: the namespace, the rules' diagnosis (root cause, target,
+/// summary), whichever the facts hold.
+struct Facts<'a> {
+    namespace: Option<&'a str>,
+    diagnosis: &'a Value,
+}
+
+fn facts(result: &Value) -> Facts<'_> {
+    let result = &result["result"];
+    let diagnosis = &result["facts"]["diagnosis"];
+    // `inferenceservice/<namespace>/<name>`
+    let target_namespace = diagnosis["target"].as_str().and_then(|target| {
+        match target.split('/').collect::<Vec<_>>()[..] {
+            [_, namespace, _] => Some(namespace),
+            _ => None,
+        }
+    });
+    Facts {
+        namespace: result["namespace"]
+            .as_str()
+            .or(result["facts"]["alert"]["entity"]["namespace"].as_str())
+            .or(target_namespace),
+        diagnosis,
+    }
+}
+
+fn offered(body: &Value, tool: &str) -> bool {
+    body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["function"]["name"] == tool)
+}
+
+/// Tokens for `chars` characters of text, as a BPE tokenizer roughly counts English and JSON.
+fn tokens(chars: usize) -> u32 {
+    u32::try_from(chars.div_ceil(4).max(1)).unwrap_or(u32::MAX)
+}
+
+/// The next turn of the investigation the request `body` carries.
+pub(super) fn next_turn(body: &Value) -> Turn {
+    let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
+    let results = tool_results(messages);
+    let facts_result = results.iter().find(|r| r.tool == INCIDENT_FACTS);
+    let reply = match facts_result {
+        None if offered(body, INCIDENT_FACTS) => {
+            Reply::ToolCalls(vec![(INCIDENT_FACTS.to_owned(), json!({}))])
+        }
+        found => {
+            let known = found.map(|r| facts(&r.content));
+            let namespace = known.as_ref().and_then(|f| f.namespace);
+            match namespace {
+                Some(namespace)
+                    if offered(body, KUBERNETES_EVENTS)
+                        && !results.iter().any(|r| r.tool == KUBERNETES_EVENTS) =>
+                {
+                    Reply::ToolCalls(vec![(
+                        KUBERNETES_EVENTS.to_owned(),
+                        json!({"namespace": namespace}),
+                    )])
+                }
+                _ => Reply::Content(report(known.as_ref(), &results).to_string()),
+            }
+        }
+    };
+    let answer_chars = match &reply {
+        Reply::Content(text) => text.len(),
+        Reply::ToolCalls(calls) => calls
+            .iter()
+            .map(|(name, arguments)| name.len() + arguments.to_string().len())
+            .sum(),
+    };
+    let request_chars = body["messages"].to_string().len() + body["tools"].to_string().len();
+    Turn::with(reply).usage(tokens(request_chars), tokens(answer_chars))
+}
+
+/// The final answer: the rules' root cause, one finding per result that ran, citing it.
+fn report(facts: Option<&Facts<'_>>, results: &[ToolResult]) -> Value {
+    let diagnosis = facts.map_or(&Value::Null, |f| f.diagnosis);
+    let root_cause = diagnosis["root_cause"].as_str().unwrap_or("unknown");
+    let target = diagnosis["target"].as_str().unwrap_or("the alert's target");
+    let findings: Vec<Value> = results
+        .iter()
+        .filter_map(|r| {
+            let id = r.evidence_id()?;
+            let claim = match r.tool.as_str() {
+                INCIDENT_FACTS => format!(
+                    "opsmesh's rules diagnosed {root_cause} on {target}: {}",
+                    diagnosis["summary"].as_str().unwrap_or("no summary")
+                ),
+                KUBERNETES_EVENTS => {
+                    let events = r.content["result"]["events"]
+                        .as_array()
+                        .map_or(&[][..], Vec::as_slice);
+                    let reasons: Vec<&str> =
+                        events.iter().filter_map(|e| e["reason"].as_str()).collect();
+                    format!(
+                        "the namespace has {} event(s){}",
+                        events.len(),
+                        match reasons.last() {
+                            Some(reason) => format!(", the latest {reason}"),
+                            None => String::new(),
+                        }
+                    )
+                }
+                other => format!("{other} answered"),
+            };
+            Some(json!({"claim": claim, "evidence_ids": [id]}))
+        })
+        .collect();
+    json!({
+        "summary": format!("{root_cause} on {target}, as the rules found; the events agree"),
+        "root_cause": root_cause,
+        "risk": "medium",
+        "findings": findings,
+        "proposed_actions": [],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools(names: &[&str]) -> Value {
+        names
+            .iter()
+            .map(|n| json!({"type": "function", "function": {"name": n}}))
+            .collect()
+    }
+
+    /// The conversation after the assistant called `tool` (as `id`) and got `result`.
+    fn answered(mut messages: Vec<Value>, id: &str, tool: &str, result: Value) -> Vec<Value> {
+        messages.push(json!({"role": "assistant", "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": tool, "arguments": "{}"}}]}));
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": result.to_string()}));
+        messages
+    }
+
+    fn calls(turn: &Turn) -> Vec<(String, Value)> {
+        match &turn.reply {
+            Reply::ToolCalls(calls) => calls.clone(),
+            Reply::Content(text) => panic!("answered {text}"),
+        }
+    }
+
+    #[test]
+    fn facts_then_the_namespace_events_then_a_report_citing_both() {
+        let tools = tools(&[KUBERNETES_EVENTS, INCIDENT_FACTS]);
+        let opening = vec![
+            json!({"role": "system", "content": "You are opsmesh's investigator"}),
+            json!({"role": "user", "content": "why?"}),
+        ];
+        let first = next_turn(&json!({"messages": opening, "tools": tools}));
+        assert_eq!(calls(&first), [(INCIDENT_FACTS.to_owned(), json!({}))]);
+        assert!(first.prompt_tokens > 1 && first.completion_tokens > 1);
+
+        let facts = json!({"evidence_id": "t1", "result": {"incident_id": "inc-1", "namespace": null,
+            "facts": {"diagnosis": {"root_cause": "crash_loop", "summary": "crashes on start",
+                                    "target": "inferenceservice/ml-team-a/embedder"}}}});
+        let messages = answered(opening, "call_1", INCIDENT_FACTS, facts);
+        let second = next_turn(&json!({"messages": messages, "tools": tools}));
+        assert_eq!(
+            calls(&second),
+            [(
+                KUBERNETES_EVENTS.to_owned(),
+                json!({"namespace": "ml-team-a"})
+            )]
+        );
+
+        let events = json!({"evidence_id": "t2", "result": {"namespace": "ml-team-a",
+            "events": [{"reason": "Pulled"}, {"reason": "BackOff"}]}});
+        let messages = answered(messages, "call_2", KUBERNETES_EVENTS, events);
+        let last = next_turn(&json!({"messages": messages, "tools": tools}));
+        let Reply::Content(text) = &last.reply else {
+            panic!("not a report")
+        };
+        let report: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(report["root_cause"], "crash_loop");
+        assert_eq!(report["findings"][0]["evidence_ids"], json!(["t1"]));
+        assert_eq!(report["findings"][1]["evidence_ids"], json!(["t2"]));
+        assert!(
+            report["findings"][1]["claim"]
+                .as_str()
+                .unwrap()
+                .contains("2 event(s), the latest BackOff")
+        );
+    }
+
+    #[test]
+    fn without_the_kubernetes_tools_it_answers_from_the_facts() {
+        let tools = tools(&[INCIDENT_FACTS]);
+        let facts = json!({"evidence_id": "t1", "result": {"namespace": "ml-team-a",
+            "facts": {"diagnosis": {"root_cause": "unknown"}}}});
+        let messages = answered(vec![], "call_1", INCIDENT_FACTS, facts);
+        let turn = next_turn(&json!({"messages": messages, "tools": tools}));
+        let Reply::Content(text) = &turn.reply else {
+            panic!("not a report")
+        };
+        let report: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(report["root_cause"], "unknown");
+        assert_eq!(report["findings"].as_array().unwrap().len(), 1);
+    }
+}
