@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod controller;
 pub mod duration;
+mod logs;
 pub mod opencost;
 pub mod patch;
 pub mod rbac;

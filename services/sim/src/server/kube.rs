@@ -1,5 +1,5 @@
 //! The Kubernetes API: routing a path to a resource, discovery, the verbs with RBAC and
-//! selectors, and the `api_outage` answer.
+//! selectors, pod logs, and the `api_outage` answer.
 
 use std::collections::BTreeMap;
 
@@ -100,6 +100,7 @@ fn route<'a>(segs: &[&'a str]) -> Result<Option<Target<'a>>, ApiError> {
     };
     if let Some(sub) = t.subresource
         && !(sub == "status" && t.def.status_subresource)
+        && !(sub == "log" && t.def.group.is_empty() && t.def.plural == "pods")
     {
         return Err(not_found());
     }
@@ -224,6 +225,17 @@ pub(super) fn kube(
             403,
         );
         return status_response(&e);
+    }
+    if target.subresource == Some("log") {
+        if verb != "get" {
+            return status_response(&ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            )));
+        }
+        return match world.pod_log(&ns, &name, query) {
+            Ok(text) => HttpResponse::Ok().content_type("text/plain").body(text),
+            Err(e) => status_response(&e),
+        };
     }
     if let Some(dr) = query.get("dryRun")
         && dr != "All"
