@@ -312,6 +312,14 @@ impl Application {
         if ctx.settings.bus.create_topics {
             ensure_topics(&ctx, &shutdown).await;
         }
+        let dlq = &ctx.settings.bus.dlq;
+        let dlq_sizes = (!dlq.size_interval.is_zero()).then(|| {
+            tokio::spawn(ctx.bus_metrics.dlq_sizes.clone().refresh_until(
+                ctx.bus().clone(),
+                dlq.clone(),
+                shutdown.clone(),
+            ))
+        });
 
         let mut tasks = JoinSet::new();
         for component in &components {
@@ -353,6 +361,9 @@ impl Application {
             return Err(StopError::GraceExceeded(grace));
         }
         let _ = server_task.await;
+        if let Some(refresh) = dlq_sizes {
+            refresh.abort();
+        }
         // Last: `/readyz` answers "draining" to the probes until the work above is done.
         admin_handle.stop(true).await;
         let _ = admin_task.await;

@@ -4,6 +4,8 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
 };
 
+use crate::bus::DlqSizes;
+
 /// Registers `metric` and returns it. Names are fixed in code, so a clash is a programming
 /// error caught by the first test that builds the service.
 pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
@@ -42,6 +44,8 @@ pub struct BusMetrics {
     pub in_flight: IntGaugeVec,
     /// Handled messages whose background work has not settled yet (their offsets wait).
     pub deferred: IntGaugeVec,
+    /// Messages waiting in the DLQs of the topics this process consumes.
+    pub dlq_sizes: DlqSizes,
 }
 
 impl BusMetrics {
@@ -113,15 +117,18 @@ impl BusMetrics {
                 )
                 .expect("valid gauge"),
             ),
+            dlq_sizes: DlqSizes::new(registry),
         }
     }
 
     /// Gives a consumer group's dead-letter series of each topic a 0, so that alerting on
-    /// `increase(bus_consumed_total{outcome="dead_lettered"})` sees its first dead letter.
+    /// `increase(bus_consumed_total{outcome="dead_lettered"})` sees its first dead letter, and
+    /// measures the DLQ of each topic from now on.
     pub fn consumer_started(&self, group: &str, topics: &[&str]) {
         for topic in topics {
             self.consumed
                 .with_label_values(&[group, topic, "dead_lettered"]);
+            self.dlq_sizes.watch(opsmesh_proto::topics::dlq(topic));
         }
     }
 }

@@ -4,13 +4,18 @@
 mod admin;
 mod auth;
 mod group;
+mod offsets;
 mod reader;
 mod security;
 
 pub use admin::TopicDescription;
 pub use security::{KafkaSecurity, SaslMechanism, SaslSettings, SecurityProtocol, TlsSettings};
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use rdkafka::{
@@ -24,6 +29,7 @@ use serde::Deserialize;
 
 use super::{
     Bus, BusError, ClientOverrides, Delivered, EndOffsets, Outgoing, Subscription, TopicReader,
+    Watermarks,
 };
 use crate::config::{ConfigError, Validate};
 
@@ -178,6 +184,7 @@ pub struct KafkaBus {
     group_metrics: group::GroupMetrics,
     /// Consumers of this process per group, to give each its own `group.instance.id`.
     members: Mutex<HashMap<String, usize>>,
+    commit_readers: Arc<offsets::CommitReaders>,
 }
 
 impl KafkaBus {
@@ -202,6 +209,7 @@ impl KafkaBus {
             auth,
             group_metrics: group::GroupMetrics::new(),
             members: Mutex::new(HashMap::new()),
+            commit_readers: Arc::default(),
         })
     }
 
@@ -350,14 +358,27 @@ impl Bus for KafkaBus {
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<EndOffsets, BusError> {
+        let marks = self.watermarks(topic).await?;
+        Ok(marks.into_iter().map(|(p, (_, high))| (p, high)).collect())
+    }
+
+    async fn watermarks(&self, topic: &str) -> Result<Watermarks, BusError> {
         let (producer, topic) = (self.producer.clone(), topic.to_owned());
         let timeout = self.settings.request_timeout;
-        let marks = tokio::task::spawn_blocking(move || {
-            reader::watermarks(producer.client(), &topic, timeout)
+        tokio::task::spawn_blocking(move || offsets::watermarks(producer.client(), &topic, timeout))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+    }
+
+    async fn committed(&self, group: &str, topic: &str) -> Result<EndOffsets, BusError> {
+        let readers = self.commit_readers.clone();
+        let (settings, client_id) = (self.settings.clone(), self.client_id.clone());
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            readers.committed(&settings, &client_id, &group, &topic)
         })
         .await
-        .map_err(|e| BusError::Unavailable(e.to_string()))??;
-        Ok(marks.into_iter().map(|(p, _, high)| (p, high)).collect())
+        .map_err(|e| BusError::Unavailable(e.to_string()))?
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {

@@ -26,7 +26,9 @@ use prometheus::{
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use super::{Bus, BusError, Delivered, EndOffsets, Outgoing, Received, Subscription, TopicReader};
+use super::{
+    Bus, BusError, Delivered, EndOffsets, Outgoing, Received, Subscription, TopicReader, Watermarks,
+};
 use crate::config::{ConfigError, Validate};
 
 use reader::MemoryReader;
@@ -315,6 +317,28 @@ impl Bus for MemoryBus {
             .iter()
             .enumerate()
             .map(|(p, part)| (p as i32, part.end()))
+            .collect())
+    }
+
+    async fn watermarks(&self, topic: &str) -> Result<Watermarks, BusError> {
+        let mut state = self.shared.lock();
+        Ok(state
+            .partitions_mut(topic, self.shared.settings.partitions)
+            .iter()
+            .enumerate()
+            .map(|(p, part)| (p as i32, (part.base, part.end())))
+            .collect())
+    }
+
+    async fn committed(&self, group: &str, topic: &str) -> Result<EndOffsets, BusError> {
+        let state = self.shared.lock();
+        Ok(state
+            .groups
+            .get(group)
+            .into_iter()
+            .flat_map(|g| &g.committed)
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), offset)| (*p as i32, *offset))
             .collect())
     }
 

@@ -3,6 +3,7 @@
 
 mod consumer;
 mod dead_letter;
+mod dlq_sizes;
 mod kafka;
 mod memory;
 mod publisher;
@@ -17,6 +18,7 @@ pub use consumer::{
     ConsumerSettings, Handler, HandlerError, Pending, RecentIds, Settle, consume, defer,
 };
 pub use dead_letter::DeadLetters;
+pub use dlq_sizes::{DlqSettings, DlqSizes};
 pub use kafka::{
     KafkaBus, KafkaSecurity, KafkaSettings, SaslMechanism, SaslSettings, SecurityProtocol,
     TlsSettings, TopicDescription,
@@ -24,7 +26,7 @@ pub use kafka::{
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
 pub use reader::{
-    EndOffsets, PartitionBarrier, ReadEvent, ReaderSettings, TopicFollower, TopicReader,
+    EndOffsets, PartitionBarrier, ReadEvent, ReaderSettings, TopicFollower, TopicReader, Watermarks,
 };
 
 use crate::config::{ConfigError, Validate};
@@ -183,6 +185,22 @@ pub trait Bus: Send + Sync + 'static {
             self.kind()
         )))
     }
+    /// Each partition's log start offset and end offset now (`(low, high)`): it holds
+    /// `high - low` messages.
+    async fn watermarks(&self, topic: &str) -> Result<Watermarks, BusError> {
+        Err(BusError::Client(format!(
+            "the {} bus cannot tell the watermarks of {topic}",
+            self.kind()
+        )))
+    }
+    /// The offsets `group` committed on the partitions of `topic` (those it committed on),
+    /// whether or not the group has members now.
+    async fn committed(&self, group: &str, topic: &str) -> Result<EndOffsets, BusError> {
+        Err(BusError::Client(format!(
+            "the {} bus cannot tell what {group} committed on {topic}",
+            self.kind()
+        )))
+    }
     /// Creates missing topics (and their DLQs).
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError>;
     /// Readiness: the bus answers.
@@ -233,6 +251,8 @@ pub struct BusSettings {
     pub consumer: ConsumerSettings,
     /// Reading state topics from their start (`bus.reader`).
     pub reader: ReaderSettings,
+    /// The DLQ size gauges and the replayer's group (`bus.dlq`).
+    pub dlq: DlqSettings,
     /// Create missing topics at start (the test broker does not auto-create).
     pub create_topics: bool,
     /// Consumer groups are named `<group_prefix><service>`, e.g. `opsmesh-diagnoser`.
@@ -247,6 +267,7 @@ impl Default for BusSettings {
             memory: MemorySettings::default(),
             consumer: ConsumerSettings::default(),
             reader: ReaderSettings::default(),
+            dlq: DlqSettings::default(),
             create_topics: true,
             group_prefix: "opsmesh-".into(),
         }
@@ -260,7 +281,8 @@ impl Validate for BusSettings {
         }
         self.memory.validate(&format!("{prefix}.memory"))?;
         self.consumer.validate(&format!("{prefix}.consumer"))?;
-        self.reader.validate(&format!("{prefix}.reader"))
+        self.reader.validate(&format!("{prefix}.reader"))?;
+        self.dlq.validate(&format!("{prefix}.dlq"))
     }
 }
 

@@ -27,6 +27,9 @@ use crate::{
 /// far a reader has read.
 pub type EndOffsets = BTreeMap<i32, i64>;
 
+/// Per partition, its log start offset and end offset (`(low, high)`).
+pub type Watermarks = BTreeMap<i32, (i64, i64)>;
+
 #[derive(Debug)]
 pub enum ReadEvent {
     Record(Received),

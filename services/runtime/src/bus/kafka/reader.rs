@@ -1,12 +1,9 @@
 //! [`TopicReader`] on Kafka: every partition assigned by hand from its beginning (no group
 //! membership, no commits), the end offsets taken before the first fetch.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
-    client::Client,
+    Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
     error::KafkaError,
     message::Headers,
@@ -15,40 +12,8 @@ use rdkafka::{
 use super::{
     super::{BusError, EndOffsets, ReadEvent, Received, TopicReader},
     KafkaSettings, base_config,
+    offsets::watermarks,
 };
-
-/// Each partition of `topic`, with its low and high watermark, asked of the broker now.
-/// Blocking: call it off the async threads.
-pub(super) fn watermarks<C: ClientContext>(
-    client: &Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<(i32, i64, i64)>, BusError> {
-    let metadata = client
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| BusError::Unavailable(e.to_string()))?;
-    let described = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| BusError::Unavailable(format!("{topic}: not in the metadata")))?;
-    if let Some(error) = described.error() {
-        return Err(BusError::Unavailable(format!("{topic}: {error:?}")));
-    }
-    if described.partitions().is_empty() {
-        return Err(BusError::Unavailable(format!("{topic}: no partitions yet")));
-    }
-    described
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (low, high) = client
-                .fetch_watermarks(topic, p.id(), timeout)
-                .map_err(|e| BusError::Unavailable(format!("{topic}/{}: {e}", p.id())))?;
-            Ok((p.id(), low, high))
-        })
-        .collect()
-}
 
 /// Opens a reader of `topic` (blocking: metadata and watermark requests).
 pub(super) fn open(
@@ -80,7 +45,7 @@ pub(super) fn open(
     // Taken before the first fetch: every partition end the reader meets is at least this.
     let marks = watermarks(consumer.client(), topic, settings.request_timeout)?;
     let mut assignment = TopicPartitionList::new();
-    for (partition, _, _) in &marks {
+    for partition in marks.keys() {
         assignment
             .add_partition_offset(topic, *partition, Offset::Beginning)
             .map_err(|e| BusError::Consume(e.to_string()))?;
@@ -91,8 +56,8 @@ pub(super) fn open(
     Ok(KafkaReader {
         consumer,
         // Below the low watermark nothing is left to read (retention, compaction).
-        positions: marks.iter().map(|(p, low, _)| (*p, *low)).collect(),
-        snapshot: Some(marks.iter().map(|(p, _, high)| (*p, *high)).collect()),
+        positions: marks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
+        snapshot: Some(marks.iter().map(|(p, (_, high))| (*p, *high)).collect()),
     })
 }
 
