@@ -220,6 +220,16 @@ impl Incidents {
         self.state().by_fingerprint.len()
     }
 
+    /// The latest record of the incident with this id, open or closed. A scan: only on-demand
+    /// investigations look incidents up by id, and they are rare.
+    pub fn find(&self, incident_id: &str) -> Option<IncidentRecord> {
+        self.state()
+            .by_fingerprint
+            .values()
+            .find(|r| r.incident_id == incident_id)
+            .cloned()
+    }
+
     /// What one alert means at `now` (its [`alert_time`]), without changing the state: the
     /// caller publishes the returned record (and the diagnosis), then calls
     /// [`Incidents::apply`] — so a failed publish leaves the state as it was and the retry

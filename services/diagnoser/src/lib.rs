@@ -288,7 +288,12 @@ impl Component for Diagnoser {
             let ctx = &inner.ctx;
             let telemetry_group = format!("{}-telemetry-{instance}", SERVICE.name);
             let outcomes_group = format!("{}-outcomes-{instance}", SERVICE.name);
-            let (a, t, o) = tokio::join!(
+            let investigator_group = format!("{}-investigator", SERVICE.name);
+            let requests = Arc::new(investigator::RequestHandler::new(
+                inner.clone(),
+                shutdown.clone(),
+            ));
+            let (a, t, o, r) = tokio::join!(
                 ctx.consume(
                     SERVICE.name,
                     &[topics::ALERTS],
@@ -310,10 +315,18 @@ impl Component for Diagnoser {
                     Arc::new(OutcomeHandler(inner.clone())),
                     shutdown.clone()
                 ),
+                // Shared out by partition like alerts: each request runs on one replica.
+                ctx.consume(
+                    &investigator_group,
+                    &[topics::INVESTIGATION_REQUESTS],
+                    requests,
+                    shutdown.clone()
+                ),
             );
             a?;
             t?;
             o?;
+            r?;
             Ok(())
         })
     }
@@ -411,11 +424,12 @@ impl Inner {
         state.incident_id = Some(record.incident_id.clone());
         self.publish(&record.fingerprint, &state).await?;
         self.incidents.apply(record.clone());
-        // Only once the incident is recorded (an outcome arriving meanwhile finds it) and the
-        // target is free again; a restart during an investigation does not run it again.
+        // Only once the incident is recorded (an outcome arriving meanwhile finds it and an
+        // on-demand request for it finds its record); the investigation runs off this path.
         drop(target);
         if let Some(diagnosis) = opened {
-            self.investigate(&alert, &record, &diagnosis).await?;
+            self.request_investigation(&alert, &record, &diagnosis)
+                .await?;
         }
         Ok(())
     }

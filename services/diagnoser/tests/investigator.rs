@@ -19,8 +19,8 @@ use opsmesh_diagnoser::{
 use opsmesh_proto::{
     ActionKind, Envelope, RootCause, Severity,
     investigation::{
-        InvestigationEvent, InvestigationReport, InvestigationState, InvestigationUpdate, StepKind,
-        StopReason,
+        InvestigationEvent, InvestigationReport, InvestigationRequest, InvestigationState,
+        InvestigationUpdate, StepKind, StopReason,
     },
     topics,
 };
@@ -674,7 +674,20 @@ async fn an_incident_the_rules_are_unsure_of_is_investigated_and_every_step_publ
         },
     )
     .await;
-    assert_eq!(events.len(), 4, "three steps, then the report");
+    // Queued by the diagnoser on the request topic, as any requester would.
+    let requests = running.bus.snapshot(topics::INVESTIGATION_REQUESTS);
+    assert_eq!(requests.len(), 1);
+    let request = Envelope::<InvestigationRequest>::from_slice(&requests[0].payload).unwrap();
+    assert_eq!(request.payload.requested_by, "diagnoser");
+    assert_eq!(
+        request.payload.incident_id.as_deref(),
+        Some(incident.as_str())
+    );
+    assert_eq!(events.len(), 5, "running, three steps, then the report");
+    let InvestigationUpdate::Status(status) = &events[0].payload.update else {
+        panic!("the first event says it runs: {:?}", events[0]);
+    };
+    assert_eq!(status.state, InvestigationState::Running);
     for event in &events {
         assert_eq!(event.incident_id.as_deref(), Some(incident.as_str()));
         assert!(event.payload.investigation_id.starts_with(&incident));
@@ -685,13 +698,13 @@ async fn an_incident_the_rules_are_unsure_of_is_investigated_and_every_step_publ
                 .contains("KServe model error rate above 5%")
         );
     }
-    let tool_step = match &events[1].payload.update {
+    let tool_step = match &events[2].payload.update {
         InvestigationUpdate::Step(step) => step,
         other => panic!("{other:?}"),
     };
     assert_eq!(tool_step.tool.as_deref(), Some("incident_facts"));
     assert!(tool_step.result_digest.is_some());
-    let InvestigationUpdate::Report(report) = &events[3].payload.update else {
+    let InvestigationUpdate::Report(report) = &events[4].payload.update else {
         panic!("the last event is the report");
     };
     assert_eq!(report.state, InvestigationState::Completed);

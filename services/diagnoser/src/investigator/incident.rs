@@ -1,19 +1,16 @@
-//! The investigator in the diagnoser: built from its configuration, and run for a new incident
-//! the rules are not confident about, its steps and report published.
+//! The investigator in the diagnoser: built from its configuration, and queued for a new
+//! incident the rules are not confident about.
 
 use std::sync::Arc;
 
 use opsmesh_proto::{
-    Envelope,
-    alert::Alert,
-    diagnosis::Diagnosis,
-    incident::IncidentRecord,
-    investigation::{InvestigationEvent, InvestigationUpdate},
+    Envelope, alert::Alert, diagnosis::Diagnosis, incident::IncidentRecord,
+    investigation::InvestigationRequest,
 };
 use opsmesh_runbooks::Library;
 use opsmesh_runtime::{ConfigError, Context, HandlerError};
 
-use super::{Investigator, Subject, Toolbox, kube_client};
+use super::{Investigator, Toolbox, kube_client};
 use crate::{DiagnoserConfig, Inner, llm, splunk};
 
 /// The investigator of `[diagnoser.investigator]`: on the advisor's endpoint when there is one
@@ -42,10 +39,11 @@ pub(crate) async fn build(
 }
 
 impl Inner {
-    /// When the rules are not confident, the investigator looks further; each step, then the
-    /// report, goes to `opsmesh.investigations.v1` (the reporter mirrors them to Splunk). The
-    /// report is advice: its proposals are not handed to the remediator.
-    pub(crate) async fn investigate(
+    /// When the rules are not confident, an investigation is queued on
+    /// `opsmesh.investigation-requests.v1` (the queue consumer runs it, bounded, off the alert's
+    /// partition; a restart does not lose it). Its report is advice for humans and, for the
+    /// remediator, proposals a human approves.
+    pub(crate) async fn request_investigation(
         &self,
         alert: &Envelope<Alert>,
         record: &IncidentRecord,
@@ -58,9 +56,10 @@ impl Inner {
             return Ok(());
         }
         let a = &alert.payload;
-        let subject = Subject {
+        let request = InvestigationRequest {
+            investigation_id: format!("{}/{}", record.incident_id, record.generation),
             incident_id: Some(record.incident_id.clone()),
-            question: format!(
+            question: Some(format!(
                 "Alert {:?} about {}: the rules concluded {} at confidence {:.2} ({}). Why is it \
                  happening, and what should be done?",
                 a.name,
@@ -68,50 +67,29 @@ impl Inner {
                 diagnosis.root_cause,
                 diagnosis.confidence,
                 diagnosis.summary
-            ),
-            namespace: a.entity.namespace.clone(),
-            facts: serde_json::json!({
+            )),
+            namespace: a
+                .entity
+                .namespace
+                .clone()
+                .filter(|ns| self.config.investigator.namespaces.contains(ns)),
+            requested_by: "diagnoser".into(),
+            facts: Some(serde_json::json!({
                 "alert": {"name": a.name, "severity": a.severity, "entity": a.entity,
                           "rows": a.rows.iter().take(5).collect::<Vec<_>>()},
                 "diagnosis": diagnosis,
-            }),
+            })),
         };
-        let report = investigator.investigate(&subject).await;
-        tracing::info!(
-            incident = %record.incident_id,
-            state = %report.state,
-            stop = %report.stop_reason,
-            root_cause = %report.root_cause,
-            cost_usd = report.usage.cost_usd,
-            "investigation finished"
+        let mut envelope = Envelope::derive(
+            alert,
+            "opsmesh-diagnoser",
+            &format!("investigation-request-{}", record.generation),
+            request,
         );
-        let investigation_id = format!("{}/{}", record.incident_id, record.generation);
-        let event = |name: String, update| {
-            let mut envelope = Envelope::derive(
-                alert,
-                "opsmesh-diagnoser",
-                &format!("investigation-{}-{name}", record.generation),
-                InvestigationEvent {
-                    investigation_id: investigation_id.clone(),
-                    question: subject.question.clone(),
-                    namespace: subject.namespace.clone(),
-                    update,
-                },
-            );
-            envelope.incident_id = Some(record.incident_id.clone());
-            envelope
-        };
-        for step in &report.steps {
-            let envelope = event(
-                format!("step-{}", step.step),
-                InvestigationUpdate::Step(step.clone()),
-            );
-            self.publish(&record.incident_id, &envelope).await?;
-        }
-        let envelope = event(
-            "report".into(),
-            InvestigationUpdate::Report(Box::new(report)),
-        );
-        self.publish(&record.incident_id, &envelope).await
+        envelope.incident_id = Some(record.incident_id.clone());
+        let key = envelope.payload.investigation_id.clone();
+        self.publish(&key, &envelope).await?;
+        tracing::info!(incident = %record.incident_id, investigation = %key, "investigation queued");
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ mod budget;
 mod incident;
 mod kube_reads;
 mod metrics;
+mod queue;
 mod report;
 mod run;
 pub mod spl_guard;
@@ -27,6 +28,7 @@ use crate::llm::Endpoint;
 pub use budget::Limits;
 pub(crate) use incident::build;
 use kube_reads::client as kube_client;
+pub(crate) use queue::RequestHandler;
 pub use spl_guard::SplGuardConfig;
 pub use tools::{ToolError, Toolbox};
 
@@ -38,6 +40,9 @@ pub struct InvestigatorConfig {
     pub enabled: bool,
     /// Rule confidence below which (or a root cause `unknown`) an incident is investigated.
     pub below_confidence: f64,
+    /// Investigations run at once by one diagnoser; more requests wait on their topic
+    /// (`queued`). Each holds model calls and tool reads for up to `limits.max_wall_time`.
+    pub max_concurrent: usize,
     /// kubeconfig for the Kubernetes reads; unset: in-cluster, then `KUBECONFIG` /
     /// `~/.kube/config` (none of them: no Kubernetes tools).
     pub kubeconfig: Option<PathBuf>,
@@ -56,6 +61,7 @@ impl Default for InvestigatorConfig {
         Self {
             enabled: false,
             below_confidence: 0.6,
+            max_concurrent: 2,
             kubeconfig: None,
             kube_context: None,
             namespaces: Vec::new(),
@@ -72,6 +78,12 @@ impl Validate for InvestigatorConfig {
             return Err(ConfigError::invalid(
                 format!("{prefix}.below_confidence"),
                 "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.max_concurrent == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_concurrent"),
+                "must be >= 1",
             ));
         }
         if self.kube_context.is_some() && self.kubeconfig.is_none() {
@@ -196,6 +208,10 @@ mod tests {
         assert_eq!(
             refused(|c| c.investigator.below_confidence = 1.5),
             "diagnoser.investigator.below_confidence"
+        );
+        assert_eq!(
+            refused(|c| c.investigator.max_concurrent = 0),
+            "diagnoser.investigator.max_concurrent"
         );
         assert_eq!(
             refused(|c| c.investigator.kube_context = Some("prod".into())),

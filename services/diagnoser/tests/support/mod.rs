@@ -45,7 +45,15 @@ pub async fn start_adding(
     config: DiagnoserConfig,
     add: impl FnOnce(Diagnoser) -> Diagnoser,
 ) -> Running {
-    let bus = MemoryBus::new(&MemorySettings::default());
+    start_on(MemoryBus::new(&MemorySettings::default()), config, add).await
+}
+
+/// As [`start_adding`], on a bus another diagnoser may have used (a restart).
+pub async fn start_on(
+    bus: MemoryBus,
+    config: DiagnoserConfig,
+    add: impl FnOnce(Diagnoser) -> Diagnoser,
+) -> Running {
     let ctx = Context::new(Settings::default(), Arc::new(bus.clone()));
     let splunk = SplunkClient::new(&config.splunk).unwrap();
     let diagnoser = Arc::new(add(Diagnoser::new(
