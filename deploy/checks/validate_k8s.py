@@ -420,8 +420,9 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
             if t["type"] == "kafka":
                 group = t["metadata"].get("consumerGroup")
                 want = so["spec"]["scaleTargetRef"]["name"]
-                if group != want:
-                    probs.append(f"{ident(so)}: consumerGroup {group} is not {want}")
+                # A service's groups all start with its name (opsmesh-diagnoser-investigator).
+                if group != want and not (group or "").startswith(f"{want}-"):
+                    probs.append(f"{ident(so)}: consumerGroup {group} is not {want}(-…)")
     for tgt, who in targets.items():
         if tgt not in {d["metadata"]["name"] for d in deps.values()}:
             probs.append(f"{', '.join(who)}: target {tgt} is not a rendered Deployment")
