@@ -30,6 +30,7 @@ pub struct RemediatorConfig {
     pub verification: VerificationConfig,
     pub approvals: ApprovalConfig,
     pub ledger: LedgerConfig,
+    pub investigations: InvestigationsConfig,
     /// A step that keeps failing transiently (Kubernetes or the bus down) is retried this
     /// long, then the incident is escalated as stuck.
     #[serde(with = "humantime_serde")]
@@ -61,12 +62,28 @@ impl Default for RemediatorConfig {
             verification: VerificationConfig::default(),
             approvals: ApprovalConfig::default(),
             ledger: LedgerConfig::default(),
+            investigations: InvestigationsConfig::default(),
             retry_budget: Duration::from_secs(10 * 60),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(30),
             stuck_after: Duration::from_secs(15 * 60),
             max_parallel_steps: 64,
         }
+    }
+}
+
+/// `[remediator.investigations]`: the investigator's reports on `opsmesh.investigations.v1`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvestigationsConfig {
+    /// Plan the proposals of an investigation's report for an incident the rules escalated
+    /// with nothing to do (every such action waits for a human); off: reports are not read.
+    pub enabled: bool,
+}
+
+impl Default for InvestigationsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

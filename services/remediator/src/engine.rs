@@ -39,11 +39,11 @@ use crate::{
     config::RemediatorConfig,
     engine::admission::Admission,
     keys::Keys,
-    ledger::{self, IncidentLedger, LedgerView, is_invertible, is_mutating},
+    ledger::{self, IncidentLedger, LedgerView, STUCK, is_invertible, is_mutating},
     metrics::Metrics,
     plan::{self, Plan, idempotency_key},
     policy::{History, SLOT_REFUSAL},
-    state::transition,
+    state::{reopen, transition},
 };
 
 pub const SOURCE: &str = "opsmesh-remediator";
@@ -54,6 +54,7 @@ mod approval;
 mod background;
 mod drive;
 mod heads;
+mod investigation;
 mod ladder;
 
 use act::escalate_record;
@@ -111,9 +112,11 @@ struct Decision {
     action: Option<ActionRecord>,
     reason: String,
     extra: Extra,
-    /// The message the record answers (the diagnosis, an approval); unset: the incident's
-    /// previous record.
+    /// The message the record answers (the diagnosis, an approval, an investigation's
+    /// report); unset: the incident's previous record.
     cause: Option<Lineage>,
+    /// An investigation's report takes the escalated incident up ([`reopen`]).
+    reopens: bool,
 }
 
 impl Decision {
@@ -124,6 +127,7 @@ impl Decision {
             reason,
             extra: Extra::default(),
             cause: None,
+            reopens: false,
         }
     }
 
@@ -139,6 +143,12 @@ impl Decision {
 
     fn caused_by<Q>(mut self, message: &Envelope<Q>) -> Self {
         self.cause = Some(message.lineage());
+        self
+    }
+
+    /// The record takes up an escalated incident (an investigation's report).
+    fn reopening(mut self) -> Self {
+        self.reopens = true;
         self
     }
 }
@@ -212,8 +222,10 @@ impl Engine {
             reason,
             extra,
             cause,
+            reopens,
         } = decision;
-        transition(ledger.state(), state).map_err(|e| {
+        let next = if reopens { reopen } else { transition };
+        next(ledger.state(), state).map_err(|e| {
             tracing::error!(%incident, error = %e, "refusing to record an illegal transition");
             HandlerError::Permanent(format!("incident {incident}: {e}"))
         })?;

@@ -24,6 +24,10 @@ pub use verify::{
     Break, BreakKind, Checks, Difference, Exported, Report, compare, parse_jsonl, verify,
 };
 
+/// How the reason of an escalation for lack of progress begins (an investigation's report
+/// never reopens one).
+pub const STUCK: &str = "stuck in ";
+
 /// Seals `envelope` as record `seq` of its incident's chain, after `prev_hash`, and signs its
 /// hash when the remediator has a ledger key.
 pub fn seal(
@@ -70,8 +74,30 @@ impl IncidentLedger {
         self.entries.first().map(|e| e.record.diagnosis_id)
     }
 
-    fn actions_in(&self, state: IncidentState) -> impl Iterator<Item = (&Entry, &ActionRecord)> {
+    /// Where the current attempt begins: after the escalation an investigation's report
+    /// reopened (the first escalated record, when another follows it; an incident is reopened
+    /// once at most), else at the first record. The plan, proposals, approvals and results
+    /// below are the current attempt's.
+    fn attempt_start(&self) -> usize {
         self.entries
+            .iter()
+            .position(|e| e.record.state == IncidentState::Escalated)
+            .filter(|&i| i + 1 < self.entries.len())
+            .map_or(0, |i| i + 1)
+    }
+
+    /// The records of the current attempt.
+    pub fn attempt(&self) -> &[Entry] {
+        &self.entries[self.attempt_start()..]
+    }
+
+    /// Whether an investigation's report reopened this incident after its escalation.
+    pub fn reopened(&self) -> bool {
+        self.attempt_start() > 0
+    }
+
+    fn actions_in(&self, state: IncidentState) -> impl Iterator<Item = (&Entry, &ActionRecord)> {
+        self.attempt()
             .iter()
             .filter(move |e| e.record.state == state)
             .filter_map(|e| e.record.action.as_ref().map(|a| (e, a)))
@@ -94,7 +120,7 @@ impl IncidentLedger {
 
     /// Idempotency keys a human approved, with who.
     pub fn approvals(&self) -> BTreeMap<String, String> {
-        self.entries
+        self.attempt()
             .iter()
             .filter_map(|e| e.record.action.as_ref())
             .filter_map(|a| {

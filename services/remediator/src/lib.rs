@@ -2,6 +2,8 @@
 //! Kubernetes and ArgoCD, every decision a record of the incident's hash-chained audit ledger
 //! on `opsmesh.remediations.v1`.
 //!
+//! - [`investigation`]: an investigation's report may take up an incident the rules escalated
+//!   with nothing to do; its proposals go through the same plan, and always await a human.
 //! - [`plan`]: an action is planned only when the cited runbook section allows it, it cites
 //!   evidence, its target is a valid name and the policy (`[remediator.policy]`) says yes;
 //!   everything else is refused with the reason.
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod guards;
+pub mod investigation;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
@@ -38,7 +41,8 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::{
-    Envelope, approval::Approval, diagnosis::Diagnosis, remediation::Remediation, topics,
+    Envelope, approval::Approval, diagnosis::Diagnosis, investigation::InvestigationEvent,
+    remediation::Remediation, topics,
 };
 use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
@@ -96,7 +100,7 @@ const HEADS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "remediator",
     section: "remediator",
-    about: "Consumes opsmesh.diagnoses.v1 and opsmesh.approvals.v1; acts on Kubernetes and ArgoCD under policy; publishes the audit ledger to opsmesh.remediations.v1",
+    about: "Consumes opsmesh.diagnoses.v1, opsmesh.approvals.v1 and opsmesh.investigations.v1; acts on Kubernetes and ArgoCD under policy; publishes the audit ledger to opsmesh.remediations.v1",
     build,
 };
 
@@ -281,14 +285,17 @@ impl Component for Remediator {
                 engine: self.engine.clone(),
                 ledger: PartitionBarrier::new(ledger),
             });
+            let mut inputs = vec![topics::DIAGNOSES, topics::APPROVALS];
+            if self.engine.config.investigations.enabled {
+                inputs.push(topics::INVESTIGATIONS);
+            } else {
+                tracing::info!(
+                    "remediator.investigations.enabled is false: investigation reports are not read"
+                );
+            }
             let consumed = self
                 .ctx
-                .consume(
-                    SERVICE.name,
-                    &[topics::DIAGNOSES, topics::APPROVALS],
-                    handler,
-                    shutdown,
-                )
+                .consume(SERVICE.name, &inputs, handler, shutdown)
                 .await;
             // The last heads, so records written just before stopping are covered too.
             if tokio::time::timeout(HEADS_DRAIN, heads).await.is_err() {
@@ -302,7 +309,7 @@ impl Component for Remediator {
 
 struct RemediatorHandler {
     engine: Arc<Engine>,
-    /// A diagnoses or approvals partition this replica just gained is handled only once the
+    /// A diagnoses, approvals or investigations partition this replica just gained is handled only once the
     /// ledger records its previous owner wrote were applied: it resumes those incidents
     /// where they stand instead of deciding them again.
     ledger: PartitionBarrier,
@@ -331,6 +338,11 @@ impl Handler for RemediatorHandler {
                 let approval = Envelope::<Approval>::from_slice(&message.payload)
                     .map_err(|e| HandlerError::Permanent(e.to_string()))?;
                 self.engine.on_approval(&approval).await
+            }
+            topics::INVESTIGATIONS => {
+                let event = Envelope::<InvestigationEvent>::from_slice(&message.payload)
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                self.engine.on_investigation(&event).await
             }
             other => Err(HandlerError::Permanent(format!("unexpected topic {other}"))),
         }

@@ -23,6 +23,12 @@ pub struct Metrics {
     pub stuck: IntCounterVec,
     /// Incidents in background work, by what they wait for (`check`, `slot`, `retry`).
     pub agenda: IntGaugeVec,
+    /// Investigation updates and reports not taken up, by reason (`not_report`,
+    /// `not_incident`, `already_taken_up`, …).
+    pub investigations_ignored: IntCounterVec,
+    /// Investigations' reports that took an escalated incident up, by outcome (`planned`,
+    /// `refused`).
+    pub investigations_taken_up: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +101,28 @@ impl Metrics {
                     &["waiting"],
                 )
                 .expect("valid gauge"),
+            ),
+            investigations_ignored: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "remediator_investigations_ignored_total",
+                        "Investigation updates and reports not taken up, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid counter"),
+            ),
+            investigations_taken_up: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "remediator_investigations_taken_up_total",
+                        "Investigation reports that took an escalated incident up, by outcome",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid counter"),
             ),
         }
     }

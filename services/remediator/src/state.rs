@@ -9,7 +9,16 @@
 //!              │          │     ├→ dry_run                                      └→ escalated
 //!              │          │     ├→ advised · escalated · refused
 //!              └→ refused · no_action · escalated
+//!
+//! reopened by an investigation's report ([`reopen`], once per incident):
+//!   escalated (the rules had nothing to do) ─┬→ planned (its proposals; every one awaits a human)
+//!                                            └→ refused (a proposal failed the plan's checks)
 //! ```
+//!
+//! Escalated is terminal for the incident's own procedure. Only an investigator's report may
+//! take it up again, through [`reopen`]; which escalations it may take up (those where the rules
+//! proposed nothing, never one after an action, a rollback or an expired proposal) is decided
+//! from the ledger by [`crate::investigation`].
 
 use opsmesh_proto::IncidentState::{self, *};
 
@@ -45,6 +54,23 @@ pub fn transition(
         Some(Resolved | Escalated | Refused | Advised | NoAction) => false,
     };
     if legal {
+        Ok(to)
+    } else {
+        Err(IllegalTransition {
+            from: from.map_or("(start)", |s| s.into()),
+            to,
+        })
+    }
+}
+
+/// The next state when an investigation's report takes up an escalated incident: its plan
+/// (`planned`), or the refusal of a proposal (`refused`). Every later record follows
+/// [`transition`].
+pub fn reopen(
+    from: Option<IncidentState>,
+    to: IncidentState,
+) -> Result<IncidentState, IllegalTransition> {
+    if from == Some(Escalated) && matches!(to, Planned | Refused) {
         Ok(to)
     } else {
         Err(IllegalTransition {
@@ -121,5 +147,36 @@ mod tests {
         );
         let e = transition(Some(Resolved), Executing).unwrap_err();
         assert_eq!(e.to_string(), "illegal transition resolved -> executing");
+    }
+
+    #[test]
+    fn only_an_escalation_reopens_and_only_into_a_plan_or_a_refusal() {
+        assert_eq!(reopen(Some(Escalated), Planned), Ok(Planned));
+        assert_eq!(reopen(Some(Escalated), Refused), Ok(Refused));
+        for &s in IncidentState::VARIANTS {
+            for &t in IncidentState::VARIANTS {
+                if (s, t) != (Escalated, Planned) && (s, t) != (Escalated, Refused) {
+                    assert!(reopen(Some(s), t).is_err(), "{s} -> {t}");
+                }
+            }
+            assert!(reopen(None, s).is_err());
+        }
+        assert!(
+            transition(Some(Escalated), Planned).is_err(),
+            "the procedure itself never leaves escalated"
+        );
+        // After the reopening, the plan goes on along the ordinary edges, approval first.
+        let mut state = reopen(Some(Escalated), Planned).unwrap();
+        for next in [
+            AwaitingApproval,
+            AwaitingApproval,
+            Executing,
+            Verifying,
+            Resolved,
+        ] {
+            state = transition(Some(state), next).unwrap();
+        }
+        let e = reopen(Some(Resolved), Planned).unwrap_err();
+        assert_eq!(e.to_string(), "illegal transition resolved -> planned");
     }
 }

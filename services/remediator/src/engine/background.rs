@@ -82,7 +82,7 @@ impl Engine {
         self.escalate(
             incident,
             &target,
-            format!("stuck in {state} for {since}{error}; humans notified"),
+            format!("{STUCK}{state} for {since}{error}; humans notified"),
             Extra::default(),
         )
         .await

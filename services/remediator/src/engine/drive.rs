@@ -131,25 +131,13 @@ impl Engine {
         d: &Envelope<Diagnosis>,
         ledger: &IncidentLedger,
     ) -> Result<Option<Step>, HandlerError> {
-        let decided = if d.cluster != self.home_cluster {
-            Plan::Refused(plan::Refusal {
-                code: "wrong_cluster",
-                reason: format!(
-                    "the diagnosis is about cluster {:?}, but this remediator acts on cluster {:?}",
-                    d.cluster, self.home_cluster
-                ),
-                action: None,
-            })
-        } else {
-            plan::plan(
-                incident,
-                &d.payload,
-                &self.library,
-                &self.config.policy,
-                &self.history(incident),
-                Utc::now(),
-            )
-        };
+        let decided = self.plan_for(
+            incident,
+            &d.cluster,
+            &d.payload,
+            &self.config.policy,
+            &self.history(incident),
+        );
         match decided {
             Plan::NoAction(reason) => {
                 self.record(incident, Decision::new(IncidentState::NoAction, reason))
@@ -193,24 +181,41 @@ impl Engine {
             }
             Plan::Act { actions, .. } => {
                 for a in actions {
-                    if let Some(why) = &a.downgraded {
-                        tracing::warn!(%incident, action = %a.record.kind, reason = %why, "auto mode downgraded: the action waits for an approval");
-                    }
-                    self.record(
-                        incident,
-                        Decision::new(IncidentState::Planned, a.reason)
-                            .action(Some(a.record))
-                            .extra(Extra {
-                                projected_effect: Some(a.projected_effect),
-                                projected_saving_usd: a.projected_saving_usd,
-                                verification: None,
-                            }),
-                    )
-                    .await?;
+                    self.record(incident, planned(incident, a)).await?;
                 }
             }
         }
         Ok(None)
+    }
+
+    /// What the plan says for `diagnosis`, given for `cluster`: refused when that is not the
+    /// cluster this remediator acts on.
+    pub(super) fn plan_for(
+        &self,
+        incident: &str,
+        cluster: &str,
+        diagnosis: &Diagnosis,
+        policy: &crate::config::PolicyConfig,
+        history: &crate::policy::History,
+    ) -> Plan {
+        if cluster != self.home_cluster {
+            return Plan::Refused(plan::Refusal {
+                code: "wrong_cluster",
+                reason: format!(
+                    "the diagnosis is about cluster {cluster:?}, but this remediator acts on cluster {:?}",
+                    self.home_cluster
+                ),
+                action: None,
+            });
+        }
+        plan::plan(
+            incident,
+            diagnosis,
+            &self.library,
+            policy,
+            history,
+            Utc::now(),
+        )
     }
 
     /// After planning: advice, dry runs, proposals, or the first action; `Some(Step::NoSlot)`
@@ -315,6 +320,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// The `planned` record of an action that passed every check.
+pub(super) fn planned(incident: &str, a: plan::PlannedAction) -> Decision {
+    if let Some(why) = &a.downgraded {
+        tracing::warn!(%incident, action = %a.record.kind, reason = %why, "auto mode downgraded: the action waits for an approval");
+    }
+    Decision::new(IncidentState::Planned, a.reason)
+        .action(Some(a.record))
+        .extra(Extra {
+            projected_effect: Some(a.projected_effect),
+            projected_saving_usd: a.projected_saving_usd,
+            verification: None,
+        })
 }
 
 /// The projection recorded when `key` was planned.
