@@ -1,175 +1,34 @@
 //! Splunk evidence through an MCP server speaking streamable HTTP (rmcp), as the Splunk MCP
-//! Server app does: bearer token, tool discovery by `tools/list`, current and older tool names.
+//! Server app does (the test kit's double): bearer token, tool discovery by `tools/list`,
+//! current and older tool names.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Bytes;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
-use rmcp::{
-    ErrorData, ServerHandler,
-    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
-    model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig},
-    tool, tool_handler, tool_router,
-    transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::never::NeverSessionManager,
-    },
-};
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use opsmesh_diagnoser::{
-    splunk::{SearchError, model_search},
+    splunk::{Search, SearchError, model_search},
     splunk_mcp::{McpConfig, SplunkMcp},
+};
+use opsmesh_testkit::{
+    splunk_export::Fixture,
+    splunk_mcp::{self, OLDER_SEARCH_TOOL},
 };
 
 const TOKEN: &str = "encrypted-mcp-token";
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct QueryArgs {
-    query: String,
-    #[allow(dead_code)]
-    earliest_time: Option<String>,
-    #[allow(dead_code)]
-    latest_time: Option<String>,
-    row_limit: Option<usize>,
-}
-
-fn rows(args: &QueryArgs) -> Result<CallToolResult, ErrorData> {
-    if args.query.contains("broken") {
-        return Ok(CallToolResult::error(vec![ContentBlock::text(
-            "Error in 'search' command: Unable to parse the search",
-        )]));
-    }
-    let limit = args.row_limit.unwrap_or(100).min(3);
-    let results: Vec<_> = (0..limit)
-        .map(|i| json!({"restarts": (7 + i).to_string(), "query_seen": args.query}))
+/// Three rows for any models search.
+fn fixtures() -> Vec<Fixture> {
+    let rows = (7..10)
+        .map(|restarts| match json!({"restarts": restarts.to_string()}) {
+            Value::Object(row) => row,
+            _ => Map::new(),
+        })
         .collect();
-    Ok(CallToolResult::success(vec![ContentBlock::text(
-        json!({"results": results}).to_string(),
-    )]))
-}
-
-/// Today's tool name.
-#[derive(Clone)]
-struct CurrentServer {
-    tool_router: ToolRouter<Self>,
-}
-
-#[tool_router]
-impl CurrentServer {
-    #[tool(description = "Run an SPL query")]
-    async fn splunk_run_query(
-        &self,
-        Parameters(args): Parameters<QueryArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
-        rows(&args)
-    }
-
-    #[tool(description = "Splunk server information")]
-    async fn splunk_get_info(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(CallToolResult::success(vec![ContentBlock::text(
-            "{\"version\":\"10.0\"}",
-        )]))
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for CurrentServer {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-/// An older build of the app.
-#[derive(Clone)]
-struct OlderServer {
-    tool_router: ToolRouter<Self>,
-}
-
-#[tool_router]
-impl OlderServer {
-    #[tool(description = "Run an SPL query")]
-    async fn run_splunk_query(
-        &self,
-        Parameters(args): Parameters<QueryArgs>,
-    ) -> Result<CallToolResult, ErrorData> {
-        rows(&args)
-    }
-}
-
-#[tool_handler(router = self.tool_router)]
-impl ServerHandler for OlderServer {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-    }
-}
-
-/// Serves `handler` at `/services/mcp` with bearer authentication; returns the URL.
-async fn serve<H: ServerHandler + Clone + Send + Sync + 'static>(handler: H) -> String {
-    let config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_sse_keep_alive(None)
-        .with_allowed_hosts(vec![String::from("127.0.0.1")]);
-    let mcp = Arc::new(StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(NeverSessionManager::default()),
-        config,
-    ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/services/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let mcp = mcp.clone();
-            let service =
-                tower::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let mcp = mcp.clone();
-                    async move {
-                        let authorized = request
-                            .headers()
-                            .get(http::header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            == Some(&format!("Bearer {TOKEN}"));
-                        if !authorized {
-                            let body = Full::new(Bytes::from_static(
-                                b"{\"messages\":[{\"type\":\"ERROR\",\"text\":\"Unauthorized\"}]}",
-                            ));
-                            return Ok::<_, Infallible>(
-                                http::Response::builder()
-                                    .status(401)
-                                    .header("Content-Type", "application/json")
-                                    .body(BoxBody::new(body.map_err(|never| match never {})))
-                                    .unwrap(),
-                            );
-                        }
-                        let (parts, body) = request.into_parts();
-                        let bytes = body
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
-                        let response = mcp
-                            .handle(http::Request::from_parts(parts, Full::new(bytes)))
-                            .await;
-                        Ok(response.map(|b| BoxBody::new(b.map_err(|never| match never {}))))
-                    }
-                });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .await;
-            });
-        }
-    });
-    url
+    vec![Fixture {
+        matches: "sourcetype=\"opsmesh:models\"".into(),
+        rows,
+    }]
 }
 
 fn client(url: &str, token: &str) -> SplunkMcp {
@@ -186,28 +45,26 @@ fn client(url: &str, token: &str) -> SplunkMcp {
 
 #[tokio::test]
 async fn the_current_search_tool_is_discovered_and_rows_bounded() {
-    let url = serve(CurrentServer {
-        tool_router: CurrentServer::tool_router(),
-    })
-    .await;
+    let server = splunk_mcp::SplunkMcp::start(TOKEN, fixtures()).await;
     let search = model_search("opsmesh", "-1h", "ml-team-a", "gpt-oss-120b");
-    let results = client(&url, TOKEN).run(&search).await.unwrap();
+    let results = client(server.url(), TOKEN).run(&search).await.unwrap();
     assert_eq!(results.rows.len(), 2);
     assert!(results.truncated, "3 rows offered, 2 kept");
+    let received = server.searches();
+    assert_eq!(received.len(), 1);
     assert_eq!(
-        results.rows[0]["query_seen"],
-        search.spl.as_str(),
+        received[0].search, search.spl,
         "the escaped SPL reached the server"
     );
+    assert_eq!(received[0].earliest_time.as_deref(), Some("-1h"));
+    assert_eq!(received[0].latest_time.as_deref(), Some("now"));
 }
 
 #[tokio::test]
 async fn an_older_tool_name_is_found_too() {
-    let url = serve(OlderServer {
-        tool_router: OlderServer::tool_router(),
-    })
-    .await;
-    let results = client(&url, TOKEN)
+    let server =
+        splunk_mcp::SplunkMcp::start_with_search_tool(TOKEN, fixtures(), OLDER_SEARCH_TOOL).await;
+    let results = client(server.url(), TOKEN)
         .run(&model_search("opsmesh", "-1h", "a", "b"))
         .await
         .unwrap();
@@ -216,24 +73,27 @@ async fn an_older_tool_name_is_found_too() {
 
 #[tokio::test]
 async fn tool_errors_and_bad_tokens_are_typed() {
-    let url = serve(CurrentServer {
-        tool_router: CurrentServer::tool_router(),
-    })
-    .await;
-    match client(&url, TOKEN)
-        .run(&model_search("opsmesh", "-1h", "a", "broken"))
-        .await
-    {
+    let server = splunk_mcp::SplunkMcp::start(TOKEN, fixtures()).await;
+    let broken = Search {
+        spl: "search index=opsmesh \"unclosed".into(),
+        earliest: "-1h".into(),
+    };
+    match client(server.url(), TOKEN).run(&broken).await {
         Err(SearchError::Failed(message)) => {
             assert!(message.contains("Unable to parse"), "{message}")
         }
         other => panic!("{other:?}"),
     }
-    let refused = client(&url, "wrong")
+    let refused = client(server.url(), "wrong")
         .run(&model_search("opsmesh", "-1h", "a", "b"))
         .await;
     assert!(
         matches!(refused, Err(SearchError::Unreachable(_))),
         "{refused:?}"
+    );
+    assert_eq!(
+        server.searches().len(),
+        1,
+        "the bad token's search never ran"
     );
 }

@@ -1,12 +1,13 @@
 //! Test support shared by the services' tests and the end-to-end tests (`opsmesh-tests`): a
-//! Splunk HEC test server that speaks the protocol, a Splunk REST export server serving
-//! fixture rows, a scripted OpenAI-compatible model, headless Chromium for the console's
+//! Splunk HEC test server that speaks the protocol, a Splunk REST export server and a Splunk MCP
+//! server serving fixture rows, a scripted OpenAI-compatible model, headless Chromium for the console's
 //! browser tests, a firing alert to start an incident with, and [`eventually`].
 
 pub mod browser;
 pub mod hec;
 pub mod openai;
 pub mod splunk_export;
+pub mod splunk_mcp;
 
 use std::{
     future::Future,
