@@ -80,6 +80,16 @@ enum Command {
     /// Exit status 0 only when every run passed and each scenario gave the same verdict
     /// every time.
     Eval(commands::eval::EvalArgs),
+    /// Ask the diagnoser's investigator about an incident or a namespace, follow it to its
+    /// cited report, or find out where an investigation stands.
+    ///
+    /// `opsmesh investigate INCIDENT_ID` or `opsmesh investigate --question "…" [--namespace
+    /// NS]` queues an investigation on Kafka and prints its id (`inv-…`), `queued`, and the
+    /// Splunk search that replays it; --wait then prints each step and the report as they
+    /// come. `opsmesh investigate --status ID [--wait]` finds one again (after a restart of
+    /// either side).
+    #[command(after_help = commands::investigate::AFTER_HELP)]
+    Investigate(commands::investigate::InvestigateArgs),
     /// Check the remediator's hash-chained audit ledger (from Kafka or an export).
     Audit {
         #[command(subcommand)]
@@ -127,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => commands::sim::run(args),
         Command::Scenario { command } => commands::scenario::run(config, command),
         Command::Eval(args) => commands::eval::run(config, args),
+        Command::Investigate(args) => commands::investigate::run(config, args),
         Command::Audit { command } => commands::audit::run(config, command),
         Command::Keys { command } => commands::keys::run(command),
     }

@@ -2,6 +2,7 @@ pub mod audit;
 pub mod demo;
 pub mod dlq;
 pub mod eval;
+pub mod investigate;
 pub mod keys;
 pub mod mcp;
 pub mod run;
