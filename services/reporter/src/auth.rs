@@ -5,7 +5,7 @@
 //! Format: one `name:token` or `name:token:role` per line (file) or comma-separated
 //! (environment); `#` starts a comment line. The name is the identity recorded as the
 //! approver; the role is `viewer` (the default: read only) or `approver` (may approve and
-//! reject). Tokens cannot contain `:`.
+//! reject, and queue investigations). Tokens cannot contain `:`.
 
 use std::{fmt, path::Path, time::Duration};
 
@@ -45,6 +45,14 @@ impl Role {
 
     /// Whether this role may approve or reject a pending action.
     pub fn may_decide(self) -> bool {
+        self == Self::Approver
+    }
+
+    /// Whether this role may queue an investigation. An investigation spends money (model
+    /// tokens) and runs Splunk searches and cluster reads on the caller's behalf, and roles
+    /// are fixed per token line (no permission sets to grant it separately), so it takes the
+    /// role already trusted with consequential actions: approver. Viewers read reports.
+    pub fn may_investigate(self) -> bool {
         self == Self::Approver
     }
 }

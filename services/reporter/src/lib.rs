@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod auth;
 pub mod console;
 pub mod hec;
+pub mod investigate;
 pub mod mcp;
 pub mod notify;
 pub mod runbooks;
@@ -95,12 +96,18 @@ impl Reporter {
         let streams = CancellationToken::new();
         let decider =
             approvals::Decider::new(&config.approvals, store.clone(), ctx.publisher.clone())?;
+        let requester = investigate::Requester::new(
+            store.clone(),
+            ctx.publisher.clone(),
+            &ctx.settings.cluster,
+        );
         let failed_auth = console::login_limit::FailedAuthMetrics::new(&ctx.registry);
         let console = if config.console.enabled {
             Some(Arc::new(console::Console::new(
                 &config.console,
                 store.clone(),
                 decider.clone(),
+                requester.clone(),
                 streams.clone(),
                 &ctx.registry,
                 &failed_auth,
@@ -109,7 +116,7 @@ impl Reporter {
             None
         };
         let mcp = if config.mcp.enabled {
-            let server = mcp::McpServer::new(store.clone(), decider, None);
+            let server = mcp::McpServer::new(store.clone(), decider, requester, None);
             Some(Arc::new(mcp::McpHttp::new(
                 &config.mcp,
                 server,
@@ -146,6 +153,7 @@ pub const MIRRORED_TOPICS: &[&str] = &[
     topics::REMEDIATIONS,
     topics::APPROVALS,
     topics::INVESTIGATIONS,
+    topics::INVESTIGATION_REQUESTS,
 ];
 
 impl Component for Reporter {

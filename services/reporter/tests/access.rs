@@ -275,7 +275,7 @@ async fn tool_names(client: &RunningService<RoleClient, ClientConfig>) -> Vec<St
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_approvers_are_offered_the_decision_tools_over_mcp() {
+async fn only_approvers_are_offered_the_decision_and_investigate_tools_over_mcp() {
     let (hec, bus, dir) = (
         HecServer::start().await,
         memory_bus(),
@@ -304,6 +304,7 @@ async fn only_approvers_are_offered_the_decision_tools_over_mcp() {
     let url = format!("http://{}/mcp", reporter.addr);
     let reading = [
         "get_incident",
+        "get_investigation",
         "list_incidents",
         "search_runbooks",
         "verify_audit_chain",
@@ -311,7 +312,7 @@ async fn only_approvers_are_offered_the_decision_tools_over_mcp() {
 
     let assistant = mcp_client(&url, ALICE).await;
     let mut everything = reading.to_vec();
-    everything.extend(["approve_action", "reject_action"]);
+    everything.extend(["approve_action", "investigate", "reject_action"]);
     everything.sort();
     assert_eq!(tool_names(&assistant).await, everything);
     assistant.cancel().await.unwrap();

@@ -6,7 +6,12 @@ use serde::Deserialize;
 use opsmesh_proto::approval::ApprovalDecision;
 use opsmesh_runtime::problem::Problem;
 
-use super::{Console, decide_problem, may_decide};
+use super::{
+    Console, decide_problem,
+    investigations::{investigate_problem, may_investigate, state_filter},
+    may_decide,
+};
+use crate::investigate::Ask;
 
 pub(super) async fn api_list(console: web::Data<Console>, req: HttpRequest) -> HttpResponse {
     if let Err(refusal) = console.authenticate(&req) {
@@ -75,24 +80,12 @@ pub(super) async fn api_decide(
     if let Err(problem) = may_decide(&identity) {
         return problem.response();
     }
-    let token = req
-        .headers()
-        .get("X-CSRF-Token")
-        .and_then(|v| v.to_str().ok());
-    if let Err(problem) = console.check_csrf(&req, &identity, token) {
+    if let Err(problem) = check_csrf_header(&console, &req, &identity) {
         return problem.response();
     }
-    let request: ApiDecision = match serde_json::from_slice(&body) {
+    let request: ApiDecision = match parse_json(&body) {
         Ok(request) => request,
-        Err(err) => {
-            return Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed request",
-                err.to_string(),
-            )
-            .response();
-        }
+        Err(problem) => return problem.response(),
     };
     let id = path.into_inner();
     match console
@@ -108,5 +101,143 @@ pub(super) async fn api_decide(
     {
         Ok((envelope, _)) => HttpResponse::Accepted().json(envelope),
         Err(err) => decide_problem(&err).response(),
+    }
+}
+
+/// API callers with ambient credentials (cookie, proxy) send the CSRF token as `X-CSRF-Token`.
+fn check_csrf_header(
+    console: &Console,
+    req: &HttpRequest,
+    identity: &super::Identity,
+) -> Result<(), Problem> {
+    let token = req
+        .headers()
+        .get("X-CSRF-Token")
+        .and_then(|v| v.to_str().ok());
+    console.check_csrf(req, identity, token)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|err| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed request",
+            err.to_string(),
+        )
+    })
+}
+
+/// `GET /api/investigations[?state=queued|running|completed|failed|over_budget]`.
+pub(super) async fn api_investigations(
+    console: web::Data<Console>,
+    req: HttpRequest,
+) -> HttpResponse {
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
+    }
+    match state_filter(req.query_string()) {
+        Ok(state) => HttpResponse::Ok()
+            .json(serde_json::json!({ "investigations": console.store.investigations(state) })),
+        Err(why) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-filter",
+            "Invalid investigation filter",
+            why,
+        )
+        .at("/state")
+        .response(),
+    }
+}
+
+/// `GET /api/investigations/{id}`: state, steps, report.
+pub(super) async fn api_investigation(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(refusal) = console.authenticate(&req) {
+        return refusal.response();
+    }
+    let id = path.into_inner();
+    match console.store.investigation(&id) {
+        Some(detail) => HttpResponse::Ok().json(detail),
+        None => Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-investigation",
+            "Investigation not found",
+            format!("no investigation {id:?} in this reporter's timeline"),
+        )
+        .response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiInvestigate {
+    incident_id: Option<String>,
+    question: Option<String>,
+    namespace: Option<String>,
+}
+
+/// `POST /api/investigations` `{"incident_id"}` or `{"question", "namespace"?}` → 202
+/// `{"investigation_id", "state": "queued"}`; cookie-authenticated callers also send
+/// `X-CSRF-Token`.
+pub(super) async fn api_investigate(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let identity = match console.authenticate(&req) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.response(),
+    };
+    if let Err(problem) = may_investigate(&identity) {
+        return problem.response();
+    }
+    if let Err(problem) = check_csrf_header(&console, &req, &identity) {
+        return problem.response();
+    }
+    let request: ApiInvestigate = match parse_json(&body) {
+        Ok(request) => request,
+        Err(problem) => return problem.response(),
+    };
+    let ask = match request {
+        ApiInvestigate {
+            incident_id: Some(id),
+            question: None,
+            namespace: None,
+        } => Ask::Incident(id),
+        ApiInvestigate {
+            incident_id: None,
+            question,
+            namespace,
+        } => Ask::Question {
+            question: question.unwrap_or_default(),
+            namespace,
+        },
+        ApiInvestigate { .. } => {
+            return Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Investigation not queued",
+                "incident_id: give either an incident_id or a question (with an optional namespace), not both",
+            )
+            .at("/incident_id")
+            .response();
+        }
+    };
+    match console
+        .requester
+        .request(ask, &format!("console:{}", identity.user))
+        .await
+    {
+        Ok(envelope) => HttpResponse::Accepted().json(serde_json::json!({
+            "investigation_id": envelope.payload.investigation_id,
+            "state": opsmesh_proto::investigation::InvestigationState::Queued,
+            "topic": opsmesh_proto::topics::INVESTIGATION_REQUESTS,
+            "envelope_id": envelope.id,
+        })),
+        Err(err) => investigate_problem(&err).response(),
     }
 }

@@ -20,6 +20,8 @@ pub struct Chrome {
     pub can_sign_out: bool,
     /// Approver: the approve and reject buttons are shown.
     pub can_decide: bool,
+    /// The investigate button and the question form are shown.
+    pub can_investigate: bool,
 }
 
 /// HTML-escapes text for element content and double-quoted attributes.
@@ -83,7 +85,12 @@ fn chain_badge(status: ChainStatus) -> String {
     format!("<span class=\"badge {class}\" data-chain=\"{text}\">{text}</span>")
 }
 
-fn layout(title: &str, chrome: Option<&Chrome>, body_attrs: &str, content: &str) -> String {
+pub(super) fn layout(
+    title: &str,
+    chrome: Option<&Chrome>,
+    body_attrs: &str,
+    content: &str,
+) -> String {
     let header = match chrome {
         Some(chrome) => {
             let sign_out = if chrome.can_sign_out {
@@ -95,7 +102,7 @@ fn layout(title: &str, chrome: Option<&Chrome>, body_attrs: &str, content: &str)
                 String::new()
             };
             format!(
-                "<header><a class=\"brand\" href=\"/console/incidents\">opsmesh</a><nav><a href=\"/console/incidents\">Incidents</a></nav><span class=\"live\" id=\"live\" title=\"live updates\">●</span><span class=\"user\" id=\"user\">{}</span>{sign_out}</header>",
+                "<header><a class=\"brand\" href=\"/console/incidents\">opsmesh</a><nav><a href=\"/console/incidents\">Incidents</a> <a href=\"/console/investigations\">Investigations</a></nav><span class=\"live\" id=\"live\" title=\"live updates\">●</span><span class=\"user\" id=\"user\">{}</span>{sign_out}</header>",
                 esc(&chrome.user)
             )
         }
@@ -324,7 +331,12 @@ pub fn incidents(
     )
 }
 
-pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> String {
+pub fn incident(
+    chrome: &Chrome,
+    d: &IncidentDetail,
+    decided: Option<&str>,
+    investigating: Option<&str>,
+) -> String {
     let s = &d.summary;
     let mut c = String::new();
     let _ = write!(
@@ -581,6 +593,12 @@ pub fn incident(chrome: &Chrome, d: &IncidentDetail, decided: Option<&str>) -> S
     if let Some(report) = &d.investigation {
         c.push_str(&super::investigation::section(report));
     }
+    c.push_str(&super::investigations::incident_section(
+        chrome,
+        &s.id,
+        &d.investigations,
+        investigating,
+    ));
 
     c.push_str("<section id=\"timeline\"><h2>Timeline</h2><table><thead><tr><th>at</th><th>topic</th><th>event</th></tr></thead><tbody>");
     for e in &d.timeline {

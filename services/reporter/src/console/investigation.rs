@@ -135,12 +135,12 @@ fn proposals(c: &mut String, r: &InvestigationReport) {
     c.push_str("</ul>");
 }
 
-fn steps(c: &mut String, steps: &[InvestigationStep]) {
+pub(super) fn steps(c: &mut String, steps: &[InvestigationStep]) {
     let _ = write!(c, "<h3>Steps ({})</h3>", steps.len());
     if steps.is_empty() {
         return;
     }
-    c.push_str("<table id=\"investigation-steps\"><thead><tr><th>#</th><th>step</th><th>tool</th><th>evidence</th><th>result sha256</th><th>tokens</th><th>latency</th><th>cost</th></tr></thead><tbody>");
+    c.push_str("<table id=\"investigation-steps\"><thead><tr><th>#</th><th>step</th><th>tool</th><th>arguments</th><th>evidence</th><th>result sha256</th><th>tokens</th><th>latency</th><th>cost</th></tr></thead><tbody>");
     for s in steps {
         let digest = s.result_digest.as_deref().unwrap_or("");
         let refused = s
@@ -150,10 +150,15 @@ fn steps(c: &mut String, steps: &[InvestigationStep]) {
             .unwrap_or_default();
         let _ = write!(
             c,
-            "<tr><td>{step}</td><td>{kind}</td><td><code>{tool}</code>{refused}</td><td>{evidence}</td><td><code title=\"{digest}\">{short}</code></td><td>{tokens}</td><td>{latency} ms</td><td>${cost:.4}</td></tr>",
+            "<tr><td>{step}</td><td>{kind}</td><td><code>{tool}</code>{refused}</td><td><code class=\"arguments\">{arguments}</code></td><td>{evidence}</td><td><code title=\"{digest}\">{short}</code></td><td>{tokens}</td><td>{latency} ms</td><td>${cost:.4}</td></tr>",
             step = s.step,
             kind = esc(&s.kind.to_string()),
             tool = esc(s.tool.as_deref().unwrap_or("")),
+            arguments = esc(&s
+                .arguments
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default()),
             evidence = esc(s.evidence_id.as_deref().unwrap_or("")),
             digest = esc(digest),
             short = esc(shortened(digest)),

@@ -9,7 +9,8 @@
 //! with ambient credentials (cookie, proxy) must carry the CSRF token bound to the user and
 //! session, and an `Origin` (or `Referer`) equal to the console's origin.
 //!
-//! Authorisation: every identity has a role; only `approver` may approve or reject.
+//! Authorisation: every identity has a role; only `approver` may approve or reject, and queue
+//! investigations.
 
 mod api;
 mod config;
@@ -17,6 +18,7 @@ mod events;
 mod filter;
 mod html;
 mod investigation;
+mod investigations;
 pub mod login_limit;
 mod session;
 mod sessions;
@@ -49,6 +51,7 @@ use sessions::SessionTable;
 use crate::{
     approvals::{DecideError, Decider},
     auth::{Credential, Holder, Role, TokenSet, bearer, credential_of},
+    investigate::Requester,
     timeline::{IncidentStore, IncidentSummary},
 };
 
@@ -102,6 +105,7 @@ pub struct Console {
     failed_auth: FailedAuthLimiter,
     store: Arc<IncidentStore>,
     decider: Decider,
+    requester: Requester,
     /// Ends live streams when the application stops, so the HTTP server drains in time.
     shutdown: CancellationToken,
 }
@@ -117,6 +121,7 @@ impl Console {
         config: &ConsoleConfig,
         store: Arc<IncidentStore>,
         decider: Decider,
+        requester: Requester,
         shutdown: CancellationToken,
         registry: &prometheus::Registry,
         failed_auth: &FailedAuthMetrics,
@@ -164,6 +169,7 @@ impl Console {
             ),
             store,
             decider,
+            requester,
             shutdown,
         })
     }
@@ -178,6 +184,15 @@ impl Console {
                 "/api/incidents/{id}/approvals",
                 web::post().to(api::api_decide),
             )
+            .route(
+                "/api/investigations",
+                web::get().to(api::api_investigations),
+            )
+            .route("/api/investigations", web::post().to(api::api_investigate))
+            .route(
+                "/api/investigations/{id}",
+                web::get().to(api::api_investigation),
+            )
             .route("/console", web::get().to(console_root))
             .route("/console/", web::get().to(console_root))
             .route("/console/login", web::get().to(signin::login_page))
@@ -188,6 +203,22 @@ impl Console {
             .route(
                 "/console/incidents/{id}/decision",
                 web::post().to(decision_form),
+            )
+            .route(
+                "/console/incidents/{id}/investigate",
+                web::post().to(investigations::investigate_incident),
+            )
+            .route(
+                "/console/investigations",
+                web::get().to(investigations::list_page),
+            )
+            .route(
+                "/console/investigations",
+                web::post().to(investigations::ask),
+            )
+            .route(
+                "/console/investigations/{id}",
+                web::get().to(investigations::page),
             )
             .route("/console/events", web::get().to(events::events))
             .route("/console/static/console.js", web::get().to(script))
@@ -496,6 +527,7 @@ fn render(
         csrf: console.csrf_token(&identity).unwrap_or_default(),
         can_sign_out: matches!(identity.via, Via::Session { .. }),
         can_decide: identity.role.may_decide(),
+        can_investigate: identity.role.may_investigate(),
     };
     let mut response = page(status, build(&chrome));
     if let Some(cookie) = new_cookie {
@@ -527,6 +559,8 @@ async fn incidents_page(console: web::Data<Console>, req: HttpRequest) -> HttpRe
 #[derive(Deserialize)]
 struct DecidedQuery {
     decided: Option<String>,
+    /// The investigation just queued from this page.
+    investigating: Option<String>,
 }
 
 async fn incident_page(
@@ -542,7 +576,12 @@ async fn incident_page(
     let id = path.into_inner();
     match console.store.detail(&id) {
         Some(detail) => render(&console, &identity, StatusCode::OK, |chrome| {
-            html::incident(chrome, &detail, query.decided.as_deref())
+            html::incident(
+                chrome,
+                &detail,
+                query.decided.as_deref(),
+                query.investigating.as_deref(),
+            )
         }),
         None => render(&console, &identity, StatusCode::NOT_FOUND, |chrome| {
             html::message(

@@ -6,7 +6,10 @@ use uuid::Uuid;
 
 use opsmesh_proto::{
     envelope::Envelope,
-    topics::{ALERTS, APPROVALS, DIAGNOSES, INVESTIGATIONS, REMEDIATIONS, TELEMETRY},
+    topics::{
+        ALERTS, APPROVALS, DIAGNOSES, INVESTIGATION_REQUESTS, INVESTIGATIONS, REMEDIATIONS,
+        TELEMETRY,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,9 @@ fn parse(bytes: &[u8]) -> Result<Parsed, EncodeError> {
         DIAGNOSES => "opsmesh:diagnosis",
         REMEDIATIONS => "opsmesh:remediation",
         APPROVALS => "opsmesh:approval",
-        INVESTIGATIONS => "opsmesh:investigation",
+        // Requests (queued) beside the investigator's messages: one search replays an
+        // investigation from the request to the report.
+        INVESTIGATIONS | INVESTIGATION_REQUESTS => "opsmesh:investigation",
         TELEMETRY => match str_at(payload, &["record", "kind"]) {
             Some("models") => "opsmesh:models",
             Some("policies") => "opsmesh:policies",
@@ -97,6 +102,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, EncodeError> {
     put("root_cause", str_at(payload, &["root_cause"]));
     put("action", str_at(payload, &["action", "kind"]));
     put("outcome", str_at(payload, &["state"]));
+    put("investigation_id", str_at(payload, &["investigation_id"]));
     let time = envelope.occurred_at.timestamp_micros() as f64 / 1e6;
     Ok(Parsed {
         envelope,
@@ -195,6 +201,14 @@ mod tests {
         assert_eq!(event.sourcetype, "opsmesh:investigation");
         assert_eq!(event.event["payload"]["update"]["tool"], "splunk_search");
         assert!(event.fields.contains_key("incident_id"));
+        let request =
+            include_str!("../../../../proto/examples/opsmesh.investigation-requests.v1.json");
+        let queued = HecEvent::from_envelope(request.as_bytes(), "opsmesh", "h").unwrap();
+        assert_eq!(queued.sourcetype, "opsmesh:investigation");
+        assert_eq!(
+            queued.fields["investigation_id"],
+            queued.event["payload"]["investigation_id"]
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ impl<K: Hash + Eq + Clone, V> InsertionOrdered<K, V> {
         self.entries.get(key).map(|(_, value)| value)
     }
 
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.entries.get_mut(key).map(|(_, value)| value)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.values().map(|(_, value)| value)
+    }
+
     pub fn contains(&self, key: &K) -> bool {
         self.entries.contains_key(key)
     }
@@ -76,10 +84,14 @@ pub(super) enum Table {
     /// Ids of messages dropped from an incident, remembered so that a redelivery of one
     /// changes nothing (`max_dropped_ids_per_incident`).
     DroppedIds,
+    /// Investigations of incidents (`max_investigations_per_incident`).
+    Investigations,
+    /// Investigations of questions, without an incident (`max_questions`).
+    Questions,
 }
 
 impl Table {
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 9] = [
         Table::Incidents,
         Table::AlertOwners,
         Table::Alerts,
@@ -87,15 +99,18 @@ impl Table {
         Table::Remediations,
         Table::Approvals,
         Table::DroppedIds,
+        Table::Investigations,
+        Table::Questions,
     ];
 
     /// The tables each incident holds, in the order of [`PerIncident`].
-    pub const PER_INCIDENT: [Table; 5] = [
+    pub const PER_INCIDENT: [Table; 6] = [
         Table::Alerts,
         Table::Diagnoses,
         Table::Remediations,
         Table::Approvals,
         Table::DroppedIds,
+        Table::Investigations,
     ];
 
     fn label(self) -> &'static str {
@@ -107,12 +122,14 @@ impl Table {
             Table::Remediations => "remediations",
             Table::Approvals => "approvals",
             Table::DroppedIds => "dropped_ids",
+            Table::Investigations => "investigations",
+            Table::Questions => "questions",
         }
     }
 }
 
 /// One incident's entries per table of [`Table::PER_INCIDENT`].
-pub(super) type PerIncident = [usize; 5];
+pub(super) type PerIncident = [usize; 6];
 
 /// Entries held (summed over incidents) and entries dropped to stay within a cap, per table.
 pub(super) struct TimelineMetrics {

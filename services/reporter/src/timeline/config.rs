@@ -18,6 +18,15 @@ pub struct TimelineConfig {
     /// Alert ids remembered with the incident they joined (a diagnosis claiming an alert
     /// moves it; a redelivered alert returns to its incident), most recent first.
     pub max_alert_ids: usize,
+    /// Investigations kept per incident (the diagnoser's unsure diagnoses and on-demand
+    /// ones); beyond it the oldest finished one is forgotten first.
+    pub max_investigations_per_incident: usize,
+    /// Investigations of questions (no incident) kept; beyond it the one requested longest
+    /// ago is forgotten (`reporter_timeline_evictions_total{table="questions"}`).
+    pub max_questions: usize,
+    /// Steps kept per investigation until its report (which holds them all) arrives; beyond
+    /// it steps are counted, not kept.
+    pub max_steps_per_investigation: usize,
     /// Names this replica's consumer group (`<group_prefix>reporter-timeline-<replica_id>`).
     /// Unset: host name, process id and a random suffix, so every start reads the topics'
     /// whole retention again (the model lives in memory).
@@ -31,6 +40,9 @@ impl Default for TimelineConfig {
             max_events_per_incident: 500,
             max_dropped_ids_per_incident: 500,
             max_alert_ids: 100_000,
+            max_investigations_per_incident: 20,
+            max_questions: 1000,
+            max_steps_per_investigation: 200,
             replica_id: None,
         }
     }
@@ -61,6 +73,24 @@ impl Validate for TimelineConfig {
                 format!("{prefix}.max_alert_ids"),
                 "must be at least 1",
             ));
+        }
+        for (key, value) in [
+            (
+                "max_investigations_per_incident",
+                self.max_investigations_per_incident,
+            ),
+            ("max_questions", self.max_questions),
+            (
+                "max_steps_per_investigation",
+                self.max_steps_per_investigation,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.{key}"),
+                    "must be at least 1",
+                ));
+            }
         }
         if let Some(id) = &self.replica_id
             && (id.is_empty()

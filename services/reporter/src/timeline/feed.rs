@@ -18,6 +18,7 @@ pub const TIMELINE_TOPICS: &[&str] = &[
     topics::REMEDIATIONS,
     topics::APPROVALS,
     topics::INVESTIGATIONS,
+    topics::INVESTIGATION_REQUESTS,
 ];
 
 pub struct TimelineFeed {

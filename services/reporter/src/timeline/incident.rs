@@ -14,7 +14,7 @@ use opsmesh_proto::{
     alert::Alert,
     approval::Approval,
     diagnosis::Diagnosis,
-    investigation::{InvestigationEvent, InvestigationUpdate},
+    investigation::{InvestigationEvent, InvestigationRequest},
     remediation::Remediation,
 };
 
@@ -22,6 +22,7 @@ use super::{
     TimelineConfig,
     bounded::{InsertionOrdered, PerIncident, Table, TimelineMetrics},
     chain::FoldedChain,
+    investigation::Investigation,
 };
 
 pub(super) struct Incident {
@@ -35,8 +36,9 @@ pub(super) struct Incident {
     /// Ordered by ledger position, after the folded ones.
     pub remediations: Vec<Envelope<Remediation>>,
     pub approvals: Vec<Envelope<Approval>>,
-    /// The investigator's latest report (its steps are inside it; step messages are not kept).
-    pub investigation: Option<Envelope<InvestigationEvent>>,
+    /// Its investigations, oldest first, at most `max_investigations_per_incident` (beyond
+    /// it the oldest finished one goes first).
+    pub investigations: Vec<Investigation>,
     /// The records dropped from memory, as the chain check needs them.
     pub folded: FoldedChain,
     /// The earliest diagnosis or record time seen (opened, for incidents without alerts).
@@ -47,6 +49,8 @@ pub(super) struct Incident {
     dropped: InsertionOrdered<Uuid, ()>,
     pub tick: u64,
     max_events: usize,
+    max_investigations: usize,
+    max_steps: usize,
 }
 
 impl Incident {
@@ -59,13 +63,15 @@ impl Incident {
             diagnoses: Vec::new(),
             remediations: Vec::new(),
             approvals: Vec::new(),
-            investigation: None,
+            investigations: Vec::new(),
             folded: FoldedChain::new(config.max_events_per_incident),
             first_occurred_at: None,
             held: HashSet::new(),
             dropped: InsertionOrdered::new(config.max_dropped_ids_per_incident),
             tick: 0,
             max_events: config.max_events_per_incident,
+            max_investigations: config.max_investigations_per_incident,
+            max_steps: config.max_steps_per_investigation,
         }
     }
 
@@ -74,7 +80,7 @@ impl Incident {
             && self.diagnoses.is_empty()
             && self.remediations.is_empty()
             && self.approvals.is_empty()
-            && self.investigation.is_none()
+            && self.investigations.is_empty()
     }
 
     pub fn events(&self) -> usize {
@@ -89,6 +95,7 @@ impl Incident {
             self.remediations.len(),
             self.approvals.len(),
             self.dropped.len(),
+            self.investigations.len(),
         ]
     }
 
@@ -174,21 +181,70 @@ impl Incident {
         true
     }
 
-    /// Keeps `event` if it is a report newer than the one held (a redelivered or older report
-    /// changes nothing).
-    pub fn add_investigation(&mut self, event: Envelope<InvestigationEvent>) -> bool {
-        if !matches!(event.payload.update, InvestigationUpdate::Report(_)) {
-            return false;
+    /// Applies an investigation request of this incident (queued).
+    pub fn add_investigation_request(
+        &mut self,
+        request: &Envelope<InvestigationRequest>,
+        metrics: &TimelineMetrics,
+    ) -> bool {
+        let changed = self
+            .investigation(
+                &request.payload.investigation_id,
+                request.occurred_at,
+                metrics,
+            )
+            .apply_request(request);
+        if changed {
+            self.noticed(request.occurred_at);
         }
-        let newer = self
-            .investigation
-            .as_ref()
-            .is_none_or(|held| held.id != event.id && held.occurred_at <= event.occurred_at);
-        if newer {
+        changed
+    }
+
+    /// Applies an investigator's status, step or report on this incident.
+    pub fn add_investigation(
+        &mut self,
+        event: &Envelope<InvestigationEvent>,
+        metrics: &TimelineMetrics,
+    ) -> bool {
+        let changed = self
+            .investigation(&event.payload.investigation_id, event.occurred_at, metrics)
+            .apply_event(event);
+        if changed {
             self.noticed(event.occurred_at);
-            self.investigation = Some(event);
         }
-        newer
+        changed
+    }
+
+    /// The investigation `id`, added when new (forgetting the oldest finished one, else the
+    /// oldest, beyond `max_investigations`).
+    fn investigation(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        metrics: &TimelineMetrics,
+    ) -> &mut Investigation {
+        let index = match self.investigations.iter().position(|i| i.id() == id) {
+            Some(index) => index,
+            None => {
+                if self.investigations.len() >= self.max_investigations {
+                    let oldest = self
+                        .investigations
+                        .iter()
+                        .position(|i| !i.is_open())
+                        .unwrap_or(0);
+                    self.investigations.remove(oldest);
+                    metrics.evicted(Table::Investigations, 1);
+                }
+                self.investigations.push(Investigation::new(
+                    id,
+                    Some(self.id.clone()),
+                    at,
+                    self.max_steps,
+                ));
+                self.investigations.len() - 1
+            }
+        };
+        &mut self.investigations[index]
     }
 
     /// Drops messages until at most `max_events` are held: storm alerts but the first, then
@@ -223,7 +279,11 @@ impl Incident {
                     self.folded.fold(&record);
                     record.id
                 }
-                Table::Incidents | Table::AlertOwners | Table::DroppedIds => {
+                Table::Incidents
+                | Table::AlertOwners
+                | Table::DroppedIds
+                | Table::Investigations
+                | Table::Questions => {
                     unreachable!("only the incident's lists are trimmed")
                 }
             };

@@ -11,14 +11,20 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use opsmesh_proto::{
-    Envelope, alert::Alert, approval::Approval, diagnosis::Diagnosis,
-    investigation::InvestigationEvent, remediation::Remediation, topics,
+    Envelope,
+    alert::Alert,
+    approval::Approval,
+    diagnosis::Diagnosis,
+    investigation::{InvestigationEvent, InvestigationRequest, InvestigationState},
+    remediation::Remediation,
+    topics,
 };
 
 use super::{
     TimelineConfig,
     bounded::{InsertionOrdered, Table, TimelineMetrics},
     incident::Incident,
+    investigation::{Investigation, InvestigationDetail, InvestigationSummary},
     open::OpenIncidents,
     view::{IncidentDetail, IncidentSummary, PendingApproval},
 };
@@ -49,6 +55,9 @@ pub(super) struct Inner {
     /// the most recent `max_alert_ids`. An entry outliving its incident is harmless (the
     /// incident is gone either way) and ages out.
     alert_owner: InsertionOrdered<Uuid, String>,
+    /// Investigations of questions (no incident), the most recently requested
+    /// `max_questions`.
+    questions: InsertionOrdered<String, Investigation>,
     tick: u64,
     evicted: u64,
 }
@@ -59,6 +68,7 @@ impl IncidentStore {
         let inner = Arc::new(RwLock::new(Inner {
             incidents: HashMap::new(),
             alert_owner: InsertionOrdered::new(config.max_alert_ids),
+            questions: InsertionOrdered::new(config.max_questions),
             tick: 0,
             evicted: 0,
         }));
@@ -92,6 +102,8 @@ impl IncidentStore {
             }
             topics::INVESTIGATIONS => Envelope::<InvestigationEvent>::from_slice(payload)
                 .map(|e| self.apply_investigation(e)),
+            topics::INVESTIGATION_REQUESTS => Envelope::<InvestigationRequest>::from_slice(payload)
+                .map(|e| self.apply_investigation_request(&e)),
             _ => return false,
         };
         match result {
@@ -187,20 +199,104 @@ impl IncidentStore {
         changed
     }
 
-    /// Keeps an incident's latest investigation report; steps and on-demand investigations
-    /// (no incident) are not part of any timeline.
+    /// Tracks an investigation's status, step or report: on its incident, or among the
+    /// questions when it has none.
     pub fn apply_investigation(&self, envelope: Envelope<InvestigationEvent>) -> bool {
-        let Some(id) = envelope.incident_id.clone() else {
-            return false;
-        };
-        let mut inner = self.write();
-        let changed = self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
-            incident.add_investigation(envelope)
-        });
-        if changed {
-            self.notify(&inner, &id, "investigation");
+        match envelope.incident_id.clone() {
+            Some(id) => {
+                let mut inner = self.write();
+                let changed =
+                    self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+                        incident.add_investigation(&envelope, &self.metrics)
+                    });
+                if changed {
+                    self.notify(&inner, &id, "investigation");
+                }
+                changed
+            }
+            None => self.with_question(
+                &envelope.payload.investigation_id,
+                envelope.occurred_at,
+                |investigation| investigation.apply_event(&envelope),
+            ),
         }
+    }
+
+    /// Tracks a request (queued): on its incident, or among the questions.
+    pub fn apply_investigation_request(&self, envelope: &Envelope<InvestigationRequest>) -> bool {
+        match envelope
+            .payload
+            .incident_id
+            .clone()
+            .or_else(|| envelope.incident_id.clone())
+        {
+            Some(id) => {
+                let mut inner = self.write();
+                let changed =
+                    self.with_incident(&mut inner, &id, envelope.cluster.clone(), |incident| {
+                        incident.add_investigation_request(envelope, &self.metrics)
+                    });
+                if changed {
+                    self.notify(&inner, &id, "investigation");
+                }
+                changed
+            }
+            None => self.with_question(
+                &envelope.payload.investigation_id,
+                envelope.occurred_at,
+                |investigation| investigation.apply_request(envelope),
+            ),
+        }
+    }
+
+    /// Applies `apply` to the question investigation `id` (added when new, forgetting the
+    /// one first seen longest ago beyond `max_questions`).
+    fn with_question(
+        &self,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        apply: impl FnOnce(&mut Investigation) -> bool,
+    ) -> bool {
+        let mut inner = self.write();
+        let key = id.to_owned();
+        if let Some(investigation) = inner.questions.get_mut(&key) {
+            return apply(investigation);
+        }
+        let mut investigation =
+            Investigation::new(id, None, at, self.config.max_steps_per_investigation);
+        let changed = apply(&mut investigation);
+        let forgotten = inner.questions.insert(key, investigation);
+        self.metrics.evicted(Table::Questions, forgotten);
+        self.metrics.set(Table::Questions, inner.questions.len());
         changed
+    }
+
+    /// Every investigation (of incidents and of questions) in `state` (any when `None`),
+    /// most recently updated first.
+    pub fn investigations(&self, state: Option<InvestigationState>) -> Vec<InvestigationSummary> {
+        let inner = self.read();
+        let mut list: Vec<InvestigationSummary> = inner
+            .incidents
+            .values()
+            .flat_map(|incident| incident.investigations.iter())
+            .chain(inner.questions.values())
+            .map(Investigation::summary)
+            .filter(|i| state.is_none_or(|state| i.state == state))
+            .collect();
+        list.sort_by_key(|i| std::cmp::Reverse(i.updated_at));
+        list
+    }
+
+    /// One investigation, with its steps and report.
+    pub fn investigation(&self, id: &str) -> Option<InvestigationDetail> {
+        let inner = self.read();
+        inner
+            .incidents
+            .values()
+            .flat_map(|incident| incident.investigations.iter())
+            .chain(inner.questions.values())
+            .find(|i| i.id() == id)
+            .map(Investigation::detail)
     }
 
     /// Every incident, most recently updated first.
@@ -289,7 +385,7 @@ impl IncidentStore {
                     break;
                 };
                 if let Some(gone) = inner.incidents.remove(&oldest) {
-                    self.metrics.resize(gone.sizes(), [0; 5]);
+                    self.metrics.resize(gone.sizes(), Default::default());
                 }
                 inner.evicted += 1;
                 self.metrics.evicted(Table::Incidents, 1);

@@ -12,13 +12,14 @@ use opsmesh_proto::{
     alert::Alert,
     approval::{Approval, ApprovalDecision},
     diagnosis::{Diagnosis, Evidence, LlmUsage, RunbookRef},
-    investigation::{InvestigationEvent, InvestigationReport, InvestigationUpdate},
+    investigation::InvestigationReport,
     remediation::{ActionRecord, Remediation, Verification},
 };
 
 use super::{
     chain::{AuditChain, ChainStatus, is_outcome},
     incident::Incident,
+    investigation::{Investigation, InvestigationSummary},
 };
 use crate::runbooks::{self, SectionText};
 
@@ -158,6 +159,8 @@ pub struct IncidentDetail {
     pub audit_chain: AuditChain,
     /// The investigator's latest report, when it investigated this incident.
     pub investigation: Option<InvestigationView>,
+    /// Every investigation of this incident kept, newest first, in whatever state.
+    pub investigations: Vec<InvestigationSummary>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -308,7 +311,17 @@ impl Incident {
             pending_approval: self.pending_approval(),
             approvals: self.approvals.iter().map(approval_view).collect(),
             audit_chain: self.folded.verify(&self.remediations),
-            investigation: self.investigation.as_ref().and_then(investigation_view),
+            investigation: self
+                .investigations
+                .iter()
+                .filter_map(investigation_view)
+                .max_by_key(|view| view.at),
+            investigations: self
+                .investigations
+                .iter()
+                .rev()
+                .map(Investigation::summary)
+                .collect(),
             timeline: self.timeline(),
         }
     }
@@ -388,41 +401,56 @@ impl Incident {
                 ),
             });
         }
-        if let Some(event) = &self.investigation
-            && let Some(i) = investigation_view(event)
-        {
-            entries.push(TimelineEntry {
-                at: i.at,
-                topic: opsmesh_proto::topics::INVESTIGATIONS,
-                envelope_id: event.id,
-                source: event.source.clone(),
-                text: format!(
-                    "investigation {}: {} ({}), {} findings, {} steps, ${:.4}",
-                    i.investigation_id,
-                    i.report.state,
-                    i.report.stop_reason,
-                    i.report.findings.len(),
-                    i.report.steps.len(),
-                    i.report.usage.cost_usd
-                ),
-            });
+        for investigation in &self.investigations {
+            let summary = investigation.summary();
+            if let Some(request) = &investigation.request_envelope {
+                entries.push(TimelineEntry {
+                    at: request.at,
+                    topic: opsmesh_proto::topics::INVESTIGATION_REQUESTS,
+                    envelope_id: request.id,
+                    source: request.source.clone(),
+                    text: format!(
+                        "investigation {} requested by {}",
+                        summary.investigation_id,
+                        summary.requested_by.as_deref().unwrap_or("?")
+                    ),
+                });
+            }
+            if let (Some(i), Some(report)) = (
+                investigation_view(investigation),
+                &investigation.report_envelope,
+            ) {
+                entries.push(TimelineEntry {
+                    at: i.at,
+                    topic: opsmesh_proto::topics::INVESTIGATIONS,
+                    envelope_id: report.id,
+                    source: report.source.clone(),
+                    text: format!(
+                        "investigation {}: {} ({}), {} findings, {} steps, ${:.4}",
+                        i.investigation_id,
+                        i.report.state,
+                        i.report.stop_reason,
+                        i.report.findings.len(),
+                        i.report.steps.len(),
+                        i.report.usage.cost_usd
+                    ),
+                });
+            }
         }
         entries.sort_by_key(|e| e.at);
         entries
     }
 }
 
-/// The report an investigation message carries (steps carry none).
-fn investigation_view(event: &Envelope<InvestigationEvent>) -> Option<InvestigationView> {
-    match &event.payload.update {
-        InvestigationUpdate::Report(report) => Some(InvestigationView {
-            investigation_id: event.payload.investigation_id.clone(),
-            question: event.payload.question.clone(),
-            at: event.occurred_at,
-            report: (**report).clone(),
-        }),
-        InvestigationUpdate::Step(_) | InvestigationUpdate::Status(_) => None,
-    }
+/// An investigation's report, once it has one.
+fn investigation_view(investigation: &Investigation) -> Option<InvestigationView> {
+    let (report, at) = investigation.report()?;
+    Some(InvestigationView {
+        investigation_id: investigation.id().to_owned(),
+        question: investigation.summary().question.unwrap_or_default(),
+        at,
+        report: report.clone(),
+    })
 }
 
 /// `<kind>/<namespace>/<name>` → the namespace.

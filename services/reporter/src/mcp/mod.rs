@@ -1,5 +1,6 @@
 //! MCP server for AI assistants (rmcp): the incident timeline, runbook search, audit-chain
-//! verification, and approving or rejecting a pending action.
+//! verification, approving or rejecting a pending action, and queueing and reading
+//! investigations ([`investigations`]).
 //!
 //! Transports: streamable HTTP at `/mcp` on the reporter's own HTTP server (rmcp's
 //! `StreamableHttpService` is a tower service; [`http_routes`] bridges actix requests to it,
@@ -8,9 +9,12 @@
 //!
 //! Authorisation: over HTTP every request carries `Authorization: Bearer <token>` from
 //! `[reporter.mcp]` tokens (reading may be opened with `allow_anonymous_read`); approving and
-//! rejecting always need a token with the `approver` role (tokens are `viewer`, read only,
-//! unless their line says otherwise), whose name is recorded as the approver. Over stdio the
+//! rejecting, and queueing an investigation, always need a token with the `approver` role
+//! (tokens are `viewer`, read only, unless their line says otherwise), whose name is recorded
+//! as the approver or requester. Over stdio the
 //! token comes from the `OPSMESH_MCP_TOKEN` environment variable.
+
+mod investigations;
 
 use std::{net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -39,11 +43,12 @@ use opsmesh_runtime::{ConfigError, Validate, problem::Problem};
 
 use crate::{
     approvals::{ApprovalsConfig, Decider},
-    auth::{Holder, TokenSet, bearer},
+    auth::{Holder, Role, TokenSet, bearer},
     console::{
         Refusal,
         login_limit::{self, FailedAuthLimiter, FailedAuthLimits, FailedAuthMetrics},
     },
+    investigate::Requester,
     runbooks,
     timeline::IncidentStore,
 };
@@ -178,6 +183,7 @@ pub struct DecideArgs {
 pub struct McpServer {
     store: Arc<IncidentStore>,
     decider: Decider,
+    requester: Requester,
     /// Identity of the stdio user (from `OPSMESH_MCP_TOKEN`); HTTP callers carry theirs.
     stdio_identity: Option<Holder>,
     tool_router: ToolRouter<Self>,
@@ -198,13 +204,15 @@ impl McpServer {
     pub fn new(
         store: Arc<IncidentStore>,
         decider: Decider,
+        requester: Requester,
         stdio_identity: Option<Holder>,
     ) -> Self {
         Self {
             store,
             decider,
+            requester,
             stdio_identity,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::investigation_router(),
         }
     }
 
@@ -288,8 +296,15 @@ impl McpServer {
     }
 }
 
-/// Tools only approvers are shown (anyone calling them is still checked).
-const DECISION_TOOLS: [&str; 2] = ["approve_action", "reject_action"];
+/// Whether a caller with `role` (`None`: anonymous) is offered `tool` (anyone calling a tool
+/// is still checked).
+fn offered(tool: &str, role: Option<Role>) -> bool {
+    match tool {
+        "approve_action" | "reject_action" => role.is_some_and(Role::may_decide),
+        "investigate" => role.is_some_and(Role::may_investigate),
+        _ => true,
+    }
+}
 
 impl McpServer {
     /// Who makes this request: the HTTP caller's token holder, or the stdio user.
@@ -348,20 +363,18 @@ impl McpServer {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for McpServer {
     /// The tools this caller may use: viewers and anonymous readers are not offered
-    /// `approve_action` / `reject_action`.
+    /// `approve_action`, `reject_action` or `investigate`.
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let may_decide = self
-            .caller(&context.extensions)
-            .is_some_and(|holder| holder.role.may_decide());
+        let role = self.caller(&context.extensions).map(|holder| holder.role);
         let tools = self
             .tool_router
             .list_all()
             .into_iter()
-            .filter(|tool| may_decide || !DECISION_TOOLS.contains(&tool.name.as_ref()))
+            .filter(|tool| offered(&tool.name, role))
             .collect();
         let result = ListToolsResult::with_all_items(tools);
         // The list depends on the caller: cacheable by that caller's client only.
@@ -379,7 +392,7 @@ impl ServerHandler for McpServer {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("opsmesh", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "opsmesh incidents: Splunk alerts diagnosed with cited evidence (SPL), runbook sections, governed remediations with a hash-chained audit ledger. Use list_incidents, get_incident, search_runbooks, verify_audit_chain; approve_action / reject_action decide a pending action.",
+                "opsmesh incidents: Splunk alerts diagnosed with cited evidence (SPL), runbook sections, governed remediations with a hash-chained audit ledger. Use list_incidents, get_incident, search_runbooks, verify_audit_chain; approve_action / reject_action decide a pending action; investigate queues an investigation (of an incident, or a question) and get_investigation reads its state, steps and cited report.",
             )
     }
 }
@@ -623,10 +636,12 @@ pub async fn run_stdio(
         role = ?identity.as_ref().map(|h| h.role.name()),
         "MCP server on stdio"
     );
+    let requester = Requester::new(store.clone(), ctx.publisher.clone(), &ctx.settings.cluster);
     let served = serve_stdio(
         McpServer::new(
             store.clone(),
             Decider::new(&config.approvals, store, ctx.publisher.clone())?,
+            requester,
             identity,
         ),
         shutdown.clone(),
