@@ -290,7 +290,7 @@ async fn a_question_waited_for_prints_each_answer_as_it_comes_then_the_cited_rep
     assert_eq!(
         cli.line_with("splunk:").await.trim(),
         format!(
-            "splunk: index=opsmesh sourcetype=\"opsmesh:investigation\" payload.investigation_id=\"{id}\""
+            "splunk: index=opsmesh sourcetype=\"opsmesh:investigation\" investigation_id=\"{id}\""
         )
     );
     // Each answer is printed before the next one is given.

@@ -56,8 +56,9 @@ then a report that ends `completed`, `failed` or `over_budget`. A request it can
 (investigator off, namespace outside diagnoser.investigator.namespaces, unknown incident) ends \
 `failed` with the reason. Both topics live in Kafka: the request survives restarts of the \
 diagnoser (an investigation cut short runs again: `running: attempt 2`) and of this command; \
---status ID finds it again. The steps are indexed in Splunk as sourcetype \
-opsmesh:investigation (index reporter.hec.index, `opsmesh` by default).
+--status ID finds it again. The reporter indexes the request and every event in Splunk as \
+sourcetype opsmesh:investigation with an indexed investigation_id (index reporter.hec.index, \
+`opsmesh` by default): the printed search replays it.
 
 Costs and limits: every investigation is bounded by diagnoser.investigator.limits (max_steps \
 tool calls, max_tokens, max_cost_usd at diagnoser.llm's prices, max_wall_time, \
@@ -389,7 +390,7 @@ impl Session {
 
 /// The SPL that shows the investigation's events in Splunk.
 fn splunk_search(id: &str) -> String {
-    format!("index=opsmesh sourcetype=\"opsmesh:investigation\" payload.investigation_id=\"{id}\"")
+    format!("index=opsmesh sourcetype=\"opsmesh:investigation\" investigation_id=\"{id}\"")
 }
 
 /// Picks investigation `id`'s request off the requests topic.
