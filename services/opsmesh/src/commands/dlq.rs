@@ -1,10 +1,11 @@
 //! `opsmesh dlq list|replay <topic>`: inspect a topic's dead-letter queue and re-drive it once
 //! the cause is fixed.
 //!
-//! The replayer is a consumer group (`opsmesh-dlq-replay` by default) whose committed offsets
-//! on `<topic>.dlq` mark what was replayed; each offset is committed right after its message
-//! was acknowledged on `<topic>`, so running replay twice replays nothing twice, and a replay
-//! cut short (crash, broker gone) repeats at most the one message in hand.
+//! The replayer is a consumer group (`bus.dlq.replay_group`, `opsmesh-dlq-replay` by default)
+//! whose committed offsets on `<topic>.dlq` mark what was replayed; each offset is committed
+//! right after its message was acknowledged on `<topic>`, so running replay twice replays
+//! nothing twice, and a replay cut short (crash, broker gone) repeats at most the one message
+//! in hand. The services count the DLQ's messages above those offsets as not replayed.
 
 use std::{borrow::Cow, path::Path, process::ExitCode, time::Duration};
 
@@ -71,9 +72,11 @@ pub struct ReplayArgs {
     /// Stop reading after no message arrived for this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     idle: Duration,
-    /// Consumer group whose committed offsets mark what was replayed.
-    #[arg(long, default_value = "opsmesh-dlq-replay")]
-    group: String,
+    /// Consumer group whose committed offsets mark what was replayed; default:
+    /// bus.dlq.replay_group (opsmesh-dlq-replay), the group the services' DLQ sizes count
+    /// replays of (opsmesh_bus_dlq_unreplayed_messages).
+    #[arg(long)]
+    group: Option<String>,
 }
 
 /// Why a `dlq` command failed. (Display by hand: this crate does not depend on thiserror.)
@@ -300,7 +303,11 @@ fn replay(config: Option<&Path>, args: &ReplayArgs) -> Result<(), DlqError> {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         let bus = bus::connect(&settings.bus, "opsmesh-dlq-replay")?;
-        let mut subscription = bus.subscribe(&args.group, &[&dlq]).await?;
+        let group = args
+            .group
+            .as_ref()
+            .unwrap_or(&settings.bus.dlq.replay_group);
+        let mut subscription = bus.subscribe(group, &[&dlq]).await?;
         let stop = CancellationToken::new();
         shutdown::cancel_on_signal(stop.clone());
         let mut replayed_count = 0u64;

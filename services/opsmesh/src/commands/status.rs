@@ -1,6 +1,8 @@
 //! `opsmesh status`: the mesh's health at a glance, from each process's admin endpoints
 //! (`http.admin_listen`): readiness (`/readyz`), and from `/metrics` the consumer lag, the
-//! open incidents by state, the dead-lettered messages and the HEC backlog.
+//! open incidents by state, the sizes of the DLQs of the topics it consumes (as the bus
+//! reports them, so they survive restarts), what it dead-lettered since it started, and the
+//! HEC backlog.
 
 use std::{collections::BTreeMap, path::Path, process::ExitCode, time::Duration};
 
@@ -178,8 +180,9 @@ fn print_endpoint(endpoint: &Endpoint) {
             "no consumer groups"
         )
     );
+    println!("   DLQ         {}", dlq_sizes(m));
     println!(
-        "   DLQ         {} (dead-lettered since start, by topic)",
+        "   sent to DLQ {} since this process started, by topic",
         listing(
             &m.sum_by("opsmesh_bus_dead_lettered_total", "topic"),
             "none"
@@ -208,6 +211,24 @@ fn print_endpoint(endpoint: &Endpoint) {
         m.sum("opsmesh_reporter_hec_unsent_events"),
         m.sum("opsmesh_reporter_hec_oldest_unsent_seconds")
     );
+}
+
+/// The DLQs' sizes the process last asked the bus for: the messages no replay has put back
+/// yet, by DLQ, and every message they hold (replayed ones stay until retention).
+fn dlq_sizes(m: &Metrics) -> String {
+    if !m.has("opsmesh_bus_dlq_unreplayed_messages") {
+        return "- (not measured here: this process consumes no topic, or bus.dlq.size_interval \
+                is 0s)"
+            .into();
+    }
+    format!(
+        "not replayed {}; held {} (replayed ones included)",
+        listing(
+            &m.sum_by("opsmesh_bus_dlq_unreplayed_messages", "topic"),
+            "none"
+        ),
+        m.sum("opsmesh_bus_dlq_messages")
+    )
 }
 
 /// The total and its non-zero parts (`3 (a 1, b 2)`), or `none` when there is nothing.
@@ -305,5 +326,21 @@ mod tests {
         assert_eq!(listing(&BTreeMap::from([("g".into(), 0.0)]), "none"), "0");
         assert_eq!(listing(&BTreeMap::new(), "none"), "none");
         assert!(!m.has("opsmesh_reporter_open_incidents"));
+        assert!(dlq_sizes(&m).starts_with("- (not measured here"));
+    }
+
+    #[test]
+    fn dlq_sizes_show_what_waits_by_dlq_and_what_is_held() {
+        let m = Metrics::parse(
+            "# TYPE opsmesh_bus_dlq_messages gauge\n\
+             opsmesh_bus_dlq_messages{topic=\"opsmesh.alerts.v1.dlq\"} 3\n\
+             opsmesh_bus_dlq_messages{topic=\"opsmesh.telemetry.v1.dlq\"} 0\n\
+             opsmesh_bus_dlq_unreplayed_messages{topic=\"opsmesh.alerts.v1.dlq\"} 2\n\
+             opsmesh_bus_dlq_unreplayed_messages{topic=\"opsmesh.telemetry.v1.dlq\"} 0\n",
+        );
+        assert_eq!(
+            dlq_sizes(&m),
+            "not replayed 2 (opsmesh.alerts.v1.dlq 2); held 3 (replayed ones included)"
+        );
     }
 }
