@@ -1,5 +1,6 @@
 //! Evidence through the Splunk MCP Server (Splunkbase app 7931) over streamable HTTP with rmcp.
 //! Tool names changed between versions, so the search tool is discovered with `tools/list`.
+//! [`SplunkSearcher`] picks the REST export client or this one, as configured.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -18,7 +19,11 @@ use opsmesh_runtime::{
     secret::{InlineSecret, Secret, SecretSource},
 };
 
-use crate::splunk::{Results, Search, SearchError, load_token, validate_url_and_token};
+use opsmesh_proto::diagnosis::EvidenceSource;
+
+use crate::splunk::{
+    Results, Search, SearchError, SplunkClient, SplunkConfig, load_token, validate_url_and_token,
+};
 
 /// Search tools, newest names first.
 pub const SEARCH_TOOLS: &[&str] = &["splunk_run_query", "run_splunk_query"];
@@ -155,6 +160,44 @@ impl SplunkMcp {
         .await;
         let _ = client.cancel().await;
         outcome
+    }
+}
+
+/// Where searches go: the REST export API (`[diagnoser.splunk]`), or the MCP server
+/// (`[diagnoser.splunk_mcp]`) when only it is configured.
+pub enum SplunkSearcher {
+    Rest(SplunkClient),
+    Mcp(SplunkMcp),
+}
+
+impl SplunkSearcher {
+    /// The REST client when `rest` names a URL, else the MCP client when `mcp` does; `None`
+    /// without either.
+    pub fn from_config(rest: &SplunkConfig, mcp: &McpConfig) -> Result<Option<Self>, ConfigError> {
+        if let Some(client) = SplunkClient::new(rest)
+            .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?
+        {
+            return Ok(Some(Self::Rest(client)));
+        }
+        Ok(SplunkMcp::new(mcp)
+            .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?
+            .map(Self::Mcp))
+    }
+
+    /// Runs `search` the configured way, bounded as that way's configuration says.
+    pub async fn run(&self, search: &Search) -> Result<Results, SearchError> {
+        match self {
+            Self::Rest(client) => client.run(search).await,
+            Self::Mcp(client) => client.run(search).await,
+        }
+    }
+
+    /// Which way the searches go, as evidence records it.
+    pub fn source(&self) -> EvidenceSource {
+        match self {
+            Self::Rest(_) => EvidenceSource::SplunkSearch,
+            Self::Mcp(_) => EvidenceSource::SplunkMcp,
+        }
     }
 }
 

@@ -11,10 +11,10 @@ use opsmesh_runbooks::Library;
 use opsmesh_runtime::{ConfigError, Context, HandlerError};
 
 use super::{Investigator, Toolbox, kube_client};
-use crate::{DiagnoserConfig, Inner, llm, splunk};
+use crate::{DiagnoserConfig, Inner, llm, splunk_mcp::SplunkSearcher};
 
 /// The investigator of `[diagnoser.investigator]`: on the advisor's endpoint when there is one
-/// (one hourly budget), with its own Splunk export client and Kubernetes client.
+/// (one hourly budget), with its own Splunk client (REST export, else MCP) and Kubernetes client.
 pub(crate) async fn build(
     config: &DiagnoserConfig,
     advisor: Option<&llm::Advisor>,
@@ -25,8 +25,7 @@ pub(crate) async fn build(
         Some(advisor) => advisor.endpoint(),
         None => Arc::new(llm::Endpoint::new(&config.llm)?),
     };
-    let splunk = splunk::SplunkClient::new(&config.splunk)
-        .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
+    let splunk = SplunkSearcher::from_config(&config.splunk, &config.splunk_mcp)?;
     let kube = kube_client(&config.investigator).await?;
     let tools = Toolbox::new(&config.investigator, splunk, kube, library.clone())
         .map_err(|e| ConfigError::invalid("diagnoser.investigator", e.to_string()))?;

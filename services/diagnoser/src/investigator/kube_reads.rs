@@ -1,19 +1,19 @@
 //! The investigator's Kubernetes reads (kube-rs): get and list of a few kinds (Argo CD
-//! Applications among them: their sync and health status), events, and the containers' current
-//! and last state. Only the allowed namespaces; never Secrets or anything
-//! outside the kind table.
+//! Applications among them: their sync and health status), events, the containers' current
+//! and last state, and the tail of a container's log. Only the allowed namespaces; never
+//! Secrets or anything outside the kind table.
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::{
     Api, Client,
-    api::{DynamicObject, GroupVersionKind, ListParams},
+    api::{DynamicObject, GroupVersionKind, ListParams, LogParams},
     config::{KubeConfigOptions, Kubeconfig},
     discovery::ApiResource,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use opsmesh_runtime::ConfigError;
+use opsmesh_runtime::{ConfigError, Validate};
 
 use super::{InvestigatorConfig, tools::ToolError};
 
@@ -108,6 +108,70 @@ pub struct ContainersArgs {
     pub pod: Option<String>,
     #[serde(default)]
     pub label_selector: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsArgs {
+    pub namespace: String,
+    pub pod: String,
+    /// Needed when the pod has more than one container.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// The last terminated run (before a crash or an OOM kill) instead of the current one.
+    #[serde(default)]
+    pub previous: bool,
+    #[serde(default)]
+    pub tail_lines: Option<u32>,
+}
+
+/// `[diagnoser.investigator.logs]`: how much of a container's log one call reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Lines read when the model does not say.
+    pub default_tail_lines: u32,
+    /// Most lines one call reads (a larger ask is cut to this).
+    pub max_tail_lines: u32,
+    /// Most bytes one call reads (`limitBytes`); the last line may be cut.
+    pub max_bytes: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            default_tail_lines: 100,
+            max_tail_lines: 500,
+            max_bytes: 32 * 1024,
+        }
+    }
+}
+
+impl Validate for LogsConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.max_tail_lines == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_tail_lines"),
+                "must be at least 1",
+            ));
+        }
+        if !(1..=self.max_tail_lines).contains(&self.default_tail_lines) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.default_tail_lines"),
+                format!(
+                    "must be between 1 and max_tail_lines ({})",
+                    self.max_tail_lines
+                ),
+            ));
+        }
+        if self.max_bytes == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.max_bytes"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn kube_error(error: kube::Error) -> ToolError {
@@ -230,4 +294,69 @@ pub async fn containers(client: &Client, args: &ContainersArgs) -> Result<Value,
         })
         .collect();
     Ok(json!({"namespace": args.namespace, "pods": pods}))
+}
+
+/// The last lines of a container's log (`previous`: its last terminated run), bounded by
+/// `limits`; the API's refusal (no previous run, unknown container, …) is the error.
+pub async fn logs(
+    client: &Client,
+    args: &LogsArgs,
+    limits: &LogsConfig,
+) -> Result<Value, ToolError> {
+    let tail_lines = args
+        .tail_lines
+        .unwrap_or(limits.default_tail_lines)
+        .clamp(1, limits.max_tail_lines);
+    let api: Api<Pod> = Api::namespaced(client.clone(), &args.namespace);
+    let params = LogParams {
+        container: args.container.clone(),
+        previous: args.previous,
+        tail_lines: Some(i64::from(tail_lines)),
+        limit_bytes: Some(i64::from(limits.max_bytes)),
+        ..LogParams::default()
+    };
+    let text = api.logs(&args.pod, &params).await.map_err(kube_error)?;
+    let bytes_limited = text.len() >= limits.max_bytes as usize;
+    Ok(json!({
+        "namespace": args.namespace,
+        "pod": args.pod,
+        "container": args.container,
+        "previous": args.previous,
+        "tail_lines": tail_lines,
+        "lines": text.lines().collect::<Vec<_>>(),
+        "bytes_limited": bytes_limited,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(adjust: impl FnOnce(&mut LogsConfig)) -> String {
+        let mut config = LogsConfig::default();
+        adjust(&mut config);
+        match config.validate("diagnoser.investigator.logs") {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn log_bounds_are_checked_naming_the_key() {
+        LogsConfig::default()
+            .validate("diagnoser.investigator.logs")
+            .unwrap();
+        assert_eq!(
+            refused(|c| c.max_tail_lines = 0),
+            "diagnoser.investigator.logs.max_tail_lines"
+        );
+        assert_eq!(
+            refused(|c| c.default_tail_lines = 501),
+            "diagnoser.investigator.logs.default_tail_lines"
+        );
+        assert_eq!(
+            refused(|c| c.max_bytes = 0),
+            "diagnoser.investigator.logs.max_bytes"
+        );
+    }
 }

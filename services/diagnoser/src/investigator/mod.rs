@@ -27,6 +27,7 @@ use crate::llm::Endpoint;
 
 pub use budget::Limits;
 pub(crate) use incident::build;
+pub use kube_reads::LogsConfig;
 use kube_reads::client as kube_client;
 pub(crate) use queue::RequestHandler;
 pub use spl_guard::SplGuardConfig;
@@ -54,6 +55,7 @@ pub struct InvestigatorConfig {
     pub opencost_url: Option<String>,
     pub limits: Limits,
     pub splunk: SplGuardConfig,
+    pub logs: LogsConfig,
 }
 
 impl Default for InvestigatorConfig {
@@ -68,6 +70,7 @@ impl Default for InvestigatorConfig {
             opencost_url: None,
             limits: Limits::default(),
             splunk: SplGuardConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -117,6 +120,7 @@ impl Validate for InvestigatorConfig {
             ));
         }
         self.limits.validate(&format!("{prefix}.limits"))?;
+        self.logs.validate(&format!("{prefix}.logs"))?;
         self.splunk.validate(&format!("{prefix}.splunk"))
     }
 }

@@ -10,23 +10,26 @@ use serde_json::{Value, json};
 use opsmesh_runbooks::Library;
 
 use super::{
-    InvestigatorConfig, Subject, kube_reads,
+    InvestigatorConfig, Subject,
+    kube_reads::{self, LogsConfig},
     spl_guard::{self, SplGuardConfig, SplRefusal},
 };
-use crate::splunk::{SearchError, SplunkClient};
+use crate::{splunk::SearchError, splunk_mcp::SplunkSearcher};
 
 pub const SPLUNK_SEARCH: &str = "splunk_search";
 pub const KUBERNETES_GET: &str = "kubernetes_get";
 pub const KUBERNETES_EVENTS: &str = "kubernetes_events";
 pub const CONTAINER_STATES: &str = "container_states";
+pub const KUBERNETES_LOGS: &str = "kubernetes_logs";
 pub const RUNBOOK_SEARCH: &str = "runbook_search";
 pub const OPENCOST_ALLOCATION: &str = "opencost_allocation";
 pub const INCIDENT_FACTS: &str = "incident_facts";
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     SPLUNK_SEARCH,
     KUBERNETES_GET,
     KUBERNETES_EVENTS,
     CONTAINER_STATES,
+    KUBERNETES_LOGS,
     OPENCOST_ALLOCATION,
     RUNBOOK_SEARCH,
     INCIDENT_FACTS,
@@ -91,9 +94,10 @@ struct OpenCost {
 
 /// The backends the tools read from.
 pub struct Toolbox {
-    splunk: Option<SplunkClient>,
+    splunk: Option<SplunkSearcher>,
     guard: SplGuardConfig,
     kube: Option<kube::Client>,
+    logs: LogsConfig,
     opencost: Option<OpenCost>,
     /// Namespaces Kubernetes and OpenCost reads may touch.
     namespaces: Vec<String>,
@@ -124,7 +128,7 @@ impl Toolbox {
     /// when `config` names it, limited as `config` says.
     pub fn new(
         config: &InvestigatorConfig,
-        splunk: Option<SplunkClient>,
+        splunk: Option<SplunkSearcher>,
         kube: Option<kube::Client>,
         library: Arc<Library>,
     ) -> Result<Self, ToolError> {
@@ -142,6 +146,7 @@ impl Toolbox {
             splunk,
             guard: config.splunk.clone(),
             kube,
+            logs: config.logs.clone(),
             opencost,
             namespaces: config.namespaces.clone(),
             library,
@@ -211,6 +216,22 @@ impl Toolbox {
                     &["namespace"],
                 ),
             ));
+            specs.push(function(
+                KUBERNETES_LOGS,
+                format!(
+                    "The last lines of one container's log (previous: its last terminated run, \
+                     e.g. before an OOM kill or a crash). tail_lines defaults to {}, at most {}; \
+                     at most {} bytes. container is needed when the pod has several. \
+                     Namespaces: {namespaces}.",
+                    self.logs.default_tail_lines, self.logs.max_tail_lines, self.logs.max_bytes
+                ),
+                object(
+                    json!({"namespace": {"type": "string"}, "pod": {"type": "string"},
+                           "container": {"type": "string"}, "previous": {"type": "boolean"},
+                           "tail_lines": {"type": "integer", "minimum": 1}}),
+                    &["namespace", "pod"],
+                ),
+            ));
         }
         if self.opencost.is_some() {
             specs.push(function(
@@ -267,6 +288,7 @@ impl Toolbox {
                 let search = spl_guard::check(&self.guard, &args.spl, args.earliest.as_deref())?;
                 let results = splunk.run(&search).await?;
                 Ok(json!({
+                    "source": splunk.source(),
                     "spl": search.spl,
                     "earliest": search.earliest,
                     "latest": "now",
@@ -289,6 +311,11 @@ impl Toolbox {
                 let args: kube_reads::ContainersArgs = parse(arguments)?;
                 self.allowed_namespace(&args.namespace)?;
                 kube_reads::containers(client, &args).await
+            }
+            (KUBERNETES_LOGS, _, Some(client)) => {
+                let args: kube_reads::LogsArgs = parse(arguments)?;
+                self.allowed_namespace(&args.namespace)?;
+                kube_reads::logs(client, &args, &self.logs).await
             }
             (OPENCOST_ALLOCATION, _, _) if self.opencost.is_some() => {
                 let args: AllocationArgs = parse(arguments)?;

@@ -1,21 +1,19 @@
 //! The investigator without a real model: a scripted OpenAI-compatible server plays each
 //! conversation (tool calls and usage tokens over the real protocol), Splunk is a REST export
-//! server serving fixture rows, and Kubernetes is the simulator with a model OOM-looping.
+//! server or an MCP server serving fixture rows, and Kubernetes is the simulator with a model
+//! OOM-looping. The harness is in `setup`; container logs and searches over MCP in `sources`.
 
+mod setup;
+mod sources;
+#[path = "../support/mod.rs"]
 mod support;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use prometheus::{Encoder, Registry, TextEncoder};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use opsmesh_diagnoser::{
-    investigator::{Investigator, InvestigatorConfig, Subject, Toolbox},
-    llm::{Endpoint, LlmConfig},
-    splunk::{SplunkClient, SplunkConfig},
-};
+use opsmesh_diagnoser::investigator::InvestigatorConfig;
 use opsmesh_proto::{
     ActionKind, Envelope, RootCause, Severity,
     investigation::{
@@ -24,165 +22,9 @@ use opsmesh_proto::{
     },
     topics,
 };
-use opsmesh_runbooks::Library;
-use opsmesh_sim::{Scenario, SimConfig, SimServer, Simulator};
-use opsmesh_testkit::{
-    openai::{ScriptedModel, Turn},
-    splunk_export::{Fixture, SplunkExport},
-};
+use opsmesh_testkit::openai::Turn;
 
-const KEY: &str = "sk-investigator-test";
-const SPLUNK_TOKEN: &str = "splunk-investigator-token";
-const TARGET: &str = "inferenceservice/ml-team-a/gpt-oss-120b";
-
-const OOM_LOOP: &str = r#"
-name: investigator-oom
-cluster: sim-test
-state:
-  namespaces:
-    - name: ml-team-a
-      hourly_budget_usd: 40
-    - name: kube-system
-  inference_services:
-    - namespace: ml-team-a
-      name: gpt-oss-120b
-      replicas: 2
-      gpu: 1
-      memory_limit: 256Mi
-      image: registry.example.com/kserve/gpt-oss:1.4.2
-      hourly_cost_usd: 12.5
-      argocd_app: ml-team-a-models
-  argocd_apps:
-    - name: ml-team-a-models
-      namespace: ml-team-a
-faults:
-  - {at: 0s, kind: oom_loop, target: inferenceservice/ml-team-a/gpt-oss-120b, params: {memory_demand: 480Mi}}
-expect: {}
-"#;
-
-struct Setup {
-    model: ScriptedModel,
-    splunk: SplunkExport,
-    investigator: Investigator,
-    registry: Registry,
-    _sim: SimServer,
-    _key_dir: tempfile::TempDir,
-}
-
-async fn setup(turns: Vec<Turn>, adjust: impl FnOnce(&mut InvestigatorConfig)) -> Setup {
-    let model = ScriptedModel::start(KEY, turns).await;
-    let fixtures = Fixture::load_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/investigator"),
-    );
-    let splunk = SplunkExport::start(SPLUNK_TOKEN, fixtures).await;
-    let scenario = Scenario::parse(OOM_LOOP, "investigator.yaml").expect("valid scenario");
-    let sim = Simulator::from_scenario(&scenario, SimConfig::default());
-    let server = SimServer::start(sim.clone(), "127.0.0.1:0".parse().unwrap()).expect("bind");
-    sim.advance(Duration::from_secs(300));
-    let kubeconfig = Kubeconfig::from_yaml(&server.kubeconfig_yaml("default")).unwrap();
-    let kube = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("key");
-    std::fs::write(&key_file, KEY).unwrap();
-    let llm = LlmConfig {
-        base_url: model.url().into(),
-        api_key_file: Some(key_file),
-        model: "test-model".into(),
-        timeout: Duration::from_secs(5),
-        ..LlmConfig::default()
-    };
-    let splunk_client = SplunkClient::new(&SplunkConfig {
-        url: Some(splunk.url().into()),
-        token: Some(SPLUNK_TOKEN.into()),
-        ..SplunkConfig::default()
-    })
-    .unwrap();
-    let mut config = InvestigatorConfig {
-        namespaces: vec!["ml-team-a".into(), "argocd".into()],
-        opencost_url: Some(server.opencost_url()),
-        ..InvestigatorConfig::default()
-    };
-    adjust(&mut config);
-    let registry = Registry::new();
-    let tools = Toolbox::new(
-        &config,
-        splunk_client,
-        Some(kube),
-        Arc::new(Library::built_in().unwrap()),
-    )
-    .unwrap();
-    let investigator = Investigator::new(
-        &config,
-        Arc::new(Endpoint::new(&llm).unwrap()),
-        tools,
-        &registry,
-    );
-    Setup {
-        model,
-        splunk,
-        investigator,
-        registry,
-        _sim: server,
-        _key_dir: key_dir,
-    }
-}
-
-fn subject() -> Subject {
-    Subject {
-        incident_id: Some("inc-42".into()),
-        question: "Why is gpt-oss-120b failing, and what should be done?".into(),
-        namespace: Some("ml-team-a".into()),
-        facts: json!({"alert": "KServe model error rate above 5%", "target": TARGET}),
-    }
-}
-
-fn metrics(registry: &Registry) -> String {
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .unwrap();
-    String::from_utf8(out).unwrap()
-}
-
-fn models_search() -> Value {
-    json!({
-        "spl": "index=opsmesh sourcetype=\"opsmesh:models\" \"payload.record.name\"=\"gpt-oss-120b\" | stats max(oom_killed) as oom_killed latest(last_termination_reason) as reason",
-        "earliest": "-1h",
-    })
-}
-
-fn report_answer(findings: Value, actions: Value) -> Turn {
-    Turn::answer(
-        json!({
-            "summary": "gpt-oss-120b is OOMKilled: its 256Mi limit is below the 480Mi it needs",
-            "root_cause": "oom_killed",
-            "risk": "high",
-            "findings": findings,
-            "proposed_actions": actions,
-        })
-        .to_string(),
-    )
-}
-
-fn patch_memory(cites: &[&str]) -> Value {
-    json!({"kind": "patch_memory_limit", "target": TARGET,
-           "params": {"memory_limit": "640Mi"}, "evidence_ids": cites,
-           "rationale": "peak working set 480Mi x 1.3"})
-}
-
-fn kinds(report: &InvestigationReport) -> Vec<(StepKind, Option<&str>)> {
-    report
-        .steps
-        .iter()
-        .map(|s| (s.kind, s.tool.as_deref()))
-        .collect()
-}
+use setup::*;
 
 #[tokio::test]
 async fn a_good_investigation_finds_the_oom_through_splunk_and_events() {
@@ -239,6 +81,12 @@ async fn a_good_investigation_finds_the_oom_through_splunk_and_events() {
     );
     assert!(report.evidence[0].result.contains("OOMKilled"));
     assert!(
+        report.evidence[0]
+            .result
+            .contains("\"source\":\"splunk_search\""),
+        "the evidence says the search went through the REST export API"
+    );
+    assert!(
         report.evidence[1]
             .result
             .contains("Back-off restarting failed container")
@@ -277,6 +125,7 @@ async fn a_good_investigation_finds_the_oom_through_splunk_and_events() {
             "kubernetes_get",
             "kubernetes_events",
             "container_states",
+            "kubernetes_logs",
             "opencost_allocation",
             "runbook_search",
             "incident_facts"
@@ -572,56 +421,6 @@ async fn invented_evidence_ids_are_discarded_and_counted() {
 }
 
 #[tokio::test]
-async fn a_cost_question_reads_opencost_and_the_argocd_application() {
-    let s = setup(
-        vec![
-            Turn::calls(&[
-                (
-                    "opencost_allocation",
-                    json!({"namespace": "ml-team-a", "window": "1h", "aggregate": "controller"}),
-                ),
-                ("opencost_allocation", json!({"namespace": "ml-team-a", "window": "30d"})),
-                (
-                    "kubernetes_get",
-                    json!({"kind": "application", "namespace": "argocd", "name": "ml-team-a-models"}),
-                ),
-            ]),
-            Turn::answer(
-                json!({"summary": "gpt-oss-120b is the namespace's cost", "root_cause": "unknown",
-                       "risk": "low", "findings": [
-                           {"claim": "gpt-oss-120b carries the namespace's cost", "evidence_ids": ["t1"]},
-                           {"claim": "its application is managed by Argo CD", "evidence_ids": ["t2"]}]})
-                .to_string(),
-            ),
-        ],
-        |_| {},
-    )
-    .await;
-    let report = s.investigator.investigate(&subject()).await;
-
-    assert_eq!(report.state, InvestigationState::Completed, "{report:#?}");
-    assert_eq!(report.findings.len(), 2);
-    let cost = &report.evidence[0];
-    assert_eq!(cost.tool, "opencost_allocation");
-    assert!(cost.result.contains("totalCost"), "{}", cost.result);
-    assert!(cost.result.contains("gpt-oss-120b"), "{}", cost.result);
-    let refused = report.steps[2].refused.as_deref().unwrap_or_default();
-    assert!(refused.contains("window \"30d\""), "{refused}");
-    let application = &report.evidence[1];
-    assert_eq!(application.tool, "kubernetes_get");
-    assert!(
-        application.result.contains("\"sync\""),
-        "{}",
-        application.result
-    );
-    assert!(
-        application.result.contains("\"health\""),
-        "{}",
-        application.result
-    );
-}
-
-#[tokio::test]
 async fn an_incident_the_rules_are_unsure_of_is_investigated_and_every_step_published() {
     let s = setup(
         vec![
@@ -864,7 +663,7 @@ async fn an_outcome_arriving_during_an_investigation_closes_the_incident() {
 
     // The remediator escalates while the model is still thinking.
     let mut outcome: Envelope<opsmesh_proto::remediation::Remediation> = Envelope::from_slice(
-        include_bytes!("../../../proto/examples/opsmesh.remediations.v1.json"),
+        include_bytes!("../../../../proto/examples/opsmesh.remediations.v1.json"),
     )
     .unwrap();
     outcome.id = uuid::Uuid::now_v7();
