@@ -10,7 +10,7 @@ use std::{path::Path, time::Duration};
 use reqwest::StatusCode;
 use rmcp::{
     ServiceExt,
-    model::{CallToolRequestParams, CallToolResult, ClientConfig},
+    model::ClientConfig,
     service::{RoleClient, RunningService},
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
@@ -24,6 +24,7 @@ use support::{
     console::{client, csrf_of, get_page, sign_in, write_lines},
     eventually,
     incident::{self, Incident, publish_awaiting},
+    mcp::{call, mcp_client, text},
     memory_bus,
 };
 
@@ -171,32 +172,6 @@ async fn viewers_read_but_only_approvers_decide_in_the_console_and_the_api() {
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].payload.approver, "alice@example.com");
     reporter.stop().await.unwrap();
-}
-
-async fn mcp_client(url: &str, token: &str) -> RunningService<RoleClient, ClientConfig> {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token),
-    );
-    ClientConfig::default()
-        .serve(transport)
-        .await
-        .expect("the MCP client connects")
-}
-
-async fn call(
-    client: &RunningService<RoleClient, ClientConfig>,
-    tool: &'static str,
-    arguments: Value,
-) -> CallToolResult {
-    let arguments = arguments.as_object().cloned().unwrap();
-    client
-        .call_tool(CallToolRequestParams::new(tool).with_arguments(arguments))
-        .await
-        .expect("the tool call completes")
-}
-
-fn text(result: &CallToolResult) -> String {
-    serde_json::to_string(&result.content).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

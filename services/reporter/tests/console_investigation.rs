@@ -4,111 +4,40 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use opsmesh_proto::{
-    ActionKind, Envelope, RootCause, Severity,
-    diagnosis::{ActionProposal, LlmUsage},
-    investigation::{
-        Finding, InvestigationEvent, InvestigationReport, InvestigationState, InvestigationStep,
-        InvestigationUpdate, StepKind, StopReason, ToolEvidence,
-    },
+    Envelope,
+    investigation::{InvestigationEvent, InvestigationUpdate},
 };
 use support::{
     HecServer,
     console::{client, console_reporter, get_page, sign_in},
     eventually,
     incident::{Incident, publish},
+    investigation::{event, report, steps},
     memory_bus,
 };
 
 const TOKEN: &str = "dave-token-0123456789abcdef";
-const SPL: &str =
-    "index=opsmesh sourcetype=\"opsmesh:models\" | where oom_killed > 0 | stats count";
-const DIGEST: &str = "5c1b0f6f5d3a3e8f0b7a9d2c4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f";
-
-fn step(step: u32, tool: Option<&str>, evidence_id: Option<&str>) -> InvestigationStep {
-    InvestigationStep {
-        step,
-        kind: if tool.is_some() {
-            StepKind::ToolCall
-        } else {
-            StepKind::ModelCall
-        },
-        tool: tool.map(str::to_owned),
-        arguments: tool.map(|_| json!({ "spl": SPL })),
-        evidence_id: evidence_id.map(str::to_owned),
-        result_digest: evidence_id.map(|_| DIGEST.to_owned()),
-        refused: None,
-        prompt_tokens: if tool.is_some() { 0 } else { 900 },
-        completion_tokens: if tool.is_some() { 0 } else { 120 },
-        latency_ms: 40,
-        cost_usd: if tool.is_some() { 0.0 } else { 0.0021 },
-    }
-}
 
 /// The investigator's messages for `incident`: one step, then the report.
 fn investigation(incident: &Incident) -> [Envelope<InvestigationEvent>; 2] {
-    let target = incident.target();
-    let steps = vec![
-        step(1, None, None),
-        step(2, Some("splunk_search"), Some("t1")),
-        step(3, None, None),
-    ];
-    let report = InvestigationReport {
-        state: InvestigationState::Completed,
-        stop_reason: StopReason::Answered,
-        stop_detail: "the model answered after 3 steps".into(),
-        summary: Some("The predictor runs out of memory.".into()),
-        findings: vec![Finding {
-            claim: "The predictor was OOMKilled 7 times in the last hour.".into(),
-            evidence_ids: vec!["t1".into()],
-        }],
-        root_cause: RootCause::OomKilled,
-        risk: Some(Severity::High),
-        proposed_actions: vec![ActionProposal {
-            kind: ActionKind::PatchMemoryLimit,
-            target,
-            params: BTreeMap::from([("memory_limit".into(), json!("512Mi"))]),
-            evidence_ids: vec!["t1".into()],
-            rationale: "peaks at 480Mi under a 256Mi limit".into(),
-        }],
-        evidence: vec![ToolEvidence {
-            id: "t1".into(),
-            tool: "splunk_search".into(),
-            arguments: json!({ "spl": SPL, "earliest": "-1h" }),
-            result: "count=7".into(),
-        }],
-        steps: steps.clone(),
-        usage: LlmUsage {
-            used: true,
-            model: Some("gpt-4o-mini".into()),
-            prompt_tokens: 1800,
-            completion_tokens: 240,
-            cost_usd: 0.0042,
-            discarded: Vec::new(),
-        },
-        discarded_by_reason: BTreeMap::from([("unknown_evidence".into(), 1)]),
-    };
-    let event = |update| {
-        Envelope::new(
-            "opsmesh-diagnoser",
-            "prod-eu-1",
-            Some(incident.id.clone()),
-            InvestigationEvent {
-                investigation_id: format!("{}/0", incident.id),
-                question: "why is the predictor failing?".into(),
-                namespace: Some("ml-team-a".into()),
-                update,
-            },
-        )
-    };
+    let (id, target) = (format!("{}/0", incident.id), incident.target());
     [
-        event(InvestigationUpdate::Step(steps[1].clone())),
-        event(InvestigationUpdate::Report(Box::new(report))),
+        event(
+            &id,
+            Some(&incident.id),
+            InvestigationUpdate::Step(steps()[1].clone()),
+        ),
+        event(
+            &id,
+            Some(&incident.id),
+            InvestigationUpdate::Report(Box::new(report(&target))),
+        ),
     ]
 }
 

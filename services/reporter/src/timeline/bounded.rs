@@ -53,19 +53,24 @@ impl<K: Hash + Eq + Clone, V> InsertionOrdered<K, V> {
     /// Inserts or replaces `key` (then the newest entry); returns how many entries were
     /// forgotten to stay within the capacity.
     pub fn insert(&mut self, key: K, value: V) -> usize {
+        self.insert_forgetting(key, value).len()
+    }
+
+    /// As [`InsertionOrdered::insert`], returning the keys forgotten.
+    pub fn insert_forgetting(&mut self, key: K, value: V) -> Vec<K> {
         let stamp = self.next;
         self.next += 1;
         if let Some((old, _)) = self.entries.insert(key.clone(), (stamp, value)) {
             self.by_insertion.remove(&old);
         }
         self.by_insertion.insert(stamp, key);
-        let mut forgotten = 0;
+        let mut forgotten = Vec::new();
         while self.entries.len() > self.capacity {
             let Some((_, oldest)) = self.by_insertion.pop_first() else {
                 break;
             };
             self.entries.remove(&oldest);
-            forgotten += 1;
+            forgotten.push(oldest);
         }
         forgotten
     }

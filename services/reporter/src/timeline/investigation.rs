@@ -189,7 +189,10 @@ impl Investigation {
             InvestigationUpdate::Status(status) => {
                 let moved = self.advance(status.state, false);
                 if moved {
-                    self.requested_by = Some(status.requested_by.clone());
+                    // The request names who asked; the status repeats it for readers that
+                    // missed the request.
+                    self.requested_by
+                        .get_or_insert_with(|| status.requested_by.clone());
                     self.detail = Some(status.detail.clone()).filter(|d| !d.is_empty());
                     match status.state {
                         InvestigationState::Running => {
@@ -297,5 +300,103 @@ impl Investigation {
             },
             report: self.report.as_deref().cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opsmesh_proto::investigation::{InvestigationStatus, StepKind};
+
+    use super::*;
+
+    fn request(id: &str) -> Envelope<InvestigationRequest> {
+        Envelope::new(
+            "opsmesh-reporter",
+            "c",
+            None,
+            InvestigationRequest {
+                investigation_id: id.into(),
+                incident_id: None,
+                question: Some("why?".into()),
+                namespace: None,
+                requested_by: "cli:alice".into(),
+                facts: None,
+            },
+        )
+    }
+
+    fn event(id: &str, update: InvestigationUpdate) -> Envelope<InvestigationEvent> {
+        Envelope::new(
+            "opsmesh-diagnoser",
+            "c",
+            None,
+            InvestigationEvent {
+                investigation_id: id.into(),
+                question: "why?".into(),
+                namespace: None,
+                update,
+            },
+        )
+    }
+
+    fn status(state: InvestigationState) -> InvestigationUpdate {
+        InvestigationUpdate::Status(InvestigationStatus {
+            state,
+            requested_by: "cli:alice".into(),
+            detail: "attempt 2".into(),
+        })
+    }
+
+    fn step(n: u32, tokens: u64) -> InvestigationUpdate {
+        InvestigationUpdate::Step(InvestigationStep {
+            step: n,
+            kind: StepKind::ModelCall,
+            tool: None,
+            arguments: None,
+            evidence_id: None,
+            result_digest: None,
+            refused: None,
+            prompt_tokens: tokens,
+            completion_tokens: 0,
+            latency_ms: 1,
+            cost_usd: 0.0,
+        })
+    }
+
+    #[test]
+    fn messages_read_out_of_order_never_move_it_back() {
+        let mut i = Investigation::new("inv-1", None, Utc::now(), 10);
+        let failed = event("inv-1", status(InvestigationState::Failed));
+        assert!(i.apply_event(&failed));
+        assert!(!i.apply_event(&event("inv-1", status(InvestigationState::Running))));
+        let request = request("inv-1");
+        assert!(
+            i.apply_request(&request),
+            "who asked and when is still news"
+        );
+        assert!(!i.apply_request(&request), "a redelivery is not");
+        let summary = i.summary();
+        assert_eq!(summary.state, InvestigationState::Failed);
+        assert_eq!(summary.requested_by.as_deref(), Some("cli:alice"));
+        assert!(summary.requested_at.is_some() && summary.finished_at.is_some());
+        assert!(!i.is_open());
+    }
+
+    #[test]
+    fn steps_are_kept_once_each_up_to_the_cap_and_counted_beyond() {
+        let mut i = Investigation::new("inv-1", None, Utc::now(), 2);
+        let first = event("inv-1", step(1, 100));
+        assert!(i.apply_event(&first));
+        assert_eq!(
+            i.summary().state,
+            InvestigationState::Running,
+            "a step means running"
+        );
+        assert!(!i.apply_event(&first), "a redelivered step changes nothing");
+        assert!(i.apply_event(&event("inv-1", step(2, 10))));
+        assert!(i.apply_event(&event("inv-1", step(3, 1))));
+        let summary = i.summary();
+        assert_eq!((summary.steps, summary.prompt_tokens), (3, 110));
+        assert_eq!(i.detail().step_list.len(), 2);
     }
 }

@@ -58,6 +58,9 @@ pub(super) struct Inner {
     /// Investigations of questions (no incident), the most recently requested
     /// `max_questions`.
     questions: InsertionOrdered<String, Investigation>,
+    /// Ids of questions forgotten, as many as are kept: a late or redelivered message of one
+    /// (the consumer reading back a request the console applied at once) changes nothing.
+    forgotten_questions: InsertionOrdered<String, ()>,
     tick: u64,
     evicted: u64,
 }
@@ -69,6 +72,7 @@ impl IncidentStore {
             incidents: HashMap::new(),
             alert_owner: InsertionOrdered::new(config.max_alert_ids),
             questions: InsertionOrdered::new(config.max_questions),
+            forgotten_questions: InsertionOrdered::new(config.max_questions),
             tick: 0,
             evicted: 0,
         }));
@@ -262,11 +266,17 @@ impl IncidentStore {
         if let Some(investigation) = inner.questions.get_mut(&key) {
             return apply(investigation);
         }
+        if inner.forgotten_questions.contains(&key) {
+            return false;
+        }
         let mut investigation =
             Investigation::new(id, None, at, self.config.max_steps_per_investigation);
         let changed = apply(&mut investigation);
-        let forgotten = inner.questions.insert(key, investigation);
-        self.metrics.evicted(Table::Questions, forgotten);
+        let forgotten = inner.questions.insert_forgetting(key, investigation);
+        self.metrics.evicted(Table::Questions, forgotten.len());
+        for id in forgotten {
+            inner.forgotten_questions.insert(id, ());
+        }
         self.metrics.set(Table::Questions, inner.questions.len());
         changed
     }

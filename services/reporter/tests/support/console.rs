@@ -69,8 +69,18 @@ pub async fn console_reporter(
     hec: &super::HecServer,
     user: &str,
 ) -> (super::RunningReporter, tempfile::TempDir) {
+    console_reporter_for(bus, hec, &[user.to_owned()], &[]).await
+}
+
+/// As [`console_reporter`], for several `users` and with `extra` `OPSMESH__…` variables.
+pub async fn console_reporter_for(
+    bus: &super::MemoryBus,
+    hec: &super::HecServer,
+    users: &[String],
+    extra: &[(&str, &str)],
+) -> (super::RunningReporter, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let users = write_lines(dir.path(), "users", &[user.to_owned()]);
+    let users = write_lines(dir.path(), "users", users);
     let users = users.display().to_string();
     let reporter = super::RunningReporter::start(
         bus,
@@ -79,7 +89,10 @@ pub async fn console_reporter(
             ("OPSMESH__REPORTER__CONSOLE__ENABLED", "true"),
             ("OPSMESH__REPORTER__CONSOLE__USERS_FILE", users.as_str()),
             ("OPSMESH__REPORTER__CONSOLE__COOKIE_SECURE", "false"),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     )
     .await;
     (reporter, dir)

@@ -226,17 +226,7 @@ pub fn fake_remediator(
     })
 }
 
-/// Every approval on the bus so far (a fresh group reads from the start).
+/// Every approval on the bus so far.
 pub async fn approvals(bus: &MemoryBus) -> Vec<Envelope<Approval>> {
-    let mut subscription = bus
-        .subscribe(&format!("probe-{}", Uuid::new_v4()), &[topics::APPROVALS])
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Ok(Ok(message)) =
-        tokio::time::timeout(Duration::from_millis(300), subscription.recv()).await
-    {
-        out.push(Envelope::<Approval>::from_slice(&message.payload).unwrap());
-    }
-    out
+    super::published(bus).await
 }

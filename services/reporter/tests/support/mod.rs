@@ -5,6 +5,8 @@
 
 pub mod console;
 pub mod incident;
+pub mod investigation;
+pub mod mcp;
 pub mod receivers;
 
 use std::{collections::HashSet, net::SocketAddr, sync::Arc};
@@ -244,4 +246,21 @@ pub fn missing_and_duplicates(hec: &HecServer, published: &HashSet<String>) -> (
 
 pub fn topic_dlq(topic: &str) -> String {
     topics::dlq(topic)
+}
+
+/// Every message on `P`'s topic so far (a fresh group reads from the start).
+pub async fn published<P: opsmesh_proto::Payload>(
+    bus: &MemoryBus,
+) -> Vec<opsmesh_proto::Envelope<P>> {
+    let mut subscription = bus
+        .subscribe(&format!("probe-{}", Uuid::new_v4()), &[P::SCHEMA])
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), subscription.recv()).await
+    {
+        out.push(opsmesh_proto::Envelope::<P>::from_slice(&message.payload).unwrap());
+    }
+    out
 }
