@@ -8,6 +8,7 @@
 
 mod deliver;
 mod files;
+mod investigations;
 mod judge;
 mod observe;
 mod pace;
@@ -22,20 +23,19 @@ use std::{
     time::Duration,
 };
 
-use opsmesh_proto::{
-    alert::AlertStatus,
-    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS, TELEMETRY},
-};
+use opsmesh_proto::alert::AlertStatus;
 use opsmesh_runtime::{Bus, ConfigTree, bus::MemoryBus, launcher};
 use opsmesh_sim::{Scenario, SimConfig, SimServer, Simulator};
 
+pub use investigations::{InvestigationFigures, InvestigationSeen, InvestigatorRun};
 pub use score::{Mean, Metrics, Ratio, Report, ScenarioScore, score};
 pub use verdict::{ActionSeen, Check, IncidentSeen, Verdict};
 
 use deliver::{deliver, schedule};
 use files::prepare;
+use investigations::wait_for_investigations;
 use judge::judge;
-use observe::{Observed, watch};
+use observe::{Observed, WATCHED, watch};
 use pace::Pacer;
 
 /// Virtual seconds per real second when neither the options nor the scenario say.
@@ -65,6 +65,8 @@ pub struct Options {
     pub mesh_wait: Duration,
     /// Copy each scenario's HEC events (what Splunk would index) to DIR/<scenario>.hec.jsonl.
     pub hec_out: Option<PathBuf>,
+    /// Turn the diagnoser's investigator on (`None`: as the configuration says).
+    pub investigator: Option<InvestigatorRun>,
 }
 
 /// The speed one scenario runs at: the options', else its own `speed`, else the default.
@@ -133,9 +135,17 @@ async fn play(
     let files = prepare(scenario, &server).map_err(|e| format!("preparing files: {e}"))?;
     let probe = ConfigTree::load(config).map_err(|e| e.to_string())?;
     let defaults = files.toml.clone() + &crate::keys::embedded(&probe, false)?;
-    let tree = ConfigTree::load_layered(Some(&defaults), config, std::env::vars())
+    let overrides = match &options.investigator {
+        Some(run) => run.overrides(&probe, files.dir.path())?,
+        None => Vec::new(),
+    };
+    let tree = ConfigTree::load_layered(Some(&defaults), config, std::env::vars().chain(overrides))
         .map_err(|e| e.to_string())?;
     let settings = tree.settings().map_err(|e| e.to_string())?;
+    let investigator = tree
+        .section::<opsmesh_diagnoser::DiagnoserConfig>("diagnoser")
+        .map_err(|e| e.to_string())?
+        .investigator;
     let bus = MemoryBus::new(&settings.bus.memory);
     let reporter_group = format!(
         "{}{}",
@@ -156,10 +166,7 @@ async fn play(
     let running = tokio::spawn(app.run_until_stopped());
     let seen = Arc::new(Mutex::new(Observed::default()));
     let sub = shared
-        .subscribe(
-            RUNNER_GROUP,
-            &[ALERTS, DIAGNOSES, REMEDIATIONS, INCIDENTS, TELEMETRY],
-        )
+        .subscribe(RUNNER_GROUP, &WATCHED)
         .await
         .map_err(|e| e.to_string())?;
     let watcher = tokio::spawn(watch(sub, sim.clone(), seen.clone()));
@@ -244,6 +251,17 @@ async fn play(
         // Late records (verification, follow-up actions) without moving the clock much.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The investigations the scenario queued run in the background while the clock moves (a
+    // remediation's verification needs it to); the run ends once they have reported, each
+    // bounded by its wall-time limit. The clock stays put meanwhile: everything else settled.
+    wait_for_investigations(
+        &seen,
+        &bus,
+        RUNNER_GROUP,
+        investigator.limits.max_wall_time,
+        options.mesh_wait,
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while bus.lag(&reporter_group) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -267,7 +285,9 @@ async fn play(
         .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
         .unwrap_or(0);
     let observed = seen.lock().expect("observed lock");
-    Ok(judge(
-        scenario, &observed, &sim, start, outcome_at, hec_events,
-    ))
+    let mut verdict = judge(scenario, &observed, &sim, start, outcome_at, hec_events);
+    if investigator.enabled {
+        verdict.investigations = Some(observed.investigations.iter().map(|t| t.seen()).collect());
+    }
+    Ok(verdict)
 }

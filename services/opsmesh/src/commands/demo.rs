@@ -81,6 +81,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> ExitCode {
         timeout: Duration::from_secs(args.timeout.as_secs().max(1)),
         mesh_wait: DEFAULT_MESH_WAIT,
         hec_out: Some(out.clone()),
+        investigator: None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     println!(

@@ -63,6 +63,7 @@ impl PlayArgs {
             timeout: Duration::from_secs(self.timeout),
             mesh_wait: Duration::from_secs_f64(self.mesh_wait),
             hec_out: self.hec_out.clone(),
+            investigator: None,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The files one scenario run needs: a kubeconfig for the simulator, the receiver's secrets
-//! and tokens, the HEC output file, and the mesh configuration pointing at all of them.
+//! and tokens, the HEC output file, and the mesh configuration pointing at all of them (the
+//! investigator's reads too, should it be on).
 
 use std::path::{Path, PathBuf};
 
 use opsmesh_sim::{Scenario, SimServer};
 
-use super::SOURCE;
+use super::{SOURCE, investigations};
 
 /// The run's private directory (removed when dropped) and what is in it.
 pub(super) struct Files {
-    pub(super) _dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
     pub(super) hec: PathBuf,
     pub(super) secret: String,
     pub(super) path_token: String,
@@ -47,7 +48,7 @@ pub(super) fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Resul
          [remediator]\nkubeconfig = {kc}\nrequest_timeout = \"5s\"\n\
          [remediator.argocd]\nurl = {argo:?}\ntoken = {token:?}\n\
          [remediator.verification]\nattempts = 20\ninterval = \"100ms\"\n\
-         [remediator.policy]\nmode = {mode:?}\n{allowed}",
+         [remediator.policy]\nmode = {mode:?}\n{allowed}{investigator}",
         cluster = scenario.cluster,
         sf = q(&secrets_file),
         pf = q(&path_file),
@@ -62,9 +63,14 @@ pub(super) fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Resul
             .as_ref()
             .map_or("auto", |p| opsmesh_remediator::plan::mode_name(p.mode)),
         allowed = allowed_namespaces(scenario),
+        investigator = investigations::defaults(
+            &q(&kubeconfig),
+            &server.opencost_url(),
+            &declared_namespaces(scenario)
+        ),
     );
     Ok(Files {
-        _dir: dir,
+        dir,
         hec,
         secret,
         path_token,
@@ -78,28 +84,28 @@ pub(super) fn prepare(scenario: &Scenario, server: &SimServer) -> std::io::Resul
 /// optional and a scenario under `mode: auto` expects auto to act; the product's own default
 /// (no allow-list: every action waits for approval) is for real clusters, not for this one.
 pub(super) fn allowed_namespaces(scenario: &Scenario) -> String {
-    let list = match scenario
+    let list = scenario
         .policy
         .as_ref()
         .and_then(|p| p.allowed_namespaces.clone())
-    {
-        Some(list) => list,
-        None => {
-            let state = &scenario.state;
-            let mut declared: Vec<String> = Vec::new();
-            let names = state
-                .namespaces
-                .iter()
-                .map(|n| &n.name)
-                .chain(state.inference_services.iter().map(|s| &s.namespace))
-                .chain(state.argocd_apps.iter().map(|a| &a.namespace));
-            for name in names {
-                if !declared.contains(name) {
-                    declared.push(name.clone());
-                }
-            }
-            declared
-        }
-    };
+        .unwrap_or_else(|| declared_namespaces(scenario));
     format!("allowed_namespaces = {list:?}\n")
+}
+
+/// Every namespace the scenario's simulated cluster declares, in order.
+fn declared_namespaces(scenario: &Scenario) -> Vec<String> {
+    let state = &scenario.state;
+    let mut declared: Vec<String> = Vec::new();
+    let names = state
+        .namespaces
+        .iter()
+        .map(|n| &n.name)
+        .chain(state.inference_services.iter().map(|s| &s.namespace))
+        .chain(state.argocd_apps.iter().map(|a| &a.namespace));
+    for name in names {
+        if !declared.contains(name) {
+            declared.push(name.clone());
+        }
+    }
+    declared
 }

@@ -151,6 +151,7 @@ pub(super) fn judge(
         hec_events,
         per_incident,
         cluster_writes: writes,
+        investigations: None,
     }
 }
 

@@ -12,11 +12,28 @@ use opsmesh_proto::{
     alert::Alert,
     diagnosis::Diagnosis,
     incident::{IncidentRecord, IncidentStatus},
+    investigation::{InvestigationEvent, InvestigationRequest},
     remediation::Remediation,
-    topics::{ALERTS, DIAGNOSES, INCIDENTS, REMEDIATIONS, TELEMETRY},
+    topics::{
+        ALERTS, DIAGNOSES, INCIDENTS, INVESTIGATION_REQUESTS, INVESTIGATIONS, REMEDIATIONS,
+        TELEMETRY,
+    },
 };
 use opsmesh_runtime::bus::Subscription;
 use opsmesh_sim::{Simulator, scenario::Outcome};
+
+use super::investigations::Tracked;
+
+/// The topics the harness watches.
+pub(super) const WATCHED: [&str; 7] = [
+    ALERTS,
+    DIAGNOSES,
+    REMEDIATIONS,
+    INCIDENTS,
+    TELEMETRY,
+    INVESTIGATION_REQUESTS,
+    INVESTIGATIONS,
+];
 
 /// What the runner saw on the bus, stamped with virtual time.
 #[derive(Default)]
@@ -29,6 +46,8 @@ pub(super) struct Observed {
     /// The collector passes published, by stamp: a pass stamps all its records with one
     /// `observed_at` (partitions may interleave two passes' records).
     pub(super) telemetry_passes: HashSet<String>,
+    /// Investigations, in the order first seen.
+    pub(super) investigations: Vec<Tracked>,
 }
 
 impl Observed {
@@ -131,6 +150,16 @@ pub(super) async fn watch(
             TELEMETRY => {
                 if let Ok(stamp) = serde_json::from_slice::<Stamped>(&message.payload) {
                     o.telemetry_passes.insert(stamp.payload.observed_at);
+                }
+            }
+            INVESTIGATION_REQUESTS => {
+                if let Ok(e) = Envelope::<InvestigationRequest>::from_slice(&message.payload) {
+                    o.investigation_requested(&e.payload);
+                }
+            }
+            INVESTIGATIONS => {
+                if let Ok(e) = Envelope::<InvestigationEvent>::from_slice(&message.payload) {
+                    o.investigation_event(e.incident_id, e.payload);
                 }
             }
             _ => {}

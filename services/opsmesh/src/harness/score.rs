@@ -10,7 +10,7 @@ use serde::Serialize;
 use opsmesh_proto::{IncidentState, RootCause};
 use opsmesh_sim::{Scenario, scenario::Outcome};
 
-use super::{Verdict, judge::is_mutating};
+use super::{InvestigationFigures, Verdict, judge::is_mutating};
 
 /// Successes out of the runs (or incidents) a metric applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -49,7 +49,7 @@ pub struct Mean {
 }
 
 impl Mean {
-    fn add(&mut self, d: Option<Duration>) {
+    pub(super) fn add(&mut self, d: Option<Duration>) {
         if let Some(d) = d {
             self.total += d.as_secs_f64();
             self.count += 1;
@@ -57,7 +57,7 @@ impl Mean {
         }
     }
 
-    fn merge(&mut self, other: Mean) {
+    pub(super) fn merge(&mut self, other: Mean) {
         self.total += other.total;
         self.count += other.count;
         self.seconds = (self.count > 0).then(|| self.total / f64::from(self.count));
@@ -83,6 +83,9 @@ pub struct Metrics {
     pub actions: u64,
     pub llm_tokens: u64,
     pub llm_cost_usd: f64,
+    /// The investigator's investigations (absent: it was off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub investigations: Option<InvestigationFigures>,
 }
 
 impl Metrics {
@@ -100,6 +103,9 @@ impl Metrics {
         self.actions += other.actions;
         self.llm_tokens += other.llm_tokens;
         self.llm_cost_usd += other.llm_cost_usd;
+        if let Some(theirs) = &other.investigations {
+            self.investigations.get_or_insert_default().merge(theirs);
+        }
     }
 }
 
@@ -246,6 +252,12 @@ fn add_run(m: &mut Metrics, scenario: &Scenario, v: &Verdict) {
     m.actions += v.actions.len() as u64;
     m.llm_tokens += v.llm_tokens;
     m.llm_cost_usd += v.llm_cost_usd;
+    if let Some(investigations) = &v.investigations {
+        let figures = m.investigations.get_or_insert_default();
+        for i in investigations {
+            figures.add(i);
+        }
+    }
 }
 
 /// Where the fault is: the faults' targets and the targets of the expected actions.

@@ -14,6 +14,7 @@ fn options() -> Options {
         timeout: Duration::from_secs(60),
         mesh_wait: DEFAULT_MESH_WAIT,
         hec_out: None,
+        investigator: None,
     }
 }
 

@@ -9,6 +9,8 @@ use serde_json::Value;
 use opsmesh_proto::{ActionKind, RootCause};
 use opsmesh_sim::duration::format_duration;
 
+use super::InvestigationSeen;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: String,
@@ -65,6 +67,9 @@ pub struct Verdict {
     pub per_incident: Vec<IncidentSeen>,
     /// Every accepted non-dry-run write the cluster received.
     pub cluster_writes: Vec<String>,
+    /// The investigations the run queued, in order (absent: the investigator was off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub investigations: Option<Vec<InvestigationSeen>>,
 }
 
 impl Verdict {
@@ -97,6 +102,7 @@ impl Verdict {
             hec_events: 0,
             per_incident: Vec::new(),
             cluster_writes: Vec::new(),
+            investigations: None,
         }
     }
 }
