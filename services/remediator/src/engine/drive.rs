@@ -13,17 +13,20 @@ impl Engine {
         progress: &mut Progress,
     ) -> Result<Step, HandlerError> {
         // Planning and starting a cluster-changing action is one critical section across
-        // incidents (slots and rate limits); verification and everything after are not.
-        let _admission = match self.ledger(incident).state() {
+        // incidents (slots and rate limits); verification and everything after are not. An
+        // incident an investigation took up acts on its report's plan, not the diagnosis'.
+        let ledger = self.ledger(incident);
+        let _admission = match ledger.state() {
             None
             | Some(
                 IncidentState::Received | IncidentState::Planned | IncidentState::AwaitingApproval,
-            ) if diagnosis.is_none_or(|d| {
-                d.payload
-                    .recommended_actions
-                    .iter()
-                    .any(|a| is_mutating(a.kind))
-            }) =>
+            ) if ledger.reopened()
+                || diagnosis.is_none_or(|d| {
+                    d.payload
+                        .recommended_actions
+                        .iter()
+                        .any(|a| is_mutating(a.kind))
+                }) =>
             {
                 Some(self.admission.lock().await)
             }
