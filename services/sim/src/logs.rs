@@ -1,7 +1,8 @@
 //! Container logs (`GET /api/v1/namespaces/{ns}/pods/{name}/log`) as kube-apiserver and the
 //! kubelet serve them: the container is checked against the pod's spec, the run is chosen from
 //! its status as the kubelet does (`previous`: the last terminated one), and the text is
-//! filtered by `sinceSeconds`, then `tailLines`, then cut at `limitBytes`.
+//! filtered by `sinceSeconds`, then `tailLines`, then cut at `limitBytes`. `follow` is not
+//! honoured: the body is what was printed by now, and the stream ends.
 //!
 //! What a container prints is data: a script per (container, how the run ends) — a model
 //! server that loads and serves, one OOM-killed while loading its weights, one crashing with
