@@ -4,6 +4,8 @@
 //! `deploy/k8s/components/kafka-auth/kafkausers.yaml` and
 //! `deploy/k8s/kafka-acls.expected.json` (which `deploy/check.sh` compares with the rendered
 //! manifests). A new topic, consumer or producer that is not reflected in all three fails here.
+//! Every consuming service may also describe the DLQ replayer's group, whose committed offsets
+//! its DLQ size gauges read.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,6 +13,7 @@ use std::{
 };
 
 use opsmesh_proto::topics::{self, TopicSpec};
+use opsmesh_runtime::bus::DlqSettings;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -218,6 +221,15 @@ fn derived_acls() -> Vec<Value> {
         }
         if !access.consumes.is_empty() {
             acls.push(acl(&principal, "group", &principal, "prefix", &["Read"]));
+            // The DLQ size gauges read what `opsmesh dlq replay`'s group committed.
+            let replay_group = DlqSettings::default().replay_group;
+            acls.push(acl(
+                &principal,
+                "group",
+                &replay_group,
+                "literal",
+                &["Describe"],
+            ));
         }
     }
     // Operators and the topics Job: everything under the opsmesh prefixes, nothing else.

@@ -216,17 +216,21 @@ fn print_endpoint(endpoint: &Endpoint) {
 /// The DLQs' sizes the process last asked the bus for: the messages no replay has put back
 /// yet, by DLQ, and every message they hold (replayed ones stay until retention).
 fn dlq_sizes(m: &Metrics) -> String {
-    if !m.has("opsmesh_bus_dlq_unreplayed_messages") {
+    if !m.has("opsmesh_bus_dlq_messages") {
         return "- (not measured here: this process consumes no topic, or bus.dlq.size_interval \
                 is 0s)"
             .into();
     }
-    format!(
-        "not replayed {}; held {} (replayed ones included)",
+    let waiting = if m.has("opsmesh_bus_dlq_unreplayed_messages") {
         listing(
             &m.sum_by("opsmesh_bus_dlq_unreplayed_messages", "topic"),
-            "none"
-        ),
+            "none",
+        )
+    } else {
+        "unknown (the replay group's offsets could not be read; see the process's log)".into()
+    };
+    format!(
+        "not replayed {waiting}; held {} (replayed ones included)",
         m.sum("opsmesh_bus_dlq_messages")
     )
 }
@@ -341,6 +345,13 @@ mod tests {
         assert_eq!(
             dlq_sizes(&m),
             "not replayed 2 (opsmesh.alerts.v1.dlq 2); held 3 (replayed ones included)"
+        );
+        let held_only =
+            Metrics::parse("opsmesh_bus_dlq_messages{topic=\"opsmesh.alerts.v1.dlq\"} 3\n");
+        assert!(
+            dlq_sizes(&held_only).starts_with("not replayed unknown ("),
+            "{}",
+            dlq_sizes(&held_only)
         );
     }
 }

@@ -142,11 +142,14 @@ impl DlqSizes {
         }
     }
 
+    /// What the DLQ holds is set even when the replay group's offsets cannot be had (a
+    /// principal without `Describe` on that group).
     async fn refresh(&self, bus: &dyn Bus, dlq: &str, replay_group: &str) -> Result<(), BusError> {
         let marks = bus.watermarks(dlq).await?;
-        let replayed = bus.committed(replay_group, dlq).await?;
-        let (held, unreplayed) = sizes(&marks, &replayed);
+        let (held, _) = sizes(&marks, &EndOffsets::new());
         self.held.with_label_values(&[dlq]).set(held);
+        let replayed = bus.committed(replay_group, dlq).await?;
+        let (_, unreplayed) = sizes(&marks, &replayed);
         self.unreplayed.with_label_values(&[dlq]).set(unreplayed);
         Ok(())
     }
