@@ -90,6 +90,11 @@ impl Running {
 
 impl Rig {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The rig with `extra` settings (`OPSMESH__…` variables) on top.
+    async fn start_with(extra: &[(&str, &str)]) -> Self {
         let scenario = Scenario::parse(&format!("name: rig\n{CLUSTER}\nexpect: {{}}\n"), "rig")
             .expect("rig scenario");
         let sim = Simulator::new(
@@ -134,6 +139,7 @@ impl Rig {
             ),
         ]
         .into_iter()
+        .chain(extra.iter().map(|(k, v)| (*k, (*v).to_owned())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let tree = ConfigTree::load_with_env(None, env).expect("configuration");
@@ -625,5 +631,33 @@ async fn reports_for_incidents_the_rules_decided_or_unfinished_or_about_no_incid
     );
     assert!(rig.ledger("never-seen").is_empty());
     assert_eq!(rig.mutations().len(), 1, "the rules' patch only");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_investigations_disabled_reports_are_not_read() {
+    let rig = Rig::start_with(&[("OPSMESH__REMEDIATOR__INVESTIGATIONS__ENABLED", "false")]).await;
+    let incident = "unsure-not-read";
+    rig.publish(topics::DIAGNOSES, &unsure(incident)).await;
+    rig.until_state(incident, IncidentState::Escalated).await;
+    let before = rig.ledger(incident).len();
+    rig.publish(
+        topics::INVESTIGATIONS,
+        &report(incident, 1, vec![patch_memory(LLAMA, &["t1"])]),
+    )
+    .await;
+    // A diagnosis published after the report is handled: the report would have been by then.
+    let later = "unsure-later";
+    rig.publish(topics::DIAGNOSES, &unsure(later)).await;
+    rig.until_state(later, IncidentState::Escalated).await;
+    assert_eq!(rig.ledger(incident).len(), before);
+    let metrics = rig.metrics().await;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("opsmesh_bus_consumed_total")
+                && l.contains("opsmesh.investigations.v1")),
+        "the investigations topic is not consumed:\n{metrics}"
+    );
     rig.stop().await;
 }
