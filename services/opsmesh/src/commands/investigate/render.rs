@@ -41,8 +41,8 @@ pub fn step(s: &InvestigationStep) -> String {
         }
         StepKind::ToolCall => {
             line.push_str(s.tool.as_deref().unwrap_or("(no tool)"));
-            if let Some(arguments) = &s.arguments {
-                let _ = write!(line, " {}", arguments_short(arguments));
+            if let Some(arguments) = s.arguments.as_ref().map(arguments_short) {
+                let _ = write!(line, "{arguments}");
             }
             match (&s.refused, &s.evidence_id) {
                 (Some(reason), _) => {
@@ -59,8 +59,8 @@ pub fn step(s: &InvestigationStep) -> String {
     line
 }
 
-/// A tool call's arguments on one line: `key=value …`, values quoted when they hold spaces,
-/// cut to [`ARGUMENTS_CHARS`].
+/// A tool call's arguments on one line after a space: ` key=value …`, values quoted when
+/// they hold spaces, cut to [`ARGUMENTS_CHARS`]; nothing for no arguments.
 pub fn arguments_short(arguments: &Value) -> String {
     let text = match arguments {
         Value::Object(map) => map
@@ -71,8 +71,9 @@ pub fn arguments_short(arguments: &Value) -> String {
         other => scalar(other),
     };
     match text.char_indices().nth(ARGUMENTS_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+        _ if text.is_empty() => text,
+        Some((cut, _)) => format!(" {}…", &text[..cut]),
+        None => format!(" {text}"),
     }
 }
 
@@ -146,7 +147,7 @@ pub fn report(r: &InvestigationReport) -> String {
 /// `t1 splunk_search spl="…"`: an evidence id with the call it names.
 fn cited(id: &str, evidence: &[ToolEvidence]) -> String {
     match evidence.iter().find(|e| e.id == id) {
-        Some(e) => format!("{id} {} {}", e.tool, arguments_short(&e.arguments)),
+        Some(e) => format!("{id} {}{}", e.tool, arguments_short(&e.arguments)),
         None => format!("{id} (not among the report's evidence)"),
     }
 }
@@ -232,7 +233,8 @@ mod tests {
                 .contains("REFUSED: `delete` is not allowed"),
         );
         let long = arguments_short(&json!({"spl": "x".repeat(500)}));
-        assert_eq!(long.chars().count(), ARGUMENTS_CHARS + 1);
+        assert_eq!(long.chars().count(), 1 + ARGUMENTS_CHARS + 1);
+        assert_eq!(arguments_short(&json!({})), "");
         assert!(long.ends_with('…'));
     }
 

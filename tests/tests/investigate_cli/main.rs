@@ -2,20 +2,15 @@
 //! the test playing the diagnoser's investigator on the topics: it takes the request off
 //! `opsmesh.investigation-requests.v1` and answers on `opsmesh.investigations.v1` (running, a
 //! step, the report) under the same investigation id. What is asserted is what the user sees:
-//! the lines printed as the answers come, the JSON, and the exit status.
+//! the lines printed as the answers come, the JSON, and the exit status. `with_diagnoser` runs
+//! it against the real diagnoser process instead, killed and restarted mid-investigation.
 
-use std::{
-    process::{ExitStatus, Output, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+mod support;
+mod with_diagnoser;
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-    sync::mpsc,
-};
 
 use opsmesh_proto::{
     ActionKind, Envelope, RootCause, Severity,
@@ -25,7 +20,7 @@ use opsmesh_proto::{
         InvestigationStatus, InvestigationStep, InvestigationUpdate, StepKind, StopReason,
         ToolEvidence,
     },
-    topics::{INVESTIGATION_REQUESTS, INVESTIGATIONS},
+    topics::INVESTIGATION_REQUESTS,
 };
 use opsmesh_runtime::{
     Bus, Publisher, Received,
@@ -34,107 +29,11 @@ use opsmesh_runtime::{
 };
 use opsmesh_tests::broker::Broker;
 
-const LIMIT: Duration = Duration::from_secs(60);
+use support::{LIMIT, Running, broker, run, text};
+
 const QUESTION: &str = "Why does ml-team-a cost so much?";
 const NAMESPACE: &str = "ml-team-a";
 const SPL: &str = "index=opsmesh sourcetype=\"opsmesh:costs\" namespace=ml-team-a | stats sum(hourly_cost_usd) by name";
-
-/// A broker with the two topics, as the diagnoser creates them at start.
-async fn broker() -> Broker {
-    let broker = Broker::memory();
-    broker
-        .bus()
-        .ensure_topics(&[INVESTIGATION_REQUESTS.into(), INVESTIGATIONS.into()])
-        .await
-        .unwrap();
-    broker
-}
-
-/// `opsmesh investigate ARGS` against `broker`, run by user `alice`.
-fn opsmesh(broker: &Broker, args: &[&str]) -> Command {
-    let mut command = Command::new(opsmesh_tests::binary("opsmesh"));
-    command
-        .arg("investigate")
-        .args(args)
-        .env_clear()
-        .env("OPSMESH__BUS__KAFKA__BROKERS", broker.address())
-        .env("USER", "alice")
-        .kill_on_drop(true);
-    command
-}
-
-async fn run(broker: &Broker, args: &[&str]) -> Output {
-    tokio::time::timeout(LIMIT, opsmesh(broker, args).output())
-        .await
-        .expect("opsmesh investigate ends")
-        .expect("opsmesh runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// A running `opsmesh investigate --wait`, its stdout read line by line as it prints them.
-struct Running {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    stdout: Vec<String>,
-}
-
-impl Running {
-    fn start(broker: &Broker, args: &[&str]) -> Self {
-        let mut child = opsmesh(broker, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("opsmesh starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                let _ = tx.send(line);
-            }
-        });
-        Self {
-            child,
-            lines,
-            stdout: Vec::new(),
-        }
-    }
-
-    /// Waits for a printed line containing `needle` (it must come before the process ends).
-    async fn line_with(&mut self, needle: &str) -> String {
-        loop {
-            let line = tokio::time::timeout(LIMIT, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no line with {needle:?} in {:#?}", self.stdout))
-                .unwrap_or_else(|| panic!("exited without {needle:?}: {:#?}", self.stdout));
-            self.stdout.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Its exit status, everything it printed on stdout, and its stderr.
-    async fn finish(mut self) -> (ExitStatus, String, String) {
-        let status = tokio::time::timeout(LIMIT, self.child.wait())
-            .await
-            .expect("opsmesh investigate ends")
-            .unwrap();
-        while let Some(line) = self.lines.recv().await {
-            self.stdout.push(line);
-        }
-        let mut stderr = String::new();
-        tokio::io::AsyncReadExt::read_to_string(
-            &mut self.child.stderr.take().unwrap(),
-            &mut stderr,
-        )
-        .await
-        .unwrap();
-        (status, self.stdout.join("\n"), stderr)
-    }
-}
 
 /// The investigator's side, on the same topics.
 struct Investigator {
