@@ -131,24 +131,32 @@ class DashboardStudioTest(unittest.TestCase):
         self.assertEqual(['`opsmesh_incident_timeline("$incident$")`'], queries)
         self.assertEqual('`opsmesh_incident_timeline("$incident_id$")`', self.sources["ds_timeline"]["options"]["query"])
 
-    def test_investigation_steps_panel_lists_the_selected_incidents_steps(self):
+    def test_investigation_steps_panel_lists_the_selected_incidents_steps_and_status(self):
         steps_viz = [v for v in self.visualizations.values()
                      if 'sourcetype="opsmesh:investigation"' in self.full_query(v["dataSources"]["primary"])]
         self.assertEqual(1, len(steps_viz), "one panel shows the investigation steps")
         spl = expand_macros(self.full_query(steps_viz[0]["dataSources"]["primary"]))
         self.assertTrue(spl.startswith('index=opsmesh sourcetype="opsmesh:investigation" incident_id="$%s$" '
-                                       '"payload.update.type"=step ' % TIMELINE_TOKEN), spl[:120])
+                                       % TIMELINE_TOKEN), spl[:120])
         columns = spl.split("| table ")[-1].split()
-        for column in ("step", "tool", "result_digest", "tokens", "cost_usd"):
+        for column in ("status", "requested_by", "step", "tool", "result_digest", "tokens", "cost_usd"):
             self.assertIn(column, columns)
-        # the step events carry these fields (the golden example the reporter mirrors)
-        with open(os.path.join(os.path.dirname(support.SPLUNK_APP), "proto", "examples",
-                               "opsmesh.investigations.v1.json"), encoding="utf-8") as fh:
+        # a request (mirrored from the requests topic) reads queued, a step running, a status
+        # or report its own state
+        self.assertIn('status=case(schema=="opsmesh.investigation-requests.v1", "queued", '
+                      'type=="step", "running", true(), state)', spl)
+        examples = os.path.join(os.path.dirname(support.SPLUNK_APP), "proto", "examples")
+        with open(os.path.join(examples, "opsmesh.investigations.v1.json"), encoding="utf-8") as fh:
             step = json.load(fh)["payload"]["update"]
         self.assertEqual("step", step["type"])
         for field in ("step", "kind", "tool", "result_digest", "prompt_tokens", "completion_tokens",
                       "latency_ms", "cost_usd"):
             self.assertIn(field, step)
+        with open(os.path.join(examples, "opsmesh.investigation-requests.v1.json"), encoding="utf-8") as fh:
+            request = json.load(fh)
+        self.assertEqual("opsmesh.investigation-requests.v1", request["schema"])
+        for field in ("investigation_id", "requested_by"):
+            self.assertIn(field, request["payload"])
 
     def test_failures_panel_searches_the_alert_actions_own_log(self):
         failure_viz = [v for v in self.visualizations.values()
