@@ -29,6 +29,25 @@ use crate::{
 /// Why every action an investigation planned waits for a human (in each planned record).
 pub const HUMAN_APPROVES: &str = "proposed by the investigator (LLM): a human approves";
 
+/// How the records of a plan an investigation's report made name it: `investigation <id>,
+/// report <envelope id>`, then `: ` and what it found.
+pub fn source(investigation_id: &str, report: uuid::Uuid) -> String {
+    format!("investigation {investigation_id}, report {report}")
+}
+
+/// The investigation whose report took the incident up, as its first record names it
+/// ([`source`]); `None` for an incident the rules' diagnosis drives.
+pub fn origin(ledger: &IncidentLedger) -> Option<&str> {
+    if !ledger.reopened() {
+        return None;
+    }
+    let reason = &ledger.attempt().first()?.record.reason;
+    reason
+        .starts_with("investigation ")
+        .then(|| reason.split_once(": ").map(|(origin, _)| origin))
+        .flatten()
+}
+
 /// Why a report, or one of its updates, was not taken up: a stable code (metrics label) and
 /// the reason in words (log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -469,7 +469,7 @@ async fn an_investigators_proposal_awaits_a_human_even_in_auto_mode_and_runs_onc
     );
     let plan = &taken_up[0].reason;
     for said in [
-        &format!("investigation {incident}/1 (report {})", first.id),
+        &format!("investigation {incident}/1, report {}: ", first.id),
         "llama is OOMKilled at its 256Mi limit",
         "root cause oom_killed",
         "runbook oom-killed",
@@ -479,6 +479,14 @@ async fn an_investigators_proposal_awaits_a_human_even_in_auto_mode_and_runs_onc
     ] {
         assert!(plan.contains(said), "{said:?} not in {plan:?}");
     }
+    assert!(
+        proposal.reason.contains(&format!(
+            "investigation {incident}/1, report {}: proposed by the investigator (LLM): a human approves",
+            first.id
+        )),
+        "the approver is told where the proposal comes from: {}",
+        proposal.reason
+    );
     let action = proposal.action.expect("the proposed action");
     assert_eq!(
         (action.kind, action.target.as_str()),

@@ -306,8 +306,11 @@ impl Engine {
                             let expires = Utc::now()
                                 + chrono::Duration::from_std(self.config.approvals.expiry)
                                     .unwrap_or(chrono::Duration::MAX);
+                            let origin = crate::investigation::origin(ledger)
+                                .map(|o| format!("; {o}: {}", crate::investigation::HUMAN_APPROVES))
+                                .unwrap_or_default();
                             self.record(incident, Decision::new(IncidentState::AwaitingApproval, format!(
-                                        "proposal: approve on opsmesh.approvals.v1 with idempotency_key {:?} before {}; {detail}",
+                                        "proposal: approve on opsmesh.approvals.v1 with idempotency_key {:?} before {}; {detail}{origin}",
                                         a.idempotency_key,
                                         expires.to_rfc3339()
                                     )).action(Some(a.clone())).extra(Extra {

@@ -79,8 +79,10 @@ impl Engine {
             ..self.history(incident)
         };
         let source = format!(
-            "investigation {id} (report {}): {}; root cause {}",
-            envelope.id, diagnosis.summary, diagnosis.root_cause
+            "{}: {}; root cause {}",
+            investigation::source(id, envelope.id),
+            diagnosis.summary,
+            diagnosis.root_cause
         );
         match self.plan_for(incident, &envelope.cluster, &diagnosis, &policy, &history) {
             Plan::Act { actions, .. } => {

@@ -261,6 +261,21 @@ fn the_current_attempt_is_what_follows_the_reopened_escalation() {
     );
     assert!(!never.reopened());
     assert_eq!(never.attempt().len(), 3);
+    assert_eq!(origin(&never), None);
+
+    let report = uuid::Uuid::now_v7();
+    let taken_up = ledger(
+        &[Received, Escalated, Planned],
+        Some(ActionKind::PatchMemoryLimit),
+        &format!(
+            "{}: OOMKilled: twice; root cause oom_killed",
+            source("i-1/1", report)
+        ),
+    );
+    assert_eq!(
+        origin(&taken_up),
+        Some(format!("investigation i-1/1, report {report}").as_str())
+    );
 }
 
 fn policy(namespaces: &[&str]) -> PolicyConfig {
