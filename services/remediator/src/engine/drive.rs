@@ -3,6 +3,7 @@
 //! the incident rests or must wait.
 
 use super::*;
+use crate::config::PolicyConfig;
 
 impl Engine {
     /// Takes the incident as far as it can go now.
@@ -198,8 +199,8 @@ impl Engine {
         incident: &str,
         cluster: &str,
         diagnosis: &Diagnosis,
-        policy: &crate::config::PolicyConfig,
-        history: &crate::policy::History,
+        policy: &PolicyConfig,
+        history: &History,
     ) -> Plan {
         if cluster != self.home_cluster {
             return Plan::Refused(plan::Refusal {
