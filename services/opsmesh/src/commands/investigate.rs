@@ -178,11 +178,18 @@ fn settings(config: Option<&Path>) -> Result<Settings, InvestigateError> {
     Ok(settings)
 }
 
+/// What the command line asks for.
+enum Asked<'a> {
+    Investigation(InvestigationRequest),
+    /// Where this investigation stands.
+    Status(&'a str),
+}
+
 fn execute(config: Option<&Path>, args: &InvestigateArgs) -> Result<ExitCode, InvestigateError> {
     // Checked before anything else: a bad request reaches no broker.
     let asked = match &args.status {
-        Some(_) => None,
-        None => Some(request(args)?),
+        Some(id) => Asked::Status(id),
+        None => Asked::Investigation(request(args)?),
     };
     let settings = settings(config)?;
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -196,10 +203,9 @@ fn execute(config: Option<&Path>, args: &InvestigateArgs) -> Result<ExitCode, In
             timeout: args.timeout,
             stop: CancellationToken::new(),
         };
-        let result = match (asked, &args.status) {
-            (Some(request), _) => session.ask(&settings, request, args.wait).await,
-            (None, Some(id)) => session.status(id, args.wait).await,
-            (None, None) => unreachable!("a request is built unless --status is given"),
+        let result = match asked {
+            Asked::Investigation(request) => session.ask(&settings, request, args.wait).await,
+            Asked::Status(id) => session.status(id, args.wait).await,
         };
         session.stop.cancel();
         result
@@ -264,9 +270,10 @@ impl Session {
         wait: bool,
     ) -> Result<ExitCode, InvestigateError> {
         // Noted before publishing: every answer to this request lies past these offsets.
-        let answers_from = match wait {
-            true => Some(self.bus.end_offsets(INVESTIGATIONS).await?),
-            false => None,
+        let answers_from = if wait {
+            Some(self.bus.end_offsets(INVESTIGATIONS).await?)
+        } else {
+            None
         };
         let id = request.investigation_id.clone();
         let envelope = Envelope::new(
@@ -286,17 +293,25 @@ impl Session {
         let Some(from) = answers_from else {
             return Ok(self.out.finish(&standing));
         };
-        let (_, mut events) = self.follow(INVESTIGATIONS, from, events_of(&id));
+        let (_, mut events) = self.follow(INVESTIGATIONS, from, events_of(&id), &self.stop);
         self.watch(&mut events, &mut standing).await
     }
 
     /// Prints where investigation `id` stands, then (with `wait`) follows it to its end.
     async fn status(&self, id: &str, wait: bool) -> Result<ExitCode, InvestigateError> {
-        let (read, mut requests) =
-            self.follow(INVESTIGATION_REQUESTS, EndOffsets::new(), request_of(id));
+        // The request is read once: only its events are followed after.
+        let reading_requests = self.stop.child_token();
+        let (read, mut requests) = self.follow(
+            INVESTIGATION_REQUESTS,
+            EndOffsets::new(),
+            request_of(id),
+            &reading_requests,
+        );
         self.read_to_end(INVESTIGATION_REQUESTS, read).await?;
+        reading_requests.cancel();
         let request = requests.try_recv().ok();
-        let (read, mut events) = self.follow(INVESTIGATIONS, EndOffsets::new(), events_of(id));
+        let (read, mut events) =
+            self.follow(INVESTIGATIONS, EndOffsets::new(), events_of(id), &self.stop);
         self.read_to_end(INVESTIGATIONS, read).await?;
         let mut found = request.is_some();
         let mut standing =
@@ -328,8 +343,12 @@ impl Session {
                     standing.apply(&event);
                     self.out.event(&event);
                 }
-                // The follower only stops when told to, which happens after this returns.
-                Ok(None) => unreachable!("the follower of {INVESTIGATIONS} stopped"),
+                // The follower stops when told to, after this returns, or when it panicked.
+                Ok(None) => {
+                    return Err(
+                        BusError::Consume(format!("following {INVESTIGATIONS} stopped")).into(),
+                    );
+                }
                 Err(_) => {
                     self.out.finish(standing);
                     return Err(InvestigateError::TimedOut(format!(
@@ -345,13 +364,15 @@ impl Session {
         Ok(self.out.finish(standing))
     }
 
-    /// Follows `topic` from `from` (a partition not in it from its start), sending what `pick`
-    /// finds in each record. The handle ends once what the topic held at open was read.
+    /// Follows `topic` from `from` (a partition not in it from its start) until `stop`,
+    /// sending what `pick` finds in each record. The handle ends once what the topic held at
+    /// open was read.
     fn follow<T: Send + 'static>(
         &self,
         topic: &'static str,
         from: EndOffsets,
         mut pick: impl FnMut(&Received) -> Option<T> + Send + 'static,
+        stop: &CancellationToken,
     ) -> (JoinHandle<bool>, UnboundedReceiver<T>) {
         let (found, receiver) = unbounded_channel();
         let apply = move |record: &Received| {
@@ -361,7 +382,7 @@ impl Session {
                 let _ = found.send(item);
             }
         };
-        let (bus, reader, stop) = (self.bus.clone(), self.reader.clone(), self.stop.clone());
+        let (bus, reader, stop) = (self.bus.clone(), self.reader.clone(), stop.clone());
         let read = tokio::spawn(async move {
             TopicFollower::start(bus, &Health::default(), &reader, topic, apply, &stop)
                 .await
