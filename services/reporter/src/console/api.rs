@@ -7,9 +7,9 @@ use opsmesh_proto::approval::ApprovalDecision;
 use opsmesh_runtime::problem::Problem;
 
 use super::{
-    Console, decide_problem,
+    Console,
+    decisions::{decide_problem, may_decide},
     investigations::{investigate_problem, may_investigate, state_filter},
-    may_decide,
 };
 use crate::investigate::Ask;
 
