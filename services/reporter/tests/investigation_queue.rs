@@ -578,6 +578,12 @@ async fn the_questions_kept_are_bounded_oldest_first_and_counted() {
     )
     .await;
     let base = format!("http://{}", reporter.addr);
+    let mut live = client()
+        .get(format!("{base}/console/events"))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for n in 0..3 {
         let (status_code, body) =
@@ -585,6 +591,22 @@ async fn the_questions_kept_are_bounded_oldest_first_and_counted() {
         assert_eq!(status_code, StatusCode::ACCEPTED, "{body}");
         ids.push(body["investigation_id"].as_str().unwrap().to_owned());
     }
+    // Live views hear of questions too (no incident: pages of other incidents stay put).
+    let expected = format!(
+        "data: {{\"incident_id\":null,\"investigation_id\":\"{}\",\"kind\":\"investigation\",\"status\":\"queued\"}}",
+        ids[2]
+    );
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&expected) {
+        let chunk = tokio::time::timeout_at(deadline, live.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{expected} within 10 s: {seen}"))
+            .unwrap()
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(live);
     let (_, list) = api_get(&base, "/api/investigations", ALICE).await;
     let kept: Vec<&str> = list["investigations"]
         .as_array()

@@ -21,9 +21,9 @@
         var fresh = doc.getElementById("main");
         var main = document.getElementById("main");
         var active = document.activeElement;
-        // Do not wipe a comment or a filter the operator is typing.
+        // Do not wipe a comment, a filter or a question the operator is typing.
         var typing = active && ((active.name === "comment" && active.value) ||
-          (active.form && active.form.id === "filters"));
+          (active.form && (active.form.id === "filters" || active.form.id === "ask-form")));
         if (fresh && main && !typing) {
           main.replaceWith(fresh);
           body.setAttribute("data-updated", String(Date.now()));
@@ -54,7 +54,10 @@
   source.addEventListener("update", function (event) {
     var update = {};
     try { update = JSON.parse(event.data); } catch (e) { /* refresh anyway */ }
-    if (current && update.incident_id && update.incident_id !== current) return;
+    // An incident page follows its incident; a question's investigation is not about it. A
+    // lag signal names nothing: refresh.
+    var elsewhere = update.incident_id ? update.incident_id !== current : !!update.investigation_id;
+    if (current && elsewhere) return;
     refresh();
   });
 })();

@@ -299,7 +299,7 @@ fn list_html(
     if chrome.can_investigate {
         let _ = write!(
             c,
-            "<section id=\"ask\"><h2>Ask a question</h2><form method=\"post\" action=\"/console/investigations\" class=\"ask\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label>Question <textarea name=\"question\" id=\"question\" maxlength=\"{MAX_QUESTION_CHARS}\" required></textarea></label><label>Namespace <input type=\"text\" name=\"namespace\" id=\"namespace\" maxlength=\"63\" placeholder=\"optional\"></label><button type=\"submit\" id=\"ask-question\">Investigate</button><span class=\"as\">as {user}; the investigator spends model tokens</span></form></section>",
+            "<section id=\"ask\"><h2>Ask a question</h2><form method=\"post\" action=\"/console/investigations\" class=\"ask\" id=\"ask-form\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><label>Question <textarea name=\"question\" id=\"question\" maxlength=\"{MAX_QUESTION_CHARS}\" required></textarea></label><label>Namespace <input type=\"text\" name=\"namespace\" id=\"namespace\" maxlength=\"63\" placeholder=\"optional\"></label><button type=\"submit\" id=\"ask-question\">Investigate</button><span class=\"as\">as {user}; the investigator spends model tokens</span></form></section>",
             csrf = esc(&chrome.csrf),
             user = esc(&chrome.user),
         );

@@ -29,12 +29,18 @@ use super::{
     view::{IncidentDetail, IncidentSummary, PendingApproval},
 };
 
-/// A change to one incident, for live views (server-sent events).
+/// A change to one incident, or to an investigation of a question, for live views
+/// (server-sent events).
 #[derive(Debug, Clone, Serialize)]
 pub struct Update {
-    pub incident_id: String,
+    /// The incident changed; `None` for an investigation of a question.
+    pub incident_id: Option<String>,
+    /// The investigation changed (`kind` `investigation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub investigation_id: Option<String>,
     /// `alert`, `diagnosis`, `remediation`, `approval` or `investigation`.
     pub kind: &'static str,
+    /// The incident's status, or the question investigation's state.
     pub status: String,
 }
 
@@ -263,21 +269,36 @@ impl IncidentStore {
     ) -> bool {
         let mut inner = self.write();
         let key = id.to_owned();
-        if let Some(investigation) = inner.questions.get_mut(&key) {
-            return apply(investigation);
-        }
         if inner.forgotten_questions.contains(&key) {
             return false;
         }
-        let mut investigation =
-            Investigation::new(id, None, at, self.config.max_steps_per_investigation);
-        let changed = apply(&mut investigation);
-        let forgotten = inner.questions.insert_forgetting(key, investigation);
-        self.metrics.evicted(Table::Questions, forgotten.len());
-        for id in forgotten {
-            inner.forgotten_questions.insert(id, ());
+        let (changed, state) = match inner.questions.get_mut(&key) {
+            Some(investigation) => (apply(investigation), investigation.summary().state),
+            None => {
+                let mut investigation =
+                    Investigation::new(id, None, at, self.config.max_steps_per_investigation);
+                let changed = apply(&mut investigation);
+                let state = investigation.summary().state;
+                let forgotten = inner
+                    .questions
+                    .insert_forgetting(key.clone(), investigation);
+                self.metrics.evicted(Table::Questions, forgotten.len());
+                for id in forgotten {
+                    inner.forgotten_questions.insert(id, ());
+                }
+                self.metrics.set(Table::Questions, inner.questions.len());
+                (changed, state)
+            }
+        };
+        if changed {
+            // No receivers is fine: nobody is watching.
+            let _ = self.updates.send(Update {
+                incident_id: None,
+                investigation_id: Some(key),
+                kind: "investigation",
+                status: state.to_string(),
+            });
         }
-        self.metrics.set(Table::Questions, inner.questions.len());
         changed
     }
 
@@ -429,7 +450,8 @@ impl IncidentStore {
         if let Some(incident) = inner.incidents.get(id) {
             // No receivers is fine: nobody is watching.
             let _ = self.updates.send(Update {
-                incident_id: id.to_owned(),
+                incident_id: Some(id.to_owned()),
+                investigation_id: None,
                 kind,
                 status: incident.status(),
             });
