@@ -14,13 +14,32 @@ const KUBERNETES_EVENTS: &str = "kubernetes_events";
 /// One tool result of the conversation.
 struct ToolResult {
     tool: String,
-    /// The result, parsed (`{"evidence_id": .., "result": ..}`, or `{"error": ..}`).
-    content: Value,
+    text: String,
+    /// The text parsed (`{"evidence_id": .., "result": ..}`, or `{"error": ..}`); `None`
+    /// when it is not JSON: the investigator cuts long results short.
+    parsed: Option<Value>,
 }
 
 impl ToolResult {
-    fn evidence_id(&self) -> Option<&str> {
-        self.content["evidence_id"].as_str()
+    /// A string at `path` of the parsed result; in a cut result, the first `"key": "…"` of
+    /// the path's last key, as a model would still read it.
+    fn string(&self, path: &[&str]) -> Option<String> {
+        match &self.parsed {
+            Some(value) => path
+                .iter()
+                .fold(value, |v, key| &v[key])
+                .as_str()
+                .map(str::to_owned),
+            None => {
+                let key = format!("\"{}\":\"", path.last()?);
+                let rest = &self.text[self.text.find(&key)? + key.len()..];
+                Some(rest[..rest.find('"')?].to_owned())
+            }
+        }
+    }
+
+    fn evidence_id(&self) -> Option<String> {
+        self.string(&["evidence_id"])
     }
 }
 
@@ -40,39 +59,54 @@ fn tool_results(messages: &[Value]) -> Vec<ToolResult> {
                 .iter()
                 .find(|(id, _)| message["tool_call_id"].as_str() == Some(id))
         {
-            let text = message["content"].as_str().unwrap_or_default();
+            let text = message["content"].as_str().unwrap_or_default().to_owned();
             results.push(ToolResult {
                 tool: (*tool).to_owned(),
-                content: serde_json::from_str(text).unwrap_or_else(|_| json!({"error": text})),
+                parsed: serde_json::from_str(&text).ok(),
+                text,
             });
         }
     }
     results
 }
 
-/// What `incident_facts` told: the namespace, the rules' diagnosis (root cause, target,
-/// summary), whichever the facts hold.
-struct Facts<'a> {
-    namespace: Option<&'a str>,
-    diagnosis: &'a Value,
+/// What the investigation is about: the namespace (the question's, else the facts'), and the
+/// rules' diagnosis as `incident_facts` gave it.
+#[derive(Default)]
+struct Facts {
+    namespace: Option<String>,
+    root_cause: Option<String>,
+    target: Option<String>,
+    summary: Option<String>,
 }
 
-fn facts(result: &Value) -> Facts<'_> {
-    let result = &result["result"];
-    let diagnosis = &result["facts"]["diagnosis"];
+fn facts(messages: &[Value], result: Option<&ToolResult>) -> Facts {
+    let question: Value = messages
+        .iter()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let diagnosis =
+        |key: &str| result.and_then(|r| r.string(&["result", "facts", "diagnosis", key]));
+    let target = diagnosis("target");
     // `inferenceservice/<namespace>/<name>`
-    let target_namespace = diagnosis["target"].as_str().and_then(|target| {
-        match target.split('/').collect::<Vec<_>>()[..] {
-            [_, namespace, _] => Some(namespace),
-            _ => None,
-        }
-    });
+    let target_namespace =
+        target
+            .as_deref()
+            .and_then(|target| match target.split('/').collect::<Vec<_>>()[..] {
+                [_, namespace, _] => Some(namespace.to_owned()),
+                _ => None,
+            });
     Facts {
-        namespace: result["namespace"]
+        namespace: question["namespace"]
             .as_str()
-            .or(result["facts"]["alert"]["entity"]["namespace"].as_str())
+            .map(str::to_owned)
+            .or_else(|| result.and_then(|r| r.string(&["result", "namespace"])))
             .or(target_namespace),
-        diagnosis,
+        root_cause: diagnosis("root_cause"),
+        target,
+        summary: diagnosis("summary"),
     }
 }
 
@@ -94,26 +128,21 @@ pub(super) fn next_turn(body: &Value) -> Turn {
     let messages = body["messages"].as_array().map_or(&[][..], Vec::as_slice);
     let results = tool_results(messages);
     let facts_result = results.iter().find(|r| r.tool == INCIDENT_FACTS);
-    let reply = match facts_result {
-        None if offered(body, INCIDENT_FACTS) => {
+    let known = facts(messages, facts_result);
+    let reply = match (facts_result, &known.namespace) {
+        (None, _) if offered(body, INCIDENT_FACTS) => {
             Reply::ToolCalls(vec![(INCIDENT_FACTS.to_owned(), json!({}))])
         }
-        found => {
-            let known = found.map(|r| facts(&r.content));
-            let namespace = known.as_ref().and_then(|f| f.namespace);
-            match namespace {
-                Some(namespace)
-                    if offered(body, KUBERNETES_EVENTS)
-                        && !results.iter().any(|r| r.tool == KUBERNETES_EVENTS) =>
-                {
-                    Reply::ToolCalls(vec![(
-                        KUBERNETES_EVENTS.to_owned(),
-                        json!({"namespace": namespace}),
-                    )])
-                }
-                _ => Reply::Content(report(known.as_ref(), &results).to_string()),
-            }
+        (_, Some(namespace))
+            if offered(body, KUBERNETES_EVENTS)
+                && !results.iter().any(|r| r.tool == KUBERNETES_EVENTS) =>
+        {
+            Reply::ToolCalls(vec![(
+                KUBERNETES_EVENTS.to_owned(),
+                json!({"namespace": namespace}),
+            )])
         }
+        _ => Reply::Content(report(&known, &results).to_string()),
     };
     let answer_chars = match &reply {
         Reply::Content(text) => text.len(),
@@ -127,10 +156,9 @@ pub(super) fn next_turn(body: &Value) -> Turn {
 }
 
 /// The final answer: the rules' root cause, one finding per result that ran, citing it.
-fn report(facts: Option<&Facts<'_>>, results: &[ToolResult]) -> Value {
-    let diagnosis = facts.map_or(&Value::Null, |f| f.diagnosis);
-    let root_cause = diagnosis["root_cause"].as_str().unwrap_or("unknown");
-    let target = diagnosis["target"].as_str().unwrap_or("the alert's target");
+fn report(facts: &Facts, results: &[ToolResult]) -> Value {
+    let root_cause = facts.root_cause.as_deref().unwrap_or("unknown");
+    let target = facts.target.as_deref().unwrap_or("the alert's target");
     let findings: Vec<Value> = results
         .iter()
         .filter_map(|r| {
@@ -138,11 +166,13 @@ fn report(facts: Option<&Facts<'_>>, results: &[ToolResult]) -> Value {
             let claim = match r.tool.as_str() {
                 INCIDENT_FACTS => format!(
                     "opsmesh's rules diagnosed {root_cause} on {target}: {}",
-                    diagnosis["summary"].as_str().unwrap_or("no summary")
+                    facts.summary.as_deref().unwrap_or("no summary")
                 ),
                 KUBERNETES_EVENTS => {
-                    let events = r.content["result"]["events"]
-                        .as_array()
+                    let events = r
+                        .parsed
+                        .as_ref()
+                        .and_then(|p| p["result"]["events"].as_array())
                         .map_or(&[][..], Vec::as_slice);
                     let reasons: Vec<&str> =
                         events.iter().filter_map(|e| e["reason"].as_str()).collect();
@@ -236,6 +266,44 @@ mod tests {
                 .unwrap()
                 .contains("2 event(s), the latest BackOff")
         );
+    }
+
+    #[test]
+    fn a_result_cut_short_is_still_read_and_the_question_names_the_namespace() {
+        let tools = tools(&[KUBERNETES_EVENTS, INCIDENT_FACTS]);
+        let question =
+            json!({"question": "why?", "incident_id": "inc-1", "namespace": "ml-team-b"});
+        let opening = vec![json!({"role": "user", "content": question.to_string()})];
+        let facts = json!({"evidence_id": "t1", "result": {"facts": {"diagnosis": {
+            "root_cause": "canary_regression", "summary": "the canary fails",
+            "explanation": "x".repeat(100)}}}})
+        .to_string();
+        let end = facts.find("\"summary\"").unwrap() + 5;
+        let cut = format!("{}…[truncated: 9000 more characters]", &facts[..end]);
+        let mut messages = answered(opening, "call_1", INCIDENT_FACTS, json!(null));
+        messages[2]["content"] = json!(cut);
+        let turn = next_turn(&json!({"messages": messages, "tools": tools}));
+        assert_eq!(
+            calls(&turn),
+            [(
+                KUBERNETES_EVENTS.to_owned(),
+                json!({"namespace": "ml-team-b"})
+            )]
+        );
+        let messages = answered(
+            messages,
+            "call_2",
+            KUBERNETES_EVENTS,
+            json!({"error": "down"}),
+        );
+        let Reply::Content(text) = next_turn(&json!({"messages": messages, "tools": tools})).reply
+        else {
+            panic!("not a report")
+        };
+        let report: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["root_cause"], "canary_regression");
+        assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{report}");
+        assert_eq!(report["findings"][0]["evidence_ids"], json!(["t1"]));
     }
 
     #[test]
