@@ -53,6 +53,11 @@ impl InvestigationRequest {
         if self.investigation_id.trim().is_empty() {
             return Err("investigation_id: must not be empty".into());
         }
+        if let Some(id) = &self.incident_id
+            && id.trim().is_empty()
+        {
+            return Err("incident_id: must not be empty".into());
+        }
         if self.incident_id.is_none() && self.question.is_none() {
             return Err("question: needed when no incident_id is given".into());
         }
@@ -286,5 +291,13 @@ mod tests {
             ..request()
         };
         by_incident.validate().unwrap();
+        let blank_incident = InvestigationRequest {
+            incident_id: Some(" ".into()),
+            ..by_incident
+        };
+        assert_eq!(
+            blank_incident.validate().unwrap_err(),
+            "incident_id: must not be empty"
+        );
     }
 }

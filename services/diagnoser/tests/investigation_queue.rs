@@ -173,6 +173,37 @@ async fn a_question_is_taken_up_runs_and_ends_with_its_report() {
     );
 }
 
+/// Steps are published as they are taken, not held back until the report.
+#[tokio::test]
+async fn each_step_is_published_while_the_investigation_goes_on() {
+    let model = ScriptedModel::start(
+        KEY,
+        vec![
+            Turn::call("incident_facts", json!({})),
+            report_turn().delayed(Duration::from_secs(3)),
+        ],
+    )
+    .await;
+    let keys = tempfile::tempdir().unwrap();
+    let investigator = investigator(&model, &keys);
+    let running =
+        support::start_adding(config(), |d| d.with_investigator(Some(investigator))).await;
+
+    ask(&running.ctx, &request("inv-live", |_| {})).await;
+    let tool_step = |e: &InvestigationEvent| matches!(&e.update, InvestigationUpdate::Step(s) if s.tool.as_deref() == Some("incident_facts"));
+    let early = events_of(&running.bus, "inv-live", |e| e.iter().any(tool_step)).await;
+    assert!(
+        !has_report(&early),
+        "the tool step came before the report: {early:?}"
+    );
+    let events = events_of(&running.bus, "inv-live", has_report).await;
+    assert_eq!(
+        events.len(),
+        5,
+        "running, model call, tool call, model call, report"
+    );
+}
+
 #[tokio::test]
 async fn requests_that_cannot_run_are_answered_failed_with_the_reason() {
     let model = ScriptedModel::start(KEY, vec![]).await;

@@ -20,7 +20,10 @@ use std::{path::PathBuf, sync::Arc};
 use prometheus::Registry;
 use serde::Deserialize;
 
-use opsmesh_proto::{RootCause, investigation::InvestigationReport};
+use opsmesh_proto::{
+    RootCause,
+    investigation::{InvestigationReport, InvestigationStep},
+};
 use opsmesh_runtime::{ConfigError, Validate};
 
 use crate::llm::Endpoint;
@@ -170,7 +173,16 @@ impl Investigator {
 
     /// Runs one investigation to its end; never fails: how it ended is in the report.
     pub async fn investigate(&self, subject: &Subject) -> InvestigationReport {
-        run::investigate(self, subject).await
+        run::investigate(self, subject, None).await
+    }
+
+    /// As [`Investigator::investigate`], sending each step to `live` as soon as it is taken.
+    pub async fn investigate_live(
+        &self,
+        subject: &Subject,
+        live: tokio::sync::mpsc::UnboundedSender<InvestigationStep>,
+    ) -> InvestigationReport {
+        run::investigate(self, subject, Some(live)).await
     }
 }
 

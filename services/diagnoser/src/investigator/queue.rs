@@ -15,7 +15,7 @@ use opsmesh_proto::{
     Envelope,
     investigation::{
         InvestigationEvent, InvestigationRequest, InvestigationState, InvestigationStatus,
-        InvestigationUpdate,
+        InvestigationStep, InvestigationUpdate,
     },
 };
 use opsmesh_runtime::{
@@ -279,7 +279,19 @@ async fn run(
         ),
     );
     publish(inner, request, &subject.question, "running", running).await?;
-    let report = investigator.investigate(subject).await;
+    // Each step is published as it is taken (`opsmesh investigate --wait` shows them live);
+    // the report only after every step.
+    let (live, mut taken) = tokio::sync::mpsc::unbounded_channel::<InvestigationStep>();
+    let publish_steps = async {
+        while let Some(step) = taken.recv().await {
+            let name = format!("step-{}", step.step);
+            let update = InvestigationUpdate::Step(step);
+            publish(inner, request, &subject.question, &name, update).await?;
+        }
+        Ok::<(), HandlerError>(())
+    };
+    let (report, steps) = tokio::join!(investigator.investigate_live(subject, live), publish_steps);
+    steps?;
     tracing::info!(
         state = %report.state,
         stop = %report.stop_reason,
@@ -287,11 +299,6 @@ async fn run(
         cost_usd = report.usage.cost_usd,
         "investigation finished"
     );
-    for step in &report.steps {
-        let name = format!("step-{}", step.step);
-        let update = InvestigationUpdate::Step(step.clone());
-        publish(inner, request, &subject.question, &name, update).await?;
-    }
     let update = InvestigationUpdate::Report(Box::new(report));
     publish(inner, request, &subject.question, "report", update).await
 }

@@ -12,6 +12,7 @@ use async_openai::types::chat::{
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use strum::VariantArray;
+use tokio::sync::mpsc::UnboundedSender;
 
 use opsmesh_proto::{
     ActionKind, RootCause, Severity,
@@ -76,9 +77,19 @@ struct Run<'a> {
     evidence: Vec<ToolEvidence>,
     /// Calls made so far (tool and canonical arguments) and the evidence id of each.
     calls: BTreeMap<(String, String), String>,
+    /// Where each step goes as soon as it is taken (published while the run goes on).
+    live: Option<UnboundedSender<InvestigationStep>>,
 }
 
 impl Run<'_> {
+    fn took(&mut self, step: InvestigationStep) {
+        if let Some(live) = &self.live {
+            // A closed receiver (its publisher failed) only stops the live copy.
+            let _ = live.send(step.clone());
+        }
+        self.steps.push(step);
+    }
+
     fn step(&mut self, kind: StepKind) -> InvestigationStep {
         InvestigationStep {
             step: self.steps.len() as u32 + 1,
@@ -122,7 +133,7 @@ impl Run<'_> {
                 Ok(Ok(Ok(response))) => response,
                 failed => {
                     self.budget.release(reserved);
-                    self.steps.push(step);
+                    self.took(step);
                     return Err(match failed {
                         Err(_) => self.budget.wall_time_stop(),
                         Ok(Err(_)) => Stop::new(
@@ -142,7 +153,7 @@ impl Run<'_> {
             let charged = self.budget.charge(reserved, prompt, completion);
             step.cost_usd = inv.endpoint.cost(prompt, completion);
             inv.metrics.model_call(&step);
-            self.steps.push(step);
+            self.took(step);
             charged?;
             let Some(choice) = response.choices.into_iter().next() else {
                 return Err(Stop::new(
@@ -202,10 +213,10 @@ impl Run<'_> {
         step.tool = Some(name.to_owned());
         step.arguments = Some(arguments.clone());
         let key = (name.to_owned(), arguments.to_string());
-        if let Some(first) = self.calls.get(&key) {
+        if let Some(first) = self.calls.get(&key).cloned() {
             step.refused = Some(ToolError::Repeated(first.clone()).to_string());
             inv.metrics.tool_call(name, ToolOutcome::Refused);
-            self.steps.push(step);
+            self.took(step);
             return Err(Stop::new(
                 StopReason::Loop,
                 format!("{name} asked for again with the same arguments as {first}"),
@@ -213,7 +224,7 @@ impl Run<'_> {
         }
         if let Err(stop) = self.budget.take_step() {
             step.refused = Some(stop.detail.clone());
-            self.steps.push(step);
+            self.took(step);
             return Err(stop);
         }
         let started = Instant::now();
@@ -234,7 +245,7 @@ impl Run<'_> {
         step.latency_ms = started.elapsed().as_millis() as u64;
         let text = match outcome {
             Err(_) => {
-                self.steps.push(step);
+                self.took(step);
                 return Err(self.budget.wall_time_stop());
             }
             Ok(Ok(result)) => {
@@ -275,12 +286,17 @@ impl Run<'_> {
             }
         };
         step.result_digest = Some(digest(&text));
-        self.steps.push(step);
+        self.took(step);
         Ok(text)
     }
 }
 
-pub(super) async fn investigate(inv: &Investigator, subject: &Subject) -> InvestigationReport {
+/// Runs one investigation; each step is also sent to `live` as it is taken.
+pub(super) async fn investigate(
+    inv: &Investigator,
+    subject: &Subject,
+    live: Option<UnboundedSender<InvestigationStep>>,
+) -> InvestigationReport {
     let question = json!({
         "question": subject.question,
         "incident_id": subject.incident_id,
@@ -294,6 +310,7 @@ pub(super) async fn investigate(inv: &Investigator, subject: &Subject) -> Invest
         steps: Vec::new(),
         evidence: Vec::new(),
         calls: BTreeMap::new(),
+        live,
     };
     let opening = (
         ChatCompletionRequestSystemMessageArgs::default()
