@@ -3,7 +3,8 @@
 //! diagnoser whose incident table is full dead-letters an alert; restarted with room (the fix),
 //! it reports the DLQ's message as not replayed although it dead-lettered nothing itself; once
 //! `opsmesh dlq replay` put it back and the diagnoser handled it, the DLQ's waiting count falls
-//! to 0 while the DLQ still holds it.
+//! to 0 while the DLQ still holds it. A poison message nobody will fix stops waiting once
+//! `opsmesh dlq skip` marked it, without going back onto the topic.
 
 use std::{
     process::Output,
@@ -185,5 +186,36 @@ async fn status_reports_the_dlq_size_across_a_restart_until_it_is_replayed() {
     assert!(
         after_replay.contains("sent to DLQ none since this process started"),
         "the replayed alert was not dead-lettered again: {after_replay}"
+    );
+
+    // Poison waits until skipped; skipping does not put it back (no second dead letter).
+    bus.publish(Outgoing {
+        topic: topics::ALERTS.into(),
+        key: "poison".into(),
+        payload: b"not an envelope".to_vec(),
+        headers: Vec::new(),
+    })
+    .await
+    .expect("published");
+    status_showing(
+        &broker,
+        &roomy,
+        &[
+            &format!("not replayed 1 ({dlq} 1); held 2"),
+            &format!("sent to DLQ 1 ({} 1) since", topics::ALERTS),
+        ],
+    )
+    .await;
+    let (ok, skipped) =
+        run_opsmesh(&broker, &["dlq", "skip", topics::ALERTS, "--idle", "6s"]).await;
+    assert!(ok, "opsmesh dlq skip failed: {skipped}");
+    assert!(
+        skipped.contains(&format!("skipped 1 message(s) of {dlq}")),
+        "{skipped}"
+    );
+    let after_skip = status_showing(&broker, &roomy, &["not replayed 0; held 2"]).await;
+    assert!(
+        after_skip.contains(&format!("sent to DLQ 1 ({} 1) since", topics::ALERTS)),
+        "{after_skip}"
     );
 }

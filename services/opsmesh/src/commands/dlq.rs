@@ -1,5 +1,5 @@
-//! `opsmesh dlq list|replay <topic>`: inspect a topic's dead-letter queue and re-drive it once
-//! the cause is fixed.
+//! `opsmesh dlq list|replay|skip <topic>`: inspect a topic's dead-letter queue, re-drive it
+//! once the cause is fixed, or mark what nobody will fix as dealt with.
 //!
 //! The replayer is a consumer group (`bus.dlq.replay_group`, `opsmesh-dlq-replay` by default)
 //! whose committed offsets on `<topic>.dlq` mark what was replayed; each offset is committed
@@ -48,6 +48,21 @@ pub enum DlqCommand {
     /// (rather than dead-lettered) is dropped again.
     #[command(after_help = REPLAY_END_HELP)]
     Replay(ReplayArgs),
+    /// Mark the messages of <topic>.dlq not replayed yet as dealt with, without putting them
+    /// back: for dead letters nobody will fix (a poison message would only be dead-lettered
+    /// again). They stay listed until retention; the services stop counting them as waiting
+    /// (opsmesh_bus_dlq_unreplayed_messages), which clears the DLQ alert.
+    #[command(after_help = REPLAY_END_HELP)]
+    Skip(ReplayArgs),
+}
+
+/// What `replay` and `skip` do with each message they mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redrive {
+    /// Re-publish it onto its topic, then mark it.
+    Replay,
+    /// Only mark it.
+    Skip,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +107,11 @@ pub enum DlqError {
         topic: String,
         source: BusError,
     },
+    /// Marking a message skipped failed: it still counts as waiting.
+    Skip {
+        from: String,
+        source: BusError,
+    },
 }
 
 impl std::fmt::Display for DlqError {
@@ -112,6 +132,10 @@ impl std::fmt::Display for DlqError {
                 "{from} was replayed onto {topic} but marking it replayed failed ({source}); the \
                  next replay repeats it (consumers drop the repeat by envelope id)"
             ),
+            Self::Skip { from, source } => write!(
+                f,
+                "marking {from} skipped failed ({source}); it still waits: run skip again"
+            ),
         }
     }
 }
@@ -120,7 +144,7 @@ impl std::error::Error for DlqError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Config(e) => Some(e),
-            Self::Bus(e) | Self::Mark { source: e, .. } => Some(e),
+            Self::Bus(e) | Self::Mark { source: e, .. } | Self::Skip { source: e, .. } => Some(e),
             Self::MemoryBus => None,
         }
     }
@@ -160,7 +184,8 @@ fn names(topic: &str) -> (String, String) {
 pub fn run(config: Option<&Path>, command: DlqCommand) -> ExitCode {
     let result = match command {
         DlqCommand::List(args) => list(config, &args),
-        DlqCommand::Replay(args) => replay(config, &args),
+        DlqCommand::Replay(args) => redrive(config, &args, Redrive::Replay),
+        DlqCommand::Skip(args) => redrive(config, &args, Redrive::Skip),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,7 +322,9 @@ fn replayed(message: &Received, dlq: &str, topic: &str) -> Outgoing {
     }
 }
 
-fn replay(config: Option<&Path>, args: &ReplayArgs) -> Result<(), DlqError> {
+/// `replay` or `skip`: marks the DLQ's messages the group has not marked yet, re-publishing
+/// each first when replaying.
+fn redrive(config: Option<&Path>, args: &ReplayArgs, mode: Redrive) -> Result<(), DlqError> {
     let settings = settings(config)?;
     let (topic, dlq) = names(&args.topic);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -310,43 +337,62 @@ fn replay(config: Option<&Path>, args: &ReplayArgs) -> Result<(), DlqError> {
         let mut subscription = bus.subscribe(group, &[&dlq]).await?;
         let stop = CancellationToken::new();
         shutdown::cancel_on_signal(stop.clone());
-        let mut replayed_count = 0u64;
-        while args.limit.is_none_or(|limit| replayed_count < limit) {
+        let mut count = 0u64;
+        while args.limit.is_none_or(|limit| count < limit) {
             let Some(message) = next(&mut subscription, args.idle, &stop).await? else {
                 break;
             };
             let from = format!("{dlq}/{}/{}", message.partition, message.offset);
             if args.dry_run {
-                println!("would replay {from} onto {topic}: {}", describe(&message));
-                replayed_count += 1;
+                match mode {
+                    Redrive::Replay => {
+                        println!("would replay {from} onto {topic}: {}", describe(&message));
+                    }
+                    Redrive::Skip => println!("would skip {from}: {}", describe(&message)),
+                }
+                count += 1;
                 continue;
             }
-            let delivered = bus.publish(replayed(&message, &dlq, &topic)).await?;
-            // Marked only once the copy is acknowledged: a failure in between replays it
-            // again next time rather than losing it.
+            let delivered = match mode {
+                Redrive::Replay => Some(bus.publish(replayed(&message, &dlq, &topic)).await?),
+                Redrive::Skip => None,
+            };
+            // A replayed message is marked only once its copy is acknowledged: a failure in
+            // between replays it again next time rather than losing it.
             let marked = match subscription.store(&message) {
                 Ok(()) => subscription.commit().await,
                 Err(e) => Err(e),
             };
             if let Err(source) = marked {
-                return Err(DlqError::Mark {
-                    from,
-                    topic: topic.clone(),
-                    source,
+                return Err(match mode {
+                    Redrive::Replay => DlqError::Mark {
+                        from,
+                        topic: topic.clone(),
+                        source,
+                    },
+                    Redrive::Skip => DlqError::Skip { from, source },
                 });
             }
-            println!(
-                "replayed {from} onto {topic}/{}/{}",
-                delivered.partition, delivered.offset
-            );
-            replayed_count += 1;
+            match delivered {
+                Some(at) => println!(
+                    "replayed {from} onto {topic}/{}/{}",
+                    at.partition, at.offset
+                ),
+                None => println!("skipped {from}"),
+            }
+            count += 1;
         }
-        let verb = if args.dry_run {
-            "would replay"
-        } else {
-            "replayed"
+        let done = match (mode, args.dry_run) {
+            (Redrive::Replay, true) => {
+                format!("would replay {count} message(s) from {dlq} onto {topic}")
+            }
+            (Redrive::Replay, false) => {
+                format!("replayed {count} message(s) from {dlq} onto {topic}")
+            }
+            (Redrive::Skip, true) => format!("would skip {count} message(s) of {dlq}"),
+            (Redrive::Skip, false) => format!("skipped {count} message(s) of {dlq}"),
         };
-        eprintln!("{verb} {replayed_count} message(s) from {dlq} onto {topic}");
+        eprintln!("{done}");
         Ok(())
     })
 }
