@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
-    consumer::{Consumer, StreamConsumer},
-    error::KafkaError,
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{Consumer, ConsumerContext, StreamConsumer},
+    error::{KafkaError, RDKafkaErrorCode},
     message::Headers,
 };
 
@@ -14,6 +14,20 @@ use super::{
     KafkaSettings, base_config,
     offsets::watermarks,
 };
+
+/// The reader's client context: a partition's end is how the reader knows it caught up, not
+/// an error — librdkafka also reports it through the error callback, which would log it as one.
+pub(super) struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::error!(%error, %reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// Opens a reader of `topic` (blocking: metadata and watermark requests).
 pub(super) fn open(
@@ -39,8 +53,8 @@ pub(super) fn open(
     for (key, value) in &settings.client {
         config.set(key, value);
     }
-    let consumer: StreamConsumer = config
-        .create()
+    let consumer: StreamConsumer<ReaderContext> = config
+        .create_with_context(ReaderContext)
         .map_err(|e| BusError::Client(e.to_string()))?;
     // Taken before the first fetch: every partition end the reader meets is at least this.
     let marks = watermarks(consumer.client(), topic, settings.request_timeout)?;
@@ -62,7 +76,7 @@ pub(super) fn open(
 }
 
 pub(super) struct KafkaReader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ReaderContext>,
     positions: EndOffsets,
     /// End offsets at open, until `CaughtUp` was returned.
     snapshot: Option<EndOffsets>,
