@@ -1,7 +1,8 @@
 //! The operator console in headless Chromium (Debian `chromium`, driven by playwright-core
 //! from `tests/console/`): sign in, open an incident awaiting approval, approve, see the
 //! approval published and the page follow the remediator's records live (a stand-in
-//! remediator: approving in the browser needs one that waits for it). Screenshots are kept
+//! remediator: approving in the browser needs one that waits for it); then click Investigate
+//! and see the stand-in investigator's report arrive live with its citation. Screenshots are kept
 //! under `target/console-screenshots/approval/` and their paths printed. The pages of a real
 //! run, with the real remediator's ledger: `tests/tests/console_browser.rs`.
 //!
@@ -23,6 +24,7 @@ use opsmesh_testkit::browser::run_script;
 use support::{
     HecServer, RunningReporter,
     incident::{self, Incident, fake_remediator, publish_awaiting},
+    investigation::fake_investigator,
     memory_bus,
 };
 
@@ -56,6 +58,7 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
     let first = publish_awaiting(&bus, &incident).await;
     let stop = CancellationToken::new();
     let remediator = fake_remediator(bus.clone(), incident.clone(), first, stop.clone());
+    let investigator = fake_investigator(bus.clone(), incident.target(), stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let base = format!("http://{}", reporter.addr);
@@ -85,9 +88,22 @@ async fn an_operator_approves_in_the_browser_and_watches_the_action_land() {
         approval.comment.as_deref(),
         Some("approved from the browser test")
     );
+
+    // One investigation requested from the button, by the operator, about the incident.
+    assert_eq!(report["requested_by"], "console:alice@example.com");
     stop.cancel();
     let seen = remediator.await.unwrap();
     assert_eq!(seen.len(), 1);
+    let requests = investigator.await.unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        report["investigation_id"],
+        requests[0].payload.investigation_id.as_str()
+    );
+    assert_eq!(
+        requests[0].payload.incident_id.as_deref(),
+        Some(incident.id.as_str())
+    );
     reporter.stop().await.unwrap();
     eprintln!("console browser test: {:?}", started.elapsed());
 }

@@ -1,7 +1,8 @@
 // Drives the opsmesh console in headless Chromium: sign in, open an incident awaiting
 // approval, check the reasoning chain, approve, and watch the page update live (server-sent
-// events) as the remediator applies the action. Prints a JSON report on stdout; exits 1 on
-// any failed expectation.
+// events) as the remediator applies the action; then ask for an investigation and watch it
+// complete with its cited evidence. Prints a JSON report on stdout; exits 1 on any failed
+// expectation.
 //
 // Environment: CONSOLE_URL (http://127.0.0.1:PORT), CONSOLE_TOKEN, INCIDENT_ID,
 // SCREENSHOT_DIR and CHROMIUM as in browser.mjs.
@@ -62,5 +63,23 @@ await run(async ({ page, report, shoot, consoleErrors }) => {
   expect((await row.textContent()).includes("resolved"), "list shows resolved");
   expect(await page.$$eval("#pending tr.pending-row", (r) => r.length) === 0, "nothing pending");
   await shoot("3-incidents.png");
+
+  // Investigate: queued, then (the stand-in investigator answers) completed on the same page,
+  // live, with the report's citation.
+  await page.goto(`${base}/console/incidents/${encodeURIComponent(incident)}`);
+  await page.waitForSelector("body[data-live=on]");
+  await Promise.all([page.waitForURL("**investigating=inv-*"), page.click("#investigate")]);
+  await page.waitForSelector("#investigation-queued");
+  report.investigation_id = new URL(page.url()).searchParams.get("investigating");
+  await page.waitForSelector(`tr.investigation-row[data-investigation="${report.investigation_id}"][data-state=completed]`,
+    { timeout: 20000 });
+  await page.waitForSelector("#investigation .citation pre.spl");
+  await shoot("4-investigated.png");
+  await page.click(`tr.investigation-row[data-investigation="${report.investigation_id}"] a`);
+  await page.waitForSelector("#investigation-state .badge[data-status=completed]");
+  const cited = await page.textContent("#investigation .citation pre.spl");
+  expect(cited.includes("index=opsmesh"), `the cited SPL: ${cited}`);
+  report.requested_by = (await page.textContent("#investigation-requested-by")).trim();
+  await shoot("5-investigation.png");
   expect(consoleErrors.length === 0, `browser console errors: ${consoleErrors.join("; ")}`);
 });

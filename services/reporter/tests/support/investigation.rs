@@ -153,3 +153,37 @@ pub fn run_to_report(
 pub async fn requests(bus: &MemoryBus) -> Vec<Envelope<InvestigationRequest>> {
     super::published(bus).await
 }
+
+/// Stands in for the diagnoser's investigator: answers every request on the queue with
+/// running, the cited search's step and a completed report on `target`, under the request's
+/// id (and incident). Returns the requests it saw.
+pub fn fake_investigator(
+    bus: MemoryBus,
+    target: String,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<Envelope<InvestigationRequest>>> {
+    use opsmesh_runtime::Bus;
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut subscription = bus
+            .subscribe(
+                "fake-investigator",
+                &[opsmesh_proto::topics::INVESTIGATION_REQUESTS],
+            )
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return seen,
+                m = subscription.recv() => m.unwrap(),
+            };
+            let request = Envelope::<InvestigationRequest>::from_slice(&message.payload).unwrap();
+            subscription.store(&message).unwrap();
+            let id = &request.payload.investigation_id;
+            for answer in run_to_report(id, request.incident_id.as_deref(), &target) {
+                super::incident::publish(&bus, &answer).await;
+            }
+            seen.push(request);
+        }
+    })
+}
