@@ -157,6 +157,11 @@ async fn play(
         settings.bus.group_prefix,
         opsmesh_diagnoser::SERVICE.name
     );
+    let remediator_group = format!(
+        "{}{}",
+        settings.bus.group_prefix,
+        opsmesh_remediator::SERVICE.name
+    );
     let shared: Arc<dyn Bus> = Arc::new(bus.clone());
     let app = launcher::build(&tree, settings, crate::SERVICES, Some(shared.clone()))
         .await
@@ -253,11 +258,12 @@ async fn play(
     }
     // The investigations the scenario queued run in the background while the clock moves (a
     // remediation's verification needs it to); the run ends once they have reported, each
-    // bounded by its wall-time limit. The clock stays put meanwhile: everything else settled.
+    // bounded by its wall-time limit, and the remediator has taken the reports up. The clock
+    // stays put meanwhile: everything else settled.
     wait_for_investigations(
         &seen,
         &bus,
-        RUNNER_GROUP,
+        [&remediator_group, RUNNER_GROUP],
         investigator.limits.max_wall_time,
         options.mesh_wait,
     )

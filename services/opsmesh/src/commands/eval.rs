@@ -3,7 +3,8 @@
 //! ITBench, per scenario and over all of them (README "Evaluation"). Exit status 0 only when
 //! every run of every scenario passed and each scenario gave the same verdict every time.
 //! With `--investigator` the diagnoser's investigator runs too, and its investigations are
-//! reported beside (they are advice: they do not change a verdict).
+//! reported beside; the verdicts judge the mesh with it (the remediator plans a report's
+//! proposals for an incident the rules escalated, to wait for a human).
 
 use std::{path::Path, path::PathBuf, process::ExitCode, time::Duration};
 

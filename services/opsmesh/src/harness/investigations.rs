@@ -166,19 +166,18 @@ impl Observed {
 }
 
 /// Waits until every investigation seen has ended (its report or its refusal published), each
-/// for at most its wall-time limit and `grace` from when it was queued or started, after the
-/// harness has read everything published (for at most `grace`).
+/// for at most its wall-time limit and `grace` from when it was queued or started; then until
+/// the remediator has taken the reports up (it plans the proposals of a report about an
+/// incident the rules escalated, which changes that incident's outcome) and the harness has
+/// read what it recorded. `groups` are the remediator's and the harness's consumer groups.
 pub(super) async fn wait_for_investigations(
     seen: &Arc<Mutex<Observed>>,
     bus: &MemoryBus,
-    runner_group: &str,
+    [remediator, runner]: [&str; 2],
     wall_limit: Duration,
     grace: Duration,
 ) {
-    let read_by = tokio::time::Instant::now() + grace;
-    while bus.lag(runner_group) > 0 && tokio::time::Instant::now() < read_by {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    read_by(bus, runner, grace).await;
     loop {
         let deadline = seen
             .lock()
@@ -190,6 +189,23 @@ pub(super) async fn wait_for_investigations(
             }
             _ => break,
         }
+    }
+    if !seen
+        .lock()
+        .expect("observed lock")
+        .investigations
+        .is_empty()
+    {
+        read_by(bus, remediator, grace).await;
+        read_by(bus, runner, grace).await;
+    }
+}
+
+/// Waits until `group` has read everything published, for at most `limit`.
+async fn read_by(bus: &MemoryBus, group: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while bus.lag(group) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
