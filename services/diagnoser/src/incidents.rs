@@ -319,7 +319,8 @@ impl Incidents {
     /// The open incident with this id, closed with the outcome of the remediator's terminal
     /// `state` reported at `at`; publish it, then [`Incidents::apply`] it. `None` when the
     /// state does not end an incident, or the incident is unknown or already closed (the
-    /// first outcome is the incident's only one).
+    /// first outcome is the incident's only one) — except an escalation the remediator took
+    /// up again for an investigation's proposals: its later outcome replaces `escalated`.
     pub fn close(
         &self,
         incident_id: &str,
@@ -328,11 +329,24 @@ impl Incidents {
     ) -> Option<IncidentRecord> {
         let outcome = IncidentStatus::closed_by(state)?;
         let state = self.state();
-        let record = state
+        if let Some(record) = state
             .open_by_incident
             .get(incident_id)
-            .and_then(|fingerprint| state.by_fingerprint.get(fingerprint))?;
-        Some(closed(record, outcome, at))
+            .and_then(|fingerprint| state.by_fingerprint.get(fingerprint))
+        {
+            return Some(closed(record, outcome, at));
+        }
+        // Escalated is final for the remediator but for that reopening, so a different
+        // terminal state after it can only be the reopened incident's end.
+        state
+            .by_fingerprint
+            .values()
+            .find(|r| {
+                r.incident_id == incident_id
+                    && r.status == IncidentStatus::Escalated
+                    && outcome != IncidentStatus::Escalated
+            })
+            .map(|record| closed(record, outcome, at))
     }
 }
 

@@ -237,16 +237,67 @@ fn every_terminal_outcome_closes_the_incident_with_that_outcome() {
         assert_eq!(closed.status.to_string(), state.to_string());
         assert_eq!(closed.closed_at, Some(t0() + minutes(2)));
         incidents.apply(closed);
-        // Exactly one outcome: a later one changes nothing.
+        // Exactly one outcome: a later one changes nothing (but an escalation's, below).
+        let later = if state == IncidentState::Escalated {
+            IncidentState::Escalated
+        } else {
+            IncidentState::Resolved
+        };
         assert_eq!(
-            incidents.close(
-                &first.incident_id,
-                IncidentState::Resolved,
-                t0() + minutes(3)
-            ),
+            incidents.close(&first.incident_id, later, t0() + minutes(3)),
             None
         );
     }
+}
+
+/// The remediator takes an escalated incident up again for an investigation's proposals; the
+/// outcome of that second attempt is the incident's, so a recurrence is judged on it.
+#[test]
+fn an_escalation_taken_up_again_ends_with_its_later_outcome() {
+    let incidents = incidents();
+    let first = open(&incidents, "fp", t0());
+    incidents.apply(
+        incidents
+            .close(
+                &first.incident_id,
+                IncidentState::Escalated,
+                t0() + minutes(2),
+            )
+            .unwrap(),
+    );
+    // Not yet ended: awaiting approval closes nothing.
+    assert_eq!(
+        incidents.close(
+            &first.incident_id,
+            IncidentState::AwaitingApproval,
+            t0() + minutes(3)
+        ),
+        None
+    );
+    let resolved = incidents
+        .close(
+            &first.incident_id,
+            IncidentState::Resolved,
+            t0() + minutes(9),
+        )
+        .expect("the reopened incident's end");
+    assert_eq!(resolved.status, IncidentStatus::Resolved);
+    assert_eq!(resolved.closed_at, Some(t0() + minutes(9)));
+    incidents.apply(resolved);
+    // Final now: nothing replaces a resolution.
+    assert_eq!(
+        incidents.close(
+            &first.incident_id,
+            IncidentState::Escalated,
+            t0() + minutes(10)
+        ),
+        None
+    );
+    let second = match decide(&incidents, &alert("fp", "m"), t0() + minutes(40)) {
+        Decision::Open(record) => record,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(second.previous_outcome, Some(IncidentStatus::Resolved));
 }
 
 #[test]
@@ -650,7 +701,14 @@ proptest! {
                         continue;
                     };
                     let closed = live.close(&current.incident_id, outcome, now);
-                    prop_assert_eq!(closed.is_some(), current.status.is_open() && outcome.is_terminal());
+                    // An open incident closes; an escalated one ends again only with another
+                    // outcome (the remediator took it up again).
+                    let reopened_end = current.status == IncidentStatus::Escalated
+                        && outcome != IncidentState::Escalated;
+                    prop_assert_eq!(
+                        closed.is_some(),
+                        (current.status.is_open() || reopened_end) && outcome.is_terminal()
+                    );
                     if let Some(r) = closed {
                         prop_assert_eq!(r.status.to_string(), outcome.to_string());
                         prop_assert!(r.closed_at.unwrap() >= r.last_alert_at);
