@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use opsmesh_runtime::{
     Bus,
     bus::{
-        KafkaBus, KafkaSettings, Outgoing, ReadEvent, ReaderSettings, TopicFollower, TopicReader,
+        KafkaBus, KafkaSettings, Outgoing, ReadEvent, ReaderSettings, StateTopic, TopicFollower,
+        TopicReader,
     },
     health::Health,
 };
@@ -105,9 +106,8 @@ async fn catch_up_waits_for_what_another_producer_wrote() {
         LIMIT,
         TopicFollower::start(
             bus.clone(),
-            &health,
+            &StateTopic::declare(&health, "state"),
             &ReaderSettings::default(),
-            "state",
             move |r| state.lock().unwrap().push(number(&r.payload)),
             &shutdown,
         ),

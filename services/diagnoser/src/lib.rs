@@ -40,7 +40,7 @@ use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     BoxError, Component, ConfigError, ConfigTree, Context, Handler, HandlerError, Received,
     ServiceDef, StartError, Validate,
-    bus::{PartitionBarrier, TopicFollower},
+    bus::{PartitionBarrier, StateTopic, TopicFollower},
     keyed_lock::KeyedLocks,
 };
 
@@ -194,6 +194,8 @@ struct Inner {
     /// Set once the start-up wait for telemetry is over.
     telemetry_warm: std::sync::atomic::AtomicBool,
     incidents: Arc<Incidents>,
+    /// Where `incidents` is kept; not ready until it was loaded.
+    incident_state: StateTopic,
     /// Serialises alerts about one target (see `on_alert`).
     targets: KeyedLocks,
     telemetry: TelemetryStore,
@@ -221,6 +223,7 @@ impl Diagnoser {
                     config.max_incidents,
                     metrics.table("incidents"),
                 )),
+                incident_state: StateTopic::declare(&ctx.health, topics::INCIDENTS),
                 targets: KeyedLocks::default(),
                 diagnoses: metrics::DiagnosisMetrics::new(&ctx.registry),
                 telemetry: TelemetryStore::new(
@@ -339,9 +342,8 @@ impl Inner {
         let incidents = self.incidents.clone();
         let follower = TopicFollower::start(
             self.ctx.bus().clone(),
-            &self.ctx.health,
+            &self.incident_state,
             &self.ctx.settings.bus.reader,
-            topics::INCIDENTS,
             move |message| match Envelope::<IncidentRecord>::from_slice(&message.payload) {
                 Ok(envelope) => incidents.restore(envelope.payload),
                 Err(err) => tracing::warn!(

@@ -48,7 +48,7 @@ use opsmesh_runbooks::Library;
 use opsmesh_runtime::{
     BoxError, Component, ConfigTree, Context, Handler, HandlerError, Received, ServiceDef,
     StartError,
-    bus::{PartitionBarrier, Pending, TopicFollower},
+    bus::{PartitionBarrier, Pending, StateTopic, TopicFollower},
     secret::{self, Secret},
 };
 
@@ -161,6 +161,8 @@ async fn kube_client(config: &RemediatorConfig) -> Result<Option<Client>, StartE
 pub struct Remediator {
     ctx: Context,
     engine: Arc<Engine>,
+    /// The ledger's topic; not ready until it was loaded.
+    ledger: StateTopic,
 }
 
 impl Remediator {
@@ -223,6 +225,7 @@ impl Remediator {
         Ok(Self {
             ctx: ctx.clone(),
             engine: Arc::new(engine),
+            ledger: StateTopic::declare(&ctx.health, topics::REMEDIATIONS),
         })
     }
 
@@ -232,9 +235,8 @@ impl Remediator {
         let engine = self.engine.clone();
         TopicFollower::start(
             self.ctx.bus().clone(),
-            &self.ctx.health,
+            &self.ledger,
             &self.ctx.settings.bus.reader,
-            topics::REMEDIATIONS,
             move |message| match Envelope::<Remediation>::from_slice(&message.payload) {
                 Ok(envelope) => engine.observe(&envelope),
                 Err(err) => tracing::warn!(

@@ -37,11 +37,26 @@ pub struct CheckResult {
 }
 
 impl Health {
+    /// Adds a check to `/readyz`. Register while building the component: the probes that come
+    /// before a later registration find the application ready without it.
     pub fn register(&self, check: Arc<dyn ReadinessCheck>) {
         self.checks
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(check);
+    }
+
+    /// Declares `name` not ready (`waiting` says why) until the returned gate is opened: for
+    /// work a component does once it runs (loading its state), declared while it is built so
+    /// that `/readyz` is not ready from the very first probe.
+    pub fn gate(&self, name: impl Into<String>, waiting: impl Into<String>) -> Gate {
+        let gate = Gate(Arc::new(GateCheck {
+            name: name.into(),
+            waiting: waiting.into(),
+            open: AtomicBool::new(false),
+        }));
+        self.register(gate.0.clone());
+        gate
     }
 
     /// From now on `/readyz` fails, so load balancers stop sending work during the drain.
@@ -74,6 +89,38 @@ impl Health {
         Readiness {
             ready: results.iter().all(|r| r.ok),
             checks: results,
+        }
+    }
+}
+
+/// A readiness condition declared up front and met later (see [`Health::gate`]).
+#[derive(Clone)]
+pub struct Gate(Arc<GateCheck>);
+
+impl Gate {
+    /// The condition is met: this check passes from now on.
+    pub fn open(&self) {
+        self.0.open.store(true, Ordering::SeqCst);
+    }
+}
+
+struct GateCheck {
+    name: String,
+    waiting: String,
+    open: AtomicBool,
+}
+
+#[async_trait]
+impl ReadinessCheck for GateCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if self.open.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(self.waiting.clone())
         }
     }
 }

@@ -27,7 +27,7 @@ use opsmesh_proto::{
 };
 use opsmesh_runtime::{
     Bus, ConfigError, ConfigTree, Publisher, Received, Settings,
-    bus::{self, BusError, BusKind, EndOffsets, ReaderSettings, TopicFollower},
+    bus::{self, BusError, BusKind, EndOffsets, ReaderSettings, StateTopic, TopicFollower},
     health::Health,
     launcher,
     metrics::{BusMetrics, new_registry},
@@ -384,7 +384,8 @@ impl Session {
         };
         let (bus, reader, stop) = (self.bus.clone(), self.reader.clone(), stop.clone());
         let read = tokio::spawn(async move {
-            TopicFollower::start(bus, &Health::default(), &reader, topic, apply, &stop)
+            let state = StateTopic::declare(&Health::default(), topic);
+            TopicFollower::start(bus, &state, &reader, apply, &stop)
                 .await
                 .is_some()
         });

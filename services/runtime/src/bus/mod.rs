@@ -26,7 +26,8 @@ pub use kafka::{
 pub use memory::{MemoryBus, MemorySettings};
 pub use publisher::Publisher;
 pub use reader::{
-    EndOffsets, PartitionBarrier, ReadEvent, ReaderSettings, TopicFollower, TopicReader, Watermarks,
+    EndOffsets, PartitionBarrier, ReadEvent, ReaderSettings, StateTopic, TopicFollower,
+    TopicReader, Watermarks,
 };
 
 use crate::config::{ConfigError, Validate};

@@ -5,10 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -20,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Bus, BusError, Received};
 use crate::{
     config::{ConfigError, Validate},
-    health::{Health, ReadinessCheck},
+    health::{Gate, Health},
 };
 
 /// Per partition, an offset: the end of the log (the offset its next record will get), or how
@@ -97,27 +94,40 @@ struct Shared {
     applied: watch::Receiver<EndOffsets>,
 }
 
+/// A topic a service keeps its state on, declared while the service is built: from the first
+/// probe, `/readyz` reports `state:<topic>` not ready ("loading state") until a
+/// [`TopicFollower`] read the topic to its end.
+#[derive(Clone)]
+pub struct StateTopic {
+    topic: String,
+    loaded: Gate,
+}
+
+impl StateTopic {
+    pub fn declare(health: &Health, topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            loaded: health.gate(format!("state:{topic}"), "loading state"),
+        }
+    }
+}
+
 impl TopicFollower {
-    /// Opens `topic` and hands every record to `apply` up to the end offsets at open, then
-    /// returns and keeps applying new records in the background until `shutdown`. Opening and
-    /// reading are retried until they succeed (each failure logged); `/readyz` reports
-    /// `state:<topic>` not ready until the end was reached. `None` when `shutdown` came first.
+    /// Opens `state`'s topic and hands every record to `apply` up to the end offsets at open,
+    /// then returns and keeps applying new records in the background until `shutdown`.
+    /// Opening and reading are retried until they succeed (each failure logged); `state` is
+    /// ready once the end was reached. `None` when `shutdown` came first.
     pub async fn start<F>(
         bus: Arc<dyn Bus>,
-        health: &Health,
+        state: &StateTopic,
         settings: &ReaderSettings,
-        topic: &str,
         apply: F,
         shutdown: &CancellationToken,
     ) -> Option<Self>
     where
         F: FnMut(&Received) + Send + 'static,
     {
-        let loaded = Arc::new(Loading {
-            name: format!("state:{topic}"),
-            loaded: AtomicBool::new(false),
-        });
-        health.register(loaded.clone());
+        let topic = state.topic.as_str();
         let mut attempt = 0;
         let reader = loop {
             match bus.read_topic(topic).await {
@@ -153,7 +163,7 @@ impl TopicFollower {
                 ReadEvent::Record(_) => records += 1,
             }
         }
-        loaded.loaded.store(true, Ordering::SeqCst);
+        state.loaded.open();
         tracing::info!(topic, records, "state loaded; following");
         let stop = shutdown.clone();
         tokio::spawn(async move { while pump.step(&stop).await.is_some() {} });
@@ -229,27 +239,6 @@ impl<F: FnMut(&Received)> Pump<F> {
     }
 }
 
-/// `/readyz`: not ready until the state topic was read to its end.
-struct Loading {
-    name: String,
-    loaded: AtomicBool,
-}
-
-#[async_trait]
-impl ReadinessCheck for Loading {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        if self.loaded.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            Err("loading state".into())
-        }
-    }
-}
-
 /// Holds a consumer's messages of a partition the consume loop reported (re)started (see
 /// [`super::Handler::partition_resumed`]) until a [`TopicFollower`] caught up: a replica that
 /// gains a partition applies what its previous owner wrote before handling its messages.
@@ -298,7 +287,7 @@ impl PartitionBarrier {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use super::*;
     use crate::bus::{Delivered, MemoryBus, MemorySettings, Outgoing, Subscription};
@@ -410,9 +399,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let follower = TopicFollower::start(
             Arc::new(bus.clone()),
-            &health,
+            &StateTopic::declare(&health, "t"),
             &quick(),
-            "t",
             apply,
             &shutdown,
         )
@@ -443,9 +431,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let follower = TopicFollower::start(
             Arc::new(bus.clone()),
-            &Health::default(),
+            &StateTopic::declare(&Health::default(), "state"),
             &quick(),
-            "state",
             apply,
             &shutdown,
         )
@@ -522,10 +509,14 @@ mod tests {
         let health = Health::default();
         let shutdown = CancellationToken::new();
         let (applied, apply) = slow_state();
+        let state = StateTopic::declare(&health, "t");
+        let readiness = health.readiness().await;
+        assert!(!readiness.ready, "not ready before the follower started");
+        assert_eq!(readiness.checks[0].name, "state:t");
         let start = tokio::spawn({
-            let (bus, health, shutdown) = (bus.clone(), health.clone(), shutdown.clone());
+            let (bus, shutdown) = (bus.clone(), shutdown.clone());
             async move {
-                TopicFollower::start(bus, &health, &quick(), "t", apply, &shutdown)
+                TopicFollower::start(bus, &state, &quick(), apply, &shutdown)
                     .await
                     .is_some()
             }
