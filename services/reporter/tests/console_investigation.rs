@@ -1,6 +1,6 @@
 //! The incident page shows the investigator's report taken off `opsmesh.investigations.v1`:
 //! findings with their cited tool results (tool, SPL, result digest), root cause, risk,
-//! proposals marked as advice, steps, tokens, cost and why it stopped.
+//! proposals marked as needing approval, steps, tokens, cost and why it stopped.
 
 mod support;
 
@@ -85,7 +85,7 @@ async fn the_incident_page_shows_the_investigation_report_its_citations_and_cost
     assert!(page.contains("id=\"investigation-tokens\">1800 prompt + 240 completion</dd>"));
     assert!(page.contains("id=\"investigation-cost\">$0.0042</dd>"));
     assert!(page.contains(
-        "<li class=\"advice\"><span class=\"badge\">advice</span> <strong>patch_memory_limit</strong>"
+        "<li class=\"proposal\"><span class=\"badge\">needs approval</span> <strong>patch_memory_limit</strong>"
     ));
     assert!(page.contains("<li>unknown_evidence: 1</li>"));
     let steps = &page[page.find("id=\"investigation-steps\"").unwrap()..];

@@ -1,5 +1,7 @@
 //! The incident page's investigation section: the investigator's report with every finding's
-//! cited tool results, its proposals (advice only), the steps it took and what it cost.
+//! cited tool results, its proposals (planned by the remediator only for an incident it
+//! escalated with nothing to do, and then only with a human's approval), the steps it took and
+//! what it cost.
 
 use std::fmt::Write;
 
@@ -124,11 +126,15 @@ fn proposals(c: &mut String, r: &InvestigationReport) {
     if r.proposed_actions.is_empty() {
         return;
     }
-    c.push_str("<h3>Proposed actions (advice: the remediator's plan and policy decide)</h3><ul id=\"investigation-actions\">");
+    c.push_str(
+        "<h3>Proposed actions (for an incident escalated with nothing to do, the remediator \
+         plans them through its runbooks and policy; each waits for a human's approval)</h3>\
+         <ul id=\"investigation-actions\">",
+    );
     for a in &r.proposed_actions {
         let _ = write!(
             c,
-            "<li class=\"advice\"><span class=\"badge\">advice</span> {}</li>",
+            "<li class=\"proposal\"><span class=\"badge\">needs approval</span> {}</li>",
             proposal(a)
         );
     }
