@@ -75,6 +75,43 @@ const KINDS: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
+/// One Kubernetes permission: verbs on a resource of an API group (`""` is core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permission {
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// Every Kubernetes call the investigator's tools make, all in the namespaces of
+/// `diagnoser.investigator.namespaces`: get and list of each kind in [`KINDS`]
+/// (`kubernetes_get`; `kubernetes_events` lists events, `container_states` gets or lists pods)
+/// and get on `pods/log` (`kubernetes_logs`). Never Secrets, never a write.
+/// deploy/k8s/diagnoser-rbac.expected.json lists the same (tests/rbac.rs), and deploy/check.sh
+/// compares the role of deploy/k8s/components/diagnoser-investigator with that file.
+pub const KUBERNETES_PERMISSIONS: &[Permission] = &[
+    read("", "events"),
+    read("", "limitranges"),
+    read("", "pods"),
+    Permission {
+        api_group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+    },
+    read("", "resourcequotas"),
+    read("argoproj.io", "applications"),
+    read("serving.kserve.io", "inferenceservices"),
+    read("wgpolicyk8s.io", "policyreports"),
+];
+
+const fn read(api_group: &'static str, resource: &'static str) -> Permission {
+    Permission {
+        api_group,
+        resource,
+        verbs: &["get", "list"],
+    }
+}
+
 /// Names of the readable kinds, for the tool description and refusals.
 pub fn kind_names() -> String {
     KINDS.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
@@ -339,6 +376,27 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("accepted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_permissions_are_what_the_kind_table_and_the_log_read_need() {
+        let mut needed: Vec<(&str, &str, Vec<&str>)> = KINDS
+            .iter()
+            .map(|(_, group, _, _, plural)| (*group, *plural, vec!["get", "list"]))
+            .collect();
+        needed.push(("", "pods/log", vec!["get"]));
+        needed.sort();
+        let declared: Vec<(&str, &str, Vec<&str>)> = KUBERNETES_PERMISSIONS
+            .iter()
+            .map(|p| (p.api_group, p.resource, p.verbs.to_vec()))
+            .collect();
+        assert_eq!(declared, needed, "sorted by group, then resource");
+        assert!(
+            !declared
+                .iter()
+                .any(|(_, resource, _)| *resource == "secrets"),
+            "never Secrets"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::llm::Endpoint;
 
 pub use budget::Limits;
 pub(crate) use incident::build;
-pub use kube_reads::LogsConfig;
+pub use kube_reads::{KUBERNETES_PERMISSIONS, LogsConfig, Permission};
 use kube_reads::client as kube_client;
 pub(crate) use queue::RequestHandler;
 pub use spl_guard::SplGuardConfig;
@@ -52,7 +52,9 @@ pub struct InvestigatorConfig {
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig context (default: the current one).
     pub kube_context: Option<String>,
-    /// Namespaces the Kubernetes and OpenCost reads may touch (and proposals may target).
+    /// Namespaces the Kubernetes and OpenCost reads may touch (and proposals may target). A
+    /// list, or comma-separated (`OPSMESH__DIAGNOSER__INVESTIGATOR__NAMESPACES=a,b`).
+    #[serde(deserialize_with = "opsmesh_runtime::config::name_list")]
     pub namespaces: Vec<String>,
     /// OpenCost API base (e.g. `http://opencost.opencost:9003`); unset: no cost tool.
     pub opencost_url: Option<String>,
