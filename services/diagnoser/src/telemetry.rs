@@ -18,7 +18,7 @@ use crate::tables::{DiagnoserMetrics, Lru, TableMetrics};
 pub const DEFAULT_MAX_RESOURCES: usize = 20_000;
 
 /// A telemetry record as evidence: where it came from and when.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Observed<T> {
     pub resource: String,
     pub observed_at: DateTime<Utc>,
@@ -294,6 +294,24 @@ impl TelemetryStore {
     pub fn application(&self, name: &str) -> Option<Observed<GitOpsStatus>> {
         let series = self.series.read().unwrap_or_else(|p| p.into_inner());
         series.gitops.get(name).and_then(|h| h.back().cloned())
+    }
+
+    /// What the collector last reported about a namespace — its models (latest and oldest in
+    /// the window), cost, failing policies and applications — as the investigator's facts.
+    /// Per-pod costs are left out: a namespace's pods would crowd out the rest.
+    pub fn namespace_facts(&self, namespace: &str) -> serde_json::Value {
+        let models: Vec<_> = self
+            .models_in(namespace)
+            .into_iter()
+            .map(|(latest, oldest)| serde_json::json!({"latest": latest, "oldest_in_window": oldest}))
+            .collect();
+        serde_json::json!({
+            "namespace": namespace,
+            "models": models,
+            "cost": self.costs(namespace).0,
+            "failing_policies": self.failing_policies(namespace, None),
+            "applications": self.applications_in(namespace),
+        })
     }
 
     /// Applications deployed to a namespace.

@@ -151,6 +151,16 @@ async fn a_question_is_taken_up_runs_and_ends_with_its_report() {
     let running =
         support::start_adding(config(), |d| d.with_investigator(Some(investigator))).await;
 
+    // What the collector reported about the namespace reaches the model as facts.
+    // (An alert about the model is diagnosed from that telemetry once it was read.)
+    support::publish_oom_telemetry(&running.ctx, "gpt-oss-120b").await;
+    let alert = Envelope::new("test", "default", None, support::alert("gpt-oss-120b"));
+    running.ctx.publisher.publish("fp", &alert).await.unwrap();
+    let diagnosis = support::diagnoses(&running.bus, 1).await.remove(0);
+    assert_eq!(
+        diagnosis.payload.root_cause,
+        opsmesh_proto::RootCause::OomKilled
+    );
     ask(&running.ctx, &request("inv-question", |_| {})).await;
     let events = events_of(&running.bus, "inv-question", has_report).await;
 
@@ -167,6 +177,8 @@ async fn a_question_is_taken_up_runs_and_ends_with_its_report() {
     // The model read the question as the facts it may cite.
     let facts = &model.tool_results(1)[0].1;
     assert!(facts.contains("since Tuesday"), "{facts}");
+    assert!(facts.contains("\"telemetry\""), "{facts}");
+    assert!(facts.contains("OOMKilled"), "{facts}");
     assert_eq!(
         events[0].question,
         "Why does ml-team-a cost so much since Tuesday?"

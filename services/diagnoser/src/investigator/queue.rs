@@ -223,8 +223,23 @@ impl RequestHandler {
                 None => {}
             }
         }
+        // The telemetry the collector reported about the namespace in question (the
+        // request's, else the incident target's), as the tool results are: citable facts.
+        let target_namespace = r.incident_id.as_deref().and_then(|id| {
+            let target = self.inner.incidents.find(id)?.target?;
+            target.split('/').nth(1).map(str::to_owned)
+        });
+        let telemetry = r
+            .namespace
+            .clone()
+            .or(target_namespace)
+            .filter(|ns| allowed.contains(ns))
+            .map(|ns| self.inner.telemetry.namespace_facts(&ns));
         if let Some(question) = &r.question {
             facts = serde_json::json!({"question": question, "known": facts});
+        }
+        if let (Some(telemetry), serde_json::Value::Object(map)) = (telemetry, &mut facts) {
+            map.insert("telemetry".into(), telemetry);
         }
         Ok(Subject {
             incident_id: r.incident_id.clone(),
