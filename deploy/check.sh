@@ -19,7 +19,8 @@
 #      upstream-generated schema of npm @kubernetes-models/keda
 #   5. deployment policy: probes, resources, drain grace, security context,
 #      secrets referenced not inlined, PDBs, autoscaling, NetworkPolicies,
-#      least-privilege RBAC == deploy/k8s/*-rbac.expected.json, topics Job
+#      least-privilege RBAC == deploy/k8s/*-rbac.expected.json (the diagnoser's
+#      when components/diagnoser-investigator binds it), topics Job
 #   5a. egress: each service's NetworkPolicies reach its declared peers
 #      (checks/validate_egress.py, from the code's endpoints and the rendered
 #      config) and nothing else; prod's name every peer (components/
@@ -50,9 +51,9 @@ CACHE="${OPSMESH_CACHE_DIR:-$HOME/.cache/opsmesh}"
 VENV="$CACHE/venv"
 NODE_PREFIX="$CACHE/node-deploy-checks"
 K8S_VERSIONS="${OPSMESH_K8S_VERSIONS:-1.30,1.34}"
-OVERLAYS=(base overlays/dev overlays/prod overlays/prod-namespaced)
+OVERLAYS=(base overlays/dev overlays/prod overlays/prod-namespaced overlays/prod-investigator)
 # Renders whose egress must name every peer (components/egress-pinned).
-PINNED=(prod prod-namespaced)
+PINNED=(prod prod-namespaced prod-investigator)
 RELEASE=()
 case "${1:-}" in
     --release) RELEASE=(--release) ;;

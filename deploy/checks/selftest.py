@@ -25,7 +25,7 @@ import validate_monitoring
 HERE = Path(__file__).resolve().parent
 
 
-def mutate_k8s(docs: list[dict]) -> tuple[list[dict], list[str]]:
+def mutate_k8s(docs: list[dict], deploy: Path) -> tuple[list[dict], list[str]]:
     docs = copy.deepcopy(docs)
     expect = []
     for d in docs:
@@ -50,6 +50,25 @@ def mutate_k8s(docs: list[dict]) -> tuple[list[dict], list[str]]:
         if kind == "PrometheusRule":
             d["spec"]["groups"][0]["rules"][0]["severity"] = "warning"
             expect.append("('severity' was unexpected)")
+    # The investigator's role reading Secrets and deleting pods, bound cluster-wide and in a
+    # namespace, with the investigator off and the diagnoser without its API token.
+    role = yaml.safe_load((deploy / "k8s/components/diagnoser-investigator/diagnoser-rbac.yaml").read_text())
+    role["rules"] += [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+                      {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}]
+    binding = {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "opsmesh-diagnoser"},
+               "subjects": [{"kind": "ServiceAccount", "name": "opsmesh-diagnoser", "namespace": "opsmesh"}]}
+    docs += [role,
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+              "metadata": {"name": "opsmesh-diagnoser"}, **binding},
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+              "metadata": {"name": "opsmesh-diagnoser", "namespace": "ml-serving"}, **binding}]
+    expect += ["grants more than expected: core/pods:delete, core/secrets:get",
+               "the diagnoser must never read Secrets", "the diagnoser must be read-only",
+               "the diagnoser must be bound per namespace (RoleBinding), never cluster-wide",
+               "the diagnoser is bound but OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED is not true",
+               "OPSMESH__DIAGNOSER__INVESTIGATOR__NAMESPACES [] differs from the diagnoser's RoleBindings ['ml-serving']",
+               "Deployment/opsmesh/opsmesh-diagnoser: needs the API token"]
     docs.append({"apiVersion": "v1", "kind": "Secret",
                  "metadata": {"name": "inlined", "namespace": "opsmesh"}, "stringData": {"k": "v"}})
     expect.append("a Secret object is rendered")
@@ -81,6 +100,12 @@ def mutate_egress(docs: list[dict]) -> tuple[list[dict], list[str]]:
         if name == "remediator-egress":
             d["spec"]["egress"] = d["spec"]["egress"][:1]
             expect.append("declared peer argocd (namespace argocd, port 8080) has no egress rule")
+    for d in docs:
+        if d.get("kind") == "ConfigMap" and d["metadata"]["name"].startswith("opsmesh-diagnoser"):
+            # The investigator on without its egress: the API server and the LLM endpoint.
+            d["data"]["OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED"] = "true"
+            expect += ["diagnoser: declared peer kubernetes-api (outside the pod network, port 6443) has no egress rule",
+                       "diagnoser: declared peer llm (outside the pod network, port 443) has no egress rule"]
     expect.append("no placeholder CIDR left (--release)")
     return docs, expect
 
@@ -118,7 +143,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         docs = [d for d in yaml.safe_load_all(a.render.read_text()) if d]
-        bad, expect = mutate_k8s(docs)
+        bad, expect = mutate_k8s(docs, a.deploy)
         f = tmp / "bad.yaml"
         f.write_text(yaml.safe_dump_all(bad))
         rc, out = run([sys.executable, str(HERE / "validate_k8s.py"), "--deploy", str(a.deploy),

@@ -53,10 +53,18 @@ class Endpoint:
     key: str | None = None  # the setting holding its URL; unset = not called
     fixed: Peer | None = None
     default_port: int | None = None  # an optional peer's port when its key is unset (port-only rules)
+    # Called only when one of these settings is `true` (then at `key`, else `default_url`).
+    switches: tuple[str, ...] = ()
+    default_url: str | None = None
+
+    def switched_on(self, config: dict[str, str]) -> bool:
+        return any(config.get(s, "false").lower() == "true" for s in self.switches)
 
 
 DNS = Peer("dns", "kube-system", frozenset({53}))
 KUBERNETES_API = Peer("kubernetes-api", None, frozenset({443, 6443}))
+LLM_ON = "OPSMESH__DIAGNOSER__LLM__ENABLED"
+INVESTIGATOR_ON = "OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED"
 # services/<name>/src: the endpoints each one calls besides DNS and Kafka (all do).
 PEERS: dict[str, list[Endpoint]] = {
     "alert-receiver": [],
@@ -64,10 +72,15 @@ PEERS: dict[str, list[Endpoint]] = {
     "collector": [Endpoint("kubernetes-api", fixed=KUBERNETES_API),
                   Endpoint("opencost", "OPSMESH__COLLECTOR__OPENCOST__URL"),
                   Endpoint("argocd", "OPSMESH__COLLECTOR__ARGOCD__URL")],
-    # splunk.rs, splunk_mcp.rs, llm.rs (off unless OPSMESH__DIAGNOSER__LLM__ENABLED)
+    # splunk.rs, splunk_mcp.rs, llm.rs (the advisor, OPSMESH__DIAGNOSER__LLM__ENABLED, and the
+    # investigator use it), investigator/ (kube_reads.rs in-cluster client, tools.rs OpenCost)
     "diagnoser": [Endpoint("splunk-search", "OPSMESH__DIAGNOSER__SPLUNK__URL"),
                   Endpoint("splunk-mcp", "OPSMESH__DIAGNOSER__SPLUNK_MCP__URL", default_port=443),
-                  Endpoint("llm", "OPSMESH__DIAGNOSER__LLM__BASE_URL", default_port=443)],
+                  Endpoint("llm", "OPSMESH__DIAGNOSER__LLM__BASE_URL", default_port=443,
+                           switches=(LLM_ON, INVESTIGATOR_ON), default_url="https://api.openai.com/v1"),
+                  Endpoint("kubernetes-api", fixed=KUBERNETES_API, switches=(INVESTIGATOR_ON,)),
+                  Endpoint("opencost", "OPSMESH__DIAGNOSER__INVESTIGATOR__OPENCOST_URL",
+                           switches=(INVESTIGATOR_ON,))],
     # cluster.rs (kube client), argocd.rs
     "remediator": [Endpoint("kubernetes-api", fixed=KUBERNETES_API),
                    Endpoint("argocd", "OPSMESH__REMEDIATOR__ARGOCD__URL")],
@@ -98,14 +111,16 @@ def declared(service: str, config: dict[str, str]) -> tuple[list[Peer], set[int]
         host, _, port = broker.rpartition(":")
         peers.append(host_peer("kafka", host, int(port)))
     optional = set()
-    llm_on = config.get("OPSMESH__DIAGNOSER__LLM__ENABLED", "false").lower() == "true"
     for e in PEERS[service]:
-        if e.fixed:
+        if e.switches and not e.switched_on(config):
+            if e.default_port:
+                optional.add(e.default_port)
+        elif e.fixed:
             peers.append(e.fixed)
-        elif e.name == "llm" and llm_on:
-            peers.append(url_peer(e.name, config.get(e.key, "https://api.openai.com/v1")))
-        elif e.key in config and e.name != "llm":
+        elif e.key in config:
             peers.append(url_peer(e.name, config[e.key]))
+        elif e.default_url:
+            peers.append(url_peer(e.name, e.default_url))
         elif e.default_port:
             optional.add(e.default_port)
     return peers, optional

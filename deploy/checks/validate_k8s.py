@@ -17,7 +17,8 @@ For every rendered kustomization (base and overlays):
     least-privilege RBAC, topic Job) - see the check names below.
 Also: deploy/k8s/base/remediator-rbac.yaml and every rendered remediator role
 equal deploy/k8s/remediator-rbac.expected.json; the collector's role equals
-deploy/k8s/collector-rbac.expected.json.
+deploy/k8s/collector-rbac.expected.json; the diagnoser's (components/
+diagnoser-investigator) deploy/k8s/diagnoser-rbac.expected.json.
 
 Prints one line per check and exits non-zero if any failed.
 """
@@ -37,7 +38,8 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 SERVICES = ["alert-receiver", "collector", "diagnoser", "remediator", "reporter"]
 CONSUMERS = ["diagnoser", "remediator", "reporter"]
-API_CLIENTS = {"collector", "remediator"}  # the only pods with an API token
+API_CLIENTS = {"collector", "remediator"}  # the only pods with an API token...
+INVESTIGATOR_ROLE = "opsmesh-diagnoser"  # ...and the diagnoser where this role is bound
 READ_VERBS = {"get", "list", "watch"}
 SECRETISH = re.compile(r"(TOKEN|SECRET|SECRETS|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIALS?)$")
 CLUSTER_SCOPED = {
@@ -194,6 +196,50 @@ def collector_binding_problems(objs: list[dict], roles: list[dict], cms: dict, d
     return probs
 
 
+def diagnoser_binding_problems(objs: list[dict], roles: list[dict], cms: dict, deploy: Path) -> list[str]:
+    """The investigator's role (components/diagnoser-investigator): exactly
+    diagnoser-rbac.expected.json, read-only, never Secrets, granted only by RoleBindings whose
+    namespaces equal OPSMESH__DIAGNOSER__INVESTIGATOR__NAMESPACES, with the investigator on."""
+    crbs = [b for b in by_kind(objs, "ClusterRoleBinding") if b["roleRef"]["name"] == INVESTIGATOR_ROLE]
+    rbs = [b for b in by_kind(objs, "RoleBinding") if b["roleRef"]["name"] == INVESTIGATOR_ROLE]
+    config = next((c.get("data") or {} for n, c in cms.items() if n.startswith("opsmesh-diagnoser")), {})
+    enabled = config.get("OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED", "false").lower() == "true"
+    namespaces = {n.strip() for n in config.get("OPSMESH__DIAGNOSER__INVESTIGATOR__NAMESPACES", "").split(",")
+                  if n.strip()}
+    probs = []
+    want = expected_rules(deploy / "k8s/diagnoser-rbac.expected.json")
+    for r in roles:
+        got = normalize_rules(r.get("rules", []))
+        probs += [f"{ident(r)}: {p}" for p in rbac_diff(got, want)]
+        if {v for _, _, v in got} - READ_VERBS:
+            probs.append(f"{ident(r)}: the diagnoser must be read-only")
+        if any(res == "secrets" for _, res, _ in got):
+            probs.append(f"{ident(r)}: the diagnoser must never read Secrets")
+    probs += [f"{ident(b)}: the diagnoser must be bound per namespace (RoleBinding), never cluster-wide"
+              for b in crbs]
+    if roles and not rbs:
+        probs.append("nothing binds the diagnoser's role (a RoleBinding per investigated namespace)")
+    if rbs and not roles:
+        probs.append(f"RoleBindings to {INVESTIGATOR_ROLE} but no such role is rendered")
+    if rbs:
+        if not enabled:
+            probs.append("the diagnoser is bound but OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED is not true")
+        bound = {b["metadata"]["namespace"] for b in rbs}
+        if namespaces != bound:
+            probs.append(f"OPSMESH__DIAGNOSER__INVESTIGATOR__NAMESPACES {sorted(namespaces)} differs from the "
+                         f"diagnoser's RoleBindings {sorted(bound)} (an unbound namespace answers 403)")
+    elif enabled:
+        probs.append("OPSMESH__DIAGNOSER__INVESTIGATOR__ENABLED=true but no RoleBinding grants the diagnoser "
+                     "its reads (components/diagnoser-investigator): every Kubernetes tool answers 403")
+    return probs
+
+
+def api_clients(objs: list[dict]) -> set[str]:
+    """The services that talk to the API server in this render."""
+    investigating = any(b["roleRef"]["name"] == INVESTIGATOR_ROLE for b in by_kind(objs, "RoleBinding"))
+    return API_CLIENTS | ({"diagnoser"} if investigating else set())
+
+
 # ---------------------------------------------------------------- schema ----
 
 def schema_problems(objs: list[dict], versions: list[str], crd_dir: Path) -> list[str]:
@@ -315,6 +361,7 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
 
     # ---- per-Deployment rules
     sas = {s["metadata"]["name"] for s in by_kind(objs, "ServiceAccount")}
+    clients = api_clients(objs)
     probs = []
     for svc, d in deps.items():
         where = ident(d)
@@ -328,9 +375,9 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
         if sa != f"opsmesh-{svc}" or sa not in sas:
             probs.append(f"{where}: serviceAccountName {sa!r} (want its own opsmesh-{svc}, rendered)")
         automount = pod.get("automountServiceAccountToken")
-        if svc in API_CLIENTS and automount is not True:
+        if svc in clients and automount is not True:
             probs.append(f"{where}: needs the API token (automountServiceAccountToken: true)")
-        if svc not in API_CLIENTS and automount is not False:
+        if svc not in clients and automount is not False:
             probs.append(f"{where}: must not mount an API token (automountServiceAccountToken: false)")
         tgps = pod.get("terminationGracePeriodSeconds", 30)
         for c in pod.get("containers", []):
@@ -479,16 +526,20 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
                 if "*" in rule.get(f, []):
                     probs.append(f"{ident(r)}: wildcard in {f}")
     names = {r["metadata"]["name"] for r in roles}
-    if names != {"opsmesh-collector", "opsmesh-remediator"}:
-        probs.append(f"unexpected roles: {sorted(names)} (want opsmesh-collector, opsmesh-remediator only)")
+    if not {"opsmesh-collector", "opsmesh-remediator"} <= names <= {"opsmesh-collector", "opsmesh-remediator",
+                                                                   INVESTIGATOR_ROLE}:
+        probs.append(f"unexpected roles: {sorted(names)} (want opsmesh-collector, opsmesh-remediator, "
+                     f"and {INVESTIGATOR_ROLE} with components/diagnoser-investigator)")
     rem = [r for r in roles if r["metadata"]["name"] == "opsmesh-remediator"]
     col = [r for r in roles if r["metadata"]["name"] == "opsmesh-collector"]
+    dia = [r for r in roles if r["metadata"]["name"] == INVESTIGATOR_ROLE]
     exp_rem = expected_rules(deploy / "k8s/remediator-rbac.expected.json")
     owned = remediator_owned_names(deploy.parent / "services/remediator/src/cluster.rs")
     for r in rem:
         probs += [f"{ident(r)}: {p}" for p in rbac_diff(normalize_rules(r.get("rules", [])), exp_rem)]
         probs += [f"{ident(r)}: {p}" for p in resource_name_problems(r.get("rules", []), owned)]
     probs += collector_binding_problems(objs, col, cms, deploy)
+    probs += diagnoser_binding_problems(objs, dia, cms, deploy)
     crbs = by_kind(objs, "ClusterRoleBinding")
     rbs = by_kind(objs, "RoleBinding")
     for b in crbs:
@@ -505,7 +556,7 @@ def policy(objs: list[dict], name: str, rep: Report, deploy: Path, overlay: bool
         want = {("ServiceAccount", b["roleRef"]["name"], "opsmesh")}
         if sub != want:
             probs.append(f"{ident(b)}: subjects {sorted(sub)} (want only the {b['roleRef']['name']} ServiceAccount)")
-    rep.check(f"{name}: RBAC least privilege (collector read-only = collector-rbac.expected.json, cluster-wide or per namespace; remediator = remediator-rbac.expected.json)", probs)
+    rep.check(f"{name}: RBAC least privilege (collector read-only = collector-rbac.expected.json, cluster-wide or per namespace; remediator = remediator-rbac.expected.json; diagnoser, if bound, read-only = diagnoser-rbac.expected.json per namespace)", probs)
 
     # ---- topic provisioning Job
     probs = []

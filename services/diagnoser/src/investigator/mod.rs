@@ -30,8 +30,8 @@ use crate::llm::Endpoint;
 
 pub use budget::Limits;
 pub(crate) use incident::build;
-pub use kube_reads::{KUBERNETES_PERMISSIONS, LogsConfig, Permission};
 use kube_reads::client as kube_client;
+pub use kube_reads::{KUBERNETES_PERMISSIONS, LogsConfig, Permission};
 pub(crate) use queue::RequestHandler;
 pub use spl_guard::SplGuardConfig;
 pub use tools::{ToolError, Toolbox};
