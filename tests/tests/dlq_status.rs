@@ -37,15 +37,16 @@ async fn run_opsmesh(broker: &Broker, args: &[&str]) -> (bool, String) {
     (output.status.success(), printed)
 }
 
-/// What `opsmesh status` prints for `service` once the service is ready (status exits 0) and
-/// the output shows each of `want` (sizes are refreshed every second here,
-/// `bus.dlq.size_interval`).
+/// What `opsmesh status` prints for `service` once the output shows each of `want` (sizes are
+/// refreshed every second here, `bus.dlq.size_interval`). The service was ready (its incident
+/// state loaded) before: status reports it ready (exits 0) every time.
 async fn status_showing(broker: &Broker, service: &Service, want: &[&str]) -> String {
     let url = service.admin_url("");
     let started = Instant::now();
     loop {
         let (ready, out) = run_opsmesh(broker, &["status", "--url", &url]).await;
-        if ready && want.iter().all(|w| out.contains(w)) {
+        assert!(ready, "opsmesh status: not ready after /readyz was:\n{out}");
+        if want.iter().all(|w| out.contains(w)) {
             return out;
         }
         assert!(
