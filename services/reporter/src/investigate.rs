@@ -46,6 +46,27 @@ pub enum Ask {
     },
 }
 
+impl Ask {
+    /// What a caller asked with the console API's or the MCP tool's three optional fields:
+    /// an incident, or a question (maybe about a namespace), never both.
+    pub fn from_fields(
+        incident_id: Option<String>,
+        question: Option<String>,
+        namespace: Option<String>,
+    ) -> Result<Self, &'static str> {
+        match (incident_id, question, namespace) {
+            (Some(id), None, None) => Ok(Self::Incident(id)),
+            (None, question, namespace) => Ok(Self::Question {
+                question: question.unwrap_or_default(),
+                namespace,
+            }),
+            _ => Err(
+                "incident_id: give either an incident_id or a question (with an optional namespace), not both",
+            ),
+        }
+    }
+}
+
 /// Publishes investigation requests for the console and the MCP tools.
 #[derive(Clone)]
 pub struct Requester {

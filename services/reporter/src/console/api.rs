@@ -202,26 +202,14 @@ pub(super) async fn api_investigate(
         Ok(request) => request,
         Err(problem) => return problem.response(),
     };
-    let ask = match request {
-        ApiInvestigate {
-            incident_id: Some(id),
-            question: None,
-            namespace: None,
-        } => Ask::Incident(id),
-        ApiInvestigate {
-            incident_id: None,
-            question,
-            namespace,
-        } => Ask::Question {
-            question: question.unwrap_or_default(),
-            namespace,
-        },
-        ApiInvestigate { .. } => {
+    let ask = match Ask::from_fields(request.incident_id, request.question, request.namespace) {
+        Ok(ask) => ask,
+        Err(why) => {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-request",
                 "Investigation not queued",
-                "incident_id: give either an incident_id or a question (with an optional namespace), not both",
+                why,
             )
             .at("/incident_id")
             .response();

@@ -54,25 +54,9 @@ impl McpServer {
                 holder.name, holder.role
             ));
         }
-        let ask = match args {
-            InvestigateArgs {
-                incident_id: Some(id),
-                question: None,
-                namespace: None,
-            } => Ask::Incident(id),
-            InvestigateArgs {
-                incident_id: None,
-                question,
-                namespace,
-            } => Ask::Question {
-                question: question.unwrap_or_default(),
-                namespace,
-            },
-            InvestigateArgs { .. } => {
-                return tool_error(
-                    "incident_id: give either an incident_id or a question (with an optional namespace), not both",
-                );
-            }
+        let ask = match Ask::from_fields(args.incident_id, args.question, args.namespace) {
+            Ok(ask) => ask,
+            Err(why) => return tool_error(why),
         };
         match self
             .requester
