@@ -221,6 +221,10 @@ fn dlq_sizes(m: &Metrics) -> String {
                 is 0s)"
             .into();
     }
+    let held = m.sum("opsmesh_bus_dlq_messages");
+    if held == 0.0 {
+        return "none".into();
+    }
     let waiting = if m.has("opsmesh_bus_dlq_unreplayed_messages") {
         listing(
             &m.sum_by("opsmesh_bus_dlq_unreplayed_messages", "topic"),
@@ -229,10 +233,7 @@ fn dlq_sizes(m: &Metrics) -> String {
     } else {
         "unknown (the replay group's offsets could not be read; see the process's log)".into()
     };
-    format!(
-        "not replayed {waiting}; held {} (replayed ones included)",
-        m.sum("opsmesh_bus_dlq_messages")
-    )
+    format!("not replayed {waiting}; held {held} (replayed ones included)")
 }
 
 /// The total and its non-zero parts (`3 (a 1, b 2)`), or `none` when there is nothing.
@@ -346,6 +347,11 @@ mod tests {
             dlq_sizes(&m),
             "not replayed 2 (opsmesh.alerts.v1.dlq 2); held 3 (replayed ones included)"
         );
+        let empty = Metrics::parse(
+            "opsmesh_bus_dlq_messages{topic=\"opsmesh.alerts.v1.dlq\"} 0\n\
+             opsmesh_bus_dlq_unreplayed_messages{topic=\"opsmesh.alerts.v1.dlq\"} 0\n",
+        );
+        assert_eq!(dlq_sizes(&empty), "none");
         let held_only =
             Metrics::parse("opsmesh_bus_dlq_messages{topic=\"opsmesh.alerts.v1.dlq\"} 3\n");
         assert!(
