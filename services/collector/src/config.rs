@@ -104,6 +104,14 @@ pub struct OpenCostConfig {
     /// (the size a cost remediation scales back to), in sets of `history_step`.
     pub history: String,
     pub history_step: String,
+    /// How often that history is read again; between reads the workloads' usual sizes are
+    /// reused (they move slowly, and a day of sets per step is a heavy query).
+    #[serde(with = "humantime_serde")]
+    pub history_refresh: Duration,
+    /// How long usual sizes from the last successful read stay in use while reads fail;
+    /// older, the costs are reported without them rather than with a stale size.
+    #[serde(with = "humantime_serde")]
+    pub history_max_age: Duration,
 }
 
 impl Default for OpenCostConfig {
@@ -113,6 +121,8 @@ impl Default for OpenCostConfig {
             window: "1h".into(),
             history: "24h".into(),
             history_step: "1h".into(),
+            history_refresh: Duration::from_secs(15 * 60),
+            history_max_age: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -231,6 +241,18 @@ impl Validate for CollectorConfig {
             return Err(ConfigError::invalid(
                 key("opencost.history_step"),
                 "must not be longer than opencost.history",
+            ));
+        }
+        if self.opencost.history_refresh.is_zero() {
+            return Err(ConfigError::invalid(
+                key("opencost.history_refresh"),
+                "must be longer than 0s",
+            ));
+        }
+        if self.opencost.history_max_age < self.opencost.history_refresh {
+            return Err(ConfigError::invalid(
+                key("opencost.history_max_age"),
+                "must not be shorter than opencost.history_refresh",
             ));
         }
         if let Some(u) = &self.argocd.url {

@@ -19,7 +19,7 @@ use kube::{
     Client,
     config::{KubeConfigOptions, Kubeconfig},
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 use tokio_util::sync::CancellationToken;
 
 use opsmesh_proto::{
@@ -33,7 +33,7 @@ use opsmesh_runtime::{
 };
 
 pub use config::{CollectorConfig, Scope};
-use sources::{Costs, GitOps, Models, Policies, Records, Source};
+use sources::{BaselineCache, Costs, GitOps, Models, Policies, Records, Source};
 
 pub const SERVICE: ServiceDef = ServiceDef {
     name: "collector",
@@ -132,6 +132,33 @@ impl CollectorMetrics {
     }
 }
 
+/// The OpenCost history cache with its metrics (registered only when costs are read).
+fn baseline_cache(config: &CollectorConfig, registry: &prometheus::Registry) -> BaselineCache {
+    let failures = register(
+        registry,
+        IntCounter::new(
+            "collector_opencost_history_refresh_failures_total",
+            "Reads of OpenCost's allocation history (the workloads' usual sizes) that failed",
+        )
+        .expect("valid counter"),
+    );
+    let age = register(
+        registry,
+        Gauge::new(
+            "collector_opencost_history_age_seconds",
+            "Seconds since the last successful read of OpenCost's allocation history started \
+             (since the collector started, before the first)",
+        )
+        .expect("valid gauge"),
+    );
+    BaselineCache::new(
+        config.opencost.history_refresh,
+        config.opencost.history_max_age,
+        failures,
+        age,
+    )
+}
+
 /// What one pass produced, per source: records or the error.
 #[derive(Debug, Default)]
 pub struct Pass {
@@ -225,6 +252,7 @@ impl Collector {
                 window: config.opencost.window.clone(),
                 history: config.opencost.history.clone(),
                 history_step: config.opencost.history_step.clone(),
+                baseline_cache: baseline_cache(&config, &ctx.registry),
                 // Only for the namespaces' budget annotations, a cluster-scoped read.
                 client: client.clone().filter(|_| cluster_reads),
                 namespaces: config.namespaces.clone(),

@@ -34,7 +34,7 @@ const MAX_EVENTS: usize = 10;
 pub type Records = Vec<(String, TelemetryRecord)>;
 
 mod costs;
-pub use costs::Costs;
+pub use costs::{BaselineCache, Costs};
 
 #[async_trait]
 pub trait Source: Send + Sync {

@@ -1,7 +1,16 @@
 //! The collector against the cluster simulator: real kube-rs / reqwest clients, a
 //! multi-namespace cluster with faults, failing and hanging sources isolated.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 
 use opsmesh_collector::{Collector, CollectorConfig};
 use opsmesh_proto::{
@@ -55,10 +64,21 @@ async fn fixture() -> Fixture {
 }
 
 fn tree(f: &Fixture, extra: &str) -> ConfigTree {
+    tree_with_opencost(f, &f.server.opencost_url(), "", extra)
+}
+
+/// [`tree`] with the collector reading OpenCost at `opencost`, with `opencost_settings` in
+/// `[collector.opencost]`.
+fn tree_with_opencost(
+    f: &Fixture,
+    opencost: &str,
+    opencost_settings: &str,
+    extra: &str,
+) -> ConfigTree {
     let toml = format!(
-        "cluster = \"sim-eu-1\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[bus]\nkind = \"memory\"\n[collector]\ninterval = \"200ms\"\nsource_timeout = \"2s\"\nkubeconfig = \"{kc}\"\n[collector.opencost]\nurl = \"{oc}\"\nwindow = \"1h\"\n[collector.argocd]\nurl = \"{argo}\"\ntoken = \"{token}\"\n{extra}",
+        "cluster = \"sim-eu-1\"\n[http]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[bus]\nkind = \"memory\"\n[collector]\ninterval = \"200ms\"\nsource_timeout = \"2s\"\nkubeconfig = \"{kc}\"\n[collector.opencost]\nurl = \"{oc}\"\nwindow = \"1h\"\n{opencost_settings}\n[collector.argocd]\nurl = \"{argo}\"\ntoken = \"{token}\"\n{extra}",
         kc = f.dir.path().join("kubeconfig").display(),
-        oc = f.server.opencost_url(),
+        oc = opencost,
         argo = f.server.argocd_url(),
         token = f.server.argocd_token(),
     );
@@ -321,4 +341,198 @@ fn configuration_errors_name_the_key() {
     assert!(
         err("[collector.budgets]\nml-team-a = -1.0\n").contains("`collector.budgets.ml-team-a`")
     );
+    assert!(
+        err("[collector.opencost]\nhistory_refresh = \"0s\"\n")
+            .contains("`collector.opencost.history_refresh`")
+    );
+    assert!(
+        err("[collector.opencost]\nhistory_refresh = \"1h\"\nhistory_max_age = \"30m\"\n")
+            .contains("`collector.opencost.history_max_age`")
+    );
+}
+
+/// OpenCost in front of the simulator's: forwards every allocation query, counts the history
+/// queries (`accumulate=false`) and, while `fail_history` is set, answers those as OpenCost
+/// answers a failed computation.
+struct OpenCostProxy {
+    url: String,
+    history_queries: Arc<AtomicUsize>,
+    fail_history: Arc<AtomicBool>,
+}
+
+impl OpenCostProxy {
+    fn start(upstream: String) -> Self {
+        let history_queries = Arc::new(AtomicUsize::new(0));
+        let fail_history = Arc::new(AtomicBool::new(false));
+        let (count, fail) = (history_queries.clone(), fail_history.clone());
+        let forward = move |req: HttpRequest| {
+            let (upstream, count, fail) = (upstream.clone(), count.clone(), fail.clone());
+            async move {
+                let query = req.query_string().to_owned();
+                if query.split('&').any(|kv| kv == "accumulate=false") {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if fail.load(Ordering::SeqCst) {
+                        return HttpResponse::InternalServerError().json(serde_json::json!({
+                            "code": 500, "status": "error",
+                            "message": "error computing allocation: prometheus query timed out"
+                        }));
+                    }
+                }
+                let answer = reqwest::get(format!("{upstream}{}?{query}", req.path()))
+                    .await
+                    .expect("the simulator answers");
+                let status = answer.status().as_u16();
+                let body = answer.bytes().await.expect("the simulator's body");
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .content_type("application/json")
+                    .body(body)
+            }
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            App::new().default_service(actix_web::web::to(forward.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self {
+            url,
+            history_queries,
+            fail_history,
+        }
+    }
+
+    fn history_queries(&self) -> usize {
+        self.history_queries.load(Ordering::SeqCst)
+    }
+}
+
+/// The value of the collector's metric `name` (`opsmesh_` prefixed), a counter or a gauge.
+fn metric(ctx: &Context, name: &str) -> f64 {
+    let family = ctx
+        .registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == format!("opsmesh_{name}"))
+        .unwrap_or_else(|| panic!("no metric {name}"));
+    let m = &family.get_metric()[0];
+    if family.get_field_type() == prometheus::proto::MetricType::COUNTER {
+        m.get_counter().get_value()
+    } else {
+        m.get_gauge().get_value()
+    }
+}
+
+/// `ml-team-a`'s usual sizes in a pass that read costs without error.
+fn team_a_baselines(pass: &opsmesh_collector::Pass) -> BTreeMap<String, u32> {
+    assert!(pass.errors.is_empty(), "{:?}", pass.errors);
+    let records = by_key(&pass.records);
+    let TelemetryRecord::Costs(team_a) = &records["cost/ml-team-a"] else {
+        panic!("{:?}", records.keys())
+    };
+    // The costs themselves are read every pass.
+    assert!((team_a.hourly_cost_usd - 27.0).abs() < 0.01, "{team_a:?}");
+    team_a.baseline_replicas.clone()
+}
+
+fn usual_team_a() -> BTreeMap<String, u32> {
+    BTreeMap::from([
+        ("embedder-predictor".to_owned(), 1),
+        ("gpt-oss-120b-predictor".to_owned(), 2),
+    ])
+}
+
+#[tokio::test]
+async fn the_opencost_history_is_read_once_per_refresh() {
+    let f = fixture().await;
+    let opencost = OpenCostProxy::start(f.server.opencost_url());
+    let refresh = Duration::from_millis(1500);
+    let t = tree_with_opencost(&f, &opencost.url, "history_refresh = \"1500ms\"\n", "");
+    let (collector, ctx, _bus) = collector(&t).await;
+    let first = Instant::now();
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        usual_team_a()
+    );
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        usual_team_a()
+    );
+    assert!(first.elapsed() < refresh, "both passes within the refresh");
+    assert_eq!(
+        opencost.history_queries(),
+        1,
+        "the second pass reused the first's"
+    );
+
+    // The first read started just after `first`.
+    tokio::time::sleep_until((first + refresh + Duration::from_millis(100)).into()).await;
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        usual_team_a()
+    );
+    assert_eq!(
+        opencost.history_queries(),
+        2,
+        "read again after the refresh"
+    );
+    let age = metric(&ctx, "collector_opencost_history_age_seconds");
+    assert!(age < 0.5, "{age}: the read just now");
+    assert_eq!(
+        metric(&ctx, "collector_opencost_history_refresh_failures_total"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_failing_history_keeps_the_last_baselines_until_their_max_age() {
+    let f = fixture().await;
+    let opencost = OpenCostProxy::start(f.server.opencost_url());
+    let t = tree_with_opencost(
+        &f,
+        &opencost.url,
+        "history_refresh = \"300ms\"\nhistory_max_age = \"1500ms\"\n",
+        "",
+    );
+    let (collector, ctx, _bus) = collector(&t).await;
+    let failures = || metric(&ctx, "collector_opencost_history_refresh_failures_total");
+    let read = Instant::now();
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        usual_team_a()
+    );
+
+    opencost.fail_history.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pass = collector.collect_once().await;
+    assert_eq!(opencost.history_queries(), 2);
+    assert_eq!(
+        team_a_baselines(&pass),
+        usual_team_a(),
+        "the last read's kept"
+    );
+    assert_eq!(failures(), 1.0);
+    let age = metric(&ctx, "collector_opencost_history_age_seconds");
+    assert!((0.4..1.5).contains(&age), "{age}");
+
+    // Past history_max_age the stale sizes are dropped; the costs are still reported.
+    tokio::time::sleep_until((read + Duration::from_millis(1800)).into()).await;
+    let pass = collector.collect_once().await;
+    assert_eq!(opencost.history_queries(), 3);
+    assert_eq!(team_a_baselines(&pass), BTreeMap::new());
+    assert_eq!(failures(), 2.0);
+    assert!(metric(&ctx, "collector_opencost_history_age_seconds") >= 1.5);
+
+    opencost.fail_history.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        usual_team_a()
+    );
+    assert_eq!(opencost.history_queries(), 4);
+    assert_eq!(failures(), 2.0);
 }

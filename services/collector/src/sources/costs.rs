@@ -14,6 +14,10 @@ use opsmesh_proto::telemetry::{CostAllocation, TelemetryRecord};
 use super::{BUDGET_ANNOTATION, Records, Source, kube_err};
 use crate::config::window_hours;
 
+mod baseline_cache;
+pub use baseline_cache::BaselineCache;
+use baseline_cache::Baselines;
+
 pub struct Costs {
     pub http: reqwest::Client,
     pub url: String,
@@ -22,6 +26,8 @@ pub struct Costs {
     /// sets of `history_step`.
     pub history: String,
     pub history_step: String,
+    /// The last read of that history, reused until `history_refresh`.
+    pub baseline_cache: BaselineCache,
     /// For the namespaces' budget annotations; `None`: budgets from the configuration only.
     pub client: Option<Client>,
     pub namespaces: Vec<String>,
@@ -81,7 +87,7 @@ impl Costs {
 
     /// Each workload's usual size per namespace: pod allocations over `history`, one set per
     /// `history_step` (`accumulate=false`), reduced by [`baselines`].
-    async fn history_baselines(&self) -> Result<BTreeMap<String, BTreeMap<String, u32>>, String> {
+    async fn history_baselines(&self) -> Result<Baselines, String> {
         let sets = self
             .sets(&[
                 ("window", self.history.as_str()),
@@ -127,12 +133,23 @@ impl Source for Costs {
 
     async fn collect(&self) -> Result<Records, String> {
         let hours = window_hours(&self.window).unwrap_or(1.0);
-        let (namespaces, pods, annotated, mut baselines) = tokio::try_join!(
+        let history_read = async {
+            if self.baseline_cache.claim_read() {
+                Some(self.history_baselines().await)
+            } else {
+                None
+            }
+        };
+        // A failed history read is the cache's to handle (it keeps the last baselines), not
+        // a failure of the costs read.
+        let (namespaces, pods, annotated, history_read) = tokio::join!(
             self.allocation("namespace"),
             self.allocation("pod"),
             self.annotated_budgets(),
-            self.history_baselines()
-        )?;
+            history_read
+        );
+        let mut baselines = self.baseline_cache.baselines(history_read);
+        let (namespaces, pods, annotated) = (namespaces?, pods?, annotated?);
         let budget = |ns: &str| {
             annotated
                 .get(ns)
@@ -191,7 +208,7 @@ fn round(v: f64) -> f64 {
 /// Replicas each controller ran per step: its pods' minutes in the step over the step's
 /// length (so pods replaced mid-step count once); the median over the steps it ran in,
 /// rounded, by namespace and controller. Pods without a controller are left out.
-pub(super) fn baselines(sets: &[Value]) -> BTreeMap<String, BTreeMap<String, u32>> {
+pub(super) fn baselines(sets: &[Value]) -> Baselines {
     let mut per_step: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for set in sets {
         let mut replicas: BTreeMap<(String, String), f64> = BTreeMap::new();
@@ -222,7 +239,7 @@ pub(super) fn baselines(sets: &[Value]) -> BTreeMap<String, BTreeMap<String, u32
             per_step.entry(key).or_default().push(r);
         }
     }
-    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    let mut out = Baselines::new();
     for ((ns, controller), mut steps) in per_step {
         steps.sort_by(f64::total_cmp);
         let mid = steps.len() / 2;
