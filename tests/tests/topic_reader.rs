@@ -1,6 +1,7 @@
 //! The runtime's topic reader and follower on a real Kafka-protocol broker (tansu): an empty
 //! topic, records written before open read to the end and `CaughtUp` right there, records
-//! written later followed, and `catch_up` waiting for what another producer wrote.
+//! written later followed, `catch_up` waiting for what another producer wrote, and a reader
+//! opened from offsets never delivering the records before them.
 
 use std::{
     sync::{Arc, Mutex},
@@ -134,4 +135,40 @@ async fn catch_up_waits_for_what_another_producer_wrote() {
     seen.sort_unstable();
     assert_eq!(seen, (0..40).collect::<Vec<_>>());
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_opened_from_offsets_never_delivers_the_records_before_them() {
+    let broker = Broker::memory();
+    let bus = kafka_bus(&broker);
+    bus.ensure_topics(&["history".to_owned()]).await.unwrap();
+    for n in 0..30 {
+        bus.publish(record("history", n)).await.unwrap();
+    }
+    let from = bus.end_offsets("history").await.unwrap();
+    for n in 30..35 {
+        bus.publish(record("history", n)).await.unwrap();
+    }
+    let mut reader = bus.read_topic_from("history", &from).await.unwrap();
+    assert_eq!(reader.positions(), from, "starts at the offsets asked for");
+    let mut read = Vec::new();
+    while let ReadEvent::Record(r) = next(&mut reader).await {
+        assert!(r.offset >= from[&r.partition], "{} delivered", r.offset);
+        read.push(number(&r.payload));
+    }
+    for n in 35..40 {
+        bus.publish(record("history", n)).await.unwrap();
+    }
+    while read.len() < 10 {
+        match next(&mut reader).await {
+            ReadEvent::Record(r) => read.push(number(&r.payload)),
+            ReadEvent::CaughtUp => panic!("caught up is reported once"),
+        }
+    }
+    read.sort_unstable();
+    assert_eq!(read, (30..40).collect::<Vec<_>>(), "only what came after");
+    assert_eq!(
+        reader.positions(),
+        bus.end_offsets("history").await.unwrap()
+    );
 }

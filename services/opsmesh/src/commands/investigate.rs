@@ -3,8 +3,8 @@
 //!
 //! The request is a message on `opsmesh.investigation-requests.v1`; the investigator answers
 //! on `opsmesh.investigations.v1` under the same id. Both are read with the runtime's
-//! [`TopicFollower`] (whole topic, no consumer group, nothing committed), so asking and
-//! looking leave nothing behind on the broker.
+//! [`TopicFollower`] (no consumer group, nothing committed), so asking and looking leave
+//! nothing behind on the broker; following a new request reads only what comes after it.
 
 mod render;
 mod standing;
@@ -365,8 +365,8 @@ impl Session {
     }
 
     /// Follows `topic` from `from` (a partition not in it from its start) until `stop`,
-    /// sending what `pick` finds in each record. The handle ends once what the topic held at
-    /// open was read.
+    /// sending what `pick` finds in each record. The records before `from` are not fetched.
+    /// The handle ends once what the topic held at open was read.
     fn follow<T: Send + 'static>(
         &self,
         topic: &'static str,
@@ -376,16 +376,14 @@ impl Session {
     ) -> (JoinHandle<bool>, UnboundedReceiver<T>) {
         let (found, receiver) = unbounded_channel();
         let apply = move |record: &Received| {
-            if record.offset >= from.get(&record.partition).copied().unwrap_or(0)
-                && let Some(item) = pick(record)
-            {
+            if let Some(item) = pick(record) {
                 let _ = found.send(item);
             }
         };
         let (bus, reader, stop) = (self.bus.clone(), self.reader.clone(), stop.clone());
         let read = tokio::spawn(async move {
             let state = StateTopic::declare(&Health::default(), topic);
-            TopicFollower::start(bus, &state, &reader, apply, &stop)
+            TopicFollower::start_from(bus, &state, &from, &reader, apply, &stop)
                 .await
                 .is_some()
         });

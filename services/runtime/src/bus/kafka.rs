@@ -344,14 +344,19 @@ impl Bus for KafkaBus {
         Ok(Box::new(subscription))
     }
 
-    async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
-        let (settings, client_id, topic) = (
+    async fn read_topic_from(
+        &self,
+        topic: &str,
+        from: &EndOffsets,
+    ) -> Result<Box<dyn TopicReader>, BusError> {
+        let (settings, client_id, topic, from) = (
             self.settings.clone(),
             self.client_id.clone(),
             topic.to_owned(),
+            from.clone(),
         );
         let reader =
-            tokio::task::spawn_blocking(move || reader::open(&settings, &client_id, &topic))
+            tokio::task::spawn_blocking(move || reader::open(&settings, &client_id, &topic, &from))
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))??;
         Ok(Box::new(reader))

@@ -293,12 +293,22 @@ impl Bus for MemoryBus {
         )))
     }
 
-    async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+    async fn read_topic_from(
+        &self,
+        topic: &str,
+        from: &EndOffsets,
+    ) -> Result<Box<dyn TopicReader>, BusError> {
         let (positions, ends) = {
             let mut state = self.shared.lock();
             let partitions = state.partitions_mut(topic, self.shared.settings.partitions);
             (
-                partitions.iter().map(|p| p.base).collect(),
+                (0..)
+                    .zip(partitions.iter())
+                    .map(|(p, part)| {
+                        from.get(&p)
+                            .map_or(part.base, |at| (*at).clamp(part.base, part.end()))
+                    })
+                    .collect(),
                 partitions.iter().map(Partition::end).collect(),
             )
         };

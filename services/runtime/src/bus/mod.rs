@@ -174,8 +174,18 @@ pub trait Bus: Send + Sync + 'static {
     /// Opens `topic` for reading from its start, outside any consumer group (see
     /// [`TopicReader`]). Buses that cannot (test doubles) answer [`BusError::Client`].
     async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+        self.read_topic_from(topic, &EndOffsets::new()).await
+    }
+    /// Opens `topic` for reading like [`Bus::read_topic`], each partition in `from` at its
+    /// offset there (clamped to what the partition holds), the others from their start: a
+    /// reader that only wants what comes after a point does not fetch the topic's history.
+    async fn read_topic_from(
+        &self,
+        topic: &str,
+        _from: &EndOffsets,
+    ) -> Result<Box<dyn TopicReader>, BusError> {
         Err(BusError::Client(format!(
-            "the {} bus cannot read {topic} from its start",
+            "the {} bus cannot read {topic} outside a consumer group",
             self.kind()
         )))
     }

@@ -34,7 +34,8 @@ pub enum ReadEvent {
     CaughtUp,
 }
 
-/// A topic read from its start: every partition, no consumer group, no commits.
+/// A topic read from its start (or given offsets): every partition, no consumer group, no
+/// commits.
 #[async_trait]
 pub trait TopicReader: Send {
     /// The next record (each partition's in offset order), or [`ReadEvent::CaughtUp`] exactly
@@ -127,10 +128,26 @@ impl TopicFollower {
     where
         F: FnMut(&Received) + Send + 'static,
     {
+        Self::start_from(bus, state, &EndOffsets::new(), settings, apply, shutdown).await
+    }
+
+    /// [`TopicFollower::start`] with each partition in `from` read from its offset there (see
+    /// [`Bus::read_topic_from`]): for who only wants the records written after a point.
+    pub async fn start_from<F>(
+        bus: Arc<dyn Bus>,
+        state: &StateTopic,
+        from: &EndOffsets,
+        settings: &ReaderSettings,
+        apply: F,
+        shutdown: &CancellationToken,
+    ) -> Option<Self>
+    where
+        F: FnMut(&Received) + Send + 'static,
+    {
         let topic = state.topic.as_str();
         let mut attempt = 0;
         let reader = loop {
-            match bus.read_topic(topic).await {
+            match bus.read_topic_from(topic, from).await {
                 Ok(reader) => break reader,
                 Err(err) => {
                     attempt += 1;
@@ -377,6 +394,42 @@ mod tests {
         assert_eq!(read, [(7, 7), (8, 8), (9, 9)]);
     }
 
+    #[tokio::test]
+    async fn a_reader_opened_from_offsets_yields_only_the_records_at_and_after_them() {
+        let bus = MemoryBus::new(&MemorySettings {
+            partitions: 2,
+            retention_messages: 4,
+        });
+        for n in 0..12 {
+            bus.publish(msg("t", &format!("k{n}"), n)).await.unwrap();
+        }
+        let marks = bus.watermarks("t").await.unwrap();
+        assert!(marks[&1].0 > 0 && marks[&0].1 > 1, "{marks:?}");
+        // Partition 0 from one before its end; partition 1 from before what retention kept,
+        // so from its oldest record.
+        let from = EndOffsets::from([(0, marks[&0].1 - 1), (1, 0)]);
+        let mut reader = bus.read_topic_from("t", &from).await.unwrap();
+        assert_eq!(
+            reader.positions(),
+            EndOffsets::from([(0, marks[&0].1 - 1), (1, marks[&1].0)])
+        );
+        let mut read = Vec::new();
+        while let ReadEvent::Record(r) = next(&mut reader).await {
+            read.push((r.partition, r.offset));
+        }
+        let expected: Vec<_> = std::iter::once((0, marks[&0].1 - 1))
+            .chain((marks[&1].0..marks[&1].1).map(|o| (1, o)))
+            .collect();
+        read.sort_unstable();
+        assert_eq!(read, expected);
+        // Past the end: the next record written, not one skipped.
+        let far = EndOffsets::from([(0, 1_000), (1, 1_000)]);
+        let mut reader = bus.read_topic_from("t", &far).await.unwrap();
+        assert!(matches!(next(&mut reader).await, ReadEvent::CaughtUp));
+        bus.publish(msg("t", "k", 99)).await.unwrap();
+        assert!(matches!(next(&mut reader).await, ReadEvent::Record(r) if number(&r) == 99));
+    }
+
     /// A slow state: each record takes a while to apply, so a reader lags its topic.
     fn slow_state() -> (Arc<Mutex<Vec<u32>>>, impl FnMut(&Received) + Send + 'static) {
         let applied = Arc::new(Mutex::new(Vec::new()));
@@ -477,12 +530,16 @@ mod tests {
         ) -> Result<Box<dyn Subscription>, BusError> {
             self.inner.subscribe(group, topics).await
         }
-        async fn read_topic(&self, topic: &str) -> Result<Box<dyn TopicReader>, BusError> {
+        async fn read_topic_from(
+            &self,
+            topic: &str,
+            from: &EndOffsets,
+        ) -> Result<Box<dyn TopicReader>, BusError> {
             self.attempts.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
                 return Err(BusError::Unavailable("all brokers down".into()));
             }
-            self.inner.read_topic(topic).await
+            self.inner.read_topic_from(topic, from).await
         }
         async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
             self.inner.ensure_topics(topics).await

@@ -1,5 +1,5 @@
-//! [`TopicReader`] on Kafka: every partition assigned by hand from its beginning (no group
-//! membership, no commits), the end offsets taken before the first fetch.
+//! [`TopicReader`] on Kafka: every partition assigned by hand from its beginning or a given
+//! offset (no group membership, no commits), the end offsets taken before the first fetch.
 
 use async_trait::async_trait;
 use rdkafka::{
@@ -29,11 +29,13 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
-/// Opens a reader of `topic` (blocking: metadata and watermark requests).
+/// Opens a reader of `topic`, each partition in `from` at its offset there, the others at their
+/// beginning (blocking: metadata and watermark requests).
 pub(super) fn open(
     settings: &KafkaSettings,
     client_id: &str,
     topic: &str,
+    from: &EndOffsets,
 ) -> Result<KafkaReader, BusError> {
     let mut config = base_config(settings, client_id)?;
     config
@@ -58,10 +60,16 @@ pub(super) fn open(
         .map_err(|e| BusError::Client(e.to_string()))?;
     // Taken before the first fetch: every partition end the reader meets is at least this.
     let marks = watermarks(consumer.client(), topic, settings.request_timeout)?;
+    // Below the low watermark nothing is left to read (retention, compaction); past the high
+    // one the broker would answer out of range and `auto.offset.reset` restart at the beginning.
+    let starts: EndOffsets = marks
+        .iter()
+        .map(|(p, (low, high))| (*p, from.get(p).map_or(*low, |at| (*at).clamp(*low, *high))))
+        .collect();
     let mut assignment = TopicPartitionList::new();
-    for partition in marks.keys() {
+    for (partition, start) in &starts {
         assignment
-            .add_partition_offset(topic, *partition, Offset::Beginning)
+            .add_partition_offset(topic, *partition, Offset::Offset(*start))
             .map_err(|e| BusError::Consume(e.to_string()))?;
     }
     consumer
@@ -69,8 +77,7 @@ pub(super) fn open(
         .map_err(|e| BusError::Consume(e.to_string()))?;
     Ok(KafkaReader {
         consumer,
-        // Below the low watermark nothing is left to read (retention, compaction).
-        positions: marks.iter().map(|(p, (low, _))| (*p, *low)).collect(),
+        positions: starts,
         snapshot: Some(marks.iter().map(|(p, (_, high))| (*p, *high)).collect()),
     })
 }

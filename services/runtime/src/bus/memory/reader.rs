@@ -1,5 +1,5 @@
-//! Reading a whole topic on the in-memory bus, from its oldest retained message (see
-//! [`TopicReader`]).
+//! Reading a topic on the in-memory bus outside any group, from its oldest retained message or
+//! given offsets (see [`TopicReader`]).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::{Shared, to_received};
 use crate::bus::{BusError, EndOffsets, ReadEvent, Received, TopicReader};
 
-/// Reads every partition of a topic from its oldest retained message.
+/// Reads every partition of a topic from where it was opened.
 pub(super) struct MemoryReader {
     shared: Arc<Shared>,
     topic: String,
