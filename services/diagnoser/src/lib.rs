@@ -46,6 +46,7 @@ use opsmesh_runtime::{
 
 use incidents::{Decision, Incidents};
 use rules::{EvidenceLog, RuleSettings};
+use splunk_mcp::SplunkSearcher;
 use telemetry::TelemetryStore;
 
 pub const SERVICE: ServiceDef = ServiceDef {
@@ -161,11 +162,8 @@ fn build<'a>(
         }
         .map_err(|e| ConfigError::invalid("diagnoser.runbooks_dir", e.to_string()))?;
         tracing::info!(runbooks = library.runbooks().len(), "runbooks loaded");
-        let splunk = splunk::SplunkClient::new(&config.splunk)
-            .map_err(|e| ConfigError::invalid("diagnoser.splunk", e.to_string()))?;
+        let splunk = SplunkSearcher::from_config(&config.splunk, &config.splunk_mcp)?;
         let advisor = llm::Advisor::new(&config.llm, &ctx.registry)?;
-        let mcp = splunk_mcp::SplunkMcp::new(&config.splunk_mcp)
-            .map_err(|e| ConfigError::invalid("diagnoser.splunk_mcp", e.to_string()))?;
         let library = Arc::new(library);
         let investigator = match config.investigator.enabled {
             true => Some(investigator::build(&config, advisor.as_ref(), &library, ctx).await?),
@@ -173,7 +171,6 @@ fn build<'a>(
         };
         let diagnoser = Diagnoser::new(config, library, splunk, ctx.clone())
             .with_advisor(advisor)
-            .with_mcp(mcp)
             .with_investigator(investigator);
         Ok(Arc::new(diagnoser) as Arc<dyn Component>)
     })
@@ -187,10 +184,10 @@ struct Inner {
     config: DiagnoserConfig,
     ctx: Context,
     library: Arc<Library>,
-    splunk: Option<splunk::SplunkClient>,
+    /// The rules' evidence searches: REST export, else the MCP server.
+    splunk: Option<SplunkSearcher>,
     advisor: Option<llm::Advisor>,
     investigator: Option<investigator::Investigator>,
-    mcp: Option<splunk_mcp::SplunkMcp>,
     /// Set once the start-up wait for telemetry is over.
     telemetry_warm: std::sync::atomic::AtomicBool,
     incidents: Arc<Incidents>,
@@ -206,7 +203,7 @@ impl Diagnoser {
     pub fn new(
         config: DiagnoserConfig,
         library: impl Into<Arc<Library>>,
-        splunk: Option<splunk::SplunkClient>,
+        splunk: Option<SplunkSearcher>,
         ctx: Context,
     ) -> Self {
         let metrics = tables::DiagnoserMetrics::new(&ctx.registry);
@@ -215,7 +212,6 @@ impl Diagnoser {
                 splunk,
                 advisor: None,
                 investigator: None,
-                mcp: None,
                 telemetry_warm: std::sync::atomic::AtomicBool::new(false),
                 incidents: Arc::new(Incidents::new(
                     config.cooldown,
@@ -254,16 +250,6 @@ impl Diagnoser {
     pub fn with_investigator(mut self, investigator: Option<investigator::Investigator>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.investigator = investigator;
-        }
-        self
-    }
-}
-
-impl Diagnoser {
-    /// Adds the Splunk MCP Server as the evidence source when no REST URL is configured.
-    pub fn with_mcp(mut self, mcp: Option<splunk_mcp::SplunkMcp>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.mcp = mcp;
         }
         self
     }
@@ -439,9 +425,9 @@ impl Inner {
     /// Splunk searches about the alert's entity, each recorded as evidence (failures too:
     /// Splunk being down degrades the diagnosis to telemetry, it never stops it).
     async fn splunk_evidence(&self, alert: &Alert, log: &mut EvidenceLog) -> Vec<String> {
-        if self.splunk.is_none() && self.mcp.is_none() {
+        let Some(splunk) = &self.splunk else {
             return Vec::new();
-        }
+        };
         let (index, earliest) = (&self.config.splunk.index, &self.config.splunk.earliest);
         let e = &alert.entity;
         let namespace = e.namespace.as_deref().unwrap_or_default();
@@ -458,14 +444,10 @@ impl Inner {
         };
         let mut notes = Vec::new();
         for search in searches {
-            let (outcome, source) = match (&self.splunk, &self.mcp) {
-                (Some(rest), _) => (rest.run(&search).await, EvidenceSource::SplunkSearch),
-                (None, Some(mcp)) => (mcp.run(&search).await, EvidenceSource::SplunkMcp),
-                (None, None) => unreachable!("checked above"),
-            };
+            let outcome = splunk.run(&search).await;
             let mut evidence = opsmesh_proto::diagnosis::Evidence {
                 id: String::new(),
-                source,
+                source: splunk.source(),
                 query: search.spl.clone(),
                 earliest: Some(search.earliest.clone()),
                 latest: Some("now".into()),

@@ -163,8 +163,9 @@ impl SplunkMcp {
     }
 }
 
-/// Where searches go: the REST export API (`[diagnoser.splunk]`), or the MCP server
-/// (`[diagnoser.splunk_mcp]`) when only it is configured.
+/// Where searches go, for the rules' evidence and the investigator's tool alike: the REST
+/// export API (`[diagnoser.splunk]`), or the MCP server (`[diagnoser.splunk_mcp]`) when only it
+/// is configured.
 pub enum SplunkSearcher {
     Rest(SplunkClient),
     Mcp(SplunkMcp),

@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 
-use opsmesh_diagnoser::{Diagnoser, DiagnoserConfig, llm::Advisor, splunk::SplunkClient};
+use opsmesh_diagnoser::{
+    Diagnoser, DiagnoserConfig, llm::Advisor, splunk::SplunkClient, splunk_mcp::SplunkSearcher,
+};
 use opsmesh_proto::{
     Envelope,
     alert::Alert,
@@ -55,7 +57,9 @@ pub async fn start_on(
     add: impl FnOnce(Diagnoser) -> Diagnoser,
 ) -> Running {
     let ctx = Context::new(Settings::default(), Arc::new(bus.clone()));
-    let splunk = SplunkClient::new(&config.splunk).unwrap();
+    let splunk = SplunkClient::new(&config.splunk)
+        .unwrap()
+        .map(SplunkSearcher::Rest);
     let diagnoser = Arc::new(add(Diagnoser::new(
         config,
         Library::built_in().unwrap(),
