@@ -353,24 +353,34 @@ fn configuration_errors_name_the_key() {
 
 /// OpenCost in front of the simulator's: forwards every allocation query, counts the history
 /// queries (`accumulate=false`) and, while `fail_history` is set, answers those as OpenCost
-/// answers a failed computation.
+/// answers a failed computation; while `hang_history` is set, never answers them.
 struct OpenCostProxy {
     url: String,
     history_queries: Arc<AtomicUsize>,
     fail_history: Arc<AtomicBool>,
+    hang_history: Arc<AtomicBool>,
 }
 
 impl OpenCostProxy {
     fn start(upstream: String) -> Self {
         let history_queries = Arc::new(AtomicUsize::new(0));
         let fail_history = Arc::new(AtomicBool::new(false));
-        let (count, fail) = (history_queries.clone(), fail_history.clone());
+        let hang_history = Arc::new(AtomicBool::new(false));
+        let (count, fail, hang) = (
+            history_queries.clone(),
+            fail_history.clone(),
+            hang_history.clone(),
+        );
         let forward = move |req: HttpRequest| {
-            let (upstream, count, fail) = (upstream.clone(), count.clone(), fail.clone());
+            let (upstream, count, fail, hang) =
+                (upstream.clone(), count.clone(), fail.clone(), hang.clone());
             async move {
                 let query = req.query_string().to_owned();
                 if query.split('&').any(|kv| kv == "accumulate=false") {
                     count.fetch_add(1, Ordering::SeqCst);
+                    if hang.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
                     if fail.load(Ordering::SeqCst) {
                         return HttpResponse::InternalServerError().json(serde_json::json!({
                             "code": 500, "status": "error",
@@ -403,6 +413,7 @@ impl OpenCostProxy {
             url,
             history_queries,
             fail_history,
+            hang_history,
         }
     }
 
@@ -535,4 +546,35 @@ async fn a_failing_history_keeps_the_last_baselines_until_their_max_age() {
     );
     assert_eq!(opencost.history_queries(), 4);
     assert_eq!(failures(), 2.0);
+}
+
+#[tokio::test]
+async fn a_hanging_history_counts_as_failed_and_waits_for_the_refresh() {
+    let f = fixture().await;
+    let opencost = OpenCostProxy::start(f.server.opencost_url());
+    let t = tree_with_opencost(&f, &opencost.url, "history_refresh = \"1h\"\n", "");
+    let (collector, ctx, _bus) = collector(&t).await;
+    opencost.hang_history.store(true, Ordering::SeqCst);
+    // The HTTP client's bound (source_timeout) fails the history read, or the source's own
+    // bound (the same) abandons it, whichever fires first: the read counts as failed either way.
+    let pass = collector.collect_once().await;
+    assert!(
+        pass.errors
+            .iter()
+            .all(|(source, e)| source == "costs" && e.contains("timed out")),
+        "{:?}",
+        pass.errors
+    );
+    assert_eq!(
+        metric(&ctx, "collector_opencost_history_refresh_failures_total"),
+        1.0
+    );
+
+    // The slow history is not asked again before the refresh; the costs are read without it.
+    opencost.hang_history.store(false, Ordering::SeqCst);
+    assert_eq!(
+        team_a_baselines(&collector.collect_once().await),
+        BTreeMap::new()
+    );
+    assert_eq!(opencost.history_queries(), 1);
 }

@@ -134,21 +134,19 @@ impl Source for Costs {
     async fn collect(&self) -> Result<Records, String> {
         let hours = window_hours(&self.window).unwrap_or(1.0);
         let history_read = async {
-            if self.baseline_cache.claim_read() {
-                Some(self.history_baselines().await)
-            } else {
-                None
+            if let Some(claim) = self.baseline_cache.claim_read() {
+                claim.finish(self.history_baselines().await);
             }
         };
         // A failed history read is the cache's to handle (it keeps the last baselines), not
         // a failure of the costs read.
-        let (namespaces, pods, annotated, history_read) = tokio::join!(
+        let (namespaces, pods, annotated, ()) = tokio::join!(
             self.allocation("namespace"),
             self.allocation("pod"),
             self.annotated_budgets(),
             history_read
         );
-        let mut baselines = self.baseline_cache.baselines(history_read);
+        let mut baselines = self.baseline_cache.current();
         let (namespaces, pods, annotated) = (namespaces?, pods?, annotated?);
         let budget = |ns: &str| {
             annotated
