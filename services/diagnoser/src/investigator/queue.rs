@@ -203,8 +203,12 @@ impl RequestHandler {
             ));
         }
         let mut facts = r.facts.clone().unwrap_or(serde_json::Value::Null);
+        let record = r
+            .incident_id
+            .as_deref()
+            .and_then(|id| self.inner.incidents.find(id));
         if let Some(id) = &r.incident_id {
-            match self.inner.incidents.find(id) {
+            match &record {
                 Some(record) => {
                     if let serde_json::Value::Object(map) = &mut facts {
                         map.insert("incident".into(), serde_json::json!(record));
@@ -225,10 +229,9 @@ impl RequestHandler {
         }
         // The telemetry the collector reported about the namespace in question (the
         // request's, else the incident target's), as the tool results are: citable facts.
-        let target_namespace = r.incident_id.as_deref().and_then(|id| {
-            let target = self.inner.incidents.find(id)?.target?;
-            target.split('/').nth(1).map(str::to_owned)
-        });
+        let target_namespace = record
+            .and_then(|record| record.target)
+            .and_then(|target| target.split('/').nth(1).map(str::to_owned));
         let telemetry = r
             .namespace
             .clone()
